@@ -1,0 +1,24 @@
+# Single-node development agent: server + client in one process, state in memory
+# (started with -dev), web UI on. Loopback only. Ports are the defaults
+# (HTTP 8500, DNS 8600) unless overridden on the command line.
+bind_addr   = "127.0.0.1"
+client_addr = "127.0.0.1"
+advertise_addr = "127.0.0.1"
+
+ui_config {
+  enabled = true
+}
+
+log_level = "INFO"
+disable_update_check = true
+enable_script_checks = false
+
+# Let services register checks with DeregisterCriticalServiceAfter and see it applied
+# promptly (the agent reaps critical services every 30s by default; 1m is Consul's floor
+# for the setting itself).
+check_update_interval = "0s"
+
+dns_config {
+  service_ttl = { "*" = "0s" }
+  node_ttl = "0s"
+}
