@@ -1,0 +1,1 @@
+"""Run the example platform locally: Consul plus every service instance under supervisord."""

@@ -1,0 +1,77 @@
+"""`python -m services.cluster up|status|logs|down|rolling-restart SERVICE`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from services.cluster import control
+from services.cluster.plan import ClusterConfigError, ClusterPlan
+
+
+def _print_summary(plan: ClusterPlan, rows: list[control.InstanceStatus]) -> None:
+    print(control.format_table(rows))
+    print()
+    print(f"Gateway:   {plan.gateway_url}")
+    print(f"Consul UI: {plan.consul_ui_url}")
+    print(f"Logs:      {plan.log_dir}   (make logs)")
+
+
+def _logs(plan: ClusterPlan, lines: int) -> None:
+    if not plan.log_dir.is_dir():
+        print(f"no logs yet in {plan.log_dir}")
+        return
+    for path in sorted(plan.log_dir.glob("*.log")):
+        tail = path.read_text(errors="replace").splitlines()[-lines:]
+        print(f"==> {path.name} <==")
+        print("\n".join(tail))
+        print()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    parser = argparse.ArgumentParser(prog="python -m services.cluster", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start Consul and every instance; wait until all pass")
+    sub.add_parser("status", help="supervisor and Consul health of every instance")
+    logs = sub.add_parser("logs", help="the last lines of every log")
+    logs.add_argument("-n", "--lines", type=int, default=20)
+    sub.add_parser("down", help="drain and stop every instance, then Consul")
+    rolling = sub.add_parser("rolling-restart", help="restart one service's instances in turn")
+    rolling.add_argument("service")
+    args = parser.parse_args(argv)
+
+    try:
+        plan = ClusterPlan.from_env()
+        if args.command != "up":
+            plan = plan.with_saved_counts()
+        if args.command == "up":
+            _print_summary(plan, control.up(plan))
+        elif args.command == "status":
+            if control.supervisord_pid(plan) is None:
+                print("the cluster is not running (make run-cluster starts it)")
+                return 3
+            print(control.supervisorctl(plan, "status"))
+            _print_summary(plan, control.table(plan))
+        elif args.command == "logs":
+            _logs(plan, args.lines)
+        elif args.command == "down":
+            if control.supervisord_pid(plan) is None:
+                print("the cluster is not running")
+                return 0
+            control.down(plan)
+            print("cluster stopped: instances drained and deregistered, Consul stopped")
+        elif args.command == "rolling-restart":
+            control.rolling_restart(plan, args.service)
+            print(control.format_table(control.table(plan)))
+    except control.AlreadyRunningError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except (control.ClusterError, ClusterConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""Start, inspect, restart and stop a local cluster through supervisord."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from services.cluster.plan import REPO_ROOT, ClusterPlan, InstancePlan
+from services.cluster.supervisor_conf import render
+
+ENSURE_CONSUL = REPO_ROOT / "consul" / "ensure-consul"
+
+
+class ClusterError(RuntimeError):
+    """A cluster operation failed; the message says what and how to fix it."""
+
+
+class AlreadyRunningError(ClusterError):
+    """The cluster is already up (its supervisord is alive)."""
+
+
+class PortInUseError(ClusterError):
+    """A port the cluster needs is taken by another process."""
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceStatus:
+    """One row of the cluster table."""
+
+    service: str
+    instance: str
+    address: str
+    health: str
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+def supervisord_pid(plan: ClusterPlan) -> int | None:
+    """PID of the cluster's live supervisord, or None."""
+    try:
+        pid = int(plan.supervisor_pidfile.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def supervisorctl(plan: ClusterPlan, *args: str, check: bool = True) -> str:
+    """Run supervisorctl against the cluster's socket and return its output."""
+    result = subprocess.run(
+        [_bin("supervisorctl"), "-c", str(plan.supervisor_conf), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    # supervisorctl exits 3 when some program is not RUNNING (status); that is not an error.
+    if check and result.returncode not in (0, 3):
+        raise ClusterError(f"supervisorctl {' '.join(args)} failed: {result.stdout}{result.stderr}")
+    return result.stdout
+
+
+def busy_ports(ports: dict[str, int]) -> list[str]:
+    """Which of ``ports`` cannot be bound on 127.0.0.1 right now."""
+    taken = []
+    for what, port in ports.items():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                taken.append(f"{port} ({what})")
+    return taken
+
+
+def consul_binary() -> str:
+    """The Consul binary from consul/ensure-consul (builds it the first time)."""
+    try:
+        out = subprocess.run(
+            [str(ENSURE_CONSUL)], check=True, stdout=subprocess.PIPE, text=True, timeout=1800
+        )
+    except subprocess.CalledProcessError as exc:
+        raise ClusterError("could not find or build Consul; run `make consul` to see why") from exc
+    return out.stdout.strip().splitlines()[-1]
+
+
+def instance_health(plan: ClusterPlan, service: str) -> dict[str, str]:
+    """Aggregated check status per instance ID of ``service``, as Consul reports it."""
+    url = f"http://{plan.consul_address}/v1/health/service/{service}"
+    entries = requests.get(url, timeout=5).json()
+    order = {"passing": 0, "warning": 1, "maintenance": 2, "critical": 3}
+    health = {}
+    for entry in entries:
+        statuses = ["passing"]
+        for check in entry.get("Checks", []):
+            status = check.get("Status", "critical")
+            if check.get("CheckID", "").startswith("_service_maintenance"):
+                status = "maintenance"
+            statuses.append(status)
+        health[entry["Service"]["ID"]] = max(statuses, key=lambda s: order.get(s, 3))
+    return health
+
+
+def table(plan: ClusterPlan) -> list[InstanceStatus]:
+    """One row per planned instance with its health in Consul ('absent' if unregistered)."""
+    rows = []
+    by_service: dict[str, dict[str, str]] = {}
+    for inst in plan.instances():
+        if inst.service not in by_service:
+            try:
+                by_service[inst.service] = instance_health(plan, inst.service)
+            except (requests.RequestException, ValueError):
+                by_service[inst.service] = {}
+        health = by_service[inst.service].get(inst.instance_id, "absent")
+        address = f"127.0.0.1:{inst.port}"
+        rows.append(InstanceStatus(inst.service, inst.instance_id, address, health))
+    return rows
+
+
+def format_table(rows: Iterable[InstanceStatus]) -> str:
+    """Rows as an aligned text table."""
+    header = ("SERVICE", "INSTANCE", "ADDRESS", "HEALTH")
+    data = [header, *((r.service, r.instance, r.address, r.health) for r in rows)]
+    widths = [max(len(row[i]) for row in data) for i in range(4)]
+    lines = ("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in data)
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def wait_until(
+    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.2
+) -> None:
+    """Poll ``condition`` until true or raise ClusterError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except (requests.RequestException, ValueError):
+            pass
+        time.sleep(interval)
+    raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def wait_passing(plan: ClusterPlan, instances: Iterable[InstancePlan], timeout: float) -> None:
+    """Wait until every one of ``instances`` is registered and passing in Consul."""
+    wanted = list(instances)
+
+    def all_passing() -> bool:
+        rows = {r.instance: r.health for r in table(plan)}
+        return all(rows.get(i.instance_id) == "passing" for i in wanted)
+
+    try:
+        wait_until(all_passing, timeout, "every instance to pass its health check")
+    except ClusterError as exc:
+        raise ClusterError(f"{exc}\n{format_table(table(plan))}\nlogs: {plan.log_dir}") from exc
+
+
+def up(plan: ClusterPlan, timeout: float = 120.0) -> list[InstanceStatus]:
+    """Start Consul and every instance in the background; return when all pass."""
+    pid = supervisord_pid(plan)
+    if pid is not None:
+        raise AlreadyRunningError(
+            f"the cluster is already running (supervisord PID {pid}); "
+            "`make status` shows it, `make stop-cluster` stops it"
+        )
+    taken = busy_ports(plan.ports())
+    if taken:
+        raise PortInUseError(
+            "cannot start the cluster, these ports are in use: " + ", ".join(taken)
+        )
+    for directory in (plan.run_dir, plan.log_dir, plan.data_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+    plan.supervisor_conf.write_text(render(plan, consul_binary()))
+    plan.save()
+    subprocess.run([_bin("supervisord"), "-c", str(plan.supervisor_conf)], check=True, timeout=30)
+    leader_url = f"http://{plan.consul_address}/v1/status/leader"
+    wait_until(
+        lambda: bool(requests.get(leader_url, timeout=1).json()), 30, "Consul to elect a leader"
+    )
+    wait_passing(plan, plan.instances(), timeout)
+    return table(plan)
+
+
+def down(plan: ClusterPlan, timeout: float = 120.0) -> None:
+    """Drain and stop every instance, then Consul, then supervisord itself."""
+    pid = supervisord_pid(plan)
+    if pid is None:
+        return
+    programs = [inst.program for inst in plan.instances()]
+    supervisorctl(plan, "stop", *programs)  # each drains: maintenance, delay, deregister
+    supervisorctl(plan, "stop", "consul")
+    supervisorctl(plan, "shutdown")
+    wait_until(lambda: supervisord_pid(plan) is None, timeout, "supervisord to exit")
+
+
+def rolling_restart(
+    plan: ClusterPlan, service: str, timeout: float = 60.0, log: Callable[[str], None] = print
+) -> None:
+    """Restart ``service``'s instances one at a time: drain, stop, start, wait until passing."""
+    if supervisord_pid(plan) is None:
+        raise ClusterError("the cluster is not running; start it with `make run-cluster`")
+    for inst in plan.instances_of(service):
+        started = time.monotonic()
+        log(f"{inst.program}: draining and stopping")
+        supervisorctl(plan, "stop", inst.program)
+        log(f"{inst.program}: starting")
+        supervisorctl(plan, "start", inst.program)
+        wait_passing(plan, [inst], timeout)
+        log(f"{inst.program}: passing again after {time.monotonic() - started:.1f}s")

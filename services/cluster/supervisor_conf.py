@@ -1,0 +1,141 @@
+"""Render the supervisord config that runs Consul and every service instance."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from services.cluster.plan import APPS, REPO_ROOT, ClusterPlan, InstancePlan
+
+CONSUL_DEV_CONFIG = REPO_ROOT / "consul" / "config" / "dev.hcl"
+
+
+def _env_line(env: dict[str, str]) -> str:
+    # supervisor's environment= syntax: KEY="value",KEY2="value2" (quotes escape commas).
+    return ",".join(f'{key}="{value}"' for key, value in sorted(env.items()))
+
+
+def consul_command(plan: ClusterPlan, consul_bin: str) -> list[str]:
+    """The dev agent's command line: UI on, in-memory state, the plan's ports."""
+    ports = plan.consul
+    return [
+        consul_bin,
+        "agent",
+        "-dev",
+        "-node=local-cluster",
+        f"-config-file={CONSUL_DEV_CONFIG}",
+        f"-http-port={ports.http}",
+        f"-dns-port={ports.dns}",
+        f"-serf-lan-port={ports.serf_lan}",
+        f"-serf-wan-port={ports.serf_wan}",
+        f"-server-port={ports.server}",
+        f"-grpc-port={ports.grpc}",
+        "-grpc-tls-port=-1",
+        "-https-port=-1",
+    ]
+
+
+def instance_env(plan: ClusterPlan, inst: InstancePlan) -> dict[str, str]:
+    """Environment of one instance: the registry's SERVICE_* settings and app settings."""
+    return {
+        "PYTHONPATH": str(REPO_ROOT),
+        "PYTHONUNBUFFERED": "1",
+        "CONSUL_HTTP_ADDR": plan.consul_address,
+        "SERVICE_NAME": inst.service,
+        "SERVICE_ID": inst.instance_id,
+        "SERVICE_ADDRESS": "127.0.0.1",
+        "SERVICE_PORT": str(inst.port),
+        "SERVICE_VERSION": "1.0.0",
+        "SERVICE_CHECK": "http",
+        "SERVICE_CHECK_INTERVAL": plan.check_interval,
+        "SERVICE_CHECK_TIMEOUT": "1s",
+        "SERVICE_DEREGISTER_AFTER": "1m",
+        "SERVICE_DRAIN_SECONDS": str(plan.drain_seconds),
+        "USER_DB_PATH": str(plan.data_dir / "users.sqlite3"),
+        "ORDER_DB_PATH": str(plan.data_dir / "orders.sqlite3"),
+        "USER_SERVICE_SECRET": plan.secret,
+    }
+
+
+def instance_command(plan: ClusterPlan, inst: InstancePlan) -> list[str]:
+    """gunicorn serving the instance's app, with the registry's master hooks."""
+    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+    return [
+        gunicorn,
+        "-c",
+        "python:registry.gunicorn_conf",
+        "--bind",
+        f"127.0.0.1:{inst.port}",
+        "--workers",
+        str(plan.workers),
+        "--threads",
+        str(plan.threads),
+        "--worker-class",
+        "gthread",
+        "--graceful-timeout",
+        "20",
+        "--access-logfile",
+        "-",
+        "--name",
+        inst.program,
+        APPS[inst.service],
+    ]
+
+
+def render(plan: ClusterPlan, consul_bin: str) -> str:
+    """The whole supervisord.conf for ``plan``."""
+    logs = plan.log_dir
+    stop_wait = int(plan.drain_seconds) + 30
+    sections = [
+        f"""[supervisord]
+logfile={logs / "supervisord.log"}
+pidfile={plan.supervisor_pidfile}
+childlogdir={logs}
+nodaemon=false
+directory={REPO_ROOT}
+identifier=consul-discovery-cluster
+
+[unix_http_server]
+file={plan.supervisor_socket}
+chmod=0700
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://{plan.supervisor_socket}
+
+[program:consul]
+command={shlex.join(consul_command(plan, consul_bin))}
+priority=10
+startsecs=2
+stopsignal=TERM
+stopwaitsecs=15
+autorestart=true
+redirect_stderr=true
+stdout_logfile={logs / "consul.log"}
+"""
+    ]
+    for inst in plan.instances():
+        sections.append(
+            f"""[program:{inst.program}]
+command={shlex.join(instance_command(plan, inst))}
+environment={_env_line(instance_env(plan, inst))}
+directory={REPO_ROOT}
+priority=100
+startsecs=2
+stopsignal=TERM
+stopwaitsecs={stop_wait}
+; SIGTERM goes to the gunicorn master only: it drains (maintenance, propagation
+; delay, in-flight requests) before it stops its workers. SIGKILL, if it comes to
+; that, takes the whole group.
+stopasgroup=false
+killasgroup=true
+autorestart={"true" if plan.autorestart else "false"}
+redirect_stderr=true
+stdout_logfile={logs / (inst.program + ".log")}
+stdout_logfile_maxbytes=10MB
+"""
+        )
+    return "\n".join(sections)

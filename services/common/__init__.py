@@ -1,0 +1,1 @@
+"""Pieces every service shares: JSON errors, validation, SQLite, access log, OpenAPI."""

@@ -1,0 +1,174 @@
+"""An OpenAPI 3 document per app, built from its URL map and served at ``/openapi.json``.
+
+Views describe themselves with ``@operation(...)``; ``build_spec`` walks the app's URL
+map so every route appears (undocumented ones with a generic entry), request bodies come
+from the same ``Schema`` the view validates with, and every operation lists the shared
+JSON error shape.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from flask import Flask, Response, jsonify
+
+from services.common.validation import Schema, json_schema
+
+F = TypeVar("F", bound=Callable[..., Any])
+_CONVERTER = re.compile(r"<(?:(?P<conv>[a-z]+)(?:\([^)]*\))?:)?(?P<name>\w+)>")
+_PARAM_TYPES = {"int": "integer", "float": "number", "path": "string", None: "string"}
+_IGNORED_METHODS = {"HEAD", "OPTIONS"}
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["status", "code", "message"],
+            "properties": {
+                "status": {"type": "integer"},
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "field": {"type": "string", "description": "the offending request field"},
+            },
+        }
+    },
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """What ``@operation`` records about a view."""
+
+    summary: str
+    body: Schema | None = None
+    responses: Mapping[int, str] = field(default_factory=dict)
+    response_schema: Mapping[str, Any] | None = None
+    auth: bool = False
+    headers: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""
+
+
+def operation(
+    summary: str,
+    *,
+    body: Schema | None = None,
+    responses: Mapping[int, str] | None = None,
+    response_schema: Mapping[str, Any] | None = None,
+    auth: bool = False,
+    headers: Mapping[str, str] | None = None,
+    description: str = "",
+) -> Callable[[F], F]:
+    """Attach OpenAPI metadata to a view function (applied under ``@bp.route``)."""
+
+    def decorate(view: F) -> F:
+        view.__openapi__ = Operation(  # type: ignore[attr-defined]
+            summary=summary,
+            body=body,
+            responses=dict(responses or {}),
+            response_schema=response_schema,
+            auth=auth,
+            headers=dict(headers or {}),
+            description=description,
+        )
+        return view
+
+    return decorate
+
+
+def openapi_path(rule: str) -> tuple[str, list[dict[str, Any]]]:
+    """Turn a Flask rule (``/orders/<int:order_id>``) into an OpenAPI path and parameters."""
+    params: list[dict[str, Any]] = []
+
+    def replace(match: re.Match[str]) -> str:
+        params.append(
+            {
+                "name": match["name"],
+                "in": "path",
+                "required": True,
+                "schema": {"type": _PARAM_TYPES.get(match["conv"], "string")},
+            }
+        )
+        return "{" + match["name"] + "}"
+
+    return _CONVERTER.sub(replace, rule), params
+
+
+def _operation_object(op: Operation | None, endpoint: str, path_params: list) -> dict[str, Any]:
+    op = op or Operation(summary=endpoint.replace("_", " ").replace(".", ": "))
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    ok_content = (
+        {"application/json": {"schema": dict(op.response_schema)}}
+        if op.response_schema
+        else {"application/json": {"schema": {"type": "object"}}}
+    )
+    responses: dict[str, Any] = {}
+    for status, text in sorted((op.responses or {200: "OK"}).items()):
+        content = ok_content if status < 400 else error
+        responses[str(status)] = {"description": text, "content": content}
+    responses.setdefault("default", {"description": "JSON error", "content": error})
+    result: dict[str, Any] = {
+        "summary": op.summary,
+        "operationId": endpoint,
+        "responses": responses,
+    }
+    if op.description:
+        result["description"] = op.description
+    parameters = list(path_params)
+    for name, text in op.headers.items():
+        parameters.append(
+            {
+                "name": name,
+                "in": "header",
+                "required": False,
+                "description": text,
+                "schema": {"type": "string"},
+            }
+        )
+    if parameters:
+        result["parameters"] = parameters
+    if op.body is not None:
+        result["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": json_schema(op.body)}},
+        }
+    if op.auth:
+        result["security"] = [{"bearerAuth": []}]
+    return result
+
+
+def build_spec(app: Flask, title: str, version: str, description: str = "") -> dict[str, Any]:
+    """The OpenAPI 3.0 document of every route the app serves."""
+    paths: dict[str, dict[str, Any]] = {}
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        if rule.endpoint == "static":
+            continue
+        view = app.view_functions[rule.endpoint]
+        path, params = openapi_path(rule.rule)
+        item = paths.setdefault(path, {})
+        for method in sorted((rule.methods or set()) - _IGNORED_METHODS):
+            op = getattr(view, "__openapi__", None)
+            item[method.lower()] = _operation_object(op, rule.endpoint, params)
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": title, "version": version, "description": description},
+        "paths": paths,
+        "components": {
+            "schemas": {"Error": ERROR_SCHEMA},
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def init_openapi(app: Flask, title: str, version: str, description: str = "") -> None:
+    """Serve the app's OpenAPI document at ``GET /openapi.json``."""
+
+    @operation("This service's OpenAPI document", responses={200: "OpenAPI 3 document"})
+    def openapi_json() -> Response:
+        return jsonify(build_spec(app, title, version, description))
+
+    app.add_url_rule("/openapi.json", "openapi", openapi_json, methods=["GET"])
