@@ -1,0 +1,334 @@
+"""Where instances come from: Consul's health endpoint, watched with blocking queries.
+
+``ConsulSource`` is the discovery client's InstanceSource. The first ``resolve()`` of a
+service fetches synchronously (bounded by ``timeout``) and starts one background watch
+thread for it; every later ``resolve()`` returns the cached Resolution with no network
+I/O. The watch rules (index, rate limit, backoff, stale-on-error) live in
+``discovery_client.watch``; turning Consul's entries into values in ``health_entries``.
+
+This is the only module of the discovery client that imports py-consul.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import consul
+
+from discovery_client.config import ServiceConfig
+from discovery_client.errors import (
+    ConsulUnavailableError,
+    DiscoveryError,
+    UnknownServiceError,
+)
+from discovery_client.health_entries import build_resolution, instances_from_entries
+from discovery_client.instance import Instance, Resolution
+from discovery_client.source import Listener
+from discovery_client.watch import ServiceWatch, WatchTiming
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ADDRESS = "127.0.0.1:8500"
+
+
+class ConsulQueryError(DiscoveryError):
+    """Consul answered but refused the query (bad filter expression, ACL denied, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSummary:
+    """One catalog service and how many of its instances are in each health state."""
+
+    name: str
+    passing: int
+    warning: int
+    critical: int
+
+    @property
+    def total(self) -> int:
+        """Every registered instance, whatever its health."""
+        return self.passing + self.warning + self.critical
+
+
+def parse_address(address: str) -> tuple[str, str, int]:
+    """``(scheme, host, port)`` from ``host:port``, ``http(s)://host[:port]`` or ``[v6]:port``."""
+    text = address.strip()
+    if "//" not in text:
+        text = "//" + text
+    parsed = urllib.parse.urlsplit(text)
+    scheme = parsed.scheme or "http"
+    try:
+        port = parsed.port
+    except ValueError as exc:
+        raise ValueError(f"invalid Consul address {address!r}: {exc}") from exc
+    if not parsed.hostname:
+        raise ValueError(f"invalid Consul address {address!r}: no host")
+    return scheme, parsed.hostname, port or (443 if scheme == "https" else 8500)
+
+
+def _wait_param(seconds: float) -> str:
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+# py-consul's 4xx errors: Consul is up but says no. Everything else (requests' connection
+# errors and timeouts, 5xx such as "No cluster leader") means Consul is not serving.
+_REFUSALS = (
+    consul.exceptions.BadRequest,
+    consul.exceptions.ClientError,
+    consul.exceptions.ACLPermissionDenied,
+    consul.exceptions.ACLDisabled,
+    consul.exceptions.NotFound,
+)
+
+
+def _wrap(exc: BaseException, what: str, address: str) -> DiscoveryError:
+    """Our error for a py-consul/requests failure (the caller chains ``exc``)."""
+    if isinstance(exc, DiscoveryError):
+        return exc
+    if isinstance(exc, _REFUSALS):
+        return ConsulQueryError(f"Consul at {address} refused {what}: {exc}")
+    return ConsulUnavailableError(
+        f"Consul at {address} unreachable for {what}: {type(exc).__name__}: {exc}"
+    )
+
+
+class ConsulSource:
+    """Resolve services from Consul and keep them fresh with one watch thread each.
+
+    ``address`` defaults to ``$CONSUL_HTTP_ADDR`` then ``127.0.0.1:8500``; ``token`` to
+    ``$CONSUL_HTTP_TOKEN``. ``service_config(name)`` gives each service's filter, tag,
+    datacenter and panic threshold (default: ``ServiceConfig()``). ``wait`` is the
+    blocking-query wait; the HTTP read timeout is ``request_timeout + wait + wait/16``.
+    ``min_interval`` bounds the request rate when responses carry no change.
+    ``client`` (a py-consul ``Consul``), ``clock``, ``rng`` and ``sleep`` are injectable.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        token: str | None = None,
+        service_config: Callable[[str], ServiceConfig] | None = None,
+        wait: float = 30.0,
+        min_interval: float = 1.0,
+        request_timeout: float = 10.0,
+        backoff_base: float = 0.25,
+        backoff_cap: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], object] | None = None,
+        client: Any | None = None,
+    ) -> None:
+        self.address = address or os.environ.get("CONSUL_HTTP_ADDR") or DEFAULT_ADDRESS
+        if client is None:
+            scheme, host, port = parse_address(self.address)
+            client = consul.Consul(
+                host=host, port=port, scheme=scheme, connections_timeout=request_timeout
+            )
+            # py-consul lets $CONSUL_HTTP_TOKEN override an explicit token; we do not.
+            client.token = token if token is not None else os.environ.get("CONSUL_HTTP_TOKEN")
+        self._client = client
+        self._service_config = service_config or (lambda _name: ServiceConfig())
+        self._timing = WatchTiming(
+            wait=wait, min_interval=min_interval, backoff_base=backoff_base,
+            backoff_cap=backoff_cap,
+        )  # fmt: skip
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+        self._lock = threading.Lock()  # guards the two dicts below
+        self._watches: dict[tuple[str, ServiceConfig], tuple[ServiceWatch, threading.Event]] = {}
+        self._listeners: dict[str, list[Listener]] = {}  # any thread, under _lock
+        self._closed = False  # under _lock
+
+    # -- InstanceSource -------------------------------------------------------------
+
+    def resolve(self, service: str, timeout: float = 5.0) -> Resolution:
+        """The service's current Resolution; the first call fetches it and starts a watch.
+
+        Raises UnknownServiceError if Consul has never heard of ``service``,
+        ConsulUnavailableError if Consul cannot be reached and nothing is cached,
+        ConsulQueryError if Consul rejects the query (e.g. a bad filter).
+        """
+        config = self._service_config(service)
+        key = (service, config)
+        with self._lock:
+            if self._closed:
+                raise DiscoveryError("ConsulSource is closed")
+            entry = self._watches.get(key)
+            if entry is None:
+                entry = self._start_watch(service, config)
+                self._watches[key] = entry
+        watch = entry[0]
+        resolution = watch.resolution
+        if resolution is not None:
+            return resolution
+        answered = watch.wait_first(timeout)
+        resolution = watch.resolution
+        if resolution is not None:
+            return resolution
+        self._drop(key, entry)
+        if not answered:
+            raise ConsulUnavailableError(
+                f"Consul at {self.address} gave no answer about {service!r} within {timeout}s"
+            )
+        error = watch.first_error
+        if isinstance(error, DiscoveryError):
+            raise error
+        raise _wrap(error or RuntimeError("no answer"), f"service {service!r}", self.address)
+
+    def subscribe(self, service: str, listener: Listener) -> None:
+        """Call ``listener`` (on the watch thread) with each new Resolution of ``service``.
+
+        If the service is already resolved, ``listener`` is first called once, right away
+        on the caller's thread, with the current Resolution, so no update can be missed
+        between ``resolve()`` and ``subscribe()``.
+        """
+        with self._lock:
+            self._listeners.setdefault(service, []).append(listener)
+            current = [w.resolution for (name, _), (w, _) in self._watches.items()
+                       if name == service and w.resolution is not None]  # fmt: skip
+        if current:
+            listener(current[-1])
+
+    def unsubscribe(self, service: str, listener: Listener) -> None:
+        """Stop calling ``listener`` for ``service`` (no-op if it was not subscribed)."""
+        with self._lock:
+            listeners = self._listeners.get(service, [])
+            if listener in listeners:
+                listeners.remove(listener)
+
+    def close(self) -> None:
+        """Stop every watch thread (threads blocked in a long poll end when it returns)."""
+        with self._lock:
+            self._closed = True
+            entries = list(self._watches.values())
+            self._watches.clear()
+        for _, stop in entries:
+            stop.set()
+
+    def __enter__(self) -> ConsulSource:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- one-shot catalog reads (for the CLI and operators; always network) ----------
+
+    def list_services(self) -> tuple[ServiceSummary, ...]:
+        """Every service in the catalog with passing/warning/critical instance counts."""
+        names = self._catalog_names(None)
+        summaries = []
+        for name in names:
+            counts = {"passing": 0, "warning": 0, "critical": 0}
+            for instance in self.list_instances(name):
+                counts[instance.health] += 1
+            summaries.append(ServiceSummary(name, **counts))
+        return tuple(summaries)
+
+    def list_instances(self, service: str) -> tuple[Instance, ...]:
+        """Every registered instance of ``service`` (all health states), fresh from Consul."""
+        config = self._service_config(service)
+        try:
+            _, entries = self._query(service, config, index=0)
+        except Exception as exc:
+            raise _wrap(exc, f"service {service!r}", self.address) from exc
+        if not entries:
+            self._raise_if_unknown(service, config)
+        return instances_from_entries(entries)
+
+    # -- internals -------------------------------------------------------------------
+
+    def _query(
+        self, service: str, config: ServiceConfig, index: int
+    ) -> tuple[int | None, list[dict[str, Any]]]:
+        returned, entries = self._client.health.service(
+            service,
+            index=index or None,
+            wait=_wait_param(self._timing.wait),
+            tag=config.tag,
+            dc=config.datacenter,
+            filter_expr=config.filter,
+        )
+        return (int(returned) if returned not in (None, "") else None), list(entries or [])
+
+    def _catalog_names(self, datacenter: str | None) -> list[str]:
+        try:
+            _, services = self._client.catalog.services(dc=datacenter)
+        except Exception as exc:
+            raise _wrap(exc, "the service catalog", self.address) from exc
+        return sorted(services or {})
+
+    def _raise_if_unknown(self, service: str, config: ServiceConfig) -> None:
+        names = self._catalog_names(config.datacenter)
+        if service not in names:
+            raise UnknownServiceError(service, names)
+
+    def _start_watch(
+        self, service: str, config: ServiceConfig
+    ) -> tuple[ServiceWatch, threading.Event]:
+        first = [True]  # owned by the watch thread: is the next fetch the first one?
+
+        def fetch(index: int, _wait: float) -> tuple[int | None, Sequence[Instance]]:
+            try:
+                returned, entries = self._query(service, config, index)
+                if first[0] and not entries:
+                    self._raise_if_unknown(service, config)
+            except DiscoveryError:
+                raise
+            except Exception as exc:
+                raise _wrap(exc, f"service {service!r}", self.address) from exc
+            first[0] = False
+            return returned, instances_from_entries(entries)
+
+        def build(registered: Sequence[Instance], index: int, now: float) -> Resolution:
+            return build_resolution(service, registered, index, now, config.panic_threshold)
+
+        watch = ServiceWatch(
+            service, fetch, build, lambda res: self._notify(service, res),
+            timing=self._timing, clock=self._clock, rng=self._rng,
+        )  # fmt: skip
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=watch.run, args=(stop, self._sleep), name=f"consul-watch-{service}",
+            daemon=True,
+        )  # fmt: skip
+        thread.start()
+        return watch, stop
+
+    def _drop(self, key: tuple[str, ServiceConfig], entry: tuple[ServiceWatch, Any]) -> None:
+        with self._lock:
+            if self._watches.get(key) is entry:
+                del self._watches[key]
+        entry[1].set()
+
+    def _notify(self, service: str, resolution: Resolution) -> None:
+        with self._lock:
+            listeners = list(self._listeners.get(service, ()))
+        for listener in listeners:
+            try:
+                listener(resolution)
+            except Exception:
+                log.exception("listener %r of %s failed", listener, service)
+
+    def watch_stats(self, service: str) -> dict[str, int]:
+        """Requests started and current index of the service's watch (for tests/metrics)."""
+        with self._lock:
+            found = [w for (name, _), (w, _) in self._watches.items() if name == service]
+        return {"requests": found[0].requests, "index": found[0].index} if found else {}
+
+
+__all__ = [
+    "ConsulQueryError",
+    "ConsulSource",
+    "ServiceSummary",
+    "parse_address",
+]

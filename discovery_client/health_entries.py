@@ -1,0 +1,83 @@
+"""Turn Consul ``/v1/health/service`` entries into our own Instance and Resolution values.
+
+Pure functions, no I/O: the watcher asks Consul *without* ``?passing`` and splits the
+entries here, so one blocking query gives the passing set, the warning set (derated by
+weighted balancing) and the count of all registered instances (for panic mode).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from discovery_client.instance import Health, Instance, Resolution
+
+_SEVERITY: dict[str, int] = {"passing": 0, "warning": 1, "critical": 2}
+
+Entry = Mapping[str, Any]
+
+
+def entry_health(entry: Entry) -> Health:
+    """The worst status among an entry's checks (node and service); no checks is passing.
+
+    An unknown status (e.g. a future Consul one) counts as critical, like maintenance.
+    """
+    worst: Health = "passing"
+    for check in entry.get("Checks") or ():
+        status = str(check.get("Status", "critical"))
+        severity = _SEVERITY.get(status, 2)
+        if severity > _SEVERITY[worst]:
+            worst = "critical" if severity == 2 else "warning"
+    return worst
+
+
+def instance_from_entry(entry: Entry) -> Instance:
+    """One Instance from one health entry (Service.Address falls back to Node.Address)."""
+    service = entry.get("Service") or {}
+    node = entry.get("Node") or {}
+    weights = service.get("Weights") or {}
+    return Instance(
+        id=str(service.get("ID") or service.get("Service", "")),
+        service=str(service.get("Service", "")),
+        address=str(service.get("Address") or node.get("Address") or ""),
+        port=int(service.get("Port") or 0),
+        tags=tuple(service.get("Tags") or ()),
+        meta={str(k): str(v) for k, v in (service.get("Meta") or {}).items()},
+        weight_passing=int(weights.get("Passing", 1)),
+        weight_warning=int(weights.get("Warning", 1)),
+        health=entry_health(entry),
+        node=str(node.get("Node", "")),
+        datacenter=str(node.get("Datacenter", "")),
+    )
+
+
+def instances_from_entries(entries: Iterable[Entry]) -> tuple[Instance, ...]:
+    """Every entry as an Instance, in a stable order (node, then id)."""
+    return tuple(sorted((instance_from_entry(e) for e in entries), key=lambda i: (i.node, i.id)))
+
+
+def build_resolution(
+    service: str,
+    registered: Sequence[Instance],
+    index: int,
+    fetched_at: float,
+    panic_threshold: float | None = None,
+) -> Resolution:
+    """The Resolution to balance over, given every registered instance and its health.
+
+    Normally the passing and warning instances (critical ones are left out; an empty set
+    is real and stays empty). With ``panic_threshold`` set, when fewer than that fraction
+    of the registered instances is healthy, all registered instances are returned and
+    ``panic`` is true (Envoy's panic routing: better to spread load over possibly-bad
+    instances than to crush the few good ones).
+    """
+    healthy = tuple(i for i in registered if i.health != "critical")
+    total = len(registered)
+    if panic_threshold is not None and total and len(healthy) / total < panic_threshold:
+        return Resolution(service, tuple(registered), index, fetched_at, panic=True)
+    return Resolution(service, healthy, index, fetched_at)
+
+
+def same_membership(a: Resolution | None, b: Resolution) -> bool:
+    """True when two Resolutions would balance the same way (instances, health, panic)."""
+    return a is not None and a.instances == b.instances and a.panic == b.panic
