@@ -1,0 +1,62 @@
+"""registry: services register themselves with Consul and stay correctly registered.
+
+Adopt it with a line or two::
+
+    # Flask app factory
+    from registry.flask import ConsulRegistry
+    registry = ConsulRegistry(app)              # GET /health, registers under app.run()
+    registry.add_check("db", db.ping)
+
+    # serve with gunicorn: registers once in the master, drains on SIGTERM
+    gunicorn -c python:registry.gunicorn_conf "services.user_service:create_app()"
+
+Settings (environment; keyword overrides of ``Registration.from_env`` win):
+
+SERVICE_NAME                      required; the service's name in Consul
+SERVICE_ID                        instance id; default ``<name>-<hostname>-<port>``
+SERVICE_ADDRESS                   advertised address; default the bound address, else
+                                  the local IP towards the agent (never 0.0.0.0)
+SERVICE_PORT                      advertised port (1-65535); default the bound port
+SERVICE_TAGS                      comma list: ``a,b``
+SERVICE_META                      ``k=v,k=v``
+SERVICE_VERSION                   goes to meta ``version``
+SERVICE_WEIGHT_PASSING / _WARNING weights (default 1 / 1)
+SERVICE_CHECK                     ``http`` (default), ``tcp`` or ``ttl``
+SERVICE_HEALTH_PATH               default ``/health``
+SERVICE_CHECK_INTERVAL            default ``10s`` (TTL mode: the TTL); minimum 1s
+SERVICE_CHECK_TIMEOUT             default Consul's (10s, capped by interval)
+SERVICE_CHECK_ID                  default ``service:<id>``
+SERVICE_DEREGISTER_AFTER          default ``1m`` (Consul's minimum)
+SERVICE_SUCCESS_BEFORE_PASSING    flap damping, default 0
+SERVICE_FAILURES_BEFORE_CRITICAL  flap damping, default 0
+SERVICE_DRAIN_SECONDS             propagation delay on SIGTERM, default 5
+CONSUL_HTTP_ADDR                  ``host:port`` or ``https://host:port``; default 127.0.0.1:8500
+CONSUL_HTTP_TOKEN                 ACL token
+CONSUL_CACERT                     CA file for https; must be readable
+
+Durations accept ``10s``, ``1m30s``, ``500ms`` or a bare number of seconds.
+"""
+
+from registry.checks import CheckSpec, HttpCheck, TcpCheck, TtlCheck
+from registry.config import ConsulSettings, Registration, Weights
+from registry.errors import ConsulUnavailable, InstanceUnknown, RegistryConfigError, RegistryError
+from registry.health import HealthChecks, HealthReport
+from registry.registrar import Registrar, State
+
+__all__ = [
+    "CheckSpec",
+    "ConsulSettings",
+    "ConsulUnavailable",
+    "HealthChecks",
+    "HealthReport",
+    "HttpCheck",
+    "InstanceUnknown",
+    "Registrar",
+    "Registration",
+    "RegistryConfigError",
+    "RegistryError",
+    "State",
+    "TcpCheck",
+    "TtlCheck",
+    "Weights",
+]

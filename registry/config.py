@@ -1,0 +1,307 @@
+"""``Registration``: everything Consul needs to know about one instance, read from env.
+
+Precedence for every field: explicit keyword override > environment variable >
+detection (the bound address, the route towards the Consul agent) > default.
+Bad values raise ``RegistryConfigError`` naming the setting, at startup.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from registry.checks import (
+    MIN_DEREGISTER_AFTER,
+    MIN_INTERVAL,
+    CheckSpec,
+    HttpCheck,
+    TcpCheck,
+    TtlCheck,
+)
+from registry.durations import parse_duration
+from registry.errors import RegistryConfigError
+
+_WILDCARDS = {"0.0.0.0", "::", ""}
+
+
+@dataclass(frozen=True)
+class ConsulSettings:
+    """Where the local Consul agent is and how to talk to it (Consul's own env vars)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8500
+    scheme: str = "http"
+    token: str | None = None
+    cacert: str | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the agent's HTTP API."""
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> ConsulSettings:
+        """Read CONSUL_HTTP_ADDR ("host:port" or "https://host:port"), CONSUL_HTTP_TOKEN,
+        CONSUL_CACERT."""
+        raw = environ.get("CONSUL_HTTP_ADDR", "").strip() or "127.0.0.1:8500"
+        parsed = urllib.parse.urlsplit(raw if "//" in raw else f"//{raw}")
+        scheme = parsed.scheme or (
+            "https" if environ.get("CONSUL_HTTP_SSL", "").lower() == "true" else "http"
+        )
+        try:
+            port = parsed.port or (443 if scheme == "https" else 8500)
+        except ValueError as exc:
+            raise RegistryConfigError("CONSUL_HTTP_ADDR", f"{raw!r} has a bad port") from exc
+        if scheme not in ("http", "https") or not parsed.hostname:
+            raise RegistryConfigError(
+                "CONSUL_HTTP_ADDR", f"{raw!r} is not host:port or http(s)://host:port"
+            )
+        cacert = environ.get("CONSUL_CACERT") or None
+        if cacert is not None and not os.access(cacert, os.R_OK):
+            raise RegistryConfigError("CONSUL_CACERT", f"{cacert} is not a readable file")
+        return cls(
+            host=parsed.hostname,
+            port=port,
+            scheme=scheme,
+            token=environ.get("CONSUL_HTTP_TOKEN") or None,
+            cacert=cacert,
+        )
+
+
+@dataclass(frozen=True)
+class Weights:
+    """DNS SRV / load-balancing weights for a passing and a warning instance."""
+
+    passing: int = 1
+    warning: int = 1
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One service instance as it is registered with Consul (a value; build with from_env)."""
+
+    name: str
+    service_id: str
+    address: str
+    port: int
+    tags: tuple[str, ...] = ()
+    meta: Mapping[str, str] = field(default_factory=dict)  # read-only by convention
+    weights: Weights = Weights()
+    check: CheckSpec = field(default_factory=HttpCheck)
+    drain_seconds: float = 5.0
+    consul: ConsulSettings = ConsulSettings()
+
+    @property
+    def check_id(self) -> str:
+        """The CheckID of the instance's health check (explicit, or "service:<id>")."""
+        return self.check.check_id or f"service:{self.service_id}"
+
+    def service_definition(self) -> dict[str, Any]:
+        """The JSON body of PUT /v1/agent/service/register for this instance."""
+        return {
+            "ID": self.service_id,
+            "Name": self.name,
+            "Address": self.address,
+            "Port": self.port,
+            "Tags": list(self.tags),
+            "Meta": dict(self.meta),
+            "Weights": {"Passing": self.weights.passing, "Warning": self.weights.warning},
+            "Checks": [
+                self.check.definition(self.address, self.port, self.check_id, f"{self.name} health")
+            ],
+        }
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        bind: tuple[str, int] | None = None,
+        **overrides: Any,
+    ) -> Registration:
+        """Build from SERVICE_* and CONSUL_* variables; ``overrides`` win over env.
+
+        ``bind`` is the (host, port) the server actually listens on: it fills in the
+        port and, unless it is a wildcard, the address when neither is set explicitly.
+        Keyword overrides use the field names (``name``, ``port``, ``check``, ...) plus
+        ``check_kind``, ``interval``, ``timeout``, ``health_path``, ``version``.
+        """
+        return _build(os.environ if environ is None else environ, bind, overrides)
+
+
+def _get(env: Mapping[str, str], overrides: dict[str, Any], key: str, var: str) -> Any:
+    if key in overrides and overrides[key] is not None:
+        return overrides.pop(key)
+    overrides.pop(key, None)
+    value = env.get(var, "").strip()
+    return value or None
+
+
+def _int(setting: str, value: Any, low: int, high: int) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise RegistryConfigError(setting, f"{value!r} is not an integer") from None
+    if not low <= number <= high:
+        raise RegistryConfigError(setting, f"{number} is out of range {low}-{high}")
+    return number
+
+
+def _pairs(setting: str, value: Any) -> dict[str, str]:
+    if isinstance(value, Mapping):
+        return {str(k): str(v) for k, v in value.items()}
+    result: dict[str, str] = {}
+    for item in str(value).split(","):
+        if not item.strip():
+            continue
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            raise RegistryConfigError(setting, f"{item.strip()!r} is not key=value")
+        result[key.strip()] = val.strip()
+    return result
+
+
+def _check_address(setting: str, address: str) -> str:
+    if address in _WILDCARDS:
+        raise RegistryConfigError(
+            setting, f"{address!r} is a wildcard bind address, not one consumers can reach"
+        )
+    return address
+
+
+def detect_address(consul: ConsulSettings) -> str:
+    """The local IP on the route towards the Consul agent (no packet is sent)."""
+    try:
+        target = socket.gethostbyname(consul.host)
+        if ipaddress.ip_address(target).is_loopback:
+            return "127.0.0.1"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((target, consul.port))
+            return probe.getsockname()[0]
+    except OSError as exc:
+        raise RegistryConfigError(
+            "SERVICE_ADDRESS", f"not set and could not be detected ({exc}); set it"
+        ) from exc
+
+
+def _build(
+    env: Mapping[str, str], bind: tuple[str, int] | None, ov: dict[str, Any]
+) -> Registration:
+    ov = dict(ov)
+    consul = ov.pop("consul", None) or ConsulSettings.from_env(env)
+
+    name = _get(env, ov, "name", "SERVICE_NAME")
+    if not name:
+        raise RegistryConfigError("SERVICE_NAME", "required (the service's name in Consul)")
+
+    port_raw = _get(env, ov, "port", "SERVICE_PORT")
+    if port_raw is None and bind is not None:
+        port_raw = bind[1]
+    if port_raw is None:
+        raise RegistryConfigError("SERVICE_PORT", "required (the port consumers should call)")
+    port = _int("SERVICE_PORT", port_raw, 1, 65535)
+
+    address = _get(env, ov, "address", "SERVICE_ADDRESS")
+    if address is not None:
+        address = _check_address("SERVICE_ADDRESS", str(address))
+    elif bind is not None and bind[0] not in _WILDCARDS:
+        address = bind[0]
+    else:
+        address = detect_address(consul)
+
+    service_id = _get(env, ov, "service_id", "SERVICE_ID") or (
+        f"{name}-{socket.gethostname()}-{port}"
+    )
+    tags_raw = _get(env, ov, "tags", "SERVICE_TAGS") or ()
+    tags = (
+        tuple(t.strip() for t in tags_raw.split(",") if t.strip())
+        if isinstance(tags_raw, str)
+        else tuple(tags_raw)
+    )
+    meta = _pairs("SERVICE_META", _get(env, ov, "meta", "SERVICE_META") or {})
+    version = _get(env, ov, "version", "SERVICE_VERSION")
+    if version:
+        meta["version"] = str(version)
+    weights = ov.pop("weights", None) or Weights(
+        passing=_int("SERVICE_WEIGHT_PASSING", env.get("SERVICE_WEIGHT_PASSING") or 1, 1, 65535),
+        warning=_int("SERVICE_WEIGHT_WARNING", env.get("SERVICE_WEIGHT_WARNING") or 1, 1, 65535),
+    )
+    check = ov.pop("check", None) or _check_from_env(env, ov)
+    _validate_check(check)
+    drain = parse_duration(
+        "SERVICE_DRAIN_SECONDS", _get(env, ov, "drain_seconds", "SERVICE_DRAIN_SECONDS") or 5
+    )
+    if ov:
+        raise TypeError(f"unknown Registration override(s): {', '.join(sorted(ov))}")
+    return Registration(
+        name=str(name),
+        service_id=str(service_id),
+        address=address,
+        port=port,
+        tags=tags,
+        meta=meta,
+        weights=weights,
+        check=check,
+        drain_seconds=drain,
+        consul=consul,
+    )
+
+
+def _check_from_env(env: Mapping[str, str], ov: dict[str, Any]) -> CheckSpec:
+    kind = str(_get(env, ov, "check_kind", "SERVICE_CHECK") or "http").lower()
+    interval = parse_duration(
+        "SERVICE_CHECK_INTERVAL", _get(env, ov, "interval", "SERVICE_CHECK_INTERVAL") or "10s"
+    )
+    timeout_raw = _get(env, ov, "timeout", "SERVICE_CHECK_TIMEOUT")
+    timeout = parse_duration("SERVICE_CHECK_TIMEOUT", timeout_raw) if timeout_raw else None
+    common: dict[str, Any] = {
+        "interval": interval,
+        "timeout": timeout,
+        "check_id": _get(env, ov, "check_id", "SERVICE_CHECK_ID"),
+        "deregister_after": parse_duration(
+            "SERVICE_DEREGISTER_AFTER",
+            _get(env, ov, "deregister_after", "SERVICE_DEREGISTER_AFTER") or "1m",
+        ),
+        "success_before_passing": _int(
+            "SERVICE_SUCCESS_BEFORE_PASSING",
+            _get(env, ov, "success_before_passing", "SERVICE_SUCCESS_BEFORE_PASSING") or 0,
+            0,
+            100,
+        ),
+        "failures_before_critical": _int(
+            "SERVICE_FAILURES_BEFORE_CRITICAL",
+            _get(env, ov, "failures_before_critical", "SERVICE_FAILURES_BEFORE_CRITICAL") or 0,
+            0,
+            100,
+        ),
+    }
+    path = str(_get(env, ov, "health_path", "SERVICE_HEALTH_PATH") or "/health")
+    if kind == "http":
+        if not path.startswith("/"):
+            raise RegistryConfigError("SERVICE_HEALTH_PATH", f"{path!r} must start with '/'")
+        return HttpCheck(path=path, **common)
+    if kind == "tcp":
+        return TcpCheck(**common)
+    if kind == "ttl":
+        return TtlCheck(**common)
+    raise RegistryConfigError("SERVICE_CHECK", f"{kind!r} is not one of http, tcp, ttl")
+
+
+def _validate_check(check: CheckSpec) -> None:
+    setting = "SERVICE_CHECK_INTERVAL"
+    if check.interval < MIN_INTERVAL:
+        raise RegistryConfigError(
+            setting, f"{check.interval}s is below Consul's minimum of {MIN_INTERVAL:g}s"
+        )
+    if check.timeout is not None and check.timeout <= 0:
+        raise RegistryConfigError("SERVICE_CHECK_TIMEOUT", f"{check.timeout}s must be positive")
+    if check.deregister_after < MIN_DEREGISTER_AFTER:
+        raise RegistryConfigError(
+            "SERVICE_DEREGISTER_AFTER",
+            f"{check.deregister_after:g}s is below Consul's minimum of 1m",
+        )

@@ -1,0 +1,143 @@
+"""gunicorn config: register once in the master, drain on SIGTERM, deregister on exit.
+
+    gunicorn -c python:registry.gunicorn_conf "services.user_service:create_app()"
+
+or reuse the hooks from a service's own config::
+
+    from registry.gunicorn_conf import on_starting, when_ready, on_exit
+
+The bind address comes from SERVICE_ADDRESS (default 127.0.0.1) and SERVICE_PORT
+unless ``-b`` is given. Hooks, all in the master process:
+
+* ``on_starting``: marks the environment so workers' Flask extension stays quiet, and
+  validates the settings (bad config stops gunicorn before it binds).
+* ``when_ready``: builds the Registration from env and the real listening socket and
+  starts the Registrar thread; wraps ``server.handle_term`` for the drain.
+* SIGTERM (gunicorn's own handler would stop workers at once): put the instance in
+  maintenance, keep serving for SERVICE_DRAIN_SECONDS (a second SIGINT/SIGQUIT cuts it
+  short), then hand over to gunicorn's graceful stop (in-flight requests finish within
+  ``graceful_timeout``), after which ``on_exit`` deregisters.
+* TTL mode: the master has no app loaded, so it probes its own ``/health`` over
+  loopback every TTL/3 and reports that verdict.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from typing import Any, NoReturn
+
+from registry.checks import TtlCheck
+from registry.config import Registration
+from registry.errors import RegistryConfigError
+from registry.flask import MANAGED_BY_ENV
+from registry.health import http_probe
+from registry.registrar import Registrar
+
+log = logging.getLogger("registry")
+
+_registrar: Registrar | None = None  # master process only; set by when_ready, read by hooks
+
+
+def _env_bind() -> list[str] | None:
+    port = os.environ.get("SERVICE_PORT", "").strip()
+    if not port:
+        return None
+    host = os.environ.get("SERVICE_ADDRESS", "").strip() or "127.0.0.1"
+    return [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+
+
+_bind = _env_bind()
+if _bind is not None:
+    bind = _bind
+
+
+def _listener_address(server: Any) -> tuple[str, int] | None:
+    for listener in getattr(server, "LISTENERS", []):
+        name = listener.sock.getsockname()
+        if isinstance(name, tuple):
+            return str(name[0]), int(name[1])
+    return None
+
+
+def _config_bind(server: Any) -> tuple[str, int] | None:
+    for address in server.cfg.address:
+        if isinstance(address, tuple):
+            return str(address[0]), int(address[1])
+    return None
+
+
+def _fail(server: Any, exc: RegistryConfigError) -> NoReturn:
+    server.log.error("registry: bad configuration: %s", exc)
+    raise SystemExit(f"registry: bad configuration: {exc}") from exc
+
+
+def on_starting(server: Any) -> None:
+    """Mark the env for workers and validate the registration settings early."""
+    os.environ[MANAGED_BY_ENV] = "gunicorn"
+    try:
+        Registration.from_env(bind=_config_bind(server))
+    except RegistryConfigError as exc:
+        _fail(server, exc)
+
+
+def when_ready(server: Any) -> None:
+    """Start this instance's registrar (once, in the master) and hook SIGTERM for draining."""
+    global _registrar
+    registry_log = logging.getLogger("registry")
+    for handler in server.log.error_log.handlers:
+        if handler not in registry_log.handlers:
+            registry_log.addHandler(handler)
+    registry_log.setLevel(logging.INFO)
+    bind = _listener_address(server)
+    try:
+        registration = Registration.from_env(bind=bind)
+    except RegistryConfigError as exc:
+        _fail(server, exc)
+    health = None
+    if isinstance(registration.check, TtlCheck):
+        host = bind[0] if bind and bind[0] not in ("0.0.0.0", "::") else "127.0.0.1"
+        host = f"[{host}]" if ":" in host else host
+        path = os.environ.get("SERVICE_HEALTH_PATH", "").strip() or "/health"
+        health = http_probe(
+            f"http://{host}:{registration.port}{path}",
+            timeout=min(2.0, registration.check.heartbeat),
+        )
+    if _registrar is None:
+        _registrar = Registrar(registration, health=health).start()
+    _wrap_handle_term(server, _registrar)
+
+
+def on_exit(server: Any) -> None:
+    """Deregister (after gunicorn has let the workers finish)."""
+    global _registrar
+    registrar, _registrar = _registrar, None
+    if registrar is not None:
+        registrar.stop()
+
+
+def _wrap_handle_term(server: Any, registrar: Registrar) -> None:
+    original = server.handle_term
+    if getattr(original, "_registry_drain", False):
+        return
+    cut_short = {signal.SIGINT, signal.SIGQUIT}
+
+    def handle_term() -> None:
+        """Maintenance, keep serving for the drain delay, then gunicorn's graceful stop."""
+        delay = registrar.registration.drain_seconds
+        server.log.info("registry: SIGTERM: draining for %.1fs before stopping", delay)
+        registrar.begin_drain()
+        deadline = time.monotonic() + delay
+        while (remaining := deadline - time.monotonic()) > 0:
+            if cut_short.intersection(server.SIG_QUEUE):
+                server.log.info("registry: drain cut short by a second signal")
+                break
+            time.sleep(min(remaining, 0.1))
+            server.murder_workers()
+            server.manage_workers()  # keep serving at full strength while draining
+        original()
+
+    handle_term._registry_drain = True  # type: ignore[attr-defined]
+    server.handle_term = handle_term

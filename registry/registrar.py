@@ -1,0 +1,268 @@
+"""``Registrar``: one instance's life in Consul: register, stay registered, drain, leave.
+
+One background thread (``registry-<service id>``) does all the agent traffic, so
+neither startup nor request handling ever waits for Consul:
+
+* register (``replace-existing-checks``), retrying with capped exponential backoff and
+  jitter (tenacity) while the agent is unreachable;
+* reconcile: every half check interval ask the agent whether it still knows the
+  instance, and re-register at once if not (agent restarted without its data);
+* TTL mode: every TTL/3 run the service's health function and report its verdict; a
+  404 from the agent means it forgot us, so re-register.
+
+``drain`` puts the instance in maintenance (it leaves the passing set) and waits the
+propagation delay; ``stop`` deregisters. All public methods are thread-safe.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+
+import consul
+import requests
+from tenacity import RetryError, Retrying, retry_if_exception_type
+
+from registry.backoff import CappedJitterBackoff
+from registry.checks import TtlCheck
+from registry.config import ConsulSettings, Registration
+from registry.errors import ConsulUnavailable, InstanceUnknown
+from registry.health import HealthReport
+
+log = logging.getLogger("registry")
+
+HealthFn = Callable[[], HealthReport]
+
+
+class State(enum.Enum):
+    """Where the instance is in its life."""
+
+    NEW = "new"
+    REGISTERING = "registering"
+    REGISTERED = "registered"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+def consul_client(settings: ConsulSettings, timeout: float = 3.0) -> consul.Consul:
+    """A py-consul client for ``settings`` (the token set explicitly: py-consul would
+    otherwise let the process env override it)."""
+    client = consul.Consul(
+        host=settings.host,
+        port=settings.port,
+        scheme=settings.scheme,
+        verify=settings.cacert or True,
+        connections_timeout=timeout,
+    )
+    client.token = settings.token
+    return client
+
+
+class Registrar:
+    """Keeps one ``Registration`` correctly registered with the local Consul agent."""
+
+    def __init__(
+        self,
+        registration: Registration,
+        *,
+        health: HealthFn | None = None,
+        client: consul.Consul | None = None,
+        rng: random.Random | None = None,
+        max_backoff: float = 3.0,
+        sleep: Callable[[float], object] = time.sleep,
+    ) -> None:
+        if isinstance(registration.check, TtlCheck) and health is None:
+            raise ValueError("a TTL check needs the service's health function (health=...)")
+        self.registration = registration
+        self._health = health
+        self._client = client or consul_client(registration.consul)
+        self._backoff = CappedJitterBackoff(cap=max_backoff, rng=rng)
+        self._sleep = sleep  # used only by drain(); injectable for tests
+        self._lock = threading.RLock()  # serialises every agent call and state change
+        self._state = State.NEW  # guarded by _lock; written by the worker thread and callers
+        self._known = False  # guarded by _lock; does the agent hold our registration?
+        self._stopping = threading.Event()  # set once by stop()
+        self._registered = threading.Event()  # set on each successful registration
+        self._thread: threading.Thread | None = None  # set once by start()
+        self.registrations = 0  # count of successful register calls; worker thread only
+
+    # -- public API -------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        """The current lifecycle state."""
+        with self._lock:
+            return self._state
+
+    def start(self) -> Registrar:
+        """Begin registering in the background; returns immediately."""
+        with self._lock:
+            if self._thread is not None:
+                return self
+            self._state = State.REGISTERING
+            self._thread = threading.Thread(
+                target=self._run, name=f"registry-{self.registration.service_id}", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def wait_registered(self, timeout: float | None = None) -> bool:
+        """Block until the first successful registration (True) or ``timeout`` (False)."""
+        return self._registered.wait(timeout)
+
+    def begin_drain(self, reason: str = "draining before shutdown") -> None:
+        """Put the instance in maintenance so consumers stop picking it; returns at once."""
+        with self._lock:
+            if self._state in (State.DRAINING, State.STOPPED):
+                return
+            self._state = State.DRAINING
+            rid = self.registration.service_id
+            try:
+                self._client.agent.service.maintenance(
+                    rid, "true", reason=reason, token=self.registration.consul.token
+                )
+                log.info("registry: %s in maintenance (%s)", rid, reason)
+            except (requests.RequestException, consul.ConsulException) as exc:
+                log.warning("registry: could not put %s in maintenance: %s", rid, exc)
+
+    def drain(self, delay: float | None = None) -> None:
+        """Maintenance, then wait ``delay`` (default: the registration's drain_seconds)."""
+        self.begin_drain()
+        self._sleep(self.registration.drain_seconds if delay is None else delay)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the background thread and deregister the instance (best effort)."""
+        self._stopping.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        with self._lock:
+            if self._state is State.STOPPED:
+                return
+            self._state = State.STOPPED
+            rid = self.registration.service_id
+            for attempt in (1, 2):
+                try:
+                    self._client.agent.service.deregister(rid, token=self.registration.consul.token)
+                    log.info("registry: deregistered %s", rid)
+                    break
+                except (requests.RequestException, consul.ConsulException) as exc:
+                    log.warning("registry: deregister %s failed (try %d): %s", rid, attempt, exc)
+
+    # -- the worker thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        check = self.registration.check
+        period = check.heartbeat if isinstance(check, TtlCheck) else check.interval / 2
+        while not self._stopping.is_set():
+            with self._lock:
+                if self._state is not State.REGISTERED and self._state is not State.REGISTERING:
+                    return  # draining or stopped: leave the agent alone
+                known = self._known
+            if not known:
+                self._register_until_done()
+                continue
+            try:
+                self._reconcile()
+            except InstanceUnknown:
+                log.warning(
+                    "registry: agent forgot %s; re-registering", self.registration.service_id
+                )
+                with self._lock:
+                    self._known = False
+                continue
+            except ConsulUnavailable as exc:
+                log.warning("registry: agent unreachable while reconciling: %s", exc)
+            self._stopping.wait(period)
+
+    def _register_until_done(self) -> None:
+        retrying = Retrying(
+            wait=self._backoff,
+            stop=lambda _state: self._stopping.is_set() or self.state is State.DRAINING,
+            sleep=self._stopping.wait,
+            retry=retry_if_exception_type(ConsulUnavailable),
+            before_sleep=lambda rs: log.warning(
+                "registry: register %s failed (attempt %d): %s",
+                self.registration.service_id,
+                rs.attempt_number,
+                rs.outcome.exception() if rs.outcome else "?",
+            ),
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    self._register_once()
+        except RetryError:
+            return
+
+    def _register_once(self) -> None:
+        reg = self.registration
+        with self._lock:
+            if self._state is not State.REGISTERED and self._state is not State.REGISTERING:
+                return
+            body = reg.service_definition()
+            try:
+                self._client.agent.service.register(
+                    reg.name,
+                    service_id=reg.service_id,
+                    address=reg.address,
+                    port=reg.port,
+                    tags=list(reg.tags),
+                    meta=dict(reg.meta),
+                    weights=body["Weights"],
+                    check=body["Checks"][0],
+                    replace_existing_checks=True,
+                    token=reg.consul.token,
+                )
+            except (requests.RequestException, consul.ConsulException) as exc:
+                raise ConsulUnavailable(f"register {reg.service_id}: {exc}") from exc
+            self._known = True
+            self._state = State.REGISTERED
+            self.registrations += 1
+        log.info("registry: registered %s at %s:%d", reg.service_id, reg.address, reg.port)
+        if isinstance(reg.check, TtlCheck):
+            try:
+                self._heartbeat()  # report real health at once, not after a full TTL
+            except (InstanceUnknown, ConsulUnavailable) as exc:
+                log.warning("registry: first heartbeat failed: %s", exc)
+        self._registered.set()
+
+    def _reconcile(self) -> None:
+        if isinstance(self.registration.check, TtlCheck):
+            self._heartbeat()
+            return
+        reg = self.registration
+        with self._lock:
+            if self._state is not State.REGISTERED:
+                return
+            try:
+                found = self._client.agent.services(
+                    filter_expr=f'ID == "{reg.service_id}"', token=reg.consul.token
+                )
+            except (requests.RequestException, consul.ConsulException) as exc:
+                raise ConsulUnavailable(f"list services: {exc}") from exc
+        if not found:
+            raise InstanceUnknown(reg.service_id)
+
+    def _heartbeat(self) -> None:
+        assert self._health is not None
+        report = self._health()  # outside the lock: it may take a while
+        reg = self.registration
+        with self._lock:
+            if self._state is not State.REGISTERED:
+                return
+            update = (
+                self._client.agent.check.ttl_pass
+                if report.passing
+                else self._client.agent.check.ttl_fail
+            )
+            try:
+                ok = update(reg.check_id, notes=report.output(), token=reg.consul.token)
+            except (requests.RequestException, consul.ConsulException) as exc:
+                raise ConsulUnavailable(f"TTL update {reg.check_id}: {exc}") from exc
+        if not ok:  # py-consul answers False for 404: the agent does not know the check
+            raise InstanceUnknown(reg.check_id)

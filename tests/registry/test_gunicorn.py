@@ -1,0 +1,57 @@
+"""A gunicorn-served app registers once, is passing, and drains cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import requests
+
+from tests.registry.conftest import in_maintenance, instance_status, passing_ids, wait_until
+
+
+def test_registers_passing_then_drains_on_sigterm(consul_agent, consul_client, start_service):
+    interval, drain = 2.0, 3.0
+    svc = start_service(consul_agent.address, check_interval="2s", drain_seconds=drain)
+    up = time.monotonic()
+    wait_until(
+        lambda: instance_status(consul_client, "regtest", svc.service_id) == "passing",
+        2 * interval + 1,
+    )
+    took = time.monotonic() - up
+    assert took <= 2 * interval, f"passing after {took:.1f}s"
+    assert svc.service_id in passing_ids(consul_client, "regtest")
+    # registered once (by the master), not once per worker
+    services = consul_client.agent.services()
+    assert [s for s in services.values() if s["Service"] == "regtest"] == [services[svc.service_id]]
+
+    slow_result: dict[str, int] = {}
+
+    def slow_request() -> None:
+        r = requests.get(f"{svc.url}/slow", params={"s": drain + 0.5}, timeout=drain + 10)
+        slow_result["status"] = r.status_code
+
+    sent = time.monotonic()
+    svc.signal(signal.SIGTERM)
+    in_flight = threading.Thread(target=slow_request)
+    in_flight.start()
+    wait_until(lambda: in_maintenance(consul_client, "regtest", svc.service_id), 1.0, 0.05)
+    assert svc.service_id not in passing_ids(consul_client, "regtest")
+    # keeps answering during the propagation delay
+    answered = 0
+    while time.monotonic() - sent < drain - 0.3:
+        assert svc.answers(), f"stopped answering {time.monotonic() - sent:.1f}s into the drain"
+        answered += 1
+        time.sleep(0.2)
+    assert answered >= 5
+    wait_until(
+        lambda: instance_status(consul_client, "regtest", svc.service_id) is None,
+        drain + 2 - (time.monotonic() - sent),
+        0.05,
+    )
+    gone = time.monotonic() - sent
+    assert gone <= drain + 2, f"still in catalog {gone:.1f}s after SIGTERM"
+    in_flight.join(15)
+    assert slow_result.get("status") == 200, "in-flight request was cut off"
+    assert svc.wait_exit(15) == 0, svc.log()
