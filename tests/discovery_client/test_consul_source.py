@@ -1,0 +1,267 @@
+"""ConsulSource over a small fake py-consul client: errors, parsing, panic, cache, config.
+
+The watch thread is parked after its first fetch by an injected ``sleep`` that waits for
+the test to finish, so "later resolve() does no network I/O" is countable.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import consul
+import pytest
+import requests
+
+from discovery_client.config import ServiceConfig
+from discovery_client.consul_source import ConsulQueryError, ConsulSource, parse_address
+from discovery_client.errors import ConsulUnavailableError, UnknownServiceError
+from discovery_client.health_entries import entry_health, instance_from_entry
+
+
+def entry(
+    ident: str,
+    *statuses: str,
+    address: str = "10.0.0.1",
+    node_address: str = "10.9.9.9",
+    port: int = 8080,
+    weights: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    return {
+        "Node": {"Node": "node-1", "Address": node_address, "Datacenter": "dc1"},
+        "Service": {
+            "ID": ident, "Service": "web", "Address": address, "Port": port,
+            "Tags": ["v2"], "Meta": {"version": "1.4"},
+            "Weights": weights or {"Passing": 3, "Warning": 1},
+        },
+        "Checks": [{"CheckID": f"c{n}", "Status": s} for n, s in enumerate(statuses)],
+    }  # fmt: skip
+
+
+class FakeHealth:
+    def __init__(self, owner: FakeConsul) -> None:
+        self.owner = owner
+
+    def service(self, name: str, **params: Any):
+        self.owner.calls.append(("health", name, params))
+        if self.owner.block is not None:
+            self.owner.block.wait(10)
+        if self.owner.error is not None:
+            raise self.owner.error
+        return self.owner.index, list(self.owner.services.get(name, []))
+
+
+class FakeCatalog:
+    def __init__(self, owner: FakeConsul) -> None:
+        self.owner = owner
+
+    def services(self, **params: Any):
+        self.owner.calls.append(("catalog", None, params))
+        if self.owner.error is not None:
+            raise self.owner.error
+        return self.owner.index, {name: [] for name in self.owner.catalog_names}
+
+
+class FakeConsul:
+    """Just enough of py-consul's ``Consul`` for ConsulSource."""
+
+    def __init__(self, services: dict[str, list[dict[str, Any]]]) -> None:
+        self.services = services
+        self.catalog_names = set(services)
+        self.index = "7"
+        self.error: BaseException | None = None
+        self.block: threading.Event | None = None
+        self.calls: list[tuple[str, str | None, dict[str, Any]]] = []
+        self.health = FakeHealth(self)
+        self.catalog = FakeCatalog(self)
+
+
+@pytest.fixture
+def parked() -> Iterator[threading.Event]:
+    release = threading.Event()
+    yield release
+    release.set()
+
+
+def source(fake: FakeConsul, parked: threading.Event, **kwargs: Any) -> ConsulSource:
+    return ConsulSource("127.0.0.1:8500", client=fake, sleep=lambda _s: parked.wait(10), **kwargs)
+
+
+def test_entry_parsing_and_address_fallback():
+    inst = instance_from_entry(entry("w1", "passing", "warning", address=""))
+    assert (inst.id, inst.service, inst.address, inst.port) == ("w1", "web", "10.9.9.9", 8080)
+    assert inst.tags == ("v2",) and dict(inst.meta) == {"version": "1.4"}
+    assert (inst.weight_passing, inst.weight_warning, inst.weight) == (3, 1, 1)
+    assert (inst.health, inst.node, inst.datacenter) == ("warning", "node-1", "dc1")
+    assert entry_health(entry("x")) == "passing"
+    assert entry_health(entry("x", "passing", "maintenance")) == "critical"
+    assert entry_health(entry("x", "warning", "critical")) == "critical"
+
+
+def test_first_resolve_fetches_then_cache_serves_without_io(parked):
+    fake = FakeConsul({"web": [entry("w1", "passing"), entry("w2", "warning")]})
+    src = source(fake, parked)
+    try:
+        first = src.resolve("web")
+        calls = len(fake.calls)
+        for _ in range(100):
+            assert src.resolve("web") is first
+        assert len(fake.calls) == calls == 1
+        assert [(i.id, i.health) for i in first.instances] == [("w1", "passing"), ("w2", "warning")]
+        assert first.index == 7 and not first.stale and not first.panic
+    finally:
+        src.close()
+
+
+def test_critical_instances_are_left_out_and_empty_is_real(parked):
+    fake = FakeConsul({"web": [entry("w1", "critical"), entry("w2", "passing", "critical")]})
+    src = source(fake, parked)
+    try:
+        resolution = src.resolve("web")
+        assert resolution.instances == () and not resolution.panic and not resolution.stale
+    finally:
+        src.close()
+
+
+def test_panic_mode_returns_all_registered(parked):
+    fake = FakeConsul({"web": [entry("w1", "critical"), entry("w2", "critical"), entry("w3")]})
+    src = source(fake, parked, service_config=lambda _n: ServiceConfig(panic_threshold=0.5))
+    try:
+        resolution = src.resolve("web")
+        assert resolution.panic and len(resolution.instances) == 3
+    finally:
+        src.close()
+
+
+def test_panic_mode_off_when_enough_pass(parked):
+    fake = FakeConsul({"web": [entry("w1", "critical"), entry("w2"), entry("w3")]})
+    src = source(fake, parked, service_config=lambda _n: ServiceConfig(panic_threshold=0.5))
+    try:
+        resolution = src.resolve("web")
+        assert not resolution.panic and [i.id for i in resolution.instances] == ["w2", "w3"]
+    finally:
+        src.close()
+
+
+def test_config_is_sent_to_consul(parked):
+    fake = FakeConsul({"web": [entry("w1")]})
+    config = ServiceConfig(filter='"v2" in Service.Tags', tag="v2", datacenter="dc2")
+    src = source(fake, parked, service_config=lambda _n: config, wait=12.5)
+    try:
+        src.resolve("web")
+        _, name, params = fake.calls[0]
+        assert name == "web"
+        assert params["tag"] == "v2" and params["dc"] == "dc2"
+        assert params["filter_expr"] == '"v2" in Service.Tags'
+        assert params["index"] is None and params["wait"] == "12500ms"
+        assert "passing" not in params  # health is split locally (warning, panic counts)
+    finally:
+        src.close()
+
+
+def test_unknown_service_lists_known_names(parked):
+    fake = FakeConsul({"web": [entry("w1")], "api": []})
+    fake.catalog_names = {"web", "api", "consul"}
+    src = source(fake, parked)
+    try:
+        with pytest.raises(UnknownServiceError) as info:
+            src.resolve("wbe")
+        assert info.value.known == ("api", "consul", "web")
+        assert "api, consul, web" in str(info.value)
+        # Known but with nothing registered that matches: a real, empty set.
+        assert src.resolve("api").instances == ()
+    finally:
+        src.close()
+
+
+def test_unreachable_with_nothing_cached_wraps_the_cause(parked):
+    fake = FakeConsul({"web": [entry("w1")]})
+    fake.error = requests.ConnectionError("connection refused")
+    src = source(fake, parked)
+    try:
+        with pytest.raises(ConsulUnavailableError) as info:
+            src.resolve("web")
+        assert isinstance(info.value.__cause__, requests.ConnectionError)
+        assert "127.0.0.1:8500" in str(info.value)
+        # Nothing was cached: once Consul answers, the next resolve() fetches afresh.
+        fake.error = None
+        assert [i.id for i in src.resolve("web").instances] == ["w1"]
+    finally:
+        src.close()
+
+
+def test_consul_5xx_is_unavailable_and_4xx_is_a_refusal(parked):
+    fake = FakeConsul({"web": [entry("w1")]})
+    src = source(fake, parked)
+    try:
+        fake.error = consul.ConsulException("500 No cluster leader")
+        with pytest.raises(ConsulUnavailableError):
+            src.resolve("web")
+        fake.error = consul.exceptions.BadRequest("400 Failed to parse filter")
+        with pytest.raises(ConsulQueryError, match="parse filter"):
+            src.resolve("web")
+    finally:
+        src.close()
+
+
+def test_first_resolve_is_bounded_by_timeout(parked):
+    fake = FakeConsul({"web": [entry("w1")]})
+    fake.block = parked  # the fake Consul never answers until the test ends
+    src = source(fake, parked)
+    try:
+        started = time.monotonic()
+        with pytest.raises(ConsulUnavailableError, match=r"within 0\.2s"):
+            src.resolve("web", timeout=0.2)
+        assert time.monotonic() - started < 2.0
+    finally:
+        src.close()
+
+
+def test_subscribe_gets_current_then_changes(parked):
+    fake = FakeConsul({"web": [entry("w1")]})
+    src = source(fake, parked)
+    try:
+        first = src.resolve("web")
+        seen = []
+        src.subscribe("web", seen.append)
+        assert seen == [first]
+        src.unsubscribe("web", seen.append)
+        src.unsubscribe("web", seen.append)  # no-op
+    finally:
+        src.close()
+
+
+def test_closed_source_refuses(parked):
+    src = source(FakeConsul({}), parked)
+    src.close()
+    with pytest.raises(Exception, match="closed"):
+        src.resolve("web")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:8500", ("http", "127.0.0.1", 8500)),
+        ("localhost", ("http", "localhost", 8500)),
+        ("http://127.0.0.1:18500", ("http", "127.0.0.1", 18500)),
+        ("https://consul.local", ("https", "consul.local", 443)),
+        ("[::1]:8501", ("http", "::1", 8501)),
+    ],
+)
+def test_parse_address(text: str, expected: tuple[str, str, int]):
+    assert parse_address(text) == expected
+
+
+def test_address_and_token_from_environment(monkeypatch):
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", "127.0.0.1:18555")
+    monkeypatch.setenv("CONSUL_HTTP_TOKEN", "env-token")
+    from_env = ConsulSource()
+    assert from_env.address == "127.0.0.1:18555"
+    assert from_env._client.http.base_uri == "http://127.0.0.1:18555"
+    assert from_env._client.token == "env-token"
+    explicit = ConsulSource("127.0.0.1:18600", token="mine")
+    assert explicit._client.token == "mine"
+    monkeypatch.delenv("CONSUL_HTTP_ADDR")
+    assert ConsulSource().address == "127.0.0.1:8500"

@@ -1,0 +1,248 @@
+"""ServiceWatch's loop rules with a scripted fetch and a fake clock (no threads, no Consul)."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable, Sequence
+
+import pytest
+
+from discovery_client.health_entries import build_resolution
+from discovery_client.instance import Instance, Resolution
+from discovery_client.watch import ServiceWatch, WatchTiming, backoff_delay, next_index
+
+
+class FakeClock:
+    """Monotonic time that only moves when told."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def inst(ident: str, health: str = "passing") -> Instance:
+    return Instance(id=ident, service="svc", address="127.0.0.1", port=8000, health=health)
+
+
+class Script:
+    """A fetch that answers from a function of the call number; records each call."""
+
+    def __init__(self, answer: Callable[[int, int], tuple[int | None, Sequence[Instance]]]):
+        self.answer = answer
+        self.calls: list[tuple[float, int]] = []  # (time, index sent)
+        self.clock: FakeClock | None = None
+
+    def __call__(self, index: int, wait: float) -> tuple[int | None, Sequence[Instance]]:
+        assert self.clock is not None
+        self.calls.append((self.clock.now, index))
+        return self.answer(len(self.calls), index)
+
+
+def make_watch(script: Script, clock: FakeClock, **timing: float):
+    script.clock = clock
+    seen: list[Resolution] = []
+
+    def build(registered: Sequence[Instance], index: int, now: float) -> Resolution:
+        return build_resolution("svc", registered, index, now)
+
+    watch = ServiceWatch(
+        "svc", script, build, seen.append,
+        timing=WatchTiming(**timing), clock=clock, rng=random.Random(7),
+    )  # fmt: skip
+    return watch, seen
+
+
+def drive(watch: ServiceWatch, clock: FakeClock, seconds: float) -> None:
+    """Run poll_once back to back, advancing the fake clock by each returned delay."""
+    end = clock.now + seconds
+    while clock.now < end:
+        delay = watch.poll_once()
+        assert delay is not None, "watch stopped unexpectedly"
+        clock.advance(delay)
+
+
+@pytest.mark.parametrize(
+    ("previous", "returned", "expected"),
+    [
+        (0, 10, 10),  # first answer
+        (10, 12, 12),  # moved forward
+        (10, 10, 10),  # no change
+        (10, 3, 0),  # went backwards: reset
+        (0, 0, 1),  # 0 is treated as 1
+        (0, None, 1),  # missing header is treated as 1
+        (5, 0, 0),  # 0 after a real index: backwards, reset
+        (1, 0, 1),  # 0 while already at 1: stay at 1 (and block)
+    ],
+)
+def test_next_index_follows_consul_rules(previous: int, returned: int | None, expected: int):
+    assert next_index(previous, returned) == expected
+
+
+def test_backoff_grows_is_jittered_and_capped():
+    rng = random.Random(1)
+    delays = [backoff_delay(n, rng, base=0.25, cap=5.0) for n in range(1, 12)]
+    for n, delay in enumerate(delays, start=1):
+        ceiling = min(5.0, 0.25 * 2 ** (n - 1))
+        assert ceiling / 2 <= delay <= ceiling
+    assert max(delays) <= 5.0
+    assert delays[-1] >= 2.5
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(lambda n, idx: (0, [inst("a")]), id="index-always-0"),
+        pytest.param(lambda n, idx: (None, [inst("a")]), id="index-missing"),
+        pytest.param(lambda n, idx: (100 if n % 2 else 50, [inst("a")]), id="index-backwards"),
+        pytest.param(lambda n, idx: (n, [inst("a")]), id="index-moves-nothing-changes"),
+    ],
+)
+def test_broken_index_never_busy_loops(answer):
+    clock = FakeClock()
+    script = Script(answer)
+    watch, seen = make_watch(script, clock, min_interval=1.0)
+    drive(watch, clock, 60.0)
+    # <= 1 request per second (plus the first, quick follow-up after the plain read).
+    assert len(script.calls) <= 62
+    gaps = [b[0] - a[0] for a, b in zip(script.calls[1:], script.calls[2:], strict=False)]
+    assert min(gaps) >= 1.0 - 1e-9
+    assert len(seen) == 1, "listener must only hear about real changes"
+
+
+def test_index_backwards_resets_to_zero_then_blocks_again():
+    clock = FakeClock()
+    answers = iter([(100, [inst("a")]), (40, [inst("a")]), (41, [inst("a")]), (41, [inst("a")])])
+    script = Script(lambda n, idx: next(answers))
+    watch, _ = make_watch(script, clock)
+    for _ in range(4):
+        clock.advance(watch.poll_once() or 0.0)
+    assert [index for _, index in script.calls] == [0, 100, 0, 41]
+
+
+def test_blocking_index_is_at_least_one():
+    clock = FakeClock()
+    script = Script(lambda n, idx: (0, [inst("a")]))
+    watch, _ = make_watch(script, clock)
+    for _ in range(3):
+        clock.advance(watch.poll_once() or 0.0)
+    assert [index for _, index in script.calls] == [0, 1, 1]
+
+
+def test_real_change_is_emitted_and_followed_quickly():
+    clock = FakeClock()
+    sets = {1: [inst("a"), inst("b")], 2: [inst("a"), inst("b")], 3: [inst("a")]}
+    script = Script(lambda n, idx: (10 + n, sets.get(n, [inst("a")])))
+    watch, seen = make_watch(script, clock, min_interval=1.0, min_change_interval=0.05)
+    delays = []
+    for _ in range(4):
+        delay = watch.poll_once()
+        delays.append(delay)
+        clock.advance(delay or 0.0)
+    assert [tuple(i.id for i in r.instances) for r in seen] == [("a", "b"), ("a",)]
+    assert delays[2] == pytest.approx(0.05)  # after the real change: quick
+    assert delays[1] == pytest.approx(1.0) and delays[3] == pytest.approx(1.0)
+
+
+def test_health_change_alone_is_a_change():
+    clock = FakeClock()
+    healths = {1: "passing", 2: "warning"}
+    script = Script(lambda n, idx: (n, [inst("a", healths.get(n, "warning"))]))
+    watch, seen = make_watch(script, clock)
+    drive(watch, clock, 5.0)
+    assert [r.instances[0].health for r in seen] == ["passing", "warning"]
+
+
+def test_error_before_first_success_is_terminal():
+    clock = FakeClock()
+
+    def fail(n: int, idx: int):
+        raise ConnectionError("refused")
+
+    watch, seen = make_watch(Script(fail), clock)
+    assert watch.poll_once() is None
+    assert watch.wait_first(0)
+    assert isinstance(watch.first_error, ConnectionError)
+    assert watch.resolution is None and seen == []
+
+
+def test_stale_on_error_keeps_instances_and_age_grows_then_recovers():
+    clock = FakeClock()
+    down = {"value": False}
+
+    def answer(n: int, idx: int):
+        if down["value"]:
+            raise ConnectionError("consul down")
+        return 5, [inst("a"), inst("b")]
+
+    script = Script(answer)
+    watch, seen = make_watch(script, clock, backoff_base=0.25, backoff_cap=5.0)
+    clock.advance(watch.poll_once() or 0.0)
+    fetched_at = watch.resolution.fetched_at
+    down["value"] = True
+    delays = []
+    for _ in range(8):
+        delay = watch.poll_once()
+        delays.append(delay)
+        clock.advance(delay or 0.0)
+    stale = watch.resolution
+    assert stale.stale and "consul down" in stale.error
+    assert [i.id for i in stale.instances] == ["a", "b"]
+    assert stale.fetched_at == fetched_at
+    assert stale.age(clock.now) >= sum(delays)
+    assert [r.stale for r in seen] == [False, True], "one event per transition, not per error"
+    assert delays[0] < delays[3] and all(d <= 5.0 for d in delays)
+    assert sum(1 for d in delays if d >= 2.5) >= 3  # reached the cap region
+    down["value"] = False
+    clock.advance(watch.poll_once() or 0.0)
+    assert [r.stale for r in seen] == [False, True, False]
+    assert watch.resolution.fetched_at > fetched_at and watch.resolution.error is None
+
+
+def test_empty_set_is_real_and_reported():
+    clock = FakeClock()
+    sets = {1: [inst("a")]}
+    script = Script(lambda n, idx: (n, sets.get(n, [])))
+    watch, seen = make_watch(script, clock)
+    drive(watch, clock, 3.0)
+    assert [len(r.instances) for r in seen] == [1, 0]
+    assert not seen[-1].stale and not seen[-1].panic
+
+
+def test_listener_exception_does_not_stop_the_loop():
+    clock = FakeClock()
+    script = Script(lambda n, idx: (n, [inst(f"i{n}")]))
+    script.clock = clock
+
+    def boom(_: Resolution) -> None:
+        raise RuntimeError("listener bug")
+
+    watch = ServiceWatch(
+        "svc", script, lambda reg, idx, now: build_resolution("svc", reg, idx, now), boom,
+        timing=WatchTiming(), clock=clock, rng=random.Random(0),
+    )  # fmt: skip
+    drive(watch, clock, 2.0)
+    assert watch.resolution.instances[0].id == f"i{len(script.calls)}"
+
+
+def test_run_stops_on_event_with_injected_sleep():
+    clock = FakeClock()
+    script = Script(lambda n, idx: (1, [inst("a")]))
+    watch, _ = make_watch(script, clock)
+    stop = threading.Event()
+
+    def sleep(seconds: float) -> None:
+        clock.advance(seconds)
+        if len(script.calls) >= 5:
+            stop.set()
+
+    thread = threading.Thread(target=watch.run, args=(stop, sleep), daemon=True)
+    thread.start()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert len(script.calls) == 5
