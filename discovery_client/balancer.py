@@ -1,0 +1,239 @@
+"""The Balancer: turns each complete Resolution into a picker and keeps per-instance load.
+
+After grpc-go's balancer (state in, picker out, swapped whole) and Finagle's Balancer
+(node objects, and so their load history, survive membership updates). ``update`` runs
+on the source's thread, ``pick``/``begin``/``finish`` on request threads. Picks read one
+reference and never take the lock; the lock guards membership, ejection and rebuilds.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Collection
+from typing import Any
+
+from discovery_client.config import ServiceConfig
+from discovery_client.ejection import EjectionPolicy
+from discovery_client.instance import Instance, Resolution
+from discovery_client.load import DEFAULT_DECAY_TIME, Endpoint, InstanceLoad
+from discovery_client.picker import EmptyPicker, Picker, build_picker
+
+log = logging.getLogger(__name__)
+
+
+class Balancer:
+    """Balances calls to one service over its current instances."""
+
+    def __init__(
+        self,
+        service: str,
+        config: ServiceConfig | None = None,
+        *,
+        ejection: EjectionPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        decay_time: float = DEFAULT_DECAY_TIME,
+    ) -> None:
+        self.service = service
+        self.config = config or ServiceConfig()
+        self.ejection = ejection or EjectionPolicy()
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._decay_time = decay_time
+        self._lock = threading.Lock()
+        self._loads: dict[str, InstanceLoad] = {}  # under _lock (update and ejection)
+        self._endpoints: tuple[Endpoint, ...] = ()  # under _lock
+        self._resolution: Resolution | None = None  # under _lock; read lock-free for stats
+        self._ejections_total = 0  # under _lock
+        # Replaced whole under _lock; read without it by every pick.
+        self._picker: Picker = EmptyPicker(service, "not resolved yet")
+
+    # ---- state in -------------------------------------------------------------------
+
+    def update(self, resolution: Resolution) -> None:
+        """Adopt a new complete Resolution: keep load state by id and swap in a new picker.
+
+        A Resolution older than the current one (by ``fetched_at``) is ignored. An
+        instance that is new, came back after leaving the set, or changed address gets
+        fresh state, which also ends any ejection (Consul vouches for it again).
+        """
+        with self._lock:
+            current = self._resolution
+            if current is not None and resolution.fetched_at < current.fetched_at:
+                log.debug(
+                    "%s: ignoring an older resolution (index %d)", self.service, resolution.index
+                )
+                return
+            now = self._clock()
+            old_instances = {e.instance.id: e.instance for e in self._endpoints}
+            loads: dict[str, InstanceLoad] = {}
+            endpoints: list[Endpoint] = []
+            for inst in resolution.instances:
+                if inst.id in loads:
+                    continue  # a duplicate id: the first one wins
+                load = self._loads.get(inst.id)
+                old = old_instances.get(inst.id)
+                if load is None or old is None or _moved(old, inst):
+                    load = InstanceLoad(inst.id, now=now, decay_time=self._decay_time)
+                loads[inst.id] = load
+                endpoints.append(Endpoint(inst, load))
+            self._log_membership(old_instances, loads, resolution)
+            self._loads = loads
+            self._endpoints = tuple(endpoints)
+            self._resolution = resolution
+            self._rebuild(now)
+
+    def _log_membership(
+        self, old: dict[str, Instance], new: dict[str, InstanceLoad], res: Resolution
+    ) -> None:
+        if not log.isEnabledFor(logging.DEBUG):
+            return
+        added = sorted(set(new) - set(old))
+        removed = sorted(set(old) - set(new))
+        if added or removed or res.stale:
+            log.debug(
+                "%s: membership at index %d: +%s -%s (%d instances%s%s)",
+                self.service,
+                res.index,
+                added,
+                removed,
+                len(new),
+                ", stale: " + str(res.error) if res.stale else "",
+                ", panic mode" if res.panic else "",
+            )
+
+    def _rebuild(self, now: float) -> None:
+        # Caller holds _lock.
+        eligible: list[Endpoint] = []
+        next_return = math.inf
+        for e in self._endpoints:
+            if e.load.is_ejected(now):
+                next_return = min(next_return, e.load.ejected_until or math.inf)
+            else:
+                eligible.append(e)
+        if not eligible and self._endpoints:
+            log.warning("%s: every instance is ejected; ignoring ejection", self.service)
+            eligible = list(self._endpoints)
+        self._picker = build_picker(
+            self.config.policy,
+            self.service,
+            eligible,
+            rng=self._rng,
+            clock=self._clock,
+            expires_at=next_return,
+            empty_detail=self._empty_detail(),
+        )
+
+    def _empty_detail(self) -> str:
+        res = self._resolution
+        if res is None:
+            return "not resolved yet"
+        if res.stale:
+            return f"Consul unreachable ({res.error}) and the last known set is empty"
+        return "Consul reports no passing instance"
+
+    # ---- picks and outcomes ---------------------------------------------------------
+
+    def pick(self, exclude: Collection[str] = ()) -> Endpoint:
+        """Choose an endpoint without touching the network; raise NoHealthyInstanceError."""
+        picker = self._picker
+        if picker.expires_at <= self._clock():
+            picker = self._expire_ejections()
+        return picker.pick(exclude)
+
+    def _expire_ejections(self) -> Picker:
+        with self._lock:
+            now = self._clock()
+            if self._picker.expires_at <= now:
+                log.debug("%s: an ejection ended; rebuilding the picker", self.service)
+                self._rebuild(now)
+            return self._picker
+
+    def begin(self, endpoint: Endpoint, *, retry: bool = False) -> float:
+        """Count a call starting on ``endpoint``; return its start time for ``finish``."""
+        endpoint.load.begin(retry=retry)
+        return self._clock()
+
+    def finish(self, endpoint: Endpoint, started: float, *, failed: bool, responded: bool) -> None:
+        """Count a call ending: feed the latency metric and the outlier detector.
+
+        ``failed``: a connect error, timeout or 5xx. ``responded``: an HTTP response came
+        back (only then is the latency a measure of the instance).
+        """
+        now = self._clock()
+        latency = now - started if responded else None
+        streak = endpoint.load.finish(now, latency, failed=failed)
+        if failed and self.ejection.enabled and streak >= self.ejection.consecutive_failures:
+            self._consider_ejection(endpoint.load, now)
+
+    def _consider_ejection(self, load: InstanceLoad, now: float) -> None:
+        policy = self.ejection
+        with self._lock:
+            if self._loads.get(load.id) is not load or load.is_ejected(now):
+                return
+            ejected = sum(1 for e in self._endpoints if e.load.is_ejected(now))
+            if ejected >= policy.max_ejected(len(self._endpoints)):
+                log.debug("%s: not ejecting %s: ejection cap reached", self.service, load.id)
+                return
+            if load.ejected_until is not None and now - load.ejected_until > policy.max_time:
+                load.ejections = 0
+            load.ejections += 1
+            duration = policy.duration(load.ejections)
+            load.ejected_until = now + duration
+            with load.lock:
+                load.consecutive_failures = 0
+            self._ejections_total += 1
+            log.info("%s: ejected %s for %.1fs", self.service, load.id, duration)
+            self._rebuild(now)
+
+    # ---- inspection -----------------------------------------------------------------
+
+    @property
+    def resolution(self) -> Resolution | None:
+        """The Resolution the current picker was built from."""
+        return self._resolution
+
+    def load_of(self, instance_id: str) -> InstanceLoad | None:
+        """The load state kept for ``instance_id`` (None if not a current member)."""
+        return self._loads.get(instance_id)
+
+    def stats(self) -> dict[str, Any]:
+        """A plain-dict snapshot: resolution, cache age and per-instance counters."""
+        now = self._clock()
+        res = self._resolution
+        instances = {}
+        for e in self._endpoints:
+            ld, inst = e.load, e.instance
+            instances[inst.id] = {
+                "address": f"{inst.address}:{inst.port}",
+                "health": inst.health,
+                "weight": inst.weight,
+                "picks": ld.picks,
+                "in_flight": ld.in_flight,
+                "failures": ld.failures,
+                "consecutive_failures": ld.consecutive_failures,
+                "retries": ld.retries,
+                "ejections": ld.ejections,
+                "ejected": ld.is_ejected(now),
+                "ejected_for": max(0.0, (ld.ejected_until or now) - now),
+                "latency_ewma": ld.latency(now),
+            }
+        return {
+            "service": self.service,
+            "policy": self.config.policy,
+            "index": res.index if res else None,
+            "cache_age": res.age(now) if res else None,
+            "stale": res.stale if res else None,
+            "error": res.error if res else None,
+            "panic": res.panic if res else None,
+            "ejections": self._ejections_total,
+            "instances": instances,
+        }
+
+
+def _moved(old: Instance, new: Instance) -> bool:
+    return (old.address, old.port) != (new.address, new.port)

@@ -1,0 +1,240 @@
+"""ServiceClient: call a service by name over one pooled requests.Session.
+
+    with ServiceClient("127.0.0.1:8500") as client:
+        response = client.get("user-service", "/users/42", timeout=(0.5, 2.0))
+
+Per service, the first call resolves it through the InstanceSource (blocking up to
+``resolve_timeout``) and subscribes a Balancer to its updates; later calls never touch
+the network before picking. A call returns the HTTP response of its final attempt as is
+(a 503 that could not be retried comes back as a 503, for a gateway to relay); it
+raises NoHealthyInstanceError when there is no instance to pick and
+AllAttemptsFailedError only when no attempt produced any response.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any
+
+import requests
+from prometheus_client import CollectorRegistry
+from requests.adapters import HTTPAdapter
+
+from discovery_client.balancer import Balancer
+from discovery_client.budget import RetryBudget
+from discovery_client.call import Call, ServiceState, Timeout
+from discovery_client.config import ServiceConfig
+from discovery_client.ejection import EjectionPolicy
+from discovery_client.metrics import ClientCollector
+from discovery_client.retry import RetryPolicy
+from discovery_client.source import InstanceSource
+
+DEFAULT_TIMEOUT: tuple[float, float] = (1.0, 10.0)
+# Frozen values, so shared defaults are safe.
+DEFAULT_CONFIG = ServiceConfig()
+DEFAULT_RETRY = RetryPolicy()
+DEFAULT_EJECTION = EjectionPolicy()
+_SEND_KWARGS = ("timeout", "allow_redirects", "stream", "verify", "cert", "proxies")
+
+
+class ServiceClient:
+    """Calls services by name: resolve, pick, send, retry on another instance, eject.
+
+    ``source`` defaults to a ConsulSource on ``consul_addr`` (None: the agent at
+    127.0.0.1:8500 or $CONSUL_HTTP_ADDR, as ConsulSource decides); a source the client
+    made is closed by ``close()``, one passed in is left to its owner, as is a passed-in
+    ``session``. The Session the client makes has ``trust_env = False``: instance
+    addresses come from Consul and never go through environment proxies or netrc.
+    Metrics go to ``registry`` (default: a CollectorRegistry of this client's own, as
+    ``metrics_registry``, so any number of clients can coexist).
+    """
+
+    def __init__(
+        self,
+        consul_addr: str | None = None,
+        *,
+        source: InstanceSource | None = None,
+        services: Mapping[str, ServiceConfig] | None = None,
+        default_config: ServiceConfig = DEFAULT_CONFIG,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        ejection: EjectionPolicy = DEFAULT_EJECTION,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        session: requests.Session | None = None,
+        resolve_timeout: float = 5.0,
+        pool_maxsize: int = 32,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.services: Mapping[str, ServiceConfig] = dict(services or {})
+        self.default_config = default_config
+        self.retry = retry
+        self.ejection = ejection
+        self.timeout = timeout
+        self.resolve_timeout = resolve_timeout
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+        self._owns_source = source is None
+        if source is None:
+            from discovery_client.consul_source import ConsulSource
+
+            source = ConsulSource(consul_addr, service_config=self.config_for)
+        self.source: InstanceSource = source
+        self._owns_session = session is None
+        if session is None:
+            session = requests.Session()
+            session.trust_env = False
+            adapter = HTTPAdapter(pool_connections=8, pool_maxsize=pool_maxsize, max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        self.session = session
+        self._lock = threading.Lock()  # guards creation of _states entries
+        self._states: dict[str, ServiceState] = {}  # written under _lock; read lock-free
+        self._closed = False  # the closing thread
+        self.metrics_registry = registry if registry is not None else CollectorRegistry()
+        self.metrics_registry.register(ClientCollector(self))
+
+    # ---- configuration and per-service state ----------------------------------------
+
+    def config_for(self, service: str) -> ServiceConfig:
+        """The ServiceConfig used for ``service`` (its entry in ``services`` or the default)."""
+        return self.services.get(service, self.default_config)
+
+    def balancer(self, service: str) -> Balancer:
+        """The Balancer of ``service``, resolving and subscribing on first use."""
+        return self._state(service).balancer
+
+    def _state(self, service: str) -> ServiceState:
+        state = self._states.get(service)
+        if state is not None:
+            return state
+        with self._lock:
+            state = self._states.get(service)
+            if state is not None:
+                return state
+            if self._closed:
+                raise RuntimeError("ServiceClient is closed")
+            balancer = Balancer(
+                service,
+                self.config_for(service),
+                ejection=self.ejection,
+                clock=self._clock,
+                rng=self._rng,
+            )
+            balancer.update(self.source.resolve(service, timeout=self.resolve_timeout))
+            self.source.subscribe(service, balancer.update)
+            # Cached by now; catches an update that landed between resolve and subscribe.
+            balancer.update(self.source.resolve(service, timeout=self.resolve_timeout))
+            budget = RetryBudget(
+                self.retry.budget_ratio, self.retry.budget_min_per_second, clock=self._clock
+            )
+            state = ServiceState(balancer, budget)
+            self._states[service] = state
+            return state
+
+    # ---- calling --------------------------------------------------------------------
+
+    def request(
+        self,
+        service: str,
+        method: str,
+        path: str,
+        *,
+        retry: RetryPolicy | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """Call ``method path`` on an instance of ``service``; kwargs as ``requests.request``.
+
+        ``retry`` overrides the client's RetryPolicy for this call. ``timeout`` defaults
+        to the client's and is cut to what is left of the call's deadline.
+        """
+        send_kwargs = {k: kwargs.pop(k) for k in _SEND_KWARGS if k in kwargs}
+        if not path.startswith("/"):
+            path = "/" + path
+        request = requests.Request(method=method.upper(), url=f"http://{service}{path}", **kwargs)
+        prepared = self.session.prepare_request(request)
+        return self.send(service, prepared, retry=retry, **send_kwargs)
+
+    def send(
+        self,
+        service: str,
+        prepared: requests.PreparedRequest,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: Timeout = None,
+        **send_kwargs: Any,
+    ) -> requests.Response:
+        """Send a prepared request to ``service``; its URL's scheme and host are replaced.
+
+        ``send_kwargs`` are those of ``Session.send`` (stream, verify, cert, proxies,
+        allow_redirects). This is the seam DiscoveryAdapter uses.
+        """
+        call = Call(
+            self._state(service),
+            self.session,
+            prepared,
+            retry or self.retry,
+            timeout=self.timeout if timeout is None else timeout,
+            send_kwargs=send_kwargs,
+            clock=self._clock,
+            rng=self._rng,
+        )
+        return call.run(self._sleep)
+
+    def get(self, service: str, path: str, **kwargs: Any) -> requests.Response:
+        """GET ``path`` on ``service``."""
+        return self.request(service, "GET", path, **kwargs)
+
+    def head(self, service: str, path: str, **kwargs: Any) -> requests.Response:
+        """HEAD ``path`` on ``service``."""
+        return self.request(service, "HEAD", path, **kwargs)
+
+    def post(self, service: str, path: str, **kwargs: Any) -> requests.Response:
+        """POST to ``path`` on ``service`` (retried after sending only with Idempotency-Key)."""
+        return self.request(service, "POST", path, **kwargs)
+
+    def put(self, service: str, path: str, **kwargs: Any) -> requests.Response:
+        """PUT ``path`` on ``service``."""
+        return self.request(service, "PUT", path, **kwargs)
+
+    def patch(self, service: str, path: str, **kwargs: Any) -> requests.Response:
+        """PATCH ``path`` on ``service`` (retried after sending only with Idempotency-Key)."""
+        return self.request(service, "PATCH", path, **kwargs)
+
+    def delete(self, service: str, path: str, **kwargs: Any) -> requests.Response:
+        """DELETE ``path`` on ``service``."""
+        return self.request(service, "DELETE", path, **kwargs)
+
+    # ---- observability and lifecycle ------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """A plain-dict snapshot: per service, its resolution, counters and instances."""
+        return {"services": {name: st.stats() for name, st in list(self._states.items())}}
+
+    def close(self) -> None:
+        """Close the source and session if this client made them."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        if self._owns_source:
+            self.source.close()
+        if self._owns_session:
+            self.session.close()
+
+    def __enter__(self) -> ServiceClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

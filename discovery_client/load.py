@@ -1,0 +1,133 @@
+"""Per-instance load and health state, kept apart from the rules that read it.
+
+After Finagle's ``loadbalancer`` package: the load metric (in-flight count, peak-EWMA
+latency) lives on a long-lived node object owned by the Balancer and keyed by instance
+id, so it survives membership updates; the selection rule (P2C, round robin, ...) lives
+in an immutable picker that only reads it.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+
+from discovery_client.instance import Instance
+
+# Load reported for an instance that has requests outstanding but no latency history yet,
+# so a fresh instance is not stampeded before its first response (Finagle's ``Penalty``).
+UNKNOWN_LATENCY_PENALTY = 1_000.0
+
+DEFAULT_DECAY_TIME = 10.0
+
+
+class InstanceLoad:
+    """Mutable load and ejection state of one instance.
+
+    Owned by one Balancer. ``in_flight``, the EWMA fields, the failure streak and the
+    counters are written by request threads under ``lock``; pickers read ``in_flight`` and
+    the EWMA without the lock (a slightly stale read only makes a pick slightly less
+    informed). ``ejected_until`` and ``ejections`` are written by the Balancer under its
+    own lock.
+    """
+
+    __slots__ = (
+        "consecutive_failures",
+        "cost",
+        "decay_time",
+        "ejected_until",
+        "ejections",
+        "failures",
+        "id",
+        "in_flight",
+        "lock",
+        "picks",
+        "retries",
+        "stamp",
+    )
+
+    def __init__(self, instance_id: str, *, now: float, decay_time: float = DEFAULT_DECAY_TIME):
+        self.id = instance_id
+        self.decay_time = decay_time
+        self.lock = threading.Lock()
+        self.in_flight = 0  # request threads, under lock; read lock-free by pickers
+        self.cost = 0.0  # peak-EWMA latency in seconds; request threads, under lock
+        self.stamp = now  # clock time of the last EWMA observation; under lock
+        self.consecutive_failures = 0  # request threads, under lock
+        self.picks = 0  # counters: request threads, under lock
+        self.failures = 0
+        self.retries = 0
+        # End of the current or last ejection (kept after it ends, to decay ``ejections``);
+        # Balancer, under the Balancer's lock.
+        self.ejected_until: float | None = None
+        self.ejections = 0  # times ejected; Balancer, under the Balancer's lock
+
+    def begin(self, *, retry: bool) -> None:
+        """Count one request starting on this instance."""
+        with self.lock:
+            self.in_flight += 1
+            self.picks += 1
+            if retry:
+                self.retries += 1
+
+    def finish(self, now: float, latency: float | None, *, failed: bool) -> int:
+        """Count one request ending; return the current consecutive-failure streak.
+
+        ``latency`` (seconds) feeds the peak EWMA; None when the attempt produced no
+        response (a connect error says nothing about how fast the instance serves).
+        """
+        with self.lock:
+            self.in_flight -= 1
+            if latency is not None:
+                self._observe(latency, now)
+            if failed:
+                self.failures += 1
+                self.consecutive_failures += 1
+            else:
+                self.consecutive_failures = 0
+            return self.consecutive_failures
+
+    def _observe(self, rtt: float, now: float) -> None:
+        # Peak EWMA: jump to any higher latency at once, decay towards lower ones.
+        elapsed = max(0.0, now - self.stamp)
+        self.stamp = now
+        if rtt > self.cost:
+            self.cost = rtt
+        else:
+            w = math.exp(-elapsed / self.decay_time)
+            self.cost = self.cost * w + rtt * (1.0 - w)
+
+    def latency(self, now: float) -> float:
+        """The peak-EWMA latency estimate (seconds), decayed to ``now`` without mutating."""
+        cost = self.cost
+        if cost:
+            elapsed = now - self.stamp
+            if elapsed > 0.0:
+                cost *= math.exp(-elapsed / self.decay_time)
+        return cost
+
+    def peak_ewma_load(self, now: float) -> float:
+        """Latency × (in-flight + 1): the cost P2C compares under ``peak_ewma``."""
+        pending = self.in_flight
+        cost = self.latency(now)
+        if cost == 0.0 and pending:
+            return UNKNOWN_LATENCY_PENALTY + pending
+        return cost * (pending + 1)
+
+    def is_ejected(self, now: float) -> bool:
+        """True while the instance sits out an outlier ejection."""
+        until = self.ejected_until
+        return until is not None and now < until
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """What a picker hands out: an instance as Consul last described it, plus its load."""
+
+    instance: Instance
+    load: InstanceLoad
+
+    @property
+    def id(self) -> str:
+        """The instance id (the key the load state is kept under)."""
+        return self.instance.id

@@ -1,0 +1,145 @@
+"""The Balancer: snapshots in, pickers out; load survives updates; latency-aware policies."""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import random
+from itertools import count
+
+import pytest
+
+from discovery_client.balancer import Balancer
+from discovery_client.config import ServiceConfig
+from discovery_client.errors import NoHealthyInstanceError
+from tests.discovery_client.fakes import FakeClock, instance, resolution
+
+
+def make(policy="least_request", clock=None, seed=1, **kw) -> Balancer:
+    return Balancer(
+        "svc",
+        ServiceConfig(policy=policy),
+        clock=clock or FakeClock(),
+        rng=random.Random(seed),
+        **kw,
+    )
+
+
+def simulate(policy: str, *, concurrency: int, calls: int = 3000, seed: int = 1) -> dict[str, int]:
+    """Closed-loop load on 3 instances, i3 ten times slower, in fake time; picks per id."""
+    latency = {"i1": 0.010, "i2": 0.010, "i3": 0.100}
+    clock = FakeClock()
+    bal = make(policy, clock=clock, seed=seed)
+    bal.update(resolution(instance(1), instance(2), instance(3)))
+    pending: list = []
+    order = count()
+
+    def start() -> None:
+        ep = bal.pick()
+        started = bal.begin(ep)
+        heapq.heappush(pending, (clock.now + latency[ep.id], next(order), ep, started))
+
+    for _ in range(concurrency):
+        start()
+    issued = concurrency
+    while pending:
+        done_at, _, ep, started = heapq.heappop(pending)
+        clock.now = done_at
+        bal.finish(ep, started, failed=False, responded=True)
+        if issued < calls:
+            start()
+            issued += 1
+    return {i: bal.load_of(i).picks for i in ("i1", "i2", "i3")}
+
+
+def test_round_robin_sends_the_slow_instance_a_third():
+    picks = simulate("round_robin", concurrency=10)
+    assert picks["i3"] == 1000
+
+
+@pytest.mark.parametrize("policy", ["least_request", "peak_ewma"])
+def test_latency_aware_policies_send_the_slow_instance_under_a_third_of_round_robin(policy):
+    rr = simulate("round_robin", concurrency=10)["i3"]
+    slow = simulate(policy, concurrency=10)["i3"]
+    assert slow < rr / 3, (policy, slow, rr)
+
+
+def test_peak_ewma_avoids_the_slow_instance_even_one_call_at_a_time():
+    rr = simulate("round_robin", concurrency=1)["i3"]
+    slow = simulate("peak_ewma", concurrency=1)["i3"]
+    assert slow < rr / 3, (slow, rr)
+
+
+def test_load_state_survives_membership_updates():
+    clock = FakeClock()
+    bal = make(clock=clock)
+    bal.update(resolution(instance(1), instance(2), fetched_at=1.0))
+    ep = next(e for e in (bal.pick() for _ in range(20)) if e.id == "i1")
+    bal.begin(ep)
+    before = bal.load_of("i1")
+    bal.update(resolution(instance(1), instance(2), instance(3), index=2, fetched_at=2.0))
+    assert bal.load_of("i1") is before
+    assert before.in_flight == 1 and before.picks == 1
+    assert bal.load_of("i3").in_flight == 0
+    # A finish on the old endpoint lands on the same state object.
+    bal.finish(ep, clock.now, failed=False, responded=True)
+    assert bal.load_of("i1").in_flight == 0
+
+
+def test_removed_then_returning_instance_gets_fresh_state():
+    bal = make()
+    bal.update(resolution(instance(1), instance(2), fetched_at=1.0))
+    old = bal.load_of("i2")
+    bal.update(resolution(instance(1), index=2, fetched_at=2.0))
+    assert bal.load_of("i2") is None
+    bal.update(resolution(instance(1), instance(2), index=3, fetched_at=3.0))
+    assert bal.load_of("i2") is not old
+
+
+def test_changed_address_gets_fresh_state():
+    bal = make()
+    bal.update(resolution(instance(1, port=1000), fetched_at=1.0))
+    old = bal.load_of("i1")
+    bal.update(resolution(instance(1, port=2000), index=2, fetched_at=2.0))
+    assert bal.load_of("i1") is not old
+    assert bal.pick().instance.port == 2000
+
+
+def test_older_resolution_is_ignored():
+    bal = make("round_robin")
+    bal.update(resolution(instance(1), instance(2), fetched_at=5.0, index=9))
+    bal.update(resolution(instance(3), fetched_at=4.0, index=3))
+    assert {bal.pick().id for _ in range(4)} == {"i1", "i2"}
+
+
+def test_empty_passing_set_raises_with_a_reason():
+    bal = make()
+    with pytest.raises(NoHealthyInstanceError, match="not resolved yet"):
+        bal.pick()
+    bal.update(resolution())
+    with pytest.raises(NoHealthyInstanceError, match="no passing instance"):
+        bal.pick()
+    bal.update(resolution(stale=True, error="connection refused", fetched_at=1.0))
+    with pytest.raises(NoHealthyInstanceError, match="connection refused"):
+        bal.pick()
+
+
+def test_stats_report_cache_age_and_instances():
+    clock = FakeClock(100.0)
+    bal = make(clock=clock)
+    bal.update(resolution(instance(1), fetched_at=90.0, index=4, stale=True, error="down"))
+    snap = bal.stats()
+    assert snap["cache_age"] == pytest.approx(10.0)
+    assert snap["stale"] is True and snap["index"] == 4 and snap["error"] == "down"
+    assert snap["instances"]["i1"]["picks"] == 0
+    assert snap["instances"]["i1"]["address"] == "127.0.0.1:0"
+
+
+def test_membership_changes_are_logged_at_debug(caplog):
+    bal = make()
+    with caplog.at_level(logging.DEBUG, logger="discovery_client.balancer"):
+        bal.update(resolution(instance(1), instance(2), fetched_at=1.0))
+        bal.update(resolution(instance(2), instance(3), index=2, fetched_at=2.0))
+    text = caplog.text
+    assert "+['i1', 'i2']" in text
+    assert "+['i3'] -['i1']" in text
