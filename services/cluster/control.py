@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -216,3 +218,23 @@ def rolling_restart(
         supervisorctl(plan, "start", inst.program)
         wait_passing(plan, [inst], timeout)
         log(f"{inst.program}: passing again after {time.monotonic() - started:.1f}s")
+
+
+def program_pid(plan: ClusterPlan, program: str) -> int | None:
+    """PID of one supervised program (None when it is not running)."""
+    out = supervisorctl(plan, "pid", program, check=False).strip()
+    return int(out) if out.isdigit() and int(out) > 0 else None
+
+
+def kill_everything(plan: ClusterPlan) -> None:
+    """Last resort: SIGKILL every supervised process group and supervisord, by PID."""
+    pid = supervisord_pid(plan)
+    if pid is None:
+        return
+    for program in ["consul", *(inst.program for inst in plan.instances())]:
+        child = program_pid(plan, program)
+        if child is not None:
+            with contextlib.suppress(OSError):
+                os.killpg(child, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGKILL)

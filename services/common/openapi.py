@@ -98,6 +98,21 @@ def openapi_path(rule: str) -> tuple[str, list[dict[str, Any]]]:
     return _CONVERTER.sub(replace, rule), params
 
 
+_DEFAULT_OPERATIONS = {
+    "/health": Operation(
+        "Instance health: 200 when every dependency check passes, else 503",
+        responses={200: "Healthy", 503: "A dependency check failed"},
+        response_schema={
+            "type": "object",
+            "properties": {
+                "status": {"type": "string", "enum": ["passing", "critical"]},
+                "checks": {"type": "object"},
+            },
+        },
+    )
+}
+
+
 def _operation_object(op: Operation | None, endpoint: str, path_params: list) -> dict[str, Any]:
     op = op or Operation(summary=endpoint.replace("_", " ").replace(".", ": "))
     error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
@@ -151,7 +166,7 @@ def build_spec(app: Flask, title: str, version: str, description: str = "") -> d
         path, params = openapi_path(rule.rule)
         item = paths.setdefault(path, {})
         for method in sorted((rule.methods or set()) - _IGNORED_METHODS):
-            op = getattr(view, "__openapi__", None)
+            op = getattr(view, "__openapi__", None) or _DEFAULT_OPERATIONS.get(rule.rule)
             item[method.lower()] = _operation_object(op, rule.endpoint, params)
     return {
         "openapi": "3.0.3",

@@ -113,6 +113,8 @@ def read_json_object() -> dict[str, Any]:
         raise
     except (BadRequest, UnsupportedMediaType, UnicodeDecodeError) as exc:
         raise ApiError(400, "malformed_json", "request body is not valid JSON") from exc
+    except RecursionError as exc:  # the JSON decoder's answer to absurd nesting
+        raise ApiError(400, "malformed_json", "request body is nested too deeply") from exc
     if not isinstance(data, dict):
         raise ApiError(400, "malformed_json", "request body must be a JSON object")
     return data

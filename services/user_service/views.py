@@ -135,7 +135,7 @@ def login() -> Response:
     )
 
 
-@bp.get("/users/<int:user_id>")
+@bp.get("/users/<int(max=9223372036854775807):user_id>")
 @operation(
     "Read a user's public profile (any logged-in user)",
     auth=True,

@@ -1,0 +1,74 @@
+"""Relaying one public request to a service instance and its answer back, faithfully.
+
+The upstream's status, body and content type pass through unchanged (its JSON errors
+included); only the headers a client needs are copied each way, hop-by-hop ones never.
+When discovery finds no healthy instance the gateway answers 503 JSON; when every
+attempt failed, 502 JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from flask import Response, current_app, request
+
+from services.common.access_log import REQUEST_ID_HEADER, request_id
+from services.common.discovery import get_caller
+from services.common.upstream import UPSTREAM_ERRORS, upstream_error
+from services.gateway.routes import Target, public_location
+
+#: Request headers passed to the upstream (everything else stays at the gateway).
+FORWARDED_REQUEST_HEADERS = ("Authorization", "Idempotency-Key", "Content-Type", "Accept")
+#: Response headers passed back to the client.
+RELAYED_RESPONSE_HEADERS = (
+    "Location",
+    "Idempotent-Replayed",
+    "Retry-After",
+    "WWW-Authenticate",
+    "Allow",
+)
+_BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def _upstream_headers() -> dict[str, str]:
+    headers = {
+        name: request.headers[name] for name in FORWARDED_REQUEST_HEADERS if name in request.headers
+    }
+    headers[REQUEST_ID_HEADER] = request_id()
+    forwarded_for = request.headers.get("X-Forwarded-For")
+    client = request.remote_addr or ""
+    headers["X-Forwarded-For"] = f"{forwarded_for}, {client}" if forwarded_for else client
+    return headers
+
+
+def forward(target: Target, names: Mapping[str, str]) -> Response:
+    """Send the current request to ``target`` through discovery; relay the answer."""
+    kwargs: dict[str, object] = {
+        "headers": _upstream_headers(),
+        "params": list(request.args.items(multi=True)),
+        "timeout": float(current_app.config["UPSTREAM_TIMEOUT"]),
+        "allow_redirects": False,
+    }
+    if request.method in _BODY_METHODS:
+        kwargs["data"] = request.get_data(cache=False)  # 413 past MAX_CONTENT_LENGTH
+    try:
+        upstream = get_caller(current_app).request(
+            target.service, request.method, target.path, **kwargs
+        )
+    except UPSTREAM_ERRORS as exc:
+        current_app.logger.warning("%s %s -> %s: %s", request.method, request.path, target, exc)
+        raise upstream_error(target.service, exc) from exc
+    response = Response(upstream.content, status=upstream.status_code)
+    content_type = upstream.headers.get("Content-Type")
+    if content_type:
+        response.headers["Content-Type"] = content_type
+    else:
+        del response.headers["Content-Type"]
+    for name in RELAYED_RESPONSE_HEADERS:
+        value = upstream.headers.get(name)
+        if value is None:
+            continue
+        if name == "Location":
+            value = public_location(target.service, value, names)
+        response.headers[name] = value
+    return response

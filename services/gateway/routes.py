@@ -1,0 +1,67 @@
+"""The gateway's routing table: which service serves a public path, and at which path.
+
+    /api/users/register   -> user-service  /register
+    /api/users/login      -> user-service  /login
+    /api/users/<rest>     -> user-service  /users/<rest>
+    /api/orders[/<rest>]  -> order-service /orders[/<rest>]
+
+Matching is by whole path segments, longest public prefix first. user-service's
+``/tokens/verify`` is internal and has no public route.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Public paths under ``prefix`` go to ``service`` with ``upstream_prefix`` instead."""
+
+    prefix: str
+    service_key: str  # a config key naming the service, e.g. "USER_SERVICE_NAME"
+    upstream_prefix: str
+
+    def matches(self, path: str) -> bool:
+        """Whether ``path`` is ``prefix`` itself or lies below it."""
+        return path == self.prefix or path.startswith(self.prefix + "/")
+
+    def upstream_path(self, path: str) -> str:
+        """The upstream path for a matching public path."""
+        return self.upstream_prefix + path[len(self.prefix) :]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where one public request goes."""
+
+    service: str
+    path: str
+
+
+ROUTES: tuple[Route, ...] = (
+    Route("/api/users/register", "USER_SERVICE_NAME", "/register"),
+    Route("/api/users/login", "USER_SERVICE_NAME", "/login"),
+    Route("/api/users", "USER_SERVICE_NAME", "/users"),
+    Route("/api/orders", "ORDER_SERVICE_NAME", "/orders"),
+)
+
+
+def resolve(path: str, names: Mapping[str, str], routes: Sequence[Route] = ROUTES) -> Target | None:
+    """The service and upstream path for a public ``path``, or None when nothing routes it."""
+    for route in sorted(routes, key=lambda r: len(r.prefix), reverse=True):
+        if route.matches(path):
+            return Target(names[route.service_key], route.upstream_path(path))
+    return None
+
+
+def public_location(service: str, location: str, names: Mapping[str, str]) -> str:
+    """Map an upstream ``Location`` path back to its public path (unchanged if none fits)."""
+    for route in sorted(ROUTES, key=lambda r: len(r.upstream_prefix), reverse=True):
+        if names[route.service_key] != service:
+            continue
+        up = route.upstream_prefix
+        if location == up or location.startswith(up + "/"):
+            return route.prefix + location[len(up) :]
+    return location

@@ -1,0 +1,45 @@
+"""The gateway's one public route: everything under ``/api/``, relayed by the route table."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app
+
+from services.common.errors import ApiError
+from services.common.openapi import operation
+from services.gateway.proxy import forward
+from services.gateway.routes import ROUTES, resolve
+
+bp = Blueprint("gateway", __name__)
+
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+def service_names() -> dict[str, str]:
+    """Route table service keys -> the service names configured for this app."""
+    return {route.service_key: current_app.config[route.service_key] for route in ROUTES}
+
+
+@bp.route("/api/<path:rest>", methods=METHODS)
+@operation(
+    "Relay to user-service or order-service (see the route table)",
+    description=(
+        "POST /api/users/register, POST /api/users/login, GET /api/users/{id} go to "
+        "user-service; POST /api/orders, GET /api/orders, GET /api/orders/{id} go to "
+        "order-service. Upstream status, body and content type are relayed unchanged; "
+        "Authorization and Idempotency-Key are passed on. See each service's /openapi.json."
+    ),
+    responses={
+        200: "Upstream answer",
+        404: "No route (or upstream 404)",
+        413: "Body too large",
+        502: "Every attempt to reach the service failed",
+        503: "No healthy instance of the service",
+    },
+)
+def relay(rest: str) -> Response:
+    """Route ``/api/<rest>`` to its service and relay the answer."""
+    names = service_names()
+    target = resolve("/api/" + rest, names)
+    if target is None:
+        raise ApiError(404, "no_route", f"no service serves /api/{rest}")
+    return forward(target, names)

@@ -1,0 +1,67 @@
+"""order-service: orders created idempotently for users verified by user-service.
+
+``create_app(config)`` builds the app; configuration (defaults < environment < config):
+
+- ``ORDER_DB_PATH`` (env ``ORDER_DB_PATH``): the SQLite file every instance shares.
+- ``USER_SERVICE_NAME`` (env ``USER_SERVICE_NAME``): whom to ask about tokens.
+- ``USER_SERVICE_TIMEOUT`` (env ``USER_SERVICE_TIMEOUT``): seconds per token check.
+- ``DISCOVERY_CLIENT``: an object with ``request(service, method, path, **kw)``;
+  default a ``discovery_client.ServiceClient`` on ``CONSUL_HTTP_ADDR``.
+- ``REGISTRY_ENABLED``: False serves ``/health`` without registering in Consul.
+
+``/health`` checks only this service's own database: a user-service outage makes
+order calls fail with 503, not order-service instances leave the pool.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from services.common.app import build_app
+from services.common.db import Database, init_db
+from services.common.health import init_health
+from services.order_service import store
+from services.order_service.views import bp
+
+__all__ = ["create_app"]
+
+SERVICE_NAME = "order-service"
+VERSION = "1.0.0"
+
+DEFAULTS: dict[str, Any] = {
+    "SERVICE_NAME": SERVICE_NAME,
+    "ORDER_DB_PATH": "",
+    "USER_SERVICE_NAME": "user-service",
+    "USER_SERVICE_TIMEOUT": 5.0,
+    "CONSUL_HTTP_ADDR": "",
+    "MAX_LIST_LIMIT": 500,
+}
+ENV = {
+    "ORDER_DB_PATH": "ORDER_DB_PATH",
+    "USER_SERVICE_NAME": "USER_SERVICE_NAME",
+    "USER_SERVICE_TIMEOUT": "USER_SERVICE_TIMEOUT",
+    "CONSUL_HTTP_ADDR": "CONSUL_HTTP_ADDR",
+}
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build an order-service app (see the module docstring for its configuration)."""
+    app = build_app(
+        __name__,
+        title="order-service",
+        version=VERSION,
+        defaults=DEFAULTS,
+        env=ENV,
+        config=config,
+        description="Orders, created idempotently, readable by their owner only.",
+    )
+    db_path = app.config["ORDER_DB_PATH"] or os.path.join(app.instance_path, "orders.sqlite3")
+    database = Database(db_path, store.SCHEMA, int(app.config["DB_BUSY_TIMEOUT_MS"]))
+    init_db(app, database)
+    app.register_blueprint(bp)
+    init_health(app, {"database": database.check})
+    return app

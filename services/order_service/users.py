@@ -1,0 +1,73 @@
+"""Who is calling: the bearer token, verified by user-service through discovery."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app
+
+from services.common.access_log import REQUEST_ID_HEADER, request_id
+from services.common.auth import bearer_token, unauthorized
+from services.common.discovery import get_caller
+from services.common.errors import ApiError
+from services.common.upstream import UPSTREAM_ERRORS, upstream_error
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The verified user a request acts for."""
+
+    user_id: int
+    username: str
+
+
+def current_user() -> Caller:
+    """Verify the request's bearer token with user-service; 401, 502 or 503 otherwise."""
+    token = bearer_token()
+    service = current_app.config["USER_SERVICE_NAME"]
+    try:
+        response = get_caller(current_app).request(
+            service,
+            "POST",
+            "/tokens/verify",
+            json={"token": token},
+            # Verifying has no side effects; the key vouches for that, so the discovery
+            # client may retry this POST on another instance even after sending it.
+            headers={REQUEST_ID_HEADER: request_id(), "Idempotency-Key": f"verify-{request_id()}"},
+            timeout=float(current_app.config["USER_SERVICE_TIMEOUT"]),
+        )
+    except UPSTREAM_ERRORS as exc:
+        raise upstream_error(service, exc) from exc
+    if response.status_code == 401:
+        code, message = "invalid_token", "token is invalid"
+        try:
+            upstream = response.json()["error"]
+            code, message = str(upstream["code"]), str(upstream["message"])
+        except (ValueError, KeyError, TypeError):
+            pass
+        raise unauthorized(code, message)
+    if response.status_code != 200:
+        raise ApiError(
+            502,
+            "upstream_failed",
+            f"{service} answered {response.status_code} to a token check",
+            extra={"service": service},
+        )
+    try:
+        body = response.json()
+        user_id, username = body["user_id"], body["username"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ApiError(
+            502,
+            "upstream_failed",
+            f"{service} answered a malformed token check",
+            extra={"service": service},
+        ) from exc
+    if not isinstance(user_id, int) or not isinstance(username, str):
+        raise ApiError(
+            502,
+            "upstream_failed",
+            f"{service} answered a malformed token check",
+            extra={"service": service},
+        )
+    return Caller(user_id=user_id, username=username)
