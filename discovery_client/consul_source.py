@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import threading
 import time
 import urllib.parse
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import consul
+import requests
 
 from discovery_client.config import ServiceConfig
 from discovery_client.errors import (
@@ -95,9 +97,17 @@ def _wrap(exc: BaseException, what: str, address: str) -> DiscoveryError:
         return exc
     if isinstance(exc, _REFUSALS):
         return ConsulQueryError(f"Consul at {address} refused {what}: {exc}")
-    return ConsulUnavailableError(
-        f"Consul at {address} unreachable for {what}: {type(exc).__name__}: {exc}"
-    )
+    return ConsulUnavailableError(f"Consul at {address} unreachable for {what}: {_short(exc)}")
+
+
+def _short(exc: BaseException) -> str:
+    """A one-line reason: requests' connection errors are long nested reprs."""
+    if isinstance(exc, requests.Timeout):
+        return f"{type(exc).__name__} (no answer in time)"
+    if isinstance(exc, requests.ConnectionError):
+        errno = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
+        return f"ConnectionError ({errno.group(1).strip() if errno else 'cannot connect'})"
+    return f"{type(exc).__name__}: {exc}"
 
 
 class ConsulSource:
