@@ -1,0 +1,174 @@
+"""gateway: routing, faithful relaying, 502/503 JSON, and a real ServiceClient path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from flask import Flask, Response, request
+
+from discovery_client import ServiceClient
+from discovery_client.errors import (
+    AllAttemptsFailedError,
+    ConsulUnavailableError,
+    NoHealthyInstanceError,
+    UnknownServiceError,
+)
+from services.gateway import create_app
+from services.gateway.routes import Target, public_location, resolve
+from tests.services.conftest import assert_json_error, auth
+from tests.services.fakes import FlaskCaller, StaticSource, serve
+
+NAMES = {"USER_SERVICE_NAME": "user-service", "ORDER_SERVICE_NAME": "order-service"}
+ITEMS = {"items": [{"sku": "book", "quantity": 2}]}
+
+
+@pytest.mark.parametrize(
+    ("public", "target"),
+    [
+        ("/api/users/register", Target("user-service", "/register")),
+        ("/api/users/login", Target("user-service", "/login")),
+        ("/api/users/7", Target("user-service", "/users/7")),
+        ("/api/users/registerx", Target("user-service", "/users/registerx")),
+        ("/api/users/tokens/verify", Target("user-service", "/users/tokens/verify")),
+        ("/api/orders", Target("order-service", "/orders")),
+        ("/api/orders/3", Target("order-service", "/orders/3")),
+        ("/api/ordersx", None),
+        ("/api/other", None),
+    ],
+)
+def test_route_table(public: str, target: Target | None) -> None:
+    assert resolve(public, NAMES) == target
+
+
+def test_location_is_mapped_back_to_public_paths() -> None:
+    assert public_location("order-service", "/orders/5", NAMES) == "/api/orders/5"
+    assert public_location("user-service", "/users/5", NAMES) == "/api/users/5"
+    assert public_location("user-service", "/elsewhere", NAMES) == "/elsewhere"
+
+
+def test_the_seed_flow_through_the_gateway(gateway_app: Flask, caller: FlaskCaller) -> None:
+    client = gateway_app.test_client()
+    creds = {"username": "carol", "password": "password123"}
+    created = client.post("/api/users/register", json=creds)
+    assert created.status_code == 201
+    assert created.headers["Location"] == f"/api/users/{created.json['id']}"
+    token = client.post("/api/users/login", json=creds).json["token"]
+    headers = {**auth(token), "Idempotency-Key": "k-1", "Cookie": "secret=1"}
+    order = client.post("/api/orders", json=ITEMS, headers=headers)
+    assert order.status_code == 201
+    assert order.headers["Location"] == f"/api/orders/{order.json['id']}"
+    # auth and Idempotency-Key go upstream; cookies do not
+    service, method, path, kwargs = next(c for c in caller.calls if c[0] == "order-service")
+    assert (service, method, path) == ("order-service", "POST", "/orders")
+    assert kwargs["headers"]["Authorization"] == f"Bearer {token}"
+    assert kwargs["headers"]["Idempotency-Key"] == "k-1"
+    assert "Cookie" not in kwargs["headers"]
+    assert kwargs["headers"]["X-Request-Id"] == order.headers["X-Request-Id"]
+
+    replay = client.post("/api/orders", json=ITEMS, headers=headers)
+    assert replay.status_code == 201
+    assert replay.json == order.json
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    fetched = client.get(f"/api/orders/{order.json['id']}", headers=auth(token))
+    assert fetched.json == order.json
+    assert client.get("/api/orders?limit=5", headers=auth(token)).json["orders"] == [order.json]
+    assert client.get(f"/api/users/{created.json['id']}", headers=auth(token)).json == created.json
+
+
+def test_upstream_errors_are_relayed_byte_for_byte(gateway_app: Flask, caller: FlaskCaller) -> None:
+    odd = Flask("odd-upstream")
+
+    @odd.route("/users/<path:rest>", methods=["GET", "POST"])
+    def anything(rest: str) -> Response:
+        status = int(request.args.get("status", "418"))
+        body = request.args.get("body", "short and stout")
+        return Response(
+            body,
+            status=status,
+            content_type="text/plain; charset=utf-8",
+            headers={"Retry-After": "3", "X-Internal": "hidden"},
+        )
+
+    caller.apps["user-service"] = odd
+    client = gateway_app.test_client()
+    for status in (400, 404, 409, 418, 500, 503):
+        response = client.get(f"/api/users/x?status={status}&body=upstream-{status}")
+        assert response.status_code == status
+        assert response.data == f"upstream-{status}".encode()
+        assert response.content_type == "text/plain; charset=utf-8"
+        assert response.headers["Retry-After"] == "3"
+        assert "X-Internal" not in response.headers
+
+
+def test_upstream_json_errors_are_relayed(gateway_app: Flask, caller: FlaskCaller) -> None:
+    client = gateway_app.test_client()
+    creds = {"username": "dave", "password": "password123"}
+    client.post("/api/users/register", json=creds)
+    duplicate = client.post("/api/users/register", json=creds)
+    direct = caller.apps["user-service"].test_client().post("/register", json=creds)
+    assert duplicate.status_code == direct.status_code == 409
+    assert duplicate.get_json() == direct.get_json()
+    assert_json_error(client.post("/api/users/login", json={**creds, "password": "nope"}), 401)
+    assert_json_error(client.get("/api/orders/1"), 401, "missing_token")
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "code"),
+    [
+        (NoHealthyInstanceError("order-service"), 503, "no_healthy_instance"),
+        (UnknownServiceError("order-service", ["consul"]), 503, "no_healthy_instance"),
+        (ConsulUnavailableError("consul down"), 503, "no_healthy_instance"),
+        (AllAttemptsFailedError("order-service", [("o1", OSError("reset"))]), 502, None),
+    ],
+)
+def test_discovery_failures_are_json(
+    gateway_app: Flask, caller: FlaskCaller, failure: Exception, status: int, code: str | None
+) -> None:
+    caller.failures["order-service"] = failure
+    response = gateway_app.test_client().get("/api/orders")
+    error = assert_json_error(response, status, code)
+    assert error["service"] == "order-service"
+    if status == 503:
+        assert response.headers["Retry-After"] == "1"
+
+
+def test_gateway_answers_its_own_errors_in_json(gateway_app: Flask) -> None:
+    client = gateway_app.test_client()
+    assert_json_error(client.get("/api/nothing-here"), 404, "no_route")
+    assert_json_error(client.get("/not-api"), 404, "not_found")
+    assert_json_error(client.post("/health"), 405, "method_not_allowed")
+    too_big = client.post("/api/orders", data=b"x" * 70_000, content_type="application/json")
+    assert_json_error(too_big, 413, "body_too_large")
+    assert client.get("/health").status_code == 200
+
+
+@pytest.fixture
+def real_upstreams(
+    make_user_app: Callable[..., Flask],
+) -> tuple[Flask, ServiceClient]:
+    """Two user-service instances on real HTTP servers, behind a real ServiceClient."""
+    first, second = make_user_app(), make_user_app()
+    with serve(first) as port1, serve(second) as port2:
+        source = StaticSource(
+            {"user-service": [("127.0.0.1", port1), ("127.0.0.1", port2)], "order-service": []}
+        )
+        client = ServiceClient(source=source, resolve_timeout=1.0)
+        try:
+            yield create_app({"REGISTRY_ENABLED": False, "DISCOVERY_CLIENT": client}), client
+        finally:
+            client.close()
+
+
+def test_real_service_client_over_http(real_upstreams: tuple[Flask, ServiceClient]) -> None:
+    gateway, _ = real_upstreams
+    client = gateway.test_client()
+    creds = {"username": "erin", "password": "password123"}
+    assert client.post("/api/users/register", json=creds).status_code == 201
+    assert_json_error(client.post("/api/users/register", json=creds), 409, "username_taken")
+    tokens = {client.post("/api/users/login", json=creds).json["token"] for _ in range(4)}
+    assert tokens
+    bad = client.post("/api/users/login", data="{", content_type="application/json")
+    assert_json_error(bad, 400, "malformed_json")
+    # order-service has no instance at all: 503 JSON, never a hang or a 500
+    assert_json_error(client.get("/api/orders"), 503, "no_healthy_instance")
