@@ -51,7 +51,7 @@ class RetryBudget:
         """Take one token for a retry; False (and count a denial) if the budget is spent."""
         with self._lock:
             self._refill(self._clock())
-            if self._balance >= 1.0:
+            if self._balance >= 1.0 - 1e-9:  # five deposits of 0.2 make a token
                 self._balance -= 1.0
                 return True
             self.denied += 1

@@ -115,7 +115,7 @@ def http_backend(handler: Callable[[Request], Response]) -> Iterator[Backend]:
 
     server = make_server("127.0.0.1", 0, app, threaded=True)
     backend.port = server.server_port
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     try:
         yield backend

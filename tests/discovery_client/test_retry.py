@@ -1,0 +1,179 @@
+"""Retry rules (method × error × Idempotency-Key), Retry-After parsing, the retry budget."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+from email.utils import formatdate
+
+import pytest
+import requests
+
+from discovery_client.budget import RetryBudget
+from discovery_client.retry import ErrorKind, RetryPolicy, classify_error, parse_retry_after
+from tests.discovery_client.fakes import FakeClock, closed_port
+
+IDEMPOTENT = ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]
+UNSAFE = ["POST", "PATCH"]
+KEY = {"Idempotency-Key": "abc-123"}
+
+
+@contextlib.contextmanager
+def silent_listener() -> Iterator[int]:
+    """A port that accepts connections (kernel backlog) but never answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        yield s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def hanging_up_listener() -> Iterator[int]:
+    """A port that accepts each connection, reads the request and closes without a reply."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(1.0)
+                with contextlib.suppress(OSError):
+                    conn.recv(65536)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield srv.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        srv.close()
+
+
+def raised(fn) -> BaseException:
+    try:
+        fn()
+    except requests.RequestException as exc:
+        return exc
+    raise AssertionError("expected an exception")
+
+
+@pytest.fixture(scope="module")
+def real_errors() -> dict[str, BaseException]:
+    """One genuine requests exception of each kind, produced over loopback."""
+    errors = {"refused": raised(lambda: requests.get(f"http://127.0.0.1:{closed_port()}/"))}
+    with silent_listener() as port:
+        errors["read_timeout"] = raised(
+            lambda: requests.get(f"http://127.0.0.1:{port}/", timeout=(1.0, 0.2))
+        )
+    with hanging_up_listener() as port:
+        errors["aborted"] = raised(lambda: requests.post(f"http://127.0.0.1:{port}/", data=b"x"))
+    errors["connect_timeout"] = requests.ConnectTimeout("synthetic")
+    return errors
+
+
+def test_classify_real_errors(real_errors):
+    assert classify_error(real_errors["refused"]) is ErrorKind.CONNECT
+    assert classify_error(real_errors["connect_timeout"]) is ErrorKind.CONNECT
+    assert isinstance(real_errors["read_timeout"], requests.ReadTimeout)
+    assert classify_error(real_errors["read_timeout"]) is ErrorKind.READ
+    assert isinstance(real_errors["aborted"], requests.ConnectionError)
+    assert classify_error(real_errors["aborted"]) is ErrorKind.READ
+    assert classify_error(requests.exceptions.InvalidURL("x")) is ErrorKind.FATAL
+
+
+@pytest.mark.parametrize("key", [False, True], ids=["no-key", "key"])
+@pytest.mark.parametrize("method", IDEMPOTENT + UNSAFE)
+@pytest.mark.parametrize(
+    "error", ["refused", "connect_timeout", "read_timeout", "aborted"], ids=str
+)
+def test_error_matrix(real_errors, method, error, key):
+    policy = RetryPolicy()
+    headers = KEY if key else {}
+    expected = error in ("refused", "connect_timeout") or method in IDEMPOTENT or key
+    assert policy.retries_error(method, headers, real_errors[error]) is expected
+
+
+@pytest.mark.parametrize("key", [False, True], ids=["no-key", "key"])
+@pytest.mark.parametrize("method", IDEMPOTENT + UNSAFE)
+@pytest.mark.parametrize("status", [200, 404, 500, 501, 502, 503, 504, 429])
+def test_status_matrix(method, status, key):
+    policy = RetryPolicy()
+    headers = KEY if key else {}
+    expected = status in (429, 502, 503, 504) and (method in IDEMPOTENT or key)
+    assert policy.retries_status(method, headers, status) is expected
+
+
+def test_idempotency_key_header_is_case_insensitive_and_configurable():
+    policy = RetryPolicy()
+    assert policy.may_resend("post", {"idempotency-key": "1"})
+    assert not policy.may_resend("post", {"X-Other": "1"})
+    custom = RetryPolicy(idempotency_header="X-Request-Id")
+    assert custom.may_resend("POST", {"x-request-id": "7"})
+
+
+def test_backoff_is_full_jitter_and_capped():
+    policy = RetryPolicy(backoff_base=0.1, backoff_max=0.3)
+    assert policy.backoff(1, 0.5) == pytest.approx(0.05)
+    assert policy.backoff(2, 0.5) == pytest.approx(0.1)
+    assert policy.backoff(10, 0.999) == pytest.approx(0.2997)
+
+
+def test_parse_retry_after():
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after(" 0 ") == 0.0
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    date = formatdate(1_000_010.0, usegmt=True)
+    assert parse_retry_after(date, wall_now=1_000_000.0) == pytest.approx(10.0)
+    assert parse_retry_after(date, wall_now=2_000_000.0) == 0.0
+
+
+def test_policy_validation():
+    with pytest.raises(ValueError):
+        RetryPolicy(max_attempts=0)
+    with pytest.raises(ValueError):
+        RetryPolicy(deadline=0)
+
+
+def test_budget_allows_ratio_of_requests_plus_floor():
+    clock = FakeClock()
+    budget = RetryBudget(ratio=0.2, min_per_second=10, clock=clock)
+    granted = 0
+    for _ in range(1000):
+        budget.deposit()
+        granted += budget.try_withdraw()
+    # Frozen time: at most the initial burst (10) plus 20% of 1000 requests.
+    assert 205 <= granted <= 10 + 200
+    assert budget.denied == 1000 - granted
+
+
+def test_budget_refills_at_the_floor_rate_and_caps_the_bank():
+    clock = FakeClock()
+    budget = RetryBudget(ratio=0.2, min_per_second=10, clock=clock)
+    assert sum(budget.try_withdraw() for _ in range(50)) == 10
+    clock.advance(0.5)
+    assert sum(budget.try_withdraw() for _ in range(50)) == 5
+    clock.advance(3600)  # a long quiet hour banks no more than the burst
+    for _ in range(10_000):
+        budget.deposit()
+    assert budget.balance == 10
+    assert sum(budget.try_withdraw() for _ in range(50)) == 10
+
+
+def test_budget_with_no_floor_still_allows_the_ratio():
+    budget = RetryBudget(ratio=0.2, min_per_second=0, clock=FakeClock())
+    granted = 0
+    for _ in range(100):
+        budget.deposit()
+        granted += budget.try_withdraw()
+    assert granted == 20
