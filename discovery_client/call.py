@@ -128,6 +128,9 @@ class Call:
             self.causes.append((endpoint.id, exc))
             self.last_error = exc
             return
+        except BaseException:  # a hook or an interrupt: keep the in-flight count right
+            balancer.finish(endpoint, started, failed=False, responded=False)
+            raise
         balancer.finish(endpoint, started, failed=response.status_code >= 500, responded=True)
         if self.response is not None:
             self.response.close()

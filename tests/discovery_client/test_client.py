@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections import Counter
 
@@ -312,3 +313,38 @@ def test_given_session_is_used_and_left_open():
             assert client.get("svc", "/").text == "a"
         assert session.get(f"http://127.0.0.1:{a.port}/").text == "a"
     session.close()
+
+
+def test_concurrent_calls_keep_counts_consistent():
+    calls_per_thread, threads = 40, 8
+    with (
+        http_backend(ok("a")) as a,
+        http_backend(ok("b")) as b,
+        client_for(a.port, b.port, policy="least_request", clock=time.monotonic) as client,
+    ):
+
+        def work() -> None:
+            for _ in range(calls_per_thread):
+                assert client.get("svc", "/").status_code == 200
+
+        pool = [threading.Thread(target=work) for _ in range(threads)]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join(timeout=30)
+        snap = client.stats()["services"]["svc"]
+    total = calls_per_thread * threads
+    assert snap["requests"] == total
+    assert sum(i["picks"] for i in snap["instances"].values()) == total
+    assert all(i["in_flight"] == 0 for i in snap["instances"].values())
+    assert a.hits + b.hits == total and min(a.hits, b.hits) > total // 4
+
+
+def test_a_raising_response_hook_does_not_leak_in_flight():
+    def boom(response, **_kwargs):
+        raise RuntimeError("hook failed")
+
+    with http_backend(ok("a")) as a, client_for(a.port) as client:
+        with pytest.raises(RuntimeError, match="hook failed"):
+            client.get("svc", "/", hooks={"response": boom})
+        assert client.stats()["services"]["svc"]["instances"]["i1"]["in_flight"] == 0
