@@ -21,8 +21,9 @@ from services.client import ClientError, PlatformClient
 DEFAULT_GATEWAY = os.environ.get("GATEWAY_URL", "http://127.0.0.1:8080")
 
 
-def run_demo(client: PlatformClient, out: TextIO = sys.stdout) -> dict[str, Any]:
-    """Run the four steps with ``client``, printing each; returns the fetched order."""
+def run_demo(client: PlatformClient, out: TextIO | None = None) -> dict[str, Any]:
+    """Run the four steps with ``client``, printing each (to stdout); returns the order."""
+    out = out or sys.stdout
     username = f"demo-{uuid.uuid4().hex[:8]}"
     password = uuid.uuid4().hex
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from flask import Flask, Response, request
@@ -146,7 +146,7 @@ def test_gateway_answers_its_own_errors_in_json(gateway_app: Flask) -> None:
 @pytest.fixture
 def real_upstreams(
     make_user_app: Callable[..., Flask],
-) -> tuple[Flask, ServiceClient]:
+) -> Iterator[tuple[Flask, ServiceClient]]:
     """Two user-service instances on real HTTP servers, behind a real ServiceClient."""
     first, second = make_user_app(), make_user_app()
     with serve(first) as port1, serve(second) as port2:
