@@ -77,8 +77,11 @@ def _fail(server: Any, exc: RegistryConfigError) -> NoReturn:
 def on_starting(server: Any) -> None:
     """Mark the env for workers and validate the registration settings early."""
     os.environ[MANAGED_BY_ENV] = "gunicorn"
+    bind = _config_bind(server)
+    if bind is not None and bind[1] == 0:
+        bind = (bind[0], 1)  # an ephemeral port: the real one is known in when_ready
     try:
-        Registration.from_env(bind=_config_bind(server))
+        Registration.from_env(bind=bind)
     except RegistryConfigError as exc:
         _fail(server, exc)
 

@@ -1,0 +1,149 @@
+"""Registration.from_env: defaults, precedence, and one documented error per bad setting."""
+
+from __future__ import annotations
+
+import pytest
+
+from registry import (
+    HttpCheck,
+    Registration,
+    RegistryConfigError,
+    TcpCheck,
+    TtlCheck,
+    Weights,
+)
+from registry.durations import format_duration, parse_duration
+
+BASE = {"SERVICE_NAME": "users", "SERVICE_PORT": "8080", "CONSUL_HTTP_ADDR": "127.0.0.1:8500"}
+
+
+def build(**env: str) -> Registration:
+    return Registration.from_env({**BASE, **env})
+
+
+def test_defaults() -> None:
+    reg = build()
+    assert reg.name == "users"
+    assert reg.port == 8080
+    assert reg.address == "127.0.0.1"  # detected: the route towards a loopback agent
+    assert reg.service_id.startswith("users-") and reg.service_id.endswith("-8080")
+    assert reg.check == HttpCheck(interval=10.0, deregister_after=60.0, path="/health")
+    assert reg.weights == Weights(1, 1)
+    assert reg.check_id == f"service:{reg.service_id}"
+    assert reg.consul.url == "http://127.0.0.1:8500"
+
+
+def test_every_documented_variable_is_read(tmp_path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    reg = build(
+        SERVICE_ID="users-1",
+        SERVICE_ADDRESS="10.0.0.7",
+        SERVICE_TAGS="blue, api,",
+        SERVICE_META="team=core,tier=1",
+        SERVICE_VERSION="2.3.4",
+        SERVICE_WEIGHT_PASSING="10",
+        SERVICE_WEIGHT_WARNING="2",
+        SERVICE_CHECK="http",
+        SERVICE_HEALTH_PATH="/healthz",
+        SERVICE_CHECK_INTERVAL="1500ms",
+        SERVICE_CHECK_TIMEOUT="1s",
+        SERVICE_DEREGISTER_AFTER="2m",
+        SERVICE_SUCCESS_BEFORE_PASSING="2",
+        SERVICE_FAILURES_BEFORE_CRITICAL="3",
+        SERVICE_DRAIN_SECONDS="7",
+        CONSUL_HTTP_ADDR="https://consul.example:8501",
+        CONSUL_HTTP_TOKEN="secret",
+        CONSUL_CACERT=str(ca),
+    )
+    assert (reg.service_id, reg.address, reg.tags) == ("users-1", "10.0.0.7", ("blue", "api"))
+    assert reg.meta == {"team": "core", "tier": "1", "version": "2.3.4"}
+    assert reg.weights == Weights(10, 2)
+    assert reg.drain_seconds == 7
+    assert (reg.consul.scheme, reg.consul.host, reg.consul.port) == (
+        "https",
+        "consul.example",
+        8501,
+    )
+    assert (reg.consul.token, reg.consul.cacert) == ("secret", str(ca))
+    check = reg.service_definition()["Checks"][0]
+    assert check == {
+        "CheckID": "service:users-1",
+        "Name": "users health",
+        "HTTP": "http://10.0.0.7:8080/healthz",
+        "Method": "GET",
+        "Interval": "1500ms",
+        "Timeout": "1s",
+        "DeregisterCriticalServiceAfter": "120s",
+        "SuccessBeforePassing": 2,
+        "FailuresBeforeCritical": 3,
+    }
+
+
+def test_check_kinds() -> None:
+    assert isinstance(build(SERVICE_CHECK="tcp").check, TcpCheck)
+    ttl = build(SERVICE_CHECK="ttl", SERVICE_CHECK_INTERVAL="6s")
+    assert isinstance(ttl.check, TtlCheck) and ttl.check.heartbeat == 2.0
+    assert ttl.service_definition()["Checks"][0]["TTL"] == "6s"
+    tcp = build(SERVICE_CHECK="TCP", SERVICE_ADDRESS="10.0.0.7").service_definition()
+    assert tcp["Checks"][0]["TCP"] == "10.0.0.7:8080"
+
+
+def test_precedence_override_beats_env_beats_bind() -> None:
+    env = {**BASE, "SERVICE_ADDRESS": "10.0.0.1"}
+    assert Registration.from_env(env, bind=("10.0.0.2", 9000)).address == "10.0.0.1"
+    assert Registration.from_env(env, address="10.0.0.3").address == "10.0.0.3"
+    no_env = {"SERVICE_NAME": "users"}
+    reg = Registration.from_env(no_env, bind=("10.0.0.2", 9000))
+    assert (reg.address, reg.port) == ("10.0.0.2", 9000)
+    # a wildcard bind is never advertised: detection takes over
+    assert Registration.from_env(no_env, bind=("0.0.0.0", 9000)).address == "127.0.0.1"
+    assert Registration.from_env(env, port=1234, name="x").port == 1234
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SERVICE_NAME": ""}, "SERVICE_NAME: required"),
+        ({"SERVICE_PORT": ""}, "SERVICE_PORT: required"),
+        ({"SERVICE_PORT": "70000"}, "SERVICE_PORT: 70000 is out of range 1-65535"),
+        ({"SERVICE_PORT": "0"}, "SERVICE_PORT: 0 is out of range 1-65535"),
+        ({"SERVICE_PORT": "http"}, "SERVICE_PORT: 'http' is not an integer"),
+        ({"SERVICE_ADDRESS": "0.0.0.0"}, "SERVICE_ADDRESS: '0.0.0.0' is a wildcard"),
+        ({"SERVICE_CHECK_INTERVAL": "500ms"}, "SERVICE_CHECK_INTERVAL: 0.5s is below Consul's"),
+        ({"SERVICE_CHECK_INTERVAL": "soon"}, "SERVICE_CHECK_INTERVAL: 'soon' is not a duration"),
+        ({"SERVICE_CHECK_TIMEOUT": "0s"}, "SERVICE_CHECK_TIMEOUT: 0.0s must be positive"),
+        ({"SERVICE_DEREGISTER_AFTER": "30s"}, "SERVICE_DEREGISTER_AFTER: 30s is below"),
+        ({"SERVICE_CHECK": "grpc"}, "SERVICE_CHECK: 'grpc' is not one of http, tcp, ttl"),
+        ({"SERVICE_HEALTH_PATH": "health"}, "SERVICE_HEALTH_PATH: 'health' must start with"),
+        ({"SERVICE_META": "team"}, "SERVICE_META: 'team' is not key=value"),
+        ({"SERVICE_WEIGHT_PASSING": "0"}, "SERVICE_WEIGHT_PASSING: 0 is out of range"),
+        ({"SERVICE_FAILURES_BEFORE_CRITICAL": "-1"}, "SERVICE_FAILURES_BEFORE_CRITICAL: -1"),
+        ({"SERVICE_DRAIN_SECONDS": "-3"}, "SERVICE_DRAIN_SECONDS: '-3' is negative"),
+        ({"CONSUL_CACERT": "/nonexistent/ca.pem"}, "CONSUL_CACERT: /nonexistent/ca.pem is not"),
+        ({"CONSUL_HTTP_ADDR": "ftp://x:1"}, "CONSUL_HTTP_ADDR: 'ftp://x:1' is not host:port"),
+        ({"CONSUL_HTTP_ADDR": "127.0.0.1:port"}, "CONSUL_HTTP_ADDR: '127.0.0.1:port' has a bad"),
+    ],
+)
+def test_bad_config_names_the_setting(env: dict[str, str], message: str) -> None:
+    with pytest.raises(RegistryConfigError) as caught:
+        build(**env)
+    assert str(caught.value).startswith(message), str(caught.value)
+    assert caught.value.setting == message.split(":")[0]
+
+
+def test_unknown_override_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="colour"):
+        Registration.from_env(BASE, colour="blue")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("10s", 10), ("1m30s", 90), ("500ms", 0.5), ("2", 2), ("1h", 3600), (3, 3)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration("X", text) == seconds
+
+
+def test_format_duration() -> None:
+    assert [format_duration(s) for s in (10, 60.0, 1.5, 0.25)] == ["10s", "60s", "1500ms", "250ms"]

@@ -1,0 +1,41 @@
+"""The Flask dev server (plain ``app.run()``) registers too, and drains on SIGTERM;
+gunicorn refuses to start on bad config, naming the setting."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+from tests.registry.conftest import (
+    REPO_ROOT,
+    in_maintenance,
+    instance_status,
+    service_env,
+    wait_until,
+)
+
+
+def test_app_run_registers_and_drains(consul_agent, consul_client, start_service):
+    svc = start_service(consul_agent.address, server="dev", drain_seconds=2)
+    wait_until(lambda: instance_status(consul_client, "regtest", svc.service_id) == "passing", 4)
+    svc.signal(signal.SIGTERM)
+    sent = time.monotonic()
+    wait_until(lambda: in_maintenance(consul_client, "regtest", svc.service_id), 1.0, 0.05)
+    assert svc.answers(), "dev server stopped serving during the drain"
+    wait_until(lambda: instance_status(consul_client, "regtest", svc.service_id) is None, 5, 0.05)
+    assert time.monotonic() - sent >= 1.9, "deregistered before the drain delay"
+    svc.wait_exit(10)
+
+
+def test_gunicorn_refuses_bad_config(tmp_path):
+    env = service_env("127.0.0.1:1", 1, check_interval="200ms")
+    env["SERVICE_PORT"] = ""
+    cmd = [
+        sys.executable, "-m", "gunicorn", "-c", "python:registry.gunicorn_conf",
+        "-b", "127.0.0.1:0", "tests.registry.apps:create_app()",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert "SERVICE_CHECK_INTERVAL: 0.2s is below Consul's minimum of 1s" in result.stderr
