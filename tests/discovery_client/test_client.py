@@ -348,3 +348,42 @@ def test_a_raising_response_hook_does_not_leak_in_flight():
         with pytest.raises(RuntimeError, match="hook failed"):
             client.get("svc", "/", hooks={"response": boom})
         assert client.stats()["services"]["svc"]["instances"]["i1"]["in_flight"] == 0
+
+
+def test_failing_instance_is_ejected_after_five_5xx_in_a_row():
+    clock = FakeClock()
+    with (
+        http_backend(status(500)) as a,
+        http_backend(ok("b")) as b,
+        client_for(a.port, b.port, clock=clock) as client,
+    ):
+        for _ in range(10):
+            client.get("svc", "/")  # round robin: a answers (500, not retried) every other call
+        assert a.hits == 5
+        assert {client.get("svc", "/").text for _ in range(20)} == {"b"}
+        snap = client.stats()["services"]["svc"]
+        assert snap["ejections"] == 1 and snap["instances"]["i1"]["ejected"] is True
+        clock.advance(30.1)  # the first ejection lasts the base time
+        assert "status 500" in {client.get("svc", "/").text for _ in range(4)}
+
+
+def test_stale_resolution_keeps_serving_and_reports_its_age():
+    clock = FakeClock(500.0)
+    with http_backend(ok("a")) as a:
+        source = StaticSource(resolution(instance(1, port=a.port), fetched_at=500.0))
+        with ServiceClient(source=source, clock=clock) as client:
+            assert client.get("svc", "/").text == "a"
+            clock.advance(42)
+            source.push(
+                resolution(
+                    instance(1, port=a.port),
+                    index=1,
+                    fetched_at=500.0,
+                    stale=True,
+                    error="Consul unreachable",
+                )
+            )
+            assert client.get("svc", "/").text == "a"
+            snap = client.stats()["services"]["svc"]
+    assert snap["stale"] is True and snap["error"] == "Consul unreachable"
+    assert snap["cache_age"] == pytest.approx(42.0)
