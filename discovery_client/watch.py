@@ -14,7 +14,8 @@ them into a Resolution. That keeps the loop's rules testable with a fake clock:
 - Before the first success, an error is terminal: the watch stops and keeps the error
   for ``resolve()`` to raise (nothing is cached, so there is nothing to serve).
 - After it, an error keeps the last-known-good instances, marked stale, ``fetched_at``
-  unchanged so their age keeps growing.
+  unchanged so their age keeps growing; the next query after an error is a plain read
+  (index 0), since a restarted agent's index may be lower than ours.
 """
 
 from __future__ import annotations
@@ -146,8 +147,10 @@ class ServiceWatch:
             self._first_done.set()
         if changed:
             self._emit(old, fresh)
-        # Only a real change (or the first plain read) earns a quick next request.
-        quick = old is None or (changed and not old.stale)
+        if old is None:
+            return 0.0  # the first read was a plain one: start blocking right away
+        # Only a real change earns a quick next request.
+        quick = changed and not old.stale
         gap = self._timing.min_change_interval if quick else self._timing.min_interval
         return max(0.0, started + gap - self._clock())
 
@@ -158,6 +161,9 @@ class ServiceWatch:
             self._first_error = exc
             self._first_done.set()
             return None
+        # The agent we reach next may have restarted with a lower index, and a blocking
+        # query on an index from its future would hang for the whole wait: read plainly.
+        self._index = 0
         stale = dataclasses.replace(old, stale=True, error=f"{type(exc).__name__}: {exc}")
         self._resolution = stale
         if not old.stale:

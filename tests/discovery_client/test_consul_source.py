@@ -105,10 +105,17 @@ def test_first_resolve_fetches_then_cache_serves_without_io(parked):
     src = source(fake, parked)
     try:
         first = src.resolve("web")
+        # The watch goes straight on to its blocking query (the 2nd call), then parks.
+        deadline = time.monotonic() + 5
+        while len(fake.calls) < 2 and time.monotonic() < deadline:
+            time.sleep(0.001)
         calls = len(fake.calls)
+        cached = src.resolve("web")
+        assert cached.instances == first.instances and cached.fetched_at >= first.fetched_at
         for _ in range(100):
-            assert src.resolve("web") is first
-        assert len(fake.calls) == calls == 1
+            assert src.resolve("web") is cached
+        assert len(fake.calls) == calls == 2
+        assert fake.calls[1][2]["index"] == 7  # blocking on the index of the first answer
         assert [(i.id, i.health) for i in first.instances] == [("w1", "passing"), ("w2", "warning")]
         assert first.index == 7 and not first.stale and not first.panic
     finally:

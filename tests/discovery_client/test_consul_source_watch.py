@@ -246,3 +246,21 @@ def test_run_stops_on_event_with_injected_sleep():
     thread.join(5)
     assert not thread.is_alive()
     assert len(script.calls) == 5
+
+
+def test_after_an_error_the_next_query_is_a_plain_read():
+    clock = FakeClock()
+    answers = iter([(50, [inst("a")]), ConnectionError("agent restarting"), (7, [inst("a")])])
+
+    def answer(n: int, idx: int):
+        value = next(answers)
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+    script = Script(answer)
+    watch, seen = make_watch(script, clock)
+    for _ in range(3):
+        clock.advance(watch.poll_once() or 0.0)
+    assert [index for _, index in script.calls] == [0, 50, 0]
+    assert watch.index == 7 and [r.stale for r in seen] == [False, True, False]
