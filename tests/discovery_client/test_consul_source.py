@@ -272,3 +272,28 @@ def test_address_and_token_from_environment(monkeypatch):
     assert explicit._client.token == "mine"
     monkeypatch.delenv("CONSUL_HTTP_ADDR")
     assert ConsulSource().address == "127.0.0.1:8500"
+
+
+def test_watch_thread_with_index_zero_does_not_busy_loop():
+    """Wiring check: the real watch thread, a fake clock moved only by the injected sleep."""
+    fake = FakeConsul({"web": [entry("w1")]})
+    fake.index = "0"
+    now = [0.0]
+    finished, release = threading.Event(), threading.Event()
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+        if now[0] >= 30.0:
+            finished.set()
+            release.wait(10)  # park the watch until the test is done
+
+    src = ConsulSource("127.0.0.1:8500", client=fake, clock=lambda: now[0], sleep=sleep)
+    try:
+        src.resolve("web")
+        assert finished.wait(10), "the watch never reached 30 fake seconds"
+        health_calls = [c for c in fake.calls if c[0] == "health"]
+        assert len(health_calls) <= 32  # <= 1 request per (fake) second
+        assert all(c[2]["index"] == 1 for c in health_calls[1:])  # 0 is sent as 1
+    finally:
+        release.set()
+        src.close()
