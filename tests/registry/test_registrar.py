@@ -1,0 +1,65 @@
+"""The Registrar on its own, in-process, against a real agent (no web server needed)."""
+
+from __future__ import annotations
+
+import random
+import time
+
+from registry import HealthChecks, Registrar, Registration, State
+from tests.registry.conftest import in_maintenance, instance_status, wait_until
+
+
+def registration(agent, **settings: str) -> Registration:  # type: ignore[no-untyped-def]
+    env = {
+        "SERVICE_NAME": "inproc",
+        "SERVICE_ID": "inproc-1",
+        "SERVICE_PORT": "9",
+        "CONSUL_HTTP_ADDR": agent.address,
+        **settings,
+    }
+    return Registration.from_env(env)
+
+
+def test_ttl_heartbeat_calls_the_health_function_directly(consul_agent, consul_client):
+    checks = HealthChecks()
+    healthy = {"ok": True}
+    checks.add("dependency", lambda: healthy["ok"])
+    reg = registration(
+        consul_agent, SERVICE_CHECK="ttl", SERVICE_CHECK_INTERVAL="2s", SERVICE_TAGS="a,b"
+    )
+    registrar = Registrar(reg, health=checks.evaluate, rng=random.Random(3)).start()
+    try:
+        assert registrar.wait_registered(5)
+        assert registrar.state is State.REGISTERED
+        wait_until(lambda: instance_status(consul_client, "inproc", "inproc-1") == "passing", 2)
+        service = consul_client.agent.services()["inproc-1"]
+        assert (service["Port"], service["Tags"]) == (9, ["a", "b"])
+        healthy["ok"] = False
+        wait_until(lambda: instance_status(consul_client, "inproc", "inproc-1") == "critical", 2)
+        output = consul_client.agent.checks()["service:inproc-1"]["Output"]
+        assert "dependency" in output
+        healthy["ok"] = True
+        wait_until(lambda: instance_status(consul_client, "inproc", "inproc-1") == "passing", 2)
+    finally:
+        registrar.stop()
+    assert registrar.state is State.STOPPED
+    wait_until(lambda: instance_status(consul_client, "inproc", "inproc-1") is None, 2, 0.05)
+
+
+def test_drain_enters_maintenance_and_waits_with_injected_sleep(consul_agent, consul_client):
+    slept: list[float] = []
+    reg = registration(consul_agent, SERVICE_CHECK="tcp", SERVICE_DRAIN_SECONDS="7")
+    registrar = Registrar(reg, sleep=slept.append).start()
+    try:
+        assert registrar.wait_registered(5)
+        began = time.monotonic()
+        registrar.drain()
+        assert time.monotonic() - began < 1  # the injected sleep did the waiting
+        assert slept == [7.0]
+        assert registrar.state is State.DRAINING
+        wait_until(lambda: in_maintenance(consul_client, "inproc", "inproc-1"), 2, 0.05)
+        registrar.drain()  # idempotent
+    finally:
+        registrar.stop()
+        registrar.stop()  # idempotent
+    wait_until(lambda: instance_status(consul_client, "inproc", "inproc-1") is None, 2, 0.05)
