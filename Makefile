@@ -5,9 +5,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CONSUL_ENSURE := consul/ensure-consul
 PYTEST_ARGS ?=
+USERS ?= 3
+ORDERS ?= 3
+SERVICE ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup venv consul test lint clean
+.PHONY: help setup venv consul test lint clean run-cluster status logs stop-cluster demo rolling-restart
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -28,6 +31,25 @@ consul: ## Find or build the pinned Consul; prints the binary's path last
 
 test: setup ## Run the whole test suite against a real Consul agent
 	CONSUL_BIN="$$($(CONSUL_ENSURE) | tail -n 1)" $(PY) -m pytest $(PYTEST_ARGS)
+
+run-cluster: setup ## Start Consul (UI on :8500) + gateway + USERS/ORDERS instances in the background
+	USERS=$(USERS) ORDERS=$(ORDERS) $(PY) -m services.cluster up
+
+status: venv ## Supervisor state and Consul health of every cluster instance
+	@$(PY) -m services.cluster status
+
+logs: venv ## The last lines of every cluster log
+	@$(PY) -m services.cluster logs
+
+stop-cluster: venv ## Drain and deregister every instance, then stop Consul
+	$(PY) -m services.cluster down
+
+demo: venv ## register, login, create an order, fetch it: through the gateway
+	$(PY) -m services.demo --gateway http://127.0.0.1:8080
+
+rolling-restart: venv ## Restart SERVICE's instances one at a time (make rolling-restart SERVICE=order-service)
+	@test -n "$(SERVICE)" || { echo "usage: make rolling-restart SERVICE=order-service" >&2; exit 2; }
+	$(PY) -m services.cluster rolling-restart $(SERVICE)
 
 lint: venv ## ruff check and format check
 	$(VENV)/bin/ruff check .

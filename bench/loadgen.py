@@ -1,0 +1,92 @@
+"""An open-loop, fixed-rate load generator.
+
+Requests are scheduled at fixed intended send times (rate × duration of them, bounded)
+and handed to a thread pool; latency is measured from each request's *intended* send
+time, so queueing inside the client shows up in the tail instead of being hidden as it is
+by closed-loop tools (coordinated omission).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one request did: when it was due, how long it took from then, and its result."""
+
+    seq: int
+    intended: float
+    latency: float
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadReport:
+    """Every outcome of one run, with a few summary figures."""
+
+    outcomes: tuple[Outcome, ...]
+    duration: float
+
+    @property
+    def failures(self) -> list[Outcome]:
+        """The outcomes that failed."""
+        return [o for o in self.outcomes if not o.ok]
+
+    def percentile(self, q: float) -> float:
+        """Latency percentile ``q`` in [0, 100] of the successful requests (seconds)."""
+        values = sorted(o.latency for o in self.outcomes if o.ok)
+        if not values:
+            return float("nan")
+        rank = min(len(values) - 1, max(0, round(q / 100 * (len(values) - 1))))
+        return values[rank]
+
+    @property
+    def throughput(self) -> float:
+        """Completed requests per second over the run."""
+        return len(self.outcomes) / self.duration if self.duration > 0 else 0.0
+
+
+def run_open_loop(
+    call: Callable[[int], tuple[bool, str]],
+    rate: float,
+    duration: float,
+    max_workers: int = 64,
+    clock: Callable[[], float] = time.perf_counter,
+    stop: threading.Event | None = None,
+) -> LoadReport:
+    """Call ``call(seq)`` ``rate`` times a second for ``duration`` seconds, open loop.
+
+    ``call`` returns (ok, detail). The run is bounded: at most rate × duration requests,
+    and it ends early when ``stop`` is set.
+    """
+    if rate <= 0 or duration <= 0:
+        raise ValueError(f"rate and duration must be positive; got {rate=} {duration=}")
+    total = int(rate * duration)
+    interval = 1.0 / rate
+    outcomes: list[Outcome | None] = [None] * total
+    start = clock()
+
+    def one(seq: int, intended: float) -> None:
+        try:
+            ok, detail = call(seq)
+        except Exception as exc:  # a load generator records every failure, whatever it is
+            ok, detail = False, f"{type(exc).__name__}: {exc}"
+        outcomes[seq] = Outcome(seq, intended - start, clock() - intended, ok, detail)
+
+    with ThreadPoolExecutor(max_workers=max_workers) as pool:
+        for seq in range(total):
+            if stop is not None and stop.is_set():
+                break
+            intended = start + seq * interval
+            delay = intended - clock()
+            if delay > 0:
+                time.sleep(delay)
+            pool.submit(one, seq, intended)
+    done = tuple(o for o in outcomes if o is not None)
+    return LoadReport(done, clock() - start)

@@ -1,0 +1,54 @@
+"""A small real cluster (Consul + gunicorn instances under supervisord) on free ports."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.cluster import control
+from services.cluster.plan import ClusterPlan, ConsulPorts
+from tests.harness.ports import free_ports
+
+
+def free_plan(run_dir: Path, users: int = 2, orders: int = 2, **overrides: object) -> ClusterPlan:
+    """A plan whose every port is free right now (service ports are contiguous ranges)."""
+    rng = random.Random()
+    for _ in range(100):
+        base = rng.randrange(20000, 60000, 100)
+        plan = ClusterPlan(
+            run_dir=run_dir,
+            users=users,
+            orders=orders,
+            consul=ConsulPorts(*free_ports(6)),
+            gateway_port=base,
+            user_base_port=base + 10,
+            order_base_port=base + 40,
+            check_interval="1s",
+            drain_seconds=1.0,
+            **overrides,  # type: ignore[arg-type]
+        )
+        if not control.busy_ports(plan.ports()):
+            return plan
+    raise RuntimeError("could not find free ports for a test cluster")
+
+
+def stop_cluster(plan: ClusterPlan) -> None:
+    """Stop the cluster; if a graceful stop fails, kill supervisord's whole tree by PID."""
+    try:
+        control.down(plan, timeout=60)
+    finally:
+        control.kill_everything(plan)
+
+
+@pytest.fixture
+def small_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterPlan]:
+    """Consul + 1 gateway + 2 user-service + 2 order-service instances, all passing."""
+    plan = free_plan(tmp_path_factory.mktemp("cluster"), autorestart=False)
+    try:
+        control.up(plan, timeout=90)
+        yield plan
+    finally:
+        stop_cluster(plan)

@@ -1,0 +1,76 @@
+"""The example platform end to end: a real cluster, the demo flow, an instance killed."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from services.client import PlatformClient
+from services.cluster import control
+from services.cluster.plan import REPO_ROOT, ClusterPlan
+from services.demo import run_demo
+from tests.services.cluster.conftest import free_plan
+
+pytestmark = pytest.mark.slow
+
+
+def passing_ids(plan: ClusterPlan, service: str) -> set[str]:
+    url = f"http://{plan.consul_address}/v1/health/service/{service}"
+    return {e["Service"]["ID"] for e in requests.get(url, params={"passing": 1}, timeout=5).json()}
+
+
+def test_demo_flow_survives_a_killed_user_service_instance(small_cluster: ClusterPlan) -> None:
+    plan = small_cluster
+    expected = {i.instance_id for i in plan.instances_of("user-service")}
+    assert passing_ids(plan, "user-service") == expected
+    assert len(passing_ids(plan, "order-service")) == 2
+
+    client = PlatformClient.via_gateway(plan.gateway_url)
+    out = io.StringIO()
+    first = run_demo(client, out)
+    assert "demo OK" in out.getvalue()
+
+    victim = plan.instances_of("user-service")[0]
+    pid = control.program_pid(plan, victim.program)
+    assert pid is not None
+    os.killpg(pid, signal.SIGKILL)  # the gunicorn master and its workers, no drain
+
+    for _ in range(3):  # right away, while Consul may still list the dead instance
+        again = run_demo(PlatformClient.via_gateway(plan.gateway_url), io.StringIO())
+        assert again["id"] != first["id"]
+
+
+def test_status_and_cli_report_a_running_cluster(small_cluster: ClusterPlan) -> None:
+    env = {**os.environ, "CLUSTER_RUN_DIR": str(small_cluster.run_dir)}
+    # The CLI reads the counts `up` saved; the ports come from the plan the test made,
+    # so only check the pieces that don't depend on them.
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cluster", "up"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "already running" in result.stderr
+    rows = control.table(small_cluster)
+    assert {r.health for r in rows} == {"passing"}
+    assert len(rows) == 5
+
+
+def test_a_taken_port_gives_a_clear_error(tmp_path_factory: pytest.TempPathFactory) -> None:
+    plan = free_plan(tmp_path_factory.mktemp("busy"))
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", plan.gateway_port))
+        blocker.listen()
+        with pytest.raises(control.PortInUseError, match=f"{plan.gateway_port} \\(gateway-1\\)"):
+            control.up(plan)
+    assert control.supervisord_pid(plan) is None

@@ -1,0 +1,96 @@
+"""Rolling restarts under steady load lose no request and never duplicate an order."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+
+import pytest
+import requests
+
+from bench.loadgen import run_open_loop
+from services.client import PlatformClient
+from services.cluster import control
+from services.cluster.plan import ClusterPlan
+
+pytestmark = pytest.mark.slow
+
+RATE = 50.0  # requests per second, mixed GET and POST
+DURATION = 30.0  # seconds; bounded: at most RATE * DURATION requests
+
+
+def test_rolling_restart_of_both_backends_under_load(small_cluster: ClusterPlan) -> None:
+    plan = small_cluster
+    users = []
+    for n in range(4):
+        client = PlatformClient.via_gateway(plan.gateway_url)
+        name = f"load-{n}-{uuid.uuid4().hex[:6]}"
+        client.register(name, "a long enough password")
+        token = client.login(name, "a long enough password")
+        users.append(token)
+    seed_orders = [PlatformClient.via_gateway(plan.gateway_url) for _ in users]
+    for client, token in zip(seed_orders, users, strict=True):
+        client.token = token
+    first_ids = [c.create_order([("seed", 1)])["id"] for c in seed_orders]
+
+    session = requests.Session()
+    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=64))
+    keys: dict[int, tuple[int, str]] = {}
+
+    def call(seq: int) -> tuple[bool, str]:
+        who = seq % len(users)
+        headers = {"Authorization": f"Bearer {users[who]}"}
+        if seq % 2 == 0:
+            key = f"k-{seq}-{uuid.uuid4().hex[:8]}"
+            keys[seq] = (who, key)
+            response = session.post(
+                f"{plan.gateway_url}/api/orders",
+                json={"items": [{"sku": f"sku-{seq}", "quantity": 1}]},
+                headers={**headers, "Idempotency-Key": key},
+                timeout=10,
+            )
+            ok = response.status_code == 201
+        else:
+            response = session.get(
+                f"{plan.gateway_url}/api/orders/{first_ids[who]}", headers=headers, timeout=10
+            )
+            ok = response.status_code == 200
+        return ok, f"{response.status_code} {response.text[:200]}"
+
+    restart_errors: list[BaseException] = []
+
+    def restarts() -> None:
+        try:
+            control.rolling_restart(plan, "order-service", log=lambda _: None)
+            control.rolling_restart(plan, "user-service", log=lambda _: None)
+        except BaseException as exc:
+            restart_errors.append(exc)
+
+    restarter = threading.Thread(target=restarts, name="rolling-restart")
+    restarter.start()
+    report = run_open_loop(call, rate=RATE, duration=DURATION)
+    restarter.join(timeout=120)
+
+    assert not restarter.is_alive(), "rolling restart did not finish"
+    assert not restart_errors, restart_errors
+    assert len(report.outcomes) == int(RATE * DURATION)
+    assert report.failures == [], report.failures[:5]
+
+    # Every instance is back and passing, and each key made exactly one order.
+    assert {row.health for row in control.table(plan)} == {"passing"}
+    per_key: Counter[str] = Counter()
+    for who, token in enumerate(users):
+        listing = session.get(
+            f"{plan.gateway_url}/api/orders",
+            params={"limit": 500},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        listing.raise_for_status()
+        for order in listing.json()["orders"]:
+            if order.get("idempotency_key"):
+                per_key[order["idempotency_key"]] += 1
+        expected = {key for w, key in keys.values() if w == who}
+        assert expected <= set(per_key), "some POSTs created no order"
+    assert set(per_key.values()) <= {1}, [k for k, n in per_key.items() if n > 1]
