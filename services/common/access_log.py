@@ -1,9 +1,10 @@
 """One access-log line per request, plus a request id carried across services.
 
-The line goes to the ``services.access`` logger: method, path, status, duration in
-milliseconds, response size, remote address and request id. The request id comes from
-the ``X-Request-Id`` header when a caller (the gateway) sent one, else is generated,
-and is echoed in the response so a call can be followed from gateway to upstream.
+The line goes to the ``services.access`` logger: service, remote address, method, path,
+status, duration in milliseconds, response size and request id (``/health`` at DEBUG).
+The request id comes from the ``X-Request-Id`` header when a caller (the gateway) sent
+one, else is generated, and is echoed in the response so a call can be followed from
+gateway to upstream.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from flask import Flask, Response, g, request
 
 REQUEST_ID_HEADER = "X-Request-Id"
 log = logging.getLogger("services.access")
+#: Paths probed every few seconds (Consul's check): logged at DEBUG, not INFO.
+QUIET_PATHS = frozenset({"/health"})
 
 
 def request_id() -> str:
@@ -42,8 +45,11 @@ def init_access_log(app: Flask) -> None:
         elapsed_ms = (time.perf_counter() - started) * 1000 if started is not None else 0.0
         rid = request_id()
         response.headers.setdefault(REQUEST_ID_HEADER, rid)
-        log.info(
-            '%s "%s %s" %s %.1fms %s rid=%s',
+        level = logging.DEBUG if request.path in QUIET_PATHS else logging.INFO
+        log.log(
+            level,
+            '%s %s "%s %s" %s %.1fms %s rid=%s',
+            app.config.get("SERVICE_NAME", app.name),
             request.remote_addr or "-",
             request.method,
             request.full_path.rstrip("?"),

@@ -19,6 +19,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "MAX_CONTENT_LENGTH": 64 * 1024,
     "REGISTRY_ENABLED": True,
     "DB_BUSY_TIMEOUT_MS": 5000,
+    "CONNECT_TIMEOUT": 1.0,
     "JSON_SORT_KEYS": False,
 }
 

@@ -3,7 +3,8 @@
 ``create_app(config)`` builds the app; configuration (defaults < environment < config):
 
 - ``USER_SERVICE_NAME`` / ``ORDER_SERVICE_NAME`` (same env names): upstream services.
-- ``UPSTREAM_TIMEOUT`` (env ``GATEWAY_UPSTREAM_TIMEOUT``): seconds per upstream attempt.
+- ``UPSTREAM_TIMEOUT`` (env ``GATEWAY_UPSTREAM_TIMEOUT``): read timeout per upstream
+  attempt, seconds; ``CONNECT_TIMEOUT`` (env ``SERVICES_CONNECT_TIMEOUT``, 1 s) connect.
 - ``DISCOVERY_CLIENT``: an object with ``request(service, method, path, **kw)``;
   default a ``discovery_client.ServiceClient`` on ``CONSUL_HTTP_ADDR``.
 - ``REGISTRY_ENABLED``: False serves ``/health`` without registering in Consul.
@@ -39,6 +40,7 @@ ENV = {
     "USER_SERVICE_NAME": "USER_SERVICE_NAME",
     "ORDER_SERVICE_NAME": "ORDER_SERVICE_NAME",
     "UPSTREAM_TIMEOUT": "GATEWAY_UPSTREAM_TIMEOUT",
+    "CONNECT_TIMEOUT": "SERVICES_CONNECT_TIMEOUT",
     "CONSUL_HTTP_ADDR": "CONSUL_HTTP_ADDR",
 }
 

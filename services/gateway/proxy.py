@@ -46,7 +46,10 @@ def forward(target: Target, names: Mapping[str, str]) -> Response:
     kwargs: dict[str, object] = {
         "headers": _upstream_headers(),
         "params": list(request.args.items(multi=True)),
-        "timeout": float(current_app.config["UPSTREAM_TIMEOUT"]),
+        "timeout": (
+            float(current_app.config["CONNECT_TIMEOUT"]),
+            float(current_app.config["UPSTREAM_TIMEOUT"]),
+        ),
         "allow_redirects": False,
     }
     if request.method in _BODY_METHODS:

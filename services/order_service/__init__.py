@@ -4,7 +4,8 @@
 
 - ``ORDER_DB_PATH`` (env ``ORDER_DB_PATH``): the SQLite file every instance shares.
 - ``USER_SERVICE_NAME`` (env ``USER_SERVICE_NAME``): whom to ask about tokens.
-- ``USER_SERVICE_TIMEOUT`` (env ``USER_SERVICE_TIMEOUT``): seconds per token check.
+- ``USER_SERVICE_TIMEOUT`` (env ``USER_SERVICE_TIMEOUT``): read timeout of a token
+  check, seconds; ``CONNECT_TIMEOUT`` (env ``SERVICES_CONNECT_TIMEOUT``, 1 s) connect.
 - ``DISCOVERY_CLIENT``: an object with ``request(service, method, path, **kw)``;
   default a ``discovery_client.ServiceClient`` on ``CONSUL_HTTP_ADDR``.
 - ``REGISTRY_ENABLED``: False serves ``/health`` without registering in Consul.
@@ -44,6 +45,7 @@ ENV = {
     "ORDER_DB_PATH": "ORDER_DB_PATH",
     "USER_SERVICE_NAME": "USER_SERVICE_NAME",
     "USER_SERVICE_TIMEOUT": "USER_SERVICE_TIMEOUT",
+    "CONNECT_TIMEOUT": "SERVICES_CONNECT_TIMEOUT",
     "CONSUL_HTTP_ADDR": "CONSUL_HTTP_ADDR",
 }
 

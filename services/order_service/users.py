@@ -34,7 +34,10 @@ def current_user() -> Caller:
             # Verifying has no side effects; the key vouches for that, so the discovery
             # client may retry this POST on another instance even after sending it.
             headers={REQUEST_ID_HEADER: request_id(), "Idempotency-Key": f"verify-{request_id()}"},
-            timeout=float(current_app.config["USER_SERVICE_TIMEOUT"]),
+            timeout=(
+                float(current_app.config["CONNECT_TIMEOUT"]),
+                float(current_app.config["USER_SERVICE_TIMEOUT"]),
+            ),
         )
     except UPSTREAM_ERRORS as exc:
         raise upstream_error(service, exc) from exc

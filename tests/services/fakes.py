@@ -86,7 +86,9 @@ class StaticSource:
 def serve(app: Flask) -> Iterator[int]:
     """Serve ``app`` on a free loopback port in a thread; yields the port."""
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="test-server", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="test-server", daemon=True
+    )
     thread.start()
     try:
         yield server.server_port
