@@ -29,6 +29,7 @@ from discovery_client.budget import RetryBudget
 from discovery_client.call import Call, ServiceState, Timeout
 from discovery_client.config import ServiceConfig
 from discovery_client.ejection import EjectionPolicy
+from discovery_client.errors import DiscoveryError
 from discovery_client.metrics import ClientCollector
 from discovery_client.retry import RetryPolicy
 from discovery_client.source import InstanceSource
@@ -215,7 +216,26 @@ class ServiceClient:
 
     def stats(self) -> dict[str, Any]:
         """A plain-dict snapshot: per service, its resolution, counters and instances."""
-        return {"services": {name: st.stats() for name, st in list(self._states.items())}}
+        services = {}
+        for name, state in list(self._states.items()):
+            snap = state.stats()
+            snap.update(self._freshness(name))
+            services[name] = snap
+        return {"services": services}
+
+    def _freshness(self, service: str) -> dict[str, Any]:
+        # The balancer only hears of changes; the source's cached Resolution also moves
+        # its fetched_at on every unchanged poll, so it is what says how fresh the set is.
+        # resolve() of an already-watched service is a cache read, no network.
+        try:
+            current = self.source.resolve(service, timeout=self.resolve_timeout)
+        except DiscoveryError:
+            return {}
+        return {
+            "cache_age": current.age(self._clock()),
+            "stale": current.stale,
+            "error": current.error,
+        }
 
     def close(self) -> None:
         """Close the source and session if this client made them."""

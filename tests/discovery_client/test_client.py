@@ -387,3 +387,18 @@ def test_stale_resolution_keeps_serving_and_reports_its_age():
             snap = client.stats()["services"]["svc"]
     assert snap["stale"] is True and snap["error"] == "Consul unreachable"
     assert snap["cache_age"] == pytest.approx(42.0)
+
+
+def test_cache_age_follows_the_sources_refreshes_not_only_pushed_changes():
+    clock = FakeClock(100.0)
+    with http_backend(ok("a")) as a:
+        inst = instance(1, port=a.port)
+        source = StaticSource(resolution(inst, fetched_at=100.0))
+        with ServiceClient(source=source, clock=clock) as client:
+            assert client.get("svc", "/").text == "a"
+            clock.advance(60)
+            # An unchanged poll: the source refreshes its cache but tells no listener.
+            source.current["svc"] = resolution(inst, index=2, fetched_at=158.0)
+            snap = client.stats()["services"]["svc"]
+    assert snap["cache_age"] == pytest.approx(2.0)
+    assert snap["stale"] is False
