@@ -13,8 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
+from discovery_client import ConsulSource, DiscoveryError
 from services.cluster.plan import REPO_ROOT, ClusterPlan, InstancePlan
 from services.cluster.supervisor_conf import render
 
@@ -95,37 +94,36 @@ def consul_binary() -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def instance_health(plan: ClusterPlan, service: str) -> dict[str, str]:
-    """Aggregated check status per instance ID of ``service``, as Consul reports it."""
-    url = f"http://{plan.consul_address}/v1/health/service/{service}"
-    entries = requests.get(url, timeout=5).json()
-    order = {"passing": 0, "warning": 1, "maintenance": 2, "critical": 3}
-    health = {}
-    for entry in entries:
-        statuses = ["passing"]
-        for check in entry.get("Checks", []):
-            status = check.get("Status", "critical")
-            if check.get("CheckID", "").startswith("_service_maintenance"):
-                status = "maintenance"
-            statuses.append(status)
-        health[entry["Service"]["ID"]] = max(statuses, key=lambda s: order.get(s, 3))
-    return health
+def instance_health(source: ConsulSource, service: str) -> dict[str, str]:
+    """Health of each registered instance of ``service`` ('critical' includes maintenance)."""
+    return {inst.id: inst.health for inst in source.list_instances(service)}
 
 
 def table(plan: ClusterPlan) -> list[InstanceStatus]:
     """One row per planned instance with its health in Consul ('absent' if unregistered)."""
-    rows = []
     by_service: dict[str, dict[str, str]] = {}
-    for inst in plan.instances():
-        if inst.service not in by_service:
+    with ConsulSource(plan.consul_address) as source:
+        for service in dict.fromkeys(inst.service for inst in plan.instances()):
             try:
-                by_service[inst.service] = instance_health(plan, inst.service)
-            except (requests.RequestException, ValueError):
-                by_service[inst.service] = {}
+                by_service[service] = instance_health(source, service)
+            except DiscoveryError:
+                by_service[service] = {}
+    rows = []
+    for inst in plan.instances():
         health = by_service[inst.service].get(inst.instance_id, "absent")
         address = f"127.0.0.1:{inst.port}"
         rows.append(InstanceStatus(inst.service, inst.instance_id, address, health))
     return rows
+
+
+def consul_ready(plan: ClusterPlan) -> bool:
+    """Whether the cluster's Consul agent answers catalog queries (it has a leader)."""
+    with ConsulSource(plan.consul_address) as source:
+        try:
+            source.list_services()
+        except DiscoveryError:
+            return False
+    return True
 
 
 def format_table(rows: Iterable[InstanceStatus]) -> str:
@@ -146,7 +144,7 @@ def wait_until(
         try:
             if condition():
                 return
-        except (requests.RequestException, ValueError):
+        except DiscoveryError:
             pass
         time.sleep(interval)
     raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}")
@@ -184,10 +182,7 @@ def up(plan: ClusterPlan, timeout: float = 120.0) -> list[InstanceStatus]:
     plan.supervisor_conf.write_text(render(plan, consul_binary()))
     plan.save()
     subprocess.run([_bin("supervisord"), "-c", str(plan.supervisor_conf)], check=True, timeout=30)
-    leader_url = f"http://{plan.consul_address}/v1/status/leader"
-    wait_until(
-        lambda: bool(requests.get(leader_url, timeout=1).json()), 30, "Consul to elect a leader"
-    )
+    wait_until(lambda: consul_ready(plan), 30, "Consul to elect a leader")
     wait_passing(plan, plan.instances(), timeout)
     return table(plan)
 

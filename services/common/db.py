@@ -49,7 +49,10 @@ class Database:
 
     def create_schema(self) -> None:
         """Create the file's directory, switch to WAL, and create tables if missing."""
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseUnavailableError(f"cannot create the directory of {self.path}") from exc
         conn = self.connect()
         try:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
