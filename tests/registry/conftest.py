@@ -125,7 +125,8 @@ def service_env(consul_address: str, port: int, **settings: Any) -> dict[str, st
 
 @pytest.fixture
 def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
-    """Start the test app (``server="gunicorn"`` or ``"dev"``); every one is killed after."""
+    """Start the test app (``server=`` "gunicorn", "dev" for ``app.run()``, or "flask-cli"
+    for ``flask run``); every one is killed after."""
     started: list[ServiceProcess] = []
 
     def start(
@@ -144,6 +145,11 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
                 "-c", "python:registry.gunicorn_conf",
                 "--workers", "1", "--threads", "4", "--graceful-timeout", "10",
                 "tests.registry.apps:create_app()",
+            ]  # fmt: skip
+        elif server == "flask-cli":
+            cmd = [
+                sys.executable, "-m", "flask", "--app", "tests.registry.apps:create_app()",
+                "run", "--host", "127.0.0.1", "--port", str(port),
             ]  # fmt: skip
         else:
             cmd = [

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.registry.conftest import (
     REPO_ROOT,
     in_maintenance,
@@ -17,8 +19,9 @@ from tests.registry.conftest import (
 )
 
 
-def test_app_run_registers_and_drains(consul_agent, consul_client, start_service):
-    svc = start_service(consul_agent.address, server="dev", drain_seconds=2)
+@pytest.mark.parametrize("server", ["dev", "flask-cli"])
+def test_dev_server_registers_and_drains(consul_agent, consul_client, start_service, server):
+    svc = start_service(consul_agent.address, server=server, drain_seconds=2)
     wait_until(lambda: instance_status(consul_client, "regtest", svc.service_id) == "passing", 4)
     svc.signal(signal.SIGTERM)
     sent = time.monotonic()
@@ -26,7 +29,7 @@ def test_app_run_registers_and_drains(consul_agent, consul_client, start_service
     assert svc.answers(), "dev server stopped serving during the drain"
     wait_until(lambda: instance_status(consul_client, "regtest", svc.service_id) is None, 5, 0.05)
     assert time.monotonic() - sent >= 1.9, "deregistered before the drain delay"
-    svc.wait_exit(10)
+    assert svc.wait_exit(10) is not None
 
 
 def test_gunicorn_refuses_bad_config(tmp_path):
