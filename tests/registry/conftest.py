@@ -134,6 +134,7 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
         server: str = "gunicorn",
         extra_env: dict[str, str] | None = None,
         wait: bool = True,
+        workers: int = 1,
         **settings: Any,
     ) -> ServiceProcess:
         port = free_port()
@@ -143,7 +144,7 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
             cmd = [
                 sys.executable, "-m", "gunicorn",
                 "-c", "python:registry.gunicorn_conf",
-                "--workers", "1", "--threads", "4", "--graceful-timeout", "10",
+                "--workers", str(workers), "--threads", "4", "--graceful-timeout", "10",
                 "tests.registry.apps:create_app()",
             ]  # fmt: skip
         elif server == "flask-cli":

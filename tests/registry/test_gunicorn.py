@@ -13,7 +13,7 @@ from tests.registry.conftest import in_maintenance, instance_status, passing_ids
 
 def test_registers_passing_then_drains_on_sigterm(consul_agent, consul_client, start_service):
     interval, drain = 2.0, 3.0
-    svc = start_service(consul_agent.address, check_interval="2s", drain_seconds=drain)
+    svc = start_service(consul_agent.address, workers=2, check_interval="2s", drain_seconds=drain)
     up = time.monotonic()
     wait_until(
         lambda: instance_status(consul_client, "regtest", svc.service_id) == "passing",
@@ -22,9 +22,12 @@ def test_registers_passing_then_drains_on_sigterm(consul_agent, consul_client, s
     took = time.monotonic() - up
     assert took <= 2 * interval, f"passing after {took:.1f}s"
     assert svc.service_id in passing_ids(consul_client, "regtest")
-    # registered once (by the master), not once per worker
+    # registered once, by the master, not once per worker
     services = consul_client.agent.services()
     assert [s for s in services.values() if s["Service"] == "regtest"] == [services[svc.service_id]]
+    registered = [line for line in svc.log().splitlines() if "registry: registered" in line]
+    assert len(registered) == 1 and f"[{svc.pid}]" in registered[0], registered
+    assert svc.log().count("Booting worker") == 2
 
     slow_result: dict[str, int] = {}
 
