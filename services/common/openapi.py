@@ -157,8 +157,15 @@ def _operation_object(op: Operation | None, endpoint: str, path_params: list) ->
 
 
 def build_spec(app: Flask, title: str, version: str, description: str = "") -> dict[str, Any]:
-    """The OpenAPI 3.0 document of every route the app serves."""
+    """The OpenAPI 3.0 document of every route the app serves.
+
+    ``app.extensions["openapi_extra_paths"]``, if set, is a ``() -> paths`` callable whose
+    paths are added (the gateway documents the public operations it relays that way).
+    """
     paths: dict[str, dict[str, Any]] = {}
+    extra = app.extensions.get("openapi_extra_paths")
+    if extra is not None:
+        paths.update(extra())
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         if rule.endpoint == "static":
             continue

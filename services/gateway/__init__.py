@@ -22,6 +22,7 @@ from flask import Flask
 
 from services.common.app import build_app
 from services.common.health import init_health
+from services.gateway.openapi import public_paths
 from services.gateway.views import bp
 
 __all__ = ["create_app"]
@@ -57,5 +58,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         description="Public API: /api/users/* and /api/orders/*, relayed through discovery.",
     )
     app.register_blueprint(bp)
+    app.extensions["openapi_extra_paths"] = lambda: public_paths(
+        {key: app.config[key] for key in ("USER_SERVICE_NAME", "ORDER_SERVICE_NAME")}
+    )
     init_health(app, {})
     return app
