@@ -50,6 +50,7 @@ class Operation:
     response_schema: Mapping[str, Any] | None = None
     auth: bool = False
     headers: Mapping[str, str] = field(default_factory=dict)
+    query: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     description: str = ""
 
 
@@ -61,9 +62,14 @@ def operation(
     response_schema: Mapping[str, Any] | None = None,
     auth: bool = False,
     headers: Mapping[str, str] | None = None,
+    query: Mapping[str, Mapping[str, Any]] | None = None,
     description: str = "",
 ) -> Callable[[F], F]:
-    """Attach OpenAPI metadata to a view function (applied under ``@bp.route``)."""
+    """Attach OpenAPI metadata to a view function (applied under ``@bp.route``).
+
+    ``headers`` maps header names to descriptions; ``query`` maps query parameter names
+    to their JSON schemas.
+    """
 
     def decorate(view: F) -> F:
         view.__openapi__ = Operation(  # type: ignore[attr-defined]
@@ -73,6 +79,7 @@ def operation(
             response_schema=response_schema,
             auth=auth,
             headers=dict(headers or {}),
+            query=dict(query or {}),
             description=description,
         )
         return view
@@ -144,6 +151,8 @@ def _operation_object(op: Operation | None, endpoint: str, path_params: list) ->
                 "schema": {"type": "string"},
             }
         )
+    for name, schema in op.query.items():
+        parameters.append({"name": name, "in": "query", "required": False, "schema": dict(schema)})
     if parameters:
         result["parameters"] = parameters
     if op.body is not None:

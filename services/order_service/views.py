@@ -133,15 +133,16 @@ def get_order(order_id: int) -> Response:
 
 @bp.get("/orders")
 @operation(
-    "List the caller's orders, oldest first (query: limit, 1-500, default 100)",
+    "List the caller's orders, oldest first (at most ``limit``)",
     auth=True,
+    query={"limit": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}},
     responses={200: "The caller's orders", 401: "No valid token", 422: "Invalid limit"},
     response_schema=ORDER_LIST_SCHEMA,
 )
 def list_orders() -> Response:
     """The caller's orders, at most ``limit``."""
     raw = request.args.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= current_app.config["MAX_LIST_LIMIT"]:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= current_app.config["MAX_LIST_LIMIT"]:
         raise ApiError(
             422,
             "invalid_field",
