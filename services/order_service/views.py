@@ -142,7 +142,8 @@ def get_order(order_id: int) -> Response:
 def list_orders() -> Response:
     """The caller's orders, at most ``limit``."""
     raw = request.args.get("limit", "100")
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= current_app.config["MAX_LIST_LIMIT"]:
+    limit = int(raw) if raw.isascii() and raw.isdigit() else 0
+    if not 1 <= limit <= current_app.config["MAX_LIST_LIMIT"]:
         raise ApiError(
             422,
             "invalid_field",
@@ -150,5 +151,5 @@ def list_orders() -> Response:
             field="limit",
         )
     user = current_user()
-    orders = store.orders_of(get_db(), user.user_id, int(raw))
+    orders = store.orders_of(get_db(), user.user_id, limit)
     return jsonify({"orders": [order.public() for order in orders]})
