@@ -106,3 +106,31 @@ def test_unopenable_database_fails_app_creation(tmp_path: Path) -> None:
 def test_env_flag() -> None:
     assert all(env_flag(v) for v in ("1", "true", "YES", " on "))
     assert not any(env_flag(v) for v in ("0", "false", "no", "", "off"))
+
+
+def test_unreachable_datastore_is_json_503(user_app: Flask) -> None:
+    import os
+
+    path = user_app.config["USER_DB_PATH"]
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
+    os.mkdir(path)  # a directory where the database was: sqlite cannot open it
+    client = user_app.test_client()
+    response = client.post("/register", json={"username": "kate", "password": "password123"})
+    assert_json_error(response, 503, "datastore_unavailable")
+    assert client.get("/health").status_code == 503
+
+
+def test_access_log_line(user_app: Flask, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    with caplog.at_level(logging.DEBUG, logger="services.access"):
+        user_app.test_client().post("/login", json={}, headers={"X-Request-Id": "rid-1"})
+        user_app.test_client().get("/health")
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "services.access"]
+    level, message = lines[0]
+    assert level == logging.INFO
+    assert message.startswith('user-service 127.0.0.1 "POST /login" 422 ')
+    assert message.endswith("rid=rid-1")
+    assert lines[1][0] == logging.DEBUG  # health probes stay out of the INFO log
