@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +36,25 @@ def free_plan(run_dir: Path, users: int = 2, orders: int = 2, **overrides: objec
         if not control.busy_ports(plan.ports()):
             return plan
     raise RuntimeError("could not find free ports for a test cluster")
+
+
+def kill_group_and_wait(pid: int, timeout: float = 10.0) -> None:
+    """kill -9 a process group (a gunicorn master and its workers) and wait until it is gone.
+
+    Waiting matters: a request written to a process that is dying is ambiguous (it may
+    or may not have been handled), and a non-idempotent one is rightly not retried.
+    """
+    os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        except OSError:
+            return
+        if state == "Z":
+            return
+        time.sleep(0.01)
+    raise TimeoutError(f"process group {pid} still alive {timeout}s after SIGKILL")
 
 
 def stop_cluster(plan: ClusterPlan) -> None:

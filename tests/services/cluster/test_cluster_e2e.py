@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from services.client import PlatformClient
 from services.cluster import control
 from services.cluster.plan import REPO_ROOT, ClusterPlan
 from services.demo import run_demo
-from tests.services.cluster.conftest import free_plan
+from tests.services.cluster.conftest import free_plan, kill_group_and_wait
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +39,7 @@ def test_demo_flow_survives_a_killed_user_service_instance(small_cluster: Cluste
     victim = plan.instances_of("user-service")[0]
     pid = control.program_pid(plan, victim.program)
     assert pid is not None
-    os.killpg(pid, signal.SIGKILL)  # the gunicorn master and its workers, no drain
+    kill_group_and_wait(pid)  # the gunicorn master and its workers, no drain
 
     for _ in range(3):  # right away, while Consul may still list the dead instance
         again = run_demo(PlatformClient.via_gateway(plan.gateway_url), io.StringIO())

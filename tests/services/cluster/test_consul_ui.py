@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 
 import pytest
@@ -12,6 +10,7 @@ import requests
 from services.cluster import control
 from services.cluster.plan import ClusterPlan
 from tests.harness.browser import chromium, screenshot, wait_for_services_health
+from tests.services.cluster.conftest import kill_group_and_wait
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -31,7 +30,7 @@ def test_ui_shows_passing_services_then_a_failing_instance(small_cluster: Cluste
         victim = plan.instances_of("order-service")[0]
         pid = control.program_pid(plan, victim.program)
         assert pid is not None
-        os.killpg(pid, signal.SIGKILL)
+        kill_group_and_wait(pid)
         _wait_for_critical(plan, victim.instance_id)
 
         wait_for_services_health(browser, plan.consul_ui_url, {"order-service": "critical"})
