@@ -58,3 +58,10 @@ lint: venv ## ruff check and format check
 clean: ## Remove the venv, caches and test artifacts (the Consul build cache stays)
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+.PHONY: bench bench-quick
+bench: setup ## Every benchmark (< 10 min): tables, bench/results/latest.json, PNG charts
+	CONSUL_BIN="$$($(CONSUL_ENSURE) | tail -n 1)" $(PY) -m bench
+
+bench-quick: setup ## Every benchmark at tiny size (< 1 min; proves they run, no targets enforced)
+	CONSUL_BIN="$$($(CONSUL_ENSURE) | tail -n 1)" $(PY) -m bench --quick
