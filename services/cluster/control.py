@@ -150,11 +150,45 @@ def wait_until(
     raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def exited_programs(plan: ClusterPlan, programs: Iterable[str]) -> dict[str, str]:
+    """Programs among ``programs`` that supervisord reports as no longer running."""
+    wanted = set(programs)
+    dead = {}
+    for line in supervisorctl(plan, "status", check=False).splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[0] in wanted and parts[1] in ("EXITED", "FATAL", "BACKOFF"):
+            dead[parts[0]] = parts[1]
+    return dead
+
+
+def log_tail(plan: ClusterPlan, program: str, lines: int = 5) -> str:
+    """The last lines of one program's log."""
+    try:
+        text = (plan.log_dir / f"{program}.log").read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
 def wait_passing(plan: ClusterPlan, instances: Iterable[InstancePlan], timeout: float) -> None:
-    """Wait until every one of ``instances`` is registered and passing in Consul."""
+    """Wait until every one of ``instances`` is registered and passing in Consul.
+
+    Fails early, with the log's last lines, when one of them has exited instead.
+    """
     wanted = list(instances)
+    polls = 0
 
     def all_passing() -> bool:
+        nonlocal polls
+        polls += 1
+        if polls % 10 == 0:  # every ~2 s: has a process died instead of coming up?
+            dead = exited_programs(plan, (i.program for i in wanted))
+            if dead:
+                details = "\n".join(
+                    f"--- {name} is {state}; last lines of its log:\n{log_tail(plan, name)}"
+                    for name, state in sorted(dead.items())
+                )
+                raise ClusterError(f"instances exited instead of passing:\n{details}")
         rows = {r.instance: r.health for r in table(plan)}
         return all(rows.get(i.instance_id) == "passing" for i in wanted)
 
