@@ -5,6 +5,8 @@ the same gunicorn backend (no delay). Latency: open-loop at a fixed rate well be
 capacity (bench/loadgen.py, measured from each request's intended send time).
 Throughput: closed loop, a fixed number of GETs from a few threads, as fast as they go.
 The two paths alternate, round after round, so drift on a shared machine hits both.
+Also measured: each path's own CPU cost per call with a canned in-memory transport
+mounted on its Session (no socket, no server), which is the overhead itself.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import requests
-from requests.adapters import HTTPAdapter
+from requests.adapters import BaseAdapter, HTTPAdapter
 
 from bench.env import consul_agent
 from bench.loadgen import run_open_loop
-from bench.result import Chart, Result, at_least, at_most, summary
+from bench.result import Chart, Result, at_least, at_most, percentile, summary
 from discovery_client import ServiceClient
 from tests.harness.backends import start_backends
 
@@ -32,24 +34,54 @@ POOL = 32
 class Params:
     """Rounds, open-loop rate and duration, closed-loop request count and threads."""
 
-    rounds: int = 3
+    rounds: int = 4
     rate: float = 150.0
-    seconds: float = 4.0
+    seconds: float = 3.5
     throughput_requests: int = 1500
     threads: int = 4
+    no_io_calls: int = 4000  # split over the rounds
 
 
 FULL = Params()
-QUICK = Params(rounds=1, rate=50.0, seconds=0.5, throughput_requests=60, threads=2)
+QUICK = Params(rounds=1, rate=50.0, seconds=0.5, throughput_requests=60, threads=2, no_io_calls=50)
 
 
-def direct_session() -> requests.Session:
-    """A Session set up as ServiceClient sets up its own."""
+class CannedAdapter(BaseAdapter):
+    """A transport answering every request with the same 200, without any I/O."""
+
+    def send(self, request: requests.PreparedRequest, **kwargs: object) -> requests.Response:
+        """The canned response."""
+        response = requests.Response()
+        response.status_code = 200
+        response._content = b'{"instance": "canned"}'
+        response.headers["Content-Type"] = "application/json"
+        response.request, response.url = request, request.url or ""
+        return response
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def direct_session(adapter: BaseAdapter | None = None) -> requests.Session:
+    """A Session set up as ServiceClient sets up its own (or with ``adapter`` mounted)."""
     session = requests.Session()
     session.trust_env = False
-    adapter = HTTPAdapter(pool_connections=8, pool_maxsize=POOL, max_retries=0)
+    if adapter is None:
+        adapter = HTTPAdapter(pool_connections=8, pool_maxsize=POOL, max_retries=0)
     session.mount("http://", adapter)
     return session
+
+
+def no_io_cost(get: Callable[[], requests.Response], calls: int) -> list[float]:
+    """Seconds per call of ``get`` one after another (after a warm-up)."""
+    for _ in range(min(200, calls)):
+        get()
+    samples = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        get()
+        samples.append(time.perf_counter() - t0)
+    return samples
 
 
 def throughput(get: Callable[[], requests.Response], total: int, threads: int) -> float:
@@ -104,6 +136,18 @@ def run(p: Params) -> Result:
                     failures[name] += len(report.failures)
                 for name in order:
                     rates[name].append(throughput(paths[name], p.throughput_requests, p.threads))
+        with (
+            direct_session(CannedAdapter()) as canned,
+            ServiceClient(agent.address, timeout=timeout, session=canned) as client,
+        ):
+            no_io_paths = {
+                "requests.Session": lambda: canned.get(url, timeout=timeout),
+                "ServiceClient": lambda: client.get(SERVICE, "/"),
+            }
+            no_io: dict[str, list[float]] = {name: [] for name in no_io_paths}
+            for n in range(p.rounds):
+                for name in no_io_paths if n % 2 == 0 else reversed(no_io_paths):
+                    no_io[name] += no_io_cost(no_io_paths[name], p.no_io_calls // p.rounds)
     rows, stats = [], {}
     for name in latencies:
         s = summary(latencies[name], scale=1e3)
@@ -116,6 +160,8 @@ def run(p: Params) -> Result:
                 "n": s["n"],
                 "failed": failures[name],
                 "throughput_rps": stats[name][1],
+                "no_io_p50_us": percentile(no_io[name], 50) * 1e6,
+                "no_io_p99_us": percentile(no_io[name], 99) * 1e6,
             }
         )
     (direct, direct_rps), (ours, ours_rps) = stats["requests.Session"], stats["ServiceClient"]

@@ -96,6 +96,11 @@ def run(p: Params) -> Result:
                     timed(rec, lambda c=cid: checks.ttl_pass(c), lambda s, sid=sid: sid in s, 10.0)
                 )
                 time.sleep(rng.uniform(*p.gap))
+            reads = []
+            for _ in range(20):
+                t0 = time.perf_counter()
+                agent.client().health.service(names[0])
+                reads.append(time.perf_counter() - t0)
         finally:
             tracemalloc.stop()
             client.close()
@@ -119,6 +124,11 @@ def run(p: Params) -> Result:
         },
         {"metric": "check flip → set applied, p50", "value": upd["p50"], "unit": "ms"},
         {"metric": "check flip → set applied, p99", "value": upd["p99"], "unit": "ms"},
+        {
+            "metric": f"one health read of {p.per_service} instances (py-consul), p50",
+            "value": summary(reads, scale=1e3)["p50"],
+            "unit": "ms",
+        },
         {
             "metric": f"Balancer.update({p.per_service} instances), p50",
             "value": cost["p50"],

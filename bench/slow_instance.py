@@ -1,12 +1,13 @@
 """4. Slow instance (after Linkerd's "Beyond Round Robin"): one of 3 turns 10× slower.
 
 For each policy (ServiceClient round_robin, random, least_request, peak_ewma; HAProxy
-roundrobin) a fresh open-loop run at a fixed rate; during its middle third one instance's
-delay goes from ``delay`` to ``slow_factor × delay``. Reported over the whole run:
-p50/p99/p99.9, success rate under a timeout of 5× the normal median (applied after the
-fact to each request's latency, the same for every path, so no client retries or
-ejections interfere), and the share of the slow window's requests served by the slow
-instance. The normal median comes from a calibration run with nothing slow.
+roundrobin) fresh open-loop runs at a fixed rate; during the middle third of each run one
+instance's delay goes from ``delay`` to ``slow_factor × delay``. Reported, pooled over
+``repeats`` runs per path: p50/p99/p99.9, p99 of the slow third alone, success rate
+under a timeout of 5× the normal median (applied after the fact to each request's
+latency, the same for every path, so no client retries or ejections interfere), and the
+share of the slow third's requests served by the slow instance. The normal median comes
+from a calibration run with nothing slow.
 """
 
 from __future__ import annotations
@@ -37,10 +38,11 @@ class Params:
     delay: float = 0.010
     slow_factor: float = 10.0
     calibrate_seconds: float = 3.0
+    repeats: int = 2  # runs per path, pooled
 
 
 FULL = Params()
-QUICK = Params(rate=40.0, seconds=1.5, calibrate_seconds=0.5)
+QUICK = Params(rate=40.0, seconds=1.2, calibrate_seconds=0.5, repeats=1)
 
 
 def with_slowdown(p: Params, slow: Backend, call: calls.LoadCall) -> LoadReport:
@@ -59,40 +61,55 @@ def with_slowdown(p: Params, slow: Backend, call: calls.LoadCall) -> LoadReport:
         slow.control(delay=p.delay)
 
 
-def figures(report: LoadReport, p: Params, timeout: float, slow_id: str) -> dict[str, float]:
-    """Latency percentiles, success under ``timeout`` and the slow instance's share."""
-    s = summary([o.latency for o in report.outcomes if o.ok], scale=1e3)
-    good = sum(1 for o in report.outcomes if o.ok and o.latency <= timeout)
-    window = [o for o in report.outcomes if p.seconds / 3 <= o.intended < 2 * p.seconds / 3]
-    to_slow = sum(1 for o in window if o.detail == slow_id)
+def figures(reports: list[LoadReport], p: Params, timeout: float, slow_id: str) -> dict[str, float]:
+    """Pooled over ``reports``: percentiles, success under ``timeout``, the slow share."""
+    outcomes = [o for r in reports for o in r.outcomes]
+    window = [o for o in outcomes if p.seconds / 3 <= o.intended < 2 * p.seconds / 3]
+    s = summary([o.latency for o in outcomes if o.ok], scale=1e3)
+    good = sum(1 for o in outcomes if o.ok and o.latency <= timeout)
     return {
         "p50_ms": s["p50"],
         "p99_ms": s["p99"],
         "p999_ms": s["p999"],
+        "slow_window_p99_ms": percentile([o.latency for o in window if o.ok], 99) * 1e3,
         "n": s["n"],
-        "success": good / max(1, len(report.outcomes)),
-        "slow_share": to_slow / max(1, len(window)),
+        "success": good / max(1, len(outcomes)),
+        "slow_share": sum(1 for o in window if o.detail == slow_id) / max(1, len(window)),
+        "share_per_run": " ".join(f"{share(r, p, slow_id):.3f}" for r in reports),
     }
 
 
+def share(report: LoadReport, p: Params, slow_id: str) -> float:
+    """The slow instance's share of one run's slow-third requests."""
+    window = [o for o in report.outcomes if p.seconds / 3 <= o.intended < 2 * p.seconds / 3]
+    return sum(1 for o in window if o.detail == slow_id) / max(1, len(window))
+
+
 def run(p: Params) -> Result:
-    """Calibrate, then one slowed-down run per policy and one through HAProxy."""
-    results: dict[str, dict[str, float]] = {}
+    """Calibrate; then ``repeats`` rounds of one slowed-down run per path, order alternating.
+
+    Every ServiceClient run uses a fresh client (no latency history carried over).
+    """
+    names = (*POLICIES, HAPROXY)
+    reports: dict[str, list[LoadReport]] = {name: [] for name in names}
     with consul_agent() as agent, start_backends(agent, SERVICE, 3, delay=p.delay) as backends:
         slow = backends[0]
-        for policy in POLICIES:
-            config = {SERVICE: ServiceConfig(policy)}
-            with ServiceClient(agent.address, services=config, timeout=TIMEOUT) as client:
-                call = calls.via_client(client, SERVICE)
-                if policy == POLICIES[0]:
-                    calib = run_open_loop(call, p.rate, p.calibrate_seconds)
-                    normal = percentile([o.latency for o in calib.outcomes if o.ok], 50)
-                    timeout = 5 * normal
-                results[policy] = figures(with_slowdown(p, slow, call), p, timeout, slow.id)
+        with ServiceClient(agent.address, timeout=TIMEOUT) as client:
+            calib = run_open_loop(calls.via_client(client, SERVICE), p.rate, p.calibrate_seconds)
+        normal = percentile([o.latency for o in calib.outcomes if o.ok], 50)
+        timeout = 5 * normal
         ids = {b.id for b in backends}
         with run_haproxy(agent.ports.dns, SERVICE, ids) as url, calls.session() as s:
-            report = with_slowdown(p, slow, calls.via_url(s, url, TIMEOUT))
-            results[HAPROXY] = figures(report, p, timeout, slow.id)
+            for n in range(p.repeats):
+                for name in names if n % 2 == 0 else reversed(names):
+                    if name == HAPROXY:
+                        call = calls.via_url(s, url, TIMEOUT)
+                        reports[name].append(with_slowdown(p, slow, call))
+                        continue
+                    config = {SERVICE: ServiceConfig(name)}
+                    with ServiceClient(agent.address, services=config, timeout=TIMEOUT) as c:
+                        reports[name].append(with_slowdown(p, slow, calls.via_client(c, SERVICE)))
+    results = {name: figures(reports[name], p, timeout, slow.id) for name in names}
     rows = [{"policy": name, **f} for name, f in results.items()]
     rr, ewma = results["round_robin"], results["peak_ewma"]
     return Result(
