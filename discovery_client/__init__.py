@@ -14,6 +14,7 @@ from discovery_client.consul_source import ConsulSource
 from discovery_client.ejection import EjectionPolicy
 from discovery_client.errors import (
     AllAttemptsFailedError,
+    ConsulQueryError,
     ConsulUnavailableError,
     DiscoveryError,
     NoHealthyInstanceError,
@@ -31,6 +32,7 @@ __all__ = [
     "RETRYABLE_STATUSES",
     "AllAttemptsFailedError",
     "Balancer",
+    "ConsulQueryError",
     "ConsulSource",
     "ConsulUnavailableError",
     "DiscoveryAdapter",

@@ -27,6 +27,7 @@ import requests
 
 from discovery_client.config import ServiceConfig
 from discovery_client.errors import (
+    ConsulQueryError,
     ConsulUnavailableError,
     DiscoveryError,
     UnknownServiceError,
@@ -39,10 +40,6 @@ from discovery_client.watch import ServiceWatch, WatchTiming
 log = logging.getLogger(__name__)
 
 DEFAULT_ADDRESS = "127.0.0.1:8500"
-
-
-class ConsulQueryError(DiscoveryError):
-    """Consul answered but refused the query (bad filter expression, ACL denied, ...)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +79,7 @@ def _wait_param(seconds: float) -> str:
 
 # py-consul's 4xx errors: Consul is up but says no. Everything else (requests' connection
 # errors and timeouts, 5xx such as "No cluster leader") means Consul is not serving.
+_BAD_EXPRESSION = re.compile(r"boolean expression|filter", re.IGNORECASE)
 _REFUSALS = (
     consul.exceptions.BadRequest,
     consul.exceptions.ClientError,
@@ -97,6 +95,11 @@ def _wrap(exc: BaseException, what: str, address: str) -> DiscoveryError:
         return exc
     if isinstance(exc, _REFUSALS):
         return ConsulQueryError(f"Consul at {address} refused {what}: {exc}")
+    if isinstance(exc, consul.exceptions.ConsulException) and _BAD_EXPRESSION.search(str(exc)):
+        # Consul answers a filter that does not parse with a 500, not a 4xx.
+        return ConsulQueryError(
+            f"Consul at {address} rejected the filter expression for {what}: {exc}"
+        )
     return ConsulUnavailableError(f"Consul at {address} unreachable for {what}: {_short(exc)}")
 
 

@@ -2,6 +2,7 @@
 
 DiscoveryError
 ├── ConsulUnavailableError   Consul unreachable and nothing cached for the service
+├── ConsulQueryError         Consul answered but refused the query (bad filter, ACL)
 ├── UnknownServiceError      Consul has never heard of the service (lists known names)
 ├── NoHealthyInstanceError   the service exists but no instance can take the call
 └── AllAttemptsFailedError   every attempt failed; ``attempts`` holds each cause
@@ -18,6 +19,10 @@ class DiscoveryError(Exception):
 
 class ConsulUnavailableError(DiscoveryError):
     """Consul could not be reached and no last-known-good instances are cached."""
+
+
+class ConsulQueryError(DiscoveryError):
+    """Consul answered but refused the query (bad filter expression, ACL denied, ...)."""
 
 
 class UnknownServiceError(DiscoveryError):
