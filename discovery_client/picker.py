@@ -118,39 +118,43 @@ class WeightedPicker(Picker):
         return self.endpoints[bisect_right(self._cumulative, self._random() * self._total)]
 
 
-class LeastRequestPicker(Picker):
+class _PowerOfTwoChoicesPicker(Picker):
+    """Finagle's P2C selection rule: sample two distinct endpoints, keep the lighter one.
+
+    The load metric is the subclass's ``_lighter``; the selection rule is shared.
+    """
+
+    __slots__ = ()
+
+    def _choose(self) -> Endpoint:
+        n = self._n
+        if n == 1:
+            return self.endpoints[0]
+        i = int(self._random() * n)
+        j = int(self._random() * (n - 1))
+        if j >= i:
+            j += 1
+        return self._lighter(self.endpoints[i], self.endpoints[j])
+
+    def _lighter(self, a: Endpoint, b: Endpoint) -> Endpoint:
+        raise NotImplementedError
+
+
+class LeastRequestPicker(_PowerOfTwoChoicesPicker):
     """Power of two choices on in-flight counts (Finagle's P2C + LeastLoaded)."""
 
     __slots__ = ()
 
-    def _choose(self) -> Endpoint:
-        n = self._n
-        if n == 1:
-            return self.endpoints[0]
-        i = int(self._random() * n)
-        j = int(self._random() * (n - 1))
-        if j >= i:
-            j += 1
-        a = self.endpoints[i]
-        b = self.endpoints[j]
+    def _lighter(self, a: Endpoint, b: Endpoint) -> Endpoint:
         return a if a.load.in_flight <= b.load.in_flight else b
 
 
-class PeakEwmaPicker(Picker):
+class PeakEwmaPicker(_PowerOfTwoChoicesPicker):
     """Power of two choices on peak-EWMA latency × (in-flight + 1) (Finagle's PeakEwma)."""
 
     __slots__ = ()
 
-    def _choose(self) -> Endpoint:
-        n = self._n
-        if n == 1:
-            return self.endpoints[0]
-        i = int(self._random() * n)
-        j = int(self._random() * (n - 1))
-        if j >= i:
-            j += 1
-        a = self.endpoints[i]
-        b = self.endpoints[j]
+    def _lighter(self, a: Endpoint, b: Endpoint) -> Endpoint:
         now = self._clock()
         return a if a.load.peak_ewma_load(now) <= b.load.peak_ewma_load(now) else b
 
