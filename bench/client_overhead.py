@@ -20,11 +20,10 @@ from dataclasses import dataclass
 import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
 
-from bench.env import consul_agent
+from bench.env import consul_agent, start_backends
 from bench.loadgen import run_open_loop
 from bench.result import Chart, Result, at_least, at_most, percentile, summary
 from discovery_client import ServiceClient
-from tests.harness.backends import start_backends
 
 SERVICE = "overhead"
 POOL = 32

@@ -9,10 +9,35 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import sys
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+from tests.harness import backends as harness
 from tests.harness.agent import ConsulAgent
+from tests.harness.backends import Backend
+
+
+@contextlib.contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends (so a teardown finishes), then raise it.
+
+    Only the main thread receives signals; elsewhere the block just runs.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous or signal.default_int_handler)
+        if caught:
+            raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
@@ -23,7 +48,26 @@ def consul_agent() -> Iterator[ConsulAgent]:
         agent.start()
         yield agent
     finally:
-        agent.cleanup()
+        with sigint_deferred():
+            agent.cleanup()
+
+
+@contextlib.contextmanager
+def start_backends(
+    agent: ConsulAgent, service: str, count: int, **kwargs: Any
+) -> Iterator[list[Backend]]:
+    """The harness's ``start_backends``, with its teardown shielded from Ctrl-C."""
+    manager = harness.start_backends(agent, service, count, **kwargs)
+    started = manager.__enter__()
+    try:
+        yield started
+    except BaseException:
+        with sigint_deferred():
+            if not manager.__exit__(*sys.exc_info()):
+                raise
+    else:
+        with sigint_deferred():
+            manager.__exit__(None, None, None)
 
 
 def register_instances(

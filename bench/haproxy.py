@@ -15,6 +15,7 @@ from string import Template
 
 import requests
 
+from bench.env import sigint_deferred
 from tests.harness.ports import free_port
 
 TEMPLATE = Path(__file__).with_name("haproxy.cfg.template")
@@ -86,14 +87,15 @@ def run_haproxy(
         _wait_routed(process, url, expect, timeout, log_path)
         yield url
     finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait(timeout=5)
-        shutil.rmtree(workdir, ignore_errors=True)
+        with sigint_deferred():
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    os.kill(process.pid, signal.SIGKILL)
+                    process.wait(timeout=5)
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _wait_routed(

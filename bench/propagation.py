@@ -28,10 +28,10 @@ from functools import partial
 
 import requests
 
-from bench.env import consul_agent
+from bench.env import consul_agent, start_backends
 from bench.result import Chart, Result, at_most, percentile, summary
 from discovery_client import Resolution, ServiceClient
-from tests.harness.backends import Backend, start_backends
+from tests.harness.backends import Backend
 
 SERVICE = "moving"
 KILLED = "killed"

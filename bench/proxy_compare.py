@@ -11,12 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench import calls
-from bench.env import consul_agent
+from bench.env import consul_agent, start_backends
 from bench.haproxy import run_haproxy
 from bench.loadgen import run_open_loop
 from bench.result import Chart, Result, at_most, summary
 from discovery_client import ServiceClient, ServiceConfig
-from tests.harness.backends import start_backends
 
 SERVICE = "proxied"
 TIMEOUT = (1.0, 5.0)

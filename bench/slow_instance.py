@@ -16,12 +16,12 @@ import threading
 from dataclasses import dataclass
 
 from bench import calls
-from bench.env import consul_agent
+from bench.env import consul_agent, start_backends
 from bench.haproxy import run_haproxy
 from bench.loadgen import LoadReport, run_open_loop
 from bench.result import Chart, Result, at_most, percentile, summary
 from discovery_client import ServiceClient, ServiceConfig
-from tests.harness.backends import Backend, start_backends
+from tests.harness.backends import Backend
 
 SERVICE = "slowpoke"
 POLICIES = ("round_robin", "random", "least_request", "peak_ewma")
