@@ -111,7 +111,13 @@ class PlatformClient:
     def login(self, username: str, password: str) -> str:
         """Log in; returns the bearer token and keeps it for the calls that follow."""
         body = self._call(
-            "user-service", "POST", "/login", json={"username": username, "password": password}
+            "user-service",
+            "POST",
+            "/login",
+            json={"username": username, "password": password},
+            # Logging in changes nothing server-side, so it is safe to retry on another
+            # instance even after it was sent; the key tells the discovery client so.
+            headers={"Idempotency-Key": f"login-{uuid.uuid4().hex}"},
         )
         self.token = str(body["token"])
         return self.token
