@@ -38,7 +38,7 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     cells = [[fmt(row.get(c, "")) for c in columns] for row in rows]
     numeric = [all(isinstance(row.get(c, 0), int | float) for row in rows) for c in columns]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
     for r in cells:
         lines.append(
             "  ".join(
