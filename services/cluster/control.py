@@ -47,13 +47,15 @@ def _bin(name: str) -> str:
 
 
 def supervisord_pid(plan: ClusterPlan) -> int | None:
-    """PID of the cluster's live supervisord, or None."""
+    """PID of the cluster's live supervisord, or None (no pidfile, dead, or a zombie)."""
     try:
         pid = int(plan.supervisor_pidfile.read_text().strip())
         os.kill(pid, 0)
-    except (OSError, ValueError):
+        # A daemon killed -9 whose parent never reaps it still answers kill(pid, 0).
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except (OSError, ValueError, IndexError):
         return None
-    return pid
+    return None if state == "Z" else pid
 
 
 def supervisorctl(plan: ClusterPlan, *args: str, check: bool = True) -> str:
