@@ -233,7 +233,10 @@ def test_subscribe_gets_current_then_changes(parked):
         first = src.resolve("web")
         seen = []
         src.subscribe("web", seen.append)
-        assert seen == [first]
+        # The watch may have confirmed the set again meanwhile (a newer fetched_at):
+        # what matters is that the listener got the current set at once.
+        assert len(seen) == 1
+        assert (seen[0].instances, seen[0].stale) == (first.instances, False)
         src.unsubscribe("web", seen.append)
         src.unsubscribe("web", seen.append)  # no-op
     finally:

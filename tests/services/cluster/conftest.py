@@ -40,23 +40,34 @@ def free_plan(run_dir: Path, users: int = 2, orders: int = 2, **overrides: objec
     raise RuntimeError("could not find free ports for a test cluster")
 
 
+def _live_members(pgid: int) -> list[int]:
+    """PIDs in process group ``pgid`` that are not yet zombies (their sockets still open)."""
+    live = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        state, pgrp = fields[0], int(fields[2])
+        if pgrp == pgid and state != "Z":
+            live.append(int(stat.parent.name))
+    return live
+
+
 def kill_group_and_wait(pid: int, timeout: float = 10.0) -> None:
     """kill -9 a process group (a gunicorn master and its workers) and wait until it is gone.
 
-    Waiting matters: a request written to a process that is dying is ambiguous (it may
-    or may not have been handled), and a non-idempotent one is rightly not retried.
+    Waiting for every member matters: a request written to a worker that is still dying
+    is ambiguous (it may or may not have been handled), and a non-idempotent one is
+    rightly not retried. Once all are dead their sockets are closed, and a client's
+    pooled connection to them is seen as dropped before it is reused.
     """
     os.killpg(pid, signal.SIGKILL)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-        except OSError:
-            return
-        if state == "Z":
-            return
+    while _live_members(pid):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"process group {pid} still alive {timeout}s after SIGKILL")
         time.sleep(0.01)
-    raise TimeoutError(f"process group {pid} still alive {timeout}s after SIGKILL")
 
 
 def stop_cluster(plan: ClusterPlan) -> None:
