@@ -18,12 +18,24 @@ def plan_in(tmp_path: Path, **kwargs: object) -> ClusterPlan:
     return ClusterPlan(run_dir=tmp_path, **kwargs)  # type: ignore[arg-type]
 
 
-def test_supervisord_pid_reads_a_live_pid(tmp_path: Path) -> None:
+def test_supervisord_pid_reads_a_live_supervisord(tmp_path: Path) -> None:
     plan = plan_in(tmp_path)
     assert control.supervisord_pid(plan) is None  # no pidfile
-    plan.supervisor_pidfile.write_text(f"{os.getpid()}\n")
-    assert control.supervisord_pid(plan) == os.getpid()
+    # Anything whose command line names supervisord stands in for it.
+    fake = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "supervisord"])
+    try:
+        plan.supervisor_pidfile.write_text(f"{fake.pid}\n")
+        assert control.supervisord_pid(plan) == fake.pid
+    finally:
+        fake.kill()
+        fake.wait()
     plan.supervisor_pidfile.write_text("not a pid")
+    assert control.supervisord_pid(plan) is None
+
+
+def test_supervisord_pid_ignores_a_reused_pid(tmp_path: Path) -> None:
+    plan = plan_in(tmp_path)
+    plan.supervisor_pidfile.write_text(str(os.getpid()))  # alive, but not supervisord
     assert control.supervisord_pid(plan) is None
 
 
