@@ -13,11 +13,8 @@ log_level = "INFO"
 disable_update_check = true
 enable_script_checks = false
 
-# Let services register checks with DeregisterCriticalServiceAfter and see it applied
-# promptly (the agent reaps critical services every 30s by default; 1m is Consul's floor
-# for the setting itself).
-check_update_interval = "0s"
-
+# Consul DNS answers (the HAProxy benchmark resolves instances through SRV records)
+# must never be cached, or a changed instance set would be seen late.
 dns_config {
   service_ttl = { "*" = "0s" }
   node_ttl = "0s"
