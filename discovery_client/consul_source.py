@@ -148,6 +148,8 @@ class ConsulSource:
             )
             # py-consul lets $CONSUL_HTTP_TOKEN override an explicit token; we do not.
             client.token = token if token is not None else os.environ.get("CONSUL_HTTP_TOKEN")
+            # The agent is addressed directly: no HTTP(S)_PROXY, no ~/.netrc lookups.
+            client.http.session.trust_env = False
         self._client = client
         self._service_config = service_config or (lambda _name: ServiceConfig())
         self._timing = WatchTiming(

@@ -31,6 +31,7 @@ from registry.backoff import CappedJitterBackoff
 from registry.checks import TtlCheck
 from registry.config import ConsulSettings, Registration
 from registry.errors import ConsulUnavailable, InstanceUnknown
+from registry.forksafe import no_fork
 from registry.health import HealthReport
 
 log = logging.getLogger("registry")
@@ -59,6 +60,7 @@ def consul_client(settings: ConsulSettings, timeout: float = 3.0) -> consul.Cons
         connections_timeout=timeout,
     )
     client.token = settings.token
+    client.http.session.trust_env = False  # the agent directly: no proxy env, no ~/.netrc
     return client
 
 
@@ -116,7 +118,7 @@ class Registrar:
 
     def begin_drain(self, reason: str = "draining before shutdown") -> None:
         """Put the instance in maintenance so consumers stop picking it; returns at once."""
-        with self._lock:
+        with no_fork(), self._lock:
             if self._state in (State.DRAINING, State.STOPPED):
                 return
             self._state = State.DRAINING
@@ -140,7 +142,7 @@ class Registrar:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
-        with self._lock:
+        with no_fork(), self._lock:
             if self._state is State.STOPPED:
                 return
             self._state = State.STOPPED
@@ -167,7 +169,8 @@ class Registrar:
                 self._register_until_done()
                 continue
             try:
-                self._reconcile()
+                with no_fork():
+                    self._reconcile()
             except InstanceUnknown:
                 log.warning(
                     "registry: agent forgot %s; re-registering", self.registration.service_id
@@ -194,7 +197,7 @@ class Registrar:
         )
         try:
             for attempt in retrying:
-                with attempt:
+                with attempt, no_fork():
                     self._register_once()
         except RetryError:
             return
