@@ -28,7 +28,7 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class LoadReport:
-    """Every outcome of one run, with a few summary figures."""
+    """Every outcome of one run (percentiles and charts: bench/result.py)."""
 
     outcomes: tuple[Outcome, ...]
     duration: float
@@ -37,19 +37,6 @@ class LoadReport:
     def failures(self) -> list[Outcome]:
         """The outcomes that failed."""
         return [o for o in self.outcomes if not o.ok]
-
-    def percentile(self, q: float) -> float:
-        """Latency percentile ``q`` in [0, 100] of the successful requests (seconds)."""
-        values = sorted(o.latency for o in self.outcomes if o.ok)
-        if not values:
-            return float("nan")
-        rank = min(len(values) - 1, max(0, round(q / 100 * (len(values) - 1))))
-        return values[rank]
-
-    @property
-    def throughput(self) -> float:
-        """Completed requests per second over the run."""
-        return len(self.outcomes) / self.duration if self.duration > 0 else 0.0
 
 
 def run_open_loop(

@@ -46,7 +46,7 @@ class Result:
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile ``q`` in [0, 100] (NaN for no values), as bench/loadgen.py."""
+    """Nearest-rank percentile ``q`` in [0, 100] (NaN for no values)."""
     if not values:
         return math.nan
     ordered = sorted(values)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import consul
 import pytest
 
-from tests.harness.agent import ConsulAgent
+from tests.harness.agent import ConsulAgent, running_agent
 from tests.harness.binary import ConsulBinaryMissing, consul_binary
 from tests.harness.cluster import ConsulCluster
 
@@ -23,12 +23,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 @pytest.fixture
 def consul_agent() -> Iterator[ConsulAgent]:
     """A fresh single-node dev agent with the UI on, on free loopback ports."""
-    agent = ConsulAgent()
-    try:
-        agent.start()
+    with running_agent() as agent:
         yield agent
-    finally:
-        agent.cleanup()
 
 
 @pytest.fixture

@@ -106,15 +106,20 @@ def instance_health(source: ConsulSource, service: str) -> dict[str, str]:
     return {inst.id: inst.health for inst in source.list_instances(service)}
 
 
-def table(plan: ClusterPlan) -> list[InstanceStatus]:
-    """One row per planned instance with its health in Consul ('absent' if unregistered)."""
+def table(plan: ClusterPlan, source: ConsulSource | None = None) -> list[InstanceStatus]:
+    """One row per planned instance with its health in Consul ('absent' if unregistered).
+
+    Pass ``source`` to reuse one Consul client across repeated calls (a polling wait).
+    """
+    if source is None:
+        with ConsulSource(plan.consul_address) as own:
+            return table(plan, own)
     by_service: dict[str, dict[str, str]] = {}
-    with ConsulSource(plan.consul_address) as source:
-        for service in dict.fromkeys(inst.service for inst in plan.instances()):
-            try:
-                by_service[service] = instance_health(source, service)
-            except DiscoveryError:
-                by_service[service] = {}
+    for service in dict.fromkeys(inst.service for inst in plan.instances()):
+        try:
+            by_service[service] = instance_health(source, service)
+        except DiscoveryError:
+            by_service[service] = {}
     rows = []
     for inst in plan.instances():
         health = by_service[inst.service].get(inst.instance_id, "absent")
@@ -184,6 +189,7 @@ def wait_passing(plan: ClusterPlan, instances: Iterable[InstancePlan], timeout: 
     """
     wanted = list(instances)
     polls = 0
+    source = ConsulSource(plan.consul_address)  # one client for the whole wait
 
     def all_passing() -> bool:
         nonlocal polls
@@ -196,11 +202,12 @@ def wait_passing(plan: ClusterPlan, instances: Iterable[InstancePlan], timeout: 
                     for name, state in sorted(dead.items())
                 )
                 raise ClusterError(f"instances exited instead of passing:\n{details}")
-        rows = {r.instance: r.health for r in table(plan)}
+        rows = {r.instance: r.health for r in table(plan, source)}
         return all(rows.get(i.instance_id) == "passing" for i in wanted)
 
     try:
-        wait_until(all_passing, timeout, "every instance to pass its health check")
+        with source:
+            wait_until(all_passing, timeout, "every instance to pass its health check")
     except ClusterError as exc:
         raise ClusterError(
             f"{exc}\n{format_table(table(plan))}\nlogs: {plan.log_dir} "

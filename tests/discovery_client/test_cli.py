@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from discovery_client.cli import format_table, main
-from tests.harness.agent import ConsulAgent
+from tests.harness.agent import ConsulAgent, running_agent
 from tests.harness.backends import REPO_ROOT, Backend, start_backends
 
 
@@ -24,12 +24,8 @@ def run(*argv: str) -> tuple[int, str, str]:
 @pytest.fixture(scope="module")
 def consul_agent() -> Iterator[ConsulAgent]:
     """One agent for the whole module (the CLI only reads; each test resets the backends)."""
-    agent = ConsulAgent()
-    try:
-        agent.start()
+    with running_agent() as agent:
         yield agent
-    finally:
-        agent.cleanup()
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,11 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import consul
 import requests
@@ -188,3 +191,14 @@ class ConsulAgent:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+@contextmanager
+def running_agent(**kwargs: Any) -> Iterator[ConsulAgent]:
+    """A started ConsulAgent (``kwargs`` as for ConsulAgent), stopped and removed afterwards."""
+    agent = ConsulAgent(**kwargs)
+    try:
+        agent.start()
+        yield agent
+    finally:
+        agent.cleanup()
