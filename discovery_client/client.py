@@ -24,6 +24,7 @@ import requests
 from prometheus_client import CollectorRegistry
 from requests.adapters import HTTPAdapter
 
+from consul_connection import ConsulConnection
 from discovery_client.balancer import Balancer
 from discovery_client.budget import RetryBudget
 from discovery_client.call import Call, ServiceState, Timeout
@@ -45,8 +46,9 @@ _SEND_KWARGS = ("timeout", "allow_redirects", "stream", "verify", "cert", "proxi
 class ServiceClient:
     """Calls services by name: resolve, pick, send, retry on another instance, eject.
 
-    ``source`` defaults to a ConsulSource on ``consul_addr`` (None: the agent at
-    127.0.0.1:8500 or $CONSUL_HTTP_ADDR, as ConsulSource decides); a source the client
+    ``source`` defaults to a ConsulSource on ``connection`` (default: Consul's own
+    environment variables, see consul_connection) with ``consul_addr``, when given,
+    as its address; a source the client
     made is closed by ``close()``, one passed in is left to its owner, as is a passed-in
     ``session``. The Session the client makes has ``trust_env = False``: instance
     addresses come from Consul and never go through environment proxies or netrc.
@@ -58,6 +60,7 @@ class ServiceClient:
         self,
         consul_addr: str | None = None,
         *,
+        connection: ConsulConnection | None = None,
         source: InstanceSource | None = None,
         services: Mapping[str, ServiceConfig] | None = None,
         default_config: ServiceConfig = DEFAULT_CONFIG,
@@ -85,7 +88,9 @@ class ServiceClient:
         if source is None:
             from discovery_client.consul_source import ConsulSource
 
-            source = ConsulSource(consul_addr, service_config=self.config_for)
+            source = ConsulSource(
+                consul_addr, connection=connection, service_config=self.config_for
+            )
         self.source: InstanceSource = source
         self._owns_session = session is None
         if session is None:

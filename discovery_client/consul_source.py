@@ -11,13 +11,12 @@ This is the only module of the discovery client that imports py-consul.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import os
 import random
 import re
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import consul
 import requests
 
+from consul_connection import ConsulConnection, parse_address
 from discovery_client.config import ServiceConfig
 from discovery_client.errors import (
     ConsulQueryError,
@@ -38,8 +38,6 @@ from discovery_client.source import Listener
 from discovery_client.watch import ServiceWatch, WatchTiming
 
 log = logging.getLogger(__name__)
-
-DEFAULT_ADDRESS = "127.0.0.1:8500"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,22 +53,6 @@ class ServiceSummary:
     def total(self) -> int:
         """Every registered instance, whatever its health."""
         return self.passing + self.warning + self.critical
-
-
-def parse_address(address: str) -> tuple[str, str, int]:
-    """``(scheme, host, port)`` from ``host:port``, ``http(s)://host[:port]`` or ``[v6]:port``."""
-    text = address.strip()
-    if "//" not in text:
-        text = "//" + text
-    parsed = urllib.parse.urlsplit(text)
-    scheme = parsed.scheme or "http"
-    try:
-        port = parsed.port
-    except ValueError as exc:
-        raise ValueError(f"invalid Consul address {address!r}: {exc}") from exc
-    if not parsed.hostname:
-        raise ValueError(f"invalid Consul address {address!r}: no host")
-    return scheme, parsed.hostname, port or (443 if scheme == "https" else 8500)
 
 
 def _wait_param(seconds: float) -> str:
@@ -116,8 +98,9 @@ def _short(exc: BaseException) -> str:
 class ConsulSource:
     """Resolve services from Consul and keep them fresh with one watch thread each.
 
-    ``address`` defaults to ``$CONSUL_HTTP_ADDR`` then ``127.0.0.1:8500``; ``token`` to
-    ``$CONSUL_HTTP_TOKEN``. ``service_config(name)`` gives each service's filter, tag,
+    ``connection`` says how to reach the agent (default: ``ConsulConnection.from_env()``,
+    i.e. Consul's own variables); ``address`` and ``token``, when given, override its
+    address and token. ``service_config(name)`` gives each service's filter, tag,
     datacenter and panic threshold (default: ``ServiceConfig()``). ``wait`` is the
     blocking-query wait; the HTTP read timeout is ``request_timeout + wait + wait/16``.
     ``min_interval`` bounds the request rate when responses carry no change.
@@ -129,6 +112,7 @@ class ConsulSource:
         address: str | None = None,
         *,
         token: str | None = None,
+        connection: ConsulConnection | None = None,
         service_config: Callable[[str], ServiceConfig] | None = None,
         wait: float = 30.0,
         min_interval: float = 1.0,
@@ -140,16 +124,18 @@ class ConsulSource:
         sleep: Callable[[float], object] | None = None,
         client: Any | None = None,
     ) -> None:
-        self.address = address or os.environ.get("CONSUL_HTTP_ADDR") or DEFAULT_ADDRESS
+        if connection is None:
+            connection = ConsulConnection.from_env(address=address, token=token)
+        else:
+            if address is not None:
+                scheme, host, port = parse_address(address, default_scheme=connection.scheme)
+                connection = dataclasses.replace(connection, scheme=scheme, host=host, port=port)
+            if token is not None:
+                connection = connection.with_token(token)
+        self.connection = connection
+        self.address = connection.address
         if client is None:
-            scheme, host, port = parse_address(self.address)
-            client = consul.Consul(
-                host=host, port=port, scheme=scheme, connections_timeout=request_timeout
-            )
-            # py-consul lets $CONSUL_HTTP_TOKEN override an explicit token; we do not.
-            client.token = token if token is not None else os.environ.get("CONSUL_HTTP_TOKEN")
-            # The agent is addressed directly: no HTTP(S)_PROXY, no ~/.netrc lookups.
-            client.http.session.trust_env = False
+            client = connection.py_consul(timeout=request_timeout)
         self._client = client
         self._service_config = service_config or (lambda _name: ServiceConfig())
         self._timing = WatchTiming(
@@ -345,5 +331,4 @@ __all__ = [
     "ConsulQueryError",
     "ConsulSource",
     "ServiceSummary",
-    "parse_address",
 ]

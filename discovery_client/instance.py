@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
+from consul_connection.addresses import http_url
+
 Health = Literal["passing", "warning", "critical"]
 
 
@@ -37,8 +39,7 @@ class Instance:
     @property
     def base_url(self) -> str:
         """``http://address:port`` for this instance (IPv6 addresses bracketed)."""
-        host = f"[{self.address}]" if ":" in self.address else self.address
-        return f"http://{host}:{self.port}"
+        return http_url(self.address, self.port)
 
     @property
     def weight(self) -> int:

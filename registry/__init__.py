@@ -30,9 +30,10 @@ SERVICE_DEREGISTER_AFTER          default ``1m`` (Consul's minimum)
 SERVICE_SUCCESS_BEFORE_PASSING    flap damping, default 0
 SERVICE_FAILURES_BEFORE_CRITICAL  flap damping, default 0
 SERVICE_DRAIN_SECONDS             propagation delay on SIGTERM, default 5
-CONSUL_HTTP_ADDR                  ``host:port`` or ``https://host:port``; default 127.0.0.1:8500
-CONSUL_HTTP_TOKEN                 ACL token
-CONSUL_CACERT                     CA file for https; must be readable
+CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN(_FILE), CONSUL_HTTP_SSL(_VERIFY), CONSUL_CACERT,
+CONSUL_CAPATH, CONSUL_CLIENT_CERT/_KEY, CONSUL_TLS_SERVER_NAME
+                                  how to reach the agent, with the consul CLI's meaning
+                                  (``consul_connection.ConsulConnection``)
 
 Durations accept ``10s``, ``1m30s``, ``500ms`` or a bare number of seconds.
 """

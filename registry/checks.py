@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from consul_connection.addresses import host_port, http_url
 from registry.durations import format_duration
 
 #: Consul's floor for a check interval (agent/checks: MinInterval).
@@ -67,8 +68,7 @@ class HttpCheck(CheckSpec):
 
     def url(self, address: str, port: int) -> str:
         """The URL Consul will probe."""
-        host = f"[{address}]" if ":" in address else address
-        return f"http://{host}:{port}{self.path}"
+        return http_url(address, port) + self.path
 
     def _probe(self, address: str, port: int) -> dict[str, Any]:
         return {"HTTP": self.url(address, port), "Method": "GET", **self._timing()}
@@ -79,8 +79,7 @@ class TcpCheck(CheckSpec):
     """Consul connects to ``address:port``; an accepted connection is passing."""
 
     def _probe(self, address: str, port: int) -> dict[str, Any]:
-        host = f"[{address}]" if ":" in address else address
-        return {"TCP": f"{host}:{port}", **self._timing()}
+        return {"TCP": host_port(address, port), **self._timing()}
 
 
 @dataclass(frozen=True)

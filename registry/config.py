@@ -10,11 +10,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from consul_connection import ConsulConfigError, ConsulConnection
 from registry.checks import (
     MIN_DEREGISTER_AFTER,
     MIN_INTERVAL,
@@ -29,48 +29,16 @@ from registry.errors import RegistryConfigError
 _WILDCARDS = {"0.0.0.0", "::", ""}
 
 
-@dataclass(frozen=True)
-class ConsulSettings:
-    """Where the local Consul agent is and how to talk to it (Consul's own env vars)."""
+#: The registry's name for the one Consul connection value (consul_connection owns it).
+ConsulSettings = ConsulConnection
 
-    host: str = "127.0.0.1"
-    port: int = 8500
-    scheme: str = "http"
-    token: str | None = None
-    cacert: str | None = None
 
-    @property
-    def url(self) -> str:
-        """Base URL of the agent's HTTP API."""
-        return f"{self.scheme}://{self.host}:{self.port}"
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> ConsulSettings:
-        """Read CONSUL_HTTP_ADDR ("host:port" or "https://host:port"), CONSUL_HTTP_TOKEN,
-        CONSUL_CACERT."""
-        raw = environ.get("CONSUL_HTTP_ADDR", "").strip() or "127.0.0.1:8500"
-        parsed = urllib.parse.urlsplit(raw if "//" in raw else f"//{raw}")
-        scheme = parsed.scheme or (
-            "https" if environ.get("CONSUL_HTTP_SSL", "").lower() == "true" else "http"
-        )
-        try:
-            port = parsed.port or (443 if scheme == "https" else 8500)
-        except ValueError as exc:
-            raise RegistryConfigError("CONSUL_HTTP_ADDR", f"{raw!r} has a bad port") from exc
-        if scheme not in ("http", "https") or not parsed.hostname:
-            raise RegistryConfigError(
-                "CONSUL_HTTP_ADDR", f"{raw!r} is not host:port or http(s)://host:port"
-            )
-        cacert = environ.get("CONSUL_CACERT") or None
-        if cacert is not None and not os.access(cacert, os.R_OK):
-            raise RegistryConfigError("CONSUL_CACERT", f"{cacert} is not a readable file")
-        return cls(
-            host=parsed.hostname,
-            port=port,
-            scheme=scheme,
-            token=environ.get("CONSUL_HTTP_TOKEN") or None,
-            cacert=cacert,
-        )
+def consul_from_env(environ: Mapping[str, str]) -> ConsulConnection:
+    """The agent connection from Consul's variables, errors as RegistryConfigError."""
+    try:
+        return ConsulConnection.from_env(environ)
+    except ConsulConfigError as exc:
+        raise RegistryConfigError(exc.setting, exc.problem) from exc
 
 
 @dataclass(frozen=True)
@@ -94,7 +62,7 @@ class Registration:
     weights: Weights = Weights()
     check: CheckSpec = field(default_factory=HttpCheck)
     drain_seconds: float = 5.0
-    consul: ConsulSettings = ConsulSettings()
+    consul: ConsulConnection = field(default_factory=ConsulConnection)
 
     @property
     def check_id(self) -> str:
@@ -174,7 +142,7 @@ def _check_address(setting: str, address: str) -> str:
     return address
 
 
-def detect_address(consul: ConsulSettings) -> str:
+def detect_address(consul: ConsulConnection) -> str:
     """The local IP on the route towards the Consul agent (no packet is sent)."""
     try:
         target = socket.gethostbyname(consul.host)
@@ -193,7 +161,7 @@ def _build(
     env: Mapping[str, str], bind: tuple[str, int] | None, ov: dict[str, Any]
 ) -> Registration:
     ov = dict(ov)
-    consul = ov.pop("consul", None) or ConsulSettings.from_env(env)
+    consul = ov.pop("consul", None) or consul_from_env(env)
 
     name = _get(env, ov, "name", "SERVICE_NAME")
     if not name:

@@ -29,6 +29,7 @@ import signal
 import time
 from typing import Any, NoReturn
 
+from consul_connection.addresses import host_port, http_url
 from registry.checks import TtlCheck
 from registry.config import Registration
 from registry.errors import RegistryConfigError
@@ -46,7 +47,7 @@ def _env_bind() -> list[str] | None:
     if not port:
         return None
     host = os.environ.get("SERVICE_ADDRESS", "").strip() or "127.0.0.1"
-    return [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    return [host_port(host, int(port)) if port.isdigit() else f"{host}:{port}"]
 
 
 _bind = _env_bind()
@@ -102,10 +103,9 @@ def when_ready(server: Any) -> None:
     health = None
     if isinstance(registration.check, TtlCheck):
         host = bind[0] if bind and bind[0] not in ("0.0.0.0", "::") else "127.0.0.1"
-        host = f"[{host}]" if ":" in host else host
         path = os.environ.get("SERVICE_HEALTH_PATH", "").strip() or "/health"
         health = http_probe(
-            f"http://{host}:{registration.port}{path}",
+            http_url(host, registration.port) + path,
             timeout=min(2.0, registration.check.heartbeat),
         )
     if _registrar is None:

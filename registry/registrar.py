@@ -50,18 +50,8 @@ class State(enum.Enum):
 
 
 def consul_client(settings: ConsulSettings, timeout: float = 3.0) -> consul.Consul:
-    """A py-consul client for ``settings`` (the token set explicitly: py-consul would
-    otherwise let the process env override it)."""
-    client = consul.Consul(
-        host=settings.host,
-        port=settings.port,
-        scheme=settings.scheme,
-        verify=settings.cacert or True,
-        connections_timeout=timeout,
-    )
-    client.token = settings.token
-    client.http.session.trust_env = False  # the agent directly: no proxy env, no ~/.netrc
-    return client
+    """A py-consul client for ``settings`` (consul_connection builds it: TLS, token, no env)."""
+    return settings.py_consul(timeout=timeout)
 
 
 class Registrar:

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from discovery_client.config import ServiceConfig
-from discovery_client.consul_source import ConsulQueryError, ConsulSource, parse_address
+from discovery_client.consul_source import ConsulQueryError, ConsulSource
 from discovery_client.errors import ConsulUnavailableError, UnknownServiceError
 from discovery_client.health_entries import entry_health, instance_from_entry
 
@@ -248,20 +248,6 @@ def test_closed_source_refuses(parked):
     src.close()
     with pytest.raises(Exception, match="closed"):
         src.resolve("web")
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("127.0.0.1:8500", ("http", "127.0.0.1", 8500)),
-        ("localhost", ("http", "localhost", 8500)),
-        ("http://127.0.0.1:18500", ("http", "127.0.0.1", 18500)),
-        ("https://consul.local", ("https", "consul.local", 443)),
-        ("[::1]:8501", ("http", "::1", 8501)),
-    ],
-)
-def test_parse_address(text: str, expected: tuple[str, str, int]):
-    assert parse_address(text) == expected
 
 
 def test_address_and_token_from_environment(monkeypatch):

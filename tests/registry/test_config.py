@@ -30,7 +30,7 @@ def test_defaults() -> None:
     assert reg.check == HttpCheck(interval=10.0, deregister_after=60.0, path="/health")
     assert reg.weights == Weights(1, 1)
     assert reg.check_id == f"service:{reg.service_id}"
-    assert reg.consul.url == "http://127.0.0.1:8500"
+    assert reg.consul.base_url == "http://127.0.0.1:8500"
 
 
 def test_every_documented_variable_is_read(tmp_path) -> None:
@@ -65,7 +65,8 @@ def test_every_documented_variable_is_read(tmp_path) -> None:
         "consul.example",
         8501,
     )
-    assert (reg.consul.token, reg.consul.cacert) == ("secret", str(ca))
+    assert (reg.consul.token, reg.consul.ca_file) == ("secret", str(ca))
+    assert "secret" not in repr(reg)
     check = reg.service_definition()["Checks"][0]
     assert check == {
         "CheckID": "service:users-1",
@@ -121,8 +122,8 @@ def test_precedence_override_beats_env_beats_bind() -> None:
         ({"SERVICE_FAILURES_BEFORE_CRITICAL": "-1"}, "SERVICE_FAILURES_BEFORE_CRITICAL: -1"),
         ({"SERVICE_DRAIN_SECONDS": "-3"}, "SERVICE_DRAIN_SECONDS: '-3' is negative"),
         ({"CONSUL_CACERT": "/nonexistent/ca.pem"}, "CONSUL_CACERT: /nonexistent/ca.pem is not"),
-        ({"CONSUL_HTTP_ADDR": "ftp://x:1"}, "CONSUL_HTTP_ADDR: 'ftp://x:1' is not host:port"),
-        ({"CONSUL_HTTP_ADDR": "127.0.0.1:port"}, "CONSUL_HTTP_ADDR: '127.0.0.1:port' has a bad"),
+        ({"CONSUL_HTTP_ADDR": "ftp://x:1"}, "CONSUL_HTTP_ADDR: invalid Consul address 'ftp://x:1'"),
+        ({"CONSUL_HTTP_ADDR": "127.0.0.1:port"}, "CONSUL_HTTP_ADDR: invalid Consul address '127"),
     ],
 )
 def test_bad_config_names_the_setting(env: dict[str, str], message: str) -> None:

@@ -1,0 +1,33 @@
+"""consul_connection: the one owner of how to reach Consul.
+
+``ConsulConnection.from_env()`` reads Consul's own environment variables (address,
+scheme, token and token file, CA file or directory, client certificate, TLS server name)
+with the ``consul`` CLI's meaning; an explicit argument beats the environment. The
+registrar, the discovery client, the config client and their async variants all take
+one, and none parses the environment itself. Also here: host/port spelling
+(``host_port``) and what Consul's refusals mean (``acl_denial``).
+"""
+
+from consul_connection.addresses import bracket_host, host_port, http_url, parse_address
+from consul_connection.refusals import FILTERED_HEADER, AclDenial, acl_denial, filtered_by_acls
+from consul_connection.settings import (
+    DEFAULT_ADDRESS,
+    TOKEN_HEADER,
+    ConsulConfigError,
+    ConsulConnection,
+)
+
+__all__ = [
+    "DEFAULT_ADDRESS",
+    "FILTERED_HEADER",
+    "TOKEN_HEADER",
+    "AclDenial",
+    "ConsulConfigError",
+    "ConsulConnection",
+    "acl_denial",
+    "bracket_host",
+    "filtered_by_acls",
+    "host_port",
+    "http_url",
+    "parse_address",
+]
