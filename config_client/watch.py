@@ -7,6 +7,12 @@ previous start, so a broken agent can never make the loop spin) come from
 ``discovery_client.watch``. What is particular to KV:
 
 - A 404 is an empty prefix, not a change; only different content is reported.
+- The query names the layer without its trailing ``/`` (``config/orders``) and keeps
+  only the keys under ``config/orders/``: Consul wakes a prefix query on a delete-tree
+  only when the deleted prefix starts with the queried one, so ``config/orders/`` would
+  sleep through ``consul kv delete -recurse config/orders`` (seen on 1.22). A delete of
+  a parent (``config``) wakes nobody; the answer at the end of the wait is compared
+  like any other, so even that is picked up within ``timing.wait``.
 - After an error the next read is a plain one (index 0): a restarted agent's index may
   be lower than ours.
 - **An emptied prefix after an outage is suspect** (the rule ``ARCHITECTURE.md`` gives a
@@ -78,7 +84,7 @@ class PrefixWatch:
         started = self._clock()
         self.requests += 1
         try:
-            listing = self._store.list(self.prefix, self._index, self._timing.wait)
+            listing = self._store.list(self.prefix.rstrip("/"), self._index, self._timing.wait)
         except Exception as exc:  # any failure: the loop must survive it
             return self._error(exc)
         self._failures = 0
@@ -91,7 +97,7 @@ class PrefixWatch:
                 previous,
                 listing.index,
             )
-        content = listing.values()
+        content = {k: v for k, v in listing.values().items() if k.startswith(self.prefix)}
         old = self._content
         if old and not content and self._after_outage:
             if not self.held:
