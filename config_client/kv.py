@@ -16,7 +16,7 @@ from urllib.parse import quote
 import requests
 
 from config_client.errors import CasConflictError, ConsulKVError, KVAccessDenied
-from consul_connection import ConsulConnection
+from consul_connection import ConsulConnection, acl_denial, filtered_by_acls
 
 TXN_MAX_OPS = 64  # Consul's limit per transaction (txn_max_req_len aside)
 
@@ -106,8 +106,13 @@ class KVStore:
                 f"Consul at {self.connection.address} unreachable ({what}): {type(exc).__name__}"
             ) from exc
         if response.status_code == 403:
+            denial = acl_denial(response.text, what)
+            raise KVAccessDenied(f"{denial} (agent {self.connection.address})")
+        if filtered_by_acls(response.headers):
+            # A configuration with some keys silently missing is worse than none.
             raise KVAccessDenied(
-                f"Consul at {self.connection.address} denied {what}: {response.text.strip()}"
+                f"Consul at {self.connection.address} denied part of {what}: the ACL token "
+                "may not read every key there (key_prefix read needed)"
             )
         if response.status_code >= 400 and response.status_code not in (404, 409):
             raise ConsulKVError(
@@ -134,6 +139,15 @@ class KVStore:
             for item in response.json()
         )
         return Listing(returned, entries)
+
+    def check_readable(self, prefix: str) -> None:
+        """Raise ``KVAccessDenied`` unless the token may read ``prefix`` itself.
+
+        A recursive read the token may not make answers 404, like an empty prefix (no
+        filtered-results header either, seen on 1.22): a plain read of the prefix's own
+        key tells the two apart (403 vs 404).
+        """
+        self._send("GET", self._url(prefix), f"read of {prefix}")
 
     def get(self, key: str) -> Entry | None:
         """One key, or None if it does not exist."""

@@ -21,6 +21,8 @@ previous start, so a broken agent can never make the loop spin) come from
   keeps its last-known-good content until keys appear in it again; then content is
   compared, so re-putting the same data fires nothing and a changed value fires once.
   A prefix emptied while Consul stayed reachable is a real delete and is reported.
+- Each plain read (index 0) first checks that the token may read the layer at all:
+  Consul answers a recursive read it denies with the same 404 as an empty prefix.
 - Errors never stop the loop: before the first success they are handed to
   ``on_error`` (the client decides about fail-fast); afterwards the content is kept.
 """
@@ -84,6 +86,8 @@ class PrefixWatch:
         started = self._clock()
         self.requests += 1
         try:
+            if self._index == 0:  # a plain read: also learn whether we may read here
+                self._store.check_readable(self.prefix)
             listing = self._store.list(self.prefix.rstrip("/"), self._index, self._timing.wait)
         except Exception as exc:  # any failure: the loop must survive it
             return self._error(exc)

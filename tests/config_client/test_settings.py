@@ -55,9 +55,16 @@ def test_malformed_document_names_its_key() -> None:
 
 @pytest.mark.parametrize(
     ("value", "kind", "want"),
-    [("0.2", float, 0.2), (" 7 ", int, 7), ("TRUE", bool, True), ("off", bool, False),
-     (3, float, 3.0), ("a, b", tuple, ("a", "b")), (5, str, "5")],
-)  # fmt: skip
+    [
+        ("0.2", float, 0.2),
+        (" 7 ", int, 7),
+        ("TRUE", bool, True),
+        ("off", bool, False),
+        (3, float, 3.0),
+        ("a, b", tuple, ("a", "b")),
+        (5, str, "5"),
+    ],
+)
 def test_coerce(value: object, kind: type, want: object) -> None:
     assert coerce("k", value, kind) == want
 

@@ -23,6 +23,9 @@ class ScriptedStore:
         self.script = script
         self.asked: list[int] = []
 
+    def check_readable(self, prefix: str) -> None:
+        pass
+
     def list(self, prefix: str, index: int = 0, wait: float = 0.0) -> Listing:
         self.asked.append(index)
         step = self.script.pop(0)
