@@ -15,7 +15,9 @@ pytestmark = pytest.mark.browser
 
 
 def test_settings_show_in_the_ui_key_value_view(kv_agent: ConsulAgent, tmp_path: Path) -> None:
-    (tmp_path / "order-service.yaml").write_text("orders:\n  max_items: 20\n  max_list_limit: 200\n")
+    (tmp_path / "order-service.yaml").write_text(
+        "orders:\n  max_items: 20\n  max_list_limit: 200\n"
+    )
     assert main(["--consul", kv_agent.address, "push", str(tmp_path)]) == 0
     with chromium() as browser:
         browser.get(f"{kv_agent.url}/ui/dc1/kv/config/order-service/orders/")
