@@ -17,7 +17,8 @@ previous start, so a broken agent can never make the loop spin) come from
   be lower than ours.
 - **An emptied prefix after an outage is suspect** (the rule ``ARCHITECTURE.md`` gives a
   registry that suddenly forgets): a prefix that had keys and reads empty right after
-  Consul was unreachable (a dev agent, or one that lost its data dir, comes back empty)
+  Consul was unreachable or its index went backwards (a dev agent, or one that lost its
+  data dir, comes back empty; a restart between two queries shows no error at all)
   keeps its last-known-good content until keys appear in it again; then content is
   compared, so re-putting the same data fires nothing and a changed value fires once.
   A prefix emptied while Consul stayed reachable is a real delete and is reported.
@@ -72,7 +73,7 @@ class PrefixWatch:
         self._index = 0  # watch thread only
         self._failures = 0  # watch thread only: consecutive failed requests
         self._content: dict[str, str | None] | None = None  # watch thread only
-        self._after_outage = False  # watch thread only: an error since the last good read
+        self._reset_suspected = False  # watch thread only: error or index reset, unresolved
         self.held = False  # watch thread writes, others read: holding content (see rules)
         self.requests = 0  # watch thread only (read by tests/metrics)
 
@@ -95,6 +96,9 @@ class PrefixWatch:
         previous = self._index
         self._index = next_index(previous, listing.index)
         if self._index == 0:
+            # The agent's state was reset (a restart between two of our queries shows no
+            # error at all, only this): what it now lacks is suspect, like after an error.
+            self._reset_suspected = True
             log.info(
                 "consul index of %s went backwards (%s -> %s): reset",
                 self.prefix,
@@ -103,7 +107,7 @@ class PrefixWatch:
             )
         content = {k: v for k, v in listing.values().items() if k.startswith(self.prefix)}
         old = self._content
-        if old and not content and self._after_outage:
+        if old and not content and self._reset_suspected:
             if not self.held:
                 log.warning(
                     "%s reads empty after Consul was unreachable: keeping its last %d "
@@ -113,7 +117,7 @@ class PrefixWatch:
                 )
             self.held = True
             return max(0.0, started + self._timing.min_interval - self._clock())
-        self._after_outage = False
+        self._reset_suspected = False
         self.held = False
         changed = old is None or content != old
         self._content = content
@@ -129,7 +133,7 @@ class PrefixWatch:
         self._index = 0
         if self._failures == 1:
             log.warning("config watch of %s failing: %s", self.prefix, exc)
-        self._after_outage = True
+        self._reset_suspected = True
         self._on_error(self.prefix, exc)
         return backoff_delay(
             self._failures, self._rng, self._timing.backoff_base, self._timing.backoff_cap

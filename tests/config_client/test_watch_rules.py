@@ -131,3 +131,13 @@ def test_a_neighbouring_layer_is_not_this_layers_content() -> None:
     watch.poll_once()
     watch.poll_once()
     assert seen == [{PREFIX + "a": "1"}, {}]  # the layer's own key deleted, neighbours ignored
+
+
+def test_emptied_with_an_index_gone_backwards_is_held_too() -> None:
+    """A restart between two queries shows no error: only the index going backwards."""
+    watch, _, seen, _ = make([listing(40, a="1"), listing(1), listing(2, a="1")])
+    watch.poll_once()
+    watch.poll_once()
+    assert watch.held and seen == [{PREFIX + "a": "1"}]
+    watch.poll_once()
+    assert not watch.held and seen == [{PREFIX + "a": "1"}]
