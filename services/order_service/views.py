@@ -85,7 +85,7 @@ def _fingerprint(body: dict[str, object]) -> str:
         401: "No valid token",
         413: "Body too large",
         415: "Not JSON",
-        422: "Invalid field, or Idempotency-Key reused with another body",
+        422: "Invalid field, too many items, or Idempotency-Key reused with another body",
         502: "user-service failed",
         503: "No healthy user-service instance",
     },
@@ -96,6 +96,11 @@ def create_order() -> tuple[Response, int, dict[str, str]]:
     bearer_token()  # a missing/garbled header is 401 before any body checks
     key = _idempotency_key()
     body = read_body(NEW_ORDER)
+    most = current_app.config["MAX_ORDER_ITEMS"]  # live from Consul KV
+    if len(body["items"]) > most:
+        raise ApiError(
+            422, "too_many_items", f"an order may hold at most {most} items", field="items"
+        )
     user = current_user()
     try:
         order, created = store.create_order(
