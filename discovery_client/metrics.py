@@ -204,8 +204,9 @@ class ClientMetricsPublisher:
         value = float(value)
         last = self._seen.get(seen_key, 0.0)
         delta = value - last if value >= last else value  # went backwards: a new counter
+        child = self._series[name].labels(*labels)  # a series from 0 on, not from its 1st
         if delta > 0:
-            self._series[name].labels(*labels).inc(delta)
+            child.inc(delta)
         self._seen[seen_key] = value
 
     def start(self) -> ClientMetricsPublisher:
