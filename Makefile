@@ -10,7 +10,7 @@ ORDERS ?= 3
 SERVICE ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup venv consul test lint clean run-cluster status logs stop-cluster demo rolling-restart
+.PHONY: help setup debian-packages venv consul test lint clean run-cluster status logs stop-cluster demo rolling-restart
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -24,7 +24,10 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed ## Create .venv with the project and its dev dependencies
 
-setup: venv consul ## Everything a newcomer needs: venv, dependencies, Consul
+setup: debian-packages venv consul ## Everything a newcomer needs: Debian packages, venv, dependencies, Consul
+
+debian-packages: ## apt-get install what is missing of chromium, chromium-driver, haproxy, prometheus
+	@services/cluster/debian-packages
 
 consul: ## Find or build the pinned Consul; prints the binary's path last
 	@$(CONSUL_ENSURE)
