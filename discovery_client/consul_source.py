@@ -321,10 +321,12 @@ class ConsulSource:
                 log.exception("listener %r of %s failed", listener, service)
 
     def watch_stats(self, service: str) -> dict[str, int]:
-        """Requests started and current index of the service's watch (for tests/metrics)."""
+        """Requests started, failed, and current index of the service's watch (tests/metrics)."""
         with self._lock:
             found = [w for (name, _), (w, _) in self._watches.items() if name == service]
-        return {"requests": found[0].requests, "index": found[0].index} if found else {}
+        if not found:
+            return {}
+        return {"requests": found[0].requests, "errors": found[0].errors, "index": found[0].index}
 
 
 __all__ = [

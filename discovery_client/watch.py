@@ -101,6 +101,7 @@ class ServiceWatch:
         self._first_error: BaseException | None = None  # written by the watch thread only
         self._first_done = threading.Event()  # set by the watch thread after the 1st outcome
         self.requests = 0  # watch thread only (read by tests/metrics): requests started
+        self.errors = 0  # watch thread only (read by metrics): requests that failed
 
     @property
     def resolution(self) -> Resolution | None:
@@ -156,6 +157,7 @@ class ServiceWatch:
 
     def _on_error(self, exc: BaseException) -> float | None:
         self._failures += 1
+        self.errors += 1
         old = self._resolution
         if old is None:
             self._first_error = exc

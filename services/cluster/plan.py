@@ -52,7 +52,8 @@ class ClusterPlan:
     """Everything `make run-cluster` starts, where it listens and where it keeps files.
 
     Defaults: Consul UI on :8500, gateway on :8080, user-service on :8101.., order-service
-    on :8201... Tests build a plan on free ports in a temporary run dir.
+    on :8201.., Prometheus on :9090 scraping every ``scrape_interval``. Tests build a plan
+    on free ports in a temporary run dir.
     """
 
     run_dir: Path = REPO_ROOT / ".run" / "cluster"
@@ -66,6 +67,8 @@ class ClusterPlan:
     check_interval: str = "2s"
     drain_seconds: float = 2.0
     secret: str = "local-cluster-secret-change-me"
+    prometheus_port: int = 9090
+    scrape_interval: str = "2s"
     workers: int = 1
     threads: int = 8
     autorestart: bool = True
@@ -159,8 +162,24 @@ class ClusterPlan:
             "consul server rpc": self.consul.server,
             "consul grpc": self.consul.grpc,
         }
+        ports["prometheus"] = self.prometheus_port
         ports.update({inst.program: inst.port for inst in self.instances()})
         return ports
+
+    @property
+    def prometheus_url(self) -> str:
+        """Prometheus' web UI and HTTP API."""
+        return f"http://127.0.0.1:{self.prometheus_port}"
+
+    @property
+    def prometheus_dir(self) -> Path:
+        """Prometheus' generated config, rules, file_sd targets and data (``data/``)."""
+        return self.run_dir / "prometheus"
+
+    @property
+    def metrics_dir(self) -> Path:
+        """Per-instance PROMETHEUS_MULTIPROC_DIRs (``<dir>/<program>``)."""
+        return self.run_dir / "metrics"
 
     @property
     def supervisor_conf(self) -> Path:
