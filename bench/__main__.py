@@ -27,6 +27,7 @@ BENCHMARKS = (
     "slow_instance",
     "propagation",
     "scale",
+    "config_propagation",
 )
 RESULTS = Path(__file__).with_name("results")
 

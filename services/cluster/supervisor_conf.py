@@ -83,6 +83,12 @@ def instance_command(plan: ClusterPlan, inst: InstancePlan) -> list[str]:
         "gthread",
         "--graceful-timeout",
         "20",
+        # Keep idle connections well past any caller's reuse gap: with gunicorn's 2 s
+        # default, a caller (the gateway's discovery client, a load generator) reusing a
+        # pooled connection just as the server closes it gets a reset, which is not safe
+        # to resend for a POST. Callers close first; servers outlast them.
+        "--keep-alive",
+        "75",
         "--access-logfile",
         "-",
         "--name",

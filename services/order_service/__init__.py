@@ -12,6 +12,7 @@
 - ``DISCOVERY_CLIENT``: an object with ``request(service, method, path, **kw)``;
   default a ``discovery_client.ServiceClient`` on ``CONSUL_HTTP_ADDR``.
 - ``REGISTRY_ENABLED``: False serves ``/health`` without registering in Consul.
+- ``MAX_ORDER_ITEMS`` / ``MAX_LIST_LIMIT``: live from Consul KV (``live_config``).
 
 ``/health`` checks only this service's own database: a user-service outage makes
 order calls fail with 503, not order-service instances leave the pool (inventory-service
@@ -30,6 +31,7 @@ from services.common.app import build_app
 from services.common.db import Database, init_db
 from services.common.health import init_health
 from services.order_service import store
+from services.order_service.live_config import init_live_config
 from services.order_service.views import bp
 
 __all__ = ["create_app"]
@@ -46,6 +48,8 @@ DEFAULTS: dict[str, Any] = {
     "INVENTORY_SERVICE_TIMEOUT": 5.0,
     "CONSUL_HTTP_ADDR": "",
     "MAX_LIST_LIMIT": 500,
+    "MAX_ORDER_ITEMS": 50,
+    "CONFIG_ENABLED": None,
 }
 ENV = {
     "ORDER_DB_PATH": "ORDER_DB_PATH",
@@ -74,4 +78,5 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     init_db(app, database)
     app.register_blueprint(bp)
     init_health(app, {"database": database.check})
+    init_live_config(app, SERVICE_NAME)
     return app

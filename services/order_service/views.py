@@ -86,7 +86,7 @@ def _fingerprint(body: dict[str, object]) -> str:
         409: "Not enough stock of an item (inventory-service)",
         413: "Body too large",
         415: "Not JSON",
-        422: "Invalid field, or Idempotency-Key reused with another body",
+        422: "Invalid field, too many items, or Idempotency-Key reused with another body",
         502: "user-service or inventory-service failed",
         503: "No healthy user-service or inventory-service instance",
     },
@@ -97,6 +97,11 @@ def create_order() -> tuple[Response, int, dict[str, str]]:
     bearer_token()  # a missing/garbled header is 401 before any body checks
     key = _idempotency_key()
     body = read_body(NEW_ORDER)
+    most = current_app.config["MAX_ORDER_ITEMS"]  # live from Consul KV
+    if len(body["items"]) > most:
+        raise ApiError(
+            422, "too_many_items", f"an order may hold at most {most} items", field="items"
+        )
     user = current_user()
     if key is None or store.order_by_key(get_db(), user.user_id, key) is None:
         inventory.reserve(user.user_id, key, body["items"])  # idempotent per order key
