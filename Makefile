@@ -7,6 +7,7 @@ CONSUL_ENSURE := consul/ensure-consul
 PYTEST_ARGS ?=
 USERS ?= 3
 ORDERS ?= 3
+INVENTORIES ?= 2
 SERVICE ?=
 
 .DEFAULT_GOAL := help
@@ -35,8 +36,8 @@ consul: ## Find or build the pinned Consul; prints the binary's path last
 test: setup ## Run the whole test suite against a real Consul agent
 	CONSUL_BIN="$$($(CONSUL_ENSURE) | tail -n 1)" $(PY) -m pytest $(PYTEST_ARGS)
 
-run-cluster: setup ## Start Consul (UI on :8500) + gateway + USERS/ORDERS instances in the background
-	USERS=$(USERS) ORDERS=$(ORDERS) $(PY) -m services.cluster up
+run-cluster: setup ## Start Consul (UI on :8500) + gateway + USERS/ORDERS/INVENTORIES instances in the background
+	USERS=$(USERS) ORDERS=$(ORDERS) INVENTORIES=$(INVENTORIES) $(PY) -m services.cluster up
 
 status: venv ## Supervisor state and Consul health of every cluster instance
 	@$(PY) -m services.cluster status

@@ -1,8 +1,13 @@
 """One service's blocking-query loop: index rules, rate limit, backoff, stale-on-error.
 
-``ServiceWatch`` knows nothing of py-consul: it calls an injected ``fetch(index, wait)``
-that returns ``(consul_index, registered_instances)`` and an injected ``build`` that turns
-them into a Resolution. That keeps the loop's rules testable with a fake clock:
+The rules live in ``WatchState``, a sans-IO state machine: ``begin()`` says which index
+to ask for, ``on_success(returned_index, instances)`` / ``on_error(exc)`` take the
+outcome and say how long to wait before the next request (None: stop). It calls an
+injected ``build`` that turns instances into a Resolution and ``on_change`` with every
+new one. Two loops drive it: ``ServiceWatch.run`` on a thread around a blocking
+``fetch(index, wait)`` (``ConsulSource``), and an asyncio task around an awaitable one
+(``discovery_client.aio``). That keeps the rules written once and testable with a
+fake clock:
 
 - Consul's index rules: a missing or < 1 index is treated as 1; an index that goes
   backwards resets ours to 0 (the next query is a plain read, then blocking resumes).
@@ -69,18 +74,17 @@ def backoff_delay(failures: int, rng: random.Random, base: float, cap: float) ->
     return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
-class ServiceWatch:
-    """The cached Resolution of one service and the loop that keeps it fresh.
+class WatchState:
+    """The cached Resolution of one service and the rules that keep it fresh (no I/O).
 
-    ``poll_once`` does one request and returns how long to sleep before the next one
-    (None: stop). ``run`` loops it on the watch's own thread; other threads only read
-    ``resolution`` / ``first_error`` and wait on ``wait_first``.
+    One driver (a thread or an asyncio task) calls ``begin``, does the request, then
+    ``on_success`` or ``on_error``; other threads only read ``resolution`` /
+    ``first_error`` and wait on ``wait_first``.
     """
 
     def __init__(
         self,
         service: str,
-        fetch: Fetch,
         build: Build,
         on_change: OnChange,
         *,
@@ -89,19 +93,24 @@ class ServiceWatch:
         rng: random.Random,
     ) -> None:
         self.service = service
-        self._fetch = fetch
         self._build = build
         self._on_change = on_change
         self._timing = timing
         self._clock = clock
         self._rng = rng
-        self._index = 0  # watch thread only
-        self._failures = 0  # watch thread only: consecutive failed requests
-        self._resolution: Resolution | None = None  # written by the watch thread only
-        self._first_error: BaseException | None = None  # written by the watch thread only
-        self._first_done = threading.Event()  # set by the watch thread after the 1st outcome
-        self.requests = 0  # watch thread only (read by tests/metrics): requests started
-        self.errors = 0  # watch thread only (read by metrics): requests that failed
+        self._index = 0  # driver only
+        self._failures = 0  # driver only: consecutive failed requests
+        self._started = 0.0  # driver only: when the request in progress began
+        self._resolution: Resolution | None = None  # written by the driver only
+        self._first_error: BaseException | None = None  # written by the driver only
+        self._first_done = threading.Event()  # set by the driver after the 1st outcome
+        self.requests = 0  # driver only (read by tests/metrics): requests started
+        self.errors = 0  # driver only (read by metrics): requests that failed
+
+    @property
+    def timing(self) -> WatchTiming:
+        """How this watch paces itself."""
+        return self._timing
 
     @property
     def resolution(self) -> Resolution | None:
@@ -114,6 +123,11 @@ class ServiceWatch:
         return self._first_error
 
     @property
+    def first_done(self) -> bool:
+        """True once the first fetch succeeded or failed."""
+        return self._first_done.is_set()
+
+    @property
     def index(self) -> int:
         """The index the next blocking query will send (0: a plain read)."""
         return self._index
@@ -122,14 +136,15 @@ class ServiceWatch:
         """Block until the first fetch succeeded or failed; False on timeout."""
         return self._first_done.wait(timeout)
 
-    def poll_once(self) -> float | None:
-        """Do one request; return seconds to sleep before the next, or None to stop."""
-        started = self._clock()
+    def begin(self) -> int:
+        """A request starts now: the index it must send."""
+        self._started = self._clock()
         self.requests += 1
-        try:
-            returned, registered = self._fetch(self._index, self._timing.wait)
-        except Exception as exc:  # any failure: the loop must survive it
-            return self._on_error(exc)
+        return self._index
+
+    def on_success(self, returned: int | None, registered: Sequence[Instance]) -> float:
+        """The request answered: update the cache; seconds to wait before the next one."""
+        started = self._started
         self._failures = 0
         previous_index = self._index
         self._index = next_index(previous_index, returned)
@@ -155,7 +170,8 @@ class ServiceWatch:
         gap = self._timing.min_change_interval if quick else self._timing.min_interval
         return max(0.0, started + gap - self._clock())
 
-    def _on_error(self, exc: BaseException) -> float | None:
+    def on_error(self, exc: BaseException) -> float | None:
+        """The request failed: serve stale (or stop before any success); the backoff."""
         self._failures += 1
         self.errors += 1
         old = self._resolution
@@ -197,6 +213,37 @@ class ServiceWatch:
             self._on_change(new)
         except Exception:
             log.exception("listener of %s failed", self.service)
+
+
+class ServiceWatch(WatchState):
+    """A WatchState driven by a thread around a blocking ``fetch(index, wait)``.
+
+    ``poll_once`` does one request and returns how long to sleep before the next one
+    (None: stop). ``run`` loops it on the watch's own thread.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        fetch: Fetch,
+        build: Build,
+        on_change: OnChange,
+        *,
+        timing: WatchTiming,
+        clock: Callable[[], float],
+        rng: random.Random,
+    ) -> None:
+        super().__init__(service, build, on_change, timing=timing, clock=clock, rng=rng)
+        self._fetch = fetch
+
+    def poll_once(self) -> float | None:
+        """Do one request; return seconds to sleep before the next, or None to stop."""
+        index = self.begin()
+        try:
+            returned, registered = self._fetch(index, self._timing.wait)
+        except Exception as exc:  # any failure: the loop must survive it
+            return self.on_error(exc)
+        return self.on_success(returned, registered)
 
     def run(self, stop: threading.Event, sleep: Callable[[float], object] | None = None) -> None:
         """Loop ``poll_once`` until ``stop`` is set or the watch ends itself."""

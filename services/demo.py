@@ -1,4 +1,5 @@
-"""The seed's flow through the gateway: register, log in, create an order, fetch it.
+"""The seed's flow through the gateway: register, log in, create an order (order-service
+reserves its items with inventory-service), fetch it, see the stock it took.
 
     python -m services.demo [--gateway http://127.0.0.1:8080] [--no-live-config]
 
@@ -29,13 +30,13 @@ DEFAULT_GATEWAY = os.environ.get("GATEWAY_URL", "http://127.0.0.1:8080")
 
 
 def run_demo(client: PlatformClient, out: TextIO | None = None) -> dict[str, Any]:
-    """Run the four steps with ``client``, printing each (to stdout); returns the order."""
+    """Run the five steps with ``client``, printing each (to stdout); returns the order."""
     out = out or sys.stdout
     username = f"demo-{uuid.uuid4().hex[:8]}"
     password = uuid.uuid4().hex
 
     def step(number: int, title: str, action: Callable[[], Any]) -> Any:
-        print(f"[{number}/4] {title}", file=out, flush=True)
+        print(f"[{number}/5] {title}", file=out, flush=True)
         result = action()
         shown = {"token": f"{result[:16]}..."} if isinstance(result, str) else result
         print("      -> " + json.dumps(shown, sort_keys=True), file=out, flush=True)
@@ -44,6 +45,7 @@ def run_demo(client: PlatformClient, out: TextIO | None = None) -> dict[str, Any
     step(1, f"register user {username!r}", lambda: client.register(username, password))
     step(2, f"log in as {username!r}", lambda: client.login(username, password))
     key = uuid.uuid4().hex
+    before = client.stock("book")
     order = step(
         3,
         f"create an order (Idempotency-Key {key})",
@@ -52,6 +54,9 @@ def run_demo(client: PlatformClient, out: TextIO | None = None) -> dict[str, Any
     fetched = step(4, f"fetch order {order['id']}", lambda: client.get_order(order["id"]))
     if fetched["id"] != order["id"] or fetched["items"] != order["items"]:
         raise ClientError(f"fetched order {fetched} differs from created {order}")
+    after = step(5, "stock of 'book' in inventory-service", lambda: client.stock("book"))
+    if after > before - 2:  # other clients may reserve too, never give back
+        raise ClientError(f"the order reserved no stock: {before} before, {after} after")
     print("demo OK", file=out, flush=True)
     return fetched
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from services.cluster import prometheus
-from services.cluster.plan import APPS, REPO_ROOT, ClusterPlan, InstancePlan
+from services.cluster.plan import APPS, ASGI_SERVICES, REPO_ROOT, ClusterPlan, InstancePlan
 from services.common.metrics import METRICS_PATH
 
 CONSUL_DEV_CONFIG = REPO_ROOT / "consul" / "config" / "dev.hcl"
@@ -59,12 +59,20 @@ def instance_env(plan: ClusterPlan, inst: InstancePlan) -> dict[str, str]:
         "PROMETHEUS_MULTIPROC_DIR": str(plan.metrics_dir / inst.program),
         "USER_DB_PATH": str(plan.data_dir / "users.sqlite3"),
         "ORDER_DB_PATH": str(plan.data_dir / "orders.sqlite3"),
+        "INVENTORY_DB_PATH": str(plan.data_dir / "inventory.sqlite3"),
         "USER_SERVICE_SECRET": plan.secret,
     }
 
 
 def instance_command(plan: ClusterPlan, inst: InstancePlan) -> list[str]:
-    """gunicorn serving the instance's app, with the registry's master hooks."""
+    """gunicorn serving the instance's app, with the registry's master hooks; an ASGI
+    service runs under uvicorn, whose SIGTERM registry.asgi turns into a drain."""
+    if inst.service in ASGI_SERVICES:
+        return [
+            sys.executable, "-m", "uvicorn", "--factory", APPS[inst.service],
+            "--host", "127.0.0.1", "--port", str(inst.port),
+            "--timeout-graceful-shutdown", "20", "--no-server-header",
+        ]  # fmt: skip
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     return [
         gunicorn,
@@ -195,9 +203,9 @@ priority=100
 startsecs=2
 stopsignal=TERM
 stopwaitsecs={stop_wait}
-; SIGTERM goes to the gunicorn master only: it drains (maintenance, propagation
-; delay, in-flight requests) before it stops its workers. SIGKILL, if it comes to
-; that, takes the whole group.
+; SIGTERM goes to the gunicorn master (or uvicorn) only: it drains (maintenance,
+; propagation delay, in-flight requests) before it stops its workers. SIGKILL, if it
+; comes to that, takes the whole group.
 stopasgroup=false
 killasgroup=true
 autorestart={"true" if plan.autorestart else "false"}

@@ -6,13 +6,17 @@
 - ``USER_SERVICE_NAME`` (env ``USER_SERVICE_NAME``): whom to ask about tokens.
 - ``USER_SERVICE_TIMEOUT`` (env ``USER_SERVICE_TIMEOUT``): read timeout of a token
   check, seconds; ``CONNECT_TIMEOUT`` (env ``SERVICES_CONNECT_TIMEOUT``, 1 s) connect.
+- ``INVENTORY_SERVICE_NAME`` (env): where an order's items are reserved before the
+  order is stored (idempotently per order key, ``services.order_service.inventory``);
+  empty reserves nothing. ``INVENTORY_SERVICE_TIMEOUT`` (env): its read timeout.
 - ``DISCOVERY_CLIENT``: an object with ``request(service, method, path, **kw)``;
   default a ``discovery_client.ServiceClient`` on ``CONSUL_HTTP_ADDR``.
 - ``REGISTRY_ENABLED``: False serves ``/health`` without registering in Consul.
 - ``MAX_ORDER_ITEMS`` / ``MAX_LIST_LIMIT``: live from Consul KV (``live_config``).
 
 ``/health`` checks only this service's own database: a user-service outage makes
-order calls fail with 503, not order-service instances leave the pool.
+order calls fail with 503, not order-service instances leave the pool (inventory-service
+likewise).
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ DEFAULTS: dict[str, Any] = {
     "ORDER_DB_PATH": "",
     "USER_SERVICE_NAME": "user-service",
     "USER_SERVICE_TIMEOUT": 5.0,
+    "INVENTORY_SERVICE_NAME": "inventory-service",
+    "INVENTORY_SERVICE_TIMEOUT": 5.0,
     "CONSUL_HTTP_ADDR": "",
     "MAX_LIST_LIMIT": 500,
     "MAX_ORDER_ITEMS": 50,
@@ -49,6 +55,8 @@ ENV = {
     "ORDER_DB_PATH": "ORDER_DB_PATH",
     "USER_SERVICE_NAME": "USER_SERVICE_NAME",
     "USER_SERVICE_TIMEOUT": "USER_SERVICE_TIMEOUT",
+    "INVENTORY_SERVICE_NAME": "INVENTORY_SERVICE_NAME",
+    "INVENTORY_SERVICE_TIMEOUT": "INVENTORY_SERVICE_TIMEOUT",
     "CONNECT_TIMEOUT": "SERVICES_CONNECT_TIMEOUT",
     "CONSUL_HTTP_ADDR": "CONSUL_HTTP_ADDR",
 }

@@ -91,7 +91,13 @@ def test_demo_runs_the_seed_flow(gateway_url: str) -> None:
     out = io.StringIO()
     order = run_demo(PlatformClient.via_gateway(gateway_url), out=out)
     text = out.getvalue()
-    for step in ("[1/4] register", "[2/4] log in", "[3/4] create an order", "[4/4] fetch order"):
+    for step in (
+        "[1/5] register",
+        "[2/5] log in",
+        "[3/5] create an order",
+        "[4/5] fetch order",
+        "[5/5] stock of 'book' in inventory-service",
+    ):
         assert step in text
     assert text.rstrip().endswith("demo OK")
     assert order["items"] == [{"sku": "book", "quantity": 2}, {"sku": "pen", "quantity": 1}]

@@ -38,6 +38,7 @@ def free_plan(run_dir: Path, users: int = 2, orders: int = 2, **overrides: objec
             **{  # type: ignore[arg-type]
                 "prometheus_port": free_ports(1)[0],
                 "scrape_interval": "1s",
+                "inventory_base_port": base + 70,
                 "check_interval": "1s",
                 "drain_seconds": 1.0,
                 **overrides,
@@ -88,7 +89,8 @@ def stop_cluster(plan: ClusterPlan) -> None:
 
 @pytest.fixture
 def small_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterPlan]:
-    """Consul + 1 gateway + 2 user-service + 2 order-service instances, all passing."""
+    """Consul + 1 gateway + 2 user-service + 2 order-service + 2 inventory-service
+    instances, all passing."""
     plan = free_plan(tmp_path_factory.mktemp("cluster"), autorestart=False)
     try:
         control.up(plan, timeout=90)

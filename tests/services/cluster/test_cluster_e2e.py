@@ -69,7 +69,7 @@ def test_status_and_cli_report_a_running_cluster(small_cluster: ClusterPlan) -> 
     assert "already running" in result.stderr
     rows = control.table(small_cluster)
     assert {r.health for r in rows} == {"passing"}
-    assert len(rows) == 5
+    assert len(rows) == 7
 
 
 def test_a_taken_port_gives_a_clear_error(tmp_path_factory: pytest.TempPathFactory) -> None:
