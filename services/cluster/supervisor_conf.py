@@ -40,7 +40,7 @@ def consul_command(plan: ClusterPlan, consul_bin: str) -> list[str]:
 
 def instance_env(plan: ClusterPlan, inst: InstancePlan) -> dict[str, str]:
     """Environment of one instance: the registry's SERVICE_* settings and app settings."""
-    return {
+    env = {
         "PYTHONPATH": str(REPO_ROOT),
         "PYTHONUNBUFFERED": "1",
         "CONSUL_HTTP_ADDR": plan.consul_address,
@@ -62,6 +62,10 @@ def instance_env(plan: ClusterPlan, inst: InstancePlan) -> dict[str, str]:
         "INVENTORY_DB_PATH": str(plan.data_dir / "inventory.sqlite3"),
         "USER_SERVICE_SECRET": plan.secret,
     }
+    if inst.service in ASGI_SERVICES:
+        # One uvicorn process: its metrics live in its own registry, no files to merge.
+        del env["PROMETHEUS_MULTIPROC_DIR"]
+    return env
 
 
 def instance_command(plan: ClusterPlan, inst: InstancePlan) -> list[str]:
@@ -72,6 +76,7 @@ def instance_command(plan: ClusterPlan, inst: InstancePlan) -> list[str]:
             sys.executable, "-m", "uvicorn", "--factory", APPS[inst.service],
             "--host", "127.0.0.1", "--port", str(inst.port),
             "--timeout-graceful-shutdown", "20", "--no-server-header",
+            "--timeout-keep-alive", "75",  # callers close idle connections first
         ]  # fmt: skip
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     return [

@@ -32,6 +32,7 @@ from fastapi import FastAPI
 from registry.asgi import ConsulRegistry
 from registry.health import HealthChecks
 from services.common.app import env_flag
+from services.common.asgi import ObservedApp
 from services.common.db import Database
 from services.inventory_service import store
 from services.inventory_service.views import install
@@ -82,6 +83,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.database = database
+    app.add_middleware(ObservedApp, service=SERVICE_NAME)  # metrics, trace, access log
     install(app)
     if settings["REGISTRY_ENABLED"]:
         registry = ConsulRegistry()

@@ -121,3 +121,32 @@ def test_an_order_beyond_stock_is_refused_and_not_stored(
     assert refused.status_code == 409
     assert refused.json["error"]["code"] == "insufficient_stock"
     assert client.get("/orders", headers=auth(token)).json["orders"] == []
+
+
+def test_asgi_service_is_observed_like_the_flask_ones(inventory_app: Any, caplog) -> None:
+    """Route-template RED series, /metrics, request id echoed, caller's trace continued."""
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with caplog.at_level("INFO", logger="services.access"):
+        answer = call(
+            inventory_app,
+            "GET",
+            "/stock/lamp",
+            headers={"X-Request-Id": "rid-inventory-1", "traceparent": parent},
+        )
+    assert answer.status_code == 200
+    assert answer.headers["X-Request-Id"] == "rid-inventory-1"
+    line = next(r.getMessage() for r in caplog.records if "rid-inventory-1" in r.getMessage())
+    assert '"GET /stock/lamp" 200' in line
+    assert "trace=0af7651916cd43dd8448eb211c80319c" in line
+    metrics = call(inventory_app, "GET", "/metrics")
+    assert metrics.status_code == 200
+    assert metrics.headers["content-type"].startswith("text/plain")
+    series = [
+        line
+        for line in metrics.text.splitlines()
+        if line.startswith("http_server_requests_total{") and 'route="/stock/{sku}"' in line
+    ]
+    assert series and all("/stock/lamp" not in s for s in series)  # template, not the path
+    unmatched = call(inventory_app, "GET", "/no/such/path")
+    assert unmatched.status_code == 404
+    assert 'route="unmatched"' in call(inventory_app, "GET", "/metrics").text
