@@ -44,6 +44,7 @@ from typing import Any
 from registry.config import Registration
 from registry.flask import under_gunicorn
 from registry.health import CheckFn, HealthChecks, HealthReport
+from registry.metrics import RegistrarMetrics
 from registry.registrar import Registrar
 
 log = logging.getLogger("registry")
@@ -75,6 +76,7 @@ class ConsulRegistry:
         self._overrides = overrides  # Registration.from_env overrides, e.g. name=...
         self._lock = threading.Lock()
         self._registrar: Registrar | None = None  # guarded by _lock; one per registry
+        self._metrics: RegistrarMetrics | None = None  # guarded by _lock; the registrar's gauges
         self._drain: _SigtermDrain | None = None  # set/cleared on the event loop only
         self._bind_task: asyncio.Task[None] | None = None  # event loop only
 
@@ -164,6 +166,7 @@ class ConsulRegistry:
             if self._registrar is None:
                 registration = Registration.from_env(self._environ, bind=bind, **self._overrides)
                 self._registrar = Registrar(registration, health=self.health).start()
+                self._metrics = RegistrarMetrics(self._registrar).start()
                 atexit.register(self.stop_registrar)  # a forced exit skips the lifespan
             return self._registrar
 
@@ -171,8 +174,12 @@ class ConsulRegistry:
         """Deregister and forget the registrar (no-op without one)."""
         with self._lock:
             registrar, self._registrar = self._registrar, None
+            metrics, self._metrics = self._metrics, None
         if registrar is not None:
             registrar.stop()
+        if metrics is not None:
+            metrics.publish()  # the final state (deregistered) for a last scrape
+            metrics.stop()
 
     # -- internals ----------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from flask import Flask, Response, jsonify
 
 from registry.config import Registration
 from registry.health import CheckFn, HealthChecks, HealthReport
+from registry.metrics import RegistrarMetrics
 from registry.registrar import Registrar
 
 log = logging.getLogger("registry")
@@ -39,6 +40,7 @@ MANAGED_BY_ENV = "REGISTRY_MANAGED_BY"
 
 _process_lock = threading.Lock()
 _process_registrar: Registrar | None = None  # guarded by _process_lock; one per process
+_process_metrics: RegistrarMetrics | None = None  # guarded by _process_lock; its gauges
 
 
 def under_gunicorn(environ: Mapping[str, str] = os.environ) -> bool:
@@ -101,21 +103,26 @@ class ConsulRegistry:
 
     def start_registrar(self, bind: tuple[str, int] | None = None) -> Registrar:
         """Build the Registration from env and start this process's single registrar."""
-        global _process_registrar
+        global _process_registrar, _process_metrics
         with _process_lock:
             if _process_registrar is not None:
                 return _process_registrar
             registration = Registration.from_env(self._environ, bind=bind, **self._overrides)
             _process_registrar = Registrar(registration, health=self.health).start()
+            _process_metrics = RegistrarMetrics(_process_registrar).start()
             return _process_registrar
 
     def stop_registrar(self) -> None:
         """Deregister and forget this process's registrar (no-op without one)."""
-        global _process_registrar
+        global _process_registrar, _process_metrics
         with _process_lock:
             registrar, _process_registrar = _process_registrar, None
+            metrics, _process_metrics = _process_metrics, None
         if registrar is not None:
             registrar.stop()
+        if metrics is not None:
+            metrics.publish()
+            metrics.stop()
 
 
 def _is_serving_process(app: Flask, env: Mapping[str, str]) -> bool:
