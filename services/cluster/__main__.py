@@ -1,11 +1,14 @@
-"""`python -m services.cluster up|status|logs|down|rolling-restart SERVICE`."""
+"""`python -m services.cluster up|status|logs|down|rolling-restart SERVICE|ui-token|gateway-url`.
+
+PROFILE=secure (environment) selects the secure profile; see services.cluster.plan.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from services.cluster import control
+from services.cluster import control, secure
 from services.cluster.plan import ClusterConfigError, ClusterPlan
 
 
@@ -14,6 +17,9 @@ def _print_summary(plan: ClusterPlan, rows: list[control.InstanceStatus]) -> Non
     print()
     print(f"Gateway:   {plan.gateway_url}")
     print(f"Consul UI: {plan.consul_ui_url}")
+    if plan.secure:
+        print(f"CA:        {plan.ca_file}   (add it to your browser, or accept the warning)")
+        print("UI token:  make ui-token PROFILE=secure   (paste it into the UI's Log in)")
     print(f"Logs:      {plan.log_dir}   (make logs)")
 
 
@@ -39,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="drain and stop every instance, then Consul")
     rolling = sub.add_parser("rolling-restart", help="restart one service's instances in turn")
     rolling.add_argument("service")
+    sub.add_parser("ui-token", help="print the operator's read-only token (secure profile)")
+    sub.add_parser("gateway-url", help="print the gateway's URL")
     args = parser.parse_args(argv)
 
     try:
@@ -61,6 +69,18 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             control.down(plan)
             print("cluster stopped: instances drained and deregistered, Consul stopped")
+        elif args.command == "gateway-url":
+            print(plan.gateway_url)
+        elif args.command == "ui-token":
+            if not plan.secure:
+                print("the dev profile has no ACLs: no token needed", file=sys.stderr)
+                return 1
+            path = plan.token_file(secure.OPERATOR)
+            if control.supervisord_pid(plan) is None or not path.is_file():
+                print("the secure cluster is not running (make run-cluster PROFILE=secure)")
+                return 3
+            print(f"operator token (read-only) from {path}:", file=sys.stderr)
+            print(path.read_text().strip())
         elif args.command == "rolling-restart":
             control.rolling_restart(plan, args.service)
             print(control.format_table(control.table(plan)))

@@ -6,7 +6,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from services.cluster.plan import APPS, REPO_ROOT, ClusterPlan, InstancePlan
+from services.cluster import secure
+from services.cluster.plan import APPS, REPO_ROOT, AgentPlan, ClusterPlan, InstancePlan
 
 CONSUL_DEV_CONFIG = REPO_ROOT / "consul" / "config" / "dev.hcl"
 
@@ -36,15 +37,31 @@ def consul_command(plan: ClusterPlan, consul_bin: str) -> list[str]:
     ]
 
 
+def agent_command(plan: ClusterPlan, agent: AgentPlan, consul_bin: str) -> list[str]:
+    """One agent's command line: the dev agent, or a secure server or client agent."""
+    if not plan.secure:
+        return consul_command(plan, consul_bin)
+    files = secure.agent_config_files(plan, agent)
+    return [consul_bin, "agent", *(f"-config-file={path}" for path in files)]
+
+
 def instance_env(plan: ClusterPlan, inst: InstancePlan) -> dict[str, str]:
-    """Environment of one instance: the registry's SERVICE_* settings and app settings."""
+    """Environment of one instance: the registry's SERVICE_* settings and app settings.
+
+    Secure profile: the instance's own host's client agent over HTTPS, the CA, the
+    client certificate and its service's token file (Consul's own variables).
+    """
+    if plan.secure:
+        consul_env = secure.instance_env(plan, inst.service, inst.host)
+    else:
+        consul_env = {"CONSUL_HTTP_ADDR": plan.consul_address}
     return {
         "PYTHONPATH": str(REPO_ROOT),
         "PYTHONUNBUFFERED": "1",
-        "CONSUL_HTTP_ADDR": plan.consul_address,
+        **consul_env,
         "SERVICE_NAME": inst.service,
         "SERVICE_ID": inst.instance_id,
-        "SERVICE_ADDRESS": "127.0.0.1",
+        "SERVICE_ADDRESS": inst.host,
         "SERVICE_PORT": str(inst.port),
         "SERVICE_VERSION": "1.0.0",
         "SERVICE_CHECK": "http",
@@ -66,7 +83,7 @@ def instance_command(plan: ClusterPlan, inst: InstancePlan) -> list[str]:
         "-c",
         "python:registry.gunicorn_conf",
         "--bind",
-        f"127.0.0.1:{inst.port}",
+        inst.address,
         "--workers",
         str(plan.workers),
         "--threads",
@@ -105,18 +122,23 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 
 [supervisorctl]
 serverurl=unix://{plan.supervisor_socket}
-
-[program:consul]
-command={shlex.join(consul_command(plan, consul_bin))}
-priority=10
-startsecs=2
+"""
+    ]
+    for agent in plan.agents():
+        sections.append(
+            f"""[program:{agent.program}]
+command={shlex.join(agent_command(plan, agent, consul_bin))}
+priority={10 if agent.server else 20}
+startsecs={2 if not plan.secure else 1}
 stopsignal=TERM
 stopwaitsecs=15
 autorestart=true
 redirect_stderr=true
-stdout_logfile={logs / "consul.log"}
+stdout_logfile={logs / (agent.program + ".log")}
 """
-    ]
+        )
+    # Secure profile: instances start once their tokens exist (control.up starts them).
+    autostart = "false" if plan.secure else "true"
     for inst in plan.instances():
         sections.append(
             f"""[program:{inst.program}]
@@ -132,6 +154,7 @@ stopwaitsecs={stop_wait}
 ; that, takes the whole group.
 stopasgroup=false
 killasgroup=true
+autostart={autostart}
 autorestart={"true" if plan.autorestart else "false"}
 redirect_stderr=true
 stdout_logfile={logs / (inst.program + ".log")}
