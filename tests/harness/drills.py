@@ -83,7 +83,7 @@ class GatewayLoad:
         for token in self.tokens:
             listing = self.session.get(
                 f"{self.plan.gateway_url}/api/orders",
-                params={"limit": 1000},
+                params={"limit": 500},
                 headers={"Authorization": f"Bearer {token}"},
                 timeout=10,
             )
