@@ -27,6 +27,7 @@ BENCHMARKS = (
     "slow_instance",
     "propagation",
     "scale",
+    "secure_drills",
 )
 RESULTS = Path(__file__).with_name("results")
 
