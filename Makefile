@@ -11,9 +11,12 @@ SERVICE ?=
 PROFILE ?= dev
 PORT_OFFSET ?=
 CLUSTER_ENV = PROFILE=$(PROFILE) PORT_OFFSET=$(PORT_OFFSET)
+# Debian packages the tests and the cluster use: headless Chromium + driver (Consul UI
+# checks), HAProxy (benchmarks), Prometheus (the cluster's metrics).
+DEBIAN_PACKAGES ?= chromium chromium-driver haproxy prometheus
 
 .DEFAULT_GOAL := help
-.PHONY: help setup venv consul test lint clean run-cluster status logs stop-cluster demo rolling-restart ui-token
+.PHONY: help setup venv consul system-deps test lint clean run-cluster status logs stop-cluster demo rolling-restart ui-token
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -27,7 +30,23 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed ## Create .venv with the project and its dev dependencies
 
-setup: venv consul ## Everything a newcomer needs: venv, dependencies, Consul
+setup: venv consul system-deps ## Everything a newcomer needs: venv, dependencies, Consul, Debian packages
+
+system-deps: ## Install the missing Debian packages (apt-get; root or sudo)
+	@missing=""; \
+	for pkg in $(DEBIAN_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$pkg"; \
+	done; \
+	[ -z "$$missing" ] && exit 0; \
+	command -v apt-get >/dev/null || { echo "need the Debian packages:$$missing; install them (no apt-get here)" >&2; exit 1; }; \
+	sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo"; \
+	echo "installing Debian packages:$$missing"; \
+	policy=/usr/sbin/policy-rc.d; made_policy=""; \
+	if [ ! -e $$policy ]; then printf '#!/bin/sh\nexit 101\n' | $$sudo tee $$policy >/dev/null && $$sudo chmod +x $$policy && made_policy=1; fi; \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update -qq && \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends $$missing >/dev/null; \
+	status=$$?; [ -n "$$made_policy" ] && $$sudo rm -f $$policy; \
+	[ $$status = 0 ] || { echo "apt-get install$$missing failed" >&2; exit 1; }
 
 consul: ## Find or build the pinned Consul; prints the binary's path last
 	@$(CONSUL_ENSURE)
