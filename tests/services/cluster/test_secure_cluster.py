@@ -19,6 +19,7 @@ import requests
 
 from consul_connection import ConsulConnection, acl_denial, filtered_by_acls
 from discovery_client import ConsulPermissionError, ConsulSource, ServiceClient
+from registry import Registrar, Registration
 from services.cluster import control, secure
 from services.cluster.plan import ClusterPlan
 from services.cluster.supervisor_conf import instance_env
@@ -125,6 +126,26 @@ def test_a_service_token_registers_only_its_own_service(cluster: ClusterPlan) ->
         assert gone.status_code == 200
 
 
+def test_the_registrar_with_another_services_token_never_registers(cluster: ClusterPlan) -> None:
+    inst = cluster.instances_of("user-service")[0]
+    env = {
+        **instance_env(cluster, inst),
+        "SERVICE_NAME": "order-service",
+        "SERVICE_ID": "order-service-impostor",
+        "SERVICE_PORT": "9",
+    }
+    registrar = Registrar(Registration.from_env(env)).start()  # user-service's token
+    try:
+        assert not registrar.wait_registered(timeout=3)
+    finally:
+        registrar.stop(timeout=5)
+    rows = control.table(cluster)
+    assert "order-service-impostor" not in {r.instance for r in rows}
+    with ConsulSource(connection=control.tooling_connection(cluster)) as source:
+        ids = {i.id for i in source.list_instances("order-service")}
+    assert "order-service-impostor" not in ids
+
+
 def test_services_reach_consul_through_its_own_environment_variables(
     cluster: ClusterPlan,
 ) -> None:
@@ -209,6 +230,18 @@ def test_drill_restart_a_client_agent(cluster: ClusterPlan, load: drills.Gateway
     # Host 2's agent: the gateway (on host 1) calls instances on host 2 throughout.
     result = drills.run_drill(
         load, "restart client agent", lambda: drills.restart_client_agent(cluster, 1), RATE,
+        SECONDS,
+    )  # fmt: skip
+    _assert_clean(result, cluster)
+
+
+def test_drill_restart_the_gateways_own_client_agent(
+    cluster: ClusterPlan, load: drills.GatewayLoad
+) -> None:
+    # Host 1's agent serves the gateway's discovery reads: they fail while it restarts,
+    # and the gateway keeps calling the instances it last knew.
+    result = drills.run_drill(
+        load, "restart gateway's agent", lambda: drills.restart_client_agent(cluster, 0), RATE,
         SECONDS,
     )  # fmt: skip
     _assert_clean(result, cluster)
