@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -168,17 +168,30 @@ class ClusterPlan:
         return self.run_dir / "plan.json"
 
     def save(self) -> None:
-        """Record the counts of the cluster being started."""
-        counts = {"users": self.users, "orders": self.orders, "gateways": self.gateways}
-        self.saved_plan.write_text(json.dumps(counts))
+        """Record the counts and ports of the cluster being started."""
+        saved = {
+            "users": self.users,
+            "orders": self.orders,
+            "gateways": self.gateways,
+            "consul": asdict(self.consul),
+            "gateway_port": self.gateway_port,
+            "user_base_port": self.user_base_port,
+            "order_base_port": self.order_base_port,
+        }
+        self.saved_plan.write_text(json.dumps(saved))
 
     def with_saved_counts(self) -> ClusterPlan:
-        """This plan with the counts recorded by the running cluster's `up`, if any."""
+        """This plan with the counts and ports recorded by the running cluster's `up`.
+
+        So `make status`, `demo` and `stop-cluster` find a cluster started with
+        USERS/ORDERS/PORT_OFFSET without being given them again.
+        """
         try:
-            counts = json.loads(self.saved_plan.read_text())
-        except (OSError, ValueError):
+            saved = json.loads(self.saved_plan.read_text())
+            consul = ConsulPorts(**saved.pop("consul", asdict(self.consul)))
+            return replace(self, consul=consul, **{k: int(v) for k, v in saved.items()})
+        except (OSError, ValueError, TypeError):
             return self
-        return replace(self, **{k: int(v) for k, v in counts.items()})
 
     @property
     def consul_address(self) -> str:

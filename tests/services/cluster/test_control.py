@@ -145,3 +145,12 @@ def test_busy_ports_names_the_address(tmp_path: Path) -> None:
         port = blocker.getsockname()[1]
         taken = control.busy_ports({"consul-host-2 https": ("127.0.0.3", port), "free": 0})
     assert taken == [f"127.0.0.3:{port} (consul-host-2 https)"]
+
+
+def test_saved_ports_win_for_later_commands(tmp_path: Path) -> None:
+    started = ClusterPlan.from_env({"CLUSTER_RUN_DIR": str(tmp_path), "PORT_OFFSET": "700"})
+    started.run_dir.mkdir(exist_ok=True)
+    started.save()
+    later = ClusterPlan.from_env({"CLUSTER_RUN_DIR": str(tmp_path)}).with_saved_counts()
+    assert later.gateway_url == "http://127.0.0.1:8780"
+    assert later.consul == started.consul and later.consul.http == 9200
