@@ -141,16 +141,22 @@ def run_drill(
 
 
 def kill_leader(plan: ClusterPlan, timeout: float = 30.0) -> dict[str, float]:
-    """kill -9 the Raft leader; wait for another; then register (and remove) an instance."""
+    """kill -9 the Raft leader, keep it down until another server leads, then restart it.
+
+    supervisord would restart the killed server at once, and a server back within the
+    election timeout may win again; holding it down (as a lost host would be) makes the
+    survivors elect one of themselves. Then a registration must go through.
+    """
     old = secure_cluster.leader(plan)
     if old is None:
         raise RuntimeError("no leader before the drill")
     pid = control.program_pid(plan, old.program)
     if pid is None:
         raise RuntimeError(f"{old.program} is not running")
+    others = [a for a in plan.agents() if a.server and a != old]
     killed = time.monotonic()
     os.kill(pid, signal.SIGKILL)
-    others = [a for a in plan.agents() if a.server and a != old]
+    control.stop_in_parallel(plan, [old.program], timeout)  # no instant restart
     new = None
     while new is None or new == old:
         if time.monotonic() - killed > timeout:
@@ -161,7 +167,9 @@ def kill_leader(plan: ClusterPlan, timeout: float = 30.0) -> dict[str, float]:
         )
     elected = time.monotonic() - killed
     register_probe(plan)
-    return {"new_leader_s": elected, "registration_after_s": time.monotonic() - killed}
+    registered = time.monotonic() - killed
+    control.start_programs(plan, [old.program])
+    return {"new_leader_s": elected, "registration_after_s": registered}
 
 
 def register_probe(plan: ClusterPlan, timeout: float = 20.0) -> None:
