@@ -26,7 +26,7 @@ def test_every_benchmark_runs_at_quick_size(tmp_path: Path) -> None:
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=240,
     )
     assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     out = tmp_path / "quick"
