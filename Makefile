@@ -9,9 +9,12 @@ USERS ?= 3
 ORDERS ?= 3
 INVENTORIES ?= 2
 SERVICE ?=
+PROFILE ?= dev
+PORT_OFFSET ?=
+CLUSTER_ENV = PROFILE=$(PROFILE) PORT_OFFSET=$(PORT_OFFSET)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup debian-packages venv consul test lint clean run-cluster status logs stop-cluster demo rolling-restart
+.PHONY: help setup debian-packages venv consul test lint clean run-cluster status logs stop-cluster demo rolling-restart ui-token
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -36,24 +39,30 @@ consul: ## Find or build the pinned Consul; prints the binary's path last
 test: setup ## Run the whole test suite against a real Consul agent
 	CONSUL_BIN="$$($(CONSUL_ENSURE) | tail -n 1)" $(PY) -m pytest $(PYTEST_ARGS)
 
-run-cluster: setup ## Start Consul (UI on :8500) + gateway + USERS/ORDERS/INVENTORIES instances in the background
-	USERS=$(USERS) ORDERS=$(ORDERS) INVENTORIES=$(INVENTORIES) $(PY) -m services.cluster up
+# Every cluster target takes PROFILE=dev (default: one dev agent, everything open) or
+# PROFILE=secure (3 servers + 2 client agents, ACLs default-deny, TLS, gossip encryption),
+# and PORT_OFFSET=N to move every port by N when the defaults are taken.
+run-cluster: setup ## Start Consul + Prometheus + gateway + USERS/ORDERS/INVENTORIES instances in the background (PROFILE=secure: ACL+TLS)
+	$(CLUSTER_ENV) USERS=$(USERS) ORDERS=$(ORDERS) INVENTORIES=$(INVENTORIES) $(PY) -m services.cluster up
 
 status: venv ## Supervisor state and Consul health of every cluster instance
-	@$(PY) -m services.cluster status
+	@$(CLUSTER_ENV) $(PY) -m services.cluster status
 
 logs: venv ## The last lines of every cluster log
-	@$(PY) -m services.cluster logs
+	@$(CLUSTER_ENV) $(PY) -m services.cluster logs
 
 stop-cluster: venv ## Drain and deregister every instance, then stop Consul
-	$(PY) -m services.cluster down
+	$(CLUSTER_ENV) $(PY) -m services.cluster down
 
-demo: venv ## register, login, create an order, fetch it: through the gateway
-	$(PY) -m services.demo --gateway http://127.0.0.1:8080
+demo: venv ## The seed's flow through the gateway, then a live KV setting (either profile)
+	$(CLUSTER_ENV) $(PY) -m services.cluster demo
 
 rolling-restart: venv ## Restart SERVICE's instances one at a time (make rolling-restart SERVICE=order-service)
 	@test -n "$(SERVICE)" || { echo "usage: make rolling-restart SERVICE=order-service" >&2; exit 2; }
-	$(PY) -m services.cluster rolling-restart $(SERVICE)
+	$(CLUSTER_ENV) $(PY) -m services.cluster rolling-restart $(SERVICE)
+
+ui-token: venv ## Print the secure cluster's read-only operator token (last line), for the Consul UI
+	@$(CLUSTER_ENV) $(PY) -m services.cluster ui-token
 
 lint: venv ## ruff check and format check
 	$(VENV)/bin/ruff check .

@@ -28,6 +28,7 @@ BENCHMARKS = (
     "propagation",
     "scale",
     "config_propagation",
+    "secure_drills",
 )
 RESULTS = Path(__file__).with_name("results")
 

@@ -14,6 +14,7 @@ from discovery_client.consul_source import ConsulSource
 from discovery_client.ejection import EjectionPolicy
 from discovery_client.errors import (
     AllAttemptsFailedError,
+    ConsulPermissionError,
     ConsulQueryError,
     ConsulUnavailableError,
     DiscoveryError,
@@ -32,6 +33,7 @@ __all__ = [
     "RETRYABLE_STATUSES",
     "AllAttemptsFailedError",
     "Balancer",
+    "ConsulPermissionError",
     "ConsulQueryError",
     "ConsulSource",
     "ConsulUnavailableError",

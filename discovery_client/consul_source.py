@@ -24,9 +24,10 @@ from typing import Any
 import consul
 import requests
 
-from consul_connection import ConsulConnection, parse_address
+from consul_connection import ConsulConnection, acl_denial, filtered_by_acls, parse_address
 from discovery_client.config import ServiceConfig
 from discovery_client.errors import (
+    ConsulPermissionError,
     ConsulQueryError,
     ConsulUnavailableError,
     DiscoveryError,
@@ -75,6 +76,8 @@ def _wrap(exc: BaseException, what: str, address: str) -> DiscoveryError:
     """Our error for a py-consul/requests failure (the caller chains ``exc``)."""
     if isinstance(exc, DiscoveryError):
         return exc
+    if isinstance(exc, consul.exceptions.ACLPermissionDenied):
+        return ConsulPermissionError(f"Consul at {address}: {acl_denial(str(exc), f'read {what}')}")
     if isinstance(exc, _REFUSALS):
         return ConsulQueryError(f"Consul at {address} refused {what}: {exc}")
     if isinstance(exc, consul.exceptions.ConsulException) and _BAD_EXPRESSION.search(str(exc)):
@@ -93,6 +96,44 @@ def _short(exc: BaseException) -> str:
         errno = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
         return f"ConnectionError ({errno.group(1).strip() if errno else 'cannot connect'})"
     return f"{type(exc).__name__}: {exc}"
+
+
+class _AclFiltered:
+    """What the last answer on this thread said about ACLs, read from its headers.
+
+    py-consul returns only (index, data); a requests response hook on its session sees
+    the headers. The flags are per thread, read right after the call that set them.
+    Two signs that an empty answer is a permission problem, not an empty registry:
+    Consul's ``X-Consul-Results-Filtered-By-ACLs`` header, and an empty catalog under
+    ``X-Consul-Default-Acl-Policy: deny`` (a live catalog always lists the servers' own
+    ``consul`` service, to any token that may read it).
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._local = threading.local()
+        session = getattr(getattr(client, "http", None), "session", None)
+        if isinstance(session, requests.Session):
+            session.hooks["response"].append(self._record)
+
+    def _record(self, response: requests.Response, *_args: Any, **_kwargs: Any) -> None:
+        self._local.filtered = filtered_by_acls(response.headers)
+        policy = response.headers.get("X-Consul-Default-Acl-Policy", "")
+        self._local.deny = policy.strip().lower() == "deny"
+
+    def check(self, empty: bool, what: str, address: str, *, catalog: bool = False) -> None:
+        """Raise ConsulPermissionError if an empty answer about ``what`` hid entries."""
+        if not empty:
+            return
+        if getattr(self._local, "filtered", False):
+            raise ConsulPermissionError(
+                f"Consul at {address} left {what} out of its answer because of ACLs: the "
+                "token lacks service:read on it or node:read on its nodes"
+            )
+        if catalog and getattr(self._local, "deny", False):
+            raise ConsulPermissionError(
+                f"Consul at {address} showed this token no service at all (ACLs default to "
+                f"deny) when asked for {what}: the token lacks service:read"
+            )
 
 
 class ConsulSource:
@@ -137,6 +178,7 @@ class ConsulSource:
         if client is None:
             client = connection.py_consul(timeout=request_timeout)
         self._client = client
+        self._acl_filtered = _AclFiltered(client)
         self._service_config = service_config or (lambda _name: ServiceConfig())
         self._timing = WatchTiming(
             wait=wait, min_interval=min_interval, backoff_base=backoff_base,
@@ -259,6 +301,7 @@ class ConsulSource:
             dc=config.datacenter,
             filter_expr=config.filter,
         )
+        self._acl_filtered.check(not entries, f"the instances of {service!r}", self.address)
         return (int(returned) if returned not in (None, "") else None), list(entries or [])
 
     def _catalog_names(self, datacenter: str | None) -> list[str]:
@@ -266,6 +309,7 @@ class ConsulSource:
             _, services = self._client.catalog.services(dc=datacenter)
         except Exception as exc:
             raise _wrap(exc, "the service catalog", self.address) from exc
+        self._acl_filtered.check(not services, "the service catalog", self.address, catalog=True)
         return sorted(services or {})
 
     def _raise_if_unknown(self, service: str, config: ServiceConfig) -> None:

@@ -3,6 +3,8 @@
 DiscoveryError
 ├── ConsulUnavailableError   Consul unreachable and nothing cached for the service
 ├── ConsulQueryError         Consul answered but refused the query (bad filter, ACL)
+│   └── ConsulPermissionError  the ACL token may not read it (403, or an answer Consul
+│                              emptied because of ACLs): names the permission and call
 ├── UnknownServiceError      Consul has never heard of the service (lists known names)
 ├── NoHealthyInstanceError   the service exists but no instance can take the call
 └── AllAttemptsFailedError   every attempt failed; ``attempts`` holds each cause
@@ -23,6 +25,14 @@ class ConsulUnavailableError(DiscoveryError):
 
 class ConsulQueryError(DiscoveryError):
     """Consul answered but refused the query (bad filter expression, ACL denied, ...)."""
+
+
+class ConsulPermissionError(ConsulQueryError):
+    """Consul's ACLs kept the answer from this token: a 403, or entries filtered out.
+
+    Never reported as "no instances": an empty answer that Consul marks as filtered by
+    ACLs is a permission problem. The message names the permission and the call.
+    """
 
 
 class UnknownServiceError(DiscoveryError):

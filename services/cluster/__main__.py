@@ -1,11 +1,15 @@
-"""`python -m services.cluster up|status|logs|down|rolling-restart SERVICE`."""
+"""`python -m services.cluster up|status|logs|down|demo|rolling-restart SVC|ui-token|gateway-url`.
+
+PROFILE=secure (environment) selects the secure profile; see services.cluster.plan.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from services.cluster import control
+from services.cluster import control, secure
 from services.cluster.plan import ClusterConfigError, ClusterPlan
 
 
@@ -14,6 +18,9 @@ def _print_summary(plan: ClusterPlan, rows: list[control.InstanceStatus]) -> Non
     print()
     print(f"Gateway:   {plan.gateway_url}")
     print(f"Consul UI: {plan.consul_ui_url}")
+    if plan.secure:
+        print(f"CA:        {plan.ca_file}   (add it to your browser, or accept the warning)")
+        print("UI token:  make ui-token PROFILE=secure   (paste it into the UI's Log in)")
     print(f"Logs:      {plan.log_dir}   (make logs)")
 
 
@@ -28,6 +35,18 @@ def _logs(plan: ClusterPlan, lines: int) -> None:
         print()
 
 
+def _demo(plan: ClusterPlan) -> int:
+    """Run services.demo against this cluster; its KV step gets Consul's variables (secure:
+    a server, the CA and the config admin token, which may write only under config/)."""
+    from services import demo
+
+    if plan.secure:
+        os.environ.update(secure.reader_env(plan, secure.CONFIG_ADMIN))
+    else:
+        os.environ["CONSUL_HTTP_ADDR"] = plan.consul_address
+    return demo.main(["--gateway", plan.gateway_url])
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     parser = argparse.ArgumentParser(prog="python -m services.cluster", description=__doc__)
@@ -39,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="drain and stop every instance, then Consul")
     rolling = sub.add_parser("rolling-restart", help="restart one service's instances in turn")
     rolling.add_argument("service")
+    sub.add_parser("ui-token", help="print the operator's read-only token (secure profile)")
+    sub.add_parser("gateway-url", help="print the gateway's URL")
+    sub.add_parser("demo", help="the seed's flow through the gateway, then a live KV setting")
     args = parser.parse_args(argv)
 
     try:
@@ -61,6 +83,20 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             control.down(plan)
             print("cluster stopped: instances drained and deregistered, Consul stopped")
+        elif args.command == "gateway-url":
+            print(plan.gateway_url)
+        elif args.command == "demo":
+            return _demo(plan)
+        elif args.command == "ui-token":
+            if not plan.secure:
+                print("the dev profile has no ACLs: no token needed", file=sys.stderr)
+                return 1
+            path = plan.token_file(secure.OPERATOR)
+            if control.supervisord_pid(plan) is None or not path.is_file():
+                print("the secure cluster is not running (make run-cluster PROFILE=secure)")
+                return 3
+            print(f"operator token (read-only) from {path}:", file=sys.stderr)
+            print(path.read_text().strip())
         elif args.command == "rolling-restart":
             control.rolling_restart(plan, args.service)
             print(control.format_table(control.table(plan)))

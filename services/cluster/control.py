@@ -10,14 +10,16 @@ import subprocess
 import sys
 import time
 import xmlrpc.client
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from supervisor.xmlrpc import SupervisorTransport
 
+from consul_connection import ConsulConnection
 from discovery_client import ConsulSource, DiscoveryError
-from services.cluster import prometheus
+from services.cluster import prometheus, secure
 from services.cluster.plan import REPO_ROOT, ClusterPlan, InstancePlan
 from services.cluster.supervisor_conf import render, targets_file
 
@@ -78,17 +80,26 @@ def supervisorctl(plan: ClusterPlan, *args: str, check: bool = True) -> str:
     return result.stdout
 
 
-def busy_ports(ports: dict[str, int]) -> list[str]:
-    """Which of ``ports`` cannot be bound on 127.0.0.1 right now."""
+def busy_ports(ports: Mapping[str, int | tuple[str, int]]) -> list[str]:
+    """Which of ``ports`` (a port on 127.0.0.1, or an (address, port)) cannot be bound now."""
     taken = []
-    for what, port in ports.items():
+    for what, where in ports.items():
+        host, port = where if isinstance(where, tuple) else ("127.0.0.1", where)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                sock.bind(("127.0.0.1", port))
+                sock.bind((host, port))
             except OSError:
-                taken.append(f"{port} ({what})")
+                shown = port if host == "127.0.0.1" else f"{host}:{port}"
+                taken.append(f"{shown} ({what})")
     return taken
+
+
+def tooling_connection(plan: ClusterPlan) -> ConsulConnection:
+    """How the tooling reads Consul: the dev agent, or a server with the operator's token."""
+    if plan.secure:
+        return secure.connection(plan, secure.OPERATOR)
+    return ConsulConnection.from_env(address=plan.consul_address)
 
 
 def consul_binary() -> str:
@@ -113,7 +124,7 @@ def table(plan: ClusterPlan, source: ConsulSource | None = None) -> list[Instanc
     Pass ``source`` to reuse one Consul client across repeated calls (a polling wait).
     """
     if source is None:
-        with ConsulSource(plan.consul_address) as own:
+        with ConsulSource(connection=tooling_connection(plan)) as own:
             return table(plan, own)
     by_service: dict[str, dict[str, str]] = {}
     for service in dict.fromkeys(inst.service for inst in plan.instances()):
@@ -124,14 +135,13 @@ def table(plan: ClusterPlan, source: ConsulSource | None = None) -> list[Instanc
     rows = []
     for inst in plan.instances():
         health = by_service[inst.service].get(inst.instance_id, "absent")
-        address = f"127.0.0.1:{inst.port}"
-        rows.append(InstanceStatus(inst.service, inst.instance_id, address, health))
+        rows.append(InstanceStatus(inst.service, inst.instance_id, inst.address, health))
     return rows
 
 
 def consul_ready(plan: ClusterPlan) -> bool:
     """Whether the cluster's Consul agent answers catalog queries (it has a leader)."""
-    with ConsulSource(plan.consul_address) as source:
+    with ConsulSource(connection=tooling_connection(plan)) as source:
         try:
             source.list_services()
         except DiscoveryError:
@@ -190,7 +200,7 @@ def wait_passing(plan: ClusterPlan, instances: Iterable[InstancePlan], timeout: 
     """
     wanted = list(instances)
     polls = 0
-    source = ConsulSource(plan.consul_address)  # one client for the whole wait
+    source = ConsulSource(connection=tooling_connection(plan))  # one client for the wait
 
     def all_passing() -> bool:
         nonlocal polls
@@ -216,13 +226,21 @@ def wait_passing(plan: ClusterPlan, instances: Iterable[InstancePlan], timeout: 
         ) from exc
 
 
-#: Supervised programs that are not service instances, stopped after the instances.
-INFRA_PROGRAMS = ("prometheus", "prometheus-targets", "consul")
+#: Supervised programs besides the agents and instances, stopped after the instances.
+METRICS_PROGRAMS = ("prometheus", "prometheus-targets")
 
 
 def write_prometheus_config(plan: ClusterPlan, consul_sd: bool) -> None:
     """Prometheus' config and rules (and an empty target file for file_sd) in the run dir."""
-    access = prometheus.ConsulAccess(plan.consul_address)
+    if plan.secure:
+        access = prometheus.ConsulAccess(
+            plan.consul_address.removeprefix("https://"),
+            scheme="https",
+            token_file=plan.token_file(secure.OPERATOR),
+            ca_file=plan.ca_file,
+        )
+    else:
+        access = prometheus.ConsulAccess(plan.consul_address)
     targets = None if consul_sd else targets_file(plan)
     prometheus.write_config(plan.prometheus_dir, access, plan.scrape_interval, targets)
     if targets is not None and not targets.exists():
@@ -237,7 +255,7 @@ def up(plan: ClusterPlan, timeout: float = 120.0) -> list[InstanceStatus]:
             f"the cluster is already running (supervisord PID {pid}); "
             "`make status` shows it, `make stop-cluster` stops it"
         )
-    taken = busy_ports(plan.ports())
+    taken = busy_ports(plan.endpoints())
     if taken:
         raise PortInUseError(
             "cannot start the cluster, these ports are in use: " + ", ".join(taken)
@@ -249,13 +267,41 @@ def up(plan: ClusterPlan, timeout: float = 120.0) -> list[InstanceStatus]:
     consul_sd = prometheus.supports_consul_sd(prometheus_bin)
     for directory in (plan.run_dir, plan.log_dir, plan.data_dir, plan.metrics_dir):
         directory.mkdir(parents=True, exist_ok=True)
+    consul_bin = consul_binary()
+    if plan.secure:
+        plan.run_dir.chmod(0o700)
+        secure.prepare(plan, consul_bin)
     write_prometheus_config(plan, consul_sd)
-    plan.supervisor_conf.write_text(render(plan, consul_binary(), prometheus_bin, consul_sd))
+    plan.supervisor_conf.write_text(render(plan, consul_bin, prometheus_bin, consul_sd))
     plan.save()
     subprocess.run([_bin("supervisord"), "-c", str(plan.supervisor_conf)], check=True, timeout=30)
+    if plan.secure:
+        # The agents are up; instances wait for their tokens (autostart=false).
+        try:
+            secure.bootstrap_acl(plan)
+            secure.issue_tokens(plan)
+        except secure.BootstrapError as exc:
+            tails = "\n".join(
+                f"--- {a.program}:\n{log_tail(plan, a.program)}" for a in plan.agents()
+            )
+            raise ClusterError(f"{exc}\n{tails}\n(`make stop-cluster` stops it)") from exc
+        start_programs(plan, [*(inst.program for inst in plan.instances()), *METRICS_PROGRAMS])
     wait_until(lambda: consul_ready(plan), 30, "Consul to elect a leader")
     wait_passing(plan, plan.instances(), timeout)
     return table(plan)
+
+
+def _rpc(plan: ClusterPlan) -> Any:
+    transport = SupervisorTransport(None, None, f"unix://{plan.supervisor_socket}")
+    return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
+
+
+def start_programs(plan: ClusterPlan, programs: Iterable[str]) -> None:
+    """Ask supervisord to start every one of ``programs`` at once (no waiting)."""
+    rpc = _rpc(plan)
+    for name in programs:
+        with contextlib.suppress(xmlrpc.client.Fault):  # ALREADY_STARTED
+            rpc.startProcess(name, False)
 
 
 def down(plan: ClusterPlan, timeout: float = 120.0) -> None:
@@ -264,7 +310,10 @@ def down(plan: ClusterPlan, timeout: float = 120.0) -> None:
     if pid is None:
         return
     stop_in_parallel(plan, [inst.program for inst in plan.instances()], timeout)
-    supervisorctl(plan, "stop", *INFRA_PROGRAMS, check=False)
+    supervisorctl(plan, "stop", *METRICS_PROGRAMS, check=False)
+    # Client agents first, then the servers (one at a time, so quorum goes last).
+    agents = sorted(plan.agents(), key=lambda a: a.server)
+    supervisorctl(plan, "stop", *(a.program for a in agents))
     supervisorctl(plan, "shutdown")
     wait_until(lambda: supervisord_pid(plan) is None, timeout, "supervisord to exit")
 
@@ -276,8 +325,7 @@ def stop_in_parallel(plan: ClusterPlan, programs: list[str], timeout: float) -> 
     deregistration), so stopping them one by one, as ``supervisorctl stop a b c`` does,
     would take the sum of their drains instead of the longest one.
     """
-    transport = SupervisorTransport(None, None, f"unix://{plan.supervisor_socket}")
-    rpc = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
+    rpc = _rpc(plan)
     for name in programs:
         with contextlib.suppress(xmlrpc.client.Fault):  # NOT_RUNNING: nothing to stop
             rpc.stopProcess(name, False)
@@ -319,7 +367,11 @@ def kill_everything(plan: ClusterPlan) -> None:
     pid = supervisord_pid(plan)
     if pid is None:
         return
-    programs = [*INFRA_PROGRAMS, *(inst.program for inst in plan.instances())]
+    programs = [
+        *(a.program for a in plan.agents()),
+        *METRICS_PROGRAMS,
+        *(i.program for i in plan.instances()),
+    ]
     children = [child for name in programs if (child := program_pid(plan, name)) is not None]
     # supervisord first: alive, it would restart (autorestart) what is killed below.
     with contextlib.suppress(OSError):

@@ -1,10 +1,16 @@
-"""What a local cluster consists of: a frozen plan of ports, counts and paths."""
+"""What a local cluster consists of: a frozen plan of ports, counts and paths.
+
+Two profiles: ``dev`` (one Consul dev agent on 127.0.0.1, everything open) and
+``secure`` (three servers on 127.0.0.11-13 and a client agent per "host" on 127.0.0.2
+and 127.0.0.3, with ACLs default-deny, TLS and gossip encryption; the instances are
+spread over the hosts and register with their own host's agent).
+"""
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -20,6 +26,8 @@ APPS = {
 #: Services served as ASGI apps by uvicorn (registry.asgi); the others are WSGI under gunicorn.
 ASGI_SERVICES = frozenset({"inventory-service"})
 
+PROFILES = ("dev", "secure")
+
 
 class ClusterConfigError(ValueError):
     """A cluster setting is invalid; the message names it."""
@@ -27,21 +35,41 @@ class ClusterConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class InstancePlan:
-    """One service instance: its supervisor program name, service name and port."""
+    """One service instance: its supervisor program name, service name, port and host."""
 
     program: str
     service: str
     port: int
+    host: str = "127.0.0.1"
 
     @property
     def instance_id(self) -> str:
         """The Consul service ID the instance registers under."""
-        return f"{self.service}-127.0.0.1-{self.port}"
+        return f"{self.service}-{self.host}-{self.port}"
+
+    @property
+    def address(self) -> str:
+        """``host:port`` the instance serves on."""
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentPlan:
+    """One Consul agent: its supervisor program (also its node name) and loopback address."""
+
+    program: str
+    host: str
+    server: bool
 
 
 @dataclass(frozen=True, slots=True)
 class ConsulPorts:
-    """Ports of the cluster's single dev agent (all on 127.0.0.1)."""
+    """Ports of the cluster's Consul agents.
+
+    The dev agent listens on 127.0.0.1 with ``http`` and ``dns``; in the secure profile
+    each agent has its own loopback address, so all use the same ports, with ``https``
+    instead of ``http`` (plain HTTP, DNS and gRPC are off).
+    """
 
     http: int = 8500
     dns: int = 8600
@@ -49,6 +77,11 @@ class ConsulPorts:
     serf_wan: int = 8302
     server: int = 8300
     grpc: int = 8502
+    https: int = 8501
+
+    def shifted(self, offset: int) -> ConsulPorts:
+        """Every port moved by ``offset`` (the PORT_OFFSET knob)."""
+        return ConsulPorts(*(getattr(self, f.name) + offset for f in fields(self)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +90,9 @@ class ClusterPlan:
 
     Defaults: Consul UI on :8500, gateway on :8080, user-service on :8101.., order-service
     on :8201.., inventory-service on :8301.., Prometheus on :9090 scraping every
-    ``scrape_interval``. Tests build a plan on free ports in a temporary run dir.
+    ``scrape_interval``. Tests build a plan on free ports in a temporary run dir. The secure
+    profile adds ``server_hosts`` and ``client_hosts`` (one loopback address per agent);
+    its files (CA, certificates, tokens, agent configs) live under ``run_dir``.
     """
 
     run_dir: Path = REPO_ROOT / ".run" / "cluster"
@@ -73,13 +108,22 @@ class ClusterPlan:
     check_interval: str = "2s"
     drain_seconds: float = 2.0
     secret: str = "local-cluster-secret-change-me"
-    prometheus_port: int = 9090
-    scrape_interval: str = "2s"
     workers: int = 1
     threads: int = 8
     autorestart: bool = True
+    prometheus_port: int = 9090
+    scrape_interval: str = "2s"
+    profile: str = "dev"
+    server_hosts: tuple[str, ...] = ("127.0.0.11", "127.0.0.12", "127.0.0.13")
+    client_hosts: tuple[str, ...] = ("127.0.0.2", "127.0.0.3")
 
     def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ClusterConfigError(
+                f"PROFILE must be one of {', '.join(PROFILES)}; got {self.profile!r}"
+            )
+        if self.secure and (len(self.server_hosts) not in (1, 3, 5) or not self.client_hosts):
+            raise ClusterConfigError("the secure profile needs 1, 3 or 5 servers and a client")
         for name in ("users", "orders", "inventories", "gateways"):
             value = getattr(self, name)
             if not 1 <= value <= 20:
@@ -87,13 +131,20 @@ class ClusterPlan:
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ClusterPlan:
-        """A plan from USERS, ORDERS, INVENTORIES and CLUSTER_RUN_DIR (the Makefile's knobs)."""
+        """Build a plan from the Makefile's knobs: PROFILE, USERS, ORDERS, INVENTORIES,
+        PORT_OFFSET and
+        CLUSTER_RUN_DIR (default ``.run/cluster``, or ``.run/secure`` for the secure profile).
+        """
         env = os.environ if environ is None else environ
-        kwargs: dict[str, object] = {}
+        profile = env.get("PROFILE", "").strip() or "dev"
+        kwargs: dict[str, object] = {"profile": profile}
+        if profile == "secure":
+            kwargs["run_dir"] = REPO_ROOT / ".run" / "secure"
         for key, field_name in (
             ("USERS", "users"),
             ("ORDERS", "orders"),
             ("INVENTORIES", "inventories"),
+            ("PORT_OFFSET", "port_offset"),
         ):
             raw = env.get(key, "").strip()
             if raw:
@@ -103,7 +154,25 @@ class ClusterPlan:
                     raise ClusterConfigError(f"{key} must be a whole number; got {raw!r}") from exc
         if env.get("CLUSTER_RUN_DIR"):
             kwargs["run_dir"] = Path(env["CLUSTER_RUN_DIR"]).resolve()
+        offset = int(kwargs.pop("port_offset", 0))  # type: ignore[call-overload]
+        if offset:
+            if not 0 < offset <= 20000:
+                raise ClusterConfigError(f"PORT_OFFSET must be between 1 and 20000; got {offset}")
+            defaults = cls()
+            kwargs.update(
+                consul=defaults.consul.shifted(offset),
+                gateway_port=defaults.gateway_port + offset,
+                user_base_port=defaults.user_base_port + offset,
+                order_base_port=defaults.order_base_port + offset,
+                inventory_base_port=defaults.inventory_base_port + offset,
+                prometheus_port=defaults.prometheus_port + offset,
+            )
         return cls(**kwargs)  # type: ignore[arg-type]
+
+    @property
+    def secure(self) -> bool:
+        """Whether this is the secure profile (ACLs, TLS, servers and client agents)."""
+        return self.profile == "secure"
 
     @property
     def saved_plan(self) -> Path:
@@ -111,59 +180,89 @@ class ClusterPlan:
         return self.run_dir / "plan.json"
 
     def save(self) -> None:
-        """Record the counts of the cluster being started."""
-        counts = {
+        """Record the counts and ports of the cluster being started."""
+        saved = {
             "users": self.users,
             "orders": self.orders,
             "inventories": self.inventories,
             "gateways": self.gateways,
+            "consul": asdict(self.consul),
+            "gateway_port": self.gateway_port,
+            "user_base_port": self.user_base_port,
+            "order_base_port": self.order_base_port,
+            "inventory_base_port": self.inventory_base_port,
+            "prometheus_port": self.prometheus_port,
         }
-        self.saved_plan.write_text(json.dumps(counts))
+        self.saved_plan.write_text(json.dumps(saved))
 
     def with_saved_counts(self) -> ClusterPlan:
-        """This plan with the counts recorded by the running cluster's `up`, if any."""
+        """This plan with the counts and ports recorded by the running cluster's `up`.
+
+        So `make status`, `demo` and `stop-cluster` find a cluster started with
+        USERS/ORDERS/PORT_OFFSET without being given them again.
+        """
         try:
-            counts = json.loads(self.saved_plan.read_text())
-        except (OSError, ValueError):
+            saved = json.loads(self.saved_plan.read_text())
+            consul = ConsulPorts(**saved.pop("consul", asdict(self.consul)))
+            return replace(self, consul=consul, **{k: int(v) for k, v in saved.items()})
+        except (OSError, ValueError, TypeError):
             return self
-        return replace(self, **{k: int(v) for k, v in counts.items()})
 
     @property
     def consul_address(self) -> str:
-        """CONSUL_HTTP_ADDR for everything in the cluster."""
+        """CONSUL_HTTP_ADDR of the agent the tooling talks to (the first server if secure)."""
+        if self.secure:
+            return self.agent_address(self.server_hosts[0])
         return f"127.0.0.1:{self.consul.http}"
+
+    def agent_address(self, host: str) -> str:
+        """CONSUL_HTTP_ADDR of the agent on ``host`` (https in the secure profile)."""
+        if self.secure:
+            return f"https://{host}:{self.consul.https}"
+        return f"{host}:{self.consul.http}"
 
     @property
     def consul_ui_url(self) -> str:
         """Where the Consul web UI is served."""
+        if self.secure:
+            return f"{self.consul_address}/ui/"
         return f"http://{self.consul_address}/ui/"
 
     @property
     def gateway_url(self) -> str:
         """The public entry point."""
-        return f"http://127.0.0.1:{self.gateway_port}"
+        return f"http://{self.instances()[0].address}"
+
+    def agents(self) -> list[AgentPlan]:
+        """Every Consul agent: the dev agent, or the servers then the hosts' client agents."""
+        if not self.secure:
+            return [AgentPlan("consul", "127.0.0.1", server=True)]
+        servers = [
+            AgentPlan(f"consul-server-{i + 1}", host, server=True)
+            for i, host in enumerate(self.server_hosts)
+        ]
+        clients = [
+            AgentPlan(f"consul-host-{i + 1}", host, server=False)
+            for i, host in enumerate(self.client_hosts)
+        ]
+        return servers + clients
 
     def instances(self) -> list[InstancePlan]:
-        """Every service instance, gateway first."""
-        out = [
-            InstancePlan(f"gateway-{i + 1}", "gateway", self.gateway_port + i)
-            for i in range(self.gateways)
-        ]
-        out += [
-            InstancePlan(f"user-service-{i + 1}", "user-service", self.user_base_port + i)
-            for i in range(self.users)
-        ]
-        out += [
-            InstancePlan(f"order-service-{i + 1}", "order-service", self.order_base_port + i)
-            for i in range(self.orders)
-        ]
-        out += [
-            InstancePlan(
-                f"inventory-service-{i + 1}", "inventory-service", self.inventory_base_port + i
-            )
-            for i in range(self.inventories)
-        ]
-        return out
+        """Every service instance, gateway first; secure: spread over the client hosts."""
+        hosts = self.client_hosts if self.secure else ("127.0.0.1",)
+
+        def spread(service: str, count: int, base: int) -> list[InstancePlan]:
+            return [
+                InstancePlan(f"{service}-{i + 1}", service, base + i, hosts[i % len(hosts)])
+                for i in range(count)
+            ]
+
+        return (
+            spread("gateway", self.gateways, self.gateway_port)
+            + spread("user-service", self.users, self.user_base_port)
+            + spread("order-service", self.orders, self.order_base_port)
+            + spread("inventory-service", self.inventories, self.inventory_base_port)
+        )
 
     def instances_of(self, service: str) -> list[InstancePlan]:
         """The instances of one service, in order."""
@@ -173,8 +272,23 @@ class ClusterPlan:
             raise ClusterConfigError(f"SERVICE must be one of {known}; got {service!r}")
         return found
 
+    def endpoints(self) -> dict[str, tuple[str, int]]:
+        """Every (address, TCP port) the cluster will listen on, by what listens there."""
+        if not self.secure:
+            return {what: ("127.0.0.1", port) for what, port in self.ports().items()}
+        out: dict[str, tuple[str, int]] = {}
+        for agent in self.agents():
+            out[f"{agent.program} https"] = (agent.host, self.consul.https)
+            out[f"{agent.program} serf lan"] = (agent.host, self.consul.serf_lan)
+            if agent.server:
+                out[f"{agent.program} serf wan"] = (agent.host, self.consul.serf_wan)
+                out[f"{agent.program} server rpc"] = (agent.host, self.consul.server)
+        out.update({inst.program: (inst.host, inst.port) for inst in self.instances()})
+        out["prometheus"] = ("127.0.0.1", self.prometheus_port)
+        return out
+
     def ports(self) -> dict[str, int]:
-        """Every TCP port the cluster will listen on, by what listens there."""
+        """Every TCP port of the dev profile's cluster, by what listens there."""
         ports = {
             "consul http": self.consul.http,
             "consul dns": self.consul.dns,
@@ -183,8 +297,8 @@ class ClusterPlan:
             "consul server rpc": self.consul.server,
             "consul grpc": self.consul.grpc,
         }
-        ports["prometheus"] = self.prometheus_port
         ports.update({inst.program: inst.port for inst in self.instances()})
+        ports["prometheus"] = self.prometheus_port
         return ports
 
     @property
@@ -226,3 +340,33 @@ class ClusterPlan:
     def data_dir(self) -> Path:
         """Where the services keep their SQLite files."""
         return self.run_dir / "data"
+
+    # ---- the secure profile's files ---------------------------------------------------
+
+    @property
+    def tls_dir(self) -> Path:
+        """The CA and every certificate (keys mode 0600)."""
+        return self.run_dir / "tls"
+
+    @property
+    def token_dir(self) -> Path:
+        """ACL tokens, one file each, mode 0600 (directory 0700)."""
+        return self.run_dir / "tokens"
+
+    def agent_dir(self, agent: AgentPlan) -> Path:
+        """One agent's generated config (0600) and its data dir."""
+        return self.run_dir / "consul" / agent.program
+
+    def token_file(self, name: str) -> Path:
+        """The file holding the token called ``name`` (a service, an agent, 'operator')."""
+        return self.token_dir / f"{name}.token"
+
+    @property
+    def ca_file(self) -> Path:
+        """The cluster's CA certificate (CONSUL_CACERT)."""
+        return self.tls_dir / "consul-agent-ca.pem"
+
+    @property
+    def cli_cert(self) -> tuple[Path, Path]:
+        """Certificate and key that tools and services present to the agents' HTTPS API."""
+        return self.tls_dir / "cli.pem", self.tls_dir / "cli-key.pem"

@@ -6,8 +6,15 @@ import shlex
 import sys
 from pathlib import Path
 
-from services.cluster import prometheus
-from services.cluster.plan import APPS, ASGI_SERVICES, REPO_ROOT, ClusterPlan, InstancePlan
+from services.cluster import prometheus, secure
+from services.cluster.plan import (
+    APPS,
+    ASGI_SERVICES,
+    REPO_ROOT,
+    AgentPlan,
+    ClusterPlan,
+    InstancePlan,
+)
 from services.common.metrics import METRICS_PATH
 
 CONSUL_DEV_CONFIG = REPO_ROOT / "consul" / "config" / "dev.hcl"
@@ -38,15 +45,31 @@ def consul_command(plan: ClusterPlan, consul_bin: str) -> list[str]:
     ]
 
 
+def agent_command(plan: ClusterPlan, agent: AgentPlan, consul_bin: str) -> list[str]:
+    """One agent's command line: the dev agent, or a secure server or client agent."""
+    if not plan.secure:
+        return consul_command(plan, consul_bin)
+    files = secure.agent_config_files(plan, agent)
+    return [consul_bin, "agent", *(f"-config-file={path}" for path in files)]
+
+
 def instance_env(plan: ClusterPlan, inst: InstancePlan) -> dict[str, str]:
-    """Environment of one instance: the registry's SERVICE_* settings and app settings."""
+    """Environment of one instance: the registry's SERVICE_* settings and app settings.
+
+    Secure profile: the instance's own host's client agent over HTTPS, the CA, the
+    client certificate and its service's token file (Consul's own variables).
+    """
+    if plan.secure:
+        consul_env = secure.instance_env(plan, inst.service, inst.host)
+    else:
+        consul_env = {"CONSUL_HTTP_ADDR": plan.consul_address}
     env = {
         "PYTHONPATH": str(REPO_ROOT),
         "PYTHONUNBUFFERED": "1",
-        "CONSUL_HTTP_ADDR": plan.consul_address,
+        **consul_env,
         "SERVICE_NAME": inst.service,
         "SERVICE_ID": inst.instance_id,
-        "SERVICE_ADDRESS": "127.0.0.1",
+        "SERVICE_ADDRESS": inst.host,
         "SERVICE_PORT": str(inst.port),
         "SERVICE_VERSION": "1.0.0",
         "SERVICE_CHECK": "http",
@@ -74,7 +97,7 @@ def instance_command(plan: ClusterPlan, inst: InstancePlan) -> list[str]:
     if inst.service in ASGI_SERVICES:
         return [
             sys.executable, "-m", "uvicorn", "--factory", APPS[inst.service],
-            "--host", "127.0.0.1", "--port", str(inst.port),
+            "--host", inst.host, "--port", str(inst.port),
             "--timeout-graceful-shutdown", "20", "--no-server-header",
             "--timeout-keep-alive", "75",  # callers close idle connections first
         ]  # fmt: skip
@@ -84,7 +107,7 @@ def instance_command(plan: ClusterPlan, inst: InstancePlan) -> list[str]:
         "-c",
         "python:registry.gunicorn_conf",
         "--bind",
-        f"127.0.0.1:{inst.port}",
+        inst.address,
         "--workers",
         str(plan.workers),
         "--threads",
@@ -137,19 +160,23 @@ stdout_logfile={logs / "prometheus.log"}
             sys.executable,
             "-m",
             "services.cluster.targets",
-            "--consul",
-            plan.consul_address,
             "--out",
             str(targets_file(plan)),
             "--interval",
             "0.5",
         ]
+        bridge_env = {"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
+        if plan.secure:  # Consul's variables, with the read-only operator token
+            bridge_env.update(secure.reader_env(plan))
+        else:
+            bridge_env["CONSUL_HTTP_ADDR"] = plan.consul_address
         sections.append(
             f"""[program:prometheus-targets]
 command={shlex.join(bridge)}
-environment={_env_line({"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"})}
+environment={_env_line(bridge_env)}
 directory={REPO_ROOT}
 priority=15
+autostart={"false" if plan.secure else "true"}
 startsecs=1
 stopsignal=TERM
 stopwaitsecs=5
@@ -186,18 +213,24 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 [supervisorctl]
 serverurl=unix://{plan.supervisor_socket}
 
-[program:consul]
-command={shlex.join(consul_command(plan, consul_bin))}
-priority=10
-startsecs=2
+"""
+    ]
+    for agent in plan.agents():
+        sections.append(
+            f"""[program:{agent.program}]
+command={shlex.join(agent_command(plan, agent, consul_bin))}
+priority={10 if agent.server else 20}
+startsecs={2 if not plan.secure else 1}
 stopsignal=TERM
 stopwaitsecs=15
 autorestart=true
 redirect_stderr=true
-stdout_logfile={logs / "consul.log"}
+stdout_logfile={logs / (agent.program + ".log")}
 """
-    ]
+        )
     sections += prometheus_programs(plan, prometheus_bin, consul_sd)
+    # Secure profile: instances start once their tokens exist (control.up starts them).
+    autostart = "false" if plan.secure else "true"
     for inst in plan.instances():
         sections.append(
             f"""[program:{inst.program}]
@@ -213,6 +246,7 @@ stopwaitsecs={stop_wait}
 ; comes to that, takes the whole group.
 stopasgroup=false
 killasgroup=true
+autostart={autostart}
 autorestart={"true" if plan.autorestart else "false"}
 redirect_stderr=true
 stdout_logfile={logs / (inst.program + ".log")}

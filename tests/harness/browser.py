@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -38,8 +39,11 @@ class BrowserMissing(RuntimeError):
 
 
 @contextmanager
-def chromium() -> Iterator[WebDriver]:
-    """A headless Chromium session with a fresh profile, quit (by chromedriver) afterwards."""
+def chromium(extra_flags: tuple[str, ...] = ()) -> Iterator[WebDriver]:
+    """A headless Chromium session with a fresh profile, quit (by chromedriver) afterwards.
+
+    ``extra_flags`` go on Chromium's command line too (e.g. a certificate setting).
+    """
     for path in (CHROMIUM, CHROMEDRIVER):
         if shutil.which(path) is None:
             raise BrowserMissing(
@@ -49,7 +53,7 @@ def chromium() -> Iterator[WebDriver]:
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+    for flag in (*CHROMIUM_FLAGS, *extra_flags, f"--user-data-dir={profile}"):
         options.add_argument(flag)
     try:
         driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -72,6 +76,13 @@ def services_health(driver: WebDriver) -> dict[str, str]:
         if links and badges:
             health[links[0].text.strip()] = (badges[0].get_attribute("class") or "").strip()
     return health
+
+
+def log_in(driver: WebDriver, ui_url: str, secret_id: str, accessor_id: str) -> None:
+    """Log the UI in with an ACL token, as its Log in form would (the token in localStorage)."""
+    driver.get(ui_url)
+    value = json.dumps({"SecretID": secret_id, "AccessorID": accessor_id})
+    driver.execute_script("window.localStorage.setItem('consul:token', arguments[0]);", value)
 
 
 def wait_for_services_health(

@@ -103,3 +103,58 @@ def test_format_table_aligns_columns() -> None:
     lines = control.format_table(rows).splitlines()
     assert lines[0].split() == ["SERVICE", "INSTANCE", "ADDRESS", "HEALTH"]
     assert lines[0].index("HEALTH") == lines[1].index("passing")
+
+
+def test_secure_plan_spreads_instances_over_the_hosts(tmp_path: Path) -> None:
+    plan = plan_in(tmp_path, profile="secure", users=3, orders=2)
+    hosts = {i.program: i.host for i in plan.instances()}
+    assert hosts == {
+        "gateway-1": "127.0.0.2",
+        "user-service-1": "127.0.0.2",
+        "user-service-2": "127.0.0.3",
+        "user-service-3": "127.0.0.2",
+        "order-service-1": "127.0.0.2",
+        "order-service-2": "127.0.0.3",
+    }
+    assert plan.instances_of("user-service")[1].instance_id == "user-service-127.0.0.3-8102"
+    assert [a.program for a in plan.agents()] == [
+        "consul-server-1", "consul-server-2", "consul-server-3", "consul-host-1", "consul-host-2",
+    ]  # fmt: skip
+    assert plan.consul_ui_url == "https://127.0.0.11:8501/ui/"
+    assert plan.gateway_url == "http://127.0.0.2:8080"
+    assert plan.agent_address("127.0.0.3") == "https://127.0.0.3:8501"
+    endpoints = plan.endpoints()
+    assert endpoints["consul-server-2 server rpc"] == ("127.0.0.12", 8300)
+    assert endpoints["consul-host-1 https"] == ("127.0.0.2", 8501)
+    assert "consul-host-1 server rpc" not in endpoints  # client agents serve no RPC
+
+
+def test_profile_and_port_offset_from_the_environment() -> None:
+    plan = ClusterPlan.from_env({"PROFILE": "secure", "PORT_OFFSET": "1000"})
+    assert plan.secure and plan.run_dir.name == "secure"
+    assert (plan.consul.https, plan.gateway_port, plan.user_base_port) == (9501, 9080, 9101)
+    assert ClusterPlan.from_env({}).profile == "dev"
+    with pytest.raises(ClusterConfigError, match="PROFILE must be one of dev, secure"):
+        ClusterPlan.from_env({"PROFILE": "prod"})
+    with pytest.raises(ClusterConfigError, match="PORT_OFFSET must be a whole number"):
+        ClusterPlan.from_env({"PORT_OFFSET": "x"})
+
+
+def test_busy_ports_names_the_address(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.3", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        taken = control.busy_ports({"consul-host-2 https": ("127.0.0.3", port), "free": 0})
+    assert taken == [f"127.0.0.3:{port} (consul-host-2 https)"]
+
+
+def test_saved_ports_win_for_later_commands(tmp_path: Path) -> None:
+    started = ClusterPlan.from_env({"CLUSTER_RUN_DIR": str(tmp_path), "PORT_OFFSET": "700"})
+    started.run_dir.mkdir(exist_ok=True)
+    started.save()
+    later = ClusterPlan.from_env({"CLUSTER_RUN_DIR": str(tmp_path)}).with_saved_counts()
+    assert later.gateway_url == "http://127.0.0.1:8780"
+    assert later.consul == started.consul and later.consul.http == 9200

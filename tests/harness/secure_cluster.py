@@ -1,0 +1,92 @@
+"""The secure cluster profile on free ports: 3 servers, 2 client agents, ACLs, TLS, gossip.
+
+The agents bind their own loopback addresses (servers 127.0.0.11-13, hosts 127.0.0.2-3)
+and share one set of ports, chosen free on every address; the instances listen on
+their host's address. Started and stopped through ``services.cluster.control``, by PID.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from consul_connection import ConsulConnection
+from services.cluster import control, secure
+from services.cluster.plan import AgentPlan, ClusterPlan, ConsulPorts
+
+
+def secure_plan(run_dir: Path, users: int = 2, orders: int = 2, **overrides: Any) -> ClusterPlan:
+    """A secure-profile plan whose every (address, port) is free right now."""
+    rng = random.Random()
+    for _ in range(100):
+        # Below Linux's ephemeral range, where outgoing connections would take our ports.
+        base = rng.randrange(10000, 32000, 100)
+        consul = ConsulPorts(
+            http=base + 90, dns=base + 91, serf_lan=base + 92, serf_wan=base + 93,
+            server=base + 94, grpc=base + 95, https=base + 96,
+        )  # fmt: skip
+        plan = ClusterPlan(
+            run_dir=run_dir,
+            users=users,
+            orders=orders,
+            consul=consul,
+            gateway_port=base,
+            user_base_port=base + 10,
+            order_base_port=base + 40,
+            check_interval="1s",
+            drain_seconds=1.0,
+            profile="secure",
+            **overrides,
+        )
+        if not control.busy_ports(plan.endpoints()):
+            return plan
+    raise RuntimeError("could not find free ports for a secure test cluster")
+
+
+@contextmanager
+def running_secure_cluster(run_dir: Path, **kwargs: Any) -> Iterator[ClusterPlan]:
+    """Start a secure cluster, yield its plan once every instance passes, stop it by PID."""
+    plan = secure_plan(run_dir, **kwargs)
+    try:
+        control.up(plan, timeout=90)
+        yield plan
+    finally:
+        try:
+            control.down(plan, timeout=60)
+        finally:
+            control.kill_everything(plan)
+
+
+def connection(plan: ClusterPlan, token: str | None, host: str | None = None) -> ConsulConnection:
+    """A CA-verified HTTPS connection to an agent (default: the first server) with ``token``.
+
+    ``token`` names a token file of the cluster ('management', 'operator', a service or
+    an agent), or is None for anonymous.
+    """
+    return secure.connection(plan, token, host=host)
+
+
+def token(plan: ClusterPlan, name: str) -> str:
+    """The secret of one of the cluster's tokens (for tests that must send it themselves)."""
+    return plan.token_file(name).read_text().strip()
+
+
+def leader(plan: ClusterPlan, via: AgentPlan | None = None) -> AgentPlan | None:
+    """The server that leads now, as ``via`` (default: any running server) sees it."""
+    candidates = [via] if via else [a for a in plan.agents() if a.server]
+    for agent in candidates:
+        conn = connection(plan, None, host=agent.host)
+        try:
+            with conn.session() as session:
+                address = session.get(f"{conn.base_url}/v1/status/leader", timeout=2).json()
+        except (requests.RequestException, ValueError):
+            continue
+        for server in plan.agents():
+            if server.server and address and address.startswith(f"{server.host}:"):
+                return server
+    return None
