@@ -31,9 +31,7 @@ def free_plan(run_dir: Path, users: int = 2, orders: int = 2, **overrides: objec
             gateway_port=base,
             user_base_port=base + 10,
             order_base_port=base + 40,
-            check_interval="1s",
-            drain_seconds=1.0,
-            **overrides,  # type: ignore[arg-type]
+            **{"check_interval": "1s", "drain_seconds": 1.0, **overrides},  # type: ignore[arg-type]
         )
         if not control.busy_ports(plan.ports()):
             return plan
