@@ -163,15 +163,17 @@ class ServiceWatch:
         if held:
             fresh = dataclasses.replace(fresh, held=held)
         old = self._resolution
-        changed = old is None or old.stale or not same_membership(old, fresh)
-        self._resolution = fresh
         self._first_error = None
         if old is None:
+            # Listeners first, then published: a later subscriber gets it exactly once.
+            self._emit(old, fresh)
+            self._resolution = fresh
             self._first_done.set()
+            return 0.0  # the first read was a plain one: start blocking right away
+        changed = old.stale or not same_membership(old, fresh)
+        self._resolution = fresh
         if changed:
             self._emit(old, fresh)
-        if old is None:
-            return 0.0  # the first read was a plain one: start blocking right away
         # Only a real change earns a quick next request.
         quick = changed and not old.stale
         gap = self._timing.min_change_interval if quick else self._timing.min_interval
