@@ -27,6 +27,8 @@ BENCHMARKS = (
     "slow_instance",
     "propagation",
     "scale",
+    "agent_restart",
+    "weighted_picks",
 )
 RESULTS = Path(__file__).with_name("results")
 
