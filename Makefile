@@ -7,10 +7,11 @@ CONSUL_ENSURE := consul/ensure-consul
 PYTEST_ARGS ?=
 USERS ?= 3
 ORDERS ?= 3
+INVENTORIES ?= 2
 SERVICE ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup venv consul test lint clean run-cluster status logs stop-cluster demo rolling-restart
+.PHONY: help setup debian-packages venv consul test lint clean run-cluster status logs stop-cluster demo rolling-restart
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -24,7 +25,10 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed ## Create .venv with the project and its dev dependencies
 
-setup: venv consul ## Everything a newcomer needs: venv, dependencies, Consul
+setup: debian-packages venv consul ## Everything a newcomer needs: Debian packages, venv, dependencies, Consul
+
+debian-packages: ## apt-get install what is missing of chromium, chromium-driver, haproxy, prometheus
+	@services/cluster/debian-packages
 
 consul: ## Find or build the pinned Consul; prints the binary's path last
 	@$(CONSUL_ENSURE)
@@ -32,8 +36,8 @@ consul: ## Find or build the pinned Consul; prints the binary's path last
 test: setup ## Run the whole test suite against a real Consul agent
 	CONSUL_BIN="$$($(CONSUL_ENSURE) | tail -n 1)" $(PY) -m pytest $(PYTEST_ARGS)
 
-run-cluster: setup ## Start Consul (UI on :8500) + gateway + USERS/ORDERS instances in the background
-	USERS=$(USERS) ORDERS=$(ORDERS) $(PY) -m services.cluster up
+run-cluster: setup ## Start Consul (UI on :8500) + gateway + USERS/ORDERS/INVENTORIES instances in the background
+	USERS=$(USERS) ORDERS=$(ORDERS) INVENTORIES=$(INVENTORIES) $(PY) -m services.cluster up
 
 status: venv ## Supervisor state and Consul health of every cluster instance
 	@$(PY) -m services.cluster status

@@ -27,6 +27,7 @@ BENCHMARKS = (
     "slow_instance",
     "propagation",
     "scale",
+    "config_propagation",
     "agent_restart",
     "weighted_picks",
 )

@@ -37,6 +37,7 @@ from discovery_client.config import ServiceConfig
 from discovery_client.ejection import EjectionPolicy
 from discovery_client.errors import DiscoveryError
 from discovery_client.metrics import ClientCollector
+from discovery_client.propagation import inject
 from discovery_client.retry import RetryPolicy
 from discovery_client.source import InstanceSource
 
@@ -196,8 +197,10 @@ class ServiceClient:
         """Send a prepared request to ``service``; its URL's scheme and host are replaced.
 
         ``send_kwargs`` are those of ``Session.send`` (stream, verify, cert, proxies,
-        allow_redirects). This is the seam DiscoveryAdapter uses.
+        allow_redirects). This is the seam DiscoveryAdapter uses. Headers propagated in
+        the current context (trace context: ``discovery_client.propagation``) are added.
         """
+        inject(prepared.headers)  # type: ignore[arg-type]
         policy = retry or self.retry
         state = self._state(service)
         self._ready(service, state, min(self.resolve_timeout, policy.deadline))

@@ -353,10 +353,13 @@ class ConsulSource:
                 log.exception("listener %r of %s failed", listener, key[0])
 
     def watch_stats(self, service: str) -> dict[str, int]:
-        """Requests started and current index of the service's watch (for tests/metrics)."""
+        """Requests started, failed, and current index of the service's watch (tests/metrics)."""
         with self._lock:
             entry = self._watches.get(self._key(service))
-        return {"requests": entry.watch.requests, "index": entry.watch.index} if entry else {}
+        if entry is None:
+            return {}
+        watch = entry.watch
+        return {"requests": watch.requests, "errors": watch.errors, "index": watch.index}
 
 
 __all__ = [

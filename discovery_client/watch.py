@@ -1,8 +1,13 @@
 """One service's blocking-query loop: index rules, rate limit, backoff, stale-on-error.
 
-``ServiceWatch`` knows nothing of py-consul: it calls an injected ``fetch(index, wait)``
-that returns ``(consul_index, registered_instances)`` and an injected ``build`` that turns
-them into a Resolution. That keeps the loop's rules testable with a fake clock:
+The rules live in ``WatchState``, a sans-IO state machine: ``begin()`` says which index
+to ask for, ``on_success(returned_index, instances)`` / ``on_error(exc)`` take the
+outcome and say how long to wait before the next request (None: stop). It calls an
+injected ``build`` that turns instances into a Resolution and ``on_change`` with every
+new one. Two loops drive it: ``ServiceWatch.run`` on a thread around a blocking
+``fetch(index, wait)`` (``ConsulSource``), and an asyncio task around an awaitable one
+(``discovery_client.aio``). That keeps the rules written once and testable with a
+fake clock:
 
 - Consul's index rules: a missing or < 1 index is treated as 1; an index that goes
   backwards resets ours to 0 (the next query is a plain read, then blocking resumes).
@@ -20,7 +25,7 @@ them into a Resolution. That keeps the loop's rules testable with a fake clock:
 - The first answer after an error, or after the index went backwards, may come from an
   agent that restarted empty: it goes through the self-preservation rule
   (``discovery_client.preservation``) before anyone sees it, and while that rule holds
-  instances on trust, blocking waits end by the time its window does.
+  instances on trust, blocking waits end by the time its window does (``next_wait``).
 - An outage is logged twice at warning level (when Consul goes away, and when it is back
   with its duration and the count of failed polls); each failed poll only at debug.
 """
@@ -72,18 +77,17 @@ def next_index(previous: int, returned: int | None) -> int:
     return 0 if current < previous else current
 
 
-class ServiceWatch:
-    """The cached Resolution of one service and the loop that keeps it fresh.
+class WatchState:
+    """The cached Resolution of one service and the rules that keep it fresh (no I/O).
 
-    ``poll_once`` does one request and returns how long to sleep before the next one
-    (None: stop). ``run`` loops it on the watch's own thread; other threads only read
-    ``resolution`` / ``first_error`` and wait on ``wait_first``.
+    One driver (a thread or an asyncio task) calls ``begin``, does the request, then
+    ``on_success`` or ``on_error``; other threads only read ``resolution`` /
+    ``first_error`` and wait on ``wait_first``.
     """
 
     def __init__(
         self,
         service: str,
-        fetch: Fetch,
         build: Build,
         on_change: OnChange,
         *,
@@ -93,22 +97,29 @@ class ServiceWatch:
         preservation: SelfPreservation | None = None,
     ) -> None:
         self.service = service
-        self._fetch = fetch
         self._build = build
         self._on_change = on_change
         self._timing = timing
         self._clock = clock
+        self._rng = rng
         self._backoff = JitterBackoff(
             timing.backoff_base, max(timing.backoff_base, timing.backoff_cap), rng=rng
         )
         self._preservation = preservation or SelfPreservation(0.0, clock)
-        self._index = 0  # watch thread only
-        self._failures = 0  # watch thread only: consecutive failed requests
-        self._failing_since: float | None = None  # watch thread only: start of an outage
-        self._resolution: Resolution | None = None  # written by the watch thread only
-        self._first_error: BaseException | None = None  # written by the watch thread only
-        self._first_done = threading.Event()  # set by the watch thread after the 1st outcome
-        self.requests = 0  # watch thread only (read by tests/metrics): requests started
+        self._index = 0  # driver only
+        self._failures = 0  # driver only: consecutive failed requests
+        self._failing_since: float | None = None  # driver only: when an outage began
+        self._started = 0.0  # driver only: when the request in progress began
+        self._resolution: Resolution | None = None  # written by the driver only
+        self._first_error: BaseException | None = None  # written by the driver only
+        self._first_done = threading.Event()  # set by the driver after the 1st outcome
+        self.requests = 0  # driver only (read by tests/metrics): requests started
+        self.errors = 0  # driver only (read by metrics): requests that failed
+
+    @property
+    def timing(self) -> WatchTiming:
+        """How this watch paces itself."""
+        return self._timing
 
     @property
     def resolution(self) -> Resolution | None:
@@ -121,6 +132,11 @@ class ServiceWatch:
         return self._first_error
 
     @property
+    def first_done(self) -> bool:
+        """True once the first fetch succeeded or failed."""
+        return self._first_done.is_set()
+
+    @property
     def index(self) -> int:
         """The index the next blocking query will send (0: a plain read)."""
         return self._index
@@ -129,21 +145,23 @@ class ServiceWatch:
         """Block until the first fetch succeeded or failed; False on timeout."""
         return self._first_done.wait(timeout)
 
-    def _wait(self) -> float:
-        # While instances are held on trust, come back when the suspect window ends.
+    def next_wait(self) -> float:
+        """The blocking wait for the next request: the timing's, or less while instances
+        are held on trust, so the watch comes back when the suspect window ends."""
         until = self._preservation.window_until
         if until is None:
             return self._timing.wait
         return min(self._timing.wait, max(0.05, until - self._clock()))
 
-    def poll_once(self) -> float | None:
-        """Do one request; return seconds to sleep before the next, or None to stop."""
-        started = self._clock()
+    def begin(self) -> int:
+        """A request starts now: the index it must send."""
+        self._started = self._clock()
         self.requests += 1
-        try:
-            returned, registered = self._fetch(self._index, self._wait())
-        except Exception as exc:  # any failure: the loop must survive it
-            return self._on_error(exc)
+        return self._index
+
+    def on_success(self, returned: int | None, registered: Sequence[Instance]) -> float:
+        """The request answered: update the cache; seconds to wait before the next one."""
+        started = self._started
         recovered = self._failures > 0
         if recovered:
             self._log_recovery(started)
@@ -190,8 +208,10 @@ class ServiceWatch:
         self._failures = 0
         self._failing_since = None
 
-    def _on_error(self, exc: BaseException) -> float | None:
+    def on_error(self, exc: BaseException) -> float | None:
+        """The request failed: cache the error or serve stale; the backoff before the next."""
         self._failures += 1
+        self.errors += 1
         if self._failing_since is None:
             self._failing_since = self._clock()
         old = self._resolution
@@ -233,6 +253,41 @@ class ServiceWatch:
             self._on_change(new)
         except Exception:
             log.exception("listener of %s failed", self.service)
+
+
+class ServiceWatch(WatchState):
+    """A WatchState driven by a thread around a blocking ``fetch(index, wait)``.
+
+    ``poll_once`` does one request and returns how long to sleep before the next one
+    (None: stop). ``run`` loops it on the watch's own thread.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        fetch: Fetch,
+        build: Build,
+        on_change: OnChange,
+        *,
+        timing: WatchTiming,
+        clock: Callable[[], float],
+        rng: random.Random,
+        preservation: SelfPreservation | None = None,
+    ) -> None:
+        super().__init__(
+            service, build, on_change, timing=timing, clock=clock, rng=rng,
+            preservation=preservation,
+        )  # fmt: skip
+        self._fetch = fetch
+
+    def poll_once(self) -> float | None:
+        """Do one request; return seconds to sleep before the next, or None to stop."""
+        index = self.begin()
+        try:
+            returned, registered = self._fetch(index, self.next_wait())
+        except Exception as exc:  # any failure: the loop must survive it
+            return self.on_error(exc)
+        return self.on_success(returned, registered)
 
     def run(self, stop: threading.Event, sleep: Callable[[float], object] | None = None) -> None:
         """Loop ``poll_once`` until ``stop`` is set or the watch ends itself."""

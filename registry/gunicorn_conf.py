@@ -4,15 +4,19 @@
 
 or reuse the hooks from a service's own config::
 
-    from registry.gunicorn_conf import on_starting, when_ready, on_exit
+    from registry.gunicorn_conf import on_starting, when_ready, child_exit, on_exit
 
 The bind address comes from SERVICE_ADDRESS (default 127.0.0.1) and SERVICE_PORT
 unless ``-b`` is given. Hooks, all in the master process:
 
-* ``on_starting``: marks the environment so workers' Flask extension stays quiet, and
-  validates the settings (bad config stops gunicorn before it binds).
+* ``on_starting``: marks the environment so workers' Flask extension stays quiet,
+  validates the settings (bad config stops gunicorn before it binds) and empties
+  ``PROMETHEUS_MULTIPROC_DIR`` (one per instance) of a previous run's metric files.
 * ``when_ready``: builds the Registration from env and the real listening socket and
-  starts the Registrar thread; wraps ``server.handle_term`` for the drain.
+  starts the Registrar thread and the thread publishing its state as gauges
+  (``registry.metrics``); wraps ``server.handle_term`` for the drain.
+* ``child_exit``: drops a dead worker's live gauges (its counters stay, so a worker
+  restart neither resets nor doubles them).
 * SIGTERM (gunicorn's own handler would stop workers at once): put the instance in
   maintenance, keep serving for SERVICE_DRAIN_SECONDS (a second SIGINT/SIGQUIT cuts it
   short), then hand over to gunicorn's graceful stop (in-flight requests finish within
@@ -35,11 +39,13 @@ from registry.config import Registration
 from registry.errors import RegistryConfigError
 from registry.flask import MANAGED_BY_ENV
 from registry.health import http_probe
+from registry.metrics import RegistrarMetrics, clean_multiprocess_dir, mark_worker_dead
 from registry.registrar import Registrar
 
 log = logging.getLogger("registry")
 
 _registrar: Registrar | None = None  # master process only; set by when_ready, read by hooks
+_metrics: RegistrarMetrics | None = None  # master process only; set once by when_ready
 
 
 def _env_bind() -> list[str] | None:
@@ -85,11 +91,12 @@ def on_starting(server: Any) -> None:
         Registration.from_env(bind=bind)
     except RegistryConfigError as exc:
         _fail(server, exc)
+    clean_multiprocess_dir()
 
 
 def when_ready(server: Any) -> None:
     """Start this instance's registrar (once, in the master) and hook SIGTERM for draining."""
-    global _registrar
+    global _registrar, _metrics
     registry_log = logging.getLogger("registry")
     for handler in server.log.error_log.handlers:
         if handler not in registry_log.handlers:
@@ -110,15 +117,25 @@ def when_ready(server: Any) -> None:
         )
     if _registrar is None:
         _registrar = Registrar(registration, health=health).start()
+    if _metrics is None:
+        _metrics = RegistrarMetrics(_registrar).start()
     _wrap_handle_term(server, _registrar)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker died (or was restarted): drop its live gauges, keep its counters."""
+    mark_worker_dead(worker.pid)
 
 
 def on_exit(server: Any) -> None:
     """Deregister (after gunicorn has let the workers finish)."""
-    global _registrar
+    global _registrar, _metrics
     registrar, _registrar = _registrar, None
     if registrar is not None:
         registrar.stop()
+    metrics, _metrics = _metrics, None
+    if metrics is not None:
+        metrics.stop()
 
 
 def _wrap_handle_term(server: Any, registrar: Registrar) -> None:

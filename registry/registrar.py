@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import consul
 import requests
-from tenacity import RetryError, Retrying, retry_if_exception_type
+from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception_type
 
 from registry.backoff import CappedJitterBackoff
 from registry.checks import TtlCheck
@@ -81,6 +81,8 @@ class Registrar:
         self._registered = threading.Event()  # set on each successful registration
         self._thread: threading.Thread | None = None  # set once by start()
         self.registrations = 0  # count of successful register calls; worker thread only
+        self.consul_errors = 0  # failed agent calls; worker thread only (read by metrics)
+        self.last_error_at: float | None = None  # Unix time of the last one; worker thread
 
     # -- public API -------------------------------------------------------------------
 
@@ -169,8 +171,22 @@ class Registrar:
                     self._known = False
                 continue
             except ConsulUnavailable as exc:
+                self._note_error()
                 log.warning("registry: agent unreachable while reconciling: %s", exc)
             self._stopping.wait(period)
+
+    def _note_error(self) -> None:
+        self.consul_errors += 1
+        self.last_error_at = time.time()
+
+    def _register_failed(self, rs: RetryCallState) -> None:
+        self._note_error()
+        log.warning(
+            "registry: register %s failed (attempt %d): %s",
+            self.registration.service_id,
+            rs.attempt_number,
+            rs.outcome.exception() if rs.outcome else "?",
+        )
 
     def _register_until_done(self) -> None:
         retrying = Retrying(
@@ -178,12 +194,7 @@ class Registrar:
             stop=lambda _state: self._stopping.is_set() or self.state is State.DRAINING,
             sleep=self._stopping.wait,
             retry=retry_if_exception_type(ConsulUnavailable),
-            before_sleep=lambda rs: log.warning(
-                "registry: register %s failed (attempt %d): %s",
-                self.registration.service_id,
-                rs.attempt_number,
-                rs.outcome.exception() if rs.outcome else "?",
-            ),
+            before_sleep=self._register_failed,
         )
         try:
             for attempt in retrying:

@@ -152,6 +152,10 @@ class PlatformClient:
         """One of the caller's orders."""
         return self._call("order-service", "GET", f"/orders/{int(order_id)}")
 
+    def stock(self, sku: str) -> int:
+        """How many of ``sku`` inventory-service has available."""
+        return int(self._call("inventory-service", "GET", f"/stock/{sku}")["available"])
+
     def list_orders(self) -> list[dict[str, Any]]:
         """The caller's orders, oldest first."""
         return list(self._call("order-service", "GET", "/orders")["orders"])

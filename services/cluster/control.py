@@ -17,8 +17,9 @@ from pathlib import Path
 from supervisor.xmlrpc import SupervisorTransport
 
 from discovery_client import ConsulSource, DiscoveryError
+from services.cluster import prometheus
 from services.cluster.plan import REPO_ROOT, ClusterPlan, InstancePlan
-from services.cluster.supervisor_conf import render
+from services.cluster.supervisor_conf import render, targets_file
 
 ENSURE_CONSUL = REPO_ROOT / "consul" / "ensure-consul"
 
@@ -215,8 +216,21 @@ def wait_passing(plan: ClusterPlan, instances: Iterable[InstancePlan], timeout: 
         ) from exc
 
 
+#: Supervised programs that are not service instances, stopped after the instances.
+INFRA_PROGRAMS = ("prometheus", "prometheus-targets", "consul")
+
+
+def write_prometheus_config(plan: ClusterPlan, consul_sd: bool) -> None:
+    """Prometheus' config and rules (and an empty target file for file_sd) in the run dir."""
+    access = prometheus.ConsulAccess(plan.consul_address)
+    targets = None if consul_sd else targets_file(plan)
+    prometheus.write_config(plan.prometheus_dir, access, plan.scrape_interval, targets)
+    if targets is not None and not targets.exists():
+        targets.write_text("[]\n")
+
+
 def up(plan: ClusterPlan, timeout: float = 120.0) -> list[InstanceStatus]:
-    """Start Consul and every instance in the background; return when all pass."""
+    """Start Consul, Prometheus and every instance in the background; return when all pass."""
     pid = supervisord_pid(plan)
     if pid is not None:
         raise AlreadyRunningError(
@@ -228,9 +242,15 @@ def up(plan: ClusterPlan, timeout: float = 120.0) -> list[InstanceStatus]:
         raise PortInUseError(
             "cannot start the cluster, these ports are in use: " + ", ".join(taken)
         )
-    for directory in (plan.run_dir, plan.log_dir, plan.data_dir):
+    try:
+        prometheus_bin = prometheus.prometheus_binary()
+    except prometheus.PrometheusMissingError as exc:
+        raise ClusterError(str(exc)) from exc
+    consul_sd = prometheus.supports_consul_sd(prometheus_bin)
+    for directory in (plan.run_dir, plan.log_dir, plan.data_dir, plan.metrics_dir):
         directory.mkdir(parents=True, exist_ok=True)
-    plan.supervisor_conf.write_text(render(plan, consul_binary()))
+    write_prometheus_config(plan, consul_sd)
+    plan.supervisor_conf.write_text(render(plan, consul_binary(), prometheus_bin, consul_sd))
     plan.save()
     subprocess.run([_bin("supervisord"), "-c", str(plan.supervisor_conf)], check=True, timeout=30)
     wait_until(lambda: consul_ready(plan), 30, "Consul to elect a leader")
@@ -244,7 +264,7 @@ def down(plan: ClusterPlan, timeout: float = 120.0) -> None:
     if pid is None:
         return
     stop_in_parallel(plan, [inst.program for inst in plan.instances()], timeout)
-    supervisorctl(plan, "stop", "consul")
+    supervisorctl(plan, "stop", *INFRA_PROGRAMS, check=False)
     supervisorctl(plan, "shutdown")
     wait_until(lambda: supervisord_pid(plan) is None, timeout, "supervisord to exit")
 
@@ -299,10 +319,11 @@ def kill_everything(plan: ClusterPlan) -> None:
     pid = supervisord_pid(plan)
     if pid is None:
         return
-    for program in ["consul", *(inst.program for inst in plan.instances())]:
-        child = program_pid(plan, program)
-        if child is not None:
-            with contextlib.suppress(OSError):
-                os.killpg(child, signal.SIGKILL)
+    programs = [*INFRA_PROGRAMS, *(inst.program for inst in plan.instances())]
+    children = [child for name in programs if (child := program_pid(plan, name)) is not None]
+    # supervisord first: alive, it would restart (autorestart) what is killed below.
     with contextlib.suppress(OSError):
         os.kill(pid, signal.SIGKILL)
+    for child in children:
+        with contextlib.suppress(OSError):
+            os.killpg(child, signal.SIGKILL)

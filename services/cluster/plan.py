@@ -14,7 +14,11 @@ APPS = {
     "gateway": "services.gateway:create_app()",
     "user-service": "services.user_service:create_app()",
     "order-service": "services.order_service:create_app()",
+    "inventory-service": "services.inventory_service:create_app",  # FastAPI, under uvicorn
 }
+
+#: Services served as ASGI apps by uvicorn (registry.asgi); the others are WSGI under gunicorn.
+ASGI_SERVICES = frozenset({"inventory-service"})
 
 
 class ClusterConfigError(ValueError):
@@ -52,36 +56,45 @@ class ClusterPlan:
     """Everything `make run-cluster` starts, where it listens and where it keeps files.
 
     Defaults: Consul UI on :8500, gateway on :8080, user-service on :8101.., order-service
-    on :8201... Tests build a plan on free ports in a temporary run dir.
+    on :8201.., inventory-service on :8301.., Prometheus on :9090 scraping every
+    ``scrape_interval``. Tests build a plan on free ports in a temporary run dir.
     """
 
     run_dir: Path = REPO_ROOT / ".run" / "cluster"
     users: int = 3
     orders: int = 3
+    inventories: int = 2
     gateways: int = 1
     consul: ConsulPorts = ConsulPorts()
     gateway_port: int = 8080
     user_base_port: int = 8101
     order_base_port: int = 8201
+    inventory_base_port: int = 8301
     check_interval: str = "2s"
     drain_seconds: float = 2.0
     secret: str = "local-cluster-secret-change-me"
+    prometheus_port: int = 9090
+    scrape_interval: str = "2s"
     workers: int = 1
     threads: int = 8
     autorestart: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("users", "orders", "gateways"):
+        for name in ("users", "orders", "inventories", "gateways"):
             value = getattr(self, name)
             if not 1 <= value <= 20:
                 raise ClusterConfigError(f"{name.upper()} must be between 1 and 20; got {value}")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ClusterPlan:
-        """Build a plan from USERS, ORDERS and CLUSTER_RUN_DIR (the Makefile's knobs)."""
+        """A plan from USERS, ORDERS, INVENTORIES and CLUSTER_RUN_DIR (the Makefile's knobs)."""
         env = os.environ if environ is None else environ
         kwargs: dict[str, object] = {}
-        for key, field_name in (("USERS", "users"), ("ORDERS", "orders")):
+        for key, field_name in (
+            ("USERS", "users"),
+            ("ORDERS", "orders"),
+            ("INVENTORIES", "inventories"),
+        ):
             raw = env.get(key, "").strip()
             if raw:
                 try:
@@ -99,7 +112,12 @@ class ClusterPlan:
 
     def save(self) -> None:
         """Record the counts of the cluster being started."""
-        counts = {"users": self.users, "orders": self.orders, "gateways": self.gateways}
+        counts = {
+            "users": self.users,
+            "orders": self.orders,
+            "inventories": self.inventories,
+            "gateways": self.gateways,
+        }
         self.saved_plan.write_text(json.dumps(counts))
 
     def with_saved_counts(self) -> ClusterPlan:
@@ -139,6 +157,12 @@ class ClusterPlan:
             InstancePlan(f"order-service-{i + 1}", "order-service", self.order_base_port + i)
             for i in range(self.orders)
         ]
+        out += [
+            InstancePlan(
+                f"inventory-service-{i + 1}", "inventory-service", self.inventory_base_port + i
+            )
+            for i in range(self.inventories)
+        ]
         return out
 
     def instances_of(self, service: str) -> list[InstancePlan]:
@@ -159,8 +183,24 @@ class ClusterPlan:
             "consul server rpc": self.consul.server,
             "consul grpc": self.consul.grpc,
         }
+        ports["prometheus"] = self.prometheus_port
         ports.update({inst.program: inst.port for inst in self.instances()})
         return ports
+
+    @property
+    def prometheus_url(self) -> str:
+        """Prometheus' web UI and HTTP API."""
+        return f"http://127.0.0.1:{self.prometheus_port}"
+
+    @property
+    def prometheus_dir(self) -> Path:
+        """Prometheus' generated config, rules, file_sd targets and data (``data/``)."""
+        return self.run_dir / "prometheus"
+
+    @property
+    def metrics_dir(self) -> Path:
+        """Per-instance PROMETHEUS_MULTIPROC_DIRs (``<dir>/<program>``)."""
+        return self.run_dir / "metrics"
 
     @property
     def supervisor_conf(self) -> Path:

@@ -1,4 +1,4 @@
-"""Render the supervisord config that runs Consul and every service instance."""
+"""Render the supervisord config that runs Consul, Prometheus and every service instance."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from services.cluster.plan import APPS, REPO_ROOT, ClusterPlan, InstancePlan
+from services.cluster import prometheus
+from services.cluster.plan import APPS, ASGI_SERVICES, REPO_ROOT, ClusterPlan, InstancePlan
+from services.common.metrics import METRICS_PATH
 
 CONSUL_DEV_CONFIG = REPO_ROOT / "consul" / "config" / "dev.hcl"
 
@@ -38,7 +40,7 @@ def consul_command(plan: ClusterPlan, consul_bin: str) -> list[str]:
 
 def instance_env(plan: ClusterPlan, inst: InstancePlan) -> dict[str, str]:
     """Environment of one instance: the registry's SERVICE_* settings and app settings."""
-    return {
+    env = {
         "PYTHONPATH": str(REPO_ROOT),
         "PYTHONUNBUFFERED": "1",
         "CONSUL_HTTP_ADDR": plan.consul_address,
@@ -52,14 +54,30 @@ def instance_env(plan: ClusterPlan, inst: InstancePlan) -> dict[str, str]:
         "SERVICE_CHECK_TIMEOUT": "1s",
         "SERVICE_DEREGISTER_AFTER": "1m",
         "SERVICE_DRAIN_SECONDS": str(plan.drain_seconds),
+        # Prometheus keeps only the instances that say where their metrics are.
+        "SERVICE_META": f"{prometheus.METRICS_PATH_META}={METRICS_PATH}",
+        "PROMETHEUS_MULTIPROC_DIR": str(plan.metrics_dir / inst.program),
         "USER_DB_PATH": str(plan.data_dir / "users.sqlite3"),
         "ORDER_DB_PATH": str(plan.data_dir / "orders.sqlite3"),
+        "INVENTORY_DB_PATH": str(plan.data_dir / "inventory.sqlite3"),
         "USER_SERVICE_SECRET": plan.secret,
     }
+    if inst.service in ASGI_SERVICES:
+        # One uvicorn process: its metrics live in its own registry, no files to merge.
+        del env["PROMETHEUS_MULTIPROC_DIR"]
+    return env
 
 
 def instance_command(plan: ClusterPlan, inst: InstancePlan) -> list[str]:
-    """gunicorn serving the instance's app, with the registry's master hooks."""
+    """gunicorn serving the instance's app, with the registry's master hooks; an ASGI
+    service runs under uvicorn, whose SIGTERM registry.asgi turns into a drain."""
+    if inst.service in ASGI_SERVICES:
+        return [
+            sys.executable, "-m", "uvicorn", "--factory", APPS[inst.service],
+            "--host", "127.0.0.1", "--port", str(inst.port),
+            "--timeout-graceful-shutdown", "20", "--no-server-header",
+            "--timeout-keep-alive", "75",  # callers close idle connections first
+        ]  # fmt: skip
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     return [
         gunicorn,
@@ -75,6 +93,12 @@ def instance_command(plan: ClusterPlan, inst: InstancePlan) -> list[str]:
         "gthread",
         "--graceful-timeout",
         "20",
+        # Keep idle connections well past any caller's reuse gap: with gunicorn's 2 s
+        # default, a caller (the gateway's discovery client, a load generator) reusing a
+        # pooled connection just as the server closes it gets a reset, which is not safe
+        # to resend for a POST. Callers close first; servers outlast them.
+        "--keep-alive",
+        "75",
         "--access-logfile",
         "-",
         "--name",
@@ -83,8 +107,64 @@ def instance_command(plan: ClusterPlan, inst: InstancePlan) -> list[str]:
     ]
 
 
-def render(plan: ClusterPlan, consul_bin: str) -> str:
-    """The whole supervisord.conf for ``plan``."""
+def targets_file(plan: ClusterPlan) -> Path:
+    """The file_sd file the targets bridge writes for a Prometheus without Consul SD."""
+    return plan.prometheus_dir / "targets.json"
+
+
+def prometheus_programs(plan: ClusterPlan, prometheus_bin: str, consul_sd: bool) -> list[str]:
+    """Prometheus' program section, plus the Consul->file_sd bridge when it needs one."""
+    logs = plan.log_dir
+    config_file = plan.prometheus_dir / "prometheus.yml"
+    command = prometheus.command(
+        prometheus_bin, config_file, plan.prometheus_dir / "data", plan.prometheus_port
+    )
+    sections = [
+        f"""[program:prometheus]
+command={shlex.join(command)}
+directory={plan.prometheus_dir}
+priority=20
+startsecs=1
+stopsignal=TERM
+stopwaitsecs=15
+autorestart=true
+redirect_stderr=true
+stdout_logfile={logs / "prometheus.log"}
+"""
+    ]
+    if not consul_sd:
+        bridge = [
+            sys.executable,
+            "-m",
+            "services.cluster.targets",
+            "--consul",
+            plan.consul_address,
+            "--out",
+            str(targets_file(plan)),
+            "--interval",
+            "0.5",
+        ]
+        sections.append(
+            f"""[program:prometheus-targets]
+command={shlex.join(bridge)}
+environment={_env_line({"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"})}
+directory={REPO_ROOT}
+priority=15
+startsecs=1
+stopsignal=TERM
+stopwaitsecs=5
+autorestart=true
+redirect_stderr=true
+stdout_logfile={logs / "prometheus-targets.log"}
+"""
+        )
+    return sections
+
+
+def render(
+    plan: ClusterPlan, consul_bin: str, prometheus_bin: str = "prometheus", consul_sd: bool = True
+) -> str:
+    """The whole supervisord.conf for ``plan`` (``consul_sd``: the binary has Consul SD)."""
     logs = plan.log_dir
     stop_wait = int(plan.drain_seconds) + 30
     sections = [
@@ -117,6 +197,7 @@ redirect_stderr=true
 stdout_logfile={logs / "consul.log"}
 """
     ]
+    sections += prometheus_programs(plan, prometheus_bin, consul_sd)
     for inst in plan.instances():
         sections.append(
             f"""[program:{inst.program}]
@@ -127,9 +208,9 @@ priority=100
 startsecs=2
 stopsignal=TERM
 stopwaitsecs={stop_wait}
-; SIGTERM goes to the gunicorn master only: it drains (maintenance, propagation
-; delay, in-flight requests) before it stops its workers. SIGKILL, if it comes to
-; that, takes the whole group.
+; SIGTERM goes to the gunicorn master (or uvicorn) only: it drains (maintenance,
+; propagation delay, in-flight requests) before it stops its workers. SIGKILL, if it
+; comes to that, takes the whole group.
 stopasgroup=false
 killasgroup=true
 autorestart={"true" if plan.autorestart else "false"}

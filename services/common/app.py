@@ -11,7 +11,9 @@ from flask import Flask
 
 from services.common.access_log import init_access_log
 from services.common.errors import install_error_handlers
+from services.common.metrics import init_metrics
 from services.common.openapi import init_openapi
+from services.common.tracing import init_tracing
 
 #: Defaults shared by every service; each may be overridden by its own defaults,
 #: then by environment variables, then by the ``config`` passed to ``create_app``.
@@ -39,7 +41,8 @@ def build_app(
     config: Mapping[str, Any] | None,
     description: str = "",
 ) -> Flask:
-    """A Flask app with the shared config layering, JSON errors, access log and OpenAPI.
+    """A Flask app with the shared config layering, JSON errors, access log, trace
+    context, RED metrics and ``/metrics``, and OpenAPI.
 
     ``env`` maps config keys to environment variable names read at creation time.
     """
@@ -69,5 +72,7 @@ def build_app(
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     install_error_handlers(app)
     init_access_log(app)
+    init_tracing(app)
+    init_metrics(app)
     init_openapi(app, title, version, description)
     return app

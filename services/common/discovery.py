@@ -3,7 +3,8 @@
 Tests inject any object with ``request(service, method, path, **kwargs)`` as
 ``config["DISCOVERY_CLIENT"]``. Otherwise a ``discovery_client.ServiceClient`` is built
 on first use (so under gunicorn each worker builds its own after the fork, and its
-watch threads live in that worker) against ``CONSUL_HTTP_ADDR``.
+watch threads live in that worker) against ``CONSUL_HTTP_ADDR``, and its counts are
+published to the service's ``/metrics`` (``discovery_client.metrics``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any, Protocol
 
 import requests
 from flask import Flask
+
+from services.common.metrics import before_render
 
 
 class Caller(Protocol):
@@ -37,7 +40,9 @@ def get_caller(app: Flask) -> Caller:
             caller = app.config.get("DISCOVERY_CLIENT")
             if caller is None:
                 from discovery_client import ServiceClient
+                from discovery_client.metrics import ClientMetricsPublisher
 
                 caller = ServiceClient(app.config.get("CONSUL_HTTP_ADDR") or None)
+                before_render(ClientMetricsPublisher(caller).start().publish)
             app.extensions["discovery_caller"] = caller
     return caller

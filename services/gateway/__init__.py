@@ -2,7 +2,8 @@
 
 ``create_app(config)`` builds the app; configuration (defaults < environment < config):
 
-- ``USER_SERVICE_NAME`` / ``ORDER_SERVICE_NAME`` (same env names): upstream services.
+- ``USER_SERVICE_NAME`` / ``ORDER_SERVICE_NAME`` / ``INVENTORY_SERVICE_NAME`` (same env
+  names): upstream services.
 - ``UPSTREAM_TIMEOUT`` (env ``GATEWAY_UPSTREAM_TIMEOUT``): read timeout per upstream
   attempt, seconds; ``CONNECT_TIMEOUT`` (env ``SERVICES_CONNECT_TIMEOUT``, 1 s) connect.
 - ``DISCOVERY_CLIENT``: an object with ``request(service, method, path, **kw)``;
@@ -28,18 +29,22 @@ from services.gateway.views import bp
 __all__ = ["create_app"]
 
 SERVICE_NAME = "gateway"
+#: The config keys naming the upstream services (the route table's service_key values).
+SERVICE_NAME_KEYS = ("USER_SERVICE_NAME", "ORDER_SERVICE_NAME", "INVENTORY_SERVICE_NAME")
 VERSION = "1.0.0"
 
 DEFAULTS: dict[str, Any] = {
     "SERVICE_NAME": SERVICE_NAME,
     "USER_SERVICE_NAME": "user-service",
     "ORDER_SERVICE_NAME": "order-service",
+    "INVENTORY_SERVICE_NAME": "inventory-service",
     "UPSTREAM_TIMEOUT": 10.0,
     "CONSUL_HTTP_ADDR": "",
 }
 ENV = {
     "USER_SERVICE_NAME": "USER_SERVICE_NAME",
     "ORDER_SERVICE_NAME": "ORDER_SERVICE_NAME",
+    "INVENTORY_SERVICE_NAME": "INVENTORY_SERVICE_NAME",
     "UPSTREAM_TIMEOUT": "GATEWAY_UPSTREAM_TIMEOUT",
     "CONNECT_TIMEOUT": "SERVICES_CONNECT_TIMEOUT",
     "CONSUL_HTTP_ADDR": "CONSUL_HTTP_ADDR",
@@ -55,11 +60,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         defaults=DEFAULTS,
         env=ENV,
         config=config,
-        description="Public API: /api/users/* and /api/orders/*, relayed through discovery.",
+        description=(
+            "Public API: /api/users/*, /api/orders/* and /api/stock/*, relayed through discovery."
+        ),
     )
     app.register_blueprint(bp)
     app.extensions["openapi_extra_paths"] = lambda: public_paths(
-        {key: app.config[key] for key in ("USER_SERVICE_NAME", "ORDER_SERVICE_NAME")}
+        {key: app.config[key] for key in SERVICE_NAME_KEYS}
     )
     init_health(app, {})
     return app

@@ -4,9 +4,11 @@
     /api/users/login      -> user-service  /login
     /api/users/<rest>     -> user-service  /users/<rest>
     /api/orders[/<rest>]  -> order-service /orders[/<rest>]
+    /api/stock/<sku>      -> inventory-service /stock/<sku>
 
 Matching is by whole path segments, longest public prefix first. user-service's
-``/tokens/verify`` is internal and has no public route.
+``/tokens/verify`` and inventory-service's ``/reservations`` are internal and have no
+public route.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/api/users/login", "USER_SERVICE_NAME", "/login"),
     Route("/api/users", "USER_SERVICE_NAME", "/users"),
     Route("/api/orders", "ORDER_SERVICE_NAME", "/orders"),
+    Route("/api/stock", "INVENTORY_SERVICE_NAME", "/stock"),
 )
 
 

@@ -6,12 +6,17 @@
 - ``USER_SERVICE_NAME`` (env ``USER_SERVICE_NAME``): whom to ask about tokens.
 - ``USER_SERVICE_TIMEOUT`` (env ``USER_SERVICE_TIMEOUT``): read timeout of a token
   check, seconds; ``CONNECT_TIMEOUT`` (env ``SERVICES_CONNECT_TIMEOUT``, 1 s) connect.
+- ``INVENTORY_SERVICE_NAME`` (env): where an order's items are reserved before the
+  order is stored (idempotently per order key, ``services.order_service.inventory``);
+  empty reserves nothing. ``INVENTORY_SERVICE_TIMEOUT`` (env): its read timeout.
 - ``DISCOVERY_CLIENT``: an object with ``request(service, method, path, **kw)``;
   default a ``discovery_client.ServiceClient`` on ``CONSUL_HTTP_ADDR``.
 - ``REGISTRY_ENABLED``: False serves ``/health`` without registering in Consul.
+- ``MAX_ORDER_ITEMS`` / ``MAX_LIST_LIMIT``: live from Consul KV (``live_config``).
 
 ``/health`` checks only this service's own database: a user-service outage makes
-order calls fail with 503, not order-service instances leave the pool.
+order calls fail with 503, not order-service instances leave the pool (inventory-service
+likewise).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from services.common.app import build_app
 from services.common.db import Database, init_db
 from services.common.health import init_health
 from services.order_service import store
+from services.order_service.live_config import init_live_config
 from services.order_service.views import bp
 
 __all__ = ["create_app"]
@@ -38,13 +44,19 @@ DEFAULTS: dict[str, Any] = {
     "ORDER_DB_PATH": "",
     "USER_SERVICE_NAME": "user-service",
     "USER_SERVICE_TIMEOUT": 5.0,
+    "INVENTORY_SERVICE_NAME": "inventory-service",
+    "INVENTORY_SERVICE_TIMEOUT": 5.0,
     "CONSUL_HTTP_ADDR": "",
     "MAX_LIST_LIMIT": 500,
+    "MAX_ORDER_ITEMS": 50,
+    "CONFIG_ENABLED": None,
 }
 ENV = {
     "ORDER_DB_PATH": "ORDER_DB_PATH",
     "USER_SERVICE_NAME": "USER_SERVICE_NAME",
     "USER_SERVICE_TIMEOUT": "USER_SERVICE_TIMEOUT",
+    "INVENTORY_SERVICE_NAME": "INVENTORY_SERVICE_NAME",
+    "INVENTORY_SERVICE_TIMEOUT": "INVENTORY_SERVICE_TIMEOUT",
     "CONNECT_TIMEOUT": "SERVICES_CONNECT_TIMEOUT",
     "CONSUL_HTTP_ADDR": "CONSUL_HTTP_ADDR",
 }
@@ -66,4 +78,5 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     init_db(app, database)
     app.register_blueprint(bp)
     init_health(app, {"database": database.check})
+    init_live_config(app, SERVICE_NAME)
     return app

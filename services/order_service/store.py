@@ -80,6 +80,11 @@ def _by_key(conn: sqlite3.Connection, user_id: int, key: str) -> Order | None:
     return _order(row) if row is not None else None
 
 
+def order_by_key(conn: sqlite3.Connection, user_id: int, key: str) -> Order | None:
+    """The user's order created with Idempotency-Key ``key``, if any."""
+    return _by_key(conn, user_id, key)
+
+
 def create_order(
     conn: sqlite3.Connection,
     user_id: int,

@@ -17,7 +17,7 @@ from services.common.errors import ApiError
 from services.common.openapi import operation
 from services.common.validation import Field
 from services.common.validation import json_body as read_body
-from services.order_service import store
+from services.order_service import inventory, store
 from services.order_service.users import current_user
 
 bp = Blueprint("orders", __name__)
@@ -83,11 +83,12 @@ def _fingerprint(body: dict[str, object]) -> str:
         201: "Created (or replayed for a repeated Idempotency-Key)",
         400: "Malformed JSON or Idempotency-Key",
         401: "No valid token",
+        409: "Not enough stock of an item (inventory-service)",
         413: "Body too large",
         415: "Not JSON",
-        422: "Invalid field, or Idempotency-Key reused with another body",
-        502: "user-service failed",
-        503: "No healthy user-service instance",
+        422: "Invalid field, too many items, or Idempotency-Key reused with another body",
+        502: "user-service or inventory-service failed",
+        503: "No healthy user-service or inventory-service instance",
     },
     response_schema=ORDER_SCHEMA,
 )
@@ -96,7 +97,14 @@ def create_order() -> tuple[Response, int, dict[str, str]]:
     bearer_token()  # a missing/garbled header is 401 before any body checks
     key = _idempotency_key()
     body = read_body(NEW_ORDER)
+    most = current_app.config["MAX_ORDER_ITEMS"]  # live from Consul KV
+    if len(body["items"]) > most:
+        raise ApiError(
+            422, "too_many_items", f"an order may hold at most {most} items", field="items"
+        )
     user = current_user()
+    if key is None or store.order_by_key(get_db(), user.user_id, key) is None:
+        inventory.reserve(user.user_id, key, body["items"])  # idempotent per order key
     try:
         order, created = store.create_order(
             get_db(), user.user_id, body["items"], _fingerprint(body), key

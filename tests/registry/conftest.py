@@ -125,8 +125,9 @@ def service_env(consul_address: str, port: int, **settings: Any) -> dict[str, st
 
 @pytest.fixture
 def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
-    """Start the test app (``server=`` "gunicorn", "dev" for ``app.run()``, or "flask-cli"
-    for ``flask run``); every one is killed after."""
+    """Start the test app (``server=`` "gunicorn", "dev" for ``app.run()``, "flask-cli"
+    for ``flask run``, "uvicorn" or "gunicorn-uvicorn" for the ASGI apps of
+    tests.registry.asgi_apps); every one is killed after."""
     started: list[ServiceProcess] = []
 
     def start(
@@ -135,6 +136,7 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
         extra_env: dict[str, str] | None = None,
         wait: bool = True,
         workers: int = 1,
+        app: str | None = None,
         **settings: Any,
     ) -> ServiceProcess:
         port = free_port()
@@ -151,6 +153,19 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
             cmd = [
                 sys.executable, "-m", "flask", "--app", "tests.registry.apps:create_app()",
                 "run", "--host", "127.0.0.1", "--port", str(port),
+            ]  # fmt: skip
+        elif server == "uvicorn":  # FastAPI app, or app="tests.registry.asgi_apps:plain_app"
+            cmd = [
+                sys.executable, "-m", "uvicorn", app or "tests.registry.asgi_apps:create_app",
+                *(["--factory"] if app is None else []),
+                "--host", "127.0.0.1", "--port", str(port), "--timeout-graceful-shutdown", "10",
+            ]  # fmt: skip
+        elif server == "gunicorn-uvicorn":
+            cmd = [
+                sys.executable, "-m", "gunicorn",
+                "-c", "python:registry.gunicorn_conf", "-k", "uvicorn_worker.UvicornWorker",
+                "--workers", str(workers), "--graceful-timeout", "10",
+                "tests.registry.asgi_apps:create_app()",
             ]  # fmt: skip
         else:
             cmd = [

@@ -12,6 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from services.gateway import create_app as create_gateway
+from services.inventory_service import create_app as create_inventory_service
 from services.order_service import create_app as create_order_service
 from services.user_service import create_app as create_user_service
 from tests.services.fakes import FlaskCaller
@@ -67,9 +68,21 @@ def user_app(make_user_app: Callable[..., Flask]) -> Flask:
 
 
 @pytest.fixture
-def caller(user_app: Flask) -> FlaskCaller:
+def inventory_app(tmp_path: Path) -> Any:
+    """One inventory-service instance (FastAPI), with a small initial stock per SKU."""
+    return create_inventory_service(
+        {
+            "INVENTORY_DB_PATH": str(tmp_path / "inventory.sqlite3"),
+            "INVENTORY_INITIAL_STOCK": 100,
+            "REGISTRY_ENABLED": False,
+        }
+    )
+
+
+@pytest.fixture
+def caller(user_app: Flask, inventory_app: Any) -> FlaskCaller:
     """The in-process discovery client the other services call through."""
-    return FlaskCaller({"user-service": user_app})
+    return FlaskCaller({"user-service": user_app, "inventory-service": inventory_app})
 
 
 @pytest.fixture

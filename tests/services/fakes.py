@@ -25,9 +25,10 @@ from discovery_client.source import Listener
 
 
 class FlaskCaller:
-    """A discovery-client stand-in: ``request(service, ...)`` runs on that service's app."""
+    """A discovery-client stand-in: ``request(service, ...)`` runs on that service's app
+    (a Flask app through its test client, an ASGI app through Starlette's)."""
 
-    def __init__(self, apps: Mapping[str, Flask]) -> None:
+    def __init__(self, apps: Mapping[str, Any]) -> None:
         self.apps = dict(apps)  # the test's thread sets these up before use
         self.failures: dict[str, BaseException] = {}  # service -> error to raise instead
         self.calls: list[tuple[str, str, str, dict[str, Any]]] = []  # appended by callers
@@ -39,7 +40,10 @@ class FlaskCaller:
             self.calls.append((service, method, path, dict(kwargs)))
         if service in self.failures:
             raise self.failures[service]
-        client = self.apps[service].test_client()
+        app = self.apps[service]
+        if not isinstance(app, Flask):
+            return self._asgi(app, service, method, path, kwargs)
+        client = app.test_client()
         options: dict[str, Any] = {"method": method, "headers": kwargs.get("headers") or {}}
         if "json" in kwargs:
             options["json"] = kwargs["json"]
@@ -51,6 +55,33 @@ class FlaskCaller:
         response = requests.Response()
         response.status_code = answer.status_code
         response._content = answer.get_data()
+        response.headers = CaseInsensitiveDict(dict(answer.headers))
+        response.url = f"http://{service}{path}"
+        response.encoding = "utf-8"
+        return response
+
+    @staticmethod
+    def _asgi(app: Any, service: str, method: str, path: str, kw: dict[str, Any]) -> Any:
+        """Call an ASGI app (inventory-service) in process through httpx's ASGI transport."""
+        import asyncio
+
+        import httpx
+
+        async def send() -> httpx.Response:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://asgi") as client:
+                return await client.request(
+                    method,
+                    path,
+                    headers=kw.get("headers") or {},
+                    json=kw.get("json"),
+                    params=kw.get("params"),
+                )
+
+        answer = asyncio.run(send())
+        response = requests.Response()
+        response.status_code = answer.status_code
+        response._content = answer.content
         response.headers = CaseInsensitiveDict(dict(answer.headers))
         response.url = f"http://{service}{path}"
         response.encoding = "utf-8"

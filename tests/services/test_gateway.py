@@ -19,7 +19,11 @@ from services.gateway.routes import Target, public_location, resolve
 from tests.services.conftest import assert_json_error, auth
 from tests.services.fakes import FlaskCaller, StaticSource, serve
 
-NAMES = {"USER_SERVICE_NAME": "user-service", "ORDER_SERVICE_NAME": "order-service"}
+NAMES = {
+    "USER_SERVICE_NAME": "user-service",
+    "ORDER_SERVICE_NAME": "order-service",
+    "INVENTORY_SERVICE_NAME": "inventory-service",
+}
 ITEMS = {"items": [{"sku": "book", "quantity": 2}]}
 
 
@@ -45,6 +49,7 @@ def test_location_is_mapped_back_to_public_paths() -> None:
     assert public_location("order-service", "/orders/5", NAMES) == "/api/orders/5"
     assert public_location("user-service", "/users/5", NAMES) == "/api/users/5"
     assert public_location("user-service", "/elsewhere", NAMES) == "/elsewhere"
+    assert public_location("inventory-service", "/stock/pen", NAMES) == "/api/stock/pen"
 
 
 def test_the_seed_flow_through_the_gateway(gateway_app: Flask, caller: FlaskCaller) -> None:

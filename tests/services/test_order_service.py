@@ -33,8 +33,12 @@ def test_create_get_and_list(order_app: Flask, login: Login, caller: FlaskCaller
     assert order["status"] == "created"
     assert created.headers["Location"] == f"/orders/{order['id']}"
     assert "Idempotent-Replayed" not in created.headers
-    # the token was checked with user-service through the discovery client
-    assert caller.calls[-1][:3] == ("user-service", "POST", "/tokens/verify")
+    # the token was checked with user-service, then the items reserved with
+    # inventory-service, both through the discovery client
+    assert [c[:3] for c in caller.calls[-2:]] == [
+        ("user-service", "POST", "/tokens/verify"),
+        ("inventory-service", "POST", "/reservations"),
+    ]
 
     fetched = client.get(f"/orders/{order['id']}", headers=auth(token))
     assert fetched.status_code == 200

@@ -17,7 +17,11 @@ from tests.harness.ports import free_ports
 
 
 def free_plan(run_dir: Path, users: int = 2, orders: int = 2, **overrides: object) -> ClusterPlan:
-    """A plan whose every port is free right now (service ports are contiguous ranges)."""
+    """A plan whose every port is free right now (service ports are contiguous ranges).
+
+    Prometheus gets a free port and a 1 s scrape interval; every cluster starts it, and
+    ``control.up`` fails, saying how to install it, when its binary is missing.
+    """
     rng = random.Random()
     for _ in range(100):
         # Below Linux's ephemeral range (32768-60999), where outgoing connections of
@@ -31,7 +35,14 @@ def free_plan(run_dir: Path, users: int = 2, orders: int = 2, **overrides: objec
             gateway_port=base,
             user_base_port=base + 10,
             order_base_port=base + 40,
-            **{"check_interval": "1s", "drain_seconds": 1.0, **overrides},  # type: ignore[arg-type]
+            **{  # type: ignore[arg-type]
+                "prometheus_port": free_ports(1)[0],
+                "scrape_interval": "1s",
+                "inventory_base_port": base + 70,
+                "check_interval": "1s",
+                "drain_seconds": 1.0,
+                **overrides,
+            },
         )
         if not control.busy_ports(plan.ports()):
             return plan
@@ -78,7 +89,8 @@ def stop_cluster(plan: ClusterPlan) -> None:
 
 @pytest.fixture
 def small_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterPlan]:
-    """Consul + 1 gateway + 2 user-service + 2 order-service instances, all passing."""
+    """Consul + 1 gateway + 2 user-service + 2 order-service + 2 inventory-service
+    instances, all passing."""
     plan = free_plan(tmp_path_factory.mktemp("cluster"), autorestart=False)
     try:
         control.up(plan, timeout=90)

@@ -11,10 +11,12 @@ import sys
 import pytest
 import requests
 
+from config_client.kv import KVStore
+from consul_connection import ConsulConnection
 from services.client import PlatformClient
 from services.cluster import control
 from services.cluster.plan import REPO_ROOT, ClusterPlan
-from services.demo import run_demo
+from services.demo import live_config_demo, run_demo
 from tests.services.cluster.conftest import free_plan, kill_group_and_wait
 
 pytestmark = pytest.mark.slow
@@ -35,6 +37,11 @@ def test_demo_flow_survives_a_killed_user_service_instance(small_cluster: Cluste
     out = io.StringIO()
     first = run_demo(client, out)
     assert "demo OK" in out.getvalue()
+    # A setting put in Consul KV takes effect in the gunicorn-served order-service.
+    store = KVStore(ConsulConnection.from_env({}, address=plan.consul_address))
+    live_config_demo(client, store, out)
+    store.close()
+    assert "422 too_many_items" in out.getvalue() and "live config OK" in out.getvalue()
 
     victim = plan.instances_of("user-service")[0]
     pid = control.program_pid(plan, victim.program)
@@ -62,7 +69,7 @@ def test_status_and_cli_report_a_running_cluster(small_cluster: ClusterPlan) -> 
     assert "already running" in result.stderr
     rows = control.table(small_cluster)
     assert {r.health for r in rows} == {"passing"}
-    assert len(rows) == 5
+    assert len(rows) == 7
 
 
 def test_a_taken_port_gives_a_clear_error(tmp_path_factory: pytest.TempPathFactory) -> None:

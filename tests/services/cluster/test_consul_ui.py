@@ -21,7 +21,12 @@ def test_ui_shows_passing_services_then_a_failing_instance(small_cluster: Cluste
         seen = wait_for_services_health(
             browser,
             plan.consul_ui_url,
-            {"gateway": "passing", "user-service": "passing", "order-service": "passing"},
+            {
+                "gateway": "passing",
+                "user-service": "passing",
+                "order-service": "passing",
+                "inventory-service": "passing",  # FastAPI under uvicorn, registry.asgi
+            },
         )
         first = screenshot(browser, "consul-ui-all-passing")
         assert first.stat().st_size > 10_000

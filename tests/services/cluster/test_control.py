@@ -61,6 +61,8 @@ def test_plan_counts_ports_and_ids(tmp_path: Path) -> None:
         "user-service-1",
         "user-service-2",
         "order-service-1",
+        "inventory-service-1",
+        "inventory-service-2",
     ]
     assert plan.instances_of("user-service")[1] == InstancePlan(
         "user-service-2", "user-service", 8102
@@ -83,7 +85,9 @@ def test_bad_counts_name_the_setting(env: dict[str, str], message: str) -> None:
 
 
 def test_unknown_service_lists_the_known_ones(tmp_path: Path) -> None:
-    with pytest.raises(ClusterConfigError, match="gateway, order-service, user-service"):
+    with pytest.raises(
+        ClusterConfigError, match="gateway, inventory-service, order-service, user-service"
+    ):
         plan_in(tmp_path).instances_of("billing")
 
 

@@ -1,0 +1,165 @@
+"""``python -m config_client``: get, put, diff, push and watch configuration in Consul KV.
+
+    python -m config_client get --service order-service [--profile prod] [SETTING]
+    python -m config_client put KEY VALUE [--cas INDEX]
+    python -m config_client diff DIR [--document]
+    python -m config_client push DIR [--document] [--prune] [--dry-run]
+    python -m config_client watch --service order-service [--count N] [--timeout S]
+
+Consul is reached through ``ConsulConnection.from_env()`` (CONSUL_HTTP_ADDR,
+CONSUL_HTTP_TOKEN / CONSUL_HTTP_TOKEN_FILE, TLS variables); ``--consul`` overrides the
+address. The token is never printed. Exit status: 0 done (diff: no difference), 1 diff
+found differences or push lost a check-and-set (nothing of it was written), 2 a usage,
+file or Consul error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from config_client.client import ConfigClient, Update
+from config_client.errors import CasConflictError, ConfigError
+from config_client.files import Plan, layer_files, plan
+from config_client.kv import KVStore
+from config_client.layers import DEFAULT_ROOT, Layers, to_json_text
+from consul_connection import ConsulConfigError, ConsulConnection
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m config_client",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--consul", help="agent address (default: CONSUL_HTTP_ADDR)")
+    parser.add_argument("--root", default=DEFAULT_ROOT, help="KV root of every layer")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def layered(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--service", required=True, help="service name (its layers)")
+        p.add_argument("--profile", action="append", default=[], help="profile (repeatable)")
+
+    get = sub.add_parser("get", help="the effective settings of a service, or one of them")
+    layered(get)
+    get.add_argument("setting", nargs="?", help="one setting, e.g. retry.budget")
+    put = sub.add_parser("put", help="write one KV key")
+    put.add_argument("key")
+    put.add_argument("value")
+    put.add_argument("--cas", type=int, help="only if the key's ModifyIndex is still this")
+    for name, text in (("diff", "compare files with KV"), ("push", "make KV match files")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("directory", type=Path, help="one <layer>.yaml/.json per layer")
+        p.add_argument("--document", action="store_true", help="each file whole in <layer>/data")
+    push = sub.choices["push"]
+    push.add_argument("--prune", action="store_true", help="also delete keys not in the files")
+    push.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    watch = sub.add_parser("watch", help="print each change of a service's settings")
+    layered(watch)
+    watch.add_argument("--count", type=int, help="exit after this many updates")
+    watch.add_argument("--timeout", type=float, help="exit after this many seconds")
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    out: TextIO | None = None,
+    *,
+    before_write: Callable[[Plan], None] | None = None,
+) -> int:
+    """Run one command; ``before_write`` (tests) runs between push's read and its write."""
+    out = out or sys.stdout
+    args = _parser().parse_args(argv)
+    try:
+        connection = ConsulConnection.from_env(**({"address": args.consul} if args.consul else {}))
+        store = KVStore(connection)
+        try:
+            return _run(args, store, out, before_write)
+        finally:
+            store.close()
+    except CasConflictError as exc:
+        print(f"conflict: {exc}; nothing of that transaction was written", file=sys.stderr)
+        return 1
+    except (ConfigError, ConsulConfigError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(
+    args: argparse.Namespace,
+    store: KVStore,
+    out: TextIO,
+    before_write: Callable[[Plan], None] | None,
+) -> int:
+    if args.command == "get":
+        layers = Layers(args.service, tuple(args.profile), root=args.root)
+        client = ConfigClient(layers, connection=store.connection, store=store)
+        settings = client.start(fail_fast=True).settings
+        client.stop()
+        if args.setting is None:
+            print(to_json_text(settings), file=out)
+            return 0
+        if args.setting not in settings:
+            print(f"error: {args.setting} is not set for {args.service}", file=sys.stderr)
+            return 2
+        print(settings[args.setting], file=out)
+        return 0
+    if args.command == "put":
+        store.put(args.key, args.value, cas=args.cas)
+        print(f"put {args.key}", file=out)
+        return 0
+    if args.command in ("diff", "push"):
+        files = layer_files(args.directory, args.root)
+        prune = getattr(args, "prune", True)
+        the_plan = plan(store, files, document=args.document, prune=prune)
+        for difference in the_plan.differences:
+            print(difference.line(), file=out)
+        if args.command == "diff":
+            return 1 if the_plan.differences else 0
+        if args.dry_run or not the_plan.writes:
+            print(f"{len(the_plan.writes)} write(s) planned, none made", file=out)
+            return 0
+        if before_write is not None:
+            before_write(the_plan)
+        store.apply(the_plan.writes)
+        print(f"pushed {len(the_plan.writes)} write(s) (check-and-set)", file=out)
+        return 0
+    return _watch(args, store, out)
+
+
+def _watch(args: argparse.Namespace, store: KVStore, out: TextIO) -> int:
+    layers = Layers(args.service, tuple(args.profile), root=args.root)
+    client = ConfigClient(layers, connection=store.connection, store=store)
+    done = threading.Event()
+    seen = 0
+
+    def show(update: Update) -> None:
+        nonlocal seen
+        seen += 1
+        for change in update.changes:
+            print(f"{change.key}: {change.old!r} -> {change.new!r}", file=out, flush=True)
+        if args.count is not None and seen >= args.count:
+            done.set()
+
+    client.start(fail_fast=True)
+    client.subscribe(show)  # after the first read: only changes from now on
+    print(
+        f"watching {', '.join(layers.prefixes)} (index {client.settings.index})",
+        file=out,
+        flush=True,
+    )
+    deadline = None if args.timeout is None else time.monotonic() + args.timeout
+    try:
+        while not done.wait(0.2):
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.stop()
+    return 0

@@ -1,0 +1,106 @@
+"""inventory-service: stock reserved idempotently per order, a FastAPI app under uvicorn.
+
+order-service reserves an order's items here before it stores the order, with an
+``Idempotency-Key`` derived from the order's own key, so a retried order (or a retried
+reservation, on another instance) takes stock once.
+
+``create_app(config)`` builds the app; configuration (defaults < environment < config):
+
+- ``INVENTORY_DB_PATH`` (env): the SQLite file every instance shares.
+- ``INVENTORY_INITIAL_STOCK`` (env): stock of a SKU seen for the first time (1,000,000).
+- ``REGISTRY_ENABLED`` (env): False serves ``/health`` without ever registering.
+
+Serve it with uvicorn (registers, drains on SIGTERM through ``registry.asgi``)::
+
+    SERVICE_NAME=inventory-service uvicorn --factory services.inventory_service:create_app
+
+or with gunicorn and uvicorn workers (the master registers once)::
+
+    gunicorn -c python:registry.gunicorn_conf -k uvicorn_worker.UvicornWorker \\
+        "services.inventory_service:create_app()"
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI
+
+from registry.asgi import ConsulRegistry
+from registry.health import HealthChecks
+from services.common.app import env_flag
+from services.common.asgi import ObservedApp
+from services.common.db import Database
+from services.inventory_service import store
+from services.inventory_service.views import install
+
+__all__ = ["create_app"]
+
+SERVICE_NAME = "inventory-service"
+VERSION = "1.0.0"
+
+DEFAULTS: dict[str, Any] = {
+    "INVENTORY_DB_PATH": "",
+    "INVENTORY_INITIAL_STOCK": 1_000_000,
+    "REGISTRY_ENABLED": True,
+    "DB_BUSY_TIMEOUT_MS": 5000,
+}
+
+
+def _config(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    settings = dict(DEFAULTS)
+    for key in ("INVENTORY_DB_PATH", "INVENTORY_INITIAL_STOCK", "REGISTRY_ENABLED"):
+        raw = os.environ.get(key, "").strip()
+        if not raw:
+            continue
+        if key == "REGISTRY_ENABLED":
+            settings[key] = env_flag(raw)
+        elif key == "INVENTORY_INITIAL_STOCK":
+            if not raw.isdigit():
+                raise ValueError(f"INVENTORY_INITIAL_STOCK must be a whole number; got {raw!r}")
+            settings[key] = int(raw)
+        else:
+            settings[key] = raw
+    settings.update(config or {})
+    return settings
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> FastAPI:
+    """Build an inventory-service app (see the module docstring for its configuration)."""
+    settings = _config(config)
+    db_path = settings["INVENTORY_DB_PATH"] or os.path.join(
+        tempfile.gettempdir(), "inventory.sqlite3"
+    )
+    database = Database(db_path, store.SCHEMA, int(settings["DB_BUSY_TIMEOUT_MS"]))
+    database.create_schema()
+    app = FastAPI(
+        title="inventory-service",
+        version=VERSION,
+        description="Stock, reserved idempotently per order key.",
+    )
+    app.state.settings = settings
+    app.state.database = database
+    app.add_middleware(ObservedApp, service=SERVICE_NAME)  # metrics, trace, access log
+    install(app)
+    if settings["REGISTRY_ENABLED"]:
+        registry = ConsulRegistry()
+        registry.add_check("database", database.check)
+        registry.init_app(app)
+    else:
+        _local_health(app, database)
+    return app
+
+
+def _local_health(app: FastAPI, database: Database) -> None:
+    from fastapi.responses import JSONResponse
+
+    checks = HealthChecks()
+    checks.add("database", database.check)
+
+    @app.get("/health")
+    def health() -> JSONResponse:
+        report = checks.evaluate()
+        return JSONResponse(report.to_json(), status_code=200 if report.passing else 503)

@@ -1,0 +1,88 @@
+"""An ACL-enabled agent (default deny): a key_prefix "config/" read token from
+CONSUL_HTTP_TOKEN_FILE reads the configuration; no token is refused; the token is never shown."""
+
+from __future__ import annotations
+
+import io
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from config_client import ConfigClient, ConfigError, Layers
+from config_client.cli import main
+from consul_connection import ConsulConnection
+from tests.harness.agent import ConsulAgent
+
+MANAGEMENT = str(uuid.uuid4())
+ACL = (
+    'acl { enabled = true default_policy = "deny" '
+    f'tokens {{ initial_management = "{MANAGEMENT}" }} }}'
+)
+
+
+def _acl_agent() -> ConsulAgent:
+    agent = ConsulAgent(extra_args=["-hcl", ACL])
+    agent.start(wait_for_leader=False)
+    deadline = time.monotonic() + 30
+    headers = {"X-Consul-Token": MANAGEMENT}
+    while True:  # the harness waits on catalog reads the deny policy hides: wait here
+        try:
+            response = requests.get(f"{agent.url}/v1/acl/token/self", headers=headers, timeout=2)
+            if response.ok:
+                return agent
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline:
+            agent.cleanup()
+            raise TimeoutError(f"ACL agent not ready:\n{agent.tail_log()}")
+        time.sleep(0.2)
+
+
+def test_read_token_from_file_reads_config_and_no_token_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    agent = _acl_agent()
+    try:
+        admin = {"X-Consul-Token": MANAGEMENT}
+        policy = requests.put(
+            f"{agent.url}/v1/acl/policy",
+            json={"Name": "config-read", "Rules": 'key_prefix "config/" { policy = "read" }'},
+            headers=admin,
+            timeout=5,
+        )
+        policy.raise_for_status()
+        token = requests.put(
+            f"{agent.url}/v1/acl/token",
+            json={"Policies": [{"Name": "config-read"}]},
+            headers=admin,
+            timeout=5,
+        ).json()["SecretID"]
+        requests.put(f"{agent.url}/v1/kv/config/orders/limit", data="7", headers=admin, timeout=5)
+        token_file = tmp_path / "token"
+        token_file.write_text(token + "\n")
+
+        env = {"CONSUL_HTTP_ADDR": agent.address, "CONSUL_HTTP_TOKEN_FILE": str(token_file)}
+        connection = ConsulConnection.from_env(env)
+        client = ConfigClient(Layers("orders"), connection=connection).start(fail_fast=True)
+        assert client.get("limit", int) == 7
+        assert token not in repr(client.connection) and token not in str(client.stats())
+        client.stop()
+
+        anonymous = ConsulConnection.from_env({"CONSUL_HTTP_ADDR": agent.address})
+        with pytest.raises(ConfigError, match="denied") as refused:
+            ConfigClient(Layers("orders"), connection=anonymous).start(fail_fast=True)
+        assert token not in str(refused.value)
+
+        monkeypatch.setenv("CONSUL_HTTP_ADDR", agent.address)
+        monkeypatch.setenv("CONSUL_HTTP_TOKEN_FILE", str(token_file))
+        out = io.StringIO()
+        assert main(["get", "--service", "orders", "limit"], out) == 0
+        assert out.getvalue().strip() == "7"
+        assert main(["put", "config/orders/limit", "8"], out) == 2  # read-only token
+        err = capsys.readouterr().err
+        assert "denied" in err and token not in err and token not in out.getvalue()
+    finally:
+        agent.cleanup()

@@ -1,0 +1,88 @@
+"""``python -m config_client`` against a real agent: push (check-and-set), diff, get, watch."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from config_client.cli import main
+from config_client.files import Plan
+from tests.config_client.conftest import KV, service_name
+from tests.harness.agent import ConsulAgent
+
+
+def run(agent: ConsulAgent, *argv: str, **kw) -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(["--consul", agent.address, *argv], out, **kw)
+    return code, out.getvalue()
+
+
+def layer_dir(tmp_path: Path, name: str, text: str) -> Path:
+    (tmp_path / f"{name}.yaml").write_text(text)
+    return tmp_path
+
+
+def test_push_diff_get_round_trip(kv_agent: ConsulAgent, kv: KV, tmp_path: Path) -> None:
+    name = service_name()
+    directory = layer_dir(tmp_path, name, "orders:\n  max_items: 5\n  enabled: true\n")
+    assert run(kv_agent, "diff", str(directory))[0] == 1
+    code, out = run(kv_agent, "push", str(directory))
+    assert code == 0 and "pushed 2 write(s)" in out
+    assert kv.get(f"config/{name}/orders/max_items") == "5"
+    assert kv.get(f"config/{name}/orders/enabled") == "true"
+    assert run(kv_agent, "diff", str(directory)) == (0, "")
+    layer_dir(tmp_path, name, "orders:\n  max_items: 7\n  enabled: true\n")
+    code, out = run(kv_agent, "diff", str(directory))
+    assert code == 1 and f"~ config/{name}/orders/max_items: '5' -> '7'" in out
+    code, out = run(kv_agent, "get", "--service", name, "orders.max_items")
+    assert (code, out.strip()) == (0, "5")
+    code, out = run(kv_agent, "push", "--document", str(directory))
+    assert code == 0 and kv.get(f"config/{name}/data") is not None
+
+
+def test_push_reports_a_cas_conflict_and_overwrites_nothing(
+    kv_agent: ConsulAgent, kv: KV, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name = service_name()
+    kv.put(f"config/{name}/limit", "1")
+    directory = layer_dir(tmp_path, name, "limit: 2\nnew: x\n")
+
+    def concurrent_edit(plan: Plan) -> None:
+        assert len(plan.writes) == 2
+        kv.put(f"config/{name}/limit", "9")  # someone else, between our read and write
+
+    code, _ = run(kv_agent, "push", str(directory), before_write=concurrent_edit)
+    assert code == 1
+    assert f"conflict on config/{name}/limit" in capsys.readouterr().err
+    assert kv.get(f"config/{name}/limit") == "9"  # their edit stands
+    assert kv.get(f"config/{name}/new") is None  # and nothing of ours was written
+
+
+def test_watch_prints_changes(kv_agent: ConsulAgent, kv: KV) -> None:
+    name = service_name()
+    kv.put(f"config/{name}/flag", "off")
+
+    def later() -> None:
+        time.sleep(0.5)
+        kv.put(f"config/{name}/flag", "on")
+
+    writer = threading.Thread(target=later)
+    writer.start()
+    code, out = run(kv_agent, "watch", "--service", name, "--count", "1", "--timeout", "10")
+    writer.join()
+    assert code == 0 and "flag: 'off' -> 'on'" in out
+
+
+def test_bad_files_and_unreachable_consul_are_clear_errors(
+    kv_agent: ConsulAgent, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    layer_dir(tmp_path, "broken", "a: [1\n")
+    assert run(kv_agent, "push", str(tmp_path))[0] == 2
+    assert "broken.yaml: not valid YAML" in capsys.readouterr().err
+    out = io.StringIO()
+    assert main(["--consul", "127.0.0.1:1", "get", "--service", "x"], out) == 2
+    assert "unreachable" in capsys.readouterr().err

@@ -1,0 +1,152 @@
+"""ASGI apps under uvicorn (and gunicorn with uvicorn workers) register, reflect /health
+in Consul, and drain on SIGTERM before uvicorn stops accepting: 0 failed requests."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+from bench.loadgen import run_open_loop
+from discovery_client import ServiceClient
+from tests.registry.conftest import in_maintenance, instance_status, passing_ids, wait_until
+
+
+def _passing(consul_client, svc) -> None:  # type: ignore[no-untyped-def]
+    wait_until(
+        lambda: instance_status(consul_client, "regtest", svc.service_id) == "passing", 15, 0.05
+    )
+
+
+def _slow_in_flight(svc, seconds: float, result: dict[str, int]) -> threading.Thread:  # type: ignore[no-untyped-def]
+    def run() -> None:
+        r = requests.get(f"{svc.url}/slow", params={"s": seconds}, timeout=seconds + 15)
+        result["status"] = r.status_code
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_uvicorn_fastapi_health_in_consul_and_drain_under_load(
+    consul_agent, consul_client, start_service, tmp_path: Path
+):
+    drain = 2.0
+    control = tmp_path / "health"
+    a = start_service(
+        consul_agent.address, server="uvicorn", drain_seconds=drain,
+        extra_env={"HEALTH_CONTROL": str(control)},
+    )  # fmt: skip
+    b = start_service(consul_agent.address, server="uvicorn", drain_seconds=drain)
+    _passing(consul_client, a)
+    _passing(consul_client, b)
+    body = requests.get(f"{a.url}/health", timeout=2).json()
+    assert body == {"status": "passing", "checks": {"control": {"status": "passing"}}}
+
+    # /health's verdict, from the same check functions, is what Consul shows.
+    control.write_text("fail")
+    assert requests.get(f"{a.url}/health", timeout=2).status_code == 503
+    wait_until(lambda: instance_status(consul_client, "regtest", a.service_id) == "critical", 10)
+    control.write_text("ok")
+    _passing(consul_client, a)
+
+    # Open-loop load through the discovery client while b gets SIGTERM.
+    client = ServiceClient(consul_agent.address)
+    slow: dict[str, int] = {}
+    marks: dict[str, float] = {}
+
+    def call(seq: int) -> tuple[bool, str]:
+        r = client.get("regtest", "/hello", timeout=(1.0, 5.0))
+        return r.status_code == 200, f"{r.status_code} {r.text[:100]}"
+
+    def terminate() -> None:
+        time.sleep(1.5)
+        marks["sent"] = time.monotonic()
+        b.signal(signal.SIGTERM)
+        marks["slow"] = 0.0
+        slow_thread = _slow_in_flight(b, drain + 0.5, slow)
+        wait_until(lambda: in_maintenance(consul_client, "regtest", b.service_id), 1.0, 0.02)
+        marks["maintenance"] = time.monotonic() - marks["sent"]
+        while time.monotonic() - marks["sent"] < drain - 0.3:
+            assert b.answers(), "stopped answering during the drain"
+            time.sleep(0.1)
+        wait_until(
+            lambda: instance_status(consul_client, "regtest", b.service_id) is None, 10, 0.05
+        )
+        marks["gone"] = time.monotonic() - marks["sent"]
+        slow_thread.join(20)
+
+    errors: list[BaseException] = []
+
+    def guarded() -> None:
+        try:
+            terminate()
+        except BaseException as exc:
+            errors.append(exc)
+
+    killer = threading.Thread(target=guarded)
+    try:
+        client.get("regtest", "/hello")
+        killer.start()
+        report = run_open_loop(call, rate=50.0, duration=8.0)
+        killer.join(30)
+    finally:
+        client.close()
+    assert not errors, f"{errors!r}\n{b.log()}"
+    assert report.failures == [], report.failures[:5]
+    assert len(report.outcomes) == 400
+    assert slow.get("status") == 200, "the in-flight request was cut off"
+    assert marks["gone"] <= drain + 3, marks
+    assert b.wait_exit(15) in (0, -signal.SIGTERM), b.log()
+    assert passing_ids(consul_client, "regtest") == {a.service_id}
+    print(f"uvicorn drain: maintenance {marks['maintenance']:.2f}s, gone {marks['gone']:.2f}s")
+
+
+def test_gunicorn_uvicorn_workers_register_once_in_the_master_and_drain(
+    consul_agent, consul_client, start_service
+):
+    drain = 2.0
+    svc = start_service(
+        consul_agent.address, server="gunicorn-uvicorn", workers=2, drain_seconds=drain
+    )
+    _passing(consul_client, svc)
+    services = consul_client.agent.services()
+    assert [s for s in services.values() if s["Service"] == "regtest"] == [services[svc.service_id]]
+    registered = [line for line in svc.log().splitlines() if "registry: registered" in line]
+    assert len(registered) == 1 and f"[{svc.pid}]" in registered[0], registered
+
+    slow: dict[str, int] = {}
+    sent = time.monotonic()
+    svc.signal(signal.SIGTERM)
+    slow_thread = _slow_in_flight(svc, drain + 0.5, slow)
+    wait_until(lambda: in_maintenance(consul_client, "regtest", svc.service_id), 1.0, 0.02)
+    while time.monotonic() - sent < drain - 0.3:
+        assert svc.answers(), f"stopped answering {time.monotonic() - sent:.1f}s into the drain"
+        time.sleep(0.1)
+    wait_until(lambda: instance_status(consul_client, "regtest", svc.service_id) is None, 10, 0.05)
+    slow_thread.join(20)
+    assert slow.get("status") == 200, "the in-flight request was cut off"
+    assert svc.wait_exit(15) == 0, svc.log()
+
+
+def test_plain_asgi_wrapper_registers_the_bound_port_and_drains(
+    consul_agent, consul_client, start_service
+):
+    # SERVICE_PORT unset: the port comes from the socket uvicorn bound.
+    svc = start_service(
+        consul_agent.address, server="uvicorn", app="tests.registry.asgi_apps:plain_app",
+        drain_seconds=1.0, extra_env={"SERVICE_PORT": ""},
+    )  # fmt: skip
+    _passing(consul_client, svc)
+    registered = consul_client.agent.services()[svc.service_id]
+    assert registered["Port"] == svc.port
+    assert requests.get(f"{svc.url}/health", timeout=2).json()["status"] == "passing"
+    assert requests.head(f"{svc.url}/health", timeout=2).status_code == 200
+    svc.signal(signal.SIGTERM)
+    wait_until(lambda: in_maintenance(consul_client, "regtest", svc.service_id), 1.0, 0.02)
+    assert svc.answers()
+    wait_until(lambda: instance_status(consul_client, "regtest", svc.service_id) is None, 10, 0.05)
+    assert svc.wait_exit(15) in (0, -signal.SIGTERM), svc.log()

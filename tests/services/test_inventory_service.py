@@ -1,0 +1,152 @@
+"""inventory-service (FastAPI) on its own, and order-service reserving through it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+from flask import Flask
+
+from discovery_client.errors import NoHealthyInstanceError
+from tests.services.conftest import auth
+from tests.services.fakes import FlaskCaller
+
+ITEMS = {"items": [{"sku": "book", "quantity": 2}, {"sku": "pen", "quantity": 1}]}
+
+
+def call(app: Any, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """One request to the ASGI app, in process."""
+
+    async def send() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://inv") as client:
+            return await client.request(method, path, **kwargs)
+
+    return asyncio.run(send())
+
+
+def stock(app: Any, sku: str) -> int:
+    return call(app, "GET", f"/stock/{sku}").json()["available"]
+
+
+def test_reservation_takes_stock_once_per_key(inventory_app: Any) -> None:
+    first = call(
+        inventory_app, "POST", "/reservations", json=ITEMS, headers={"Idempotency-Key": "k1"}
+    )
+    assert first.status_code == 201, first.text
+    assert "Idempotent-Replayed" not in first.headers
+    again = call(
+        inventory_app, "POST", "/reservations", json=ITEMS, headers={"Idempotency-Key": "k1"}
+    )
+    assert again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    assert (stock(inventory_app, "book"), stock(inventory_app, "pen")) == (98, 99)
+
+    other = {"items": [{"sku": "book", "quantity": 3}]}
+    reused = call(
+        inventory_app, "POST", "/reservations", json=other, headers={"Idempotency-Key": "k1"}
+    )
+    assert reused.status_code == 422
+    assert reused.json()["error"]["code"] == "idempotency_key_reused"
+
+
+def test_all_or_nothing_and_bad_input(inventory_app: Any) -> None:
+    too_many = {"items": [{"sku": "lamp", "quantity": 1}, {"sku": "desk", "quantity": 101}]}
+    short = call(
+        inventory_app, "POST", "/reservations", json=too_many, headers={"Idempotency-Key": "x"}
+    )
+    assert short.status_code == 409
+    assert short.json()["error"] == {
+        "status": 409,
+        "code": "insufficient_stock",
+        "message": "not enough stock of desk",
+        "sku": "desk",
+        "available": 100,
+    }
+    assert stock(inventory_app, "lamp") == 100  # nothing taken
+    no_key = call(inventory_app, "POST", "/reservations", json=ITEMS)
+    assert no_key.status_code == 400
+    assert no_key.json()["error"]["field"] == "Idempotency-Key"
+    bad = call(
+        inventory_app,
+        "POST",
+        "/reservations",
+        json={"items": [{"sku": "a b", "quantity": 1}]},
+        headers={"Idempotency-Key": "y"},
+    )
+    assert bad.status_code == 422
+    assert bad.json()["error"]["code"] == "invalid_field"
+    assert bad.json()["error"]["field"] == "items.0.sku"
+    health = call(inventory_app, "GET", "/health")
+    assert health.status_code == 200
+    assert health.json()["checks"] == {"database": {"status": "passing"}}
+
+
+def test_an_order_retried_with_its_key_reserves_once(
+    order_app: Flask, inventory_app: Any, login: Any, caller: FlaskCaller
+) -> None:
+    _, token = login()
+    client = order_app.test_client()
+    headers = {**auth(token), "Idempotency-Key": "order-1"}
+    first = client.post("/orders", json=ITEMS, headers=headers)
+    assert first.status_code == 201
+    again = client.post("/orders", json=ITEMS, headers=headers)
+    assert again.status_code == 201 and again.json["id"] == first.json["id"]
+    assert stock(inventory_app, "book") == 98
+    reservations = [c for c in caller.calls if c[0] == "inventory-service"]
+    assert len(reservations) == 1  # the replayed order did not ask again
+
+    # inventory-service down: no order, 503; the same key later reserves and orders once.
+    caller.failures["inventory-service"] = NoHealthyInstanceError("inventory-service")
+    headers2 = {**auth(token), "Idempotency-Key": "order-2"}
+    down = client.post("/orders", json=ITEMS, headers=headers2)
+    assert down.status_code == 503
+    del caller.failures["inventory-service"]
+    up = client.post("/orders", json=ITEMS, headers=headers2)
+    assert up.status_code == 201
+    listed = client.get("/orders", headers=auth(token)).json["orders"]
+    assert [o["idempotency_key"] for o in listed] == ["order-1", "order-2"]
+    assert stock(inventory_app, "book") == 96
+
+
+def test_an_order_beyond_stock_is_refused_and_not_stored(
+    order_app: Flask, inventory_app: Any, login: Any
+) -> None:
+    _, token = login()
+    client = order_app.test_client()
+    big = {"items": [{"sku": "rare", "quantity": 101}]}
+    refused = client.post("/orders", json=big, headers=auth(token))
+    assert refused.status_code == 409
+    assert refused.json["error"]["code"] == "insufficient_stock"
+    assert client.get("/orders", headers=auth(token)).json["orders"] == []
+
+
+def test_asgi_service_is_observed_like_the_flask_ones(inventory_app: Any, caplog) -> None:
+    """Route-template RED series, /metrics, request id echoed, caller's trace continued."""
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with caplog.at_level("INFO", logger="services.access"):
+        answer = call(
+            inventory_app,
+            "GET",
+            "/stock/lamp",
+            headers={"X-Request-Id": "rid-inventory-1", "traceparent": parent},
+        )
+    assert answer.status_code == 200
+    assert answer.headers["X-Request-Id"] == "rid-inventory-1"
+    line = next(r.getMessage() for r in caplog.records if "rid-inventory-1" in r.getMessage())
+    assert '"GET /stock/lamp" 200' in line
+    assert "trace=0af7651916cd43dd8448eb211c80319c" in line
+    metrics = call(inventory_app, "GET", "/metrics")
+    assert metrics.status_code == 200
+    assert metrics.headers["content-type"].startswith("text/plain")
+    series = [
+        line
+        for line in metrics.text.splitlines()
+        if line.startswith("http_server_requests_total{") and 'route="/stock/{sku}"' in line
+    ]
+    assert series and all("/stock/lamp" not in s for s in series)  # template, not the path
+    unmatched = call(inventory_app, "GET", "/no/such/path")
+    assert unmatched.status_code == 404
+    assert 'route="unmatched"' in call(inventory_app, "GET", "/metrics").text
