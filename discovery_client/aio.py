@@ -117,7 +117,9 @@ class AsyncConsulSource:
         self._rng = rng or random.Random()
         # All on the event loop: no locks.
         self._watches: dict[tuple[str, ServiceConfig], _Watch] = {}
-        self._listeners: dict[str, list[Listener]] = {}
+        # Keyed like the watches, by (service, ServiceConfig): a listener hears the watch
+        # of the config it subscribed under, never another config's set.
+        self._listeners: dict[tuple[str, ServiceConfig], list[Listener]] = {}
         self._closed = False
 
     # -- the InstanceSource operations, awaitable where they may do I/O ---------------
@@ -160,14 +162,14 @@ class AsyncConsulSource:
     def subscribe(self, service: str, listener: Listener) -> None:
         """Call ``listener`` (on the event loop) with each new Resolution of ``service``;
         once right away if it is already resolved."""
-        self._listeners.setdefault(service, []).append(listener)
+        self._listeners.setdefault((service, self._service_config(service)), []).append(listener)
         current = self.cached(service)
         if current is not None:
             listener(current)
 
     def unsubscribe(self, service: str, listener: Listener) -> None:
         """Stop calling ``listener`` for ``service`` (no-op if it was not subscribed)."""
-        listeners = self._listeners.get(service, [])
+        listeners = self._listeners.get((service, self._service_config(service)), [])
         if listener in listeners:
             listeners.remove(listener)
 
@@ -237,7 +239,7 @@ class AsyncConsulSource:
             return build_resolution(service, registered, index, now, config.panic_threshold)
 
         state = WatchState(
-            service, build, lambda res: self._notify(service, res),
+            service, build, lambda res: self._notify((service, config), res),
             timing=self._timing, clock=self._clock, rng=self._rng,
             preservation=SelfPreservation(config.vanish_grace, self._clock),
         )  # fmt: skip
@@ -280,8 +282,9 @@ class AsyncConsulSource:
         with contextlib.suppress(asyncio.CancelledError):
             await watch.task
 
-    def _notify(self, service: str, resolution: Resolution) -> None:
-        for listener in list(self._listeners.get(service, ())):
+    def _notify(self, key: tuple[str, ServiceConfig], resolution: Resolution) -> None:
+        service = key[0]
+        for listener in list(self._listeners.get(key, ())):
             try:
                 listener(resolution)
             except Exception:
