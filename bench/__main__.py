@@ -29,6 +29,8 @@ BENCHMARKS = (
     "scale",
     "config_propagation",
     "secure_drills",
+    "agent_restart",
+    "weighted_picks",
 )
 RESULTS = Path(__file__).with_name("results")
 

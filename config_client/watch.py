@@ -1,10 +1,11 @@
 """One KV prefix's recursive blocking-query loop, on the discovery client's watch rules.
 
 The rules are shared, not copied: ``next_index`` (take ``X-Consul-Index``; missing or
-< 1 counts as 1; backwards resets to 0), ``backoff_delay`` (capped, jittered) and
-``WatchTiming`` (blocking wait; an unchanged answer waits ``min_interval`` from the
-previous start, so a broken agent can never make the loop spin) come from
-``discovery_client.watch``. What is particular to KV:
+< 1 counts as 1; backwards resets to 0) and ``WatchTiming`` (blocking wait; an unchanged
+answer waits ``min_interval`` from the previous start, so a broken agent can never make
+the loop spin) come from
+``discovery_client.watch``, the backoff (capped, equal jitter) from
+``consul_connection.backoff``. What is particular to KV:
 
 - A 404 is an empty prefix, not a change; only different content is reported.
 - The query names the layer without its trailing ``/`` (``config/orders``) and keeps
@@ -36,7 +37,8 @@ import threading
 from collections.abc import Callable, Mapping
 
 from config_client.kv import KVStore
-from discovery_client.watch import WatchTiming, backoff_delay, next_index
+from consul_connection.backoff import JitterBackoff
+from discovery_client.watch import WatchTiming, next_index
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +137,11 @@ class PrefixWatch:
             log.warning("config watch of %s failing: %s", self.prefix, exc)
         self._reset_suspected = True
         self._on_error(self.prefix, exc)
-        return backoff_delay(
-            self._failures, self._rng, self._timing.backoff_base, self._timing.backoff_cap
+        timing = self._timing
+        backoff = JitterBackoff(
+            timing.backoff_base, max(timing.backoff_base, timing.backoff_cap), rng=self._rng
         )
+        return backoff.delay(self._failures)
 
     def run(self, stop: threading.Event) -> None:
         """Loop ``poll_once`` until ``stop`` is set."""

@@ -36,6 +36,7 @@ from discovery_client.errors import (
 )
 from discovery_client.health_entries import build_resolution, instances_from_entries
 from discovery_client.instance import Instance, Resolution
+from discovery_client.preservation import SelfPreservation
 from discovery_client.source import Listener
 from discovery_client.watch import WatchState, WatchTiming
 
@@ -116,7 +117,9 @@ class AsyncConsulSource:
         self._rng = rng or random.Random()
         # All on the event loop: no locks.
         self._watches: dict[tuple[str, ServiceConfig], _Watch] = {}
-        self._listeners: dict[str, list[Listener]] = {}
+        # Keyed like the watches, by (service, ServiceConfig): a listener hears the watch
+        # of the config it subscribed under, never another config's set.
+        self._listeners: dict[tuple[str, ServiceConfig], list[Listener]] = {}
         self._closed = False
 
     # -- the InstanceSource operations, awaitable where they may do I/O ---------------
@@ -159,14 +162,14 @@ class AsyncConsulSource:
     def subscribe(self, service: str, listener: Listener) -> None:
         """Call ``listener`` (on the event loop) with each new Resolution of ``service``;
         once right away if it is already resolved."""
-        self._listeners.setdefault(service, []).append(listener)
+        self._listeners.setdefault((service, self._service_config(service)), []).append(listener)
         current = self.cached(service)
         if current is not None:
             listener(current)
 
     def unsubscribe(self, service: str, listener: Listener) -> None:
         """Stop calling ``listener`` for ``service`` (no-op if it was not subscribed)."""
-        listeners = self._listeners.get(service, [])
+        listeners = self._listeners.get((service, self._service_config(service)), [])
         if listener in listeners:
             listeners.remove(listener)
 
@@ -197,9 +200,10 @@ class AsyncConsulSource:
     # -- internals -------------------------------------------------------------------
 
     async def _query(
-        self, service: str, config: ServiceConfig, index: int
+        self, service: str, config: ServiceConfig, index: int, wait: float | None = None
     ) -> tuple[int | None, list[dict[str, Any]]]:
-        params: dict[str, Any] = {"wait": _wait_param(self._timing.wait)}
+        wait = self._timing.wait if wait is None else wait
+        params: dict[str, Any] = {"wait": _wait_param(wait)}
         if index:
             params["index"] = index
         if config.tag:
@@ -208,7 +212,6 @@ class AsyncConsulSource:
             params["dc"] = config.datacenter
         if config.filter:
             params["filter"] = config.filter
-        wait = self._timing.wait
         response = await self._client.get(
             f"/v1/health/service/{service}",
             params=params,
@@ -236,8 +239,9 @@ class AsyncConsulSource:
             return build_resolution(service, registered, index, now, config.panic_threshold)
 
         state = WatchState(
-            service, build, lambda res: self._notify(service, res),
+            service, build, lambda res: self._notify((service, config), res),
             timing=self._timing, clock=self._clock, rng=self._rng,
+            preservation=SelfPreservation(config.vanish_grace, self._clock),
         )  # fmt: skip
         first_done = asyncio.Event()
         task = asyncio.create_task(
@@ -253,7 +257,7 @@ class AsyncConsulSource:
         while True:
             index = state.begin()
             try:
-                returned, entries = await self._query(service, config, index)
+                returned, entries = await self._query(service, config, index, state.next_wait())
                 if first and not entries:
                     names = await self._catalog_names(config.datacenter)
                     if service not in names:
@@ -278,8 +282,9 @@ class AsyncConsulSource:
         with contextlib.suppress(asyncio.CancelledError):
             await watch.task
 
-    def _notify(self, service: str, resolution: Resolution) -> None:
-        for listener in list(self._listeners.get(service, ())):
+    def _notify(self, key: tuple[str, ServiceConfig], resolution: Resolution) -> None:
+        service = key[0]
+        for listener in list(self._listeners.get(key, ())):
             try:
                 listener(resolution)
             except Exception:

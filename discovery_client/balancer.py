@@ -230,6 +230,7 @@ class Balancer:
             "stale": res.stale if res else None,
             "error": res.error if res else None,
             "panic": res.panic if res else None,
+            "held": list(res.held) if res else [],
             "ejections": self._ejections_total,
             "instances": instances,
         }

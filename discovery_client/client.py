@@ -3,9 +3,14 @@
     with ServiceClient("127.0.0.1:8500") as client:
         response = client.get("user-service", "/users/42", timeout=(0.5, 2.0))
 
-Per service, the first call resolves it through the InstanceSource (blocking up to
-``resolve_timeout``) and subscribes a Balancer to its updates; later calls never touch
-the network before picking. A call returns the HTTP response of its final attempt as is
+Per service, state is created at once and without I/O (grpc-go's per-target
+ClientConn): a Balancer subscribed to the source, starting out "resolving". A call to a
+service not resolved yet waits for its first resolution, bounded by ``resolve_timeout``
+and the call's deadline, on that service alone: no lock another service needs is held
+while it waits, and the source caches a failed resolve (retrying it with backoff) instead
+of every call asking Consul again. Later calls never touch the network before picking.
+
+A call returns the HTTP response of its final attempt as is
 (a 503 that could not be retried comes back as a 503, for a gateway to relay); it
 raises NoHealthyInstanceError when there is no instance to pick and
 AllAttemptsFailedError only when no attempt produced any response.
@@ -114,14 +119,17 @@ class ServiceClient:
         return self.services.get(service, self.default_config)
 
     def balancer(self, service: str) -> Balancer:
-        """The Balancer of ``service``, resolving and subscribing on first use."""
-        return self._state(service).balancer
+        """The Balancer of ``service``, waiting (up to ``resolve_timeout``) for its first state."""
+        state = self._state(service)
+        self._ready(service, state, self.resolve_timeout)
+        return state.balancer
 
     def _state(self, service: str) -> ServiceState:
+        """The service's state, created on first use without any I/O."""
         state = self._states.get(service)
         if state is not None:
             return state
-        with self._lock:
+        with self._lock:  # held for a few allocations only: never across the network
             state = self._states.get(service)
             if state is not None:
                 return state
@@ -134,16 +142,25 @@ class ServiceClient:
                 clock=self._clock,
                 rng=self._rng,
             )
-            balancer.update(self.source.resolve(service, timeout=self.resolve_timeout))
-            self.source.subscribe(service, balancer.update)
-            # Cached by now; catches an update that landed between resolve and subscribe.
-            balancer.update(self.source.resolve(service, timeout=self.resolve_timeout))
             budget = RetryBudget(
                 self.retry.budget_ratio, self.retry.budget_min_per_second, clock=self._clock
             )
             state = ServiceState(balancer, budget)
             self._states[service] = state
-            return state
+        # A source calls a new listener at once if it has a Resolution already.
+        self.source.subscribe(service, balancer.update)
+        return state
+
+    def _ready(self, service: str, state: ServiceState, timeout: float) -> None:
+        """Make sure the balancer has a first Resolution, waiting at most ``timeout``.
+
+        Many callers may wait at once: the source starts one watch and answers all of
+        them from it (and from its cached error while it retries with backoff).
+        """
+        if state.balancer.resolution is not None:
+            return
+        resolution = self.source.resolve(service, timeout=max(0.0, timeout))
+        state.balancer.update(resolution)
 
     # ---- calling --------------------------------------------------------------------
 
@@ -184,11 +201,14 @@ class ServiceClient:
         the current context (trace context: ``discovery_client.propagation``) are added.
         """
         inject(prepared.headers)  # type: ignore[arg-type]
+        policy = retry or self.retry
+        state = self._state(service)
+        self._ready(service, state, min(self.resolve_timeout, policy.deadline))
         call = Call(
-            self._state(service),
+            state,
             self.session,
             prepared,
-            retry or self.retry,
+            policy,
             timeout=self.timeout if timeout is None else timeout,
             send_kwargs=send_kwargs,
             clock=self._clock,
@@ -234,9 +254,10 @@ class ServiceClient:
     def _freshness(self, service: str) -> dict[str, Any]:
         # The balancer only hears of changes; the source's cached Resolution also moves
         # its fetched_at on every unchanged poll, so it is what says how fresh the set is.
-        # resolve() of an already-watched service is a cache read, no network.
+        # resolve() of an already-watched service is a cache read, no network; timeout 0
+        # so that stats() never waits for a service still resolving.
         try:
-            current = self.source.resolve(service, timeout=self.resolve_timeout)
+            current = self.source.resolve(service, timeout=0.0)
         except DiscoveryError:
             return {}
         return {

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from discovery_client.preservation import DEFAULT_GRACE
+
 POLICIES = ("round_robin", "random", "weighted", "least_request", "peak_ewma")
 
 
@@ -16,6 +18,9 @@ class ServiceConfig:
     the Consul datacenter to ask (None: the agent's own). ``panic_threshold`` turns on
     panic mode: when fewer than that fraction of registered instances pass, balance over
     all registered instances instead (None: off; an empty passing set stays empty).
+    ``vanish_grace`` is how long (seconds) instances that vanish right after Consul
+    comes back (an agent restarted empty) are kept on trust; 0 believes Consul at once
+    (the rule: ``discovery_client.preservation``).
     """
 
     policy: str = "least_request"
@@ -23,8 +28,13 @@ class ServiceConfig:
     tag: str | None = None
     datacenter: str | None = None
     panic_threshold: float | None = None
+    vanish_grace: float = DEFAULT_GRACE
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.vanish_grace <= 3600.0:
+            raise ValueError(
+                f"vanish_grace must be in [0, 3600] seconds; got {self.vanish_grace!r}"
+            )
         if self.policy not in POLICIES:
             raise ValueError(f"policy must be one of {', '.join(POLICIES)}; got {self.policy!r}")
         if self.panic_threshold is not None and not 0.0 < self.panic_threshold <= 1.0:

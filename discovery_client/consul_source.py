@@ -1,9 +1,13 @@
 """Where instances come from: Consul's health endpoint, watched with blocking queries.
 
 ``ConsulSource`` is the discovery client's InstanceSource. The first ``resolve()`` of a
-service fetches synchronously (bounded by ``timeout``) and starts one background watch
-thread for it; every later ``resolve()`` returns the cached Resolution with no network
-I/O. The watch rules (index, rate limit, backoff, stale-on-error) live in
+service starts one background watch thread for it (no I/O on the caller's thread) and
+waits, bounded by ``timeout``, for its first answer; every later ``resolve()`` returns the
+cached Resolution, or the cached error while the watch retries with backoff, with no
+network I/O. Watches and listeners are both keyed by (service, its ServiceConfig).
+``close()`` cuts in-flight long polls short and joins the threads (bounded).
+
+The watch rules (index, rate limit, backoff, stale-on-error) live in
 ``discovery_client.watch``; turning Consul's entries into values in ``health_entries``.
 
 This is the only module of the discovery client that imports py-consul.
@@ -35,6 +39,8 @@ from discovery_client.errors import (
 )
 from discovery_client.health_entries import build_resolution, instances_from_entries
 from discovery_client.instance import Instance, Resolution
+from discovery_client.interrupt import PollInterrupter
+from discovery_client.preservation import SelfPreservation
 from discovery_client.source import Listener
 from discovery_client.watch import ServiceWatch, WatchTiming
 
@@ -136,6 +142,16 @@ class _AclFiltered:
             )
 
 
+_Key = tuple[str, ServiceConfig]
+
+
+@dataclass(frozen=True, slots=True)
+class _WatchEntry:
+    watch: ServiceWatch
+    stop: threading.Event
+    thread: threading.Thread
+
+
 class ConsulSource:
     """Resolve services from Consul and keep them fresh with one watch thread each.
 
@@ -179,6 +195,10 @@ class ConsulSource:
             client = connection.py_consul(timeout=request_timeout)
         self._client = client
         self._acl_filtered = _AclFiltered(client)
+        self._interrupter = PollInterrupter()
+        session = getattr(getattr(client, "http", None), "session", None)
+        if isinstance(session, requests.Session):
+            self._interrupter.install(session)
         self._service_config = service_config or (lambda _name: ServiceConfig())
         self._timing = WatchTiming(
             wait=wait, min_interval=min_interval, backoff_base=backoff_base,
@@ -188,45 +208,46 @@ class ConsulSource:
         self._rng = rng or random.Random()
         self._sleep = sleep
         self._lock = threading.Lock()  # guards the two dicts below
-        self._watches: dict[tuple[str, ServiceConfig], tuple[ServiceWatch, threading.Event]] = {}
-        self._listeners: dict[str, list[Listener]] = {}  # any thread, under _lock
+        self._watches: dict[_Key, _WatchEntry] = {}  # any thread, under _lock
+        self._listeners: dict[_Key, list[Listener]] = {}  # any thread, under _lock
         self._closed = False  # under _lock
 
     # -- InstanceSource -------------------------------------------------------------
 
     def resolve(self, service: str, timeout: float = 5.0) -> Resolution:
-        """The service's current Resolution; the first call fetches it and starts a watch.
+        """The service's current Resolution; the first call starts its watch.
 
-        Raises UnknownServiceError if Consul has never heard of ``service``,
+        Never does network I/O on the caller's thread: it returns the cached Resolution,
+        or waits up to ``timeout`` for the watch's first answer. While the service cannot
+        be resolved, the watch retries with backoff and this raises its cached error:
+        UnknownServiceError if Consul has never heard of ``service``,
         ConsulUnavailableError if Consul cannot be reached and nothing is cached,
         ConsulQueryError if Consul rejects the query (e.g. a bad filter).
         """
-        config = self._service_config(service)
-        key = (service, config)
+        key = self._key(service)
         with self._lock:
             if self._closed:
                 raise DiscoveryError("ConsulSource is closed")
             entry = self._watches.get(key)
             if entry is None:
-                entry = self._start_watch(service, config)
+                entry = self._start_watch(*key)
                 self._watches[key] = entry
-        watch = entry[0]
+        watch = entry.watch
         resolution = watch.resolution
         if resolution is not None:
             return resolution
-        answered = watch.wait_first(timeout)
+        answered = watch.wait_first(max(0.0, timeout))
         resolution = watch.resolution
         if resolution is not None:
             return resolution
-        self._drop(key, entry)
-        if not answered:
+        error = watch.first_error
+        if error is None or not answered:
             raise ConsulUnavailableError(
                 f"Consul at {self.address} gave no answer about {service!r} within {timeout}s"
             )
-        error = watch.first_error
         if isinstance(error, DiscoveryError):
             raise error
-        raise _wrap(error or RuntimeError("no answer"), f"service {service!r}", self.address)
+        raise _wrap(error, f"service {service!r}", self.address) from error
 
     def subscribe(self, service: str, listener: Listener) -> None:
         """Call ``listener`` (on the watch thread) with each new Resolution of ``service``.
@@ -235,28 +256,41 @@ class ConsulSource:
         on the caller's thread, with the current Resolution, so no update can be missed
         between ``resolve()`` and ``subscribe()``.
         """
+        key = self._key(service)
         with self._lock:
-            self._listeners.setdefault(service, []).append(listener)
-            current = [w.resolution for (name, _), (w, _) in self._watches.items()
-                       if name == service and w.resolution is not None]  # fmt: skip
-        if current:
-            listener(current[-1])
+            self._listeners.setdefault(key, []).append(listener)
+            entry = self._watches.get(key)
+        current = entry.watch.resolution if entry is not None else None
+        if current is not None:
+            listener(current)
 
     def unsubscribe(self, service: str, listener: Listener) -> None:
         """Stop calling ``listener`` for ``service`` (no-op if it was not subscribed)."""
         with self._lock:
-            listeners = self._listeners.get(service, [])
+            listeners = self._listeners.get(self._key(service), [])
             if listener in listeners:
                 listeners.remove(listener)
 
-    def close(self) -> None:
-        """Stop every watch thread (threads blocked in a long poll end when it returns)."""
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop every watch: cut in-flight long polls short, join threads (``timeout`` in all)."""
         with self._lock:
             self._closed = True
             entries = list(self._watches.values())
             self._watches.clear()
-        for _, stop in entries:
-            stop.set()
+            self._listeners.clear()
+        for entry in entries:
+            entry.stop.set()
+        self._interrupter.interrupt()
+        deadline = time.monotonic() + timeout
+        for entry in entries:
+            if entry.thread is not threading.current_thread():
+                entry.thread.join(max(0.0, deadline - time.monotonic()))
+        lingering = [e.thread.name for e in entries if e.thread.is_alive()]
+        if lingering:
+            log.warning("watch thread(s) still running %.1fs after close: %s", timeout, lingering)
+        session = getattr(getattr(self._client, "http", None), "session", None)
+        if isinstance(session, requests.Session):
+            session.close()
 
     def __enter__(self) -> ConsulSource:
         return self
@@ -290,13 +324,16 @@ class ConsulSource:
 
     # -- internals -------------------------------------------------------------------
 
+    def _key(self, service: str) -> _Key:
+        return service, self._service_config(service)
+
     def _query(
-        self, service: str, config: ServiceConfig, index: int
+        self, service: str, config: ServiceConfig, index: int, wait: float | None = None
     ) -> tuple[int | None, list[dict[str, Any]]]:
         returned, entries = self._client.health.service(
             service,
             index=index or None,
-            wait=_wait_param(self._timing.wait),
+            wait=_wait_param(self._timing.wait if wait is None else wait),
             tag=config.tag,
             dc=config.datacenter,
             filter_expr=config.filter,
@@ -317,14 +354,13 @@ class ConsulSource:
         if service not in names:
             raise UnknownServiceError(service, names)
 
-    def _start_watch(
-        self, service: str, config: ServiceConfig
-    ) -> tuple[ServiceWatch, threading.Event]:
+    def _start_watch(self, service: str, config: ServiceConfig) -> _WatchEntry:
+        # Called under _lock: starts a thread, no I/O.
         first = [True]  # owned by the watch thread: is the next fetch the first one?
 
-        def fetch(index: int, _wait: float) -> tuple[int | None, Sequence[Instance]]:
+        def fetch(index: int, wait: float) -> tuple[int | None, Sequence[Instance]]:
             try:
-                returned, entries = self._query(service, config, index)
+                returned, entries = self._query(service, config, index, wait)
                 if first[0] and not entries:
                     self._raise_if_unknown(service, config)
             except DiscoveryError:
@@ -337,9 +373,11 @@ class ConsulSource:
         def build(registered: Sequence[Instance], index: int, now: float) -> Resolution:
             return build_resolution(service, registered, index, now, config.panic_threshold)
 
+        key = (service, config)
         watch = ServiceWatch(
-            service, fetch, build, lambda res: self._notify(service, res),
+            service, fetch, build, lambda res: self._notify(key, res),
             timing=self._timing, clock=self._clock, rng=self._rng,
+            preservation=SelfPreservation(config.vanish_grace, self._clock),
         )  # fmt: skip
         stop = threading.Event()
         thread = threading.Thread(
@@ -347,30 +385,25 @@ class ConsulSource:
             daemon=True,
         )  # fmt: skip
         thread.start()
-        return watch, stop
+        return _WatchEntry(watch, stop, thread)
 
-    def _drop(self, key: tuple[str, ServiceConfig], entry: tuple[ServiceWatch, Any]) -> None:
+    def _notify(self, key: _Key, resolution: Resolution) -> None:
         with self._lock:
-            if self._watches.get(key) is entry:
-                del self._watches[key]
-        entry[1].set()
-
-    def _notify(self, service: str, resolution: Resolution) -> None:
-        with self._lock:
-            listeners = list(self._listeners.get(service, ()))
+            listeners = list(self._listeners.get(key, ()))
         for listener in listeners:
             try:
                 listener(resolution)
             except Exception:
-                log.exception("listener %r of %s failed", listener, service)
+                log.exception("listener %r of %s failed", listener, key[0])
 
     def watch_stats(self, service: str) -> dict[str, int]:
         """Requests started, failed, and current index of the service's watch (tests/metrics)."""
         with self._lock:
-            found = [w for (name, _), (w, _) in self._watches.items() if name == service]
-        if not found:
+            entry = self._watches.get(self._key(service))
+        if entry is None:
             return {}
-        return {"requests": found[0].requests, "errors": found[0].errors, "index": found[0].index}
+        watch = entry.watch
+        return {"requests": watch.requests, "errors": watch.errors, "index": watch.index}
 
 
 __all__ = [

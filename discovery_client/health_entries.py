@@ -31,6 +31,22 @@ def entry_health(entry: Entry) -> Health:
     return worst
 
 
+NODE_MAINTENANCE_CHECK = "_node_maintenance"
+SERVICE_MAINTENANCE_PREFIX = "_service_maintenance:"
+
+
+def in_maintenance(entry: Entry) -> bool:
+    """True when the entry's service or node is in maintenance mode (a deliberate removal)."""
+    for check in entry.get("Checks") or ():
+        check_id = str(check.get("CheckID", ""))
+        maintenance = check_id == NODE_MAINTENANCE_CHECK or check_id.startswith(
+            SERVICE_MAINTENANCE_PREFIX
+        )
+        if maintenance and str(check.get("Status", "critical")) != "passing":
+            return True
+    return False
+
+
 def instance_from_entry(entry: Entry) -> Instance:
     """One Instance from one health entry (Service.Address falls back to Node.Address)."""
     service = entry.get("Service") or {}
@@ -48,6 +64,7 @@ def instance_from_entry(entry: Entry) -> Instance:
         health=entry_health(entry),
         node=str(node.get("Node", "")),
         datacenter=str(node.get("Datacenter", "")),
+        maintenance=in_maintenance(entry),
     )
 
 
@@ -69,15 +86,17 @@ def build_resolution(
     is real and stays empty). With ``panic_threshold`` set, when fewer than that fraction
     of the registered instances is healthy, all registered instances are returned and
     ``panic`` is true (Envoy's panic routing: better to spread load over possibly-bad
-    instances than to crush the few good ones).
+    instances than to crush the few good ones). Instances in maintenance mode were taken
+    out on purpose (a drain): they are never brought back, and do not count as registered.
     """
     healthy = tuple(i for i in registered if i.health != "critical")
-    total = len(registered)
+    candidates = tuple(i for i in registered if not i.maintenance)
+    total = len(candidates)
     if panic_threshold is not None and total and len(healthy) / total < panic_threshold:
-        return Resolution(service, tuple(registered), index, fetched_at, panic=True)
+        return Resolution(service, candidates, index, fetched_at, panic=True)
     return Resolution(service, healthy, index, fetched_at)
 
 
 def same_membership(a: Resolution | None, b: Resolution) -> bool:
     """True when two Resolutions would balance the same way (instances, health, panic)."""
-    return a is not None and a.instances == b.instances and a.panic == b.panic
+    return a is not None and a.instances == b.instances and a.panic == b.panic and a.held == b.held

@@ -31,6 +31,7 @@ class Instance:
     health: Health = "passing"
     node: str = ""
     datacenter: str = ""
+    maintenance: bool = False  # the service or its node is in Consul maintenance mode
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "meta", _frozen_map(self.meta))
@@ -54,6 +55,8 @@ class Resolution:
     Every discovery event carries the complete set (never a delta). ``stale`` is true when
     the last refresh failed and these are the last-known-good instances; ``error`` then
     says why. ``fetched_at`` is a monotonic timestamp of the last successful refresh.
+    ``held`` names the instances Consul no longer vouches for but that are kept on trust
+    after an agent restart (``discovery_client.preservation``).
     """
 
     service: str
@@ -63,6 +66,7 @@ class Resolution:
     stale: bool = False
     error: str | None = None
     panic: bool = False
+    held: tuple[str, ...] = ()
 
     def age(self, now: float) -> float:
         """Seconds since the instances were last confirmed by Consul."""

@@ -82,8 +82,12 @@ class ClientCollector(Collector):
             for key, name, kind, doc in _INSTANCE_METRICS
         }
         size = _family("gauge", "instances", "Instances in the current set", ["service"])
+        held = _family(
+            "gauge", "instances_held", "Instances kept on trust (Consul forgot them)", ["service"]
+        )
         for service, snap in services.items():
             size.add_metric([service], len(snap["instances"]))
+            held.add_metric([service], len(snap.get("held") or ()))
             for key, family in families.items():
                 value = snap.get(key)
                 if value is not None:
@@ -92,6 +96,7 @@ class ClientCollector(Collector):
                 for key, family in instances.items():
                     family.add_metric([service, inst_id], float(inst[key]))
         yield size
+        yield held
         yield from families.values()
         yield from instances.values()
 

@@ -7,10 +7,27 @@ counter (an ``itertools.count``, atomic under the GIL) and the injected random s
 
 ``pick(exclude=...)`` skips instances already tried by this call when any other
 instance is left; when every instance has been tried it picks among all of them.
+
+Every policy honours Consul's weights for each instance's current health
+(``Weights.Passing`` / ``Weights.Warning``, so a warning instance is derated); a weight
+of 0 takes an instance out of rotation unless every weight is 0. With equal weights each
+policy is the classic one (and as cheap); with unequal weights:
+
+- ``round_robin``: earliest-deadline-first weighted round robin (Envoy's EDF), as a
+  schedule precomputed at build time, walked by the lock-free counter;
+- ``random`` and ``weighted``: random in proportion to weight;
+- ``least_request``: P2C over two candidates drawn in proportion to weight, keeping
+  the lower ``in_flight / weight`` (Envoy's weighted least request); on a tie (an idle
+  service) the first draw wins, so idle traffic splits exactly by weight;
+- ``peak_ewma``: P2C over two candidates drawn in proportion to weight (Finagle's
+  weighted P2C), keeping the lower peak-EWMA cost. The cost is not divided by the
+  weight: the weight already chose the candidates, and dividing again counts it twice
+  (at equal latency a 10:1 weight would become ~120:1 traffic instead of 10:1).
 """
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import math
 import random
@@ -27,7 +44,19 @@ Clock = Callable[[], float]
 class Picker:
     """Chooses one endpoint per call from a fixed snapshot; subclasses set the rule."""
 
-    __slots__ = ("_clock", "_n", "_random", "_rng", "endpoints", "expires_at", "service")
+    __slots__ = (
+        "_clock",
+        "_cumulative",
+        "_equal",
+        "_n",
+        "_random",
+        "_rng",
+        "_total",
+        "_weights",
+        "endpoints",
+        "expires_at",
+        "service",
+    )
 
     def __init__(
         self,
@@ -45,6 +74,14 @@ class Picker:
         self._rng = rng
         self._random = rng.random
         self._clock = clock
+        self._weights = effective_weights(self.endpoints)
+        self._equal = len(set(self._weights)) <= 1
+        self._cumulative = list(itertools.accumulate(self._weights))
+        self._total = float(self._cumulative[-1]) if self._cumulative else 0.0
+
+    def _draw(self) -> Endpoint:
+        """One endpoint at random, in proportion to its weight."""
+        return self.endpoints[bisect_right(self._cumulative, self._random() * self._total)]
 
     def pick(self, exclude: Collection[str] = ()) -> Endpoint:
         """Choose an endpoint, avoiding ids in ``exclude`` when another one is left."""
@@ -76,52 +113,50 @@ class EmptyPicker(Picker):
 
 
 class RoundRobinPicker(Picker):
-    """Each endpoint in turn, starting at a random offset (as grpc-go's round_robin)."""
+    """Each endpoint in turn from a random offset (grpc-go's round_robin); EDF by weight."""
 
-    __slots__ = ("_next",)
+    __slots__ = ("_next", "_schedule")
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._next = itertools.count(self._rng.randrange(self._n)).__next__
+        if self._equal:
+            self._schedule: tuple[int, ...] = tuple(range(self._n))
+        else:
+            self._schedule = edf_schedule(self._weights)
+        self._next = itertools.count(self._rng.randrange(len(self._schedule))).__next__
 
     def _choose(self) -> Endpoint:
-        return self.endpoints[self._next() % self._n]
+        schedule = self._schedule
+        return self.endpoints[schedule[self._next() % len(schedule)]]
 
 
 class RandomPicker(Picker):
-    """A uniformly random endpoint."""
+    """A random endpoint, in proportion to its weight (uniform when weights are equal)."""
 
     __slots__ = ()
 
     def _choose(self) -> Endpoint:
-        return self.endpoints[int(self._random() * self._n)]
+        if self._equal:
+            return self.endpoints[int(self._random() * self._n)]
+        return self._draw()
 
 
-class WeightedPicker(Picker):
-    """A random endpoint, in proportion to its Consul weight for its current health.
+class WeightedPicker(RandomPicker):
+    """Random in proportion to the Consul weight for each instance's current health.
 
     Instances in ``warning`` count with ``Weights.Warning``. A weight of 0 takes the
     instance out of rotation unless every weight is 0 (then all count equally).
     """
 
-    __slots__ = ("_cumulative", "_total")
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        weights = [max(0, e.instance.weight) for e in self.endpoints]
-        if not any(weights):
-            weights = [1] * self._n
-        self._cumulative = list(itertools.accumulate(weights))
-        self._total = float(self._cumulative[-1])
-
-    def _choose(self) -> Endpoint:
-        return self.endpoints[bisect_right(self._cumulative, self._random() * self._total)]
+    __slots__ = ()
 
 
 class _PowerOfTwoChoicesPicker(Picker):
-    """Finagle's P2C selection rule: sample two distinct endpoints, keep the lighter one.
+    """Finagle's P2C selection rule: sample two endpoints, keep the lighter one.
 
-    The load metric is the subclass's ``_lighter``; the selection rule is shared.
+    With equal weights the two are distinct and uniform; otherwise each is drawn in
+    proportion to its weight (the same one twice is simply picked). The load metric is
+    the subclass's ``_lighter``, which keeps ``a`` on a tie; the selection rule is shared.
     """
 
     __slots__ = ()
@@ -130,6 +165,9 @@ class _PowerOfTwoChoicesPicker(Picker):
         n = self._n
         if n == 1:
             return self.endpoints[0]
+        if not self._equal:
+            a, b = self._draw(), self._draw()
+            return a if a is b else self._lighter(a, b)
         i = int(self._random() * n)
         j = int(self._random() * (n - 1))
         if j >= i:
@@ -141,12 +179,14 @@ class _PowerOfTwoChoicesPicker(Picker):
 
 
 class LeastRequestPicker(_PowerOfTwoChoicesPicker):
-    """Power of two choices on in-flight counts (Finagle's P2C + LeastLoaded)."""
+    """Power of two choices on in-flight requests per unit of weight (P2C + LeastLoaded)."""
 
     __slots__ = ()
 
     def _lighter(self, a: Endpoint, b: Endpoint) -> Endpoint:
-        return a if a.load.in_flight <= b.load.in_flight else b
+        # in_flight / weight, cross-multiplied (weights are ints >= 1 here).
+        wa, wb = max(1, a.instance.weight), max(1, b.instance.weight)
+        return a if a.load.in_flight * wb <= b.load.in_flight * wa else b
 
 
 class PeakEwmaPicker(_PowerOfTwoChoicesPicker):
@@ -157,6 +197,35 @@ class PeakEwmaPicker(_PowerOfTwoChoicesPicker):
     def _lighter(self, a: Endpoint, b: Endpoint) -> Endpoint:
         now = self._clock()
         return a if a.load.peak_ewma_load(now) <= b.load.peak_ewma_load(now) else b
+
+
+def effective_weights(endpoints: Sequence[Endpoint]) -> list[int]:
+    """Each endpoint's Consul weight for its health; 0 stays 0 unless every one is 0."""
+    weights = [max(0, e.instance.weight) for e in endpoints]
+    return weights if any(weights) else [1] * len(weights)
+
+
+EDF_MAX_SCHEDULE = 4096
+
+
+def edf_schedule(weights: Sequence[int]) -> tuple[int, ...]:
+    """Indexes in earliest-deadline-first order over one period of the weights.
+
+    Each entry ``i`` with weight ``w`` is due every ``1/w``; the one due soonest goes
+    next (ties: lower index). Weights summing past ``EDF_MAX_SCHEDULE`` are scaled down
+    (a nonzero weight stays at least 1) so the schedule stays small.
+    """
+    total = sum(weights)
+    if total > EDF_MAX_SCHEDULE:
+        weights = [max(1, round(w * EDF_MAX_SCHEDULE / total)) if w else 0 for w in weights]
+    heap = [(1.0 / w, i) for i, w in enumerate(weights) if w > 0]
+    heapq.heapify(heap)
+    schedule = []
+    for _ in range(sum(weights)):
+        due, i = heapq.heappop(heap)
+        schedule.append(i)
+        heapq.heappush(heap, (due + 1.0 / weights[i], i))
+    return tuple(schedule)
 
 
 PICKERS: dict[str, type[Picker]] = {

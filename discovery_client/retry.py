@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import requests
 import urllib3.exceptions
 
+from consul_connection.backoff import JitterBackoff
+
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 
@@ -128,5 +130,6 @@ class RetryPolicy:
 
     def backoff(self, retry_number: int, uniform: float) -> float:
         """Full-jitter backoff before retry ``retry_number`` (1-based); ``uniform`` in [0, 1)."""
-        ceiling = min(self.backoff_max, self.backoff_base * (2 ** max(0, retry_number - 1)))
-        return ceiling * uniform
+        return JitterBackoff(
+            self.backoff_base, max(self.backoff_base, self.backoff_max), jitter="full"
+        ).delay(retry_number, uniform)

@@ -15,12 +15,19 @@ fake clock:
   request waits until ``min_interval`` after the previous one started (so a broken or
   restarting Consul can never make the loop spin); after a real change the next request
   may start ``min_change_interval`` after the previous one (a flapping set stays bounded).
-- Errors back off exponentially with jitter (``backoff_delay``), capped.
-- Before the first success, an error is terminal: the watch stops and keeps the error
-  for ``resolve()`` to raise (nothing is cached, so there is nothing to serve).
+- Errors back off exponentially with equal jitter (``consul_connection.backoff``), capped.
+- Before the first success, an error is cached (``first_error``, for ``resolve()`` to
+  raise without asking Consul again) and the watch keeps trying with that backoff: many
+  callers of an unresolvable service cost one query per backoff step, not one each.
 - After it, an error keeps the last-known-good instances, marked stale, ``fetched_at``
   unchanged so their age keeps growing; the next query after an error is a plain read
   (index 0), since a restarted agent's index may be lower than ours.
+- The first answer after an error, or after the index went backwards, may come from an
+  agent that restarted empty: it goes through the self-preservation rule
+  (``discovery_client.preservation``) before anyone sees it, and while that rule holds
+  instances on trust, blocking waits end by the time its window does (``next_wait``).
+- An outage is logged twice at warning level (when Consul goes away, and when it is back
+  with its duration and the count of failed polls); each failed poll only at debug.
 """
 
 from __future__ import annotations
@@ -32,8 +39,10 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from consul_connection.backoff import JitterBackoff
 from discovery_client.health_entries import same_membership
 from discovery_client.instance import Instance, Resolution
+from discovery_client.preservation import SelfPreservation
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +77,6 @@ def next_index(previous: int, returned: int | None) -> int:
     return 0 if current < previous else current
 
 
-def backoff_delay(failures: int, rng: random.Random, base: float, cap: float) -> float:
-    """Delay before retry number ``failures`` (>= 1): exponential, capped, half jittered."""
-    ceiling = min(cap, base * 2 ** max(0, failures - 1))
-    return ceiling / 2 + rng.uniform(0, ceiling / 2)
-
-
 class WatchState:
     """The cached Resolution of one service and the rules that keep it fresh (no I/O).
 
@@ -91,6 +94,7 @@ class WatchState:
         timing: WatchTiming,
         clock: Callable[[], float],
         rng: random.Random,
+        preservation: SelfPreservation | None = None,
     ) -> None:
         self.service = service
         self._build = build
@@ -98,8 +102,13 @@ class WatchState:
         self._timing = timing
         self._clock = clock
         self._rng = rng
+        self._backoff = JitterBackoff(
+            timing.backoff_base, max(timing.backoff_base, timing.backoff_cap), rng=rng
+        )
+        self._preservation = preservation or SelfPreservation(0.0, clock)
         self._index = 0  # driver only
         self._failures = 0  # driver only: consecutive failed requests
+        self._failing_since: float | None = None  # driver only: when an outage began
         self._started = 0.0  # driver only: when the request in progress began
         self._resolution: Resolution | None = None  # written by the driver only
         self._first_error: BaseException | None = None  # written by the driver only
@@ -119,7 +128,7 @@ class WatchState:
 
     @property
     def first_error(self) -> BaseException | None:
-        """Why the first fetch failed (the watch then stops), else None."""
+        """Why resolving has failed so far (None once a fetch succeeded or before any)."""
         return self._first_error
 
     @property
@@ -136,6 +145,14 @@ class WatchState:
         """Block until the first fetch succeeded or failed; False on timeout."""
         return self._first_done.wait(timeout)
 
+    def next_wait(self) -> float:
+        """The blocking wait for the next request: the timing's, or less while instances
+        are held on trust, so the watch comes back when the suspect window ends."""
+        until = self._preservation.window_until
+        if until is None:
+            return self._timing.wait
+        return min(self._timing.wait, max(0.05, until - self._clock()))
+
     def begin(self) -> int:
         """A request starts now: the index it must send."""
         self._started = self._clock()
@@ -145,7 +162,9 @@ class WatchState:
     def on_success(self, returned: int | None, registered: Sequence[Instance]) -> float:
         """The request answered: update the cache; seconds to wait before the next one."""
         started = self._started
-        self._failures = 0
+        recovered = self._failures > 0
+        if recovered:
+            self._log_recovery(started)
         previous_index = self._index
         self._index = next_index(previous_index, returned)
         if self._index == 0:
@@ -155,36 +174,59 @@ class WatchState:
                 previous_index,
                 returned,
             )
-        fresh = self._build(registered, returned if returned and returned > 0 else 1, self._clock())
+        believed, held = self._preservation.apply(
+            registered, continuous=not recovered and self._index != 0
+        )
+        fresh = self._build(believed, returned if returned and returned > 0 else 1, self._clock())
+        if held:
+            fresh = dataclasses.replace(fresh, held=held)
         old = self._resolution
-        changed = old is None or old.stale or not same_membership(old, fresh)
-        self._resolution = fresh
+        self._first_error = None
         if old is None:
+            # Listeners first, then published: a later subscriber gets it exactly once.
+            self._emit(old, fresh)
+            self._resolution = fresh
             self._first_done.set()
+            return 0.0  # the first read was a plain one: start blocking right away
+        changed = old.stale or not same_membership(old, fresh)
+        self._resolution = fresh
         if changed:
             self._emit(old, fresh)
-        if old is None:
-            return 0.0  # the first read was a plain one: start blocking right away
         # Only a real change earns a quick next request.
         quick = changed and not old.stale
         gap = self._timing.min_change_interval if quick else self._timing.min_interval
         return max(0.0, started + gap - self._clock())
 
+    def _log_recovery(self, now: float) -> None:
+        since = self._failing_since if self._failing_since is not None else now
+        log.warning(
+            "consul answering again for %s after %.1fs (%d failed poll(s))",
+            self.service,
+            max(0.0, now - since),
+            self._failures,
+        )
+        self._failures = 0
+        self._failing_since = None
+
     def on_error(self, exc: BaseException) -> float | None:
-        """The request failed: serve stale (or stop before any success); the backoff."""
+        """The request failed: cache the error or serve stale; the backoff before the next."""
         self._failures += 1
         self.errors += 1
+        if self._failing_since is None:
+            self._failing_since = self._clock()
         old = self._resolution
-        if old is None:
-            self._first_error = exc
-            self._first_done.set()
-            return None
+        log.debug("consul watch of %s: poll %d failed: %r", self.service, self._failures, exc)
         # The agent we reach next may have restarted with a lower index, and a blocking
         # query on an index from its future would hang for the whole wait: read plainly.
         self._index = 0
-        stale = dataclasses.replace(old, stale=True, error=f"{type(exc).__name__}: {exc}")
-        self._resolution = stale
-        if not old.stale:
+        if old is None:
+            if self._failures == 1:
+                log.warning("cannot resolve %s yet (retrying with backoff): %s", self.service, exc)
+            self._first_error = exc
+            self._first_done.set()
+        elif not old.stale:
+            stale = dataclasses.replace(old, stale=True, error=f"{type(exc).__name__}: {exc}")
+            self._resolution = stale
             log.warning(
                 "consul watch of %s failing, serving %d cached instance(s): %s",
                 self.service,
@@ -192,9 +234,7 @@ class WatchState:
                 exc,
             )
             self._emit(old, stale)
-        return backoff_delay(
-            self._failures, self._rng, self._timing.backoff_base, self._timing.backoff_cap
-        )
+        return self._backoff.delay(self._failures)
 
     def _emit(self, old: Resolution | None, new: Resolution) -> None:
         if log.isEnabledFor(logging.DEBUG):
@@ -232,15 +272,19 @@ class ServiceWatch(WatchState):
         timing: WatchTiming,
         clock: Callable[[], float],
         rng: random.Random,
+        preservation: SelfPreservation | None = None,
     ) -> None:
-        super().__init__(service, build, on_change, timing=timing, clock=clock, rng=rng)
+        super().__init__(
+            service, build, on_change, timing=timing, clock=clock, rng=rng,
+            preservation=preservation,
+        )  # fmt: skip
         self._fetch = fetch
 
     def poll_once(self) -> float | None:
         """Do one request; return seconds to sleep before the next, or None to stop."""
         index = self.begin()
         try:
-            returned, registered = self._fetch(index, self._timing.wait)
+            returned, registered = self._fetch(index, self.next_wait())
         except Exception as exc:  # any failure: the loop must survive it
             return self.on_error(exc)
         return self.on_success(returned, registered)

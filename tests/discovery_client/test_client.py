@@ -238,15 +238,20 @@ def test_no_instance_raises_no_healthy_instance():
         assert client.stats()["services"]["svc"]["no_instance"] == 1
 
 
-def test_source_errors_propagate_and_nothing_is_cached():
+def test_source_errors_propagate_and_the_service_stays_resolving():
     class Unknown(StaticSource):
         def resolve(self, service, timeout=5.0):
+            self.resolves += 1
             raise UnknownServiceError(service, ["svc"])
 
-    with ServiceClient(source=Unknown()) as client:
-        with pytest.raises(UnknownServiceError, match="Consul knows: svc"):
-            client.get("nope", "/")
-        assert client.stats() == {"services": {}}
+    source = Unknown()
+    with ServiceClient(source=source) as client:
+        for _ in range(2):
+            with pytest.raises(UnknownServiceError, match="Consul knows: svc"):
+                client.get("nope", "/")
+        nope = client.stats()["services"]["nope"]
+        assert nope["index"] is None and nope["requests"] == 0  # no call was made
+        assert source.resolves == 3  # each call asked the source; stats() too (timeout 0)
 
 
 def test_membership_updates_reach_the_client_and_keep_load_state():

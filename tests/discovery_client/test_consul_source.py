@@ -85,8 +85,20 @@ def parked() -> Iterator[threading.Event]:
     release.set()
 
 
+class ParkedSource(ConsulSource):
+    """A ConsulSource whose watch sleeps until ``parked`` is set; close() releases it."""
+
+    def __init__(self, parked: threading.Event, **kwargs: Any) -> None:
+        super().__init__("127.0.0.1:8500", sleep=lambda _s: parked.wait(10), **kwargs)
+        self.parked = parked
+
+    def close(self, timeout: float = 2.0) -> None:
+        self.parked.set()  # the injected sleep does not watch the stop event
+        super().close(timeout)
+
+
 def source(fake: FakeConsul, parked: threading.Event, **kwargs: Any) -> ConsulSource:
-    return ConsulSource("127.0.0.1:8500", client=fake, sleep=lambda _s: parked.wait(10), **kwargs)
+    return ParkedSource(parked, client=fake, **kwargs)
 
 
 def test_entry_parsing_and_address_fallback():
@@ -192,22 +204,41 @@ def test_unreachable_with_nothing_cached_wraps_the_cause(parked):
             src.resolve("web")
         assert isinstance(info.value.__cause__, requests.ConnectionError)
         assert "127.0.0.1:8500" in str(info.value)
-        # Nothing was cached: once Consul answers, the next resolve() fetches afresh.
+        # The error is cached: resolve() does not ask Consul again, the watch retries
+        # with backoff (here: parked), and once Consul answers the service resolves.
+        calls = len(fake.calls)
         fake.error = None
-        assert [i.id for i in src.resolve("web").instances] == ["w1"]
+        for _ in range(10):
+            with pytest.raises(ConsulUnavailableError):
+                src.resolve("web")
+        assert len(fake.calls) == calls
+        parked.set()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                assert [i.id for i in src.resolve("web").instances] == ["w1"]
+                break
+            except ConsulUnavailableError:
+                time.sleep(0.01)
+        else:
+            raise AssertionError("the watch did not retry after its backoff")
     finally:
         src.close()
 
 
-def test_consul_5xx_is_unavailable_and_4xx_is_a_refusal(parked):
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (consul.ConsulException("500 No cluster leader"), ConsulUnavailableError),
+        (consul.exceptions.BadRequest("400 Failed to parse filter"), ConsulQueryError),
+    ],
+)
+def test_consul_5xx_is_unavailable_and_4xx_is_a_refusal(parked, error, expected):
     fake = FakeConsul({"web": [entry("w1")]})
     src = source(fake, parked)
     try:
-        fake.error = consul.ConsulException("500 No cluster leader")
-        with pytest.raises(ConsulUnavailableError):
-            src.resolve("web")
-        fake.error = consul.exceptions.BadRequest("400 Failed to parse filter")
-        with pytest.raises(ConsulQueryError, match="parse filter"):
+        fake.error = error
+        with pytest.raises(expected):
             src.resolve("web")
     finally:
         src.close()

@@ -10,7 +10,7 @@ import pytest
 
 from discovery_client.health_entries import build_resolution
 from discovery_client.instance import Instance, Resolution
-from discovery_client.watch import ServiceWatch, WatchTiming, backoff_delay, next_index
+from discovery_client.watch import ServiceWatch, WatchTiming, next_index
 
 
 class FakeClock:
@@ -84,14 +84,19 @@ def test_next_index_follows_consul_rules(previous: int, returned: int | None, ex
     assert next_index(previous, returned) == expected
 
 
-def test_backoff_grows_is_jittered_and_capped():
-    rng = random.Random(1)
-    delays = [backoff_delay(n, rng, base=0.25, cap=5.0) for n in range(1, 12)]
+def test_error_backoff_grows_is_jittered_and_capped():
+    clock = FakeClock()
+
+    def fail(n: int, idx: int):
+        raise ConnectionError("refused")
+
+    watch, _ = make_watch(Script(fail), clock, backoff_base=0.25, backoff_cap=5.0)
+    delays = [watch.poll_once() for _ in range(11)]
     for n, delay in enumerate(delays, start=1):
+        assert delay is not None
         ceiling = min(5.0, 0.25 * 2 ** (n - 1))
         assert ceiling / 2 <= delay <= ceiling
-    assert max(delays) <= 5.0
-    assert delays[-1] >= 2.5
+    assert max(d for d in delays if d is not None) <= 5.0
 
 
 @pytest.mark.parametrize(
@@ -158,17 +163,27 @@ def test_health_change_alone_is_a_change():
     assert [r.instances[0].health for r in seen] == ["passing", "warning"]
 
 
-def test_error_before_first_success_is_terminal():
+def test_error_before_first_success_is_cached_and_retried_with_backoff():
     clock = FakeClock()
+    answers = {3: (5, [inst("a")])}
 
-    def fail(n: int, idx: int):
+    def flaky(n: int, idx: int):
+        if n in answers:
+            return answers[n]
         raise ConnectionError("refused")
 
-    watch, seen = make_watch(Script(fail), clock)
-    assert watch.poll_once() is None
+    script = Script(flaky)
+    watch, seen = make_watch(script, clock, backoff_base=0.25)
+    delay = watch.poll_once()
+    assert delay is not None and 0.125 <= delay <= 0.25
     assert watch.wait_first(0)
     assert isinstance(watch.first_error, ConnectionError)
     assert watch.resolution is None and seen == []
+    clock.advance(delay)
+    assert watch.poll_once() is not None  # 2nd failure: longer backoff
+    assert watch.poll_once() == 0.0  # resolved: blocking starts at once
+    assert watch.first_error is None
+    assert [i.id for i in watch.resolution.instances] == ["a"]
 
 
 def test_stale_on_error_keeps_instances_and_age_grows_then_recovers():

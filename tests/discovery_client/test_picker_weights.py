@@ -1,0 +1,109 @@
+"""Every policy honours Consul weights and derates warning instances (pure, seeded)."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from discovery_client.balancer import Balancer
+from discovery_client.config import POLICIES, ServiceConfig
+from discovery_client.health_entries import build_resolution
+from discovery_client.load import Endpoint, InstanceLoad
+from discovery_client.picker import build_picker, edf_schedule
+from tests.discovery_client.fakes import FakeClock, instance
+
+WARNING_SHARE = 1 / 11  # weights Passing 10 / Warning 1: one passing, one warning
+
+
+def passing_warning_critical():
+    return (
+        instance("pass", weight_passing=10, weight_warning=1),
+        instance("warn", weight_passing=10, weight_warning=1, health="warning"),
+        instance("crit", weight_passing=10, weight_warning=1, health="critical"),
+    )
+
+
+def endpoints(*instances):
+    return [Endpoint(i, InstanceLoad(i.id, now=0.0)) for i in instances]
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_idle_picks_follow_the_weights_and_never_a_critical_instance(policy):
+    clock = FakeClock()
+    balancer = Balancer("svc", ServiceConfig(policy=policy), clock=clock, rng=random.Random(5))
+    balancer.update(build_resolution("svc", passing_warning_critical(), 1, 0.0))
+    counts: Counter[str] = Counter()
+    for _ in range(11_000):
+        endpoint = balancer.pick()
+        counts[endpoint.id] += 1
+        started = balancer.begin(endpoint)
+        clock.advance(0.002)  # every instance answers in 2 ms
+        balancer.finish(endpoint, started, failed=False, responded=True)
+    assert counts["crit"] == 0
+    share = counts["warn"] / counts.total()
+    if policy == "peak_ewma":
+        # Weight-drawn P2C keeps the share within [w², 2w - w²] (w = 1/11); at equal
+        # latency peak-EWMA's decay makes the less-picked instance look a little cheaper,
+        # so the warning one gets somewhat more than its weight share, never more.
+        assert WARNING_SHARE**2 <= share <= 2 * WARNING_SHARE - WARNING_SHARE**2, counts
+    else:
+        assert share == pytest.approx(WARNING_SHARE, abs=0.015), (policy, counts)
+
+
+def test_round_robin_with_weights_is_an_exact_edf_schedule():
+    assert edf_schedule([1, 1, 1]) == (0, 1, 2)
+    schedule = edf_schedule([3, 1])
+    assert Counter(schedule) == {0: 3, 1: 1} and len(schedule) == 4
+    assert edf_schedule([0, 2]) == (1, 1)  # weight 0: out of rotation
+    big = edf_schedule([10_000, 1])  # scaled down, the light one still present
+    assert len(big) <= 4097 and Counter(big)[1] == 1
+    eps = endpoints(instance(1, weight_passing=10), instance(2, weight_passing=1))
+    p = build_picker("round_robin", "svc", eps, rng=random.Random(1), clock=FakeClock())
+    assert Counter(p.pick().id for _ in range(1100)) == {"i1": 1000, "i2": 100}
+    # spread out, not in bursts: the light instance never waits more than one period
+    seq = [p.pick().id for _ in range(22)]
+    assert seq.count("i2") == 2
+
+
+def test_least_request_under_load_compares_in_flight_per_weight():
+    heavy, light = endpoints(instance(1, weight_passing=10), instance(2, weight_passing=1))
+    p = build_picker(
+        "least_request", "svc", [heavy, light], rng=random.Random(3), clock=FakeClock()
+    )
+    for _ in range(9):
+        heavy.load.begin(retry=False)  # 9 in flight / 10 < 1 in flight / 1
+    light.load.begin(retry=False)
+    counts = Counter(p.pick().id for _ in range(2000))
+    assert counts["i1"] > 0.97 * 2000  # heavy is lighter per unit of weight
+    heavy.load.begin(retry=False)
+    heavy.load.begin(retry=False)  # 11 / 10 > 1 / 1: now light wins every mixed draw
+    counts = Counter(p.pick().id for _ in range(2000))
+    mixed = 2 * (10 / 11) * (1 / 11)
+    assert counts["i2"] / 2000 == pytest.approx(mixed + (1 / 11) ** 2, abs=0.03)
+
+
+def test_peak_ewma_prefers_the_faster_of_two_weight_drawn_candidates():
+    fast, slow = endpoints(instance(1, weight_passing=1), instance(2, weight_passing=3))
+    clock = FakeClock()
+    for ep, latency in ((fast, 0.001), (slow, 0.100)):
+        ep.load.begin(retry=False)
+        ep.load.finish(clock(), latency, failed=False)
+    p = build_picker("peak_ewma", "svc", [fast, slow], rng=random.Random(2), clock=clock)
+    counts = Counter(p.pick().id for _ in range(4000))
+    # slow only when both draws are slow: (3/4)^2
+    assert counts["i2"] / 4000 == pytest.approx(9 / 16, abs=0.03)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_zero_weight_is_out_of_rotation_unless_all_are_zero(policy):
+    eps = endpoints(instance(1, weight_passing=0, weight_warning=0), instance(2, weight_passing=2))
+    p = build_picker(policy, "svc", eps, rng=random.Random(1), clock=FakeClock())
+    assert Counter(p.pick().id for _ in range(300)) == {"i2": 300}
+    zeros = endpoints(
+        instance(1, weight_passing=0, weight_warning=0),
+        instance(2, weight_passing=0, weight_warning=0),
+    )
+    p = build_picker(policy, "svc", zeros, rng=random.Random(1), clock=FakeClock())
+    assert set(Counter(p.pick().id for _ in range(300))) == {"i1", "i2"}

@@ -1,0 +1,215 @@
+"""Per-service state without I/O, cached resolve errors, keyed listeners, quiet outages.
+
+A service whose resolve hangs must not delay calls to another one; many concurrent
+first calls to an unresolvable service cost O(1) Consul queries (here against a fake
+py-consul client and against a real TCP black hole); listeners follow the same
+(service, config) key as watches; an outage logs two warnings, not one per poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import requests
+
+from discovery_client.client import ServiceClient
+from discovery_client.config import ServiceConfig
+from discovery_client.consul_source import ConsulSource
+from discovery_client.errors import ConsulUnavailableError, DiscoveryError
+from discovery_client.health_entries import build_resolution
+from discovery_client.instance import Resolution
+from discovery_client.watch import ServiceWatch, WatchTiming
+from tests.discovery_client.fakes import FakeClock, StaticSource, http_backend, instance, ok
+from tests.discovery_client.test_consul_source import FakeConsul, entry
+
+
+class HangingSource(StaticSource):
+    """Resolves ``fast`` at once; ``slow`` never answers (waits out the timeout)."""
+
+    def __init__(self, fast: Resolution) -> None:
+        super().__init__(fast)
+        self.release = threading.Event()
+
+    def resolve(self, service: str, timeout: float = 5.0) -> Resolution:
+        if service == "slow":
+            self.release.wait(timeout)
+            raise ConsulUnavailableError(f"no answer about {service!r} within {timeout}s")
+        return super().resolve(service, timeout)
+
+
+def test_a_hanging_resolve_does_not_delay_calls_to_another_service():
+    with http_backend(ok("fast-0")) as backend:
+        fast = Resolution("fast", (instance(0, port=backend.port),), 1, 0.0)
+        source = HangingSource(fast)
+        with ServiceClient(source=source, resolve_timeout=3.0) as client:
+            pool = ThreadPoolExecutor(4)
+            slow_calls = [pool.submit(client.get, "slow", "/") for _ in range(4)]
+            time.sleep(0.1)  # the slow ones are all waiting now
+            started = time.monotonic()
+            for _ in range(20):
+                assert client.get("fast", "/").text == "fast-0"
+            elapsed = time.monotonic() - started
+            source.release.set()
+            for future in slow_calls:
+                with pytest.raises(ConsulUnavailableError):
+                    future.result(5)
+            pool.shutdown()
+    assert elapsed < 1.0, f"20 calls to 'fast' took {elapsed:.2f}s behind a hanging 'slow'"
+
+
+class RefusingConsul(FakeConsul):
+    """A py-consul stand-in whose every query fails after a short while."""
+
+    def __init__(self) -> None:
+        super().__init__({})
+        self.error = requests.ConnectionError("connection refused")
+        self.lock = threading.Lock()
+
+    def queries(self) -> int:
+        return sum(1 for kind, *_ in self.calls if kind == "health")
+
+
+def test_concurrent_first_calls_to_an_unresolvable_service_cost_one_query():
+    fake = RefusingConsul()
+    slow = threading.Event()
+    fake.block = slow  # the first query hangs until released: every caller piles up
+    source = ConsulSource("127.0.0.1:8500", client=fake, backoff_base=5.0, backoff_cap=5.0)
+    with ServiceClient(source=source, resolve_timeout=2.0) as client:
+
+        def call(_n: int) -> BaseException | None:
+            try:
+                client.get("ghost", "/")
+            except DiscoveryError as exc:
+                return exc
+            return None
+
+        with ThreadPoolExecutor(20) as pool:
+            futures = [pool.submit(call, n) for n in range(20)]
+            time.sleep(0.2)
+            slow.set()
+            errors = [f.result(5) for f in futures]
+        assert all(isinstance(e, ConsulUnavailableError) for e in errors), errors
+        assert fake.queries() == 1
+        # The error is cached while the watch backs off: more calls, no more queries.
+        for n in range(50):
+            assert isinstance(call(n), ConsulUnavailableError)
+        assert fake.queries() == 1
+    source.close()
+
+
+@pytest.fixture
+def black_hole() -> Iterator[tuple[int, list[socket.socket]]]:
+    """A real TCP listener on 127.0.0.1 that accepts connections and never answers."""
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            accepted.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1], accepted
+    finally:
+        stop.set()
+        thread.join(2)
+        server.close()
+        for conn in accepted:
+            conn.close()
+
+
+def test_a_black_hole_consul_gets_one_connection_for_many_first_calls(black_hole):
+    port, accepted = black_hole
+    source = ConsulSource(f"127.0.0.1:{port}", request_timeout=30.0)
+    with ServiceClient(source=source, resolve_timeout=0.5) as client:
+        started = time.monotonic()
+        with ThreadPoolExecutor(16) as pool:
+            futures = [pool.submit(client.get, "ghost", "/") for _ in range(16)]
+            for future in futures:
+                with pytest.raises(ConsulUnavailableError, match="no answer"):
+                    future.result(5)
+        assert time.monotonic() - started < 2.0  # bounded by resolve_timeout, not 30 s
+        assert len(accepted) == 1
+        # close() cuts the hanging long poll short and joins the watch thread.
+        closing = time.monotonic()
+        source.close()
+        assert time.monotonic() - closing < 1.0
+    assert not [t for t in threading.enumerate() if t.name == "consul-watch-ghost"]
+
+
+def test_listeners_are_keyed_like_watches_by_service_and_config():
+    fake = FakeConsul({"web": [entry("w1")]})
+    configs = {"web": ServiceConfig()}
+    release = threading.Event()
+    source = ConsulSource(
+        "127.0.0.1:8500", client=fake, service_config=lambda name: configs[name],
+        sleep=lambda _s: release.wait(10),
+    )  # fmt: skip
+    try:
+        old_config: list[Resolution] = []
+        new_config: list[Resolution] = []
+        source.subscribe("web", old_config.append)
+        source.resolve("web")
+        deadline = time.monotonic() + 5
+        while not old_config and time.monotonic() < deadline:
+            time.sleep(0.005)
+        configs["web"] = ServiceConfig(tag="v2")  # a different watch from now on
+        source.resolve("web")
+        source.subscribe("web", new_config.append)  # gets the new watch's current state
+        time.sleep(0.05)
+        assert len(old_config) == 1 and len(new_config) == 1
+        assert source.watch_stats("web")["requests"] >= 1
+        calls = [params.get("tag") for kind, _, params in fake.calls if kind == "health"]
+        assert None in calls and "v2" in calls
+    finally:
+        release.set()
+        source.close()
+
+
+def test_an_outage_logs_two_warnings_with_its_duration_and_failed_polls(caplog):
+    clock = FakeClock()
+    down = [False]
+
+    def fetch(index: int, wait: float) -> Any:
+        if down[0]:
+            raise ConnectionError("connection refused")
+        return 5, [instance(1)]
+
+    watch = ServiceWatch(
+        "svc", fetch, lambda reg, idx, now: build_resolution("svc", reg, idx, now),
+        lambda _r: None, timing=WatchTiming(backoff_cap=1.0), clock=clock,
+        rng=random.Random(1),
+    )  # fmt: skip
+    caplog.set_level(logging.DEBUG, logger="discovery_client.watch")
+    watch.poll_once()
+    down[0] = True
+    for _ in range(30):
+        clock.advance(watch.poll_once() or 0)
+    down[0] = False
+    watch.poll_once()
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 2, [r.getMessage() for r in warnings]
+    assert "failing" in warnings[0].getMessage()
+    back = warnings[1].getMessage()
+    assert "answering again" in back and "30 failed poll(s)" in back
+    seconds = float(back.split(" after ")[1].split("s ")[0])
+    assert 10 < seconds < 40
+    debug = [r for r in caplog.records if r.levelno == logging.DEBUG and "failed" in r.getMessage()]
+    assert len(debug) == 30
