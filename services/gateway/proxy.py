@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from flask import Response, current_app, request
 
+from discovery_client.failure_origin import FAILURE_ORIGIN_HEADER
 from services.common.access_log import REQUEST_ID_HEADER, request_id
 from services.common.discovery import get_caller
 from services.common.upstream import UPSTREAM_ERRORS, upstream_error
@@ -26,6 +27,7 @@ RELAYED_RESPONSE_HEADERS = (
     "Retry-After",
     "WWW-Authenticate",
     "Allow",
+    FAILURE_ORIGIN_HEADER,  # the upstream relayed its own dependency's failure
 )
 _BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 

@@ -129,6 +129,7 @@ def test_discovery_failures_are_json(
     response = gateway_app.test_client().get("/api/orders")
     error = assert_json_error(response, status, code)
     assert error["service"] == "order-service"
+    assert response.headers["Failure-Origin"] == "dependency"
     if status == 503:
         assert response.headers["Retry-After"] == "1"
 
