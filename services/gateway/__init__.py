@@ -57,6 +57,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         config=config,
         description="Public API: /api/users/* and /api/orders/*, relayed through discovery.",
     )
+    # '//' is refused by services/gateway/paths.py, not redirected to a merged path.
+    app.url_map.merge_slashes = False
     app.register_blueprint(bp)
     app.extensions["openapi_extra_paths"] = lambda: public_paths(
         {key: app.config[key] for key in ("USER_SERVICE_NAME", "ORDER_SERVICE_NAME")}
