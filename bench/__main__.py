@@ -27,6 +27,8 @@ BENCHMARKS = (
     "slow_instance",
     "propagation",
     "scale",
+    "many_instances",
+    "dependency_outage",
 )
 RESULTS = Path(__file__).with_name("results")
 

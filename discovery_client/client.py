@@ -22,7 +22,6 @@ from typing import Any
 
 import requests
 from prometheus_client import CollectorRegistry
-from requests.adapters import HTTPAdapter
 
 from discovery_client.balancer import Balancer
 from discovery_client.budget import RetryBudget
@@ -31,6 +30,7 @@ from discovery_client.config import ServiceConfig
 from discovery_client.ejection import EjectionPolicy
 from discovery_client.errors import DiscoveryError
 from discovery_client.metrics import ClientCollector
+from discovery_client.pool import InstancePoolAdapter
 from discovery_client.retry import RetryPolicy
 from discovery_client.source import InstanceSource
 
@@ -48,7 +48,8 @@ class ServiceClient:
     ``source`` defaults to a ConsulSource on ``consul_addr`` (None: the agent at
     127.0.0.1:8500 or $CONSUL_HTTP_ADDR, as ConsulSource decides); a source the client
     made is closed by ``close()``, one passed in is left to its owner, as is a passed-in
-    ``session``. The Session the client makes has ``trust_env = False``: instance
+    ``session``. The Session the client makes keeps a connection pool per instance in
+    rotation (discovery_client/pool.py) and has ``trust_env = False``: instance
     addresses come from Consul and never go through environment proxies or netrc.
     Metrics go to ``registry`` (default: a CollectorRegistry of this client's own, as
     ``metrics_registry``, so any number of clients can coexist).
@@ -91,7 +92,8 @@ class ServiceClient:
         if session is None:
             session = requests.Session()
             session.trust_env = False
-            adapter = HTTPAdapter(pool_connections=8, pool_maxsize=pool_maxsize, max_retries=0)
+            # One keep-alive pool per instance in rotation, however many (pool.py).
+            adapter = InstancePoolAdapter(pool_maxsize=pool_maxsize)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
         self.session = session
