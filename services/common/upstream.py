@@ -11,7 +11,11 @@ so a caller's discovery client neither retries it elsewhere nor ejects this inst
 
 from __future__ import annotations
 
+import logging
+import threading
+
 import requests
+from flask import Flask
 
 from discovery_client.errors import (
     AllAttemptsFailedError,
@@ -21,6 +25,7 @@ from discovery_client.errors import (
     UnknownServiceError,
 )
 from discovery_client.failure_origin import dependency_failure_headers
+from registry.outage import OutageLog
 from services.common.errors import ApiError
 
 RETRY_AFTER_SECONDS = "1"
@@ -69,3 +74,18 @@ def upstream_error(service: str, exc: BaseException) -> ApiError:
 
 
 UPSTREAM_ERRORS = (DiscoveryError, requests.RequestException)
+
+
+_outage_lock = threading.Lock()
+
+
+def outage_log(app: Flask, service: str) -> OutageLog:
+    """The app's OutageLog for calls to ``service``: one warning going, one coming back."""
+    logs: dict[str, OutageLog] = app.extensions.setdefault("upstream_outages", {})
+    found = logs.get(service)
+    if found is None:
+        with _outage_lock:
+            found = logs.setdefault(
+                service, OutageLog(logging.getLogger("services.upstream"), service)
+            )
+    return found

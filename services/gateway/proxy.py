@@ -15,7 +15,7 @@ from flask import Response, current_app, request
 from discovery_client.failure_origin import FAILURE_ORIGIN_HEADER
 from services.common.access_log import REQUEST_ID_HEADER, request_id
 from services.common.discovery import get_caller
-from services.common.upstream import UPSTREAM_ERRORS, upstream_error
+from services.common.upstream import UPSTREAM_ERRORS, outage_log, upstream_error
 from services.gateway.routes import Target, public_location
 
 #: Request headers passed to the upstream (everything else stays at the gateway).
@@ -64,8 +64,10 @@ def forward(target: Target, names: Mapping[str, str]) -> Response:
             target.service, request.method, target.path, **kwargs
         )
     except UPSTREAM_ERRORS as exc:
-        current_app.logger.warning("%s %s -> %s: %s", request.method, request.path, target, exc)
+        detail = f"{request.method} {request.path} -> {target.path}: {exc}"
+        outage_log(current_app, target.service).failed(detail)
         raise upstream_error(target.service, exc) from exc
+    outage_log(current_app, target.service).ok()
     response = Response(upstream.content, status=upstream.status_code)
     content_type = upstream.headers.get("Content-Type")
     if content_type:

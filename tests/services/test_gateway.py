@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -226,3 +227,20 @@ def test_a_read_timeout_on_register_is_never_resent(make_user_app: Callable[...,
             assert_json_error(answer, 502, "upstream_failed")
             time.sleep(0.8)  # let the first (and only) attempt finish upstream
     assert hits == [("/register", None)]  # one attempt, without the key
+
+
+def test_an_upstream_outage_is_logged_twice_not_per_request(
+    gateway_app: Flask, caller: FlaskCaller, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="services.upstream")
+    client = gateway_app.test_client()
+    caller.failures["order-service"] = NoHealthyInstanceError("order-service")
+    for _ in range(20):
+        assert client.get("/api/orders").status_code == 503
+    del caller.failures["order-service"]
+    client.get("/api/orders")
+    client.get("/api/orders")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith("order-service is unavailable")
+    assert "back after" in warnings[1] and "(20 failed attempts)" in warnings[1]
