@@ -31,6 +31,8 @@ BENCHMARKS = (
     "secure_drills",
     "agent_restart",
     "weighted_picks",
+    "many_instances",
+    "dependency_outage",
 )
 RESULTS = Path(__file__).with_name("results")
 

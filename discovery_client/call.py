@@ -20,6 +20,7 @@ from tenacity import RetryCallState, Retrying
 from discovery_client.balancer import Balancer
 from discovery_client.budget import RetryBudget
 from discovery_client.errors import AllAttemptsFailedError, NoHealthyInstanceError
+from discovery_client.failure_origin import is_relayed_failure
 from discovery_client.retry import ErrorKind, RetryPolicy, classify_error, parse_retry_after
 
 Timeout = float | tuple[float | None, float | None] | None
@@ -140,7 +141,12 @@ class Call:
         except BaseException:  # a hook or an interrupt: keep the in-flight count right
             balancer.finish(endpoint, started, failed=False, responded=False)
             raise
-        balancer.finish(endpoint, started, failed=response.status_code >= 500, responded=True)
+        # A relayed dependency failure is an answer the instance gave correctly: it
+        # counts for neither ejection nor retry (discovery_client/failure_origin.py).
+        failed = response.status_code >= 500 and not is_relayed_failure(
+            response.status_code, response.headers
+        )
+        balancer.finish(endpoint, started, failed=failed, responded=True)
         if self.response is not None:
             self.response.close()
         self.response = response
@@ -165,10 +171,15 @@ class Call:
                 return False
         else:
             assert self.response is not None
-            if not self.policy.retries_status(self.method, headers, self.response.status_code):
+            if not self.policy.retries_response(self.method, headers, self.response):
                 return False
             if self.policy.respect_retry_after:
                 retry_after = parse_retry_after(self.response.headers.get("Retry-After"))
+                if retry_after is not None:
+                    remaining = self.deadline_at - self.clock()
+                    retry_after = self.policy.retry_after_wait(retry_after, remaining)
+                    if retry_after is None:
+                        return False  # a long Retry-After: the caller decides, not a sleep
         delay = retry_after
         if delay is None:
             delay = self.policy.backoff(attempts_made, self.rng.random())

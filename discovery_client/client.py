@@ -27,7 +27,6 @@ from typing import Any
 
 import requests
 from prometheus_client import CollectorRegistry
-from requests.adapters import HTTPAdapter
 
 from consul_connection import ConsulConnection
 from discovery_client.balancer import Balancer
@@ -37,6 +36,7 @@ from discovery_client.config import ServiceConfig
 from discovery_client.ejection import EjectionPolicy
 from discovery_client.errors import DiscoveryError
 from discovery_client.metrics import ClientCollector
+from discovery_client.pool import InstancePoolAdapter
 from discovery_client.propagation import inject
 from discovery_client.retry import RetryPolicy
 from discovery_client.source import InstanceSource
@@ -56,7 +56,8 @@ class ServiceClient:
     environment variables, see consul_connection) with ``consul_addr``, when given,
     as its address; a source the client
     made is closed by ``close()``, one passed in is left to its owner, as is a passed-in
-    ``session``. The Session the client makes has ``trust_env = False``: instance
+    ``session``. The Session the client makes keeps a connection pool per instance in
+    rotation (discovery_client/pool.py) and has ``trust_env = False``: instance
     addresses come from Consul and never go through environment proxies or netrc.
     Metrics go to ``registry`` (default: a CollectorRegistry of this client's own, as
     ``metrics_registry``, so any number of clients can coexist).
@@ -102,7 +103,8 @@ class ServiceClient:
         if session is None:
             session = requests.Session()
             session.trust_env = False
-            adapter = HTTPAdapter(pool_connections=8, pool_maxsize=pool_maxsize, max_retries=0)
+            # One keep-alive pool per instance in rotation, however many (pool.py).
+            adapter = InstancePoolAdapter(pool_maxsize=pool_maxsize)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
         self.session = session

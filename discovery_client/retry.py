@@ -5,6 +5,12 @@ The rule is about side effects: an attempt that failed before the request was se
 request may have reached the server (read timeout, connection dropped mid-exchange, a
 502/503/504/429 answer) is retried only for idempotent methods, or when the caller
 vouches for it with an ``Idempotency-Key`` header.
+
+An error answer marked as a dependency's failure (``Failure-Origin: dependency``, see
+discovery_client/failure_origin.py) is never retried: every instance shares that
+dependency. ``Retry-After`` is honoured only when it is short (``max_retry_after``) and
+fits well within what is left of the deadline; a longer one ends the retries and the
+answer goes back to the caller at once, so no request thread sleeps on it.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import requests
 import urllib3.exceptions
 
 from consul_connection.backoff import JitterBackoff
+from discovery_client.failure_origin import is_relayed_failure
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
@@ -81,8 +88,9 @@ class RetryPolicy:
     ``max_attempts`` counts the first attempt. ``deadline`` bounds the whole call
     (attempts, backoff and Retry-After waits) in seconds. Between attempts the client
     waits a random (full-jitter) backoff in [0, min(backoff_max, backoff_base × 2^n)],
-    or what Retry-After asks when ``respect_retry_after`` and the wait fits the deadline
-    (a Retry-After beyond the deadline ends the retries and the response is returned).
+    or what Retry-After asks when ``respect_retry_after``, the wait is at most
+    ``max_retry_after`` and at most half of what is left of the deadline (a longer
+    Retry-After ends the retries and the response is returned at once).
     ``budget_ratio`` and ``budget_min_per_second`` size each service's retry budget:
     retries stay within that fraction of requests plus that many per second.
     """
@@ -95,6 +103,7 @@ class RetryPolicy:
     idempotent_methods: frozenset[str] = IDEMPOTENT_METHODS
     idempotency_header: str = "Idempotency-Key"
     respect_retry_after: bool = True
+    max_retry_after: float = 0.25
     budget_ratio: float = 0.2
     budget_min_per_second: float = 10.0
 
@@ -105,6 +114,8 @@ class RetryPolicy:
             raise ValueError("deadline must be > 0")
         if self.budget_ratio < 0 or self.budget_min_per_second < 0:
             raise ValueError("retry budget figures must be >= 0")
+        if self.max_retry_after < 0:
+            raise ValueError("max_retry_after must be >= 0")
 
     def may_resend(self, method: str, headers: Mapping[str, str] | None) -> bool:
         """True if a request that may already have been sent can be sent again."""
@@ -127,6 +138,24 @@ class RetryPolicy:
     def retries_status(self, method: str, headers: Mapping[str, str] | None, status: int) -> bool:
         """True if an attempt answered with ``status`` may be retried."""
         return status in self.retry_statuses and self.may_resend(method, headers)
+
+    def retries_response(
+        self, method: str, headers: Mapping[str, str] | None, response: requests.Response
+    ) -> bool:
+        """True if an attempt answered with ``response`` may be retried (never a relayed one)."""
+        if is_relayed_failure(response.status_code, response.headers):
+            return False
+        return self.retries_status(method, headers, response.status_code)
+
+    def retry_after_wait(self, retry_after: float, remaining: float) -> float | None:
+        """The wait a Retry-After of ``retry_after`` s allows, or None: stop retrying.
+
+        ``remaining`` is what is left of the call's deadline. Only a short wait that fits
+        well within it is honoured; a caller's thread never sleeps long on a server's advice.
+        """
+        if retry_after > self.max_retry_after or retry_after > remaining / 2:
+            return None
+        return retry_after
 
     def backoff(self, retry_number: int, uniform: float) -> float:
         """Full-jitter backoff before retry ``retry_number`` (1-based); ``uniform`` in [0, 1)."""

@@ -40,12 +40,19 @@ Durations accept ``10s``, ``1m30s``, ``500ms`` or a bare number of seconds.
 
 from registry.checks import CheckSpec, HttpCheck, TcpCheck, TtlCheck
 from registry.config import ConsulSettings, Registration, Weights
-from registry.errors import ConsulUnavailable, InstanceUnknown, RegistryConfigError, RegistryError
+from registry.errors import (
+    ConsulRejected,
+    ConsulUnavailable,
+    InstanceUnknown,
+    RegistryConfigError,
+    RegistryError,
+)
 from registry.health import HealthChecks, HealthReport
 from registry.registrar import Registrar, State
 
 __all__ = [
     "CheckSpec",
+    "ConsulRejected",
     "ConsulSettings",
     "ConsulUnavailable",
     "HealthChecks",

@@ -2,7 +2,9 @@
 
 ``RegistryError``
   ``RegistryConfigError``   bad settings, raised at startup; ``.setting`` names the culprit
-  ``ConsulUnavailable``     the agent could not be reached or refused a request
+  ``ConsulUnavailable``     the agent could not be reached, or failed (5xx): retried
+  ``ConsulRejected``        the agent refused the call (400 bad field, 403 missing ACL
+                            permission): retrying cannot help, so it is never retried
   ``InstanceUnknown``       the agent no longer knows our service or check (it lost its state)
 """
 
@@ -24,6 +26,22 @@ class RegistryConfigError(RegistryError, ValueError):
 
 class ConsulUnavailable(RegistryError):
     """The Consul agent did not answer, or answered with an error."""
+
+
+class ConsulRejected(RegistryError):
+    """The agent refused ``call`` for good: 400 (a bad field) or 403 (an ACL permission).
+
+    ``permission`` is the missing ACL permission a 403 names (``service:write``), else
+    None. The message names the call and the permission or field, never the token.
+    """
+
+    def __init__(self, call: str, status: int, detail: str, permission: str | None = None):
+        what = "bad request" if status == 400 else "permission denied"
+        super().__init__(f"{call}: Consul refused it ({status} {what}): {detail}")
+        self.call = call
+        self.status = status
+        self.detail = detail
+        self.permission = permission
 
 
 class InstanceUnknown(RegistryError):

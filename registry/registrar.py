@@ -11,7 +11,20 @@ neither startup nor request handling ever waits for Consul:
   404 from the agent means it forgot us, so re-register.
 
 ``drain`` puts the instance in maintenance (it leaves the passing set) and waits the
-propagation delay; ``stop`` deregisters. All public methods are thread-safe.
+propagation delay; ``stop`` deregisters and closes the client's HTTP session (when the
+registrar made the client). All public methods are thread-safe.
+
+Locks and the network: ``_lock`` guards state only and is never held across an agent
+call, so a SIGTERM's ``begin_drain``/``stop`` never waits for a register stuck on a slow
+agent; a call whose state changed while it was in flight is followed up (a register
+that lands after a drain is put back in maintenance, one after a stop is deregistered).
+The fork guard (``no_fork``) covers the worker's agent calls only, never the TTL
+self-probe, and not the SIGTERM path (it runs on the thread that forks).
+
+A 400 or 403 from the agent (a bad field, a missing ACL permission) is not an outage:
+it raises/logs ``ConsulRejected`` naming the call and the permission or field, once,
+and the worker stops instead of retrying forever (``Registrar.error`` keeps it). An
+unreachable agent is logged once when it goes and once when it is back (OutageLog).
 """
 
 from __future__ import annotations
@@ -24,15 +37,18 @@ import time
 from collections.abc import Callable
 
 import consul
+import consul.exceptions
 import requests
 from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception_type
 
+from consul_connection.refusals import acl_denial
 from registry.backoff import CappedJitterBackoff
 from registry.checks import TtlCheck
 from registry.config import ConsulSettings, Registration
-from registry.errors import ConsulUnavailable, InstanceUnknown
+from registry.errors import ConsulRejected, ConsulUnavailable, InstanceUnknown
 from registry.forksafe import no_fork
 from registry.health import HealthReport
+from registry.outage import OutageLog
 
 log = logging.getLogger("registry")
 
@@ -54,6 +70,29 @@ def consul_client(settings: ConsulSettings, timeout: float = 3.0) -> consul.Cons
     return settings.py_consul(timeout=timeout)
 
 
+_AGENT_ERRORS = (requests.RequestException, consul.ConsulException)
+
+
+def agent_error(call: str, exc: BaseException) -> ConsulRejected | ConsulUnavailable:
+    """The registry error for an agent call that raised ``exc``: rejected, or unavailable.
+
+    A 403's message names the missing permission and resource, not the token's
+    AccessorID or anything else of the body; a 400's keeps the agent's reason.
+    """
+    if isinstance(exc, consul.exceptions.ACLPermissionDenied):
+        denial = acl_denial(str(exc), call)
+        if denial.permission is None:
+            return ConsulRejected(call, 403, "the token lacks a needed ACL permission")
+        on = f' on "{denial.resource}"' if denial.resource else ""
+        return ConsulRejected(
+            call, 403, f"the token lacks permission '{denial.permission}'{on}", denial.permission
+        )
+    if isinstance(exc, consul.exceptions.BadRequest):
+        detail = str(exc).removeprefix("400 ").strip() or "bad request"
+        return ConsulRejected(call, 400, detail[:500])
+    return ConsulUnavailable(f"{call}: {exc}")
+
+
 class Registrar:
     """Keeps one ``Registration`` correctly registered with the local Consul agent."""
 
@@ -71,10 +110,14 @@ class Registrar:
             raise ValueError("a TTL check needs the service's health function (health=...)")
         self.registration = registration
         self._health = health
+        self._owns_client = client is None
         self._client = client or consul_client(registration.consul)
         self._backoff = CappedJitterBackoff(cap=max_backoff, rng=rng)
         self._sleep = sleep  # used only by drain(); injectable for tests
-        self._lock = threading.RLock()  # serialises every agent call and state change
+        self._lock = threading.RLock()  # guards state; never held across an agent call
+        self._outage = OutageLog(log, f"registry: Consul agent ({registration.service_id})")
+        #: Why the worker gave up (a 400/403 from the agent); set once by the worker.
+        self.error: ConsulRejected | None = None
         self._state = State.NEW  # guarded by _lock; written by the worker thread and callers
         self._known = False  # guarded by _lock; does the agent hold our registration?
         self._stopping = threading.Event()  # set once by stop()
@@ -110,18 +153,24 @@ class Registrar:
 
     def begin_drain(self, reason: str = "draining before shutdown") -> None:
         """Put the instance in maintenance so consumers stop picking it; returns at once."""
-        with no_fork(), self._lock:
+        with self._lock:
             if self._state in (State.DRAINING, State.STOPPED):
                 return
             self._state = State.DRAINING
-            rid = self.registration.service_id
-            try:
-                self._client.agent.service.maintenance(
-                    rid, "true", reason=reason, token=self.registration.consul.token
-                )
-                log.info("registry: %s in maintenance (%s)", rid, reason)
-            except (requests.RequestException, consul.ConsulException) as exc:
-                log.warning("registry: could not put %s in maintenance: %s", rid, exc)
+        self._maintenance(reason)
+
+    def _maintenance(self, reason: str) -> None:
+        rid = self.registration.service_id
+        try:
+            # No fork guard on the SIGTERM path: it runs on the thread that forks (the
+            # gunicorn master's), and waiting for the worker's unit would make a drain
+            # wait for a register stuck on a slow agent.
+            self._client.agent.service.maintenance(
+                rid, "true", reason=reason, token=self.registration.consul.token
+            )
+            log.info("registry: %s in maintenance (%s)", rid, reason)
+        except _AGENT_ERRORS as exc:
+            log.warning("registry: %s", agent_error(f"maintenance of {rid}", exc))
 
     def drain(self, delay: float | None = None) -> None:
         """Maintenance, then wait ``delay`` (default: the registration's drain_seconds)."""
@@ -129,27 +178,42 @@ class Registrar:
         self._sleep(self.registration.drain_seconds if delay is None else delay)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the background thread and deregister the instance (best effort)."""
+        """Stop the background thread, deregister the instance (best effort), close."""
         self._stopping.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
-        with no_fork(), self._lock:
+        with self._lock:
             if self._state is State.STOPPED:
                 return
             self._state = State.STOPPED
-            rid = self.registration.service_id
-            for attempt in (1, 2):
-                try:
-                    self._client.agent.service.deregister(rid, token=self.registration.consul.token)
-                    log.info("registry: deregistered %s", rid)
-                    break
-                except (requests.RequestException, consul.ConsulException) as exc:
-                    log.warning("registry: deregister %s failed (try %d): %s", rid, attempt, exc)
+        self._deregister()
+        if self._owns_client:
+            self._client.http.session.close()
+
+    def _deregister(self) -> None:
+        rid = self.registration.service_id
+        for attempt in (1, 2):
+            try:
+                self._client.agent.service.deregister(rid, token=self.registration.consul.token)
+                log.info("registry: deregistered %s", rid)
+                return
+            except _AGENT_ERRORS as exc:
+                err = agent_error(f"deregister {rid}", exc)
+                log.warning("registry: %s (try %d)", err, attempt)
+                if isinstance(err, ConsulRejected):
+                    return
 
     # -- the worker thread ------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._work()
+        except ConsulRejected as exc:
+            self.error = exc
+            log.error("registry: giving up on %s: %s", self.registration.service_id, exc)
+
+    def _work(self) -> None:
         check = self.registration.check
         period = check.heartbeat if isinstance(check, TtlCheck) else check.interval / 2
         while not self._stopping.is_set():
@@ -161,8 +225,8 @@ class Registrar:
                 self._register_until_done()
                 continue
             try:
-                with no_fork():
-                    self._reconcile()
+                self._reconcile()
+                self._outage.ok()
             except InstanceUnknown:
                 log.warning(
                     "registry: agent forgot %s; re-registering", self.registration.service_id
@@ -172,7 +236,7 @@ class Registrar:
                 continue
             except ConsulUnavailable as exc:
                 self._note_error()
-                log.warning("registry: agent unreachable while reconciling: %s", exc)
+                self._outage.failed(exc)
             self._stopping.wait(period)
 
     def _note_error(self) -> None:
@@ -181,12 +245,7 @@ class Registrar:
 
     def _register_failed(self, rs: RetryCallState) -> None:
         self._note_error()
-        log.warning(
-            "registry: register %s failed (attempt %d): %s",
-            self.registration.service_id,
-            rs.attempt_number,
-            rs.outcome.exception() if rs.outcome else "?",
-        )
+        self._outage.failed(rs.outcome.exception() if rs.outcome else "?")
 
     def _register_until_done(self) -> None:
         retrying = Retrying(
@@ -198,18 +257,23 @@ class Registrar:
         )
         try:
             for attempt in retrying:
-                with attempt, no_fork():
-                    self._register_once()
+                with attempt:
+                    registered = self._register_once()
         except RetryError:
             return
+        self._outage.ok()
+        if registered:
+            self._after_register()
 
-    def _register_once(self) -> None:
+    def _register_once(self) -> bool:
+        """One register call; True if it took (and the instance is still to be served)."""
         reg = self.registration
         with self._lock:
             if self._state is not State.REGISTERED and self._state is not State.REGISTERING:
-                return
+                return False
             body = reg.service_definition()
-            try:
+        try:
+            with no_fork():
                 self._client.agent.service.register(
                     reg.name,
                     service_id=reg.service_id,
@@ -222,13 +286,25 @@ class Registrar:
                     replace_existing_checks=True,
                     token=reg.consul.token,
                 )
-            except (requests.RequestException, consul.ConsulException) as exc:
-                raise ConsulUnavailable(f"register {reg.service_id}: {exc}") from exc
-            self._known = True
-            self._state = State.REGISTERED
-            self.registrations += 1
+        except _AGENT_ERRORS as exc:
+            raise agent_error(f"register {reg.service_id}", exc) from exc
+        with self._lock:
+            state = self._state
+            if state is State.REGISTERING or state is State.REGISTERED:
+                self._known = True
+                self._state = State.REGISTERED
+                self.registrations += 1
+        if state is State.DRAINING:  # a drain began while the register was in flight
+            self._maintenance("draining before shutdown")
+            return False
+        if state is State.STOPPED:  # stop() deregistered before this register landed
+            self._deregister()
+            return False
         log.info("registry: registered %s at %s:%d", reg.service_id, reg.address, reg.port)
-        if isinstance(reg.check, TtlCheck):
+        return True
+
+    def _after_register(self) -> None:
+        if isinstance(self.registration.check, TtlCheck):
             try:
                 self._heartbeat()  # report real health at once, not after a full TTL
             except (InstanceUnknown, ConsulUnavailable) as exc:
@@ -243,30 +319,32 @@ class Registrar:
         with self._lock:
             if self._state is not State.REGISTERED:
                 return
-            try:
+        try:
+            with no_fork():
                 found = self._client.agent.services(
                     filter_expr=f'ID == "{reg.service_id}"', token=reg.consul.token
                 )
-            except (requests.RequestException, consul.ConsulException) as exc:
-                raise ConsulUnavailable(f"list services: {exc}") from exc
+        except _AGENT_ERRORS as exc:
+            raise agent_error("list services", exc) from exc
         if not found:
             raise InstanceUnknown(reg.service_id)
 
     def _heartbeat(self) -> None:
         assert self._health is not None
-        report = self._health()  # outside the lock: it may take a while
+        report = self._health()  # no lock, no fork guard: the probe may take a while
         reg = self.registration
         with self._lock:
             if self._state is not State.REGISTERED:
                 return
-            update = (
-                self._client.agent.check.ttl_pass
-                if report.passing
-                else self._client.agent.check.ttl_fail
-            )
-            try:
+        update = (
+            self._client.agent.check.ttl_pass
+            if report.passing
+            else self._client.agent.check.ttl_fail
+        )
+        try:
+            with no_fork():
                 ok = update(reg.check_id, notes=report.output(), token=reg.consul.token)
-            except (requests.RequestException, consul.ConsulException) as exc:
-                raise ConsulUnavailable(f"TTL update {reg.check_id}: {exc}") from exc
+        except _AGENT_ERRORS as exc:
+            raise agent_error(f"TTL update {reg.check_id}", exc) from exc
         if not ok:  # py-consul answers False for 404: the agent does not know the check
             raise InstanceUnknown(reg.check_id)

@@ -2,11 +2,20 @@
 
 NoHealthyInstanceError, UnknownServiceError, ConsulUnavailableError -> 503 (retry later)
 AllAttemptsFailedError, other DiscoveryError, transport errors      -> 502
+
+Every such answer carries ``Failure-Origin: dependency`` (the convention of
+discovery_client/failure_origin.py): this instance is fine, a service it needs is not,
+so a caller's discovery client neither retries it elsewhere nor ejects this instance.
+``dependency_error`` builds any other error answer caused by a dependency.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+
 import requests
+from flask import Flask
 
 from discovery_client.errors import (
     AllAttemptsFailedError,
@@ -15,30 +24,68 @@ from discovery_client.errors import (
     NoHealthyInstanceError,
     UnknownServiceError,
 )
+from discovery_client.failure_origin import dependency_failure_headers
+from registry.outage import OutageLog
 from services.common.errors import ApiError
 
 RETRY_AFTER_SECONDS = "1"
 
 
+def dependency_error(
+    service: str,
+    status: int,
+    code: str,
+    message: str,
+    *,
+    extra: dict[str, object] | None = None,
+    headers: dict[str, str] | None = None,
+) -> ApiError:
+    """An ApiError caused by ``service`` (a dependency), marked ``Failure-Origin: dependency``."""
+    return ApiError(
+        status,
+        code,
+        message,
+        extra={"service": service, **(extra or {})},
+        headers={**dependency_failure_headers(), **(headers or {})},
+    )
+
+
 def upstream_error(service: str, exc: BaseException) -> ApiError:
     """The ApiError (502 or 503) that reports ``exc`` from calling ``service``."""
-    extra = {"service": service}
     if isinstance(exc, NoHealthyInstanceError | UnknownServiceError | ConsulUnavailableError):
-        return ApiError(
+        return dependency_error(
+            service,
             503,
             "no_healthy_instance",
             f"no healthy instance of {service} is available; retry later",
-            extra=extra,
             headers={"Retry-After": RETRY_AFTER_SECONDS},
         )
     if isinstance(exc, AllAttemptsFailedError):
-        extra["attempts"] = len(exc.attempts)
-        return ApiError(
-            502, "upstream_failed", f"every attempt to call {service} failed", extra=extra
+        return dependency_error(
+            service,
+            502,
+            "upstream_failed",
+            f"every attempt to call {service} failed",
+            extra={"attempts": len(exc.attempts)},
         )
     if isinstance(exc, DiscoveryError | requests.RequestException):
-        return ApiError(502, "upstream_failed", f"calling {service} failed: {exc}", extra=extra)
+        return dependency_error(service, 502, "upstream_failed", f"calling {service} failed: {exc}")
     raise TypeError(f"not an upstream error: {exc!r}")
 
 
 UPSTREAM_ERRORS = (DiscoveryError, requests.RequestException)
+
+
+_outage_lock = threading.Lock()
+
+
+def outage_log(app: Flask, service: str) -> OutageLog:
+    """The app's OutageLog for calls to ``service``: one warning going, one coming back."""
+    logs: dict[str, OutageLog] = app.extensions.setdefault("upstream_outages", {})
+    found = logs.get(service)
+    if found is None:
+        with _outage_lock:
+            found = logs.setdefault(
+                service, OutageLog(logging.getLogger("services.upstream"), service)
+            )
+    return found

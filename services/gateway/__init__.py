@@ -64,6 +64,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             "Public API: /api/users/*, /api/orders/* and /api/stock/*, relayed through discovery."
         ),
     )
+    # '//' is refused by services/gateway/paths.py, not redirected to a merged path.
+    app.url_map.merge_slashes = False
     app.register_blueprint(bp)
     app.extensions["openapi_extra_paths"] = lambda: public_paths(
         {key: app.config[key] for key in SERVICE_NAME_KEYS}

@@ -12,13 +12,16 @@ from collections.abc import Mapping
 
 from flask import Response, current_app, request
 
+from discovery_client.failure_origin import FAILURE_ORIGIN_HEADER
 from services.common.access_log import REQUEST_ID_HEADER, request_id
 from services.common.discovery import get_caller
-from services.common.upstream import UPSTREAM_ERRORS, upstream_error
+from services.common.upstream import UPSTREAM_ERRORS, outage_log, upstream_error
 from services.gateway.routes import Target, public_location
 
 #: Request headers passed to the upstream (everything else stays at the gateway).
-FORWARDED_REQUEST_HEADERS = ("Authorization", "Idempotency-Key", "Content-Type", "Accept")
+FORWARDED_REQUEST_HEADERS = ("Authorization", "Content-Type", "Accept")
+#: Passed on only to routes that honour it (``Route.honours_idempotency_key``).
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 #: Response headers passed back to the client.
 RELAYED_RESPONSE_HEADERS = (
     "Location",
@@ -26,14 +29,16 @@ RELAYED_RESPONSE_HEADERS = (
     "Retry-After",
     "WWW-Authenticate",
     "Allow",
+    FAILURE_ORIGIN_HEADER,  # the upstream relayed its own dependency's failure
 )
 _BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 
-def _upstream_headers() -> dict[str, str]:
-    headers = {
-        name: request.headers[name] for name in FORWARDED_REQUEST_HEADERS if name in request.headers
-    }
+def _upstream_headers(target: Target) -> dict[str, str]:
+    names = FORWARDED_REQUEST_HEADERS
+    if target.honours_idempotency_key:
+        names = (*names, IDEMPOTENCY_HEADER)
+    headers = {name: request.headers[name] for name in names if name in request.headers}
     headers[REQUEST_ID_HEADER] = request_id()
     forwarded_for = request.headers.get("X-Forwarded-For")
     client = request.remote_addr or ""
@@ -44,7 +49,7 @@ def _upstream_headers() -> dict[str, str]:
 def forward(target: Target, names: Mapping[str, str]) -> Response:
     """Send the current request to ``target`` through discovery; relay the answer."""
     kwargs: dict[str, object] = {
-        "headers": _upstream_headers(),
+        "headers": _upstream_headers(target),
         "params": list(request.args.items(multi=True)),
         "timeout": (
             float(current_app.config["CONNECT_TIMEOUT"]),
@@ -59,8 +64,10 @@ def forward(target: Target, names: Mapping[str, str]) -> Response:
             target.service, request.method, target.path, **kwargs
         )
     except UPSTREAM_ERRORS as exc:
-        current_app.logger.warning("%s %s -> %s: %s", request.method, request.path, target, exc)
+        detail = f"{request.method} {request.path} -> {target.path}: {exc}"
+        outage_log(current_app, target.service).failed(detail)
         raise upstream_error(target.service, exc) from exc
+    outage_log(current_app, target.service).ok()
     response = Response(upstream.content, status=upstream.status_code)
     content_type = upstream.headers.get("Content-Type")
     if content_type:

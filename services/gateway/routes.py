@@ -9,6 +9,12 @@
 Matching is by whole path segments, longest public prefix first. user-service's
 ``/tokens/verify`` and inventory-service's ``/reservations`` are internal and have no
 public route.
+
+Only a route whose upstream honours ``Idempotency-Key`` (order-service's ``/orders``:
+one order per key) passes the caller's key on. Elsewhere the key would be a false
+promise: the discovery client treats a request carrying one as safe to resend after a
+read timeout, and ``/register`` would then create a second user (or answer 409 to a
+registration that succeeded).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ class Route:
     prefix: str
     service_key: str  # a config key naming the service, e.g. "USER_SERVICE_NAME"
     upstream_prefix: str
+    honours_idempotency_key: bool = False  # the upstream dedupes by Idempotency-Key
 
     def matches(self, path: str) -> bool:
         """Whether ``path`` is ``prefix`` itself or lies below it."""
@@ -40,13 +47,14 @@ class Target:
 
     service: str
     path: str
+    honours_idempotency_key: bool = False
 
 
 ROUTES: tuple[Route, ...] = (
     Route("/api/users/register", "USER_SERVICE_NAME", "/register"),
     Route("/api/users/login", "USER_SERVICE_NAME", "/login"),
     Route("/api/users", "USER_SERVICE_NAME", "/users"),
-    Route("/api/orders", "ORDER_SERVICE_NAME", "/orders"),
+    Route("/api/orders", "ORDER_SERVICE_NAME", "/orders", honours_idempotency_key=True),
     Route("/api/stock", "INVENTORY_SERVICE_NAME", "/stock"),
 )
 
@@ -55,7 +63,11 @@ def resolve(path: str, names: Mapping[str, str], routes: Sequence[Route] = ROUTE
     """The service and upstream path for a public ``path``, or None when nothing routes it."""
     for route in sorted(routes, key=lambda r: len(r.prefix), reverse=True):
         if route.matches(path):
-            return Target(names[route.service_key], route.upstream_path(path))
+            return Target(
+                names[route.service_key],
+                route.upstream_path(path),
+                route.honours_idempotency_key,
+            )
     return None
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response, current_app, request
 
 from services.common.errors import ApiError
 from services.common.openapi import operation
+from services.gateway.paths import check_public_path
 from services.gateway.proxy import forward
 from services.gateway.routes import ROUTES, resolve
 
@@ -26,10 +27,12 @@ def service_names() -> dict[str, str]:
         "POST /api/users/register, POST /api/users/login, GET /api/users/{id} go to "
         "user-service; POST /api/orders, GET /api/orders, GET /api/orders/{id} go to "
         "order-service. Upstream status, body and content type are relayed unchanged; "
-        "Authorization and Idempotency-Key are passed on. See each service's /openapi.json."
+        "Authorization is passed on; Idempotency-Key only to the order routes. "
+        "See each service's /openapi.json."
     ),
     responses={
         200: "Upstream answer",
+        400: "Invalid path (dot segments, percent-encoding, empty segments, ...)",
         404: "No route (or upstream 404)",
         413: "Body too large",
         502: "Every attempt to reach the service failed",
@@ -38,6 +41,7 @@ def service_names() -> dict[str, str]:
 )
 def relay(rest: str) -> Response:
     """Route ``/api/<rest>`` to its service and relay the answer."""
+    check_public_path(request.path, request.environ)  # before any routing
     names = service_names()
     target = resolve("/api/" + rest, names)
     if target is None:

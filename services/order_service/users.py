@@ -9,8 +9,7 @@ from flask import current_app
 from services.common.access_log import REQUEST_ID_HEADER, request_id
 from services.common.auth import bearer_token, unauthorized
 from services.common.discovery import get_caller
-from services.common.errors import ApiError
-from services.common.upstream import UPSTREAM_ERRORS, upstream_error
+from services.common.upstream import UPSTREAM_ERRORS, dependency_error, upstream_error
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,27 +49,21 @@ def current_user() -> Caller:
             pass
         raise unauthorized(code, message)
     if response.status_code != 200:
-        raise ApiError(
+        raise dependency_error(
+            service,
             502,
             "upstream_failed",
             f"{service} answered {response.status_code} to a token check",
-            extra={"service": service},
         )
     try:
         body = response.json()
         user_id, username = body["user_id"], body["username"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise ApiError(
-            502,
-            "upstream_failed",
-            f"{service} answered a malformed token check",
-            extra={"service": service},
+        raise dependency_error(
+            service, 502, "upstream_failed", f"{service} answered a malformed token check"
         ) from exc
     if not isinstance(user_id, int) or not isinstance(username, str):
-        raise ApiError(
-            502,
-            "upstream_failed",
-            f"{service} answered a malformed token check",
-            extra={"service": service},
+        raise dependency_error(
+            service, 502, "upstream_failed", f"{service} answered a malformed token check"
         )
     return Caller(user_id=user_id, username=username)

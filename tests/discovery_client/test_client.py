@@ -127,12 +127,13 @@ def test_500_and_404_are_returned_as_is_without_retry():
     assert a.hits == 1
 
 
-def test_retry_after_is_honoured():
+def test_a_short_retry_after_is_honoured():
     clock = FakeClock()
+    policy = RetryPolicy(max_retry_after=2.0)
     with (
         http_backend(status(503, {"Retry-After": "2"})) as a,
         http_backend(ok("b")) as b,
-        client_for(a.port, b.port, clock=clock) as client,
+        client_for(a.port, b.port, clock=clock, retry=policy) as client,
     ):
         assert [client.get("svc", "/").text for _ in range(2)] == ["b", "b"]
     assert clock.sleeps == [2.0]  # exactly one call met a first, waited as asked
@@ -148,6 +149,50 @@ def test_retry_after_beyond_the_deadline_returns_the_response():
         r = client.get("svc", "/")
     assert r.status_code == 429 and r.headers["Retry-After"] == "120"
     assert clock.sleeps == [] and a.hits == 1
+
+
+def test_a_long_retry_after_returns_the_answer_at_once_without_sleeping():
+    clock = FakeClock()
+    with (
+        http_backend(status(503, {"Retry-After": "1"})) as a,
+        http_backend(ok("b")) as b,
+        client_for(a.port, b.port, clock=clock) as client,
+    ):
+        first = client.post("svc", "/", headers={"Idempotency-Key": "k"})
+    assert first.status_code == 503 and first.headers["Retry-After"] == "1"
+    assert clock.sleeps == [] and a.hits == 1 and b.hits == 0
+
+
+def test_a_relayed_dependency_failure_is_neither_retried_nor_held_against_the_instance():
+    clock = FakeClock()
+    relayed = status(503, {"Retry-After": "0", "Failure-Origin": "dependency"})
+    with (
+        http_backend(relayed) as a,
+        http_backend(relayed) as b,
+        client_for(a.port, b.port, clock=clock) as client,
+    ):
+        codes = Counter(
+            client.post("svc", "/", headers={"Idempotency-Key": f"k{n}"}).status_code
+            for n in range(20)
+        )
+        snap = client.stats()["services"]["svc"]
+    assert codes == {503: 20}
+    assert a.hits + b.hits == 20 and clock.sleeps == []  # one attempt per call, no wait
+    assert snap["retries"] == 0 and snap["ejections"] == 0
+    assert all(i["failures"] == 0 for i in snap["instances"].values())
+
+
+def test_the_instance_s_own_503_still_counts_and_ejects():
+    clock = FakeClock()
+    with (
+        http_backend(status(503)) as a,
+        http_backend(ok("b")) as b,
+        client_for(a.port, b.port, clock=clock) as client,
+    ):
+        for _ in range(12):
+            assert client.get("svc", "/").status_code == 200
+        snap = client.stats()["services"]["svc"]
+    assert snap["ejections"] == 1 and snap["instances"]["i1"]["ejected"] is True
 
 
 def test_all_instances_failing_stay_within_the_retry_budget():

@@ -177,3 +177,24 @@ def test_budget_with_no_floor_still_allows_the_ratio():
         budget.deposit()
         granted += budget.try_withdraw()
     assert granted == 20
+
+
+def test_retry_after_is_honoured_only_when_short_and_well_within_the_deadline():
+    policy = RetryPolicy(max_retry_after=1.0)
+    assert policy.retry_after_wait(0.0, remaining=5.0) == 0.0
+    assert policy.retry_after_wait(1.0, remaining=5.0) == 1.0
+    assert policy.retry_after_wait(2.0, remaining=5.0) is None  # longer than the cap
+    assert policy.retry_after_wait(1.0, remaining=1.5) is None  # over half the time left
+    with pytest.raises(ValueError, match="max_retry_after"):
+        RetryPolicy(max_retry_after=-1)
+
+
+def test_a_relayed_dependency_failure_is_never_retried():
+    policy = RetryPolicy()
+    relayed = requests.Response()
+    relayed.status_code = 503
+    relayed.headers["failure-origin"] = "Dependency"
+    own = requests.Response()
+    own.status_code = 503
+    assert policy.retries_response("GET", None, own) is True
+    assert policy.retries_response("GET", None, relayed) is False

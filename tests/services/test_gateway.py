@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -35,8 +38,8 @@ ITEMS = {"items": [{"sku": "book", "quantity": 2}]}
         ("/api/users/7", Target("user-service", "/users/7")),
         ("/api/users/registerx", Target("user-service", "/users/registerx")),
         ("/api/users/tokens/verify", Target("user-service", "/users/tokens/verify")),
-        ("/api/orders", Target("order-service", "/orders")),
-        ("/api/orders/3", Target("order-service", "/orders/3")),
+        ("/api/orders", Target("order-service", "/orders", True)),
+        ("/api/orders/3", Target("order-service", "/orders/3", True)),
         ("/api/ordersx", None),
         ("/api/other", None),
     ],
@@ -134,6 +137,7 @@ def test_discovery_failures_are_json(
     response = gateway_app.test_client().get("/api/orders")
     error = assert_json_error(response, status, code)
     assert error["service"] == "order-service"
+    assert response.headers["Failure-Origin"] == "dependency"
     if status == 503:
         assert response.headers["Retry-After"] == "1"
 
@@ -177,3 +181,71 @@ def test_real_service_client_over_http(real_upstreams: tuple[Flask, ServiceClien
     assert_json_error(bad, 400, "malformed_json")
     # order-service has no instance at all: 503 JSON, never a hang or a 500
     assert_json_error(client.get("/api/orders"), 503, "no_healthy_instance")
+
+
+def test_idempotency_key_goes_only_to_routes_that_honour_it(
+    gateway_app: Flask, caller: FlaskCaller, login: Callable[..., tuple[int, str]]
+) -> None:
+    _, token = login()
+    client = gateway_app.test_client()
+    key = {"Idempotency-Key": "k-1"}
+    client.post("/api/users/register", json={"username": "x", "password": "y"}, headers=key)
+    client.post("/api/users/login", json={"username": "x", "password": "y"}, headers=key)
+    client.post("/api/orders", json=ITEMS, headers={**key, **auth(token)})
+    sent = {path: call_kwargs["headers"] for _svc, _m, path, call_kwargs in caller.calls}
+    assert "Idempotency-Key" not in sent["/register"]
+    assert "Idempotency-Key" not in sent["/login"]
+    assert sent["/orders"]["Idempotency-Key"] == "k-1"
+
+
+def test_a_read_timeout_on_register_is_never_resent(make_user_app: Callable[..., Flask]) -> None:
+    """The caller's key is not passed to /register, so the client does not resend it."""
+    hits: list[tuple[str, str | None]] = []
+    lock = threading.Lock()
+
+    def slow_register_app() -> Flask:
+        app = make_user_app()
+        view = app.view_functions["users.register"]
+
+        def slow_register():  # the real view, answered after the gateway gave up
+            with lock:
+                hits.append((request.path, request.headers.get("Idempotency-Key")))
+            time.sleep(0.6)
+            return view()
+
+        app.view_functions["users.register"] = slow_register
+        return app
+
+    first, second = slow_register_app(), slow_register_app()
+    with serve(first) as port1, serve(second) as port2:
+        source = StaticSource(
+            {"user-service": [("127.0.0.1", port1), ("127.0.0.1", port2)], "order-service": []}
+        )
+        with ServiceClient(source=source, resolve_timeout=1.0) as client:
+            gateway = create_app(
+                {"REGISTRY_ENABLED": False, "DISCOVERY_CLIENT": client, "UPSTREAM_TIMEOUT": 0.2}
+            )
+            creds = {"username": "frank", "password": "password123"}
+            answer = gateway.test_client().post(
+                "/api/users/register", json=creds, headers={"Idempotency-Key": "reg-1"}
+            )
+            assert_json_error(answer, 502, "upstream_failed")
+            time.sleep(0.8)  # let the first (and only) attempt finish upstream
+    assert hits == [("/register", None)]  # one attempt, without the key
+
+
+def test_an_upstream_outage_is_logged_twice_not_per_request(
+    gateway_app: Flask, caller: FlaskCaller, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="services.upstream")
+    client = gateway_app.test_client()
+    caller.failures["order-service"] = NoHealthyInstanceError("order-service")
+    for _ in range(20):
+        assert client.get("/api/orders").status_code == 503
+    del caller.failures["order-service"]
+    client.get("/api/orders")
+    client.get("/api/orders")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith("order-service is unavailable")
+    assert "back after" in warnings[1] and "(20 failed attempts)" in warnings[1]

@@ -175,6 +175,7 @@ def test_user_service_outage_is_json_503_or_502(
     response = order_app.test_client().post("/orders", json=ITEMS, headers=auth(token))
     error = assert_json_error(response, status, code)
     assert error["service"] == "user-service"
+    assert response.headers["Failure-Origin"] == "dependency"  # relayed, not ours
     assert order_app.test_client().get("/health").status_code == 200  # not our dependency
 
 
@@ -185,6 +186,7 @@ def test_user_service_5xx_is_502(order_app: Flask, login: Login, caller: FlaskCa
     caller.apps["user-service"] = broken
     response = order_app.test_client().get("/orders", headers=auth(token))
     assert_json_error(response, 502, "upstream_failed")
+    assert response.headers["Failure-Origin"] == "dependency"
 
 
 def test_health_reflects_the_database(order_app: Flask) -> None:

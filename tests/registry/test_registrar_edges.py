@@ -1,0 +1,245 @@
+"""Registrar edge cases: 400/403 fail clearly, no lock or fork guard across slow work,
+the client's session is closed, and an outage is two log lines, not one per second."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from registry import ConsulRejected, HealthReport, Registrar, Registration, State
+from registry.forksafe import _guard
+from registry.outage import OutageLog
+from tests.harness.agent import ConsulAgent
+from tests.registry.conftest import wait_until
+
+
+def registration(address: str, **settings: str) -> Registration:
+    env = {
+        "SERVICE_NAME": "edge",
+        "SERVICE_ID": "edge-1",
+        "SERVICE_PORT": "9",
+        "CONSUL_HTTP_ADDR": address,
+        **settings,
+    }
+    return Registration.from_env(env)
+
+
+# -- 400 and 403 from a real agent ---------------------------------------------------
+
+
+def test_a_400_fails_once_and_clearly_instead_of_retrying(
+    consul_agent: ConsulAgent, caplog: pytest.LogCaptureFixture
+) -> None:
+    reg = registration(consul_agent.address, SERVICE_META="k" * 200 + "=v")
+    registrar = Registrar(reg).start()
+    try:
+        wait_until(lambda: registrar.error is not None, 5)
+        error = registrar.error
+        assert isinstance(error, ConsulRejected) and error.status == 400
+        assert "register edge-1" in str(error) and "too long" in str(error).lower()
+        time.sleep(0.5)
+        assert not registrar.wait_registered(0)
+        failures = [r for r in caplog.records if "register edge-1" in r.getMessage()]
+        assert len(failures) == 1, [r.getMessage() for r in failures]
+        assert failures[0].levelno == logging.ERROR
+    finally:
+        registrar.stop()
+
+
+ACL_HCL = (
+    'acl {{ enabled = true\n default_policy = "deny"\n tokens {{ initial_management = "{}" }} }}'
+)
+
+
+@pytest.fixture(scope="module")
+def acl_agent() -> Iterator[tuple[ConsulAgent, str]]:
+    """A dev agent with ACLs on, default deny; yields it and a token with no policy."""
+    management = str(uuid.uuid4())
+    agent = ConsulAgent(extra_args=["-hcl", ACL_HCL.format(management)])
+    try:
+        # The harness's leader wait reads the catalog, which default deny forbids:
+        # wait instead until the management token can create a token (needs a leader).
+        agent.start(wait_for_leader=False)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                answer = requests.put(
+                    f"{agent.url}/v1/acl/token",
+                    json={"Description": "no permissions"},
+                    headers={"X-Consul-Token": management},
+                    timeout=5,
+                )
+                if answer.status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"ACL agent not ready:\n{agent.tail_log()}")
+            time.sleep(0.2)
+        yield agent, answer.json()["SecretID"]
+    finally:
+        agent.cleanup()
+
+
+def test_a_403_names_the_permission_and_the_call_never_the_token(
+    acl_agent: tuple[ConsulAgent, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    agent, secret = acl_agent
+    caplog.set_level(logging.DEBUG)
+    registrar = Registrar(registration(agent.address, CONSUL_HTTP_TOKEN=secret)).start()
+    try:
+        wait_until(lambda: registrar.error is not None, 5)
+        error = registrar.error
+        assert isinstance(error, ConsulRejected) and error.status == 403
+        assert error.permission == "service:write"
+        assert str(error).startswith("register edge-1: Consul refused it (403")
+        assert "lacks permission 'service:write' on \"edge\"" in str(error)
+    finally:
+        registrar.stop()
+    assert secret not in caplog.text and secret not in repr(error)
+    assert caplog.text.count("lacks permission") == 1  # the give-up line, once
+
+
+# -- locks, the fork guard and the session, with an agent that blocks on demand -------
+
+
+class SlowAgent:
+    """A py-consul stand-in whose register blocks until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.registering = threading.Event()
+        self.calls: list[str] = []  # appended by the registrar's threads
+        self.http = type("Http", (), {"session": requests.Session()})()
+        self.agent = self
+        self.service = self
+        self.check = self
+
+    def register(self, *_a: Any, **_k: Any) -> bool:
+        self.registering.set()
+        self.release.wait(10)
+        self.calls.append("register")
+        return True
+
+    def maintenance(self, *_a: Any, **_k: Any) -> bool:
+        self.calls.append("maintenance")
+        return True
+
+    def deregister(self, *_a: Any, **_k: Any) -> bool:
+        self.calls.append("deregister")
+        return True
+
+    def services(self, *_a: Any, **_k: Any) -> dict[str, Any]:
+        return {"edge-1": {}}
+
+    def ttl_pass(self, *_a: Any, **_k: Any) -> bool:
+        self.calls.append("ttl")
+        return True
+
+    ttl_fail = ttl_pass
+
+
+def test_sigterm_path_never_waits_on_an_agent_call_and_follows_up() -> None:
+    slow = SlowAgent()
+    registrar = Registrar(registration("127.0.0.1:1", SERVICE_CHECK="tcp"), client=slow).start()
+    assert slow.registering.wait(5)  # the worker is inside a register call
+    began = time.monotonic()
+    registrar.begin_drain()  # SIGTERM: must not wait for the register
+    assert time.monotonic() - began < 0.5
+    assert registrar.state is State.DRAINING
+    slow.release.set()
+    # The register landed after the maintenance call: maintenance is applied again.
+    wait_until(lambda: slow.calls == ["maintenance", "register", "maintenance"], 5)
+    registrar.stop()
+    assert slow.calls[-1] == "deregister"
+
+
+def test_the_ttl_self_probe_runs_outside_the_fork_guard() -> None:
+    slow = SlowAgent()
+    slow.release.set()
+    guard_free: list[bool] = []
+    probed = threading.Event()
+
+    def health() -> HealthReport:
+        # Another thread (os.fork's hook) can take the guard while the probe runs.
+        got: list[bool] = []
+
+        def try_guard() -> None:
+            if _guard.acquire(timeout=1):
+                got.append(True)
+                _guard.release()
+            else:
+                got.append(False)
+
+        t = threading.Thread(target=try_guard)
+        t.start()
+        t.join()
+        guard_free.append(got[0])
+        probed.set()
+        return HealthReport("passing")
+
+    reg = registration("127.0.0.1:1", SERVICE_CHECK="ttl", SERVICE_CHECK_INTERVAL="3s")
+    registrar = Registrar(reg, health=health, client=slow).start()
+    try:
+        assert probed.wait(5)
+    finally:
+        registrar.stop()
+    assert guard_free and all(guard_free)
+
+
+def test_stop_closes_the_session_of_the_client_it_made(consul_agent: ConsulAgent) -> None:
+    registrar = Registrar(registration(consul_agent.address, SERVICE_CHECK="tcp")).start()
+    assert registrar.wait_registered(5)
+    session = registrar._client.http.session
+    adapter = session.get_adapter("http://")
+    assert len(adapter.poolmanager.pools) == 1
+    registrar.stop()
+    assert len(adapter.poolmanager.pools) == 0  # Session.close() cleared its pools
+
+
+# -- an outage is two warnings ---------------------------------------------------------
+
+
+def test_an_outage_is_one_warning_going_and_one_coming_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [100.0]
+    outage = OutageLog(logging.getLogger("test.outage"), "the agent", clock=lambda: now[0])
+    caplog.set_level(logging.DEBUG, logger="test.outage")
+    outage.ok()
+    for n in range(30):
+        outage.failed(f"refused {n}")
+        now[0] += 1.0
+    outage.ok()
+    outage.ok()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        "the agent is unavailable: refused 0",
+        "the agent is back after 30.0s (30 failed attempts)",
+    ]
+    assert sum(r.levelno == logging.DEBUG for r in caplog.records) == 29
+
+
+def test_the_registrar_logs_a_consul_outage_twice(
+    consul_agent_unstarted: ConsulAgent, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="registry")
+    reg = registration(consul_agent_unstarted.address, SERVICE_CHECK="tcp")
+    registrar = Registrar(reg, max_backoff=0.2).start()
+    try:
+        time.sleep(2.0)  # several failed attempts while the agent is down
+        consul_agent_unstarted.start()
+        assert registrar.wait_registered(15)
+    finally:
+        registrar.stop()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert "is unavailable" in warnings[0]
+    assert "is back after" in warnings[1] and "failed attempts" in warnings[1]
