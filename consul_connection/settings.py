@@ -160,6 +160,28 @@ class ConsulConnection:
             values["token"] = _read_token(values["token_file"], "CONSUL_HTTP_TOKEN_FILE")
         return cls(**values)
 
+    @classmethod
+    def resolve(
+        cls,
+        connection: ConsulConnection | None = None,
+        *,
+        address: str | None = None,
+        token: str | None = None,
+    ) -> ConsulConnection:
+        """``connection`` (default: ``from_env()``) with ``address``/``token``, when given,
+        overriding its own: how a client that takes all three decides where to go."""
+        if connection is None:
+            return cls.from_env(address=address, token=token)
+        if address is not None:
+            try:
+                scheme, host, port = parse_address(address, default_scheme=connection.scheme)
+            except ValueError as exc:
+                raise ConsulConfigError("address", str(exc)) from exc
+            connection = replace(connection, scheme=scheme, host=host, port=port)
+        if token is not None:
+            connection = connection.with_token(token)
+        return connection
+
     def with_token(self, token: str | None) -> ConsulConnection:
         """The same connection with another ACL token (None: the agent's default)."""
         return replace(self, token=token or None, token_file=None)

@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from consul_connection import ConsulConnection, parse_address
+from consul_connection import ConsulConnection
 from discovery_client.config import ServiceConfig
 from discovery_client.errors import (
     ConsulQueryError,
@@ -94,14 +94,7 @@ class AsyncConsulSource:
         rng: random.Random | None = None,
         client: httpx.AsyncClient | None = None,
     ) -> None:
-        if connection is None:
-            connection = ConsulConnection.from_env(address=address, token=token)
-        else:
-            if address is not None:
-                scheme, host, port = parse_address(address, default_scheme=connection.scheme)
-                connection = dataclasses.replace(connection, scheme=scheme, host=host, port=port)
-            if token is not None:
-                connection = connection.with_token(token)
+        connection = ConsulConnection.resolve(connection, address=address, token=token)
         self.connection = connection
         self.address = connection.address
         self._owns_client = client is None

@@ -15,7 +15,6 @@ This is the only module of the discovery client that imports py-consul.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import random
 import re
@@ -28,7 +27,7 @@ from typing import Any
 import consul
 import requests
 
-from consul_connection import ConsulConnection, acl_denial, filtered_by_acls, parse_address
+from consul_connection import ConsulConnection, acl_denial, filtered_by_acls
 from discovery_client.config import ServiceConfig
 from discovery_client.errors import (
     ConsulPermissionError,
@@ -181,14 +180,7 @@ class ConsulSource:
         sleep: Callable[[float], object] | None = None,
         client: Any | None = None,
     ) -> None:
-        if connection is None:
-            connection = ConsulConnection.from_env(address=address, token=token)
-        else:
-            if address is not None:
-                scheme, host, port = parse_address(address, default_scheme=connection.scheme)
-                connection = dataclasses.replace(connection, scheme=scheme, host=host, port=port)
-            if token is not None:
-                connection = connection.with_token(token)
+        connection = ConsulConnection.resolve(connection, address=address, token=token)
         self.connection = connection
         self.address = connection.address
         if client is None:

@@ -38,6 +38,7 @@ import random
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from consul_connection.backoff import JitterBackoff
 from discovery_client.health_entries import same_membership
@@ -263,21 +264,9 @@ class ServiceWatch(WatchState):
     """
 
     def __init__(
-        self,
-        service: str,
-        fetch: Fetch,
-        build: Build,
-        on_change: OnChange,
-        *,
-        timing: WatchTiming,
-        clock: Callable[[], float],
-        rng: random.Random,
-        preservation: SelfPreservation | None = None,
+        self, service: str, fetch: Fetch, build: Build, on_change: OnChange, **state: Any
     ) -> None:
-        super().__init__(
-            service, build, on_change, timing=timing, clock=clock, rng=rng,
-            preservation=preservation,
-        )  # fmt: skip
+        super().__init__(service, build, on_change, **state)  # WatchState's keywords
         self._fetch = fetch
 
     def poll_once(self) -> float | None:
