@@ -115,6 +115,8 @@ def test_secure_plan_spreads_instances_over_the_hosts(tmp_path: Path) -> None:
         "user-service-3": "127.0.0.2",
         "order-service-1": "127.0.0.2",
         "order-service-2": "127.0.0.3",
+        "inventory-service-1": "127.0.0.2",
+        "inventory-service-2": "127.0.0.3",
     }
     assert plan.instances_of("user-service")[1].instance_id == "user-service-127.0.0.3-8102"
     assert [a.program for a in plan.agents()] == [
