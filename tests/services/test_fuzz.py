@@ -32,10 +32,7 @@ from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from services.gateway import create_app as create_gateway
-from services.inventory_service import create_app as create_inventory_service
-from services.order_service import create_app as create_order_service
-from services.user_service import create_app as create_user_service
-from tests.services.conftest import FAST_HASH, SECRET, FakeClock
+from tests.services.conftest import FakeClock, new_inventory_app, new_order_app, new_user_app
 from tests.services.fakes import FlaskCaller
 
 #: Cases per service: shared out over its operations (those without inputs run out of
@@ -60,34 +57,10 @@ class Apps:
 def apps(tmp_path_factory: pytest.TempPathFactory) -> Apps:
     """The four services on temporary SQLite files, wired through a FlaskCaller."""
     tmp: Path = tmp_path_factory.mktemp("fuzz")
-    user = create_user_service(
-        {
-            "TESTING": True,
-            "USER_DB_PATH": str(tmp / "users.sqlite3"),
-            "SECRET_KEY": SECRET,
-            "PASSWORD_HASH_METHOD": FAST_HASH,
-            "TOKEN_MAX_AGE": 600,
-            "REGISTRY_ENABLED": False,
-            "CLOCK": FakeClock(),
-        }
-    )
-    inventory = create_inventory_service(
-        {
-            "INVENTORY_DB_PATH": str(tmp / "inventory.sqlite3"),
-            "INVENTORY_INITIAL_STOCK": 1_000_000,
-            "REGISTRY_ENABLED": False,
-        }
-    )
+    user = new_user_app(tmp, FakeClock())
+    inventory = new_inventory_app(tmp, initial_stock=1_000_000)
     caller = FlaskCaller({"user-service": user, "inventory-service": inventory})
-    order = create_order_service(
-        {
-            "TESTING": True,
-            "ORDER_DB_PATH": str(tmp / "orders.sqlite3"),
-            "REGISTRY_ENABLED": False,
-            "DISCOVERY_CLIENT": caller,
-        }
-    )
-    caller.apps["order-service"] = order
+    order = new_order_app(tmp, caller)
     gateway = create_gateway(
         {"TESTING": True, "REGISTRY_ENABLED": False, "DISCOVERY_CLIENT": caller}
     )
