@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.result import Chart, Result
+from discovery_client.table import format_table
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,16 +38,7 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
         columns += [k for k in row if k not in columns]
     cells = [[fmt(row.get(c, "")) for c in columns] for row in rows]
     numeric = [all(isinstance(row.get(c, 0), int | float) for row in rows) for c in columns]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
-    for r in cells:
-        lines.append(
-            "  ".join(
-                v.rjust(w) if num else v.ljust(w)
-                for v, w, num in zip(r, widths, numeric, strict=True)
-            ).rstrip()
-        )
-    return "\n".join(lines)
+    return format_table(columns, cells, right_aligned=numeric)
 
 
 def render(results: Sequence[Result]) -> str:

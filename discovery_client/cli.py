@@ -23,6 +23,7 @@ from discovery_client.config import POLICIES, ServiceConfig
 from discovery_client.consul_source import ConsulSource
 from discovery_client.errors import DiscoveryError
 from discovery_client.instance import Instance, Resolution
+from discovery_client.table import format_table
 
 
 def instance_dict(instance: Instance) -> dict[str, Any]:
@@ -40,15 +41,6 @@ def instance_dict(instance: Instance) -> dict[str, Any]:
         "node": instance.node,
         "datacenter": instance.datacenter,
     }
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """Left-aligned columns separated by two spaces."""
-    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
-    widths = [max(len(row[col]) for row in cells) for col in range(len(headers))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
-    )
 
 
 def _instance_rows(instances: Sequence[Instance]) -> str:

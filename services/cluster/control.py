@@ -19,6 +19,7 @@ from supervisor.xmlrpc import SupervisorTransport
 
 from consul_connection import ConsulConnection
 from discovery_client import ConsulSource, DiscoveryError
+from discovery_client.table import format_table as table_text
 from services.cluster import prometheus, secure
 from services.cluster.plan import REPO_ROOT, ClusterPlan, InstancePlan
 from services.cluster.supervisor_conf import render, targets_file
@@ -151,11 +152,8 @@ def consul_ready(plan: ClusterPlan) -> bool:
 
 def format_table(rows: Iterable[InstanceStatus]) -> str:
     """Rows as an aligned text table."""
-    header = ("SERVICE", "INSTANCE", "ADDRESS", "HEALTH")
-    data = [header, *((r.service, r.instance, r.address, r.health) for r in rows)]
-    widths = [max(len(row[i]) for row in data) for i in range(4)]
-    lines = ("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in data)
-    return "\n".join(line.rstrip() for line in lines)
+    data = [(r.service, r.instance, r.address, r.health) for r in rows]
+    return table_text(("SERVICE", "INSTANCE", "ADDRESS", "HEALTH"), data)
 
 
 def wait_until(

@@ -149,6 +149,8 @@ def init_metrics(app: Flask, metrics: RequestMetrics | None = None) -> None:
     @operation(
         "Prometheus metrics of this instance (text exposition format)",
         responses={200: "Prometheus text format"},
+        media_type="text/plain",
+        response_schema={"type": "string"},
     )
     def metrics_view() -> Response:
         body, content_type = render()

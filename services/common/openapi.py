@@ -18,7 +18,8 @@ from flask import Flask, Response, jsonify
 from services.common.validation import Schema, json_schema
 
 F = TypeVar("F", bound=Callable[..., Any])
-_CONVERTER = re.compile(r"<(?:(?P<conv>[a-z]+)(?:\([^)]*\))?:)?(?P<name>\w+)>")
+_CONVERTER = re.compile(r"<(?:(?P<conv>[a-z]+)(?:\((?P<args>[^)]*)\))?:)?(?P<name>\w+)>")
+_INT_BOUND = re.compile(r"\b(?P<key>min|max)\s*=\s*(?P<value>-?\d+)")
 _PARAM_TYPES = {"int": "integer", "float": "number", "path": "string", None: "string"}
 _IGNORED_METHODS = {"HEAD", "OPTIONS"}
 
@@ -49,9 +50,11 @@ class Operation:
     responses: Mapping[int, str] = field(default_factory=dict)
     response_schema: Mapping[str, Any] | None = None
     auth: bool = False
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     query: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    path: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     description: str = ""
+    media_type: str = "application/json"
 
 
 def operation(
@@ -61,14 +64,19 @@ def operation(
     responses: Mapping[int, str] | None = None,
     response_schema: Mapping[str, Any] | None = None,
     auth: bool = False,
-    headers: Mapping[str, str] | None = None,
+    headers: Mapping[str, Mapping[str, Any]] | None = None,
     query: Mapping[str, Mapping[str, Any]] | None = None,
+    path: Mapping[str, Mapping[str, Any]] | None = None,
     description: str = "",
+    media_type: str = "application/json",
 ) -> Callable[[F], F]:
     """Attach OpenAPI metadata to a view function (applied under ``@bp.route``).
 
-    ``headers`` maps header names to descriptions; ``query`` maps query parameter names
-    to their JSON schemas.
+    ``headers`` and ``query`` map optional header and query parameter names to their
+    JSON schemas (a schema's ``description`` becomes the parameter's); ``path`` maps
+    path parameter names to schemas replacing the ones their URL converters imply (to
+    state what the view accepts); ``media_type`` is the content type of the 1xx-3xx
+    answers (errors are always the JSON error shape).
     """
 
     def decorate(view: F) -> F:
@@ -80,7 +88,9 @@ def operation(
             auth=auth,
             headers=dict(headers or {}),
             query=dict(query or {}),
+            path=dict(path or {}),
             description=description,
+            media_type=media_type,
         )
         return view
 
@@ -92,14 +102,13 @@ def openapi_path(rule: str) -> tuple[str, list[dict[str, Any]]]:
     params: list[dict[str, Any]] = []
 
     def replace(match: re.Match[str]) -> str:
-        params.append(
-            {
-                "name": match["name"],
-                "in": "path",
-                "required": True,
-                "schema": {"type": _PARAM_TYPES.get(match["conv"], "string")},
-            }
-        )
+        schema: dict[str, Any] = {"type": _PARAM_TYPES.get(match["conv"], "string")}
+        if match["conv"] == "int":  # werkzeug's int matches unsigned digits, within min/max
+            schema["minimum"] = 0
+            for bound in _INT_BOUND.finditer(match["args"] or ""):
+                key = "minimum" if bound["key"] == "min" else "maximum"
+                schema[key] = int(bound["value"])
+        params.append({"name": match["name"], "in": "path", "required": True, "schema": schema})
         return "{" + match["name"] + "}"
 
     return _CONVERTER.sub(replace, rule), params
@@ -123,11 +132,8 @@ _DEFAULT_OPERATIONS = {
 def _operation_object(op: Operation | None, endpoint: str, path_params: list) -> dict[str, Any]:
     op = op or Operation(summary=endpoint.replace("_", " ").replace(".", ": "))
     error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
-    ok_content = (
-        {"application/json": {"schema": dict(op.response_schema)}}
-        if op.response_schema
-        else {"application/json": {"schema": {"type": "object"}}}
-    )
+    default_schema = {"type": "object"} if op.media_type == "application/json" else {}
+    ok_content = {op.media_type: {"schema": dict(op.response_schema or default_schema)}}
     responses: dict[str, Any] = {}
     for status, text in sorted((op.responses or {200: "OK"}).items()):
         content = ok_content if status < 400 else error
@@ -140,19 +146,17 @@ def _operation_object(op: Operation | None, endpoint: str, path_params: list) ->
     }
     if op.description:
         result["description"] = op.description
-    parameters = list(path_params)
-    for name, text in op.headers.items():
-        parameters.append(
-            {
-                "name": name,
-                "in": "header",
-                "required": False,
-                "description": text,
-                "schema": {"type": "string"},
-            }
-        )
-    for name, schema in op.query.items():
-        parameters.append({"name": name, "in": "query", "required": False, "schema": dict(schema)})
+    parameters = [
+        dict(param, schema=dict(op.path[param["name"]])) if param["name"] in op.path else param
+        for param in path_params
+    ]
+    for where, schemas in (("header", op.headers), ("query", op.query)):
+        for name, given in schemas.items():
+            schema = dict(given)
+            param = {"name": name, "in": where, "required": False}
+            if "description" in schema:
+                param["description"] = schema.pop("description")
+            parameters.append({**param, "schema": schema})
     if parameters:
         result["parameters"] = parameters
     if op.body is not None:

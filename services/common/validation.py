@@ -3,13 +3,15 @@
 A ``Schema`` is a tuple of ``Field`` values. ``json_body(schema)`` reads the request as
 JSON (415 unless the content type is JSON, 400 if it does not parse or is not an object,
 413 when it is larger than ``MAX_CONTENT_LENGTH``) and checks each field, answering 422
-with the offending field named. The same schema renders as the OpenAPI request schema,
+with the offending field named; ``known_query`` refuses unknown query parameters the
+same way. The same schema renders as the OpenAPI request schema,
 so documentation and validation cannot drift apart.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,6 +120,13 @@ def read_json_object() -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ApiError(400, "malformed_json", "request body must be a JSON object")
     return data
+
+
+def known_query(names: Collection[str]) -> None:
+    """Refuse (422 ``unknown_field``) a query parameter not among ``names``, as bodies do."""
+    unknown = sorted(set(request.args) - set(names))
+    if unknown:
+        raise _invalid(unknown[0], f"unknown query parameter {unknown[0]!r}", "unknown_field")
 
 
 def json_body(schema: Schema) -> dict[str, Any]:

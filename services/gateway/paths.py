@@ -25,8 +25,15 @@ from typing import Any
 
 from services.common.errors import ApiError
 
-_SEGMENT = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9_.~-]*")
+#: One plain segment: letters, digits and ``_-~.``, not starting or ending with a dot.
+_SEGMENT = re.compile(r"[A-Za-z0-9_~-](?:[A-Za-z0-9_.~-]*[A-Za-z0-9_~-])?")
 MAX_PATH_LENGTH = 1024
+#: The JSON Schema of one path segment (what the OpenAPI document promises is accepted).
+SEGMENT_SCHEMA = {
+    "type": "string",
+    "pattern": f"^{_SEGMENT.pattern}$",
+    "maxLength": MAX_PATH_LENGTH - len("/api/"),
+}
 
 
 def raw_path(environ: Mapping[str, Any]) -> str | None:
@@ -50,7 +57,7 @@ def problem(path: str, raw: str | None) -> str | None:
     for segment in path[1:].split("/"):
         if not segment:
             return "empty path segments ('//' or a trailing '/') are not allowed"
-        if not _SEGMENT.fullmatch(segment) or segment.endswith("."):
+        if not _SEGMENT.fullmatch(segment):
             return "path segments may hold only letters, digits and '_-~.' (no dot segments)"
     return None
 

@@ -6,7 +6,7 @@ from flask import Blueprint, Response, current_app, request
 
 from services.common.errors import ApiError
 from services.common.openapi import operation
-from services.gateway.paths import check_public_path
+from services.gateway.paths import SEGMENT_SCHEMA, check_public_path
 from services.gateway.proxy import forward
 from services.gateway.routes import ROUTES, resolve
 
@@ -22,14 +22,16 @@ def service_names() -> dict[str, str]:
 
 @bp.route("/api/<path:rest>", methods=METHODS)
 @operation(
-    "Relay to user-service or order-service (see the route table)",
+    "Relay to user-service, order-service or inventory-service (see the route table)",
     description=(
         "POST /api/users/register, POST /api/users/login, GET /api/users/{id} go to "
         "user-service; POST /api/orders, GET /api/orders, GET /api/orders/{id} go to "
-        "order-service. Upstream status, body and content type are relayed unchanged; "
-        "Authorization is passed on; Idempotency-Key only to the order routes. "
-        "See each service's /openapi.json."
+        "order-service; GET /api/stock/{sku} goes to inventory-service. Upstream status, "
+        "body and content type are relayed unchanged; Authorization is passed on; "
+        "Idempotency-Key only to the order routes. See each service's /openapi.json. "
+        "Any path of plain segments is relayed; the document shows one."
     ),
+    path={"rest": SEGMENT_SCHEMA},
     responses={
         200: "Upstream answer",
         400: "Invalid path (dot segments, percent-encoding, empty segments, ...)",

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 from registry.asgi import ConsulRegistry
 from registry.health import HealthChecks
@@ -95,8 +96,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> FastAPI:
 
 
 def _local_health(app: FastAPI, database: Database) -> None:
-    from fastapi.responses import JSONResponse
-
     checks = HealthChecks()
     checks.add("database", database.check)
 

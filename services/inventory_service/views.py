@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import FastAPI, Header, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -19,11 +19,35 @@ from starlette.exceptions import HTTPException
 
 from services.common.db import DatabaseUnavailableError
 from services.common.errors import ApiError
+from services.common.idempotency import (
+    IDEMPOTENCY_HEADER,
+    KEY_SCHEMA,
+    REPLAYED_HEADER,
+    required_key,
+)
+from services.common.openapi import ERROR_SCHEMA
 from services.inventory_service import store
 
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-REPLAYED_HEADER = "Idempotent-Replayed"
-MAX_KEY_LENGTH = 255
+_ERROR = {"content": {"application/json": {"schema": ERROR_SCHEMA}}}
+#: The error answers every operation may give, in the platform's shape (not FastAPI's).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "default": {"description": "JSON error", **_ERROR},
+}
+RESERVE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    400: {"description": "Missing or invalid Idempotency-Key, or malformed JSON", **_ERROR},
+    409: {"description": "Not enough stock of an item", **_ERROR},
+    422: {"description": "Invalid field, or Idempotency-Key reused with another body", **_ERROR},
+    503: {"description": "The datastore is unavailable", **_ERROR},
+}
+#: Documented here and checked by the view (so a bad key is 400, like order-service's).
+KEY_PARAMETER = {
+    "name": IDEMPOTENCY_HEADER,
+    "in": "header",
+    "required": True,
+    "description": "One reservation per key: a repeated key with the same body replays it",
+    "schema": KEY_SCHEMA,
+}
 
 
 class Item(BaseModel):
@@ -66,20 +90,15 @@ def install(app: FastAPI) -> None:
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return _error(ApiError(exc.status_code, "http_error", str(exc.detail)))
 
-    @app.post("/reservations", status_code=201)
-    def reserve(
-        body: NewReservation,
-        request: Request,
-        key: Annotated[str | None, Header(alias=IDEMPOTENCY_HEADER)] = None,
-    ) -> JSONResponse:
+    @app.post(
+        "/reservations",
+        status_code=201,
+        responses=RESERVE_RESPONSES,
+        openapi_extra={"parameters": [KEY_PARAMETER]},
+    )
+    def reserve(body: NewReservation, request: Request) -> JSONResponse:
         """Reserve every item or none; a repeated key returns the first reservation."""
-        if key is None or not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isprintable():
-            raise ApiError(
-                400,
-                "invalid_idempotency_key",
-                f"{IDEMPOTENCY_HEADER} is required: 1-{MAX_KEY_LENGTH} printable characters",
-                field=IDEMPOTENCY_HEADER,
-            )
+        key = required_key(request.headers.get(IDEMPOTENCY_HEADER))
         items = [item.model_dump() for item in body.items]
         canonical = json.dumps({"items": items}, sort_keys=True, separators=(",", ":"))
         settings: dict[str, Any] = request.app.state.settings
@@ -111,7 +130,7 @@ def install(app: FastAPI) -> None:
         headers = {} if created else {REPLAYED_HEADER: "true"}
         return JSONResponse(reservation.public(), status_code=201, headers=headers)
 
-    @app.get("/stock/{sku}")
+    @app.get("/stock/{sku}", responses=ERROR_RESPONSES)
     def stock(sku: str, request: Request) -> dict[str, Any]:
         """The available stock of one SKU."""
         settings: dict[str, Any] = request.app.state.settings

@@ -14,17 +14,20 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from services.common.auth import bearer_token
 from services.common.db import get_db
 from services.common.errors import ApiError
+from services.common.idempotency import (
+    IDEMPOTENCY_HEADER,
+    KEY_SCHEMA,
+    REPLAYED_HEADER,
+    optional_key,
+)
 from services.common.openapi import operation
-from services.common.validation import Field
+from services.common.validation import Field, known_query
 from services.common.validation import json_body as read_body
 from services.order_service import inventory, store
 from services.order_service.users import current_user
 
 bp = Blueprint("orders", __name__)
 
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-REPLAYED_HEADER = "Idempotent-Replayed"
-MAX_KEY_LENGTH = 255
 
 ITEM = (
     Field("sku", str, min_length=1, max_length=64, pattern=r"[A-Za-z0-9._-]+"),
@@ -54,20 +57,6 @@ KEY_DOC = (
 )
 
 
-def _idempotency_key() -> str | None:
-    key = request.headers.get(IDEMPOTENCY_HEADER)
-    if key is None:
-        return None
-    if not 1 <= len(key) <= MAX_KEY_LENGTH or not all(32 <= ord(c) < 127 for c in key):
-        raise ApiError(
-            400,
-            "invalid_idempotency_key",
-            f"{IDEMPOTENCY_HEADER} must be 1-{MAX_KEY_LENGTH} printable ASCII characters",
-            field=IDEMPOTENCY_HEADER,
-        )
-    return key
-
-
 def _fingerprint(body: dict[str, object]) -> str:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -78,7 +67,7 @@ def _fingerprint(body: dict[str, object]) -> str:
     "Create an order for the caller",
     body=NEW_ORDER,
     auth=True,
-    headers={IDEMPOTENCY_HEADER: KEY_DOC},
+    headers={IDEMPOTENCY_HEADER: {**KEY_SCHEMA, "description": KEY_DOC}},
     responses={
         201: "Created (or replayed for a repeated Idempotency-Key)",
         400: "Malformed JSON or Idempotency-Key",
@@ -95,7 +84,7 @@ def _fingerprint(body: dict[str, object]) -> str:
 def create_order() -> tuple[Response, int, dict[str, str]]:
     """Create an order; a repeated Idempotency-Key returns the first order instead."""
     bearer_token()  # a missing/garbled header is 401 before any body checks
-    key = _idempotency_key()
+    key = optional_key(request.headers.get(IDEMPOTENCY_HEADER))
     body = read_body(NEW_ORDER)
     most = current_app.config["MAX_ORDER_ITEMS"]  # live from Consul KV
     if len(body["items"]) > most:
@@ -139,16 +128,24 @@ def get_order(order_id: int) -> Response:
     return jsonify(order.public())
 
 
+LIST_QUERY = {"limit": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}}
+
+
 @bp.get("/orders")
 @operation(
     "List the caller's orders, oldest first (at most ``limit``)",
     auth=True,
-    query={"limit": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}},
-    responses={200: "The caller's orders", 401: "No valid token", 422: "Invalid limit"},
+    query=LIST_QUERY,
+    responses={
+        200: "The caller's orders",
+        401: "No valid token",
+        422: "Invalid limit, or an unknown query parameter",
+    },
     response_schema=ORDER_LIST_SCHEMA,
 )
 def list_orders() -> Response:
     """The caller's orders, at most ``limit``."""
+    known_query(LIST_QUERY)
     raw = request.args.get("limit", "100")
     limit = int(raw) if raw.isascii() and raw.isdigit() else 0
     if not 1 <= limit <= current_app.config["MAX_LIST_LIMIT"]:

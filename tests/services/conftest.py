@@ -35,6 +35,46 @@ class FakeClock:
         self.now += seconds
 
 
+def new_user_app(db_dir: Path, clock: FakeClock, **overrides: Any) -> Flask:
+    """A user-service app on ``db_dir``'s database, with the tests' secret and fast hash."""
+    config = {
+        "TESTING": True,
+        "USER_DB_PATH": str(db_dir / "users.sqlite3"),
+        "SECRET_KEY": SECRET,
+        "PASSWORD_HASH_METHOD": FAST_HASH,
+        "TOKEN_MAX_AGE": 600,
+        "REGISTRY_ENABLED": False,
+        "CLOCK": clock,
+    }
+    config.update(overrides)
+    return create_user_service(config)
+
+
+def new_inventory_app(db_dir: Path, initial_stock: int) -> Any:
+    """An inventory-service app (FastAPI) on ``db_dir``'s database."""
+    return create_inventory_service(
+        {
+            "INVENTORY_DB_PATH": str(db_dir / "inventory.sqlite3"),
+            "INVENTORY_INITIAL_STOCK": initial_stock,
+            "REGISTRY_ENABLED": False,
+        }
+    )
+
+
+def new_order_app(db_dir: Path, caller: FlaskCaller) -> Flask:
+    """An order-service app on ``db_dir``'s database calling through ``caller`` (and in it)."""
+    app = create_order_service(
+        {
+            "TESTING": True,
+            "ORDER_DB_PATH": str(db_dir / "orders.sqlite3"),
+            "REGISTRY_ENABLED": False,
+            "DISCOVERY_CLIENT": caller,
+        }
+    )
+    caller.apps["order-service"] = app
+    return app
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     """The user-service token clock."""
@@ -46,17 +86,7 @@ def make_user_app(tmp_path: Path, clock: FakeClock) -> Callable[..., Flask]:
     """Build user-service apps sharing one database file and secret (like instances)."""
 
     def make(**overrides: Any) -> Flask:
-        config = {
-            "TESTING": True,
-            "USER_DB_PATH": str(tmp_path / "users.sqlite3"),
-            "SECRET_KEY": SECRET,
-            "PASSWORD_HASH_METHOD": FAST_HASH,
-            "TOKEN_MAX_AGE": 600,
-            "REGISTRY_ENABLED": False,
-            "CLOCK": clock,
-        }
-        config.update(overrides)
-        return create_user_service(config)
+        return new_user_app(tmp_path, clock, **overrides)
 
     return make
 
@@ -70,13 +100,7 @@ def user_app(make_user_app: Callable[..., Flask]) -> Flask:
 @pytest.fixture
 def inventory_app(tmp_path: Path) -> Any:
     """One inventory-service instance (FastAPI), with a small initial stock per SKU."""
-    return create_inventory_service(
-        {
-            "INVENTORY_DB_PATH": str(tmp_path / "inventory.sqlite3"),
-            "INVENTORY_INITIAL_STOCK": 100,
-            "REGISTRY_ENABLED": False,
-        }
-    )
+    return new_inventory_app(tmp_path, initial_stock=100)
 
 
 @pytest.fixture
@@ -88,16 +112,7 @@ def caller(user_app: Flask, inventory_app: Any) -> FlaskCaller:
 @pytest.fixture
 def order_app(tmp_path: Path, caller: FlaskCaller) -> Flask:
     """One order-service instance verifying tokens with ``user_app``."""
-    app = create_order_service(
-        {
-            "TESTING": True,
-            "ORDER_DB_PATH": str(tmp_path / "orders.sqlite3"),
-            "REGISTRY_ENABLED": False,
-            "DISCOVERY_CLIENT": caller,
-        }
-    )
-    caller.apps["order-service"] = app
-    return app
+    return new_order_app(tmp_path, caller)
 
 
 @pytest.fixture

@@ -308,3 +308,28 @@ def test_bad_list_limit_is_422(stack: dict[str, Any], app: str, limit: str) -> N
         .get(path, query_string={"limit": limit}, headers=auth(stack["token"]))
     )
     assert assert_json_error(response, 422)["field"] == "limit"
+
+
+@pytest.mark.parametrize("app", ["order", "gateway"])
+def test_unknown_list_query_parameter_is_422(stack: dict[str, Any], app: str) -> None:
+    path = "/orders" if app == "order" else "/api/orders"
+    client = stack[app].test_client()
+    response = client.get(path, query_string={"limt": "5"}, headers=auth(stack["token"]))
+    error = assert_json_error(response, 422, "unknown_field")
+    assert error["field"] == "limt"
+
+
+def test_inventory_refuses_a_non_ascii_idempotency_key_like_order_service(
+    inventory_app: Any,
+) -> None:
+    from tests.services.test_inventory_service import call
+
+    response = call(
+        inventory_app,
+        "POST",
+        "/reservations",
+        json={"items": [{"sku": "a", "quantity": 1}]},
+        headers={"Idempotency-Key": "caf\u00e9".encode()},  # was accepted: isprintable()
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["field"] == "Idempotency-Key"
