@@ -89,7 +89,7 @@ class ClusterPlan:
     """Everything `make run-cluster` starts, where it listens and where it keeps files.
 
     Defaults: Consul UI on :8500, gateway on :8080, user-service on :8101.., order-service
-    on :8201.., inventory-service on :8301.., Prometheus on :9090 scraping every
+    on :8201.., inventory-service on :8401.., Prometheus on :9090 scraping every
     ``scrape_interval``. Tests build a plan on free ports in a temporary run dir. The secure
     profile adds ``server_hosts`` and ``client_hosts`` (one loopback address per agent);
     its files (CA, certificates, tokens, agent configs) live under ``run_dir``.
@@ -104,7 +104,7 @@ class ClusterPlan:
     gateway_port: int = 8080
     user_base_port: int = 8101
     order_base_port: int = 8201
-    inventory_base_port: int = 8301
+    inventory_base_port: int = 8401  # clear of Consul's 8300-8302
     check_interval: str = "2s"
     drain_seconds: float = 2.0
     secret: str = "local-cluster-secret-change-me"
