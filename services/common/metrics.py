@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -125,6 +126,21 @@ def render(registry: CollectorRegistry = REGISTRY) -> tuple[bytes, str]:
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
+_CONVERTER_ARGS = re.compile(r"<(\w+)\([^)]*\):")
+
+
+def route_label(rule: str) -> str:
+    """A Flask rule as a label: converter arguments dropped (``<int(max=9):id>`` is
+    ``<int:id>``), so the label reads like the route and stays the same if they change."""
+    return _CONVERTER_ARGS.sub(r"<\1:", rule)
+
+
+def label_route(route: str) -> None:
+    """Record the current request under ``route`` instead of its Flask rule (a relay
+    such as the gateway, whose one catch-all rule serves every public route)."""
+    g.metrics_route = route
+
+
 def init_metrics(app: Flask, metrics: RequestMetrics | None = None) -> None:
     """Record every request ``app`` answers and serve ``GET /metrics``."""
     recorder = metrics or request_metrics()
@@ -138,8 +154,9 @@ def init_metrics(app: Flask, metrics: RequestMetrics | None = None) -> None:
         started = g.get("metrics_started")
         if started is not None:
             rule = request.url_rule
+            route = g.get("metrics_route") or (route_label(rule.rule) if rule else None)
             recorder.observe(
-                rule.rule if rule is not None else None,
+                route,
                 request.method,
                 response.status_code,
                 time.perf_counter() - started,

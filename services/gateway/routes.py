@@ -48,6 +48,9 @@ class Target:
     service: str
     path: str
     honours_idempotency_key: bool = False
+    #: The public route it matched, as a bounded metrics label: ``/api/orders`` itself or
+    #: ``/api/orders/<rest>`` below it.
+    route: str = ""
 
 
 ROUTES: tuple[Route, ...] = (
@@ -67,6 +70,7 @@ def resolve(path: str, names: Mapping[str, str], routes: Sequence[Route] = ROUTE
                 names[route.service_key],
                 route.upstream_path(path),
                 route.honours_idempotency_key,
+                route.prefix if path == route.prefix else route.prefix + "/<rest>",
             )
     return None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, request
 
 from services.common.errors import ApiError
+from services.common.metrics import label_route
 from services.common.openapi import operation
 from services.gateway.paths import SEGMENT_SCHEMA, check_public_path
 from services.gateway.proxy import forward
@@ -48,4 +49,5 @@ def relay(rest: str) -> Response:
     target = resolve("/api/" + rest, names)
     if target is None:
         raise ApiError(404, "no_route", f"no service serves /api/{rest}")
+    label_route(target.route)  # per public route in the RED series, not one catch-all
     return forward(target, names)

@@ -33,13 +33,19 @@ ITEMS = {"items": [{"sku": "book", "quantity": 2}]}
 @pytest.mark.parametrize(
     ("public", "target"),
     [
-        ("/api/users/register", Target("user-service", "/register")),
-        ("/api/users/login", Target("user-service", "/login")),
-        ("/api/users/7", Target("user-service", "/users/7")),
-        ("/api/users/registerx", Target("user-service", "/users/registerx")),
-        ("/api/users/tokens/verify", Target("user-service", "/users/tokens/verify")),
-        ("/api/orders", Target("order-service", "/orders", True)),
-        ("/api/orders/3", Target("order-service", "/orders/3", True)),
+        ("/api/users/register", Target("user-service", "/register", False, "/api/users/register")),
+        ("/api/users/login", Target("user-service", "/login", False, "/api/users/login")),
+        ("/api/users/7", Target("user-service", "/users/7", False, "/api/users/<rest>")),
+        (
+            "/api/users/registerx",
+            Target("user-service", "/users/registerx", False, "/api/users/<rest>"),
+        ),
+        (
+            "/api/users/tokens/verify",
+            Target("user-service", "/users/tokens/verify", False, "/api/users/<rest>"),
+        ),
+        ("/api/orders", Target("order-service", "/orders", True, "/api/orders")),
+        ("/api/orders/3", Target("order-service", "/orders/3", True, "/api/orders/<rest>")),
         ("/api/ordersx", None),
         ("/api/other", None),
     ],

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from flask import Flask
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -16,8 +17,9 @@ from discovery_client.instance import Instance
 from discovery_client.metrics import ClientMetricsPublisher
 from services.cluster import prometheus
 from services.cluster.targets import target_groups
-from services.common.metrics import RequestMetrics
+from services.common.metrics import RequestMetrics, route_label
 from services.common.tracing import init_tracing, new_trace, parse_traceparent
+from services.gateway import create_app as create_gateway_app
 from services.user_service import create_app as create_user_app
 
 VALID = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -113,7 +115,39 @@ def test_every_service_serves_metrics_with_its_routes(tmp_path: Path) -> None:
     client.get("/users/12345")
     body = client.get("/metrics")
     assert body.status_code == 200 and body.content_type.startswith("text/plain")
-    assert 'route="/users/<int(max=' in body.text or 'route="/users/<int:' in body.text
+    assert 'route="/users/<int:user_id>"' in body.text  # converter arguments dropped
+    assert "/users/12345" not in body.text
+
+
+def test_route_labels_drop_converter_arguments() -> None:
+    assert (
+        route_label("/orders/<int(max=9223372036854775807):order_id>") == "/orders/<int:order_id>"
+    )
+    assert route_label("/a/<string(length=3):x>/<path:rest>") == "/a/<string:x>/<path:rest>"
+
+
+def test_the_gateway_labels_each_public_route_not_its_catch_all() -> None:
+    """The gateway's one Flask rule serves every public route: each gets its own series."""
+    app = create_gateway_app({"REGISTRY_ENABLED": False, "DISCOVERY_CLIENT": _Answering()})
+    client = app.test_client()
+    assert client.get("/api/orders/7").status_code == 200
+    assert client.get("/api/orders").status_code == 200
+    assert client.get("/api/nothing/here").status_code == 404
+    text = client.get("/metrics").text
+    for route in ("/api/orders/<rest>", "/api/orders", "/api/<path:rest>"):
+        assert f'route="{route}"' in text, route
+    assert "/api/orders/7" not in text
+
+
+class _Answering:
+    """A discovery client whose every call answers 200 ``{}``."""
+
+    def request(self, service: str, method: str, path: str, **kwargs: Any) -> requests.Response:
+        response = requests.Response()
+        response.status_code = 200
+        response._content = b"{}"
+        response.headers["Content-Type"] = "application/json"
+        return response
 
 
 class _FakeClient:
