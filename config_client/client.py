@@ -32,7 +32,7 @@ from config_client.layers import Layers, layer_settings, merge
 from config_client.settings import Change, Schema, Settings, diff
 from config_client.watch import Content, PrefixWatch
 from consul_connection import ConsulConnection
-from discovery_client.watch import WatchTiming
+from consul_connection.blocking import WatchTiming
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping
 
 from config_client.kv import KVStore
 from consul_connection.backoff import JitterBackoff
-from discovery_client.watch import WatchTiming, next_index
+from consul_connection.blocking import WatchTiming, next_index
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from consul_connection import ConsulConnection
+from consul_connection.blocking import WatchTiming
 from discovery_client.config import ServiceConfig
 from discovery_client.errors import (
     ConsulQueryError,
@@ -38,7 +39,7 @@ from discovery_client.health_entries import build_resolution, instances_from_ent
 from discovery_client.instance import Instance, Resolution
 from discovery_client.preservation import SelfPreservation
 from discovery_client.source import Listener
-from discovery_client.watch import WatchState, WatchTiming
+from discovery_client.watch import WatchState
 
 log = logging.getLogger(__name__)
 

@@ -28,6 +28,7 @@ import consul
 import requests
 
 from consul_connection import ConsulConnection, acl_denial, filtered_by_acls
+from consul_connection.blocking import WatchTiming
 from discovery_client.config import ServiceConfig
 from discovery_client.errors import (
     ConsulPermissionError,
@@ -41,7 +42,7 @@ from discovery_client.instance import Instance, Resolution
 from discovery_client.interrupt import PollInterrupter
 from discovery_client.preservation import SelfPreservation
 from discovery_client.source import Listener
-from discovery_client.watch import ServiceWatch, WatchTiming
+from discovery_client.watch import ServiceWatch
 
 log = logging.getLogger(__name__)
 

@@ -37,10 +37,10 @@ import logging
 import random
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from consul_connection.backoff import JitterBackoff
+from consul_connection.blocking import WatchTiming, next_index
 from discovery_client.health_entries import same_membership
 from discovery_client.instance import Instance, Resolution
 from discovery_client.preservation import SelfPreservation
@@ -50,32 +50,6 @@ log = logging.getLogger(__name__)
 Fetch = Callable[[int, float], tuple[int | None, Sequence[Instance]]]
 Build = Callable[[Sequence[Instance], int, float], Resolution]
 OnChange = Callable[[Resolution], None]
-
-
-@dataclass(frozen=True, slots=True)
-class WatchTiming:
-    """How a watch paces itself: blocking wait, idle rate limit and error backoff (seconds)."""
-
-    wait: float = 30.0
-    min_interval: float = 1.0
-    min_change_interval: float = 0.05
-    backoff_base: float = 0.25
-    backoff_cap: float = 5.0
-
-    def __post_init__(self) -> None:
-        if self.wait <= 0 or self.min_interval < 0 or self.backoff_base <= 0:
-            raise ValueError(f"invalid watch timing: {self}")
-
-
-def next_index(previous: int, returned: int | None) -> int:
-    """The index for the next blocking query, following Consul's rules.
-
-    ``returned`` missing or below 1 counts as 1 (index 0 would never block); an index
-    lower than ``previous`` means Consul's state was reset (e.g. an agent restarted
-    empty), so start over from 0.
-    """
-    current = returned if returned is not None and returned >= 1 else 1
-    return 0 if current < previous else current
 
 
 class WatchState:

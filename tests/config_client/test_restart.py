@@ -7,7 +7,7 @@ import time
 from config_client import ConfigClient, Debounce, Layers
 from config_client.kv import KVStore, Write
 from consul_connection import ConsulConnection
-from discovery_client.watch import WatchTiming
+from consul_connection.blocking import WatchTiming
 from tests.config_client.conftest import Recorder
 from tests.harness.agent import running_agent
 
