@@ -19,7 +19,6 @@ AllAttemptsFailedError only when no attempt produced any response.
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -30,8 +29,7 @@ from prometheus_client import CollectorRegistry
 
 from consul_connection import ConsulConnection
 from discovery_client.balancer import Balancer
-from discovery_client.budget import RetryBudget
-from discovery_client.call import Call, ServiceState, Timeout
+from discovery_client.call import Call, Timeout
 from discovery_client.config import ServiceConfig
 from discovery_client.ejection import EjectionPolicy
 from discovery_client.errors import DiscoveryError
@@ -40,6 +38,7 @@ from discovery_client.pool import InstancePoolAdapter
 from discovery_client.propagation import inject
 from discovery_client.retry import RetryPolicy
 from discovery_client.source import InstanceSource
+from discovery_client.state import ServiceState, ServiceStates
 
 DEFAULT_TIMEOUT: tuple[float, float] = (1.0, 10.0)
 # Frozen values, so shared defaults are safe.
@@ -108,9 +107,14 @@ class ServiceClient:
             session.mount("http://", adapter)
             session.mount("https://", adapter)
         self.session = session
-        self._lock = threading.Lock()  # guards creation of _states entries
-        self._states: dict[str, ServiceState] = {}  # written under _lock; read lock-free
-        self._closed = False  # the closing thread
+        self._states = ServiceStates(
+            self.config_for,
+            self.source.subscribe,
+            retry=retry,
+            ejection=ejection,
+            clock=clock,
+            rng=self._rng,
+        )
         self.metrics_registry = registry if registry is not None else CollectorRegistry()
         self.metrics_registry.register(ClientCollector(self))
 
@@ -128,30 +132,7 @@ class ServiceClient:
 
     def _state(self, service: str) -> ServiceState:
         """The service's state, created on first use without any I/O."""
-        state = self._states.get(service)
-        if state is not None:
-            return state
-        with self._lock:  # held for a few allocations only: never across the network
-            state = self._states.get(service)
-            if state is not None:
-                return state
-            if self._closed:
-                raise RuntimeError("ServiceClient is closed")
-            balancer = Balancer(
-                service,
-                self.config_for(service),
-                ejection=self.ejection,
-                clock=self._clock,
-                rng=self._rng,
-            )
-            budget = RetryBudget(
-                self.retry.budget_ratio, self.retry.budget_min_per_second, clock=self._clock
-            )
-            state = ServiceState(balancer, budget)
-            self._states[service] = state
-        # A source calls a new listener at once if it has a Resolution already.
-        self.source.subscribe(service, balancer.update)
-        return state
+        return self._states.get(service)
 
     def _ready(self, service: str, state: ServiceState, timeout: float) -> None:
         """Make sure the balancer has a first Resolution, waiting at most ``timeout``.
@@ -159,10 +140,9 @@ class ServiceClient:
         Many callers may wait at once: the source starts one watch and answers all of
         them from it (and from its cached error while it retries with backoff).
         """
-        if state.balancer.resolution is not None:
+        if state.ready:
             return
-        resolution = self.source.resolve(service, timeout=max(0.0, timeout))
-        state.balancer.update(resolution)
+        state.adopt(self.source.resolve(service, timeout=max(0.0, timeout)))
 
     # ---- calling --------------------------------------------------------------------
 
@@ -247,7 +227,7 @@ class ServiceClient:
     def stats(self) -> dict[str, Any]:
         """A plain-dict snapshot: per service, its resolution, counters and instances."""
         services = {}
-        for name, state in list(self._states.items()):
+        for name, state in self._states.items():
             snap = state.stats()
             snap.update(self._freshness(name))
             services[name] = snap
@@ -270,10 +250,8 @@ class ServiceClient:
 
     def close(self) -> None:
         """Close the source and session if this client made them."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
+        if not self._states.close():
+            return
         if self._owns_source:
             self.source.close()
         if self._owns_session:
