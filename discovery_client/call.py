@@ -7,7 +7,6 @@ exceptions (``retry.classify_error``) and sleeps between attempts on the calling
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,7 +14,7 @@ from urllib.parse import urlsplit
 import requests
 
 from discovery_client.attempt import AttemptPlan, Outcome
-from discovery_client.retry import ErrorKind, RetryPolicy, classify_error
+from discovery_client.retry import ErrorKind, classify_error
 from discovery_client.state import ServiceState
 
 Timeout = float | tuple[float | None, float | None] | None
@@ -28,32 +27,19 @@ class Call:
 
     def __init__(
         self,
-        state: ServiceState,
+        plan: AttemptPlan,
         session: requests.Session,
         prepared: requests.PreparedRequest,
-        policy: RetryPolicy,
-        *,
         timeout: Timeout,
         send_kwargs: dict[str, Any],
-        clock: Callable[[], float],
-        rng: random.Random,
     ) -> None:
+        self.plan = plan
         self.session = session
         self.prepared = prepared
         self.timeout = timeout
         self.send_kwargs = send_kwargs
         parts = urlsplit(prepared.url or "/")
         self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self.plan = AttemptPlan(
-            state,
-            policy,
-            prepared.method or "GET",
-            prepared.headers,
-            # A streamed or file body cannot be sent twice.
-            replayable=prepared.body is None or isinstance(prepared.body, bytes | str),
-            clock=clock,
-            rng=rng,
-        )
         self.response: requests.Response | None = None  # the latest response, if any
 
     def run(self, sleep: Callable[[float], None]) -> requests.Response:

@@ -28,6 +28,7 @@ import requests
 from prometheus_client import CollectorRegistry
 
 from consul_connection import ConsulConnection
+from discovery_client.attempt import AttemptPlan
 from discovery_client.balancer import Balancer
 from discovery_client.call import Call, Timeout
 from discovery_client.config import ServiceConfig
@@ -183,20 +184,38 @@ class ServiceClient:
         the current context (trace context: ``discovery_client.propagation``) are added.
         """
         inject(prepared.headers)  # type: ignore[arg-type]
+        plan = self.plan(
+            service,
+            prepared.method or "GET",
+            prepared.headers,
+            # A streamed or file body cannot be sent twice.
+            replayable=prepared.body is None or isinstance(prepared.body, bytes | str),
+            retry=retry,
+        )
+        timeout = self.timeout if timeout is None else timeout
+        return Call(plan, self.session, prepared, timeout, send_kwargs).run(self._sleep)
+
+    def plan(
+        self,
+        service: str,
+        method: str,
+        headers: Mapping[str, str] | None,
+        *,
+        replayable: bool,
+        retry: RetryPolicy | None = None,
+    ) -> AttemptPlan:
+        """The attempt plan of one call to ``service``, once it is resolved.
+
+        Waits for the service's first resolution (at most ``resolve_timeout`` and the
+        policy's deadline) as every call does. The seam every transport drives: this
+        client's ``send`` and the sync httpx transport (discovery_client/httpx_transport.py).
+        """
         policy = retry or self.retry
         state = self._state(service)
         self._ready(service, state, min(self.resolve_timeout, policy.deadline))
-        call = Call(
-            state,
-            self.session,
-            prepared,
-            policy,
-            timeout=self.timeout if timeout is None else timeout,
-            send_kwargs=send_kwargs,
-            clock=self._clock,
-            rng=self._rng,
+        return AttemptPlan(
+            state, policy, method, headers, replayable=replayable, clock=self._clock, rng=self._rng
         )
-        return call.run(self._sleep)
 
     def get(self, service: str, path: str, **kwargs: Any) -> requests.Response:
         """GET ``path`` on ``service``."""
