@@ -23,9 +23,10 @@ httpx' exceptions apart (``classify_httpx_error``) and sleeping between attempts
   attempts; nothing it does blocks the loop (the Balancer never blocks).
 
 Routing is the adapter's (discovery_client/routing.py); other URLs go to ``fallback``
-(a plain httpx transport). The inner transport keeps one keep-alive pool per host:port;
-``instance_limits`` sizes it so that 50 instances in rotation keep their connections
-(httpx' default keeps 20 idle connections in all, and allows 100). Each attempt goes to
+(a plain httpx transport). The inner transport keeps a pool per instance
+(discovery_client/httpx_pools.py): httpx' one pool for all hosts keeps 20 idle
+connections in all and walks every connection on every request, so 50 instances in
+rotation would thrash it; per instance, each keeps its own. Each attempt goes to
 the instance's address with ``Host`` set to it (as the requests path does), its
 timeouts cut to what is left of the call's deadline, and trace headers injected
 (discovery_client/propagation.py).
@@ -60,32 +61,17 @@ from discovery_client.client import (
 from discovery_client.config import ServiceConfig
 from discovery_client.ejection import EjectionPolicy
 from discovery_client.errors import AllAttemptsFailedError, DiscoveryError
+from discovery_client.httpx_pools import AsyncPerInstanceTransport, PerInstanceTransport
 from discovery_client.load import Endpoint
 from discovery_client.propagation import inject
 from discovery_client.retry import ErrorKind, RetryPolicy
 from discovery_client.routing import service_for
 from discovery_client.state import ServiceStates
 
-#: Idle keep-alive connections kept per instance, and instances provided for, by default.
-KEEPALIVE_PER_INSTANCE = 32
-INSTANCES = 64
-
 _TIMEOUT_KEYS = ("connect", "read", "write", "pool")
 _CONNECT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # Errors during or after sending: the request may have reached the instance.
 _READ = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
-
-
-def instance_limits(
-    per_instance: int = KEEPALIVE_PER_INSTANCE, instances: int = INSTANCES
-) -> httpx.Limits:
-    """Pool limits for an inner transport balancing over up to ``instances`` instances.
-
-    httpx/httpcore pools per host:port but limits connections over all of them: no cap
-    on open connections (the balancer spreads them), and room for ``per_instance`` idle
-    keep-alive connections to each of ``instances`` instances.
-    """
-    return httpx.Limits(max_connections=None, max_keepalive_connections=per_instance * instances)
 
 
 def classify_httpx_error(error: BaseException) -> ErrorKind:
@@ -145,9 +131,10 @@ class DiscoveryTransport(httpx.BaseTransport):
     """An ``httpx.Client`` transport that sends service-named URLs through a ServiceClient.
 
     ``only`` restricts discovery to these service names (else the routing rule of
-    discovery_client/routing.py). ``inner`` sends each attempt (default: an
-    ``httpx.HTTPTransport`` sized by ``instance_limits``); ``fallback`` takes every other
-    URL. ``close()`` closes both; the ServiceClient belongs to its creator.
+    discovery_client/routing.py). ``inner`` sends each attempt (default: a
+    ``PerInstanceTransport``, a pool per instance); ``fallback`` takes every other
+    URL. ``limits`` are those of each instance's pool (discovery_client/httpx_pools.py).
+    ``close()`` closes both; the ServiceClient belongs to its creator.
     """
 
     def __init__(
@@ -161,7 +148,7 @@ class DiscoveryTransport(httpx.BaseTransport):
     ) -> None:
         self.client = client
         self.only: frozenset[str] | None = None if only is None else frozenset(only)
-        self.inner = inner or httpx.HTTPTransport(limits=limits or instance_limits())
+        self.inner = inner or PerInstanceTransport(limits)
         self.fallback = fallback or httpx.HTTPTransport()
 
     def service_for(self, url: httpx.URL) -> str | None:
@@ -266,7 +253,7 @@ class AsyncDiscoveryTransport(httpx.AsyncBaseTransport):
         self.source = source or AsyncConsulSource(
             consul_addr, connection=connection, service_config=self.config_for
         )
-        self.inner = inner or httpx.AsyncHTTPTransport(limits=limits or instance_limits())
+        self.inner = inner or AsyncPerInstanceTransport(limits)
         self.fallback = fallback or httpx.AsyncHTTPTransport()
         self._states = ServiceStates(
             self.config_for,
