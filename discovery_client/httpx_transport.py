@@ -68,6 +68,7 @@ from discovery_client.retry import ErrorKind, RetryPolicy
 from discovery_client.routing import service_for
 from discovery_client.state import ServiceStates
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 _TIMEOUT_KEYS = ("connect", "read", "write", "pool")
 _CONNECT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # Errors during or after sending: the request may have reached the instance.
@@ -90,20 +91,42 @@ def _replayable(request: httpx.Request) -> bool:
     return isinstance(request.stream, httpx.ByteStream)
 
 
+def _instance_url(url: httpx.URL, host: str, port: int) -> httpx.URL:
+    """``url`` with its host and port replaced.
+
+    ``URL.copy_with`` parses and validates the whole URL again (about a third of the
+    transport's own cost per call); an already parsed URL only needs its host and port
+    swapped in its parse result. IPv6 hosts, and any httpx whose URL is built otherwise,
+    take ``copy_with``.
+    """
+    parsed = getattr(url, "_uri_reference", None)
+    if ":" in host or not hasattr(parsed, "_replace"):
+        return url.copy_with(host=host, port=port)
+    fast = httpx.URL.__new__(httpx.URL)
+    default = port == _DEFAULT_PORTS.get(url.scheme)  # copy_with drops a default port
+    fast._uri_reference = parsed._replace(host=host, port=None if default else port)  # type: ignore[union-attr]
+    return fast
+
+
 def _attempt_request(
     request: httpx.Request, endpoint: Endpoint, plan: AttemptPlan
 ) -> httpx.Request:
-    """The request for one attempt: the instance's address, its timeouts cut to the deadline."""
+    """The request for one attempt: the instance's address, its timeouts cut to the deadline.
+
+    A shallow copy of ``request`` (``__init__`` would prepare headers and parse the URL
+    again): the same method and body stream; its own URL, headers and extensions.
+    """
     inst = endpoint.instance
     headers = request.headers.copy()
-    url = request.url.copy_with(host=inst.address, port=inst.port)
+    url = _instance_url(request.url, inst.address, inst.port)
     headers["Host"] = url.netloc.decode("ascii")
     extensions = dict(request.extensions)
     timeouts = extensions.get("timeout") or {}
     extensions["timeout"] = {key: plan.cap(timeouts.get(key)) for key in _TIMEOUT_KEYS}
-    return httpx.Request(
-        request.method, url, headers=headers, stream=request.stream, extensions=extensions
-    )
+    attempt = httpx.Request.__new__(httpx.Request)
+    attempt.__dict__.update(request.__dict__)
+    attempt.url, attempt.headers, attempt.extensions = url, headers, extensions
+    return attempt
 
 
 def _buffered(response: httpx.Response, raw: bytes) -> httpx.Response:

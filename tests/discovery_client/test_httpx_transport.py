@@ -328,6 +328,18 @@ def test_each_attempt_goes_to_the_instance_with_trace_headers_and_capped_timeout
     asyncio.run(via_async())
 
 
+@pytest.mark.parametrize(
+    "url", ["http://svc/a/b?x=1&y=%20z", "http://svc", "http://svc/p#frag", "http://svc/%7Eu"]
+)
+@pytest.mark.parametrize(("host", "port"), [("127.0.0.1", 8080), ("10.0.0.1", 80), ("::1", 81)])
+def test_the_attempt_url_is_the_one_copy_with_makes(url, host, port):
+    from discovery_client.httpx_transport import _instance_url
+
+    fast = _instance_url(httpx.URL(url), host, port)
+    assert fast == httpx.URL(url).copy_with(host=host, port=port)
+    assert fast.netloc == httpx.URL(url).copy_with(host=host, port=port).netloc
+
+
 def test_discovery_errors_surface_as_httpx_connect_errors():
     from tests.discovery_client.fakes import StaticSource, resolution
 
