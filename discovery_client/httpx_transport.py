@@ -91,7 +91,7 @@ def _replayable(request: httpx.Request) -> bool:
     return isinstance(request.stream, httpx.ByteStream)
 
 
-def _instance_url(url: httpx.URL, host: str, port: int) -> httpx.URL:
+def _instance_url(url: httpx.URL, host: str, port: int | None) -> httpx.URL:
     """``url`` with its host and port replaced.
 
     ``URL.copy_with`` parses and validates the whole URL again (about a third of the
@@ -103,8 +103,9 @@ def _instance_url(url: httpx.URL, host: str, port: int) -> httpx.URL:
     if ":" in host or not hasattr(parsed, "_replace"):
         return url.copy_with(host=host, port=port)
     fast = httpx.URL.__new__(httpx.URL)
-    default = port == _DEFAULT_PORTS.get(url.scheme)  # copy_with drops a default port
-    fast._uri_reference = parsed._replace(host=host, port=None if default else port)  # type: ignore[union-attr]
+    if port == _DEFAULT_PORTS.get(url.scheme):
+        port = None  # as copy_with does: a default port is not spelled out
+    fast._uri_reference = parsed._replace(host=host, port=port)  # type: ignore[union-attr]
     return fast
 
 
