@@ -33,6 +33,7 @@ BENCHMARKS = (
     "weighted_picks",
     "many_instances",
     "dependency_outage",
+    "async_client",
 )
 RESULTS = Path(__file__).with_name("results")
 

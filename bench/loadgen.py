@@ -8,9 +8,10 @@ by closed-loop tools (coordinated omission).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -75,5 +76,41 @@ def run_open_loop(
             if delay > 0:
                 time.sleep(delay)
             pool.submit(one, seq, intended)
+    done = tuple(o for o in outcomes if o is not None)
+    return LoadReport(done, clock() - start)
+
+
+async def run_open_loop_async(
+    call: Callable[[int], Awaitable[tuple[bool, str]]],
+    rate: float,
+    duration: float,
+    clock: Callable[[], float] = time.perf_counter,
+) -> LoadReport:
+    """``run_open_loop`` on the running event loop: one task per request, no threads.
+
+    Each request starts as a task at its intended send time; latency is measured from
+    that time, so a loop too busy to start it on time shows in the tail.
+    """
+    if rate <= 0 or duration <= 0:
+        raise ValueError(f"rate and duration must be positive; got {rate=} {duration=}")
+    total = int(rate * duration)
+    outcomes: list[Outcome | None] = [None] * total
+    start = clock()
+
+    async def one(seq: int, intended: float) -> None:
+        try:
+            ok, detail = await call(seq)
+        except Exception as exc:  # a load generator records every failure, whatever it is
+            ok, detail = False, f"{type(exc).__name__}: {exc}"
+        outcomes[seq] = Outcome(seq, intended - start, clock() - intended, ok, detail)
+
+    tasks = []
+    for seq in range(total):
+        intended = start + seq / rate
+        delay = intended - clock()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(seq, intended)))
+    await asyncio.gather(*tasks)
     done = tuple(o for o in outcomes if o is not None)
     return LoadReport(done, clock() - start)

@@ -1,31 +1,39 @@
 """4. Slow instance (after Linkerd's "Beyond Round Robin"): one of 3 turns 10× slower.
 
 For each policy (ServiceClient round_robin, random, least_request, peak_ewma; HAProxy
-roundrobin) fresh open-loop runs at a fixed rate; during the middle third of each run one
-instance's delay goes from ``delay`` to ``slow_factor × delay``. Reported, pooled over
-``repeats`` runs per path: p50/p99/p99.9, p99 of the slow third alone, success rate
-under a timeout of 5× the normal median (applied after the fact to each request's
-latency, the same for every path, so no client retries or ejections interfere), and the
-share of the slow third's requests served by the slow instance. The normal median comes
-from a calibration run with nothing slow.
+roundrobin; httpx.AsyncClient through AsyncDiscoveryTransport with round_robin and
+peak_ewma, driven by the asyncio open loop) fresh open-loop runs at a fixed rate; during
+the middle third of each run one instance's delay goes from ``delay`` to ``slow_factor ×
+delay``. Reported, pooled over ``repeats`` runs per path: p50/p99/p99.9, p99 of the slow
+third alone, success rate under a timeout of 5× the normal median (applied after the
+fact to each request's latency, the same for every path, so no client retries or
+ejections interfere), and the share of the slow third's requests served by the slow
+instance. The normal median comes from a calibration run with nothing slow.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+
+import httpx
 
 from bench import calls
 from bench.env import consul_agent, start_backends
 from bench.haproxy import run_haproxy
-from bench.loadgen import LoadReport, run_open_loop
+from bench.loadgen import LoadReport, run_open_loop, run_open_loop_async
 from bench.result import Chart, Result, at_most, percentile, summary
 from discovery_client import ServiceClient, ServiceConfig
+from discovery_client.httpx_transport import AsyncDiscoveryTransport
 from tests.harness.backends import Backend
 
 SERVICE = "slowpoke"
 POLICIES = ("round_robin", "random", "least_request", "peak_ewma")
 HAPROXY = "HAProxy roundrobin"
+ASYNC = ("async round_robin", "async peak_ewma")  # httpx.AsyncClient + the async transport
 TIMEOUT = (1.0, 10.0)
 
 
@@ -45,20 +53,41 @@ FULL = Params()
 QUICK = Params(rate=40.0, seconds=1.2, calibrate_seconds=0.5, repeats=1)
 
 
-def with_slowdown(p: Params, slow: Backend, call: calls.LoadCall) -> LoadReport:
-    """One run of ``call`` with ``slow`` slowed down for the middle third; delay restored."""
+def with_slowdown(p: Params, slow: Backend, load: Callable[[], LoadReport]) -> LoadReport:
+    """One ``load`` run with ``slow`` slowed down for the middle third; delay restored."""
     on = threading.Timer(p.seconds / 3, slow.control, kwargs={"delay": p.delay * p.slow_factor})
     off = threading.Timer(2 * p.seconds / 3, slow.control, kwargs={"delay": p.delay})
     on.start()
     off.start()
     try:
-        return run_open_loop(call, p.rate, p.seconds, max_workers=128)
+        return load()
     finally:
         on.cancel()
         off.cancel()
         on.join()
         off.join()
         slow.control(delay=p.delay)
+
+
+def threaded(p: Params, call: calls.LoadCall) -> Callable[[], LoadReport]:
+    """An open-loop run of a blocking ``call`` on a thread pool."""
+    return lambda: run_open_loop(call, p.rate, p.seconds, max_workers=128)
+
+
+async def via_async(p: Params, address: str, name: str) -> LoadReport:
+    """An open-loop run through httpx.AsyncClient + AsyncDiscoveryTransport (fresh)."""
+    policy = name.removeprefix("async ")
+    transport = AsyncDiscoveryTransport(address, services={SERVICE: ServiceConfig(policy)})
+    timeout = httpx.Timeout(TIMEOUT[1], connect=TIMEOUT[0])
+    async with httpx.AsyncClient(transport=transport, timeout=timeout) as http:
+
+        async def call(_seq: int) -> tuple[bool, str]:
+            response = await http.get(f"http://{SERVICE}/")
+            if response.status_code != 200:
+                return False, f"HTTP {response.status_code}"
+            return True, str(response.json()["instance"])
+
+        return await run_open_loop_async(call, p.rate, p.seconds)
 
 
 def figures(reports: list[LoadReport], p: Params, timeout: float, slow_id: str) -> dict[str, float]:
@@ -90,7 +119,7 @@ def run(p: Params) -> Result:
 
     Every ServiceClient run uses a fresh client (no latency history carried over).
     """
-    names = (*POLICIES, HAPROXY)
+    names = (*POLICIES, HAPROXY, *ASYNC)
     reports: dict[str, list[LoadReport]] = {name: [] for name in names}
     with consul_agent() as agent, start_backends(agent, SERVICE, 3, delay=p.delay) as backends:
         slow = backends[0]
@@ -104,14 +133,20 @@ def run(p: Params) -> Result:
                 for name in names if n % 2 == 0 else reversed(names):
                     if name == HAPROXY:
                         call = calls.via_url(s, url, TIMEOUT)
-                        reports[name].append(with_slowdown(p, slow, call))
+                        reports[name].append(with_slowdown(p, slow, threaded(p, call)))
+                        continue
+                    if name in ASYNC:
+                        load = functools.partial(asyncio.run, via_async(p, agent.address, name))
+                        reports[name].append(with_slowdown(p, slow, load))
                         continue
                     config = {SERVICE: ServiceConfig(name)}
                     with ServiceClient(agent.address, services=config, timeout=TIMEOUT) as c:
-                        reports[name].append(with_slowdown(p, slow, calls.via_client(c, SERVICE)))
+                        call = calls.via_client(c, SERVICE)
+                        reports[name].append(with_slowdown(p, slow, threaded(p, call)))
     results = {name: figures(reports[name], p, timeout, slow.id) for name in names}
     rows = [{"policy": name, **f} for name, f in results.items()]
     rr, ewma = results["round_robin"], results["peak_ewma"]
+    arr, aewma = results[ASYNC[0]], results[ASYNC[1]]
     return Result(
         name="slow_instance",
         title=(
@@ -122,6 +157,12 @@ def run(p: Params) -> Result:
         checks=[
             at_most("peak_ewma p99 / round_robin p99", ewma["p99_ms"] / rr["p99_ms"], 0.3, "×"),
             at_most("peak_ewma share to the slow instance", ewma["slow_share"], 0.10),
+            at_most(
+                "async transport: peak_ewma p99 / round_robin p99",
+                aewma["p99_ms"] / arr["p99_ms"],
+                0.3,
+                "×",
+            ),
         ],
         charts=[
             Chart(

@@ -2,7 +2,8 @@
 
 Watch healthy instances (ConsulSource), balance over an immutable snapshot (Balancer,
 five policies), call by name with retries on other instances (ServiceClient), or plug
-discovery into an existing requests.Session (DiscoveryAdapter).
+discovery into an existing requests.Session (DiscoveryAdapter), httpx.Client
+(DiscoveryTransport) or httpx.AsyncClient (AsyncDiscoveryTransport, on an event loop).
 """
 
 from discovery_client.adapter import DiscoveryAdapter
@@ -21,6 +22,7 @@ from discovery_client.errors import (
     NoHealthyInstanceError,
     UnknownServiceError,
 )
+from discovery_client.httpx_transport import AsyncDiscoveryTransport, DiscoveryTransport
 from discovery_client.instance import Instance, Resolution
 from discovery_client.load import Endpoint, InstanceLoad
 from discovery_client.picker import Picker, build_picker
@@ -32,6 +34,7 @@ __all__ = [
     "POLICIES",
     "RETRYABLE_STATUSES",
     "AllAttemptsFailedError",
+    "AsyncDiscoveryTransport",
     "Balancer",
     "ConsulPermissionError",
     "ConsulQueryError",
@@ -39,6 +42,7 @@ __all__ = [
     "ConsulUnavailableError",
     "DiscoveryAdapter",
     "DiscoveryError",
+    "DiscoveryTransport",
     "EjectionPolicy",
     "Endpoint",
     "Instance",

@@ -9,9 +9,9 @@ Mount it once and keep the rest of the code unchanged::
     session.get("http://example.com/")               # a plain HTTPAdapter
 
 A URL goes through discovery when its scheme is ``http``, it names no port, and its
-host is a service name: one of ``services`` when given, otherwise one of the client's
-configured ``services`` or any single-label host name other than ``localhost`` (Consul
-service names are DNS labels; ordinary hosts have dots). Everything else goes to
+host is a service name (discovery_client/routing.py): one of ``services`` when given,
+otherwise one of the client's configured ``services`` or any single-label host name
+other than ``localhost``. Everything else goes to
 ``fallback`` (a normal HTTPAdapter by default). To route only chosen names, mount per
 prefix instead: ``session.mount("http://user-service/", DiscoveryAdapter(client))``
 (the trailing slash keeps ``http://user-service.example.com`` out).
@@ -24,7 +24,6 @@ so relative redirects stay within discovery.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,8 +33,7 @@ from requests.adapters import BaseAdapter, HTTPAdapter
 
 from discovery_client.client import ServiceClient
 from discovery_client.errors import DiscoveryError
-
-_SERVICE_LABEL = re.compile(r"^[A-Za-z0-9_-]+$")
+from discovery_client.routing import service_for
 
 
 class DiscoveryAdapter(BaseAdapter):
@@ -56,16 +54,9 @@ class DiscoveryAdapter(BaseAdapter):
     def service_for(self, url: str) -> str | None:
         """The service a URL names, or None when it should go to the fallback adapter."""
         parts = urlsplit(url)
-        host = parts.hostname
-        if parts.scheme != "http" or not host or parts.port is not None:
-            return None
-        if self.only is not None:
-            return host if host in self.only else None
-        if host in self.client.services:
-            return host
-        if host != "localhost" and _SERVICE_LABEL.match(host):
-            return host
-        return None
+        return service_for(
+            parts.scheme, parts.hostname, parts.port, only=self.only, known=self.client.services
+        )
 
     def send(
         self,

@@ -19,7 +19,6 @@ AllAttemptsFailedError only when no attempt produced any response.
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -29,9 +28,9 @@ import requests
 from prometheus_client import CollectorRegistry
 
 from consul_connection import ConsulConnection
+from discovery_client.attempt import AttemptPlan
 from discovery_client.balancer import Balancer
-from discovery_client.budget import RetryBudget
-from discovery_client.call import Call, ServiceState, Timeout
+from discovery_client.call import Call, Timeout
 from discovery_client.config import ServiceConfig
 from discovery_client.ejection import EjectionPolicy
 from discovery_client.errors import DiscoveryError
@@ -40,6 +39,7 @@ from discovery_client.pool import InstancePoolAdapter
 from discovery_client.propagation import inject
 from discovery_client.retry import RetryPolicy
 from discovery_client.source import InstanceSource
+from discovery_client.state import ServiceState, ServiceStates
 
 DEFAULT_TIMEOUT: tuple[float, float] = (1.0, 10.0)
 # Frozen values, so shared defaults are safe.
@@ -108,9 +108,14 @@ class ServiceClient:
             session.mount("http://", adapter)
             session.mount("https://", adapter)
         self.session = session
-        self._lock = threading.Lock()  # guards creation of _states entries
-        self._states: dict[str, ServiceState] = {}  # written under _lock; read lock-free
-        self._closed = False  # the closing thread
+        self._states = ServiceStates(
+            self.config_for,
+            self.source.subscribe,
+            retry=retry,
+            ejection=ejection,
+            clock=clock,
+            rng=self._rng,
+        )
         self.metrics_registry = registry if registry is not None else CollectorRegistry()
         self.metrics_registry.register(ClientCollector(self))
 
@@ -128,30 +133,7 @@ class ServiceClient:
 
     def _state(self, service: str) -> ServiceState:
         """The service's state, created on first use without any I/O."""
-        state = self._states.get(service)
-        if state is not None:
-            return state
-        with self._lock:  # held for a few allocations only: never across the network
-            state = self._states.get(service)
-            if state is not None:
-                return state
-            if self._closed:
-                raise RuntimeError("ServiceClient is closed")
-            balancer = Balancer(
-                service,
-                self.config_for(service),
-                ejection=self.ejection,
-                clock=self._clock,
-                rng=self._rng,
-            )
-            budget = RetryBudget(
-                self.retry.budget_ratio, self.retry.budget_min_per_second, clock=self._clock
-            )
-            state = ServiceState(balancer, budget)
-            self._states[service] = state
-        # A source calls a new listener at once if it has a Resolution already.
-        self.source.subscribe(service, balancer.update)
-        return state
+        return self._states.get(service)
 
     def _ready(self, service: str, state: ServiceState, timeout: float) -> None:
         """Make sure the balancer has a first Resolution, waiting at most ``timeout``.
@@ -159,10 +141,9 @@ class ServiceClient:
         Many callers may wait at once: the source starts one watch and answers all of
         them from it (and from its cached error while it retries with backoff).
         """
-        if state.balancer.resolution is not None:
+        if state.ready:
             return
-        resolution = self.source.resolve(service, timeout=max(0.0, timeout))
-        state.balancer.update(resolution)
+        state.adopt(self.source.resolve(service, timeout=max(0.0, timeout)))
 
     # ---- calling --------------------------------------------------------------------
 
@@ -203,20 +184,38 @@ class ServiceClient:
         the current context (trace context: ``discovery_client.propagation``) are added.
         """
         inject(prepared.headers)  # type: ignore[arg-type]
+        plan = self.plan(
+            service,
+            prepared.method or "GET",
+            prepared.headers,
+            # A streamed or file body cannot be sent twice.
+            replayable=prepared.body is None or isinstance(prepared.body, bytes | str),
+            retry=retry,
+        )
+        timeout = self.timeout if timeout is None else timeout
+        return Call(plan, self.session, prepared, timeout, send_kwargs).run(self._sleep)
+
+    def plan(
+        self,
+        service: str,
+        method: str,
+        headers: Mapping[str, str] | None,
+        *,
+        replayable: bool,
+        retry: RetryPolicy | None = None,
+    ) -> AttemptPlan:
+        """The attempt plan of one call to ``service``, once it is resolved.
+
+        Waits for the service's first resolution (at most ``resolve_timeout`` and the
+        policy's deadline) as every call does. The seam every transport drives: this
+        client's ``send`` and the sync httpx transport (discovery_client/httpx_transport.py).
+        """
         policy = retry or self.retry
         state = self._state(service)
         self._ready(service, state, min(self.resolve_timeout, policy.deadline))
-        call = Call(
-            state,
-            self.session,
-            prepared,
-            policy,
-            timeout=self.timeout if timeout is None else timeout,
-            send_kwargs=send_kwargs,
-            clock=self._clock,
-            rng=self._rng,
+        return AttemptPlan(
+            state, policy, method, headers, replayable=replayable, clock=self._clock, rng=self._rng
         )
-        return call.run(self._sleep)
 
     def get(self, service: str, path: str, **kwargs: Any) -> requests.Response:
         """GET ``path`` on ``service``."""
@@ -247,7 +246,7 @@ class ServiceClient:
     def stats(self) -> dict[str, Any]:
         """A plain-dict snapshot: per service, its resolution, counters and instances."""
         services = {}
-        for name, state in list(self._states.items()):
+        for name, state in self._states.items():
             snap = state.stats()
             snap.update(self._freshness(name))
             services[name] = snap
@@ -270,10 +269,8 @@ class ServiceClient:
 
     def close(self) -> None:
         """Close the source and session if this client made them."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
+        if not self._states.close():
+            return
         if self._owns_source:
             self.source.close()
         if self._owns_session:

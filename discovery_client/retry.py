@@ -130,7 +130,10 @@ class RetryPolicy:
         self, method: str, headers: Mapping[str, str] | None, error: BaseException
     ) -> bool:
         """True if an attempt that raised ``error`` may be retried."""
-        kind = classify_error(error)
+        return self.retries_kind(method, headers, classify_error(error))
+
+    def retries_kind(self, method: str, headers: Mapping[str, str] | None, kind: ErrorKind) -> bool:
+        """True if an attempt that failed with a transport error of ``kind`` may be retried."""
         if kind is ErrorKind.CONNECT:
             return True
         return kind is ErrorKind.READ and self.may_resend(method, headers)
@@ -143,9 +146,19 @@ class RetryPolicy:
         self, method: str, headers: Mapping[str, str] | None, response: requests.Response
     ) -> bool:
         """True if an attempt answered with ``response`` may be retried (never a relayed one)."""
-        if is_relayed_failure(response.status_code, response.headers):
+        return self.retries_answer(method, headers, response.status_code, response.headers)
+
+    def retries_answer(
+        self,
+        method: str,
+        headers: Mapping[str, str] | None,
+        status: int,
+        response_headers: Mapping[str, str],
+    ) -> bool:
+        """True if an attempt answered ``status`` with ``response_headers`` may be retried."""
+        if is_relayed_failure(status, response_headers):
             return False
-        return self.retries_status(method, headers, response.status_code)
+        return self.retries_status(method, headers, status)
 
     def retry_after_wait(self, retry_after: float, remaining: float) -> float | None:
         """The wait a Retry-After of ``retry_after`` s allows, or None: stop retrying.

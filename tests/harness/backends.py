@@ -13,7 +13,8 @@ Usage::
 Each backend is one gunicorn process (1 gthread worker) on a free 127.0.0.1 port running
 ``create_app()`` below, which answers ``GET``/``POST /`` with ``{"instance": ID}``,
 ``GET /health`` (200 unless told otherwise), ``POST /_control`` (JSON ``delay`` seconds,
-``fail`` status for ``/``, ``health`` status for ``/health``; 0 or null clears) and
+``fail`` status for ``/``, ``origin``: its ``Failure-Origin`` header, e.g. ``dependency``,
+``health`` status for ``/health``; 0 or null clears) and
 ``GET /_stats`` (``{"instance": ID, "requests": N}``). It registers in Consul with an
 HTTP check every second (``check="http"``) or a TTL check the test drives with
 ``set_ttl("passing" | "warning" | "critical")`` (``check="ttl"``). Every process is
@@ -60,6 +61,7 @@ def create_app(instance_id: str | None = None) -> Flask:
     state: dict[str, Any] = {  # guarded by lock; touched by gunicorn's worker threads
         "delay": float(os.environ.get("BACKEND_DELAY", "0") or 0),
         "fail": 0,
+        "origin": "",
         "health": 0,
         "requests": 0,
     }
@@ -68,11 +70,12 @@ def create_app(instance_id: str | None = None) -> Flask:
     def root() -> Any:
         with lock:
             state["requests"] += 1
-            delay, fail = state["delay"], state["fail"]
+            delay, fail, origin = state["delay"], state["fail"], state["origin"]
         if delay:
             time.sleep(delay)
         if fail:
-            return jsonify(instance=ident, error="told to fail"), fail
+            headers = {"Failure-Origin": origin} if origin else {}
+            return jsonify(instance=ident, error="told to fail"), fail, headers
         return jsonify(instance=ident)
 
     @app.get("/health")
@@ -85,10 +88,10 @@ def create_app(instance_id: str | None = None) -> Flask:
     def control() -> Any:
         body = request.get_json(force=True) or {}
         with lock:
-            for key in ("delay", "fail", "health"):
+            for key in ("delay", "fail", "origin", "health"):
                 if key in body:
-                    state[key] = body[key] or 0
-            return jsonify({k: state[k] for k in ("delay", "fail", "health")})
+                    state[key] = body[key] or (0 if key != "origin" else "")
+            return jsonify({k: state[k] for k in ("delay", "fail", "origin", "health")})
 
     @app.get("/_stats")
     def stats() -> Any:
@@ -177,8 +180,8 @@ class Backend:
             "critical": self.client.agent.check.ttl_fail,
         }[status](self.check_id)
 
-    def control(self, **settings: float | int | None) -> Mapping[str, Any]:
-        """Change ``delay``/``fail``/``health`` of the running process."""
+    def control(self, **settings: float | int | str | None) -> Mapping[str, Any]:
+        """Change ``delay``/``fail``/``origin``/``health`` of the running process."""
         response = requests.post(f"{self.url}/_control", json=settings, timeout=5)
         response.raise_for_status()
         return response.json()

@@ -1,0 +1,132 @@
+"""httpx transports with a connection pool per instance (the inner side of the httpx shells).
+
+httpx/httpcore keeps one pool for all hosts: every request, and every response closed,
+walks all of its connections (and asks each idle one whether the server closed it: a
+system call each). Balancing over many instances with many connections makes that walk
+the client's main cost. ``PerInstanceTransport`` and ``AsyncPerInstanceTransport`` give
+each host:port its own ``httpx.HTTPTransport`` / ``AsyncHTTPTransport`` (``limits`` per
+instance: by default no cap on connections, ``keepalive`` idle ones kept), made on first
+use, so a request only walks its instance's connections. A pool not used for
+``idle_after`` seconds (an instance that left, or that nobody picks) is closed; like
+discovery_client/pool.py for requests, every instance in rotation keeps its pool.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+import httpx
+
+DEFAULT_KEEPALIVE = 32
+DEFAULT_IDLE_AFTER = 60.0
+
+T = TypeVar("T")
+
+
+def instance_limits(keepalive: int = DEFAULT_KEEPALIVE) -> httpx.Limits:
+    """One instance's pool limits: no cap on connections, ``keepalive`` idle ones kept."""
+    return httpx.Limits(max_connections=None, max_keepalive_connections=keepalive)
+
+
+class _Pools(Generic[T]):
+    """host:port → transport, with idle ones handed back for closing.
+
+    Used from one event loop, or (sync) from many threads: dict operations are atomic,
+    a racing first use makes at most one spare transport (no connection yet: dropped),
+    and only pools nobody used for ``idle_after`` seconds are handed back.
+    """
+
+    def __init__(self, make: Callable[[], T], idle_after: float, clock: Callable[[], float]):
+        self._make = make
+        self.idle_after = idle_after
+        self._clock = clock
+        self._pools: dict[tuple[str, int | None], T] = {}
+        self._used: dict[tuple[str, int | None], float] = {}
+        self._next_sweep = clock() + idle_after
+
+    def get(self, url: httpx.URL) -> tuple[T, list[T]]:
+        """The pool for ``url``'s host:port, and pools idle for ``idle_after`` (to close)."""
+        key = (url.host, url.port)
+        now = self._clock()
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools.setdefault(key, self._make())
+        self._used[key] = now
+        idle: list[T] = []
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.idle_after
+            for old_key, last in list(self._used.items()):
+                if now - last >= self.idle_after and old_key != key:
+                    self._used.pop(old_key, None)
+                    old = self._pools.pop(old_key, None)
+                    if old is not None:
+                        idle.append(old)
+        return pool, idle
+
+    def __len__(self) -> int:
+        return len(self._pools)
+
+    def drain(self) -> list[T]:
+        """Forget every pool and return them (to close)."""
+        pools = list(self._pools.values())
+        self._pools.clear()
+        self._used.clear()
+        return pools
+
+
+class PerInstanceTransport(httpx.BaseTransport):
+    """An ``httpx.HTTPTransport`` per host:port, idle ones closed; thread-safe."""
+
+    def __init__(
+        self,
+        limits: httpx.Limits | None = None,
+        *,
+        idle_after: float = DEFAULT_IDLE_AFTER,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        per_instance = limits or instance_limits()
+        self.pools: _Pools[httpx.HTTPTransport] = _Pools(
+            lambda: httpx.HTTPTransport(limits=per_instance), idle_after, clock
+        )
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Send through the pool of the request's host:port."""
+        pool, idle = self.pools.get(request.url)
+        for old in idle:
+            old.close()
+        return pool.handle_request(request)
+
+    def close(self) -> None:
+        """Close every pool."""
+        for pool in self.pools.drain():
+            pool.close()
+
+
+class AsyncPerInstanceTransport(httpx.AsyncBaseTransport):
+    """An ``httpx.AsyncHTTPTransport`` per host:port, idle ones closed; one event loop."""
+
+    def __init__(
+        self,
+        limits: httpx.Limits | None = None,
+        *,
+        idle_after: float = DEFAULT_IDLE_AFTER,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        per_instance = limits or instance_limits()
+        self.pools: _Pools[httpx.AsyncHTTPTransport] = _Pools(
+            lambda: httpx.AsyncHTTPTransport(limits=per_instance), idle_after, clock
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send through the pool of the request's host:port."""
+        pool, idle = self.pools.get(request.url)
+        for old in idle:
+            await old.aclose()
+        return await pool.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        """Close every pool."""
+        for pool in self.pools.drain():
+            await pool.aclose()
