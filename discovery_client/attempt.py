@@ -70,7 +70,8 @@ class Outcome:
 class AttemptPlan:
     """The attempts of one call; lives on one calling thread or task.
 
-    Creating it counts the call (and deposits in the retry budget).
+    Creating it counts the call (and deposits in the retry budget). ``started`` is when
+    the call began (default: now); the deadline runs from it.
     """
 
     def __init__(
@@ -83,6 +84,7 @@ class AttemptPlan:
         replayable: bool,
         clock: Callable[[], float],
         rng: random.Random,
+        started: float | None = None,
     ) -> None:
         self.state = state
         self.policy = policy
@@ -91,7 +93,9 @@ class AttemptPlan:
         self.replayable = replayable  # a streamed body cannot be sent twice
         self.clock = clock
         self.rng = rng
-        self.deadline_at = clock() + policy.deadline
+        # From when the call began (``started``: before any wait for a first resolution),
+        # so waiting for the service never stretches the call past its deadline.
+        self.deadline_at = (clock() if started is None else started) + policy.deadline
         self.attempts = 0
         self.tried: list[str] = []
         self.causes: list[tuple[str, BaseException]] = []

@@ -211,10 +211,18 @@ class ServiceClient:
         client's ``send`` and the sync httpx transport (discovery_client/httpx_transport.py).
         """
         policy = retry or self.retry
+        started = self._clock()
         state = self._state(service)
         self._ready(service, state, min(self.resolve_timeout, policy.deadline))
         return AttemptPlan(
-            state, policy, method, headers, replayable=replayable, clock=self._clock, rng=self._rng
+            state,
+            policy,
+            method,
+            headers,
+            replayable=replayable,
+            clock=self._clock,
+            rng=self._rng,
+            started=started,
         )
 
     def get(self, service: str, path: str, **kwargs: Any) -> requests.Response:

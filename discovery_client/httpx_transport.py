@@ -311,6 +311,7 @@ class AsyncDiscoveryTransport(httpx.AsyncBaseTransport):
     async def _plan(self, service: str, request: httpx.Request) -> AttemptPlan:
         """The call's plan once the service is resolved (awaited, never blocking the loop)."""
         policy = self.retry
+        started = self._clock()
         state = self._states.get(service)
         if not state.ready:
             wait = max(0.0, min(self.resolve_timeout, policy.deadline))
@@ -323,6 +324,7 @@ class AsyncDiscoveryTransport(httpx.AsyncBaseTransport):
             replayable=_replayable(request),
             clock=self._clock,
             rng=self._rng,
+            started=started,
         )
 
     async def _run(self, plan: AttemptPlan, request: httpx.Request) -> httpx.Response:

@@ -213,3 +213,39 @@ def test_an_outage_logs_two_warnings_with_its_duration_and_failed_polls(caplog):
     assert 10 < seconds < 40
     debug = [r for r in caplog.records if r.levelno == logging.DEBUG and "failed" in r.getMessage()]
     assert len(debug) == 30
+
+
+class SlowFirstSource(StaticSource):
+    """Answers every resolve, but the first one only after ``delay`` seconds."""
+
+    def __init__(self, first: Resolution, delay: float) -> None:
+        super().__init__(first)
+        self.delay = delay
+        self.waited = False
+
+    def resolve(self, service: str, timeout: float = 5.0) -> Resolution:
+        if not self.waited:
+            self.waited = True
+            time.sleep(min(self.delay, timeout))
+        return super().resolve(service, timeout)
+
+
+def test_waiting_for_the_first_resolution_counts_against_the_calls_deadline():
+    """A first call's deadline starts when the call does, not after the service resolved."""
+    from discovery_client.retry import RetryPolicy
+
+    def slow_answer(_request: Any) -> Any:
+        time.sleep(1.0)
+        return ok("late")(_request)
+
+    with http_backend(slow_answer) as backend:
+        first = Resolution("svc", (instance(0, port=backend.port),), 1, 0.0)
+        source = SlowFirstSource(first, delay=0.4)
+        policy = RetryPolicy(deadline=0.6, max_attempts=1)
+        with ServiceClient(source=source, retry=policy, resolve_timeout=2.0) as client:
+            started = time.monotonic()
+            with pytest.raises((DiscoveryError, requests.RequestException)):
+                client.get("svc", "/", timeout=(1.0, 5.0))
+            elapsed = time.monotonic() - started
+    # 0.4 s resolving + what is left of 0.6 s; without the fix 0.4 + 0.6 = 1.0 s.
+    assert 0.4 <= elapsed < 0.85, elapsed

@@ -75,6 +75,8 @@ def test_status_and_cli_report_a_running_cluster(small_cluster: ClusterPlan) -> 
 def test_a_taken_port_gives_a_clear_error(tmp_path_factory: pytest.TempPathFactory) -> None:
     plan = free_plan(tmp_path_factory.mktemp("busy"))
     with socket.socket() as blocker:
+        # As servers do: a connection of an earlier test in TIME_WAIT must not stop us.
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         blocker.bind(("127.0.0.1", plan.gateway_port))
         blocker.listen()
         with pytest.raises(control.PortInUseError, match=f"{plan.gateway_port} \\(gateway-1\\)"):
