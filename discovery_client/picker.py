@@ -190,13 +190,22 @@ class LeastRequestPicker(_PowerOfTwoChoicesPicker):
 
 
 class PeakEwmaPicker(_PowerOfTwoChoicesPicker):
-    """Power of two choices on peak-EWMA latency × (in-flight + 1) (Finagle's PeakEwma)."""
+    """Power of two choices on peak-EWMA latency × (in-flight + 1) per unit of weight.
+
+    Finagle's PeakEwma cost, divided by the instance's Consul weight for its health
+    (Envoy's weighted least request does the same with active requests): an instance of
+    weight w takes a call only when its cost is below 1/w of the other's, so at equal
+    latency a warning instance (Weights.Warning 1 against Passing 10) is derated by at
+    least its weight ratio, and a slow one of any weight is still avoided.
+    """
 
     __slots__ = ()
 
     def _lighter(self, a: Endpoint, b: Endpoint) -> Endpoint:
         now = self._clock()
-        return a if a.load.peak_ewma_load(now) <= b.load.peak_ewma_load(now) else b
+        wa, wb = max(1, a.instance.weight), max(1, b.instance.weight)
+        # cost / weight, cross-multiplied (weights are ints >= 1 here).
+        return a if a.load.peak_ewma_load(now) * wb <= b.load.peak_ewma_load(now) * wa else b
 
 
 def effective_weights(endpoints: Sequence[Endpoint]) -> list[int]:

@@ -44,10 +44,10 @@ def test_idle_picks_follow_the_weights_and_never_a_critical_instance(policy):
     assert counts["crit"] == 0
     share = counts["warn"] / counts.total()
     if policy == "peak_ewma":
-        # Weight-drawn P2C keeps the share within [w², 2w - w²] (w = 1/11); at equal
-        # latency peak-EWMA's decay makes the less-picked instance look a little cheaper,
-        # so the warning one gets somewhat more than its weight share, never more.
-        assert WARNING_SHARE**2 <= share <= 2 * WARNING_SHARE - WARNING_SHARE**2, counts
+        # Cost divided by weight: at equal latency the warning instance wins a mixed draw
+        # only once its cost is 10x lower, so it is derated at least by its weight ratio;
+        # it is still called when both weight-drawn candidates are it (about w²).
+        assert WARNING_SHARE**2 / 2 <= share <= WARNING_SHARE, counts
     else:
         assert share == pytest.approx(WARNING_SHARE, abs=0.015), (policy, counts)
 
