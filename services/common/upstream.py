@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
+from typing import Any
 
 import requests
-from flask import Flask
+from flask import Flask, current_app
 
 from discovery_client.errors import (
     AllAttemptsFailedError,
@@ -26,6 +28,8 @@ from discovery_client.errors import (
 )
 from discovery_client.failure_origin import dependency_failure_headers
 from registry.outage import OutageLog
+from services.common.access_log import REQUEST_ID_HEADER, request_id
+from services.common.discovery import get_caller
 from services.common.errors import ApiError
 
 RETRY_AFTER_SECONDS = "1"
@@ -89,3 +93,31 @@ def outage_log(app: Flask, service: str) -> OutageLog:
                 service, OutageLog(logging.getLogger("services.upstream"), service)
             )
     return found
+
+
+def call_upstream(
+    service: str,
+    method: str,
+    path: str,
+    *,
+    timeout_key: str,
+    json: Any = None,
+    headers: Mapping[str, str] | None = None,
+) -> requests.Response:
+    """Call ``service`` through the app's discovery client with this request's id and the
+    configured timeouts (``CONNECT_TIMEOUT``, ``timeout_key``); a failure to reach it
+    raises the ApiError (502/503) that reports it."""
+    try:
+        return get_caller(current_app).request(
+            service,
+            method,
+            path,
+            json=json,
+            headers={REQUEST_ID_HEADER: request_id(), **(headers or {})},
+            timeout=(
+                float(current_app.config["CONNECT_TIMEOUT"]),
+                float(current_app.config[timeout_key]),
+            ),
+        )
+    except UPSTREAM_ERRORS as exc:
+        raise upstream_error(service, exc) from exc

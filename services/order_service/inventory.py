@@ -16,10 +16,8 @@ from typing import Any
 
 from flask import current_app
 
-from services.common.access_log import REQUEST_ID_HEADER, request_id
-from services.common.discovery import get_caller
 from services.common.errors import ApiError
-from services.common.upstream import UPSTREAM_ERRORS, upstream_error
+from services.common.upstream import call_upstream
 
 
 def reservation_key(user_id: int, order_key: str | None) -> str:
@@ -35,23 +33,14 @@ def reserve(user_id: int, order_key: str | None, items: list[dict[str, Any]]) ->
     service = current_app.config["INVENTORY_SERVICE_NAME"]
     if not service:
         return
-    try:
-        response = get_caller(current_app).request(
-            service,
-            "POST",
-            "/reservations",
-            json={"items": items},
-            headers={
-                REQUEST_ID_HEADER: request_id(),
-                "Idempotency-Key": reservation_key(user_id, order_key),
-            },
-            timeout=(
-                float(current_app.config["CONNECT_TIMEOUT"]),
-                float(current_app.config["INVENTORY_SERVICE_TIMEOUT"]),
-            ),
-        )
-    except UPSTREAM_ERRORS as exc:
-        raise upstream_error(service, exc) from exc
+    response = call_upstream(
+        service,
+        "POST",
+        "/reservations",
+        timeout_key="INVENTORY_SERVICE_TIMEOUT",
+        json={"items": items},
+        headers={"Idempotency-Key": reservation_key(user_id, order_key)},
+    )
     if response.status_code == 201:
         return
     if response.status_code == 409:

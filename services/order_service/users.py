@@ -6,10 +6,9 @@ from dataclasses import dataclass
 
 from flask import current_app
 
-from services.common.access_log import REQUEST_ID_HEADER, request_id
+from services.common.access_log import request_id
 from services.common.auth import bearer_token, unauthorized
-from services.common.discovery import get_caller
-from services.common.upstream import UPSTREAM_ERRORS, dependency_error, upstream_error
+from services.common.upstream import call_upstream, dependency_error
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,22 +23,16 @@ def current_user() -> Caller:
     """Verify the request's bearer token with user-service; 401, 502 or 503 otherwise."""
     token = bearer_token()
     service = current_app.config["USER_SERVICE_NAME"]
-    try:
-        response = get_caller(current_app).request(
-            service,
-            "POST",
-            "/tokens/verify",
-            json={"token": token},
-            # Verifying has no side effects; the key vouches for that, so the discovery
-            # client may retry this POST on another instance even after sending it.
-            headers={REQUEST_ID_HEADER: request_id(), "Idempotency-Key": f"verify-{request_id()}"},
-            timeout=(
-                float(current_app.config["CONNECT_TIMEOUT"]),
-                float(current_app.config["USER_SERVICE_TIMEOUT"]),
-            ),
-        )
-    except UPSTREAM_ERRORS as exc:
-        raise upstream_error(service, exc) from exc
+    response = call_upstream(
+        service,
+        "POST",
+        "/tokens/verify",
+        timeout_key="USER_SERVICE_TIMEOUT",
+        json={"token": token},
+        # Verifying has no side effects; the key vouches for that, so the discovery
+        # client may retry this POST on another instance even after sending it.
+        headers={"Idempotency-Key": f"verify-{request_id()}"},
+    )
     if response.status_code == 401:
         code, message = "invalid_token", "token is invalid"
         try:
