@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     args = parser.parse_args(argv)
     # A watch outliving its agent at teardown logs a warning; not news in a benchmark.
-    logging.getLogger("discovery_client").setLevel(logging.ERROR)
+    logging.getLogger("consul_discovery.client").setLevel(logging.ERROR)
     out = args.out / "quick" if args.quick else args.out
     env = report.environment()
     results, failed = [], []

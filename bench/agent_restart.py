@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from bench.env import consul_agent
 from bench.loadgen import run_open_loop
 from bench.result import Chart, Result, at_most
-from discovery_client import ServiceClient, ServiceConfig
-from discovery_client.consul_source import ConsulSource
-from discovery_client.preservation import DEFAULT_GRACE
-from registry import Registrar, Registration
+from consul_discovery.client import ServiceClient, ServiceConfig
+from consul_discovery.client.consul_source import ConsulSource
+from consul_discovery.client.preservation import DEFAULT_GRACE
+from consul_discovery.registry import Registrar, Registration
 from tests.harness.backends import Backend, wait_until_passing
 from tests.harness.ports import free_port
 
@@ -95,7 +95,7 @@ def run(p: Params) -> Result:
     registrars: list[Registrar] = []
     rows = []
     # The registrars warn on every failed reconcile while the agent is down: expected here.
-    registry_log = logging.getLogger("registry")
+    registry_log = logging.getLogger("consul_discovery.registry")
     level = registry_log.level
     registry_log.setLevel(logging.ERROR)
     try:

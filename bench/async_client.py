@@ -25,9 +25,9 @@ from bench.asgi_backend import uvicorn_backends
 from bench.env import consul_agent
 from bench.loadgen import LoadReport, run_open_loop_async
 from bench.result import Chart, Result, at_least, at_most, summary
-from discovery_client import ServiceClient, ServiceConfig
-from discovery_client.httpx_pools import instance_limits
-from discovery_client.httpx_transport import AsyncDiscoveryTransport
+from consul_discovery.client import ServiceClient, ServiceConfig
+from consul_discovery.client.httpx_pools import instance_limits
+from consul_discovery.client.httpx_transport import AsyncDiscoveryTransport
 
 SERVICE = "fastpoke"
 TIMEOUT = httpx.Timeout(5.0)

@@ -23,7 +23,7 @@ from requests.adapters import BaseAdapter, HTTPAdapter
 from bench.env import consul_agent, start_backends
 from bench.loadgen import run_open_loop
 from bench.result import Chart, Result, at_least, at_most, percentile, summary
-from discovery_client import ServiceClient
+from consul_discovery.client import ServiceClient
 
 SERVICE = "overhead"
 POOL = 32

@@ -17,8 +17,8 @@ import requests
 
 from bench.env import consul_agent
 from bench.result import Chart, Result, at_most, summary
-from config_client import ConfigClient, Layers, Update
-from consul_connection import ConsulConnection
+from consul_discovery.config import ConfigClient, Layers, Update
+from consul_discovery.connection import ConsulConnection
 
 SERVICE = "bench-config"
 

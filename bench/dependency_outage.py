@@ -24,7 +24,7 @@ from werkzeug.serving import make_server
 from bench.loadgen import run_open_loop
 from bench.result import Chart, Result, at_most, summary
 from bench.static_source import StaticSource
-from discovery_client import ServiceClient
+from consul_discovery.client import ServiceClient
 from services.order_service import create_app as create_order_app
 
 

@@ -19,7 +19,7 @@ from requests.adapters import HTTPAdapter
 from bench.multiport import MultiPortServer
 from bench.result import Chart, Result, at_least
 from bench.static_source import StaticSource
-from discovery_client import ServiceClient, ServiceConfig
+from consul_discovery.client import ServiceClient, ServiceConfig
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from bench.env import consul_agent, register_instances
 from bench.result import Chart, Result, at_least, at_most, summary
-from discovery_client import POLICIES, Balancer, Instance, Resolution, ServiceConfig
+from consul_discovery.client import POLICIES, Balancer, Instance, Resolution, ServiceConfig
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ import requests
 
 from bench.env import consul_agent, start_backends
 from bench.result import Chart, Result, at_most, percentile, summary
-from discovery_client import Resolution, ServiceClient
+from consul_discovery.client import Resolution, ServiceClient
 from tests.harness.backends import Backend
 
 SERVICE = "moving"

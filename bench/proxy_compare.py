@@ -15,7 +15,7 @@ from bench.env import consul_agent, start_backends
 from bench.haproxy import run_haproxy
 from bench.loadgen import run_open_loop
 from bench.result import Chart, Result, at_most, summary
-from discovery_client import ServiceClient, ServiceConfig
+from consul_discovery.client import ServiceClient, ServiceConfig
 
 SERVICE = "proxied"
 TIMEOUT = (1.0, 5.0)

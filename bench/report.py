@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.result import Chart, Result
-from discovery_client.table import format_table
+from consul_discovery.client.table import format_table
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,7 +21,7 @@ from bench.env import consul_agent, register_instances, rss_bytes
 from bench.pick_cost import resolution
 from bench.propagation import SetRecorder, timed
 from bench.result import Chart, Result, at_most, summary
-from discovery_client import Balancer, ConsulSource, ServiceClient
+from consul_discovery.client import Balancer, ConsulSource, ServiceClient
 
 
 @dataclass(frozen=True, slots=True)

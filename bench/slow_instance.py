@@ -26,8 +26,8 @@ from bench.env import consul_agent, start_backends
 from bench.haproxy import run_haproxy
 from bench.loadgen import LoadReport, run_open_loop, run_open_loop_async
 from bench.result import Chart, Result, at_most, percentile, summary
-from discovery_client import ServiceClient, ServiceConfig
-from discovery_client.httpx_transport import AsyncDiscoveryTransport
+from consul_discovery.client import ServiceClient, ServiceConfig
+from consul_discovery.client.httpx_transport import AsyncDiscoveryTransport
 from tests.harness.backends import Backend
 
 SERVICE = "slowpoke"

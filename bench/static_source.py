@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 
-from discovery_client import Instance, Resolution, UnknownServiceError
+from consul_discovery.client import Instance, Resolution, UnknownServiceError
 
 
 class StaticSource:

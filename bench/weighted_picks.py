@@ -17,8 +17,8 @@ import requests
 
 from bench.env import consul_agent
 from bench.result import Chart, Result, at_most
-from discovery_client import ServiceClient, ServiceConfig
-from discovery_client.config import POLICIES
+from consul_discovery.client import ServiceClient, ServiceConfig
+from consul_discovery.client.config import POLICIES
 from tests.harness.backends import Backend, wait_until_passing
 from tests.harness.ports import free_port
 

@@ -5,13 +5,14 @@ Layered sources (``config/application/``, ``config/application,<profile>/``,
 individual keys or one YAML/JSON ``data`` document; typed access with defaults and a
 declared ``Schema``; one blocking-query watch per layer on the discovery client's watch
 rules; debounced, validated updates swapped in as one immutable ``Settings``; a Flask
-extension (``config_client.flask``), an ASGI lifespan (``config_client.asgi``) and an
-operator CLI (``python -m config_client``). Consul is reached through
+extension (``consul_discovery.config.flask``), an ASGI lifespan
+(``consul_discovery.config.asgi``) and an
+operator CLI (``python -m consul_discovery.config``). Consul is reached through
 ``consul_connection.ConsulConnection`` only.
 """
 
-from config_client.client import ConfigClient, Debounce, Update
-from config_client.errors import (
+from consul_discovery.config.client import ConfigClient, Debounce, Update
+from consul_discovery.config.errors import (
     CasConflictError,
     ConfigError,
     ConfigValueError,
@@ -19,8 +20,8 @@ from config_client.errors import (
     KVAccessDenied,
     MissingSettingError,
 )
-from config_client.layers import Layers
-from config_client.settings import ABSENT, Change, Schema, Setting, Settings, between
+from consul_discovery.config.layers import Layers
+from consul_discovery.config.settings import ABSENT, Change, Schema, Setting, Settings, between
 
 __all__ = [
     "ABSENT",

@@ -1,7 +1,7 @@
-"""``python -m config_client``: see ``config_client.cli``."""
+"""``python -m consul_discovery.config``: see ``consul_discovery.config.cli``."""
 
 import sys
 
-from config_client.cli import main
+from consul_discovery.config.cli import main
 
 sys.exit(main())

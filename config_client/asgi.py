@@ -2,7 +2,7 @@
 
 Nothing here imports a framework. ``lifespan(client)`` is a lifespan function::
 
-    app = Starlette(lifespan=config_client.asgi.lifespan(client))
+    app = Starlette(lifespan=consul_discovery.config.asgi.lifespan(client))
     # in a handler: request.app.state.config.settings.get("retry.budget", float, 0.2)
 
 and ``started(client)`` the same as a plain async context manager, for an app that
@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from config_client.client import ConfigClient
+from consul_discovery.config.client import ConfigClient
 
 
 @asynccontextmanager

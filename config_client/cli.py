@@ -1,10 +1,10 @@
-"""``python -m config_client``: get, put, diff, push and watch configuration in Consul KV.
+"""``python -m consul_discovery.config``: get, put, diff, push and watch configuration in Consul KV.
 
-    python -m config_client get --service order-service [--profile prod] [SETTING]
-    python -m config_client put KEY VALUE [--cas INDEX]
-    python -m config_client diff DIR [--document]
-    python -m config_client push DIR [--document] [--prune] [--dry-run]
-    python -m config_client watch --service order-service [--count N] [--timeout S]
+    python -m consul_discovery.config get --service order-service [--profile prod] [SETTING]
+    python -m consul_discovery.config put KEY VALUE [--cas INDEX]
+    python -m consul_discovery.config diff DIR [--document]
+    python -m consul_discovery.config push DIR [--document] [--prune] [--dry-run]
+    python -m consul_discovery.config watch --service order-service [--count N] [--timeout S]
 
 Consul is reached through ``ConsulConnection.from_env()`` (CONSUL_HTTP_ADDR,
 CONSUL_HTTP_TOKEN / CONSUL_HTTP_TOKEN_FILE, TLS variables); ``--consul`` overrides the
@@ -23,17 +23,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from config_client.client import ConfigClient, Update
-from config_client.errors import CasConflictError, ConfigError
-from config_client.files import Plan, layer_files, plan
-from config_client.kv import KVStore
-from config_client.layers import DEFAULT_ROOT, Layers, to_json_text
-from consul_connection import ConsulConfigError, ConsulConnection
+from consul_discovery.config.client import ConfigClient, Update
+from consul_discovery.config.errors import CasConflictError, ConfigError
+from consul_discovery.config.files import Plan, layer_files, plan
+from consul_discovery.config.kv import KVStore
+from consul_discovery.config.layers import DEFAULT_ROOT, Layers, to_json_text
+from consul_discovery.connection import ConsulConfigError, ConsulConnection
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m config_client",
+        prog="python -m consul_discovery.config",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

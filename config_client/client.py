@@ -1,6 +1,6 @@
 """``ConfigClient``: a service's live configuration from Consul KV, swapped whole.
 
-One ``PrefixWatch`` thread per layer (see ``config_client.layers``) keeps that layer's
+One ``PrefixWatch`` thread per layer (see ``consul_discovery.config.layers``) keeps that layer's
 raw KV content; one applier thread turns the layers into a ``Settings`` snapshot:
 
 1. waits until every layer has been read once (no half-layered first configuration);
@@ -26,13 +26,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from config_client.errors import ConfigError, ConfigValueError
-from config_client.kv import KVStore
-from config_client.layers import Layers, layer_settings, merge
-from config_client.settings import Change, Schema, Settings, diff
-from config_client.watch import Content, PrefixWatch
-from consul_connection import ConsulConnection
-from consul_connection.blocking import WatchTiming
+from consul_discovery.config.errors import ConfigError, ConfigValueError
+from consul_discovery.config.kv import KVStore
+from consul_discovery.config.layers import Layers, layer_settings, merge
+from consul_discovery.config.settings import Change, Schema, Settings, diff
+from consul_discovery.config.watch import Content, PrefixWatch
+from consul_discovery.connection import ConsulConnection
+from consul_discovery.connection.blocking import WatchTiming
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from config_client.errors import ConfigValueError
-from config_client.kv import KVStore, Write
-from config_client.layers import DEFAULT_ROOT, DOCUMENT_KEY, parse_document
+from consul_discovery.config.errors import ConfigValueError
+from consul_discovery.config.kv import KVStore, Write
+from consul_discovery.config.layers import DEFAULT_ROOT, DOCUMENT_KEY, parse_document
 
 SUFFIXES = (".yaml", ".yml", ".json")
 

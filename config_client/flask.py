@@ -21,8 +21,8 @@ from typing import Any
 
 from flask import Flask, current_app
 
-from config_client.client import ConfigClient, Update
-from config_client.settings import ABSENT, Settings
+from consul_discovery.config.client import ConfigClient, Update
+from consul_discovery.config.settings import ABSENT, Settings
 
 NAMESPACE = "CONSUL_SETTINGS"
 EXTENSION = "consul_config"

@@ -15,8 +15,8 @@ from urllib.parse import quote
 
 import requests
 
-from config_client.errors import CasConflictError, ConsulKVError, KVAccessDenied
-from consul_connection import ConsulConnection, acl_denial, filtered_by_acls
+from consul_discovery.config.errors import CasConflictError, ConsulKVError, KVAccessDenied
+from consul_discovery.connection import ConsulConnection, acl_denial, filtered_by_acls
 
 TXN_MAX_OPS = 64  # Consul's limit per transaction (txn_max_req_len aside)
 

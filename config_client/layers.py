@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from config_client.errors import ConfigValueError
+from consul_discovery.config.errors import ConfigValueError
 
 DEFAULT_ROOT = "config"
 DOCUMENT_KEY = "data"

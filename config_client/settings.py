@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
-from config_client.errors import ConfigValueError, MissingSettingError
+from consul_discovery.config.errors import ConfigValueError, MissingSettingError
 
 T = TypeVar("T")
 _MISSING: Any = object()

@@ -4,8 +4,8 @@ The rules are shared, not copied: ``next_index`` (take ``X-Consul-Index``; missi
 < 1 counts as 1; backwards resets to 0) and ``WatchTiming`` (blocking wait; an unchanged
 answer waits ``min_interval`` from the previous start, so a broken agent can never make
 the loop spin) come from
-``discovery_client.watch``, the backoff (capped, equal jitter) from
-``consul_connection.backoff``. What is particular to KV:
+``consul_discovery.client.watch``, the backoff (capped, equal jitter) from
+``consul_discovery.connection.backoff``. What is particular to KV:
 
 - A 404 is an empty prefix, not a change; only different content is reported.
 - The query names the layer without its trailing ``/`` (``config/orders``) and keeps
@@ -36,9 +36,9 @@ import random
 import threading
 from collections.abc import Callable, Mapping
 
-from config_client.kv import KVStore
-from consul_connection.backoff import JitterBackoff
-from consul_connection.blocking import WatchTiming, next_index
+from consul_discovery.config.kv import KVStore
+from consul_discovery.connection.backoff import JitterBackoff
+from consul_discovery.connection.blocking import WatchTiming, next_index
 
 log = logging.getLogger(__name__)
 

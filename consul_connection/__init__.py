@@ -8,9 +8,14 @@ one, and none parses the environment itself. Also here: host/port spelling
 (``host_port``) and what Consul's refusals mean (``acl_denial``).
 """
 
-from consul_connection.addresses import bracket_host, host_port, http_url, parse_address
-from consul_connection.refusals import FILTERED_HEADER, AclDenial, acl_denial, filtered_by_acls
-from consul_connection.settings import (
+from consul_discovery.connection.addresses import bracket_host, host_port, http_url, parse_address
+from consul_discovery.connection.refusals import (
+    FILTERED_HEADER,
+    AclDenial,
+    acl_denial,
+    filtered_by_acls,
+)
+from consul_discovery.connection.settings import (
     DEFAULT_ADDRESS,
     TOKEN_HEADER,
     ConsulConfigError,

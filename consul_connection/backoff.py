@@ -2,7 +2,7 @@
 
 Shared by the registrar (re-registering while the agent is away), the discovery watch
 (polling a failing agent) and the client's retries; it lives here, next to how Consul is
-reached, so neither ``registry`` nor ``discovery_client`` imports the other.
+reached, so neither ``registry`` nor ``consul_discovery.client`` imports the other.
 
 The step after ``attempt`` failures (1-based) is ``min(cap, initial * 2**(attempt-1))``;
 the jitter spreads a crowd of clients:

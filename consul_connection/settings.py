@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 from requests.adapters import HTTPAdapter
 
-from consul_connection.addresses import host_port, parse_address
+from consul_discovery.connection.addresses import host_port, parse_address
 
 if TYPE_CHECKING:
     import consul

@@ -6,14 +6,14 @@ discovery into an existing requests.Session (DiscoveryAdapter), httpx.Client
 (DiscoveryTransport) or httpx.AsyncClient (AsyncDiscoveryTransport, on an event loop).
 """
 
-from discovery_client.adapter import DiscoveryAdapter
-from discovery_client.balancer import Balancer
-from discovery_client.budget import RetryBudget
-from discovery_client.client import ServiceClient
-from discovery_client.config import POLICIES, ServiceConfig
-from discovery_client.consul_source import ConsulSource
-from discovery_client.ejection import EjectionPolicy
-from discovery_client.errors import (
+from consul_discovery.client.adapter import DiscoveryAdapter
+from consul_discovery.client.balancer import Balancer
+from consul_discovery.client.budget import RetryBudget
+from consul_discovery.client.client import ServiceClient
+from consul_discovery.client.config import POLICIES, ServiceConfig
+from consul_discovery.client.consul_source import ConsulSource
+from consul_discovery.client.ejection import EjectionPolicy
+from consul_discovery.client.errors import (
     AllAttemptsFailedError,
     ConsulPermissionError,
     ConsulQueryError,
@@ -22,12 +22,12 @@ from discovery_client.errors import (
     NoHealthyInstanceError,
     UnknownServiceError,
 )
-from discovery_client.httpx_transport import AsyncDiscoveryTransport, DiscoveryTransport
-from discovery_client.instance import Instance, Resolution
-from discovery_client.load import Endpoint, InstanceLoad
-from discovery_client.picker import Picker, build_picker
-from discovery_client.retry import IDEMPOTENT_METHODS, RETRYABLE_STATUSES, RetryPolicy
-from discovery_client.source import InstanceSource
+from consul_discovery.client.httpx_transport import AsyncDiscoveryTransport, DiscoveryTransport
+from consul_discovery.client.instance import Instance, Resolution
+from consul_discovery.client.load import Endpoint, InstanceLoad
+from consul_discovery.client.picker import Picker, build_picker
+from consul_discovery.client.retry import IDEMPOTENT_METHODS, RETRYABLE_STATUSES, RetryPolicy
+from consul_discovery.client.source import InstanceSource
 
 __all__ = [
     "IDEMPOTENT_METHODS",

@@ -1,7 +1,7 @@
-"""``python -m discovery_client``: see discovery_client.cli."""
+"""``python -m consul_discovery.client``: see consul_discovery.client.cli."""
 
 import sys
 
-from discovery_client.cli import main
+from consul_discovery.client.cli import main
 
 sys.exit(main())

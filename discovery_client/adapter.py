@@ -31,9 +31,9 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import BaseAdapter, HTTPAdapter
 
-from discovery_client.client import ServiceClient
-from discovery_client.errors import DiscoveryError
-from discovery_client.routing import service_for
+from consul_discovery.client.client import ServiceClient
+from consul_discovery.client.errors import DiscoveryError
+from consul_discovery.client.routing import service_for
 
 
 class DiscoveryAdapter(BaseAdapter):

@@ -6,7 +6,7 @@
 
 For callers that live on an event loop: no thread per watched service, and every watch
 is an asyncio task cancelled by ``aclose()``. The rules (index, rate limit, backoff,
-stale-on-error, Consul restarts) are ``discovery_client.watch.WatchState``, the very
+stale-on-error, Consul restarts) are ``consul_discovery.client.watch.WatchState``, the very
 state machine the threaded ``ConsulSource`` drives; only the loop around the request
 differs. Consul is reached as ``consul_connection.ConsulConnection`` says (token, TLS)
 through its ``httpx_kwargs()``; entries become values in ``health_entries``.
@@ -26,20 +26,20 @@ from typing import Any
 
 import httpx
 
-from consul_connection import ConsulConnection
-from consul_connection.blocking import WatchTiming
-from discovery_client.config import ServiceConfig
-from discovery_client.errors import (
+from consul_discovery.client.config import ServiceConfig
+from consul_discovery.client.errors import (
     ConsulQueryError,
     ConsulUnavailableError,
     DiscoveryError,
     UnknownServiceError,
 )
-from discovery_client.health_entries import build_resolution, instances_from_entries
-from discovery_client.instance import Instance, Resolution
-from discovery_client.preservation import SelfPreservation
-from discovery_client.source import Listener
-from discovery_client.watch import WatchState
+from consul_discovery.client.health_entries import build_resolution, instances_from_entries
+from consul_discovery.client.instance import Instance, Resolution
+from consul_discovery.client.preservation import SelfPreservation
+from consul_discovery.client.source import Listener
+from consul_discovery.client.watch import WatchState
+from consul_discovery.connection import ConsulConnection
+from consul_discovery.connection.blocking import WatchTiming
 
 log = logging.getLogger(__name__)
 

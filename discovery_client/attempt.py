@@ -22,8 +22,8 @@ A shell drives it, and only sends, classifies its transport's exceptions and sle
         sleep(plan.delay)
     # the latest response if any attempt produced one, else plan.raise_failure()
 
-Shells: ``discovery_client.call`` (requests: ServiceClient and DiscoveryAdapter) and
-``discovery_client.httpx_transport`` (httpx.Client and httpx.AsyncClient). Load
+Shells: ``consul_discovery.client.call`` (requests: ServiceClient and DiscoveryAdapter) and
+``consul_discovery.client.httpx_transport`` (httpx.Client and httpx.AsyncClient). Load
 begin/finish and ejection go through the service's Balancer; a relayed dependency
 failure (discovery_client/failure_origin.py) counts for neither ejection nor retry.
 """
@@ -35,11 +35,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import NoReturn
 
-from discovery_client.errors import AllAttemptsFailedError, NoHealthyInstanceError
-from discovery_client.failure_origin import is_relayed_failure
-from discovery_client.load import Endpoint
-from discovery_client.retry import ErrorKind, RetryPolicy, parse_retry_after
-from discovery_client.state import ServiceState
+from consul_discovery.client.errors import AllAttemptsFailedError, NoHealthyInstanceError
+from consul_discovery.client.failure_origin import is_relayed_failure
+from consul_discovery.client.load import Endpoint
+from consul_discovery.client.retry import ErrorKind, RetryPolicy, parse_retry_after
+from consul_discovery.client.state import ServiceState
 
 MIN_TIMEOUT = 0.001
 

@@ -16,11 +16,11 @@ import time
 from collections.abc import Callable, Collection
 from typing import Any
 
-from discovery_client.config import ServiceConfig
-from discovery_client.ejection import EjectionPolicy
-from discovery_client.instance import Instance, Resolution
-from discovery_client.load import DEFAULT_DECAY_TIME, Endpoint, InstanceLoad
-from discovery_client.picker import EmptyPicker, Picker, build_picker
+from consul_discovery.client.config import ServiceConfig
+from consul_discovery.client.ejection import EjectionPolicy
+from consul_discovery.client.instance import Instance, Resolution
+from consul_discovery.client.load import DEFAULT_DECAY_TIME, Endpoint, InstanceLoad
+from consul_discovery.client.picker import EmptyPicker, Picker, build_picker
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 
 import requests
 
-from discovery_client.attempt import AttemptPlan, Outcome
-from discovery_client.retry import ErrorKind, classify_error
-from discovery_client.state import ServiceState
+from consul_discovery.client.attempt import AttemptPlan, Outcome
+from consul_discovery.client.retry import ErrorKind, classify_error
+from consul_discovery.client.state import ServiceState
 
 Timeout = float | tuple[float | None, float | None] | None
 

@@ -1,9 +1,9 @@
-"""``python -m discovery_client``: look at services, instances and calls as the client sees them.
+"""``python -m consul_discovery.client``: services, instances and calls as the client sees them.
 
-    python -m discovery_client [--consul ADDR] [--json] services
-    python -m discovery_client instances NAME        # every registered instance + health
-    python -m discovery_client resolve NAME          # the set the client balances over
-    python -m discovery_client call NAME METHOD PATH [-d DATA] [-H 'K: V']...
+    python -m consul_discovery.client [--consul ADDR] [--json] services
+    python -m consul_discovery.client instances NAME        # every registered instance + health
+    python -m consul_discovery.client resolve NAME          # the set the client balances over
+    python -m consul_discovery.client call NAME METHOD PATH [-d DATA] [-H 'K: V']...
 
 Tables by default, JSON with ``--json``. ``--filter``/``--tag``/``--dc`` select instances
 as a ServiceConfig would. A DiscoveryError prints one line on stderr and exits 1; ``call``
@@ -19,11 +19,11 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from discovery_client.config import POLICIES, ServiceConfig
-from discovery_client.consul_source import ConsulSource
-from discovery_client.errors import DiscoveryError
-from discovery_client.instance import Instance, Resolution
-from discovery_client.table import format_table
+from consul_discovery.client.config import POLICIES, ServiceConfig
+from consul_discovery.client.consul_source import ConsulSource
+from consul_discovery.client.errors import DiscoveryError
+from consul_discovery.client.instance import Instance, Resolution
+from consul_discovery.client.table import format_table
 
 
 def instance_dict(instance: Instance) -> dict[str, Any]:
@@ -58,7 +58,7 @@ def _instance_rows(instances: Sequence[Instance]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and shell completion)."""
     parser = argparse.ArgumentParser(
-        prog="python -m discovery_client",
+        prog="python -m consul_discovery.client",
         description="Inspect Consul services and call them through the discovery client.",
     )
     parser.add_argument("--consul", metavar="ADDR", help="Consul HTTP address "
@@ -158,7 +158,7 @@ def _parse_headers(raw: Sequence[str]) -> dict[str, str]:
 
 
 def _call(args: argparse.Namespace, out: TextIO) -> int:
-    from discovery_client.client import ServiceClient
+    from consul_discovery.client.client import ServiceClient
 
     headers = _parse_headers(args.header)
     kwargs: dict[str, Any] = {"headers": headers}

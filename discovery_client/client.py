@@ -27,19 +27,19 @@ from typing import Any
 import requests
 from prometheus_client import CollectorRegistry
 
-from consul_connection import ConsulConnection
-from discovery_client.attempt import AttemptPlan
-from discovery_client.balancer import Balancer
-from discovery_client.call import Call, Timeout
-from discovery_client.config import ServiceConfig
-from discovery_client.ejection import EjectionPolicy
-from discovery_client.errors import DiscoveryError
-from discovery_client.metrics import ClientCollector
-from discovery_client.pool import InstancePoolAdapter
-from discovery_client.propagation import inject
-from discovery_client.retry import RetryPolicy
-from discovery_client.source import InstanceSource
-from discovery_client.state import ServiceState, ServiceStates
+from consul_discovery.client.attempt import AttemptPlan
+from consul_discovery.client.balancer import Balancer
+from consul_discovery.client.call import Call, Timeout
+from consul_discovery.client.config import ServiceConfig
+from consul_discovery.client.ejection import EjectionPolicy
+from consul_discovery.client.errors import DiscoveryError
+from consul_discovery.client.metrics import ClientCollector
+from consul_discovery.client.pool import InstancePoolAdapter
+from consul_discovery.client.propagation import inject
+from consul_discovery.client.retry import RetryPolicy
+from consul_discovery.client.source import InstanceSource
+from consul_discovery.client.state import ServiceState, ServiceStates
+from consul_discovery.connection import ConsulConnection
 
 DEFAULT_TIMEOUT: tuple[float, float] = (1.0, 10.0)
 # Frozen values, so shared defaults are safe.
@@ -93,7 +93,7 @@ class ServiceClient:
         self._sleep = sleep
         self._owns_source = source is None
         if source is None:
-            from discovery_client.consul_source import ConsulSource
+            from consul_discovery.client.consul_source import ConsulSource
 
             source = ConsulSource(
                 consul_addr, connection=connection, service_config=self.config_for
@@ -181,7 +181,7 @@ class ServiceClient:
 
         ``send_kwargs`` are those of ``Session.send`` (stream, verify, cert, proxies,
         allow_redirects). This is the seam DiscoveryAdapter uses. Headers propagated in
-        the current context (trace context: ``discovery_client.propagation``) are added.
+        the current context (trace context: ``consul_discovery.client.propagation``) are added.
         """
         inject(prepared.headers)  # type: ignore[arg-type]
         plan = self.plan(

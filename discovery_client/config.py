@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from discovery_client.preservation import DEFAULT_GRACE
+from consul_discovery.client.preservation import DEFAULT_GRACE
 
 POLICIES = ("round_robin", "random", "weighted", "least_request", "peak_ewma")
 
@@ -20,7 +20,7 @@ class ServiceConfig:
     all registered instances instead (None: off; an empty passing set stays empty).
     ``vanish_grace`` is how long (seconds) instances that vanish right after Consul
     comes back (an agent restarted empty) are kept on trust; 0 believes Consul at once
-    (the rule: ``discovery_client.preservation``).
+    (the rule: ``consul_discovery.client.preservation``).
     """
 
     policy: str = "least_request"

@@ -8,7 +8,7 @@ network I/O. Watches and listeners are both keyed by (service, its ServiceConfig
 ``close()`` cuts in-flight long polls short and joins the threads (bounded).
 
 The watch rules (index, rate limit, backoff, stale-on-error) live in
-``discovery_client.watch``; turning Consul's entries into values in ``health_entries``.
+``consul_discovery.client.watch``; turning Consul's entries into values in ``health_entries``.
 
 This is the only module of the discovery client that imports py-consul.
 """
@@ -27,22 +27,22 @@ from typing import Any
 import consul
 import requests
 
-from consul_connection import ConsulConnection, acl_denial, filtered_by_acls
-from consul_connection.blocking import WatchTiming
-from discovery_client.config import ServiceConfig
-from discovery_client.errors import (
+from consul_discovery.client.config import ServiceConfig
+from consul_discovery.client.errors import (
     ConsulPermissionError,
     ConsulQueryError,
     ConsulUnavailableError,
     DiscoveryError,
     UnknownServiceError,
 )
-from discovery_client.health_entries import build_resolution, instances_from_entries
-from discovery_client.instance import Instance, Resolution
-from discovery_client.interrupt import PollInterrupter
-from discovery_client.preservation import SelfPreservation
-from discovery_client.source import Listener
-from discovery_client.watch import ServiceWatch
+from consul_discovery.client.health_entries import build_resolution, instances_from_entries
+from consul_discovery.client.instance import Instance, Resolution
+from consul_discovery.client.interrupt import PollInterrupter
+from consul_discovery.client.preservation import SelfPreservation
+from consul_discovery.client.source import Listener
+from consul_discovery.client.watch import ServiceWatch
+from consul_discovery.connection import ConsulConnection, acl_denial, filtered_by_acls
+from consul_discovery.connection.blocking import WatchTiming
 
 log = logging.getLogger(__name__)
 

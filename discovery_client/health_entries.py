@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from discovery_client.instance import Health, Instance, Resolution
+from consul_discovery.client.instance import Health, Instance, Resolution
 
 _SEVERITY: dict[str, int] = {"passing": 0, "warning": 1, "critical": 2}
 

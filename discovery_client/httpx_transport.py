@@ -49,24 +49,24 @@ from typing import Any, NoReturn
 
 import httpx
 
-from consul_connection import ConsulConnection
-from discovery_client.aio import AsyncConsulSource
-from discovery_client.attempt import AttemptPlan, Outcome
-from discovery_client.client import (
+from consul_discovery.client.aio import AsyncConsulSource
+from consul_discovery.client.attempt import AttemptPlan, Outcome
+from consul_discovery.client.client import (
     DEFAULT_CONFIG,
     DEFAULT_EJECTION,
     DEFAULT_RETRY,
     ServiceClient,
 )
-from discovery_client.config import ServiceConfig
-from discovery_client.ejection import EjectionPolicy
-from discovery_client.errors import AllAttemptsFailedError, DiscoveryError
-from discovery_client.httpx_pools import AsyncPerInstanceTransport, PerInstanceTransport
-from discovery_client.load import Endpoint
-from discovery_client.propagation import inject
-from discovery_client.retry import ErrorKind, RetryPolicy
-from discovery_client.routing import service_for
-from discovery_client.state import ServiceStates
+from consul_discovery.client.config import ServiceConfig
+from consul_discovery.client.ejection import EjectionPolicy
+from consul_discovery.client.errors import AllAttemptsFailedError, DiscoveryError
+from consul_discovery.client.httpx_pools import AsyncPerInstanceTransport, PerInstanceTransport
+from consul_discovery.client.load import Endpoint
+from consul_discovery.client.propagation import inject
+from consul_discovery.client.retry import ErrorKind, RetryPolicy
+from consul_discovery.client.routing import service_for
+from consul_discovery.client.state import ServiceStates
+from consul_discovery.connection import ConsulConnection
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _TIMEOUT_KEYS = ("connect", "read", "write", "pool")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
-from consul_connection.addresses import http_url
+from consul_discovery.connection.addresses import http_url
 
 Health = Literal["passing", "warning", "critical"]
 
@@ -56,7 +56,7 @@ class Resolution:
     the last refresh failed and these are the last-known-good instances; ``error`` then
     says why. ``fetched_at`` is a monotonic timestamp of the last successful refresh.
     ``held`` names the instances Consul no longer vouches for but that are kept on trust
-    after an agent restart (``discovery_client.preservation``).
+    after an agent restart (``consul_discovery.client.preservation``).
     """
 
     service: str

@@ -12,7 +12,7 @@ import math
 import threading
 from dataclasses import dataclass
 
-from discovery_client.instance import Instance
+from consul_discovery.client.instance import Instance
 
 # Load reported for an instance that has requests outstanding but no latency history yet,
 # so a fresh instance is not stampeded before its first response (Finagle's ``Penalty``).

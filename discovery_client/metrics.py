@@ -30,9 +30,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from discovery_client.client import ServiceClient
+    from consul_discovery.client.client import ServiceClient
 
-log = logging.getLogger("discovery_client")
+log = logging.getLogger("consul_discovery.client")
 
 PREFIX = "discovery_client"
 

@@ -34,9 +34,9 @@ import random
 from bisect import bisect_right
 from collections.abc import Callable, Collection, Sequence
 
-from discovery_client.config import POLICIES
-from discovery_client.errors import NoHealthyInstanceError
-from discovery_client.load import Endpoint
+from consul_discovery.client.config import POLICIES
+from consul_discovery.client.errors import NoHealthyInstanceError
+from consul_discovery.client.load import Endpoint
 
 Clock = Callable[[], float]
 

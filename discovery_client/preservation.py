@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from discovery_client.instance import Instance
+from consul_discovery.client.instance import Instance
 
 DEFAULT_GRACE = 20.0
 

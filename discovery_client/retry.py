@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import requests
 import urllib3.exceptions
 
-from consul_connection.backoff import JitterBackoff
-from discovery_client.failure_origin import is_relayed_failure
+from consul_discovery.client.failure_origin import is_relayed_failure
+from consul_discovery.connection.backoff import JitterBackoff
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})

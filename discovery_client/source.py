@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from discovery_client.instance import Resolution
+from consul_discovery.client.instance import Resolution
 
 Listener = Callable[[Resolution], None]
 

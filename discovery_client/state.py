@@ -15,13 +15,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from discovery_client.balancer import Balancer
-from discovery_client.budget import RetryBudget
-from discovery_client.config import ServiceConfig
-from discovery_client.ejection import EjectionPolicy
-from discovery_client.instance import Resolution
-from discovery_client.retry import RetryPolicy
-from discovery_client.source import Listener
+from consul_discovery.client.balancer import Balancer
+from consul_discovery.client.budget import RetryBudget
+from consul_discovery.client.config import ServiceConfig
+from consul_discovery.client.ejection import EjectionPolicy
+from consul_discovery.client.instance import Resolution
+from consul_discovery.client.retry import RetryPolicy
+from consul_discovery.client.source import Listener
 
 Subscribe = Callable[[str, Listener], None]
 

@@ -1,6 +1,6 @@
 """Plain-text tables: the one column aligner every command-line tool of the project prints with.
 
-``python -m discovery_client``, ``python -m services.cluster`` and ``python -m bench``
+``python -m consul_discovery.client``, ``python -m services.cluster`` and ``python -m bench``
 all print aligned columns through ``format_table``.
 """
 

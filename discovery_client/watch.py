@@ -6,7 +6,7 @@ outcome and say how long to wait before the next request (None: stop). It calls 
 injected ``build`` that turns instances into a Resolution and ``on_change`` with every
 new one. Two loops drive it: ``ServiceWatch.run`` on a thread around a blocking
 ``fetch(index, wait)`` (``ConsulSource``), and an asyncio task around an awaitable one
-(``discovery_client.aio``). That keeps the rules written once and testable with a
+(``consul_discovery.client.aio``). That keeps the rules written once and testable with a
 fake clock:
 
 - Consul's index rules: a missing or < 1 index is treated as 1; an index that goes
@@ -15,7 +15,7 @@ fake clock:
   request waits until ``min_interval`` after the previous one started (so a broken or
   restarting Consul can never make the loop spin); after a real change the next request
   may start ``min_change_interval`` after the previous one (a flapping set stays bounded).
-- Errors back off exponentially with equal jitter (``consul_connection.backoff``), capped.
+- Errors back off exponentially with equal jitter (``consul_discovery.connection.backoff``), capped.
 - Before the first success, an error is cached (``first_error``, for ``resolve()`` to
   raise without asking Consul again) and the watch keeps trying with that backoff: many
   callers of an unresolvable service cost one query per backoff step, not one each.
@@ -24,7 +24,7 @@ fake clock:
   (index 0), since a restarted agent's index may be lower than ours.
 - The first answer after an error, or after the index went backwards, may come from an
   agent that restarted empty: it goes through the self-preservation rule
-  (``discovery_client.preservation``) before anyone sees it, and while that rule holds
+  (``consul_discovery.client.preservation``) before anyone sees it, and while that rule holds
   instances on trust, blocking waits end by the time its window does (``next_wait``).
 - An outage is logged twice at warning level (when Consul goes away, and when it is back
   with its duration and the count of failed polls); each failed poll only at debug.
@@ -39,11 +39,11 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from consul_connection.backoff import JitterBackoff
-from consul_connection.blocking import WatchTiming, next_index
-from discovery_client.health_entries import same_membership
-from discovery_client.instance import Instance, Resolution
-from discovery_client.preservation import SelfPreservation
+from consul_discovery.client.health_entries import same_membership
+from consul_discovery.client.instance import Instance, Resolution
+from consul_discovery.client.preservation import SelfPreservation
+from consul_discovery.connection.backoff import JitterBackoff
+from consul_discovery.connection.blocking import WatchTiming, next_index
 
 log = logging.getLogger(__name__)
 

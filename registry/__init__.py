@@ -3,12 +3,12 @@
 Adopt it with a line or two::
 
     # Flask app factory
-    from registry.flask import ConsulRegistry
+    from consul_discovery.registry.flask import ConsulRegistry
     registry = ConsulRegistry(app)              # GET /health, registers under app.run()
     registry.add_check("db", db.ping)
 
     # serve with gunicorn: registers once in the master, drains on SIGTERM
-    gunicorn -c python:registry.gunicorn_conf "services.user_service:create_app()"
+    gunicorn -c python:consul_discovery.registry.gunicorn_conf "services.user_service:create_app()"
 
 Settings (environment; keyword overrides of ``Registration.from_env`` win):
 
@@ -38,17 +38,17 @@ CONSUL_CAPATH, CONSUL_CLIENT_CERT/_KEY, CONSUL_TLS_SERVER_NAME
 Durations accept ``10s``, ``1m30s``, ``500ms`` or a bare number of seconds.
 """
 
-from registry.checks import CheckSpec, HttpCheck, TcpCheck, TtlCheck
-from registry.config import ConsulSettings, Registration, Weights
-from registry.errors import (
+from consul_discovery.registry.checks import CheckSpec, HttpCheck, TcpCheck, TtlCheck
+from consul_discovery.registry.config import ConsulSettings, Registration, Weights
+from consul_discovery.registry.errors import (
     ConsulRejected,
     ConsulUnavailable,
     InstanceUnknown,
     RegistryConfigError,
     RegistryError,
 )
-from registry.health import HealthChecks, HealthReport
-from registry.registrar import Registrar, State
+from consul_discovery.registry.health import HealthChecks, HealthReport
+from consul_discovery.registry.registrar import Registrar, State
 
 __all__ = [
     "CheckSpec",

@@ -19,13 +19,13 @@ Where registration happens depends on how the app is served:
   the signal to uvicorn, which stops accepting, finishes in-flight requests and runs
   the lifespan shutdown, which deregisters. uvicorn only runs the lifespan shutdown
   after it has closed its listener, so the drain must start from the signal.
-* gunicorn with uvicorn workers (``-c python:registry.gunicorn_conf -k
+* gunicorn with uvicorn workers (``-c python:consul_discovery.registry.gunicorn_conf -k
   uvicorn_worker.UvicornWorker``): nothing here; the master registers once and drains
-  (workers are recognised as under registry.flask does).
+  (workers are recognised as under consul_discovery.registry.flask does).
 * anything else (tests, other servers): ``/health`` only; ``start_registrar`` yourself.
 
-Check functions are the synchronous ones of ``registry.health``; ``/health`` evaluates
-them in a worker thread so a slow check never blocks the event loop.
+Check functions are the synchronous ones of ``consul_discovery.registry.health``;
+``/health`` evaluates them in a worker thread so a slow check never blocks the event loop.
 """
 
 from __future__ import annotations
@@ -41,13 +41,13 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
-from registry.config import Registration
-from registry.flask import under_gunicorn
-from registry.health import CheckFn, HealthChecks, HealthReport
-from registry.metrics import RegistrarMetrics
-from registry.registrar import Registrar
+from consul_discovery.registry.config import Registration
+from consul_discovery.registry.flask import under_gunicorn
+from consul_discovery.registry.health import CheckFn, HealthChecks, HealthReport
+from consul_discovery.registry.metrics import RegistrarMetrics
+from consul_discovery.registry.registrar import Registrar
 
-log = logging.getLogger("registry")
+log = logging.getLogger("consul_discovery.registry")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

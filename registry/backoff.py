@@ -1,10 +1,10 @@
-"""The registrar's backoff: the shared ``consul_connection.backoff`` with equal jitter."""
+"""The registrar's backoff: the shared ``consul_discovery.connection.backoff`` with equal jitter."""
 
 from __future__ import annotations
 
 import random
 
-from consul_connection.backoff import JitterBackoff
+from consul_discovery.connection.backoff import JitterBackoff
 
 
 class CappedJitterBackoff(JitterBackoff):

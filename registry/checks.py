@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from consul_connection.addresses import host_port, http_url
-from registry.durations import format_duration
+from consul_discovery.connection.addresses import host_port, http_url
+from consul_discovery.registry.durations import format_duration
 
 #: Consul's floor for a check interval (agent/checks: MinInterval).
 MIN_INTERVAL = 1.0

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from consul_connection import ConsulConfigError, ConsulConnection
-from registry.checks import (
+from consul_discovery.connection import ConsulConfigError, ConsulConnection
+from consul_discovery.registry.checks import (
     MIN_DEREGISTER_AFTER,
     MIN_INTERVAL,
     CheckSpec,
@@ -23,8 +23,8 @@ from registry.checks import (
     TcpCheck,
     TtlCheck,
 )
-from registry.durations import parse_duration
-from registry.errors import RegistryConfigError
+from consul_discovery.registry.durations import parse_duration
+from consul_discovery.registry.errors import RegistryConfigError
 
 _WILDCARDS = {"0.0.0.0", "::", ""}
 

@@ -6,8 +6,9 @@
 
 Where registration happens depends on how the app is served:
 
-* gunicorn: nothing here; the master registers once (``registry.gunicorn_conf``). Workers
-  are recognised by the env var the master's hooks set, or by gunicorn being loaded.
+* gunicorn: nothing here; the master registers once
+  (``consul_discovery.registry.gunicorn_conf``). Workers are recognised by the env var
+  the master's hooks set, or by gunicorn being loaded.
 * ``app.run()``: the registrar starts in the serving process (the reloader's child, not
   its watcher) when ``run`` is called, and stops (deregisters) when it returns. SIGTERM
   drains first: maintenance, ``SERVICE_DRAIN_SECONDS`` of serving, then stop.
@@ -28,14 +29,14 @@ from typing import Any
 
 from flask import Flask, Response, jsonify
 
-from registry.config import Registration
-from registry.health import CheckFn, HealthChecks, HealthReport
-from registry.metrics import RegistrarMetrics
-from registry.registrar import Registrar
+from consul_discovery.registry.config import Registration
+from consul_discovery.registry.health import CheckFn, HealthChecks, HealthReport
+from consul_discovery.registry.metrics import RegistrarMetrics
+from consul_discovery.registry.registrar import Registrar
 
-log = logging.getLogger("registry")
+log = logging.getLogger("consul_discovery.registry")
 
-#: Set by registry.gunicorn_conf in the master; workers inherit it and stay quiet.
+#: Set by consul_discovery.registry.gunicorn_conf in the master; workers inherit it and stay quiet.
 MANAGED_BY_ENV = "REGISTRY_MANAGED_BY"
 
 _process_lock = threading.Lock()

@@ -1,10 +1,10 @@
 """gunicorn config: register once in the master, drain on SIGTERM, deregister on exit.
 
-    gunicorn -c python:registry.gunicorn_conf "services.user_service:create_app()"
+    gunicorn -c python:consul_discovery.registry.gunicorn_conf "services.user_service:create_app()"
 
 or reuse the hooks from a service's own config::
 
-    from registry.gunicorn_conf import on_starting, when_ready, child_exit, on_exit
+    from consul_discovery.registry.gunicorn_conf import on_starting, when_ready, child_exit, on_exit
 
 The bind address comes from SERVICE_ADDRESS (default 127.0.0.1) and SERVICE_PORT
 unless ``-b`` is given. Hooks, all in the master process:
@@ -14,7 +14,7 @@ unless ``-b`` is given. Hooks, all in the master process:
   ``PROMETHEUS_MULTIPROC_DIR`` (one per instance) of a previous run's metric files.
 * ``when_ready``: builds the Registration from env and the real listening socket and
   starts the Registrar thread and the thread publishing its state as gauges
-  (``registry.metrics``); wraps ``server.handle_term`` for the drain.
+  (``consul_discovery.registry.metrics``); wraps ``server.handle_term`` for the drain.
 * ``child_exit``: drops a dead worker's live gauges (its counters stay, so a worker
   restart neither resets nor doubles them).
 * SIGTERM (gunicorn's own handler would stop workers at once): put the instance in
@@ -33,16 +33,20 @@ import signal
 import time
 from typing import Any, NoReturn
 
-from consul_connection.addresses import host_port, http_url
-from registry.checks import TtlCheck
-from registry.config import Registration
-from registry.errors import RegistryConfigError
-from registry.flask import MANAGED_BY_ENV
-from registry.health import http_probe
-from registry.metrics import RegistrarMetrics, clean_multiprocess_dir, mark_worker_dead
-from registry.registrar import Registrar
+from consul_discovery.connection.addresses import host_port, http_url
+from consul_discovery.registry.checks import TtlCheck
+from consul_discovery.registry.config import Registration
+from consul_discovery.registry.errors import RegistryConfigError
+from consul_discovery.registry.flask import MANAGED_BY_ENV
+from consul_discovery.registry.health import http_probe
+from consul_discovery.registry.metrics import (
+    RegistrarMetrics,
+    clean_multiprocess_dir,
+    mark_worker_dead,
+)
+from consul_discovery.registry.registrar import Registrar
 
-log = logging.getLogger("registry")
+log = logging.getLogger("consul_discovery.registry")
 
 _registrar: Registrar | None = None  # master process only; set by when_ready, read by hooks
 _metrics: RegistrarMetrics | None = None  # master process only; set once by when_ready
@@ -97,7 +101,7 @@ def on_starting(server: Any) -> None:
 def when_ready(server: Any) -> None:
     """Start this instance's registrar (once, in the master) and hook SIGTERM for draining."""
     global _registrar, _metrics
-    registry_log = logging.getLogger("registry")
+    registry_log = logging.getLogger("consul_discovery.registry")
     for handler in server.log.error_log.handlers:
         if handler not in registry_log.handlers:
             registry_log.addHandler(handler)

@@ -31,10 +31,10 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
-from registry.forksafe import no_fork
-from registry.registrar import Registrar, State
+from consul_discovery.registry.forksafe import no_fork
+from consul_discovery.registry.registrar import Registrar, State
 
-log = logging.getLogger("registry")
+log = logging.getLogger("consul_discovery.registry")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 

@@ -41,16 +41,16 @@ import consul.exceptions
 import requests
 from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception_type
 
-from consul_connection.refusals import acl_denial
-from registry.backoff import CappedJitterBackoff
-from registry.checks import TtlCheck
-from registry.config import ConsulSettings, Registration
-from registry.errors import ConsulRejected, ConsulUnavailable, InstanceUnknown
-from registry.forksafe import no_fork
-from registry.health import HealthReport
-from registry.outage import OutageLog
+from consul_discovery.connection.refusals import acl_denial
+from consul_discovery.registry.backoff import CappedJitterBackoff
+from consul_discovery.registry.checks import TtlCheck
+from consul_discovery.registry.config import ConsulSettings, Registration
+from consul_discovery.registry.errors import ConsulRejected, ConsulUnavailable, InstanceUnknown
+from consul_discovery.registry.forksafe import no_fork
+from consul_discovery.registry.health import HealthReport
+from consul_discovery.registry.outage import OutageLog
 
-log = logging.getLogger("registry")
+log = logging.getLogger("consul_discovery.registry")
 
 HealthFn = Callable[[], HealthReport]
 

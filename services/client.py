@@ -174,7 +174,7 @@ class PlatformClient:
         except requests.RequestException as exc:
             raise TransportError(f"{method} {path}: {exc}") from exc
         except Exception as exc:
-            from discovery_client.errors import DiscoveryError
+            from consul_discovery.client.errors import DiscoveryError
 
             if isinstance(exc, DiscoveryError):
                 raise TransportError(f"{method} {path}: {exc}") from exc

@@ -21,9 +21,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from config_client.errors import ConfigError
-from config_client.kv import KVStore
-from consul_connection import ConsulConnection
+from consul_discovery.config.errors import ConfigError
+from consul_discovery.config.kv import KVStore
+from consul_discovery.connection import ConsulConnection
 from services.client import ApiError, ClientError, PlatformClient
 
 DEFAULT_GATEWAY = os.environ.get("GATEWAY_URL", "http://127.0.0.1:8080")

@@ -17,9 +17,9 @@ from typing import Any
 
 from supervisor.xmlrpc import SupervisorTransport
 
-from consul_connection import ConsulConnection
-from discovery_client import ConsulSource, DiscoveryError
-from discovery_client.table import format_table as table_text
+from consul_discovery.client import ConsulSource, DiscoveryError
+from consul_discovery.client.table import format_table as table_text
+from consul_discovery.connection import ConsulConnection
 from services.cluster import prometheus, secure
 from services.cluster.plan import REPO_ROOT, ClusterPlan, InstancePlan
 from services.cluster.supervisor_conf import render, targets_file

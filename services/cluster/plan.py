@@ -23,7 +23,8 @@ APPS = {
     "inventory-service": "services.inventory_service:create_app",  # FastAPI, under uvicorn
 }
 
-#: Services served as ASGI apps by uvicorn (registry.asgi); the others are WSGI under gunicorn.
+#: Services served as ASGI apps by uvicorn (consul_discovery.registry.asgi); the others
+#: are WSGI under gunicorn.
 ASGI_SERVICES = frozenset({"inventory-service"})
 
 PROFILES = ("dev", "secure")

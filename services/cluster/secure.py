@@ -23,7 +23,7 @@ from typing import Any
 
 import requests
 
-from consul_connection import ConsulConnection
+from consul_discovery.connection import ConsulConnection
 from services.cluster.plan import APPS, REPO_ROOT, AgentPlan, ClusterPlan
 
 CONFIG_DIR = REPO_ROOT / "consul" / "config"

@@ -93,7 +93,7 @@ def instance_env(plan: ClusterPlan, inst: InstancePlan) -> dict[str, str]:
 
 def instance_command(plan: ClusterPlan, inst: InstancePlan) -> list[str]:
     """gunicorn serving the instance's app, with the registry's master hooks; an ASGI
-    service runs under uvicorn, whose SIGTERM registry.asgi turns into a drain."""
+    service runs under uvicorn, whose SIGTERM consul_discovery.registry.asgi turns into a drain."""
     if inst.service in ASGI_SERVICES:
         return [
             sys.executable, "-m", "uvicorn", "--factory", APPS[inst.service],
@@ -105,7 +105,7 @@ def instance_command(plan: ClusterPlan, inst: InstancePlan) -> list[str]:
     return [
         gunicorn,
         "-c",
-        "python:registry.gunicorn_conf",
+        "python:consul_discovery.registry.gunicorn_conf",
         "--bind",
         inst.address,
         "--workers",

@@ -24,8 +24,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from discovery_client import ConsulSource, DiscoveryError
-from discovery_client.instance import Instance
+from consul_discovery.client import ConsulSource, DiscoveryError
+from consul_discovery.client.instance import Instance
 
 log = logging.getLogger("services.cluster.targets")
 _LABEL_UNSAFE = re.compile(r"[^a-zA-Z0-9_]")

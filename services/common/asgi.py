@@ -6,7 +6,7 @@ for a Flask service, through the same cores:
 
 - the request id comes from ``X-Request-Id`` (or is generated) and is echoed back;
 - the caller's ``traceparent`` is continued (or a trace starts), and both are propagated
-  to every call made while answering (``discovery_client.propagation``);
+  to every call made while answering (``consul_discovery.client.propagation``);
 - the answer is recorded by ``services.common.metrics.request_metrics().observe`` with
   the route template (``scope["route"].path`` as FastAPI/Starlette set it, else
   ``unmatched``), and one access-log line goes to ``services.access`` in the Flask
@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from discovery_client import propagation
+from consul_discovery.client import propagation
 from services.common.access_log import QUIET_PATHS, REQUEST_ID_HEADER
 from services.common.metrics import METRICS_PATH, render, request_metrics
 from services.common.tracing import TRACEPARENT_HEADER, new_trace, parse_traceparent

@@ -3,7 +3,7 @@
     SERVICE_PORT=5001 python -m services.user_service [--host 127.0.0.1] [--port 5001]
 
 For development only; the cluster serves every service with gunicorn and
-``registry.gunicorn_conf``.
+``consul_discovery.registry.gunicorn_conf``.
 """
 
 from __future__ import annotations

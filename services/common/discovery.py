@@ -4,7 +4,7 @@ Tests inject any object with ``request(service, method, path, **kwargs)`` as
 ``config["DISCOVERY_CLIENT"]``. Otherwise a ``discovery_client.ServiceClient`` is built
 on first use (so under gunicorn each worker builds its own after the fork, and its
 watch threads live in that worker) against ``CONSUL_HTTP_ADDR``, and its counts are
-published to the service's ``/metrics`` (``discovery_client.metrics``).
+published to the service's ``/metrics`` (``consul_discovery.client.metrics``).
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ def get_caller(app: Flask) -> Caller:
         if caller is None:
             caller = app.config.get("DISCOVERY_CLIENT")
             if caller is None:
-                from discovery_client import ServiceClient
-                from discovery_client.metrics import ClientMetricsPublisher
+                from consul_discovery.client import ServiceClient
+                from consul_discovery.client.metrics import ClientMetricsPublisher
 
                 caller = ServiceClient(app.config.get("CONSUL_HTTP_ADDR") or None)
                 before_render(ClientMetricsPublisher(caller).start().publish)

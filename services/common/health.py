@@ -1,4 +1,4 @@
-"""``/health`` and self-registration for a service, through ``registry.flask``.
+"""``/health`` and self-registration for a service, through ``consul_discovery.registry.flask``.
 
 Normally the registry's Flask extension provides ``/health`` (200/503 JSON from the
 checks added here) and registers the instance with Consul when served by ``app.run`` or
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from flask import Flask, Response, jsonify
 
-from registry.health import CheckFn, HealthChecks
+from consul_discovery.registry.health import CheckFn, HealthChecks
 
 
 def _init_local_health(app: Flask, checks: Mapping[str, CheckFn]) -> None:
@@ -33,7 +33,7 @@ def init_health(app: Flask, checks: Mapping[str, CheckFn]) -> None:
     if not app.config.get("REGISTRY_ENABLED", True):
         _init_local_health(app, checks)
         return
-    from registry.flask import ConsulRegistry
+    from consul_discovery.registry.flask import ConsulRegistry
 
     ext = ConsulRegistry()
     for name, check in checks.items():

@@ -15,7 +15,8 @@ request no route matched is ``unmatched``. ``method`` outside the standard set i
 ``OTHER``. Which service and instance answered are Prometheus' target labels.
 
 Under gunicorn, ``PROMETHEUS_MULTIPROC_DIR`` (one directory per instance, emptied by
-the master at start: ``registry.gunicorn_conf``) makes every worker write its series to
+the master at start: ``consul_discovery.registry.gunicorn_conf``) makes every worker
+write its series to
 files that ``render()`` merges: counters and histograms are summed over every worker
 that ever ran, so restarting a worker neither resets nor doubles them. Hooks added with
 ``before_render`` run first (the discovery client publishes its counts through one).
@@ -41,7 +42,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from registry.metrics import multiprocess_dir
+from consul_discovery.registry.metrics import multiprocess_dir
 from services.common.openapi import operation
 
 log = logging.getLogger("services.metrics")

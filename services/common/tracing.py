@@ -4,7 +4,7 @@ Each request a service answers is one span: its trace id comes from the caller's
 ``traceparent`` header when that parses strictly, else a new trace starts (bad input is
 never an error). Calls the service makes while answering carry ``traceparent`` (this
 span as their parent) and ``X-Request-Id`` through the discovery client
-(``discovery_client.propagation``), so the access log lines of every service one
+(``consul_discovery.client.propagation``), so the access log lines of every service one
 request crossed share its request id and trace id.
 
 If the OpenTelemetry API is installed, each request is also a SERVER span started
@@ -22,7 +22,7 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
-from discovery_client import propagation
+from consul_discovery.client import propagation
 from services.common.access_log import REQUEST_ID_HEADER, request_id
 
 TRACEPARENT_HEADER = "traceparent"

@@ -19,15 +19,15 @@ from typing import Any
 import requests
 from flask import Flask, current_app
 
-from discovery_client.errors import (
+from consul_discovery.client.errors import (
     AllAttemptsFailedError,
     ConsulUnavailableError,
     DiscoveryError,
     NoHealthyInstanceError,
     UnknownServiceError,
 )
-from discovery_client.failure_origin import dependency_failure_headers
-from registry.outage import OutageLog
+from consul_discovery.client.failure_origin import dependency_failure_headers
+from consul_discovery.registry.outage import OutageLog
 from services.common.access_log import REQUEST_ID_HEADER, request_id
 from services.common.discovery import get_caller
 from services.common.errors import ApiError

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from flask import Response, current_app, request
 
-from discovery_client.failure_origin import FAILURE_ORIGIN_HEADER
+from consul_discovery.client.failure_origin import FAILURE_ORIGIN_HEADER
 from services.common.access_log import REQUEST_ID_HEADER, request_id
 from services.common.discovery import get_caller
 from services.common.upstream import UPSTREAM_ERRORS, outage_log, upstream_error

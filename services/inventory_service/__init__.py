@@ -10,13 +10,13 @@ reservation, on another instance) takes stock once.
 - ``INVENTORY_INITIAL_STOCK`` (env): stock of a SKU seen for the first time (1,000,000).
 - ``REGISTRY_ENABLED`` (env): False serves ``/health`` without ever registering.
 
-Serve it with uvicorn (registers, drains on SIGTERM through ``registry.asgi``)::
+Serve it with uvicorn (registers, drains on SIGTERM through ``consul_discovery.registry.asgi``)::
 
     SERVICE_NAME=inventory-service uvicorn --factory services.inventory_service:create_app
 
 or with gunicorn and uvicorn workers (the master registers once)::
 
-    gunicorn -c python:registry.gunicorn_conf -k uvicorn_worker.UvicornWorker \\
+    gunicorn -c python:consul_discovery.registry.gunicorn_conf -k uvicorn_worker.UvicornWorker \\
         "services.inventory_service:create_app()"
 """
 
@@ -30,8 +30,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from registry.asgi import ConsulRegistry
-from registry.health import HealthChecks
+from consul_discovery.registry.asgi import ConsulRegistry
+from consul_discovery.registry.health import HealthChecks
 from services.common.app import env_flag
 from services.common.asgi import ObservedApp
 from services.common.db import Database

@@ -1,4 +1,4 @@
-"""order-service's live settings from Consul KV (``config_client``), mirrored into app.config.
+"""order-service's live settings from Consul KV (``consul_discovery.config``) in app.config.
 
 ==========================  =================  ===========================================
 setting (KV key under        app.config key     effect
@@ -20,9 +20,9 @@ import os
 
 from flask import Flask
 
-from config_client import ConfigClient, Layers, Schema, Setting, between
-from config_client.flask import ConsulConfig
-from consul_connection import ConsulConnection
+from consul_discovery.config import ConfigClient, Layers, Schema, Setting, between
+from consul_discovery.config.flask import ConsulConfig
+from consul_discovery.connection import ConsulConnection
 
 SCHEMA = Schema(
     Setting("orders.max_items", int, validate=between(1, 50), doc="items per order"),

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import requests
 
-from config_client import ConfigClient, Debounce, Layers, Schema, Update
-from config_client.client import DEFAULT_TIMING
-from consul_connection import ConsulConnection
+from consul_discovery.config import ConfigClient, Debounce, Layers, Schema, Update
+from consul_discovery.config.client import DEFAULT_TIMING
+from consul_discovery.connection import ConsulConnection
 from tests.harness.agent import ConsulAgent, running_agent
 
 _names = itertools.count(1)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from config_client import ConfigClient, ConfigError, Layers
-from config_client.cli import main
-from consul_connection import ConsulConnection
+from consul_discovery.config import ConfigClient, ConfigError, Layers
+from consul_discovery.config.cli import main
+from consul_discovery.connection import ConsulConnection
 from tests.harness.agent import ConsulAgent
 
 MANAGEMENT = str(uuid.uuid4())

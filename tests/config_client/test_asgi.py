@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import types
 
-from config_client import ConfigClient, Layers
-from config_client.asgi import lifespan
-from consul_connection import ConsulConnection
+from consul_discovery.config import ConfigClient, Layers
+from consul_discovery.config.asgi import lifespan
+from consul_discovery.connection import ConsulConnection
 from tests.config_client.conftest import KV, service_name
 from tests.harness.agent import ConsulAgent
 

@@ -1,4 +1,4 @@
-"""``python -m config_client`` against a real agent: push (check-and-set), diff, get, watch."""
+"""``python -m consul_discovery.config`` against a real agent: push (CAS), diff, get, watch."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from config_client.cli import main
-from config_client.files import Plan
+from consul_discovery.config.cli import main
+from consul_discovery.config.files import Plan
 from tests.config_client.conftest import KV, service_name
 from tests.harness.agent import ConsulAgent
 

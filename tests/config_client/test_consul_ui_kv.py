@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from config_client.cli import main
+from consul_discovery.config.cli import main
 from tests.harness.agent import ConsulAgent
 from tests.harness.browser import chromium, screenshot
 

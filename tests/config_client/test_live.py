@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from config_client import ABSENT, ConfigError, Schema, Setting, between
-from config_client.client import ConfigClient
-from consul_connection import ConsulConnection
+from consul_discovery.config import ABSENT, ConfigError, Schema, Setting, between
+from consul_discovery.config.client import ConfigClient
+from consul_discovery.connection import ConsulConnection
 from tests.config_client.conftest import KV, service_name
 
 SCHEMA = Schema(Setting("retry.budget", float, 0.2, between(0, 1)), Setting("limit", int, 10))
@@ -68,7 +68,7 @@ def test_a_malformed_value_keeps_the_last_good_config_and_logs_one_error(
     name = service_name()
     kv.put(f"config/{name}/retry/budget", "0.5")
     client, recorder = start_client(name, schema=SCHEMA)
-    caplog.set_level(logging.ERROR, logger="config_client")
+    caplog.set_level(logging.ERROR, logger="consul_discovery.config")
     for bad in ("lots", "lots"):  # the same bad value twice: still one error
         kv.put(f"config/{name}/retry/budget", bad)
         _wait(lambda: client.last_error is not None)
@@ -130,7 +130,7 @@ def test_readers_never_see_half_an_update(kv: KV, start_client) -> None:
 def test_a_burst_is_debounced_into_few_updates(kv: KV, start_client) -> None:
     name = service_name()
     kv.put(f"config/{name}/n", "0")
-    from config_client import Debounce
+    from consul_discovery.config import Debounce
 
     client, recorder = start_client(name, debounce=Debounce(quiet=0.2, max_wait=1.0))
     for value in range(1, 11):

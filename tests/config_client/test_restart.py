@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
-from config_client import ConfigClient, Debounce, Layers
-from config_client.kv import KVStore, Write
-from consul_connection import ConsulConnection
-from consul_connection.blocking import WatchTiming
+from consul_discovery.config import ConfigClient, Debounce, Layers
+from consul_discovery.config.kv import KVStore, Write
+from consul_discovery.connection import ConsulConnection
+from consul_discovery.connection.blocking import WatchTiming
 from tests.config_client.conftest import Recorder
 from tests.harness.agent import running_agent
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from config_client.flask import current_settings
+from consul_discovery.config.flask import current_settings
 from services.order_service import create_app
 from tests.config_client.conftest import KV
 from tests.harness.agent import ConsulAgent

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from config_client import (
+from consul_discovery.config import (
     ABSENT,
     ConfigValueError,
     Layers,
@@ -14,9 +14,9 @@ from config_client import (
     Settings,
     between,
 )
-from config_client.client import Debounce
-from config_client.layers import layer_settings, merge
-from config_client.settings import coerce, diff
+from consul_discovery.config.client import Debounce
+from consul_discovery.config.layers import layer_settings, merge
+from consul_discovery.config.settings import coerce, diff
 
 
 def test_layer_prefixes_most_specific_last() -> None:

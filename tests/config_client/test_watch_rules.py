@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 import pytest
 
-from config_client.errors import ConsulKVError
-from config_client.kv import Entry, Listing
-from config_client.watch import PrefixWatch
-from consul_connection.blocking import WatchTiming
+from consul_discovery.config.errors import ConsulKVError
+from consul_discovery.config.kv import Entry, Listing
+from consul_discovery.config.watch import PrefixWatch
+from consul_discovery.connection.blocking import WatchTiming
 
 PREFIX = "config/orders/"
 TIMING = WatchTiming(wait=30.0, min_interval=1.0, min_change_interval=0.0)

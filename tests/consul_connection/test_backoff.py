@@ -7,7 +7,7 @@ import random
 import pytest
 from tenacity import Retrying, stop_after_attempt
 
-from consul_connection.backoff import JitterBackoff
+from consul_discovery.connection.backoff import JitterBackoff
 
 
 def test_equal_jitter_stays_in_the_upper_half_of_a_capped_exponential_step():

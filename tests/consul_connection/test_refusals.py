@@ -1,6 +1,6 @@
 """Consul's refusals in words: which permission, on what, for which call; never the token."""
 
-from consul_connection import acl_denial, filtered_by_acls
+from consul_discovery.connection import acl_denial, filtered_by_acls
 
 
 def test_acl_denial_names_permission_resource_and_call():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from consul_connection import (
+from consul_discovery.connection import (
     TOKEN_HEADER,
     ConsulConfigError,
     ConsulConnection,

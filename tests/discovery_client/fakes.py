@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from discovery_client.instance import Instance, Resolution
-from discovery_client.source import Listener
+from consul_discovery.client.instance import Instance, Resolution
+from consul_discovery.client.source import Listener
 
 
 class FakeClock:

@@ -9,7 +9,7 @@ import requests
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Response
 
-from discovery_client import DiscoveryAdapter, ServiceClient, ServiceConfig
+from consul_discovery.client import DiscoveryAdapter, ServiceClient, ServiceConfig
 from tests.discovery_client.fakes import StaticSource, http_backend, instance, ok, resolution
 
 

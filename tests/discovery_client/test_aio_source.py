@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from discovery_client.aio import AsyncConsulSource
-from discovery_client.consul_source import ConsulSource
-from discovery_client.errors import ConsulUnavailableError, UnknownServiceError
-from discovery_client.instance import Resolution
+from consul_discovery.client.aio import AsyncConsulSource
+from consul_discovery.client.consul_source import ConsulSource
+from consul_discovery.client.errors import ConsulUnavailableError, UnknownServiceError
+from consul_discovery.client.instance import Resolution
 from tests.harness.agent import ConsulAgent
 from tests.harness.backends import Backend, start_backends, wait_until_passing
 

@@ -9,9 +9,9 @@ from itertools import count
 
 import pytest
 
-from discovery_client.balancer import Balancer
-from discovery_client.config import ServiceConfig
-from discovery_client.errors import NoHealthyInstanceError
+from consul_discovery.client.balancer import Balancer
+from consul_discovery.client.config import ServiceConfig
+from consul_discovery.client.errors import NoHealthyInstanceError
 from tests.discovery_client.fakes import FakeClock, instance, resolution
 
 
@@ -137,7 +137,7 @@ def test_stats_report_cache_age_and_instances():
 
 def test_membership_changes_are_logged_at_debug(caplog):
     bal = make()
-    with caplog.at_level(logging.DEBUG, logger="discovery_client.balancer"):
+    with caplog.at_level(logging.DEBUG, logger="consul_discovery.client.balancer"):
         bal.update(resolution(instance(1), instance(2), fetched_at=1.0))
         bal.update(resolution(instance(2), instance(3), index=2, fetched_at=2.0))
     text = caplog.text

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from discovery_client.cli import format_table, main
+from consul_discovery.client.cli import format_table, main
 from tests.harness.agent import ConsulAgent, running_agent
 from tests.harness.backends import REPO_ROOT, Backend, start_backends
 
@@ -105,8 +105,8 @@ def test_unreachable_consul_is_one_line(consul_agent_unstarted):
 
 def test_module_entry_point(consul_agent, echo):
     done = subprocess.run(
-        [sys.executable, "-m", "discovery_client", "--consul", consul_agent.address, "--json",
-         "resolve", "echo"],
+        [sys.executable, "-m", "consul_discovery.client", "--consul", consul_agent.address,
+         "--json", "resolve", "echo"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -12,7 +12,7 @@ import requests
 from prometheus_client import generate_latest
 from werkzeug.wrappers import Response
 
-from discovery_client import (
+from consul_discovery.client import (
     AllAttemptsFailedError,
     ConsulSource,
     NoHealthyInstanceError,

@@ -15,10 +15,10 @@ import consul
 import pytest
 import requests
 
-from discovery_client.config import ServiceConfig
-from discovery_client.consul_source import ConsulQueryError, ConsulSource
-from discovery_client.errors import ConsulUnavailableError, UnknownServiceError
-from discovery_client.health_entries import entry_health, instance_from_entry
+from consul_discovery.client.config import ServiceConfig
+from consul_discovery.client.consul_source import ConsulQueryError, ConsulSource
+from consul_discovery.client.errors import ConsulUnavailableError, UnknownServiceError
+from consul_discovery.client.health_entries import entry_health, instance_from_entry
 
 
 def entry(

@@ -14,8 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from discovery_client import ConsulPermissionError, ConsulQueryError, ConsulSource
-from discovery_client.consul_source import _wrap
+from consul_discovery.client import ConsulPermissionError, ConsulQueryError, ConsulSource
+from consul_discovery.client.consul_source import _wrap
 
 DENIED = (
     "Permission denied: token with AccessorID 'a1b2' lacks permission 'service:read' "

@@ -8,10 +8,10 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from consul_connection.blocking import WatchTiming, next_index
-from discovery_client.health_entries import build_resolution
-from discovery_client.instance import Instance, Resolution
-from discovery_client.watch import ServiceWatch
+from consul_discovery.client.health_entries import build_resolution
+from consul_discovery.client.instance import Instance, Resolution
+from consul_discovery.client.watch import ServiceWatch
+from consul_discovery.connection.blocking import WatchTiming, next_index
 
 
 class FakeClock:

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from discovery_client.balancer import Balancer
-from discovery_client.config import ServiceConfig
-from discovery_client.ejection import EjectionPolicy
+from consul_discovery.client.balancer import Balancer
+from consul_discovery.client.config import ServiceConfig
+from consul_discovery.client.ejection import EjectionPolicy
 from tests.discovery_client.fakes import FakeClock, instance, resolution
 
 

@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 
-from discovery_client.httpx_pools import AsyncPerInstanceTransport, PerInstanceTransport
+from consul_discovery.client.httpx_pools import AsyncPerInstanceTransport, PerInstanceTransport
 from tests.discovery_client.fakes import FakeClock, http_backend, ok
 
 

@@ -23,11 +23,11 @@ import httpx
 import pytest
 import requests
 
-from discovery_client import DiscoveryAdapter, ServiceClient, ServiceConfig
-from discovery_client.errors import AllAttemptsFailedError
-from discovery_client.httpx_transport import AsyncDiscoveryTransport, DiscoveryTransport
-from discovery_client.propagation import propagating
-from discovery_client.retry import RetryPolicy
+from consul_discovery.client import DiscoveryAdapter, ServiceClient, ServiceConfig
+from consul_discovery.client.errors import AllAttemptsFailedError
+from consul_discovery.client.httpx_transport import AsyncDiscoveryTransport, DiscoveryTransport
+from consul_discovery.client.propagation import propagating
+from consul_discovery.client.retry import RetryPolicy
 from tests.harness.agent import ConsulAgent, running_agent
 from tests.harness.backends import Backend
 from tests.harness.ports import free_port
@@ -333,7 +333,7 @@ def test_each_attempt_goes_to_the_instance_with_trace_headers_and_capped_timeout
 )
 @pytest.mark.parametrize(("host", "port"), [("127.0.0.1", 8080), ("10.0.0.1", 80), ("::1", 81)])
 def test_the_attempt_url_is_the_one_copy_with_makes(url, host, port):
-    from discovery_client.httpx_transport import _instance_url
+    from consul_discovery.client.httpx_transport import _instance_url
 
     fast = _instance_url(httpx.URL(url), host, port)
     assert fast == httpx.URL(url).copy_with(host=host, port=port)

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 import requests
 
-from discovery_client.client import ServiceClient
-from discovery_client.config import ServiceConfig
-from discovery_client.consul_source import ConsulSource
-from discovery_client.errors import ConsulUnavailableError, UnknownServiceError
-from discovery_client.instance import Resolution
+from consul_discovery.client.client import ServiceClient
+from consul_discovery.client.config import ServiceConfig
+from consul_discovery.client.consul_source import ConsulSource
+from consul_discovery.client.errors import ConsulUnavailableError, UnknownServiceError
+from consul_discovery.client.instance import Resolution
 from tests.harness.agent import ConsulAgent
 from tests.harness.backends import Backend, start_backends, wait_until_passing
 

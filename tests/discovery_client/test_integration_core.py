@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import requests
 
-from discovery_client.client import ServiceClient
-from discovery_client.config import POLICIES, ServiceConfig
-from discovery_client.consul_source import ConsulSource
-from discovery_client.instance import Resolution
+from consul_discovery.client.client import ServiceClient
+from consul_discovery.client.config import POLICIES, ServiceConfig
+from consul_discovery.client.consul_source import ConsulSource
+from consul_discovery.client.instance import Resolution
 from tests.discovery_client.test_integration_consul import ConsulPoller, statuses, wait_until
 from tests.harness.agent import ConsulAgent, running_agent
 from tests.harness.backends import Backend, wait_until_passing

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from discovery_client.config import ServiceConfig
-from discovery_client.consul_source import ConsulQueryError, ConsulSource
+from consul_discovery.client.config import ServiceConfig
+from consul_discovery.client.consul_source import ConsulQueryError, ConsulSource
 from tests.harness.agent import ConsulAgent
 
 

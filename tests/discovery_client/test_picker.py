@@ -7,10 +7,10 @@ from collections import Counter
 
 import pytest
 
-from discovery_client.config import POLICIES
-from discovery_client.errors import NoHealthyInstanceError
-from discovery_client.load import Endpoint, InstanceLoad
-from discovery_client.picker import build_picker
+from consul_discovery.client.config import POLICIES
+from consul_discovery.client.errors import NoHealthyInstanceError
+from consul_discovery.client.load import Endpoint, InstanceLoad
+from consul_discovery.client.picker import build_picker
 from tests.discovery_client.fakes import FakeClock, instance
 
 

@@ -7,11 +7,11 @@ from collections import Counter
 
 import pytest
 
-from discovery_client.balancer import Balancer
-from discovery_client.config import POLICIES, ServiceConfig
-from discovery_client.health_entries import build_resolution
-from discovery_client.load import Endpoint, InstanceLoad
-from discovery_client.picker import build_picker, edf_schedule
+from consul_discovery.client.balancer import Balancer
+from consul_discovery.client.config import POLICIES, ServiceConfig
+from consul_discovery.client.health_entries import build_resolution
+from consul_discovery.client.load import Endpoint, InstanceLoad
+from consul_discovery.client.picker import build_picker, edf_schedule
 from tests.discovery_client.fakes import FakeClock, instance
 
 WARNING_SHARE = 1 / 11  # weights Passing 10 / Warning 1: one passing, one warning

@@ -7,7 +7,7 @@ from unittest import mock
 import pytest
 
 from bench.many_instances import measure
-from discovery_client.pool import InstancePools
+from consul_discovery.client.pool import InstancePools
 from tests.discovery_client.fakes import FakeClock
 
 

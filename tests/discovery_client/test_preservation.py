@@ -11,11 +11,11 @@ from collections.abc import Sequence
 
 import pytest
 
-from discovery_client.config import ServiceConfig
-from discovery_client.health_entries import build_resolution, instance_from_entry
-from discovery_client.instance import Instance, Resolution
-from discovery_client.preservation import DEFAULT_GRACE, SelfPreservation
-from discovery_client.watch import ServiceWatch, WatchTiming
+from consul_discovery.client.config import ServiceConfig
+from consul_discovery.client.health_entries import build_resolution, instance_from_entry
+from consul_discovery.client.instance import Instance, Resolution
+from consul_discovery.client.preservation import DEFAULT_GRACE, SelfPreservation
+from consul_discovery.client.watch import ServiceWatch, WatchTiming
 from tests.discovery_client.fakes import FakeClock
 
 

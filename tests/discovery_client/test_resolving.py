@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 import requests
 
-from discovery_client.client import ServiceClient
-from discovery_client.config import ServiceConfig
-from discovery_client.consul_source import ConsulSource
-from discovery_client.errors import ConsulUnavailableError, DiscoveryError
-from discovery_client.health_entries import build_resolution
-from discovery_client.instance import Resolution
-from discovery_client.watch import ServiceWatch, WatchTiming
+from consul_discovery.client.client import ServiceClient
+from consul_discovery.client.config import ServiceConfig
+from consul_discovery.client.consul_source import ConsulSource
+from consul_discovery.client.errors import ConsulUnavailableError, DiscoveryError
+from consul_discovery.client.health_entries import build_resolution
+from consul_discovery.client.instance import Resolution
+from consul_discovery.client.watch import ServiceWatch, WatchTiming
 from tests.discovery_client.fakes import FakeClock, StaticSource, http_backend, instance, ok
 from tests.discovery_client.test_consul_source import FakeConsul, entry
 
@@ -197,7 +197,7 @@ def test_an_outage_logs_two_warnings_with_its_duration_and_failed_polls(caplog):
         lambda _r: None, timing=WatchTiming(backoff_cap=1.0), clock=clock,
         rng=random.Random(1),
     )  # fmt: skip
-    caplog.set_level(logging.DEBUG, logger="discovery_client.watch")
+    caplog.set_level(logging.DEBUG, logger="consul_discovery.client.watch")
     watch.poll_once()
     down[0] = True
     for _ in range(30):
@@ -232,7 +232,7 @@ class SlowFirstSource(StaticSource):
 
 def test_waiting_for_the_first_resolution_counts_against_the_calls_deadline():
     """A first call's deadline starts when the call does, not after the service resolved."""
-    from discovery_client.retry import RetryPolicy
+    from consul_discovery.client.retry import RetryPolicy
 
     def slow_answer(_request: Any) -> Any:
         time.sleep(1.0)

@@ -11,8 +11,8 @@ from email.utils import formatdate
 import pytest
 import requests
 
-from discovery_client.budget import RetryBudget
-from discovery_client.retry import ErrorKind, RetryPolicy, classify_error, parse_retry_after
+from consul_discovery.client.budget import RetryBudget
+from consul_discovery.client.retry import ErrorKind, RetryPolicy, classify_error, parse_retry_after
 from tests.discovery_client.fakes import FakeClock, closed_port
 
 IDEMPOTENT = ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from discovery_client.table import format_table
+from consul_discovery.client.table import format_table
 
 
 def test_columns_are_as_wide_as_their_widest_cell_and_lines_trimmed() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import requests
 
-from consul_connection import ConsulConnection
+from consul_discovery.connection import ConsulConnection
 from services.cluster import control, secure
 from services.cluster.plan import AgentPlan, ClusterPlan, ConsulPorts
 

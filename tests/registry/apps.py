@@ -13,7 +13,7 @@ from pathlib import Path
 
 from flask import Flask, jsonify, request
 
-from registry.flask import ConsulRegistry
+from consul_discovery.registry.flask import ConsulRegistry
 
 
 def create_app() -> Flask:

@@ -1,5 +1,6 @@
 """ASGI apps for registry tests: a FastAPI app and a plain ASGI app, both under
-``registry.asgi.ConsulRegistry``, steerable like tests.registry.apps (HEALTH_CONTROL)."""
+``consul_discovery.registry.asgi.ConsulRegistry``, steerable like tests.registry.apps
+(HEALTH_CONTROL)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from registry.asgi import ConsulRegistry
+from consul_discovery.registry.asgi import ConsulRegistry
 
 
 def _control() -> bool:

@@ -145,7 +145,7 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
         if server == "gunicorn":
             cmd = [
                 sys.executable, "-m", "gunicorn",
-                "-c", "python:registry.gunicorn_conf",
+                "-c", "python:consul_discovery.registry.gunicorn_conf",
                 "--workers", str(workers), "--threads", "4", "--graceful-timeout", "10",
                 "tests.registry.apps:create_app()",
             ]  # fmt: skip
@@ -163,7 +163,8 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
         elif server == "gunicorn-uvicorn":
             cmd = [
                 sys.executable, "-m", "gunicorn",
-                "-c", "python:registry.gunicorn_conf", "-k", "uvicorn_worker.UvicornWorker",
+                "-c", "python:consul_discovery.registry.gunicorn_conf",
+                "-k", "uvicorn_worker.UvicornWorker",
                 "--workers", str(workers), "--graceful-timeout", "10",
                 "tests.registry.asgi_apps:create_app()",
             ]  # fmt: skip

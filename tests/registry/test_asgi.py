@@ -11,7 +11,7 @@ from pathlib import Path
 import requests
 
 from bench.loadgen import run_open_loop
-from discovery_client import ServiceClient
+from consul_discovery.client import ServiceClient
 from tests.registry.conftest import in_maintenance, instance_status, passing_ids, wait_until
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from registry import (
+from consul_discovery.registry import (
     HttpCheck,
     Registration,
     RegistryConfigError,
@@ -12,7 +12,7 @@ from registry import (
     TtlCheck,
     Weights,
 )
-from registry.durations import format_duration, parse_duration
+from consul_discovery.registry.durations import format_duration, parse_duration
 
 BASE = {"SERVICE_NAME": "users", "SERVICE_PORT": "8080", "CONSUL_HTTP_ADDR": "127.0.0.1:8500"}
 

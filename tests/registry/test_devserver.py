@@ -36,7 +36,7 @@ def test_gunicorn_refuses_bad_config(tmp_path):
     env = service_env("127.0.0.1:1", 1, check_interval="200ms")
     env["SERVICE_PORT"] = ""
     cmd = [
-        sys.executable, "-m", "gunicorn", "-c", "python:registry.gunicorn_conf",
+        sys.executable, "-m", "gunicorn", "-c", "python:consul_discovery.registry.gunicorn_conf",
         "-b", "127.0.0.1:0", "tests.registry.apps:create_app()",
     ]  # fmt: skip
     result = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=30)

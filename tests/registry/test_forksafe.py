@@ -6,7 +6,7 @@ import os
 import threading
 import time
 
-from registry.forksafe import no_fork
+from consul_discovery.registry.forksafe import no_fork
 
 
 def test_fork_waits_for_a_unit_in_progress() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import time
 
-from registry import HealthChecks, Registrar, Registration, State
+from consul_discovery.registry import HealthChecks, Registrar, Registration, State
 from tests.registry.conftest import in_maintenance, instance_status, wait_until
 
 

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import requests
 
-from registry import ConsulRejected, HealthReport, Registrar, Registration, State
-from registry.forksafe import _guard
-from registry.outage import OutageLog
+from consul_discovery.registry import ConsulRejected, HealthReport, Registrar, Registration, State
+from consul_discovery.registry.forksafe import _guard
+from consul_discovery.registry.outage import OutageLog
 from tests.harness.agent import ConsulAgent
 from tests.registry.conftest import wait_until
 
@@ -230,7 +230,7 @@ def test_an_outage_is_one_warning_going_and_one_coming_back(
 def test_the_registrar_logs_a_consul_outage_twice(
     consul_agent_unstarted: ConsulAgent, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="registry")
+    caplog.set_level(logging.INFO, logger="consul_discovery.registry")
     reg = registration(consul_agent_unstarted.address, SERVICE_CHECK="tcp")
     registrar = Registrar(reg, max_backoff=0.2).start()
     try:

@@ -9,9 +9,9 @@ import pytest
 from flask import Flask
 from tenacity import RetryCallState
 
-from registry import HealthChecks, Registrar, Registration, State
-from registry.backoff import CappedJitterBackoff
-from registry.flask import ConsulRegistry
+from consul_discovery.registry import HealthChecks, Registrar, Registration, State
+from consul_discovery.registry.backoff import CappedJitterBackoff
+from consul_discovery.registry.flask import ConsulRegistry
 from tests.harness.ports import free_port
 
 

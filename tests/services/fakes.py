@@ -19,9 +19,9 @@ from flask import Flask
 from requests.structures import CaseInsensitiveDict
 from werkzeug.serving import make_server
 
-from discovery_client.errors import UnknownServiceError
-from discovery_client.instance import Instance, Resolution
-from discovery_client.source import Listener
+from consul_discovery.client.errors import UnknownServiceError
+from consul_discovery.client.instance import Instance, Resolution
+from consul_discovery.client.source import Listener
 
 
 class FlaskCaller:

@@ -11,7 +11,7 @@ import os
 
 from flask import Flask
 
-from discovery_client import ServiceClient
+from consul_discovery.client import ServiceClient
 from services.gateway import create_app
 from tests.services.fakes import StaticSource
 

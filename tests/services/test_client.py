@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from flask import Flask
 
-from discovery_client import ServiceClient
+from consul_discovery.client import ServiceClient
 from services.client import ApiError, PlatformClient, TransportError
 from services.demo import main, run_demo
 from tests.harness.ports import free_port

@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from flask import Flask, Response, request
 
-from discovery_client import ServiceClient
-from discovery_client.errors import (
+from consul_discovery.client import ServiceClient
+from consul_discovery.client.errors import (
     AllAttemptsFailedError,
     ConsulUnavailableError,
     NoHealthyInstanceError,

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 from flask import Flask
 
-from discovery_client.errors import NoHealthyInstanceError
+from consul_discovery.client.errors import NoHealthyInstanceError
 from tests.services.conftest import auth
 from tests.services.fakes import FlaskCaller
 

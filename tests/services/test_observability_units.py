@@ -12,9 +12,9 @@ import requests
 from flask import Flask
 from prometheus_client import CollectorRegistry, generate_latest
 
-from discovery_client import propagation
-from discovery_client.instance import Instance
-from discovery_client.metrics import ClientMetricsPublisher
+from consul_discovery.client import propagation
+from consul_discovery.client.instance import Instance
+from consul_discovery.client.metrics import ClientMetricsPublisher
 from services.cluster import prometheus
 from services.cluster.targets import target_groups
 from services.common.metrics import RequestMetrics, route_label

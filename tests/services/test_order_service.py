@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 from flask import Flask
 
-from discovery_client.errors import AllAttemptsFailedError, NoHealthyInstanceError
+from consul_discovery.client.errors import AllAttemptsFailedError, NoHealthyInstanceError
 from tests.services.conftest import FakeClock, assert_json_error, auth
 from tests.services.fakes import FlaskCaller
 

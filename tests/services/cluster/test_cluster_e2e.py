@@ -11,8 +11,8 @@ import sys
 import pytest
 import requests
 
-from config_client.kv import KVStore
-from consul_connection import ConsulConnection
+from consul_discovery.config.kv import KVStore
+from consul_discovery.connection import ConsulConnection
 from services.client import PlatformClient
 from services.cluster import control
 from services.cluster.plan import REPO_ROOT, ClusterPlan

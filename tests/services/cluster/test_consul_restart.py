@@ -4,7 +4,7 @@ The dev agent keeps its state in memory, so a restart forgets every registration
 instances keep serving and their registrars re-register them within their reconcile
 period. Meanwhile every ServiceClient in the cluster (the gateway's, and order-service's
 calls to user-service) must keep calling the instances it last knew (the discovery
-client's vanish rule, ``discovery_client.preservation``), so no request fails.
+client's vanish rule, ``consul_discovery.client.preservation``), so no request fails.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ def test_ui_shows_passing_services_then_a_failing_instance(small_cluster: Cluste
                 "gateway": "passing",
                 "user-service": "passing",
                 "order-service": "passing",
-                "inventory-service": "passing",  # FastAPI under uvicorn, registry.asgi
+                "inventory-service": "passing",  # FastAPI under uvicorn (registry.asgi)
             },
         )
         first = screenshot(browser, "consul-ui-all-passing")

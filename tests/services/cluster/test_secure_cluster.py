@@ -17,9 +17,9 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from consul_connection import ConsulConnection, acl_denial, filtered_by_acls
-from discovery_client import ConsulPermissionError, ConsulSource, ServiceClient
-from registry import Registrar, Registration
+from consul_discovery.client import ConsulPermissionError, ConsulSource, ServiceClient
+from consul_discovery.connection import ConsulConnection, acl_denial, filtered_by_acls
+from consul_discovery.registry import Registrar, Registration
 from services.cluster import control, secure
 from services.cluster.plan import ClusterPlan
 from services.cluster.supervisor_conf import instance_env
