@@ -50,7 +50,7 @@ def test_a_400_fails_once_and_clearly_instead_of_retrying(
         assert len(failures) == 1, [r.getMessage() for r in failures]
         assert failures[0].levelno == logging.ERROR
     finally:
-        registrar.stop()
+        registrar.close()
 
 
 ACL_HCL = (
@@ -102,7 +102,7 @@ def test_a_403_names_the_permission_and_the_call_never_the_token(
         assert str(error).startswith("register edge-1: Consul refused it (403")
         assert "lacks permission 'service:write' on \"edge\"" in str(error)
     finally:
-        registrar.stop()
+        registrar.close()
     assert secret not in caplog.text and secret not in repr(error)
     assert caplog.text.count("lacks permission") == 1  # the give-up line, once
 
@@ -157,7 +157,7 @@ def test_sigterm_path_never_waits_on_an_agent_call_and_follows_up() -> None:
     slow.release.set()
     # The register landed after the maintenance call: maintenance is applied again.
     wait_until(lambda: slow.calls == ["maintenance", "register", "maintenance"], 5)
-    registrar.stop()
+    registrar.close()
     assert slow.calls[-1] == "deregister"
 
 
@@ -190,7 +190,7 @@ def test_the_ttl_self_probe_runs_outside_the_fork_guard() -> None:
     try:
         assert probed.wait(5)
     finally:
-        registrar.stop()
+        registrar.close()
     assert guard_free and all(guard_free)
 
 
@@ -200,7 +200,7 @@ def test_stop_closes_the_session_of_the_client_it_made(consul_agent: ConsulAgent
     session = registrar._client.http.session
     adapter = session.get_adapter("http://")
     assert len(adapter.poolmanager.pools) == 1
-    registrar.stop()
+    registrar.close()
     assert len(adapter.poolmanager.pools) == 0  # Session.close() cleared its pools
 
 
@@ -238,7 +238,7 @@ def test_the_registrar_logs_a_consul_outage_twice(
         consul_agent_unstarted.start()
         assert registrar.wait_registered(15)
     finally:
-        registrar.stop()
+        registrar.close()
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 2, warnings
     assert "is unavailable" in warnings[0]
