@@ -168,7 +168,7 @@ class ConsulRegistry:
         server = _running_uvicorn_server() if role is Role.STANDALONE else None
         if server is None or self._bind_task is not None:
             return
-        show_log(logging.getLogger("uvicorn.error").handlers)
+        show_log(_handlers_of(logging.getLogger("uvicorn.error")))
         self._lifecycle.check(_configured_listener(server))
         self._bind_task = asyncio.create_task(self._register_when_bound(server))
 
@@ -275,6 +275,17 @@ def _running_uvicorn_server() -> Any:
     except ImportError:  # not installed: then uvicorn is not what serves us
         return None
     return server if isinstance(server, Server) else None
+
+
+def _handlers_of(logger: logging.Logger | None) -> list[logging.Handler]:
+    """The handlers that print ``logger``'s lines (uvicorn puts them on "uvicorn")."""
+    while logger is not None:
+        if logger.handlers:
+            return list(logger.handlers)
+        if not logger.propagate:
+            break
+        logger = logger.parent
+    return []
 
 
 def _configured_listener(server: Any) -> Listener:
