@@ -243,3 +243,34 @@ def test_the_registrar_logs_a_consul_outage_twice(
     assert len(warnings) == 2, warnings
     assert "is unavailable" in warnings[0]
     assert "is back after" in warnings[1] and "failed attempts" in warnings[1]
+
+
+def test_https_to_a_plain_http_agent_is_named_not_reported_as_down(
+    consul_agent: ConsulAgent, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="consul_discovery.registry")
+    reg = registration(f"https://{consul_agent.address}", SERVICE_CHECK="tcp")
+    registrar = Registrar(reg, max_backoff=0.2).start()
+    try:
+        wait_until(lambda: registrar.consul_errors >= 1, 5)
+    finally:
+        registrar.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings, caplog.text
+    assert (
+        f"register edge-1: the agent at https://{consul_agent.address} does not speak TLS"
+    ) in warnings[0], warnings
+    assert "Max retries" not in caplog.text  # no raw urllib3 text
+
+
+def test_a_drain_during_an_outage_is_not_reported_as_the_agent_coming_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="consul_discovery.registry")
+    reg = registration("127.0.0.1:1", SERVICE_CHECK="tcp")
+    registrar = Registrar(reg, max_backoff=0.2).start()
+    wait_until(lambda: registrar.consul_errors >= 2, 5)
+    registrar.begin_drain()
+    time.sleep(0.6)  # the register loop notices the drain and ends
+    registrar.close(timeout=2)
+    assert "is back after" not in caplog.text, caplog.text
