@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -116,3 +118,15 @@ def test_a_forked_child_never_deregisters_its_parents_instance(consul_agent, con
     finally:
         lifecycle.close()
     wait_until(lambda: instance_status(consul_client, "life", "life-1") is None, 5)
+
+
+def test_the_asgi_adapter_imports_no_flask() -> None:
+    code = (
+        "import sys, consul_discovery.registry.asgi, consul_discovery.registry.lifecycle, "
+        "consul_discovery.registry.gunicorn_conf; "
+        "print(sorted(m for m in sys.modules if m == 'flask' or m.startswith('flask.')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]", result.stdout
