@@ -181,6 +181,7 @@ class Lifecycle:
         if bind is None and listener is not None:
             bind = (listener.host or "", 1)  # the real port comes with the bound socket
         registration = Registration.from_env(self.environ, bind=bind, **self._overrides)
+        _forwarded(self.environ)  # a bad value is reported whether or not it is needed
         if listener is not None:
             self._check_port(listener)
         return registration
