@@ -40,8 +40,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
@@ -57,6 +55,13 @@ from consul_discovery.registry.lifecycle import (
     warn_unhooked,
 )
 from consul_discovery.registry.registrar import Registrar
+from consul_discovery.registry.uvicorn_server import (
+    SigtermDrain,
+    bound_listener,
+    configured_listener,
+    handlers_of,
+    running_uvicorn_server,
+)
 
 log = logging.getLogger("consul_discovery.registry")
 
@@ -85,7 +90,7 @@ class ConsulRegistry:
         env = os.environ if environ is None else environ
         self.health_path = health_path or env.get("SERVICE_HEALTH_PATH") or "/health"
         self._lifecycle = Lifecycle(environ=environ, overrides=overrides, health=self.health)
-        self._drain: _SigtermDrain | None = None  # set/cleared on the event loop only
+        self._drain: SigtermDrain | None = None  # set/cleared on the event loop only
         self._bind_task: asyncio.Task[None] | None = None  # event loop only
 
     @property
@@ -165,11 +170,11 @@ class ConsulRegistry:
         role = serving_role(self._environ)
         if role is Role.GUNICORN_UNHOOKED:
             warn_unhooked()
-        server = _running_uvicorn_server() if role is Role.STANDALONE else None
+        server = running_uvicorn_server() if role is Role.STANDALONE else None
         if server is None or self._bind_task is not None:
             return
-        show_log(_handlers_of(logging.getLogger("uvicorn.error")))
-        self._lifecycle.check(_configured_listener(server))
+        show_log(handlers_of(logging.getLogger("uvicorn.error")))
+        self._lifecycle.check(configured_listener(server))
         self._bind_task = asyncio.create_task(self._register_when_bound(server))
 
     async def shutdown(self) -> None:
@@ -201,12 +206,12 @@ class ConsulRegistry:
                 return
             await asyncio.sleep(_BIND_POLL_SECONDS)
         try:
-            self._lifecycle.start(_bound_listener(server))
+            self._lifecycle.start(bound_listener(server))
         except RegistryConfigError as exc:  # checked at startup: only a race gets here
             log.error(startup_error(exc))
             server.should_exit = True
             return
-        self._drain = _SigtermDrain(self._lifecycle, asyncio.get_running_loop())
+        self._drain = SigtermDrain(self._lifecycle, asyncio.get_running_loop())
         self._drain.install()
 
     async def _send_health(self, scope: Scope, send: Send) -> None:
@@ -262,92 +267,3 @@ class ConsulRegistry:
                 elif message["type"] == "lifespan.shutdown":
                     await relay({"type": "lifespan.shutdown.complete"})
                     return
-
-
-def _running_uvicorn_server() -> Any:
-    """The ``uvicorn.Server`` serving this process, found through its SIGTERM handler."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    handler = signal.getsignal(signal.SIGTERM)
-    server = getattr(handler, "__self__", None)
-    try:
-        from uvicorn import Server
-    except ImportError:  # not installed: then uvicorn is not what serves us
-        return None
-    return server if isinstance(server, Server) else None
-
-
-def _handlers_of(logger: logging.Logger | None) -> list[logging.Handler]:
-    """The handlers that print ``logger``'s lines (uvicorn puts them on "uvicorn")."""
-    while logger is not None:
-        if logger.handlers:
-            return list(logger.handlers)
-        if not logger.propagate:
-            break
-        logger = logger.parent
-    return []
-
-
-def _configured_listener(server: Any) -> Listener:
-    """What uvicorn is about to bind: ``--host``/``--port`` (nothing for --uds/--fd)."""
-    config = server.config
-    if config.uds or config.fd is not None:
-        return Listener(None, (), "uvicorn")
-    return Listener(config.host, (int(config.port),), "uvicorn --port")
-
-
-def _bound_listener(server: Any) -> Listener:
-    for listener in getattr(server, "servers", []):
-        for sock in listener.sockets:
-            name = sock.getsockname()
-            if isinstance(name, tuple):
-                return Listener(str(name[0]), (int(name[1]),), "uvicorn --port")
-    return _configured_listener(server)
-
-
-class _SigtermDrain:
-    """Stands between SIGTERM and uvicorn: drain first, then uvicorn's own handler.
-
-    The signal handler only records the signal and starts a thread; that thread runs
-    the lifecycle's drain (a second SIGTERM or a SIGINT cuts it short) and then calls
-    uvicorn's handler on the event loop.
-    """
-
-    def __init__(self, lifecycle: Lifecycle, loop: asyncio.AbstractEventLoop) -> None:
-        self._lifecycle = lifecycle
-        self._loop = loop
-        self._originals: dict[int, Any] = {}  # main thread only (install/uninstall)
-        self._cut_short = threading.Event()  # set by a second signal
-        self._draining = False  # main thread only (signal handlers run there)
-
-    def install(self) -> None:
-        """Put our handler in front of uvicorn's for SIGTERM and SIGINT."""
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._originals[sig] = signal.signal(sig, self._on_signal)
-
-    def uninstall(self) -> None:
-        """Give uvicorn its handlers back (it restores its own predecessors later)."""
-        for sig, handler in self._originals.items():
-            if signal.getsignal(sig) == self._on_signal:
-                signal.signal(sig, handler)
-        self._originals.clear()
-
-    def _on_signal(self, signum: int, frame: object) -> None:
-        if self._draining or signum != signal.SIGTERM:
-            self._cut_short.set()
-            self._hand_over(signum)
-            return
-        self._draining = True
-        threading.Thread(
-            target=self._lifecycle.drain_then,
-            args=(lambda: self._hand_over(signum),),
-            kwargs={"cut_short": self._cut_short},
-            name="registry-drain",
-            daemon=True,
-        ).start()
-
-    def _hand_over(self, signum: int) -> None:
-        original = self._originals.get(signum)
-        if callable(original):
-            with contextlib.suppress(RuntimeError):  # the loop may be closed already
-                self._loop.call_soon_threadsafe(original, signum, None)
