@@ -119,10 +119,10 @@ def run(p: Params) -> Result:
                 })  # fmt: skip
                 wait_until_passing(agent.client(), SERVICE, 3, timeout=60)
             for registrar in registrars:
-                registrar.stop()
+                registrar.close()
     finally:
         for registrar in registrars:
-            registrar.stop()  # a no-op when already stopped
+            registrar.close()  # a no-op when already stopped
         for backend in backends:
             backend.stop()
         registry_log.setLevel(level)

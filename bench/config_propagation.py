@@ -79,7 +79,7 @@ def run(p: Params) -> Result:
                 timed("key deleted", "DELETE", f"flag{n}", None)
                 timed("document replaced", "PUT", "data", f"retry:\n  budget: {n / 1000}\n")
         finally:
-            client.stop()
+            client.close()
             session.close()
     rows = []
     for event, values in delays.items():

@@ -29,7 +29,7 @@ async def started(
     try:
         yield client
     finally:
-        await asyncio.to_thread(client.stop)
+        await asyncio.to_thread(client.close)
 
 
 def lifespan(

@@ -1,16 +1,27 @@
 """``python -m consul_discovery.config``: get, put, diff, push and watch configuration in Consul KV.
 
     python -m consul_discovery.config get --service order-service [--profile prod] [SETTING]
-    python -m consul_discovery.config put KEY VALUE [--cas INDEX]
+    python -m consul_discovery.config put --service order-service [--profile prod] SETTING VALUE
+    python -m consul_discovery.config put --raw-key KEY VALUE [--cas INDEX]
     python -m consul_discovery.config diff DIR [--document]
     python -m consul_discovery.config push DIR [--document] [--prune] [--dry-run]
     python -m consul_discovery.config watch --service order-service [--count N] [--timeout S]
 
 Consul is reached through ``ConsulConnection.from_env()`` (CONSUL_HTTP_ADDR,
 CONSUL_HTTP_TOKEN / CONSUL_HTTP_TOKEN_FILE, TLS variables); ``--consul`` overrides the
-address. The token is never printed. Exit status: 0 done (diff: no difference), 1 diff
-found differences or push lost a check-and-set (nothing of it was written), 2 a usage,
-file or Consul error.
+address. The token is never printed.
+
+``put`` writes one setting the way ``get`` names it: ``retry.budget`` of
+``--service orders --profile prod`` is the key ``config/orders,prod/retry/budget``
+(``--service application`` is the layer every service shares). A raw KV path, inside
+``config/`` or not, needs ``--raw-key``; without it a path is refused.
+
+``get`` of a service with no layer of its own prints what the shared layers give it,
+with a note on stderr; when no layer gives it anything it says so and fails.
+
+Exit status: 0 done (diff: no difference), 1 diff found differences or a write lost a
+check-and-set (nothing of it was written), 2 a usage, file or Consul error, a setting or
+a service's configuration not found.
 """
 
 from __future__ import annotations
@@ -24,10 +35,10 @@ from pathlib import Path
 from typing import TextIO
 
 from consul_discovery.config.client import ConfigClient, Update
-from consul_discovery.config.errors import CasConflictError, ConfigError
+from consul_discovery.config.errors import CasConflictError, ConfigError, ConfigValueError
 from consul_discovery.config.files import Plan, layer_files, plan
 from consul_discovery.config.kv import KVStore
-from consul_discovery.config.layers import DEFAULT_ROOT, Layers, to_json_text
+from consul_discovery.config.layers import DEFAULT_ROOT, DOCUMENT_KEY, Layers, to_json_text
 from consul_discovery.connection import ConsulConfigError, ConsulConnection
 
 
@@ -48,8 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     get = sub.add_parser("get", help="the effective settings of a service, or one of them")
     layered(get)
     get.add_argument("setting", nargs="?", help="one setting, e.g. retry.budget")
-    put = sub.add_parser("put", help="write one KV key")
-    put.add_argument("key")
+    put = sub.add_parser("put", help="write one setting of a service (or, --raw-key, one key)")
+    put.add_argument("--service", help="service name (its layer; 'application': shared)")
+    put.add_argument("--profile", help="the service's profile layer to write into")
+    put.add_argument("--raw-key", action="store_true", help="NAME is a raw KV path")
+    put.add_argument("name", metavar="SETTING", help="e.g. retry.budget (--raw-key: a KV path)")
     put.add_argument("value")
     put.add_argument("--cas", type=int, help="only if the key's ModifyIndex is still this")
     for name, text in (("diff", "compare files with KV"), ("push", "make KV match files")):
@@ -97,21 +111,11 @@ def _run(
     before_write: Callable[[Plan], None] | None,
 ) -> int:
     if args.command == "get":
-        layers = Layers(args.service, tuple(args.profile), root=args.root)
-        client = ConfigClient(layers, connection=store.connection, store=store)
-        settings = client.start(fail_fast=True).settings
-        client.stop()
-        if args.setting is None:
-            print(to_json_text(settings), file=out)
-            return 0
-        if args.setting not in settings:
-            print(f"error: {args.setting} is not set for {args.service}", file=sys.stderr)
-            return 2
-        print(settings[args.setting], file=out)
-        return 0
+        return _get(args, store, out)
     if args.command == "put":
-        store.put(args.key, args.value, cas=args.cas)
-        print(f"put {args.key}", file=out)
+        key = _put_key(args)
+        store.put(key, args.value, cas=args.cas)
+        print(f"put {key}", file=out)
         return 0
     if args.command in ("diff", "push"):
         files = layer_files(args.directory, args.root)
@@ -130,6 +134,67 @@ def _run(
         print(f"pushed {len(the_plan.writes)} write(s) (check-and-set)", file=out)
         return 0
     return _watch(args, store, out)
+
+
+def _get(args: argparse.Namespace, store: KVStore, out: TextIO) -> int:
+    layers = Layers(args.service, tuple(args.profile), root=args.root)
+    client = ConfigClient(layers, connection=store.connection, store=store)
+    try:
+        settings = client.start(fail_fast=True).settings
+        present = client.present_layers()
+    finally:
+        client.close()
+    own = [p for p in layers.prefixes if p.split("/")[-2].split(",")[0] == args.service]
+    if not any(p in present for p in own):
+        if not settings:
+            print(
+                f"error: no configuration for {args.service}: none of "
+                f"{', '.join(layers.prefixes)} holds a key (is the name right?)",
+                file=sys.stderr,
+            )
+            return 2
+        print(
+            f"note: {args.service} has no layer of its own ({', '.join(own)}); this is "
+            "what the shared layer(s) give every service",
+            file=sys.stderr,
+        )
+    if args.setting is None:
+        print(to_json_text(settings), file=out)
+        return 0
+    if args.setting not in settings:
+        print(f"error: {args.setting} is not set for {args.service}", file=sys.stderr)
+        return 2
+    print(settings[args.setting], file=out)
+    return 0
+
+
+def _put_key(args: argparse.Namespace) -> str:
+    """The KV key ``put`` writes; a usage error (ConfigValueError) for what it refuses."""
+    if args.raw_key:
+        if args.service or args.profile:
+            raise ConfigValueError("put", "--raw-key takes a KV path, not --service/--profile")
+        return str(args.name).lstrip("/")
+    if not args.service:
+        raise ConfigValueError(
+            "put",
+            "name the service (--service NAME, and a setting such as retry.budget), or "
+            "pass --raw-key to write a raw KV path",
+        )
+    setting = str(args.name)
+    parts = setting.split(".")
+    if "/" in setting or not all(parts):
+        raise ConfigValueError(
+            setting,
+            f"is not a setting name (dotted, like retry.budget); to write the raw KV path "
+            f"outside the {args.root}/ layers, pass --raw-key",
+        )
+    if setting == DOCUMENT_KEY:
+        raise ConfigValueError(
+            setting, "is the layer's document key: use push --document, or --raw-key"
+        )
+    profiles = (args.profile,) if args.profile else ()
+    prefix = Layers(args.service, profiles, root=args.root).prefixes[-1]
+    return prefix + "/".join(parts)
 
 
 def _watch(args: argparse.Namespace, store: KVStore, out: TextIO) -> int:
@@ -161,5 +226,5 @@ def _watch(args: argparse.Namespace, store: KVStore, out: TextIO) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        client.stop()
+        client.close()
     return 0

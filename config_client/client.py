@@ -15,18 +15,30 @@ raw KV content; one applier thread turns the layers into a ``Settings`` snapshot
 ``start(fail_fast=True)`` raises the first read's error (Consul unreachable, access
 denied, a malformed value); otherwise the client serves its schema's defaults until the
 first read succeeds and keeps the last good configuration through every later error.
+``close()`` stops it (``stop()`` is its deprecated old name).
+
+**Forks** (``gunicorn --preload`` builds the app, and starts its client, in the master):
+a forked child inherits the client but none of its threads, and would silently serve a
+frozen configuration. A started client therefore restarts itself in the child
+(``os.register_at_fork``): fresh locks, its own KV sessions (never the parent's
+sockets), new watches that read every layer again, and new threads; the child keeps
+the parent's last good settings meanwhile, and subscribers (the Flask extension's
+``app.config`` mirror) hear the child's updates.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from consul_discovery.config.errors import ConfigError, ConfigValueError
+from consul_discovery.config.forks import restart_in_children, stop_restarting
 from consul_discovery.config.kv import KVStore
 from consul_discovery.config.layers import Layers, layer_settings, merge
 from consul_discovery.config.settings import Change, Schema, Settings, diff
@@ -87,20 +99,11 @@ class ConfigClient:
         self.schema = schema or Schema()
         self.debounce = debounce or Debounce()
         self._clock = clock
+        self._timing = timing
+        self._owns_store = store is None
         self._store = store or KVStore(self.connection)
         self._rng = rng or random.Random()
-        self._watches = [
-            PrefixWatch(
-                self._store,
-                prefix,
-                self._content,
-                self._watch_error,
-                timing=timing,
-                clock=clock,
-                rng=self._rng,
-            )
-            for prefix in self.layers.prefixes
-        ]
+        self._watches = self._make_watches()
         self._settings = Settings({}, 0, self.schema)  # replaced whole by the applier only
         self._subscribers: tuple[Subscriber, ...] = ()  # replaced whole under _cond
         self._cond = threading.Condition()
@@ -164,6 +167,74 @@ class ConfigClient:
         """
         if self._threads:
             return self
+        self._start_threads()
+        deadline = self._clock() + timeout
+        while not self._ready.wait(0.01):
+            with self._cond:
+                error = self._first_error
+            if fail_fast and (error is not None or self.last_error is not None):
+                self.close()
+                cause = error or self.last_error
+                if isinstance(cause, ConfigError):
+                    raise cause
+                raise ConfigError(f"first read of the configuration failed: {cause}") from cause
+            if self._clock() >= deadline:
+                if fail_fast:
+                    self.close()
+                    raise ConfigError(f"no configuration from Consul within {timeout}s")
+                log.warning("no configuration from Consul yet: serving defaults meanwhile")
+                break
+        return self
+
+    def close(self) -> None:
+        """Stop the applier now and the watches after their read in progress.
+
+        The watch threads are daemons: one inside a blocking read ends when the read
+        does (at most ``timing.wait``), without calling anyone.
+        """
+        stop_restarting(self)
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=5 if thread.name == "config-apply" else 0.05)
+        self._threads = []
+        self._store.close()
+
+    def stop(self) -> None:
+        """Deprecated name of ``close``."""
+        warnings.warn(
+            "ConfigClient.stop() is deprecated; use close()", DeprecationWarning, stacklevel=2
+        )
+        self.close()
+
+    def present_layers(self) -> tuple[str, ...]:
+        """The layer prefixes that held at least one key at their last read."""
+        with self._cond:
+            raw = dict(self._raw)
+        return tuple(
+            p for p in self.layers.prefixes if any(not k.endswith("/") for k in raw.get(p, {}))
+        )
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Block until the first configuration was applied; False on timeout."""
+        return self._ready.wait(timeout)
+
+    def _make_watches(self) -> list[PrefixWatch]:
+        return [
+            PrefixWatch(
+                self._store,
+                prefix,
+                self._content,
+                self._watch_error,
+                timing=self._timing,
+                clock=self._clock,
+                rng=self._rng,
+            )
+            for prefix in self.layers.prefixes
+        ]
+
+    def _start_threads(self) -> None:
         applier = threading.Thread(target=self._apply_loop, name="config-apply", daemon=True)
         self._threads.append(applier)
         for watch in self._watches:
@@ -175,43 +246,31 @@ class ConfigClient:
                     daemon=True,
                 )
             )
+        restart_in_children(self)
         for thread in self._threads:
             thread.start()
-        deadline = self._clock() + timeout
-        while not self._ready.wait(0.01):
-            with self._cond:
-                error = self._first_error
-            if fail_fast and (error is not None or self.last_error is not None):
-                self.stop()
-                cause = error or self.last_error
-                if isinstance(cause, ConfigError):
-                    raise cause
-                raise ConfigError(f"first read of the configuration failed: {cause}") from cause
-            if self._clock() >= deadline:
-                if fail_fast:
-                    self.stop()
-                    raise ConfigError(f"no configuration from Consul within {timeout}s")
-                log.warning("no configuration from Consul yet: serving defaults meanwhile")
-                break
-        return self
 
-    def stop(self) -> None:
-        """Stop the applier now and the watches after their read in progress.
-
-        The watch threads are daemons: one inside a blocking read ends when the read
-        does (at most ``timing.wait``), without calling anyone.
-        """
-        self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
-        for thread in self._threads:
-            thread.join(timeout=5 if thread.name == "config-apply" else 0.05)
+    def _restart_in_child(self) -> None:
+        """In a forked child (the only thread there): the parent's threads are gone, and
+        any lock one of them held stays held; start over with this process's own."""
+        ready = self._ready.is_set()
+        self._cond = threading.Condition()
+        self._ready = threading.Event()
+        if ready:
+            self._ready.set()
+        self._stop = threading.Event()
         self._threads = []
-        self._store.close()
-
-    def wait_ready(self, timeout: float) -> bool:
-        """Block until the first configuration was applied; False on timeout."""
-        return self._ready.wait(timeout)
+        self._burst = None
+        self._first_error = None
+        if self._owns_store:  # the parent's sessions hold the parent's sockets
+            self._store = KVStore(self.connection)
+        self._watches = self._make_watches()
+        self._start_threads()
+        log.info(
+            "config client of %s restarted its watches in forked process %d",
+            self.layers.service,
+            os.getpid(),
+        )
 
     # ---- watch threads -> applier ----------------------------------------------------
 

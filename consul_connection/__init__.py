@@ -5,7 +5,8 @@ scheme, token and token file, CA file or directory, client certificate, TLS serv
 with the ``consul`` CLI's meaning; an explicit argument beats the environment. The
 registrar, the discovery client, the config client and their async variants all take
 one, and none parses the environment itself. Also here: host/port spelling
-(``host_port``) and what Consul's refusals mean (``acl_denial``).
+(``host_port``), what Consul's refusals mean (``acl_denial``) and what a failed call's
+transport exception means (``classify_transport_error``, ``describe_transport_error``).
 """
 
 from consul_discovery.connection.addresses import bracket_host, host_port, http_url, parse_address
@@ -21,6 +22,12 @@ from consul_discovery.connection.settings import (
     ConsulConfigError,
     ConsulConnection,
 )
+from consul_discovery.connection.transport_errors import (
+    TransportFailure,
+    classify_transport_error,
+    describe_transport_error,
+    is_http_to_https_port,
+)
 
 __all__ = [
     "DEFAULT_ADDRESS",
@@ -29,10 +36,14 @@ __all__ = [
     "AclDenial",
     "ConsulConfigError",
     "ConsulConnection",
+    "TransportFailure",
     "acl_denial",
     "bracket_host",
+    "classify_transport_error",
+    "describe_transport_error",
     "filtered_by_acls",
     "host_port",
     "http_url",
+    "is_http_to_https_port",
     "parse_address",
 ]

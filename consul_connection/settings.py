@@ -4,8 +4,11 @@ Read from Consul's own environment variables, with the ``consul`` CLI's meaning:
 
 ==========================  ==========================================================
 CONSUL_HTTP_ADDR            ``host:port``, ``http(s)://host:port`` or ``[v6]:port``
-                            (default ``127.0.0.1:8500``)
-CONSUL_HTTP_SSL             ``true``: https when the address names no scheme
+                            (default ``127.0.0.1:8500``). As for the CLI, an address
+                            without a port means the scheme's port, 80 or 443, not
+                            8500 (see ``addresses``)
+CONSUL_HTTP_SSL             ``true``: https, even for an ``http://`` address (the CLI
+                            never reverts to http when TLS was asked for)
 CONSUL_HTTP_SSL_VERIFY      ``false``: do not verify the agent's certificate
 CONSUL_HTTP_TOKEN           ACL token
 CONSUL_HTTP_TOKEN_FILE      file holding the ACL token; wins over CONSUL_HTTP_TOKEN,
@@ -36,7 +39,12 @@ from typing import TYPE_CHECKING, Any
 import requests
 from requests.adapters import HTTPAdapter
 
-from consul_discovery.connection.addresses import host_port, parse_address
+from consul_discovery.connection.addresses import (
+    SCHEME_PORTS,
+    host_port,
+    parse_address,
+    split_address,
+)
 
 if TYPE_CHECKING:
     import consul
@@ -123,16 +131,17 @@ class ConsulConnection:
         if unknown:
             raise TypeError(f"unknown ConsulConnection setting(s): {', '.join(sorted(unknown))}")
 
-        ssl_default = _flag(env, "CONSUL_HTTP_SSL", False)
+        ssl = _flag(env, "CONSUL_HTTP_SSL", False)
         address = ov.pop("address", None)
         setting = "address" if address else "CONSUL_HTTP_ADDR"
         raw = address or env.get("CONSUL_HTTP_ADDR", "").strip() or DEFAULT_ADDRESS
         try:
-            scheme, host, port = parse_address(
-                raw, default_scheme="https" if ssl_default else "http"
-            )
+            scheme, host, explicit_port = split_address(raw)
         except ValueError as exc:
             raise ConsulConfigError(setting, str(exc)) from exc
+        if ssl:
+            scheme = "https"  # the CLI: "never revert to http if TLS was explicitly requested"
+        port = SCHEME_PORTS[scheme] if explicit_port is None else explicit_port
 
         values: dict[str, Any] = {
             "host": host,

@@ -12,11 +12,13 @@ Adopt it with a line or two::
 
 Settings (environment; keyword overrides of ``Registration.from_env`` win):
 
-SERVICE_NAME                      required; the service's name in Consul
+SERVICE_NAME                      required; the service's name in Consul, one DNS label
 SERVICE_ID                        instance id; default ``<name>-<hostname>-<port>``
 SERVICE_ADDRESS                   advertised address; default the bound address, else
                                   the local IP towards the agent (never 0.0.0.0)
-SERVICE_PORT                      advertised port (1-65535); default the bound port
+SERVICE_PORT                      advertised port (1-65535); default the bound port;
+                                  must be a port the server listens on
+SERVICE_PORT_FORWARDED            ``true``: SERVICE_PORT is forwarded there (NAT); no check
 SERVICE_TAGS                      comma list: ``a,b``
 SERVICE_META                      ``k=v,k=v``
 SERVICE_VERSION                   goes to meta ``version``
@@ -35,7 +37,9 @@ CONSUL_CAPATH, CONSUL_CLIENT_CERT/_KEY, CONSUL_TLS_SERVER_NAME
                                   how to reach the agent, with the consul CLI's meaning
                                   (``consul_connection.ConsulConnection``)
 
-Durations accept ``10s``, ``1m30s``, ``500ms`` or a bare number of seconds.
+Durations accept ``10s``, ``1m30s``, ``500ms`` or a bare number of seconds. The Flask,
+gunicorn and ASGI adapters share one lifecycle (``consul_discovery.registry.lifecycle``):
+a bad setting stops startup under each of them with ``registry: bad configuration: ...``.
 """
 
 from consul_discovery.registry.checks import CheckSpec, HttpCheck, TcpCheck, TtlCheck

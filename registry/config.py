@@ -2,7 +2,8 @@
 
 Precedence for every field: explicit keyword override > environment variable >
 detection (the bound address, the route towards the Consul agent) > default.
-Bad values raise ``RegistryConfigError`` naming the setting, at startup.
+Bad values raise ``RegistryConfigError`` naming the setting, at startup; the service
+name must be one DNS label (``registry.dns``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from consul_discovery.registry.checks import (
     TcpCheck,
     TtlCheck,
 )
+from consul_discovery.registry.dns import dns_label_problem
 from consul_discovery.registry.durations import parse_duration
 from consul_discovery.registry.errors import RegistryConfigError
 
@@ -166,6 +168,13 @@ def _build(
     name = _get(env, ov, "name", "SERVICE_NAME")
     if not name:
         raise RegistryConfigError("SERVICE_NAME", "required (the service's name in Consul)")
+    problem = dns_label_problem(str(name))
+    if problem is not None:
+        raise RegistryConfigError(
+            "SERVICE_NAME",
+            f"{name!r} {problem}; Consul serves it as <name>.service.consul, so it must be "
+            "one DNS label (RFC 1123: letters, digits, hyphens, at most 63)",
+        )
 
     port_raw = _get(env, ov, "port", "SERVICE_PORT")
     if port_raw is None and bind is not None:

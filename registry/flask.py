@@ -1,25 +1,27 @@
-"""Flask integration: ``/health`` plus self-registration under the dev server.
+"""Flask adapter: ``/health`` plus self-registration under the dev server.
 
     registry = ConsulRegistry()
     registry.add_check("db", lambda: db.ping())
     registry.init_app(app)
 
-Where registration happens depends on how the app is served:
+Every step of the registration's life is ``consul_discovery.registry.lifecycle``'s;
+this module only tells it how Flask serves:
 
 * gunicorn: nothing here; the master registers once
-  (``consul_discovery.registry.gunicorn_conf``). Workers are recognised by the env var
-  the master's hooks set, or by gunicorn being loaded.
+  (``consul_discovery.registry.gunicorn_conf``). Without those hooks nothing would
+  register, and this says so at startup.
 * ``app.run()``: the registrar starts in the serving process (the reloader's child, not
-  its watcher) when ``run`` is called, and stops (deregisters) when it returns. SIGTERM
-  drains first: maintenance, ``SERVICE_DRAIN_SECONDS`` of serving, then stop.
+  its watcher) when ``run`` is called, and stops (deregisters) when it returns.
 * ``flask run``: the same, started from ``init_app`` in the serving process.
+* both: a bad setting, or ``SERVICE_PORT`` other than the port served, stops startup
+  with ``registry: bad configuration: <SETTING>: ...``; SIGTERM drains first
+  (maintenance, ``SERVICE_DRAIN_SECONDS`` of serving, a second SIGTERM cuts it short),
+  then the server stops and the instance is deregistered.
 * anything else (tests, scripts): ``/health`` only; call ``start_registrar`` yourself.
 """
 
 from __future__ import annotations
 
-import atexit
-import logging
 import os
 import signal
 import sys
@@ -29,24 +31,29 @@ from typing import Any
 
 from flask import Flask, Response, jsonify
 
-from consul_discovery.registry.config import Registration
+from consul_discovery.registry.errors import RegistryConfigError
 from consul_discovery.registry.health import CheckFn, HealthChecks, HealthReport
-from consul_discovery.registry.metrics import RegistrarMetrics
+from consul_discovery.registry.lifecycle import (
+    MANAGED_BY_ENV,
+    Lifecycle,
+    Listener,
+    Role,
+    serving_role,
+    show_log,
+    startup_error,
+    warn_unhooked,
+)
 from consul_discovery.registry.registrar import Registrar
 
-log = logging.getLogger("consul_discovery.registry")
-
-#: Set by consul_discovery.registry.gunicorn_conf in the master; workers inherit it and stay quiet.
-MANAGED_BY_ENV = "REGISTRY_MANAGED_BY"
+__all__ = ["MANAGED_BY_ENV", "ConsulRegistry", "under_gunicorn"]
 
 _process_lock = threading.Lock()
-_process_registrar: Registrar | None = None  # guarded by _process_lock; one per process
-_process_metrics: RegistrarMetrics | None = None  # guarded by _process_lock; its gauges
+_process: Lifecycle | None = None  # guarded by _process_lock; one registration per process
 
 
 def under_gunicorn(environ: Mapping[str, str] = os.environ) -> bool:
-    """True inside a gunicorn worker (whose master does the registering)."""
-    return environ.get(MANAGED_BY_ENV) == "gunicorn" or "gunicorn.arbiter" in sys.modules
+    """True when gunicorn serves this process (its master's hooks do the registering)."""
+    return serving_role(environ) is not Role.STANDALONE
 
 
 class ConsulRegistry:
@@ -70,7 +77,7 @@ class ConsulRegistry:
     @property
     def registrar(self) -> Registrar | None:
         """This process's registrar, if it started one."""
-        return _process_registrar
+        return _process.registrar if _process is not None else None
 
     def add_check(self, name: str, fn: CheckFn) -> None:
         """Add a dependency check: ``fn`` returns None/True when fine, raises or False if not."""
@@ -91,39 +98,62 @@ class ConsulRegistry:
 
         app.add_url_rule(path, "registry_health", health_view, methods=["GET"])
         app.extensions["consul_registry"] = self
-        if under_gunicorn(env):
+        role = serving_role(env)
+        if role is Role.GUNICORN_UNHOOKED:
+            warn_unhooked()
+        if role is not Role.STANDALONE:
             return
         if env.get("FLASK_RUN_FROM_CLI") == "true":
             if _is_serving_process(app, env):
-                host = env.get("FLASK_RUN_HOST", "127.0.0.1")
-                self.start_registrar(bind=(host, int(env.get("FLASK_RUN_PORT", "5000"))))
-                atexit.register(self.stop_registrar)
-                _install_sigterm_drain(self)
+                self._serve(_flask_run_listener(env))
             return
         _wrap_run(app, self)
 
-    def start_registrar(self, bind: tuple[str, int] | None = None) -> Registrar:
-        """Build the Registration from env and start this process's single registrar."""
-        global _process_registrar, _process_metrics
+    def start_registrar(
+        self, bind: tuple[str, int] | None = None, *, option: str = "the server"
+    ) -> Registrar:
+        """Start this process's single registrar for a server listening on ``bind``.
+
+        Raises ``RegistryConfigError`` for a bad setting, or when an explicit
+        ``SERVICE_PORT`` is not ``bind``'s port (``option`` names how it was chosen).
+        """
+        global _process
+        listener = Listener(bind[0], (bind[1],), option) if bind is not None else None
         with _process_lock:
-            if _process_registrar is not None:
-                return _process_registrar
-            registration = Registration.from_env(self._environ, bind=bind, **self._overrides)
-            _process_registrar = Registrar(registration, health=self.health).start()
-            _process_metrics = RegistrarMetrics(_process_registrar).start()
-            return _process_registrar
+            if _process is None:
+                _process = Lifecycle(
+                    environ=self._environ, overrides=self._overrides, health=self.health
+                )
+            lifecycle = _process
+        return lifecycle.start(listener)
 
     def stop_registrar(self) -> None:
         """Deregister and forget this process's registrar (no-op without one)."""
-        global _process_registrar, _process_metrics
+        global _process
         with _process_lock:
-            registrar, _process_registrar = _process_registrar, None
-            metrics, _process_metrics = _process_metrics, None
-        if registrar is not None:
-            registrar.stop()
-        if metrics is not None:
-            metrics.publish()
-            metrics.stop()
+            lifecycle, _process = _process, None
+        if lifecycle is not None:
+            lifecycle.close()
+
+    def _serve(self, listener: Listener) -> None:
+        """Start registering for a dev server about to serve ``listener``, or stop it."""
+        show_log()
+        try:
+            self.start_registrar(listener.bind, option=listener.option)
+        except RegistryConfigError as exc:
+            raise SystemExit(startup_error(exc)) from exc
+        _install_sigterm_drain()
+
+
+def _flask_run_listener(env: Mapping[str, str]) -> Listener:
+    """Where ``flask run`` will listen: its own parsed options, else its env, else default."""
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    params = ctx.params if ctx is not None else {}
+    host = params.get("host") or env.get("FLASK_RUN_HOST") or "127.0.0.1"
+    port = params.get("port") or env.get("FLASK_RUN_PORT") or 5000
+    return Listener(str(host), (int(port),), "flask run --port")
 
 
 def _is_serving_process(app: Flask, env: Mapping[str, str]) -> bool:
@@ -150,8 +180,9 @@ def _wrap_run(app: Flask, ext: ConsulRegistry) -> None:
         serving = not reloader or os.environ.get("WERKZEUG_RUN_MAIN") == "true"
         if not serving:
             return original(host, port, debug, load_dotenv, **options)
-        ext.start_registrar(bind=(host or "127.0.0.1", port or 5000))
-        _install_sigterm_drain(ext)
+        server_name = str(app.config.get("SERVER_NAME") or "")
+        served_port = port or int(server_name.partition(":")[2] or 5000)
+        ext._serve(Listener(host or "127.0.0.1", (served_port,), "app.run(port=...)"))
         try:
             return original(host, port, debug, load_dotenv, **options)
         finally:
@@ -160,19 +191,27 @@ def _wrap_run(app: Flask, ext: ConsulRegistry) -> None:
     app.run = run  # type: ignore[method-assign]
 
 
-def _install_sigterm_drain(ext: ConsulRegistry) -> None:
-    """On SIGTERM: maintenance and keep serving for the drain delay, then SIGINT ourselves
-    (the dev server stops on KeyboardInterrupt; ``run``'s finally deregisters)."""
+def _install_sigterm_drain() -> None:
+    """On SIGTERM: drain, then SIGINT ourselves (the dev server stops on
+    KeyboardInterrupt; ``run``'s finally or ``atexit`` deregisters)."""
     if threading.current_thread() is not threading.main_thread():
         return
+    cut_short = threading.Event()  # set by a second SIGTERM
+    draining = threading.Event()  # set by the first
 
     def drain_then_interrupt() -> None:
-        registrar = ext.registrar
-        if registrar is not None:
-            registrar.drain()
-        os.kill(os.getpid(), signal.SIGINT)
+        lifecycle = _process
+        interrupt = lambda: os.kill(os.getpid(), signal.SIGINT)  # noqa: E731
+        if lifecycle is None:
+            interrupt()
+        else:
+            lifecycle.drain_then(interrupt, cut_short=cut_short)
 
     def on_term(signum: int, frame: object) -> None:
+        if draining.is_set():
+            cut_short.set()
+            return
+        draining.set()
         threading.Thread(target=drain_then_interrupt, name="registry-drain", daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_term)

@@ -27,6 +27,7 @@ import functools
 import logging
 import os
 import threading
+import warnings
 from pathlib import Path
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
@@ -139,12 +140,19 @@ class RegistrarMetrics:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def close(self) -> None:
         """Publish a last time and stop the thread."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(self._interval + 1)
         self.publish()
+
+    def stop(self) -> None:
+        """Deprecated name of ``close``."""
+        warnings.warn(
+            "RegistrarMetrics.stop() is deprecated; use close()", DeprecationWarning, stacklevel=2
+        )
+        self.close()
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):

@@ -11,11 +11,12 @@ neither startup nor request handling ever waits for Consul:
   404 from the agent means it forgot us, so re-register.
 
 ``drain`` puts the instance in maintenance (it leaves the passing set) and waits the
-propagation delay; ``stop`` deregisters and closes the client's HTTP session (when the
-registrar made the client). All public methods are thread-safe.
+propagation delay; ``close`` deregisters and closes the client's HTTP session (when the
+registrar made the client; ``stop`` is its deprecated old name). All public methods are
+thread-safe.
 
 Locks and the network: ``_lock`` guards state only and is never held across an agent
-call, so a SIGTERM's ``begin_drain``/``stop`` never waits for a register stuck on a slow
+call, so a SIGTERM's ``begin_drain``/``close`` never waits for a register stuck on a slow
 agent; a call whose state changed while it was in flight is followed up (a register
 that lands after a drain is put back in maintenance, one after a stop is deregistered).
 The fork guard (``no_fork``) covers the worker's agent calls only, never the TTL
@@ -24,7 +25,9 @@ self-probe, and not the SIGTERM path (it runs on the thread that forks).
 A 400 or 403 from the agent (a bad field, a missing ACL permission) is not an outage:
 it raises/logs ``ConsulRejected`` naming the call and the permission or field, once,
 and the worker stops instead of retrying forever (``Registrar.error`` keeps it). An
-unreachable agent is logged once when it goes and once when it is back (OutageLog).
+unreachable agent is logged once when it goes and once when it is back (OutageLog), in
+words that say why (``describe_transport_error``: refused, timed out, "does not speak
+TLS", an untrusted certificate), never as a raw urllib3 traceback line.
 """
 
 from __future__ import annotations
@@ -34,17 +37,17 @@ import logging
 import random
 import threading
 import time
+import warnings
 from collections.abc import Callable
 
 import consul
-import consul.exceptions
-import requests
 from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception_type
 
-from consul_discovery.connection.refusals import acl_denial
+from consul_discovery.registry.agent_errors import AGENT_ERRORS as _AGENT_ERRORS
+from consul_discovery.registry.agent_errors import agent_error, consul_client
 from consul_discovery.registry.backoff import CappedJitterBackoff
 from consul_discovery.registry.checks import TtlCheck
-from consul_discovery.registry.config import ConsulSettings, Registration
+from consul_discovery.registry.config import Registration
 from consul_discovery.registry.errors import ConsulRejected, ConsulUnavailable, InstanceUnknown
 from consul_discovery.registry.forksafe import no_fork
 from consul_discovery.registry.health import HealthReport
@@ -63,34 +66,6 @@ class State(enum.Enum):
     REGISTERED = "registered"
     DRAINING = "draining"
     STOPPED = "stopped"
-
-
-def consul_client(settings: ConsulSettings, timeout: float = 3.0) -> consul.Consul:
-    """A py-consul client for ``settings`` (consul_connection builds it: TLS, token, no env)."""
-    return settings.py_consul(timeout=timeout)
-
-
-_AGENT_ERRORS = (requests.RequestException, consul.ConsulException)
-
-
-def agent_error(call: str, exc: BaseException) -> ConsulRejected | ConsulUnavailable:
-    """The registry error for an agent call that raised ``exc``: rejected, or unavailable.
-
-    A 403's message names the missing permission and resource, not the token's
-    AccessorID or anything else of the body; a 400's keeps the agent's reason.
-    """
-    if isinstance(exc, consul.exceptions.ACLPermissionDenied):
-        denial = acl_denial(str(exc), call)
-        if denial.permission is None:
-            return ConsulRejected(call, 403, "the token lacks a needed ACL permission")
-        on = f' on "{denial.resource}"' if denial.resource else ""
-        return ConsulRejected(
-            call, 403, f"the token lacks permission '{denial.permission}'{on}", denial.permission
-        )
-    if isinstance(exc, consul.exceptions.BadRequest):
-        detail = str(exc).removeprefix("400 ").strip() or "bad request"
-        return ConsulRejected(call, 400, detail[:500])
-    return ConsulUnavailable(f"{call}: {exc}")
 
 
 class Registrar:
@@ -120,7 +95,7 @@ class Registrar:
         self.error: ConsulRejected | None = None
         self._state = State.NEW  # guarded by _lock; written by the worker thread and callers
         self._known = False  # guarded by _lock; does the agent hold our registration?
-        self._stopping = threading.Event()  # set once by stop()
+        self._stopping = threading.Event()  # set once by close()
         self._registered = threading.Event()  # set on each successful registration
         self._thread: threading.Thread | None = None  # set once by start()
         self.registrations = 0  # count of successful register calls; worker thread only
@@ -170,14 +145,14 @@ class Registrar:
             )
             log.info("registry: %s in maintenance (%s)", rid, reason)
         except _AGENT_ERRORS as exc:
-            log.warning("registry: %s", agent_error(f"maintenance of {rid}", exc))
+            log.warning("registry: %s", self._agent_error(f"maintenance of {rid}", exc))
 
     def drain(self, delay: float | None = None) -> None:
         """Maintenance, then wait ``delay`` (default: the registration's drain_seconds)."""
         self.begin_drain()
         self._sleep(self.registration.drain_seconds if delay is None else delay)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float = 5.0) -> None:
         """Stop the background thread, deregister the instance (best effort), close."""
         self._stopping.set()
         thread = self._thread
@@ -191,6 +166,16 @@ class Registrar:
         if self._owns_client:
             self._client.http.session.close()
 
+    def stop(self, timeout: float = 5.0) -> None:
+        """Deprecated name of ``close``."""
+        warnings.warn(
+            "Registrar.stop() is deprecated; use close()", DeprecationWarning, stacklevel=2
+        )
+        self.close(timeout)
+
+    def _agent_error(self, call: str, exc: BaseException) -> ConsulRejected | ConsulUnavailable:
+        return agent_error(call, exc, self.registration.consul)
+
     def _deregister(self) -> None:
         rid = self.registration.service_id
         for attempt in (1, 2):
@@ -199,7 +184,7 @@ class Registrar:
                 log.info("registry: deregistered %s", rid)
                 return
             except _AGENT_ERRORS as exc:
-                err = agent_error(f"deregister {rid}", exc)
+                err = self._agent_error(f"deregister {rid}", exc)
                 log.warning("registry: %s (try %d)", err, attempt)
                 if isinstance(err, ConsulRejected):
                     return
@@ -261,16 +246,19 @@ class Registrar:
                     registered = self._register_once()
         except RetryError:
             return
+        if registered is None:
+            return  # a drain or stop came first: no call made, so nothing is "back"
         self._outage.ok()
         if registered:
             self._after_register()
 
-    def _register_once(self) -> bool:
-        """One register call; True if it took (and the instance is still to be served)."""
+    def _register_once(self) -> bool | None:
+        """One register call; True if it took (and the instance is still to be served),
+        None if the instance is no longer to be registered (no call made)."""
         reg = self.registration
         with self._lock:
             if self._state is not State.REGISTERED and self._state is not State.REGISTERING:
-                return False
+                return None
             body = reg.service_definition()
         try:
             with no_fork():
@@ -287,7 +275,7 @@ class Registrar:
                     token=reg.consul.token,
                 )
         except _AGENT_ERRORS as exc:
-            raise agent_error(f"register {reg.service_id}", exc) from exc
+            raise self._agent_error(f"register {reg.service_id}", exc) from exc
         with self._lock:
             state = self._state
             if state is State.REGISTERING or state is State.REGISTERED:
@@ -297,7 +285,7 @@ class Registrar:
         if state is State.DRAINING:  # a drain began while the register was in flight
             self._maintenance("draining before shutdown")
             return False
-        if state is State.STOPPED:  # stop() deregistered before this register landed
+        if state is State.STOPPED:  # close() deregistered before this register landed
             self._deregister()
             return False
         log.info("registry: registered %s at %s:%d", reg.service_id, reg.address, reg.port)
@@ -325,7 +313,7 @@ class Registrar:
                     filter_expr=f'ID == "{reg.service_id}"', token=reg.consul.token
                 )
         except _AGENT_ERRORS as exc:
-            raise agent_error("list services", exc) from exc
+            raise self._agent_error("list services", exc) from exc
         if not found:
             raise InstanceUnknown(reg.service_id)
 
@@ -345,6 +333,6 @@ class Registrar:
             with no_fork():
                 ok = update(reg.check_id, notes=report.output(), token=reg.consul.token)
         except _AGENT_ERRORS as exc:
-            raise agent_error(f"TTL update {reg.check_id}", exc) from exc
+            raise self._agent_error(f"TTL update {reg.check_id}", exc) from exc
         if not ok:  # py-consul answers False for 404: the agent does not know the check
             raise InstanceUnknown(reg.check_id)

@@ -102,4 +102,4 @@ def start_client(kv_agent: ConsulAgent) -> Iterator[Callable[..., tuple[ConfigCl
 
     yield start
     for client in clients:
-        client.stop()
+        client.close()

@@ -69,7 +69,7 @@ def test_read_token_from_file_reads_config_and_no_token_is_refused(
         client = ConfigClient(Layers("orders"), connection=connection).start(fail_fast=True)
         assert client.get("limit", int) == 7
         assert token not in repr(client.connection) and token not in str(client.stats())
-        client.stop()
+        client.close()
 
         anonymous = ConsulConnection.from_env({"CONSUL_HTTP_ADDR": agent.address})
         with pytest.raises(ConfigError, match="denied") as refused:
@@ -81,7 +81,7 @@ def test_read_token_from_file_reads_config_and_no_token_is_refused(
         out = io.StringIO()
         assert main(["get", "--service", "orders", "limit"], out) == 0
         assert out.getvalue().strip() == "7"
-        assert main(["put", "config/orders/limit", "8"], out) == 2  # read-only token
+        assert main(["put", "--service", "orders", "limit", "8"], out) == 2  # read-only token
         err = capsys.readouterr().err
         assert "denied" in err and token not in err and token not in out.getvalue()
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import threading
 import time
 from pathlib import Path
@@ -86,3 +87,60 @@ def test_bad_files_and_unreachable_consul_are_clear_errors(
     out = io.StringIO()
     assert main(["--consul", "127.0.0.1:1", "get", "--service", "x"], out) == 2
     assert "unreachable" in capsys.readouterr().err
+
+
+def test_put_writes_a_setting_where_get_reads_it(kv_agent: ConsulAgent, kv: KV) -> None:
+    name = service_name()
+    code, out = run(kv_agent, "put", "--service", name, "retry.budget", "0.3")
+    assert (code, out.strip()) == (0, f"put config/{name}/retry/budget")
+    code, out = run(kv_agent, "put", "--service", name, "--profile", "prod", "retry.budget", "0.5")
+    assert (code, out.strip()) == (0, f"put config/{name},prod/retry/budget")
+    assert run(kv_agent, "get", "--service", name, "retry.budget") == (0, "0.3\n")
+    got = run(kv_agent, "get", "--service", name, "--profile", "prod", "retry.budget")
+    assert got == (0, "0.5\n")
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["put", "outside/the/layers", "v"], "--raw-key"),  # the old raw-path form
+        (["put", "config/x/limit", "v"], "--raw-key"),
+        (["put", "--service", "{name}", "a/path", "v"], "is not a setting name"),
+        (["put", "--service", "{name}", "a..b", "v"], "is not a setting name"),
+        (["put", "--service", "{name}", "data", "v"], "document key"),
+        (["put", "--raw-key", "--service", "{name}", "k", "v"], "--raw-key takes a KV path"),
+        (["put", "--service", "bad/name", "limit", "v"], "not a valid service/profile name"),
+    ],
+)
+def test_put_refuses_what_is_not_a_setting_of_a_service(
+    kv_agent: ConsulAgent, kv: KV, capsys: pytest.CaptureFixture[str], argv: list[str], says: str
+) -> None:
+    name = service_name()
+    before = kv.get("outside/the/layers"), kv.get("config/x/limit")
+    code, out = run(kv_agent, *(a.format(name=name) for a in argv))
+    assert code == 2 and out == ""
+    assert says in capsys.readouterr().err
+    assert (kv.get("outside/the/layers"), kv.get("config/x/limit")) == before == (None, None)
+    assert kv.get(f"config/{name}/a/path") is None and kv.get(f"config/{name}/data") is None
+
+
+def test_put_raw_key_writes_anywhere_when_asked(kv_agent: ConsulAgent, kv: KV) -> None:
+    key = f"elsewhere/{service_name()}"
+    assert run(kv_agent, "put", "--raw-key", key, "v") == (0, f"put {key}\n")
+    assert kv.get(key) == "v"
+
+
+def test_get_of_a_service_nothing_configures_fails_and_says_so(
+    kv_agent: ConsulAgent, kv: KV, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name = service_name()
+    assert run(kv_agent, "get", "--service", name) == (2, "")
+    err = capsys.readouterr().err
+    assert f"error: no configuration for {name}: none of config/application/, config/{name}/" in err
+    kv.put("config/application/log/level", "info")
+    try:  # the shared layer gives every service settings: a valid answer, with a note
+        code, out = run(kv_agent, "get", "--service", name)
+        assert (code, json.loads(out)) == (0, {"log.level": "info"})
+        assert f"note: {name} has no layer of its own (config/{name}/)" in capsys.readouterr().err
+    finally:
+        kv.delete("config/application", recurse=True)

@@ -97,7 +97,7 @@ def test_fail_fast_first_read(kv: KV, start_client) -> None:
         ConfigClient(name, connection=down).start(fail_fast=True, timeout=5)
     lenient = ConfigClient(name, connection=down, schema=SCHEMA).start(timeout=0.3)
     assert lenient.get("limit") == 10  # defaults while Consul is unreachable
-    lenient.stop()
+    lenient.close()
 
 
 def test_readers_never_see_half_an_update(kv: KV, start_client) -> None:
@@ -145,3 +145,14 @@ def _wait(condition, timeout: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.005)
+
+
+def test_stop_is_the_deprecated_name_of_close(kv: KV) -> None:
+    name = service_name()
+    kv.put(f"config/{name}/limit", "3")
+    client = ConfigClient(
+        name, connection=ConsulConnection.from_env({}, address=kv.agent.address)
+    ).start(fail_fast=True)
+    with pytest.warns(DeprecationWarning, match=r"use close\(\)"):
+        client.stop()
+    assert client._threads == []

@@ -46,7 +46,7 @@ def test_restart_refires_nothing_for_the_same_data_and_once_for_a_change() -> No
             assert len(recorder.updates) == 2
             assert dict(client.settings) == {"a": "1", "b": "3"}
         finally:
-            client.stop()
+            client.close()
             store.close()
 
 

@@ -52,4 +52,4 @@ def test_order_service_limits_follow_kv(kv_agent: ConsulAgent, kv: KV, tmp_path:
         with app.app_context():
             assert dict(current_settings()) == {}
     finally:
-        ext.client.stop()
+        ext.client.close()

@@ -60,11 +60,17 @@ def test_ssl_verify_false_turns_verification_off():
     assert context is not None and context.check_hostname is False
 
 
-def test_explicit_scheme_in_address_beats_ssl_flag():
+def test_ssl_flag_wins_over_an_http_scheme_as_in_the_cli():
+    # The consul CLI "never reverts to http if TLS was explicitly requested"
+    # (test_cli_addresses checks it against the binary).
     conn = ConsulConnection.from_env(
         {"CONSUL_HTTP_ADDR": "http://h:8500", "CONSUL_HTTP_SSL": "true"}
     )
-    assert conn.scheme == "http"
+    assert (conn.scheme, conn.port) == ("https", 8500)
+    assert (
+        ConsulConnection.from_env({"CONSUL_HTTP_ADDR": "http://h", "CONSUL_HTTP_SSL": "1"}).port
+        == 443
+    )
 
 
 def test_token_file_wins_over_token_variable_as_in_consuls_client(tmp_path: Path):
@@ -118,6 +124,11 @@ def test_the_token_travels_in_a_header_never_in_url_or_repr(caplog):
         ({"CONSUL_HTTP_ADDR": "ftp://x:1"}, "CONSUL_HTTP_ADDR"),
         ({"CONSUL_HTTP_ADDR": "host:notaport"}, "CONSUL_HTTP_ADDR"),
         ({"CONSUL_HTTP_ADDR": "host:8500/path"}, "CONSUL_HTTP_ADDR"),
+        ({"CONSUL_HTTP_ADDR": "127.0.0.1 :8500"}, "CONSUL_HTTP_ADDR"),
+        ({"CONSUL_HTTP_ADDR": "unix:///run/consul.sock"}, "CONSUL_HTTP_ADDR"),
+        ({"CONSUL_HTTP_ADDR": "host:0"}, "CONSUL_HTTP_ADDR"),
+        ({"CONSUL_HTTP_ADDR": "[not-v6]:1"}, "CONSUL_HTTP_ADDR"),
+        ({"CONSUL_HTTP_ADDR": "-bad-.host:1"}, "CONSUL_HTTP_ADDR"),
         ({"CONSUL_HTTP_SSL": "maybe"}, "CONSUL_HTTP_SSL"),
         ({"CONSUL_HTTP_SSL_VERIFY": "2"}, "CONSUL_HTTP_SSL_VERIFY"),
         ({"CONSUL_CACERT": "/nonexistent/ca.pem"}, "CONSUL_CACERT"),
@@ -142,7 +153,8 @@ def test_unknown_override_is_a_type_error():
     ("text", "expected"),
     [
         ("127.0.0.1:8500", ("http", "127.0.0.1", 8500)),
-        ("localhost", ("http", "localhost", 8500)),
+        ("localhost", ("http", "localhost", 80)),  # no port: the scheme's, as for the CLI
+        ("consul_server.internal:8500", ("http", "consul_server.internal", 8500)),
         ("http://127.0.0.1:18500", ("http", "127.0.0.1", 18500)),
         ("https://consul.local", ("https", "consul.local", 443)),
         ("[::1]:8501", ("http", "::1", 8501)),

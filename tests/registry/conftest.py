@@ -127,7 +127,8 @@ def service_env(consul_address: str, port: int, **settings: Any) -> dict[str, st
 def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
     """Start the test app (``server=`` "gunicorn", "dev" for ``app.run()``, "flask-cli"
     for ``flask run``, "uvicorn" or "gunicorn-uvicorn" for the ASGI apps of
-    tests.registry.asgi_apps); every one is killed after."""
+    tests.registry.asgi_apps; ``extra_args`` go after the command's own, so a later
+    ``-b``/``--port`` wins); every one is killed after."""
     started: list[ServiceProcess] = []
 
     def start(
@@ -137,6 +138,7 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
         wait: bool = True,
         workers: int = 1,
         app: str | None = None,
+        extra_args: list[str] | None = None,
         **settings: Any,
     ) -> ServiceProcess:
         port = free_port()
@@ -174,6 +176,7 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
                 "from tests.registry.apps import create_app; "
                 f"create_app().run(host='127.0.0.1', port={port})",
             ]  # fmt: skip
+        cmd += extra_args or []
         log_path = tmp_path / f"service-{port}.log"
         log = open(log_path, "ab")  # noqa: SIM115 - closed in cleanup()
         svc = ServiceProcess(port=port, env=env, log_path=log_path, _log=log)

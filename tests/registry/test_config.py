@@ -106,6 +106,11 @@ def test_precedence_override_beats_env_beats_bind() -> None:
     ("env", "message"),
     [
         ({"SERVICE_NAME": ""}, "SERVICE_NAME: required"),
+        ({"SERVICE_NAME": "svc a!"}, "SERVICE_NAME: 'svc a!' has ' ' '!': DNS carries only"),
+        ({"SERVICE_NAME": "svc_a"}, "SERVICE_NAME: 'svc_a' has '_'"),
+        ({"SERVICE_NAME": "svc.a"}, "SERVICE_NAME: 'svc.a' has '.'"),
+        ({"SERVICE_NAME": "-svc"}, "SERVICE_NAME: '-svc' starts or ends with a hyphen"),
+        ({"SERVICE_NAME": "a" * 64}, "SERVICE_NAME: '" + "a" * 64 + "' is 64 characters long"),
         ({"SERVICE_PORT": ""}, "SERVICE_PORT: required"),
         ({"SERVICE_PORT": "70000"}, "SERVICE_PORT: 70000 is out of range 1-65535"),
         ({"SERVICE_PORT": "0"}, "SERVICE_PORT: 0 is out of range 1-65535"),
@@ -131,6 +136,16 @@ def test_bad_config_names_the_setting(env: dict[str, str], message: str) -> None
         build(**env)
     assert str(caught.value).startswith(message), str(caught.value)
     assert caught.value.setting == message.split(":")[0]
+
+
+def test_dns_names_pass() -> None:
+    for name in ("users", "order-service", "A1", "a" * 63, "7"):
+        assert build(SERVICE_NAME=name).name == name
+    # tags are labels as often as DNS names: left alone, as Consul itself does
+    assert build(SERVICE_TAGS="version=1.2,traefik.enable=true").tags == (
+        "version=1.2",
+        "traefik.enable=true",
+    )
 
 
 def test_unknown_override_is_a_type_error() -> None:

@@ -41,7 +41,7 @@ def test_ttl_heartbeat_calls_the_health_function_directly(consul_agent, consul_c
         healthy["ok"] = True
         wait_until(lambda: instance_status(consul_client, "inproc", "inproc-1") == "passing", 2)
     finally:
-        registrar.stop()
+        registrar.close()
     assert registrar.state is State.STOPPED
     wait_until(lambda: instance_status(consul_client, "inproc", "inproc-1") is None, 2, 0.05)
 
@@ -60,6 +60,6 @@ def test_drain_enters_maintenance_and_waits_with_injected_sleep(consul_agent, co
         wait_until(lambda: in_maintenance(consul_client, "inproc", "inproc-1"), 2, 0.05)
         registrar.drain()  # idempotent
     finally:
-        registrar.stop()
-        registrar.stop()  # idempotent
+        registrar.close()
+        registrar.close()  # idempotent
     wait_until(lambda: instance_status(consul_client, "inproc", "inproc-1") is None, 2, 0.05)

@@ -50,7 +50,7 @@ def test_a_400_fails_once_and_clearly_instead_of_retrying(
         assert len(failures) == 1, [r.getMessage() for r in failures]
         assert failures[0].levelno == logging.ERROR
     finally:
-        registrar.stop()
+        registrar.close()
 
 
 ACL_HCL = (
@@ -102,7 +102,7 @@ def test_a_403_names_the_permission_and_the_call_never_the_token(
         assert str(error).startswith("register edge-1: Consul refused it (403")
         assert "lacks permission 'service:write' on \"edge\"" in str(error)
     finally:
-        registrar.stop()
+        registrar.close()
     assert secret not in caplog.text and secret not in repr(error)
     assert caplog.text.count("lacks permission") == 1  # the give-up line, once
 
@@ -157,7 +157,7 @@ def test_sigterm_path_never_waits_on_an_agent_call_and_follows_up() -> None:
     slow.release.set()
     # The register landed after the maintenance call: maintenance is applied again.
     wait_until(lambda: slow.calls == ["maintenance", "register", "maintenance"], 5)
-    registrar.stop()
+    registrar.close()
     assert slow.calls[-1] == "deregister"
 
 
@@ -190,7 +190,7 @@ def test_the_ttl_self_probe_runs_outside_the_fork_guard() -> None:
     try:
         assert probed.wait(5)
     finally:
-        registrar.stop()
+        registrar.close()
     assert guard_free and all(guard_free)
 
 
@@ -200,7 +200,7 @@ def test_stop_closes_the_session_of_the_client_it_made(consul_agent: ConsulAgent
     session = registrar._client.http.session
     adapter = session.get_adapter("http://")
     assert len(adapter.poolmanager.pools) == 1
-    registrar.stop()
+    registrar.close()
     assert len(adapter.poolmanager.pools) == 0  # Session.close() cleared its pools
 
 
@@ -238,8 +238,39 @@ def test_the_registrar_logs_a_consul_outage_twice(
         consul_agent_unstarted.start()
         assert registrar.wait_registered(15)
     finally:
-        registrar.stop()
+        registrar.close()
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 2, warnings
     assert "is unavailable" in warnings[0]
     assert "is back after" in warnings[1] and "failed attempts" in warnings[1]
+
+
+def test_https_to_a_plain_http_agent_is_named_not_reported_as_down(
+    consul_agent: ConsulAgent, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="consul_discovery.registry")
+    reg = registration(f"https://{consul_agent.address}", SERVICE_CHECK="tcp")
+    registrar = Registrar(reg, max_backoff=0.2).start()
+    try:
+        wait_until(lambda: registrar.consul_errors >= 1, 5)
+    finally:
+        registrar.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings, caplog.text
+    assert (
+        f"register edge-1: the agent at https://{consul_agent.address} does not speak TLS"
+    ) in warnings[0], warnings
+    assert "Max retries" not in caplog.text  # no raw urllib3 text
+
+
+def test_a_drain_during_an_outage_is_not_reported_as_the_agent_coming_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="consul_discovery.registry")
+    reg = registration("127.0.0.1:1", SERVICE_CHECK="tcp")
+    registrar = Registrar(reg, max_backoff=0.2).start()
+    wait_until(lambda: registrar.consul_errors >= 2, 5)
+    registrar.begin_drain()
+    time.sleep(0.6)  # the register loop notices the drain and ends
+    registrar.close(timeout=2)
+    assert "is back after" not in caplog.text, caplog.text

@@ -85,7 +85,7 @@ def test_start_returns_at_once_when_consul_is_down() -> None:
     assert time.monotonic() - began < 0.1
     assert not registrar.wait_registered(0.5)
     assert registrar.state is State.REGISTERING
-    registrar.stop(timeout=2)
+    registrar.close(timeout=2)
     assert registrar.state is State.STOPPED
 
 

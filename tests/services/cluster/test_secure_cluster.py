@@ -138,7 +138,7 @@ def test_the_registrar_with_another_services_token_never_registers(cluster: Clus
     try:
         assert not registrar.wait_registered(timeout=3)
     finally:
-        registrar.stop(timeout=5)
+        registrar.close(timeout=5)
     rows = control.table(cluster)
     assert "order-service-impostor" not in {r.instance for r in rows}
     with ConsulSource(connection=control.tooling_connection(cluster)) as source:
