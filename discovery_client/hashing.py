@@ -8,7 +8,8 @@ them when one of N leaves (Envoy's ``ring_hash_lb.cc`` and ``maglev_lb.cc``).
 
 - ``ring_hash``: each instance owns ``weight``-proportional points on a 64-bit ring
   (``RingHashConfig``: at least ``minimum_ring_size`` points in all, at most
-  ``maximum_ring_size``); a key belongs to the first point at or after its hash.
+  ``maximum_ring_size``; points per unit of weight in powers of two, see ``build_ring``);
+  a key belongs to the first point at or after its hash.
 - ``maglev``: a lookup table of a prime size (65,537, Envoy's default) filled from each
   instance's own permutation of the slots, in turns proportional to its weight; a key
   belongs to ``table[hash % size]``. Smaller disruption bound and an O(1) lookup, at the
@@ -176,26 +177,32 @@ class RingHashPicker(_HashPicker):
 def build_ring(
     ids: tuple[str, ...], weights: tuple[int, ...], minimum: int, maximum: int
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """The ring's points in order and the owner index of each, as Envoy builds its ring.
+    """The ring's points in order and the owner index of each.
 
-    The ring is scaled so the lightest instance gets at least one point and the ring at
-    least ``minimum`` points, capped at ``maximum``; each instance then gets points in
-    proportion to its weight (fractions carried over, so the total is exact).
+    Instance ``i`` gets ``weights[i] × per_weight`` points, hashed from ``"<id>_<n>"``;
+    ``per_weight`` is the smallest power of two that gives the ring at least ``minimum``
+    points, or the largest that keeps it within ``maximum``. Envoy instead scales the ring
+    exactly to the set, so removing one of ten instances gives each of the nine more
+    points, which take keys from one another (17% of keys moved, measured, instead of
+    10%); with a power-of-two step an instance's points stay the same unless the set's
+    total weight halves or doubles, so only the keys of the instance that left move.
+    If even one point per unit of weight exceeds ``maximum``, weights are scaled down.
     """
     total = sum(weights)
-    normalized = [w / total for w in weights]
-    lightest = min(w for w in normalized if w > 0)
-    scale = min(math.ceil(lightest * minimum) / lightest, float(maximum))
-    ring: list[tuple[int, int]] = []
-    current = target = 0.0
-    for owner, (ident, share) in enumerate(zip(ids, normalized, strict=True)):
-        target += scale * share
-        n = 0
-        while current < target:
-            ring.append((hash64(f"{ident}_{n}"), owner))
-            n += 1
-            current += 1
-    ring.sort()
+    per_weight = 1
+    while total * per_weight < minimum:
+        per_weight *= 2
+    while per_weight > 1 and total * per_weight > maximum:
+        per_weight //= 2
+    if total * per_weight > maximum:  # more weight than points allowed: scale weights down
+        counts = [max(1, w * maximum // total) if w else 0 for w in weights]
+    else:
+        counts = [w * per_weight for w in weights]
+    ring = sorted(
+        (hash64(f"{ident}_{n}"), owner)
+        for owner, (ident, count) in enumerate(zip(ids, counts, strict=True))
+        for n in range(count)
+    )
     return tuple(p for p, _ in ring), tuple(o for _, o in ring)
 
 
@@ -207,9 +214,14 @@ class MaglevPicker(_HashPicker):
     def __init__(self, *args, table_size: int = MAGLEV_TABLE_SIZE, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._size = table_size
-        self._table = build_maglev_table(
-            tuple(self._ids), tuple(hash_weights(self.endpoints)), table_size
+        # Built over the ids in sorted order, so every client (whatever order its set comes
+        # in) fills the same table; mapped back to this picker's endpoint indexes.
+        weights = hash_weights(self.endpoints)
+        order = sorted(range(len(self._ids)), key=self._ids.__getitem__)
+        table = build_maglev_table(
+            tuple(self._ids[i] for i in order), tuple(weights[i] for i in order), table_size
         )
+        self._table = tuple(order[slot] for slot in table)
 
     def _owner(self, key: int, exclude: Collection[str] | None) -> int:
         table, size = self._table, self._size
