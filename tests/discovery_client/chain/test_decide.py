@@ -195,3 +195,7 @@ def test_an_unreadable_answer_is_a_plain_router_not_an_error():
     assert answer.router.plain and "unreadable" in answer.router.problems[0]
     ok = query.interpret(200, {"x-consul-index": "10"}, json.dumps(default_chain()))
     assert ok.index == 10 and ok.router.plain and not ok.router.problems
+    again = query.read(11, json.dumps(default_chain()))
+    assert again.same(ok) and not again.same(answer)
+    canary = query.read(12, json.dumps(canary_chain()))
+    assert not canary.same(ok) and canary.same(query.read(13, json.dumps(canary_chain())))
