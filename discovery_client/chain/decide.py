@@ -26,6 +26,7 @@ What a Decision carries, as Consul renders it for Envoy (``agent/xds/routes.go``
 
 from __future__ import annotations
 
+import math
 import re
 from bisect import bisect_right
 from collections.abc import Callable
@@ -97,17 +98,20 @@ class _SplitChoice:
     __slots__ = ("_cumulative", "_total", "decisions")
 
     def __init__(self, weights: list[float], decisions: list[Decision]) -> None:
-        self._cumulative = []
+        cumulative = []
         total = 0.0
         for weight in weights:
             total += weight
-            self._cumulative.append(total)
+            cumulative.append(total)
+        # The last bound is infinite: a draw of random() * total lands in some leg even
+        # when float rounding makes it equal to total, with no bounds check per call.
+        cumulative[-1] = math.inf
+        self._cumulative = cumulative
         self._total = total
         self.decisions = tuple(decisions)
 
     def choose(self, random: Random) -> Decision:
-        at = bisect_right(self._cumulative, random() * self._total)
-        return self.decisions[min(at, len(self.decisions) - 1)]
+        return self.decisions[bisect_right(self._cumulative, random() * self._total)]
 
 
 Outcome = Decision | _SplitChoice

@@ -21,25 +21,26 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import NamedTuple
 from urllib.parse import parse_qsl
 
 from consul_discovery.client.chain.model import HeaderMatch, HttpMatch, QueryMatch
 
 
-@dataclass(frozen=True, slots=True)
-class RequestView:
+class RequestView(NamedTuple):
     """The parts of one request that routing and hashing read (transport-neutral).
 
     ``headers`` must look names up case-insensitively (requests', httpx' and werkzeug's
     header mappings do); ``query`` is the raw query string without ``?``;
     ``source_ip`` is the address the call came from, when there is one (a gateway's
-    client), for a ``SourceIP`` hash policy.
+    client), for a ``SourceIP`` hash policy. An immutable value built once per call on
+    the hot path: a NamedTuple, built in a fraction of a frozen dataclass's time.
     """
 
     method: str
     path: str
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = MappingProxyType({})
     query: str = ""
     source_ip: str | None = None
 
@@ -53,9 +54,8 @@ class RequestView:
     ) -> RequestView:
         """A view of ``method`` on ``target`` ("/path?query")."""
         path, _, query = target.partition("?")
-        return cls(
-            method.upper(), path or "/", headers if headers is not None else {}, query, source_ip
-        )
+        view_headers = headers if headers is not None else MappingProxyType({})
+        return cls(method.upper(), path or "/", view_headers, query, source_ip)
 
 
 @functools.lru_cache(maxsize=256)
