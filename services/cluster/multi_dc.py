@@ -17,9 +17,13 @@ secure profile twice: the README's multi-dc section). The test harness
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from services.cluster.plan import ClusterPlan
 
 DATACENTERS = ("dc1", "dc2")
 
@@ -99,9 +103,9 @@ def agent_config(
         "skip_leave_on_interrupt": True,
         "performance": {"raft_multiplier": 1},
     }
+    config["ui_config"] = {"enabled": True}  # dc1's host serves the profile's UI
     if agent.server:
         config["bootstrap_expect"] = 1
-        config["ui_config"] = {"enabled": True}
         primary = servers[DATACENTERS[0]]
         if agent.datacenter != primary.datacenter:
             config["retry_join_wan"] = [f"{primary.host}:{ports.serf_wan}"]
@@ -120,3 +124,17 @@ def write_agent_config(
     config = agent_config(agent, agents, ports, agent_dir / "data")
     path.write_text(json.dumps(config, indent=2) + "\n")
     return path
+
+
+def config_file(plan: ClusterPlan, agent_name: str) -> Path:
+    """Where the multi-dc profile keeps one agent's generated config."""
+    return plan.run_dir / "consul" / agent_name / "agent.json"
+
+
+def prepare(plan: ClusterPlan) -> None:
+    """Fresh configs and empty data dirs for the multi-dc profile's four agents."""
+    agents = plan.dc_agents()
+    for agent in agents:
+        agent_dir = config_file(plan, agent.name).parent
+        shutil.rmtree(agent_dir, ignore_errors=True)  # a new cluster: no old Raft state
+        write_agent_config(agent, agents, plan.dc_ports(), agent_dir)

@@ -4,6 +4,8 @@ server and a client agent on its own address (``services.cluster.multi_dc``'s la
 
 ``running_federation()`` yields a ``Federation`` once both servers have a leader, both
 client agents have joined, and each datacenter's agents see the other over the WAN.
+``running_multi_dc_cluster()`` runs the whole ``PROFILE=multi-dc`` cluster (agents and
+service instances under supervisord) on free ports.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import consul
 import requests
 
+from services.cluster import control
 from services.cluster.multi_dc import DcAgent, DcPorts, federation, write_agent_config
+from services.cluster.plan import ClusterPlan, ConsulPorts
 from tests.harness.agent import AgentPorts, ConsulAgent
 from tests.harness.binary import consul_binary
 
@@ -180,3 +185,47 @@ def running_federation(timeout: float = 60.0) -> Iterator[Federation]:
         yield fed
     finally:
         fed.stop()
+
+
+def multi_dc_plan(run_dir: Path, **overrides: Any) -> ClusterPlan:
+    """A multi-dc profile plan (``PROFILE=multi-dc``) whose every (address, port) is free."""
+    rng = random.Random()
+    for _ in range(100):
+        # Below Linux's ephemeral range, where outgoing connections would take our ports.
+        base = rng.randrange(10000, 32000, 100)
+        consul = ConsulPorts(
+            http=base + 90, dns=base + 91, serf_lan=base + 92, serf_wan=base + 93,
+            server=base + 94, grpc=base + 95, https=base + 96,
+        )  # fmt: skip
+        settings: dict[str, Any] = {
+            "users": 1,
+            "orders": 1,
+            "inventories": 1,
+            "consul": consul,
+            "gateway_port": base,
+            "user_base_port": base + 10,
+            "order_base_port": base + 40,
+            "inventory_base_port": base + 70,
+            "prometheus_port": base + 98,
+            "check_interval": "1s",
+            "drain_seconds": 1.0,
+            **overrides,
+        }
+        plan = ClusterPlan(run_dir=run_dir, profile="multi-dc", **settings)
+        if not control.busy_ports(plan.endpoints()):
+            return plan
+    raise RuntimeError("could not find free ports for a multi-dc test cluster")
+
+
+@contextmanager
+def running_multi_dc_cluster(run_dir: Path, **overrides: Any) -> Iterator[ClusterPlan]:
+    """Start the multi-dc profile, yield its plan once every instance passes, stop by PID."""
+    plan = multi_dc_plan(run_dir, **overrides)
+    try:
+        control.up(plan, timeout=120)
+        yield plan
+    finally:
+        try:
+            control.down(plan, timeout=60)
+        finally:
+            control.kill_everything(plan)
