@@ -598,3 +598,54 @@ def set_split(agent, name: str, v1_weight: float) -> None:
             ],
         },
     )
+
+
+def test_split_to_another_service_redirect_to_a_subset_and_wildcard_failover(chain_agent):
+    for name in ("mixed", "mixed-next", "legacy"):
+        write_entry(chain_agent, http(name))
+    write_entry(
+        chain_agent,
+        {
+            "Kind": "service-resolver",
+            "Name": "mixed-next",
+            "Subsets": {"blue": {"Filter": '"blue" in Service.Tags'}},
+            "Failover": {"*": {"Datacenters": ["dc3", "dc4"]}},
+        },
+    )
+    # Any call to "legacy" goes to mixed-next's blue subset (a redirect to a subset).
+    write_entry(
+        chain_agent,
+        {
+            "Kind": "service-resolver",
+            "Name": "legacy",
+            "Redirect": {"Service": "mixed-next", "ServiceSubset": "blue"},
+        },
+    )
+    write_entry(
+        chain_agent,
+        {
+            "Kind": "service-splitter",
+            "Name": "mixed",
+            "Splits": [
+                {"Weight": 70, "ResponseHeaders": {"Add": {"x-leg": "old"}}},
+                {"Weight": 30, "Service": "legacy", "ResponseHeaders": {"Remove": ["x-leg"]}},
+            ],
+        },
+    )
+    raw, router = fetch(chain_agent, "mixed")
+    splits = raw["Nodes"][raw["StartNode"]]["Splits"]
+    old = compile_chain(router.chain, random=lambda: 0.0).decide(view("/"))
+    moved = compile_chain(router.chain, random=lambda: 0.99).decide(view("/"))
+    assert (old.split, moved.split) == (0, 1)
+    assert old.target.service == "mixed" and old.resolver == splits[0]["NextNode"]
+    assert dict(old.response_headers[0].add) == {"x-leg": "old"}
+    # The 30% leg names "legacy"; Consul compiled it through legacy's redirect.
+    assert moved.resolver == splits[1]["NextNode"]
+    assert (moved.target.service, moved.target.subset) == ("mixed-next", "blue")
+    assert moved.target.filter == '"blue" in Service.Tags'
+    assert moved.response_headers[0].remove == ("x-leg",)
+    # The redirect target's resolver fails over by its "*" entry: dc3, then dc4.
+    assert [(t.service, t.subset, t.datacenter) for t in moved.targets[1:]] == [
+        ("mixed-next", "blue", "dc3"),
+        ("mixed-next", "blue", "dc4"),
+    ]
