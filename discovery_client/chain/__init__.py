@@ -14,13 +14,8 @@ A service without config entries has Consul's default chain: its router is ``pla
 and a caller keeps its plain-service fast path (no per-call cost).
 """
 
-from consul_discovery.client.chain.decide import (
-    ChainRouter,
-    Decision,
-    compile_chain,
-    plain_router,
-    request_hash,
-)
+from consul_discovery.client.chain.decide import ChainRouter, Decision, compile_chain, plain_router
+from consul_discovery.client.chain.hash_key import request_hash
 from consul_discovery.client.chain.match import RequestView
 from consul_discovery.client.chain.model import (
     Chain,
@@ -31,8 +26,9 @@ from consul_discovery.client.chain.model import (
     LoadBalancer,
     RingHashConfig,
 )
-from consul_discovery.client.chain.parse import ChainFormatError, parse_chain, parse_duration
+from consul_discovery.client.chain.parse import parse_chain
 from consul_discovery.client.chain.query import ChainAnswer, ChainRequest, DiscoveryChainQuery
+from consul_discovery.client.chain.reading import ChainFormatError, parse_duration
 from consul_discovery.client.chain.report import ChainReporter
 
 __all__ = [

@@ -32,12 +32,8 @@ from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from consul_discovery.client.chain.match import (
-    Predicate,
-    RequestView,
-    compile_match,
-    query_params,
-)
+from consul_discovery.client.chain.hash_key import request_hash
+from consul_discovery.client.chain.match import Predicate, RequestView, compile_match
 from consul_discovery.client.chain.model import (
     DEFAULT_LOAD_BALANCER,
     Chain,
@@ -52,7 +48,6 @@ from consul_discovery.client.chain.model import (
     Split,
     SplitterNode,
 )
-from consul_discovery.client.hashing import combine, hash64
 
 Random = Callable[[], float]
 
@@ -261,41 +256,3 @@ def _decision(
 
 def _decisions_of(outcome: Outcome) -> tuple[Decision, ...]:
     return (outcome,) if isinstance(outcome, Decision) else outcome.decisions
-
-
-def request_hash(policies: tuple[HashPolicy, ...], request: RequestView) -> int | None:
-    """Envoy's hash of a request under ``policies`` (None when no policy yields a value).
-
-    Each policy that finds its value folds its hash in (``hashing.combine``); a
-    ``terminal`` policy that found one ends the evaluation.
-    """
-    result: int | None = None
-    for policy in policies:
-        value = _policy_value(policy, request)
-        if value is not None:
-            result = combine(result, hash64(value))
-            if policy.terminal:
-                break
-    return result
-
-
-def _policy_value(policy: HashPolicy, request: RequestView) -> str | None:
-    if policy.source_ip:
-        return request.source_ip or None
-    if policy.field == "header":
-        return request.headers.get(policy.name)
-    if policy.field == "cookie":
-        return _cookie(request.headers.get("cookie"), policy.name)
-    if policy.field == "query_parameter":
-        return query_params(request.query).get(policy.name) if request.query else None
-    return None
-
-
-def _cookie(header: str | None, name: str) -> str | None:
-    if not header:
-        return None
-    for part in header.split(";"):
-        key, sep, value = part.strip().partition("=")
-        if sep and key == name:
-            return value.strip().strip('"')
-    return None

@@ -24,7 +24,8 @@ from urllib.parse import quote
 
 from consul_discovery.client.chain.decide import ChainRouter, Random, compile_chain, plain_router
 from consul_discovery.client.chain.model import Chain
-from consul_discovery.client.chain.parse import ChainFormatError, parse_chain
+from consul_discovery.client.chain.parse import parse_chain
+from consul_discovery.client.chain.reading import ChainFormatError
 from consul_discovery.client.errors import (
     ConsulPermissionError,
     ConsulQueryError,
