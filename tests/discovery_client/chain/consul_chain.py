@@ -6,8 +6,9 @@ import random
 from typing import Any
 
 import requests
+from requests.structures import CaseInsensitiveDict
 
-from consul_discovery.client.chain import ChainRouter, DiscoveryChainQuery
+from consul_discovery.client.chain import ChainRouter, DiscoveryChainQuery, RequestView
 from tests.harness.agent import ConsulAgent
 
 
@@ -88,3 +89,13 @@ def health(agent: ConsulAgent, service: str, **params: str) -> list[str]:
     response = requests.get(f"{agent.url}/v1/health/service/{service}", params=params, timeout=5)
     response.raise_for_status()
     return sorted(entry["Service"]["ID"] for entry in response.json())
+
+
+def http(service: str) -> dict[str, Any]:
+    """A service-defaults entry making ``service`` speak HTTP (routers and splitters need it)."""
+    return {"Kind": "service-defaults", "Name": service, "Protocol": "http"}
+
+
+def view(target: str = "/", method: str = "GET", headers: dict | None = None) -> RequestView:
+    """A request of ``method`` on ``target`` with ``headers`` (case-insensitive)."""
+    return RequestView.of(method, target, CaseInsensitiveDict(headers or {}))
