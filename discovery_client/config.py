@@ -6,7 +6,15 @@ from dataclasses import dataclass
 
 from consul_discovery.client.preservation import DEFAULT_GRACE
 
-POLICIES = ("round_robin", "random", "weighted", "least_request", "peak_ewma")
+POLICIES = (
+    "round_robin",
+    "random",
+    "weighted",
+    "least_request",
+    "peak_ewma",
+    "ring_hash",  # consistent hashing: a call's hash key picks (consul_discovery.client.hashing)
+    "maglev",
+)
 
 
 @dataclass(frozen=True, slots=True)

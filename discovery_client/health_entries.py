@@ -48,10 +48,12 @@ def in_maintenance(entry: Entry) -> bool:
 
 
 def instance_from_entry(entry: Entry) -> Instance:
-    """One Instance from one health entry (Service.Address falls back to Node.Address)."""
+    """One Instance from one health entry (Service.Address falls back to Node.Address;
+    ``Service.Locality`` to ``Node.Locality``, which the agent's ``locality`` sets)."""
     service = entry.get("Service") or {}
     node = entry.get("Node") or {}
     weights = service.get("Weights") or {}
+    locality = service.get("Locality") or node.get("Locality") or {}
     return Instance(
         id=str(service.get("ID") or service.get("Service", "")),
         service=str(service.get("Service", "")),
@@ -65,6 +67,8 @@ def instance_from_entry(entry: Entry) -> Instance:
         node=str(node.get("Node", "")),
         datacenter=str(node.get("Datacenter", "")),
         maintenance=in_maintenance(entry),
+        region=str(locality.get("Region") or ""),
+        zone=str(locality.get("Zone") or ""),
     )
 
 

@@ -32,6 +32,8 @@ class Instance:
     node: str = ""
     datacenter: str = ""
     maintenance: bool = False  # the service or its node is in Consul maintenance mode
+    region: str = ""  # Consul's locality: the service's own, else its node's ("": none)
+    zone: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "meta", _frozen_map(self.meta))

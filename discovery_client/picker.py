@@ -36,6 +36,7 @@ from collections.abc import Callable, Collection, Sequence
 
 from consul_discovery.client.config import POLICIES
 from consul_discovery.client.errors import NoHealthyInstanceError
+from consul_discovery.client.hashing import MaglevPicker, RingHashPicker
 from consul_discovery.client.load import Endpoint
 
 Clock = Callable[[], float]
@@ -243,6 +244,9 @@ PICKERS: dict[str, type[Picker]] = {
     "weighted": WeightedPicker,
     "least_request": LeastRequestPicker,
     "peak_ewma": PeakEwmaPicker,
+    # Consistent hashing (a service-resolver's policy): same interface, pick(..., hash_key).
+    "ring_hash": RingHashPicker,  # type: ignore[dict-item]
+    "maglev": MaglevPicker,  # type: ignore[dict-item]
 }
 assert set(PICKERS) == set(POLICIES), "every configured policy needs a picker"
 

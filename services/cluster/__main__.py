@@ -1,6 +1,7 @@
 """`python -m services.cluster up|status|logs|down|demo|rolling-restart SVC|ui-token|gateway-url`.
 
-PROFILE=secure (environment) selects the secure profile; see services.cluster.plan.
+PROFILE=secure or PROFILE=multi-dc (environment) selects that profile; see
+services.cluster.plan.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             return _demo(plan)
         elif args.command == "ui-token":
             if not plan.secure:
-                print("the dev profile has no ACLs: no token needed", file=sys.stderr)
+                print(f"the {plan.profile} profile has no ACLs: no token needed", file=sys.stderr)
                 return 1
             path = plan.token_file(secure.OPERATOR)
             if control.supervisord_pid(plan) is None or not path.is_file():

@@ -17,10 +17,10 @@ from typing import Any
 
 from supervisor.xmlrpc import SupervisorTransport
 
-from consul_discovery.client import ConsulSource, DiscoveryError
+from consul_discovery.client import ConsulSource, DiscoveryError, ServiceConfig
 from consul_discovery.client.table import format_table as table_text
 from consul_discovery.connection import ConsulConnection
-from services.cluster import prometheus, secure
+from services.cluster import multi_dc, prometheus, secure
 from services.cluster.plan import REPO_ROOT, ClusterPlan, InstancePlan
 from services.cluster.supervisor_conf import render, targets_file
 
@@ -127,17 +127,37 @@ def table(plan: ClusterPlan, source: ConsulSource | None = None) -> list[Instanc
     if source is None:
         with ConsulSource(connection=tooling_connection(plan)) as own:
             return table(plan, own)
-    by_service: dict[str, dict[str, str]] = {}
-    for service in dict.fromkeys(inst.service for inst in plan.instances()):
-        try:
-            by_service[service] = instance_health(source, service)
-        except DiscoveryError:
-            by_service[service] = {}
+    by_service: dict[tuple[str, str], dict[str, str]] = {}
+    # multi-dc: another datacenter's instances, asked of the same agent with ?dc=.
+    remote: dict[str, ConsulSource] = {}
+    home = plan.instances()[0].datacenter
+    try:
+        for inst in plan.instances():
+            key = (inst.datacenter, inst.service)
+            if key in by_service:
+                continue
+            asked = source
+            if inst.datacenter != home:
+                asked = remote.get(inst.datacenter) or remote.setdefault(
+                    inst.datacenter, _datacenter_source(plan, inst.datacenter)
+                )
+            try:
+                by_service[key] = instance_health(asked, inst.service)
+            except DiscoveryError:
+                by_service[key] = {}
+    finally:
+        for other in remote.values():
+            other.close()
     rows = []
     for inst in plan.instances():
-        health = by_service[inst.service].get(inst.instance_id, "absent")
+        health = by_service[(inst.datacenter, inst.service)].get(inst.instance_id, "absent")
         rows.append(InstanceStatus(inst.service, inst.instance_id, inst.address, health))
     return rows
+
+
+def _datacenter_source(plan: ClusterPlan, datacenter: str) -> ConsulSource:
+    config = ServiceConfig(datacenter=datacenter)
+    return ConsulSource(connection=tooling_connection(plan), service_config=lambda _: config)
 
 
 def consul_ready(plan: ClusterPlan) -> bool:
@@ -269,6 +289,8 @@ def up(plan: ClusterPlan, timeout: float = 120.0) -> list[InstanceStatus]:
     if plan.secure:
         plan.run_dir.chmod(0o700)
         secure.prepare(plan, consul_bin)
+    if plan.multi_dc:
+        multi_dc.prepare(plan)
     write_prometheus_config(plan, consul_sd)
     plan.supervisor_conf.write_text(render(plan, consul_bin, prometheus_bin, consul_sd))
     plan.save()

@@ -1,9 +1,12 @@
 """What a local cluster consists of: a frozen plan of ports, counts and paths.
 
-Two profiles: ``dev`` (one Consul dev agent on 127.0.0.1, everything open) and
+Three profiles: ``dev`` (one Consul dev agent on 127.0.0.1, everything open),
 ``secure`` (three servers on 127.0.0.11-13 and a client agent per "host" on 127.0.0.2
 and 127.0.0.3, with ACLs default-deny, TLS and gossip encryption; the instances are
-spread over the hosts and register with their own host's agent).
+spread over the hosts and register with their own host's agent) and ``multi-dc`` (two
+WAN-federated datacenters, each a server on 127.0.N.11 and a host's client agent on
+127.0.N.2, open like dev: every service in dc1, one instance of each backend service in
+dc2, see ``services.cluster.multi_dc``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import json
 import os
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+
+from services.cluster import multi_dc
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,7 +32,10 @@ APPS = {
 #: are WSGI under gunicorn.
 ASGI_SERVICES = frozenset({"inventory-service"})
 
-PROFILES = ("dev", "secure")
+PROFILES = ("dev", "secure", "multi-dc")
+
+#: The multi-dc profile's backend services that also run in dc2 (one instance each).
+DC2_SERVICES = ("user-service", "order-service", "inventory-service")
 
 
 class ClusterConfigError(ValueError):
@@ -42,6 +50,7 @@ class InstancePlan:
     service: str
     port: int
     host: str = "127.0.0.1"
+    datacenter: str = ""  # multi-dc profile: "dc1" or "dc2" ("": the only one)
 
     @property
     def instance_id(self) -> str:
@@ -139,8 +148,8 @@ class ClusterPlan:
         env = os.environ if environ is None else environ
         profile = env.get("PROFILE", "").strip() or "dev"
         kwargs: dict[str, object] = {"profile": profile}
-        if profile == "secure":
-            kwargs["run_dir"] = REPO_ROOT / ".run" / "secure"
+        if profile in ("secure", "multi-dc"):
+            kwargs["run_dir"] = REPO_ROOT / ".run" / profile
         for key, field_name in (
             ("USERS", "users"),
             ("ORDERS", "orders"),
@@ -174,6 +183,20 @@ class ClusterPlan:
     def secure(self) -> bool:
         """Whether this is the secure profile (ACLs, TLS, servers and client agents)."""
         return self.profile == "secure"
+
+    @property
+    def multi_dc(self) -> bool:
+        """Whether this is the multi-dc profile (dc1 and dc2, WAN-federated)."""
+        return self.profile == "multi-dc"
+
+    def dc_agents(self) -> list[multi_dc.DcAgent]:
+        """The multi-dc profile's agents: dc1's and dc2's server and host."""
+        return multi_dc.federation("127.0")
+
+    def dc_ports(self) -> multi_dc.DcPorts:
+        """The ports every agent of the multi-dc profile listens on (its own address)."""
+        c = self.consul
+        return multi_dc.DcPorts(c.http, c.dns, c.serf_lan, c.serf_wan, c.server)
 
     @property
     def saved_plan(self) -> Path:
@@ -211,9 +234,12 @@ class ClusterPlan:
 
     @property
     def consul_address(self) -> str:
-        """CONSUL_HTTP_ADDR of the agent the tooling talks to (the first server if secure)."""
+        """CONSUL_HTTP_ADDR of the agent the tooling talks to (the first server if secure,
+        dc1's host agent if multi-dc)."""
         if self.secure:
             return self.agent_address(self.server_hosts[0])
+        if self.multi_dc:
+            return self.agent_address(self.dc_agents()[1].host)
         return f"127.0.0.1:{self.consul.http}"
 
     def agent_address(self, host: str) -> str:
@@ -236,6 +262,8 @@ class ClusterPlan:
 
     def agents(self) -> list[AgentPlan]:
         """Every Consul agent: the dev agent, or the servers then the hosts' client agents."""
+        if self.multi_dc:
+            return [AgentPlan(a.name, a.host, a.server) for a in self.dc_agents()]
         if not self.secure:
             return [AgentPlan("consul", "127.0.0.1", server=True)]
         servers = [
@@ -249,7 +277,10 @@ class ClusterPlan:
         return servers + clients
 
     def instances(self) -> list[InstancePlan]:
-        """Every service instance, gateway first; secure: spread over the client hosts."""
+        """Every service instance, gateway first; secure: spread over the client hosts;
+        multi-dc: everything on dc1's host, then one of each DC2_SERVICES on dc2's."""
+        if self.multi_dc:
+            return self._multi_dc_instances()
         hosts = self.client_hosts if self.secure else ("127.0.0.1",)
 
         def spread(service: str, count: int, base: int) -> list[InstancePlan]:
@@ -265,6 +296,31 @@ class ClusterPlan:
             + spread("inventory-service", self.inventories, self.inventory_base_port)
         )
 
+    def _multi_dc_instances(self) -> list[InstancePlan]:
+        hosts = {a.datacenter: a.host for a in self.dc_agents() if not a.server}
+        base = {
+            "gateway": self.gateway_port,
+            "user-service": self.user_base_port,
+            "order-service": self.order_base_port,
+            "inventory-service": self.inventory_base_port,
+        }
+        counts = {
+            "gateway": self.gateways,
+            "user-service": self.users,
+            "order-service": self.orders,
+            "inventory-service": self.inventories,
+        }
+        dc1 = [
+            InstancePlan(f"{service}-{i + 1}", service, base[service] + i, hosts["dc1"], "dc1")
+            for service, count in counts.items()
+            for i in range(count)
+        ]
+        dc2 = [
+            InstancePlan(f"{service}-dc2-1", service, base[service], hosts["dc2"], "dc2")
+            for service in DC2_SERVICES
+        ]
+        return dc1 + dc2
+
     def instances_of(self, service: str) -> list[InstancePlan]:
         """The instances of one service, in order."""
         found = [i for i in self.instances() if i.service == service]
@@ -275,6 +331,8 @@ class ClusterPlan:
 
     def endpoints(self) -> dict[str, tuple[str, int]]:
         """Every (address, TCP port) the cluster will listen on, by what listens there."""
+        if self.multi_dc:
+            return self._multi_dc_endpoints()
         if not self.secure:
             return {what: ("127.0.0.1", port) for what, port in self.ports().items()}
         out: dict[str, tuple[str, int]] = {}
@@ -284,6 +342,19 @@ class ClusterPlan:
             if agent.server:
                 out[f"{agent.program} serf wan"] = (agent.host, self.consul.serf_wan)
                 out[f"{agent.program} server rpc"] = (agent.host, self.consul.server)
+        out.update({inst.program: (inst.host, inst.port) for inst in self.instances()})
+        out["prometheus"] = ("127.0.0.1", self.prometheus_port)
+        return out
+
+    def _multi_dc_endpoints(self) -> dict[str, tuple[str, int]]:
+        out: dict[str, tuple[str, int]] = {}
+        for agent in self.dc_agents():
+            out[f"{agent.name} http"] = (agent.host, self.consul.http)
+            out[f"{agent.name} dns"] = (agent.host, self.consul.dns)
+            out[f"{agent.name} serf lan"] = (agent.host, self.consul.serf_lan)
+            if agent.server:
+                out[f"{agent.name} serf wan"] = (agent.host, self.consul.serf_wan)
+                out[f"{agent.name} server rpc"] = (agent.host, self.consul.server)
         out.update({inst.program: (inst.host, inst.port) for inst in self.instances()})
         out["prometheus"] = ("127.0.0.1", self.prometheus_port)
         return out

@@ -6,7 +6,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from services.cluster import prometheus, secure
+from services.cluster import multi_dc, prometheus, secure
 from services.cluster.plan import (
     APPS,
     ASGI_SERVICES,
@@ -47,6 +47,8 @@ def consul_command(plan: ClusterPlan, consul_bin: str) -> list[str]:
 
 def agent_command(plan: ClusterPlan, agent: AgentPlan, consul_bin: str) -> list[str]:
     """One agent's command line: the dev agent, or a secure server or client agent."""
+    if plan.multi_dc:
+        return [consul_bin, "agent", f"-config-file={multi_dc.config_file(plan, agent.program)}"]
     if not plan.secure:
         return consul_command(plan, consul_bin)
     files = secure.agent_config_files(plan, agent)
@@ -61,8 +63,8 @@ def instance_env(plan: ClusterPlan, inst: InstancePlan) -> dict[str, str]:
     """
     if plan.secure:
         consul_env = secure.instance_env(plan, inst.service, inst.host)
-    else:
-        consul_env = {"CONSUL_HTTP_ADDR": plan.consul_address}
+    else:  # dev: the one agent; multi-dc: the agent of the instance's own host
+        consul_env = {"CONSUL_HTTP_ADDR": plan.agent_address(inst.host)}
     env = {
         "PYTHONPATH": str(REPO_ROOT),
         "PYTHONUNBUFFERED": "1",

@@ -1,0 +1,174 @@
+"""A second datacenter: WAN addresses across datacenters, prepared-query failover, and a
+chain's failover target resolved through the local agent (real agents: dc1 and dc2)."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from consul_discovery.client.chain import DiscoveryChainQuery, RequestView
+from consul_discovery.client.health_entries import instances_from_entries
+from tests.harness.multi_dc import FederatedAgent, Federation, running_federation
+
+
+@pytest.fixture(scope="module")
+def fed() -> Iterator[Federation]:
+    """dc1 and dc2, WAN-federated, each a server and a client agent (stopped by PID)."""
+    started = time.monotonic()
+    with running_federation() as federation:
+        print(f"\nfederation of dc1 and dc2 up in {time.monotonic() - started:.1f}s")
+        yield federation
+
+
+def register(
+    agent: FederatedAgent,
+    service: str,
+    ident: str,
+    port: int,
+    status: str = "passing",
+    wan: str | None = None,
+    wan_only: bool = False,
+) -> None:
+    """Register an instance on ``agent``'s host with a TTL check in ``status``."""
+    body = {
+        "Name": service,
+        "ID": ident,
+        "Address": agent.host,
+        "Port": port,
+        "Check": {"CheckID": f"{ident}-ttl", "TTL": "300s", "Status": status},
+    }
+    if wan:
+        # Consul fills wan_ipv4 with the service's own (LAN) address when it is not given,
+        # and its WAN translation prefers wan_ipv4 to wan: an instance that advertises a
+        # WAN address gives both (``wan_only`` shows what happens otherwise).
+        tagged = {"wan": {"Address": wan, "Port": port}}
+        if not wan_only:
+            tagged["wan_ipv4"] = {"Address": wan, "Port": port}
+        body["TaggedAddresses"] = tagged
+    response = requests.put(f"{agent.url}/v1/agent/service/register", json=body, timeout=5)
+    response.raise_for_status()
+
+
+def set_status(agent: FederatedAgent, ident: str, status: str) -> None:
+    """Move an instance's TTL check to ``status``."""
+    verb = {"passing": "pass", "warning": "warn", "critical": "fail"}[status]
+    requests.put(f"{agent.url}/v1/agent/check/{verb}/{ident}-ttl", timeout=5).raise_for_status()
+
+
+def health(agent: FederatedAgent, service: str, **params) -> list[dict]:
+    response = requests.get(f"{agent.url}/v1/health/service/{service}", params=params, timeout=5)
+    response.raise_for_status()
+    return response.json()
+
+
+def wait_for(predicate, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_dc2_health_query_from_dc1_answers_with_the_wan_address(fed):
+    dc1, dc2 = fed.agent("dc1"), fed.agent("dc2")
+    register(dc2, "echo", "echo-dc2", 9201, wan="127.1.2.22")
+    wait_for(lambda: health(dc1, "echo", dc="dc2"), what="dc2's echo seen from dc1")
+    (entry,) = health(dc1, "echo", dc="dc2")
+    assert entry["Node"]["Datacenter"] == "dc2"
+    assert entry["Service"]["TaggedAddresses"]["wan"] == {"Address": "127.1.2.22", "Port": 9201}
+    # dc1's agent translates for another datacenter (translate_wan_addrs): the address
+    # it hands out is the WAN one the instance advertises...
+    assert entry["Service"]["Address"] == "127.1.2.22"
+    assert entry["Node"]["TaggedAddresses"]["wan"] == dc2.host  # the node's advertise_addr_wan
+    # ... while dc2's own agent answers with the LAN address.
+    (local,) = health(dc2, "echo")
+    assert local["Service"]["Address"] == dc2.host
+    (instance,) = instances_from_entries([entry])
+    assert (instance.datacenter, instance.address, instance.port) == ("dc2", "127.1.2.22", 9201)
+    assert (instance.region, instance.zone) == ("dc2", "dc2-a")  # the dc2 host's locality
+
+
+def test_a_wan_address_without_wan_ipv4_is_not_translated(fed):
+    """Consul's own subtlety: it fills wan_ipv4 with the LAN address and prefers it, so an
+    instance registered with only ``wan`` is handed out at its LAN address; the client
+    must read ``Service.TaggedAddresses.wan`` itself to honour it."""
+    dc1, dc2 = fed.agent("dc1"), fed.agent("dc2")
+    register(dc2, "echo-wan", "echo-wan-dc2", 9202, wan="127.1.2.23", wan_only=True)
+    wait_for(lambda: health(dc1, "echo-wan", dc="dc2"), what="dc2's echo-wan seen from dc1")
+    (entry,) = health(dc1, "echo-wan", dc="dc2")
+    tagged = entry["Service"]["TaggedAddresses"]
+    assert tagged["wan"]["Address"] == "127.1.2.23"
+    assert tagged["wan_ipv4"]["Address"] == dc2.host
+    assert entry["Service"]["Address"] == dc2.host
+
+
+def test_prepared_queries_fail_over_to_dc2_and_back(fed):
+    dc1, dc2 = fed.agent("dc1"), fed.agent("dc2")
+    register(dc1, "pq", "pq-dc1", 9301, status="critical")
+    register(dc2, "pq", "pq-dc2", 9302, wan="127.1.2.33")
+    wait_for(lambda: health(dc1, "pq", dc="dc2"), what="dc2's pq seen from dc1")
+    queries = {
+        "pq-list": {"Failover": {"Datacenters": ["dc2"]}},
+        "pq-nearest": {"Failover": {"NearestN": 1}},
+    }
+    for name, failover in queries.items():
+        body = {"Name": name, "Service": {"Service": "pq", "OnlyPassing": True, **failover}}
+        requests.post(f"{dc1.url}/v1/query", json=body, timeout=5).raise_for_status()
+
+    def execute(name: str) -> dict:
+        response = requests.get(f"{dc1.url}/v1/query/{name}/execute", timeout=5)
+        response.raise_for_status()
+        return response.json()
+
+    for name in queries:
+        # NearestN needs WAN coordinates between the servers: give them time to appear.
+        wait_for(lambda n=name: execute(n)["Nodes"], timeout=30, what=f"{name} to fail over")
+        answer = execute(name)
+        assert (answer["Datacenter"], answer["Failovers"]) == ("dc2", 1), name
+        (node,) = answer["Nodes"]
+        assert node["Service"]["ID"] == "pq-dc2"
+        assert node["Service"]["Address"] == "127.1.2.33"  # translated to its WAN address
+    set_status(dc1, "pq-dc1", "passing")
+    for name in queries:
+        wait_for(lambda n=name: execute(n)["Datacenter"] == "dc1", what=f"{name} to fail back")
+        answer = execute(name)
+        assert answer["Failovers"] == 0
+        assert [n["Service"]["ID"] for n in answer["Nodes"]] == ["pq-dc1"]
+
+
+def test_a_chain_failover_target_in_dc2_resolves_through_dc1(fed):
+    dc1, dc2 = fed.agent("dc1"), fed.agent("dc2")
+    register(dc1, "orders", "orders-dc1", 9401, status="critical")
+    register(dc2, "orders", "orders-dc2", 9402, wan="127.1.2.44")
+    entry = {
+        "Kind": "service-resolver",
+        "Name": "orders",
+        "ConnectTimeout": "2s",
+        "Failover": {"*": {"Datacenters": ["dc2"]}},
+    }
+    requests.put(f"{dc1.url}/v1/config", json=entry, timeout=5).raise_for_status()
+    query = DiscoveryChainQuery("orders", random=random.Random(1).random)
+    response = requests.get(f"{dc1.url}{query.path}", timeout=5)
+    router = query.interpret(response.status_code, response.headers, response.content).router
+    assert not router.plain, router.problems
+    decision = router.decide(RequestView.of("GET", "/orders/1"))
+    primary, failover = decision.targets
+    assert (primary.service, primary.remote_datacenter) == ("orders", None)
+    assert (failover.service, failover.remote_datacenter) == ("orders", "dc2")
+    # The primary has no passing instance; the failover target, asked of dc1's agent
+    # with dc=dc2 (what the client will do), gives dc2's instance at its WAN address.
+    assert health(dc1, primary.service, passing="1") == []
+    wait_for(lambda: health(dc1, failover.service, dc="dc2", passing="1"), what="dc2's orders")
+    (instance,) = instances_from_entries(
+        health(dc1, failover.service, dc=failover.remote_datacenter, passing="1")
+    )
+    assert (instance.id, instance.address, instance.datacenter) == (
+        "orders-dc2",
+        "127.1.2.44",
+        "dc2",
+    )
