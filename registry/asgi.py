@@ -42,10 +42,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Mutable
 from typing import Any
 
 from consul_discovery.registry.config import Registration
-from consul_discovery.registry.flask import under_gunicorn
 from consul_discovery.registry.health import CheckFn, HealthChecks, HealthReport
 from consul_discovery.registry.metrics import RegistrarMetrics
 from consul_discovery.registry.registrar import Registrar
+from consul_discovery.registry.servers import under_gunicorn
 
 log = logging.getLogger("consul_discovery.registry")
 

@@ -27,26 +27,24 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from consul_discovery.extras import missing
+
+try:
+    from flask import Flask, Response, jsonify
+except ImportError as exc:
+    raise missing(__name__, "flask", exc) from exc
 
 from consul_discovery.registry.config import Registration
 from consul_discovery.registry.health import CheckFn, HealthChecks, HealthReport
 from consul_discovery.registry.metrics import RegistrarMetrics
 from consul_discovery.registry.registrar import Registrar
+from consul_discovery.registry.servers import under_gunicorn
 
 log = logging.getLogger("consul_discovery.registry")
-
-#: Set by consul_discovery.registry.gunicorn_conf in the master; workers inherit it and stay quiet.
-MANAGED_BY_ENV = "REGISTRY_MANAGED_BY"
 
 _process_lock = threading.Lock()
 _process_registrar: Registrar | None = None  # guarded by _process_lock; one per process
 _process_metrics: RegistrarMetrics | None = None  # guarded by _process_lock; its gauges
-
-
-def under_gunicorn(environ: Mapping[str, str] = os.environ) -> bool:
-    """True inside a gunicorn worker (whose master does the registering)."""
-    return environ.get(MANAGED_BY_ENV) == "gunicorn" or "gunicorn.arbiter" in sys.modules
 
 
 class ConsulRegistry:

@@ -37,7 +37,6 @@ from consul_discovery.connection.addresses import host_port, http_url
 from consul_discovery.registry.checks import TtlCheck
 from consul_discovery.registry.config import Registration
 from consul_discovery.registry.errors import RegistryConfigError
-from consul_discovery.registry.flask import MANAGED_BY_ENV
 from consul_discovery.registry.health import http_probe
 from consul_discovery.registry.metrics import (
     RegistrarMetrics,
@@ -45,6 +44,7 @@ from consul_discovery.registry.metrics import (
     mark_worker_dead,
 )
 from consul_discovery.registry.registrar import Registrar
+from consul_discovery.registry.servers import MANAGED_BY_ENV
 
 log = logging.getLogger("consul_discovery.registry")
 

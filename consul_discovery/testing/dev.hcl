@@ -1,0 +1,21 @@
+# Single-node development agent: server + client in one process, state in memory
+# (started with -dev), web UI on. Loopback only. Ports are the defaults
+# (HTTP 8500, DNS 8600) unless overridden on the command line.
+bind_addr   = "127.0.0.1"
+client_addr = "127.0.0.1"
+advertise_addr = "127.0.0.1"
+
+ui_config {
+  enabled = true
+}
+
+log_level = "INFO"
+disable_update_check = true
+enable_script_checks = false
+
+# Consul DNS answers (the HAProxy benchmark resolves instances through SRV records)
+# must never be cached, or a changed instance set would be seen late.
+dns_config {
+  service_ttl = { "*" = "0s" }
+  node_ttl = "0s"
+}
