@@ -1,6 +1,8 @@
 # Single-node development agent: server + client in one process, state in memory
 # (started with -dev), web UI on. Loopback only. Ports are the defaults
 # (HTTP 8500, DNS 8600) unless overridden on the command line.
+# Shipped with the library for its pytest plugin (consul_discovery.testing.agent); the
+# example cluster reads it too, through the link consul/config/dev.hcl.
 bind_addr   = "127.0.0.1"
 client_addr = "127.0.0.1"
 advertise_addr = "127.0.0.1"
