@@ -189,6 +189,18 @@ def test_core_install_is_lean_and_leaves_the_users_packages_alone(
             work,
         )
     )
+    check(
+        venv.python_ok(  # the registry registers without prometheus_client, publishing nothing
+            """
+        from consul_discovery.registry.metrics import PROMETHEUS, RegistrarMetrics
+        assert not PROMETHEUS
+        metrics = RegistrarMetrics(registrar=None)
+        assert metrics.start() is metrics and not metrics.enabled
+        metrics.stop()
+        """,
+            work,
+        )
+    )
     for script in ("consul-discovery", "consul-config"):
         assert "usage:" in check(venv.run(str(venv.bin(script)), "--help", cwd=work))
 
