@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from consul_discovery.extras import EXTRAS, INTEGRATIONS, install_command
+from tests.harness.binary import REPO_ROOT
 from tests.packaging.installed import closure, extras_declared, import_names
 
 FOOTPRINT = Path(__file__).with_name("footprint.py")
@@ -31,13 +33,22 @@ def allowed(extras: Iterable[str] = ()) -> set[str]:
     return set(import_names(closure(extras)))
 
 
+def packages() -> list[str]:
+    """The package's subpackages, as pyproject.toml lists them (an editable install maps
+    each from its own folder)."""
+    with (REPO_ROOT / "pyproject.toml").open("rb") as handle:
+        return list(tomllib.load(handle)["tool"]["setuptools"]["packages"])
+
+
 def footprint(extras: Iterable[str], *modules: str, core: bool = False) -> dict[str, Any]:
     """Import ``modules`` (and every core module with ``core``) as if only the core and
     ``extras`` were installed; what each import did and what got loaded."""
     names = allowed(extras)
     cmd = [sys.executable, "-I", str(FOOTPRINT), "--allow", ",".join(sorted(names))]
+    if core:
+        cmd += ["--core", "--packages", ",".join(packages())]
     out = subprocess.run(
-        [*cmd, *(["--core"] if core else []), *modules],
+        [*cmd, *modules],
         capture_output=True,
         text=True,
         timeout=120,
