@@ -23,10 +23,10 @@ $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11+); set PYTHON=..." >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m pip install --quiet -e '.[platform,dev,bench]'
 	@touch $@
 
-venv: $(VENV)/.installed ## Create .venv with the project and its dev dependencies
+venv: $(VENV)/.installed ## Create .venv: the library (editable) with the example platform, dev and bench extras
 
 setup: debian-packages venv consul ## Everything a newcomer needs: Debian packages, venv, dependencies, Consul
 

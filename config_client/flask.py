@@ -19,7 +19,12 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, current_app
+from consul_discovery.extras import missing
+
+try:
+    from flask import Flask, current_app
+except ImportError as exc:
+    raise missing(__name__, "flask", exc) from exc
 
 from consul_discovery.config.client import ConfigClient, Update
 from consul_discovery.config.settings import ABSENT, Settings

@@ -10,7 +10,8 @@ Layers, least specific first (a later layer's key wins)::
 Inside a layer, ``config/<service>/retry/budget`` is the setting ``retry.budget`` (its
 value a string), and the key ``data`` holds one YAML or JSON document whose nested
 mappings flatten the same way (``retry: {budget: 0.2}`` is ``retry.budget``: 0.2). When
-both spell one setting, the individual key wins. Keys ending in ``/`` are folders (the
+both spell one setting, the individual key wins. JSON documents need nothing more; YAML
+ones need PyYAML (``pip install 'consul-discovery[yaml]'``). Keys ending in ``/`` are folders (the
 Consul UI makes them) and carry nothing.
 """
 
@@ -21,9 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from consul_discovery.config.errors import ConfigValueError
+from consul_discovery.extras import install_command
 
 DEFAULT_ROOT = "config"
 DOCUMENT_KEY = "data"
@@ -54,11 +54,26 @@ class Layers:
 
 
 def parse_document(key: str, text: str) -> dict[str, Any]:
-    """A YAML or JSON document (JSON is YAML) flattened; a bad one names ``key``."""
+    """A YAML or JSON document (JSON is YAML) flattened; a bad one names ``key``.
+
+    Without PyYAML only JSON is read, and a document that is not JSON says so.
+    """
+    if not text.strip():
+        return {}
     try:
-        loaded = yaml.safe_load(text) if text.strip() else {}
-    except yaml.YAMLError as exc:
-        raise ConfigValueError(key, f"not valid YAML/JSON: {exc}") from exc
+        import yaml  # the 'yaml' extra; imported here so the core does not need it
+    except ImportError:
+        try:
+            loaded = json.loads(text)
+        except ValueError as exc:
+            raise ConfigValueError(
+                key, f"not valid JSON ({exc}); YAML needs PyYAML: {install_command('yaml')}"
+            ) from exc
+    else:
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigValueError(key, f"not valid YAML/JSON: {exc}") from exc
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):

@@ -10,7 +10,12 @@ import                              repository folder       what it owns
 ``consul_discovery.registry``       ``registry/``           an instance's life in Consul
 ``consul_discovery.client``         ``discovery_client/``   watch, pick, call, retry
 ``consul_discovery.config``         ``config_client/``      live settings from Consul KV
+``consul_discovery.testing``        ``consul_discovery/``   real Consul agents for tests
 ==================================  ======================  ==============================
+
+The core needs only requests, urllib3, py-consul and tenacity; each integration takes an
+extra (``pip install 'consul-discovery[flask]'``; the table: ``consul_discovery.extras``).
+The pytest plugin is opt-in: ``pytest -p consul_discovery.pytest_plugin``.
 """
 
 __version__ = "0.2.0"

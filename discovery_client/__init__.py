@@ -4,7 +4,15 @@ Watch healthy instances (ConsulSource), balance over an immutable snapshot (Bala
 five policies), call by name with retries on other instances (ServiceClient), or plug
 discovery into an existing requests.Session (DiscoveryAdapter), httpx.Client
 (DiscoveryTransport) or httpx.AsyncClient (AsyncDiscoveryTransport, on an event loop).
+
+The httpx transports need the ``httpx`` extra; they are imported on first use, so the
+package itself needs only the core's dependencies.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from consul_discovery.client.adapter import DiscoveryAdapter
 from consul_discovery.client.balancer import Balancer
@@ -22,12 +30,34 @@ from consul_discovery.client.errors import (
     NoHealthyInstanceError,
     UnknownServiceError,
 )
-from consul_discovery.client.httpx_transport import AsyncDiscoveryTransport, DiscoveryTransport
 from consul_discovery.client.instance import Instance, Resolution
 from consul_discovery.client.load import Endpoint, InstanceLoad
 from consul_discovery.client.picker import Picker, build_picker
 from consul_discovery.client.retry import IDEMPOTENT_METHODS, RETRYABLE_STATUSES, RetryPolicy
 from consul_discovery.client.source import InstanceSource
+
+if TYPE_CHECKING:
+    from consul_discovery.client.httpx_transport import (
+        AsyncDiscoveryTransport,
+        DiscoveryTransport,
+    )
+
+#: Names served on first access from the module that needs an extra (name -> module).
+_LAZY = {
+    "AsyncDiscoveryTransport": "consul_discovery.client.httpx_transport",
+    "DiscoveryTransport": "consul_discovery.client.httpx_transport",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the httpx transports on first access (they need the ``httpx`` extra)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "IDEMPOTENT_METHODS",

@@ -24,7 +24,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import httpx
+from consul_discovery.extras import missing
+
+try:
+    import httpx
+except ImportError as exc:
+    raise missing(__name__, "httpx", exc) from exc
 
 from consul_discovery.client.config import ServiceConfig
 from consul_discovery.client.errors import (

@@ -17,7 +17,12 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-import httpx
+from consul_discovery.extras import missing
+
+try:
+    import httpx
+except ImportError as exc:
+    raise missing(__name__, "httpx", exc) from exc
 
 DEFAULT_KEEPALIVE = 32
 DEFAULT_IDLE_AFTER = 60.0

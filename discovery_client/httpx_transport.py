@@ -47,7 +47,12 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
-import httpx
+from consul_discovery.extras import missing
+
+try:
+    import httpx
+except ImportError as exc:
+    raise missing(__name__, "httpx", exc) from exc
 
 from consul_discovery.client.aio import AsyncConsulSource
 from consul_discovery.client.attempt import AttemptPlan, Outcome

@@ -29,7 +29,12 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from consul_discovery.extras import missing
+
+try:
+    from flask import Flask, Response, jsonify
+except ImportError as exc:
+    raise missing(__name__, "flask", exc) from exc
 
 from consul_discovery.registry.errors import RegistryConfigError
 from consul_discovery.registry.health import CheckFn, HealthChecks, HealthReport

@@ -18,6 +18,9 @@ Series (no labels: Prometheus' target labels say which instance):
 * ``registry_draining``: 1 from the start of the drain on;
 * ``registry_consul_errors_total``: failed agent calls (register, reconcile, heartbeat);
 * ``registry_last_consul_error_timestamp_seconds``: Unix time of the last one, 0 if none.
+
+The series need ``prometheus_client`` (``pip install 'consul-discovery[prometheus]'``);
+without it the integrations still register, and ``RegistrarMetrics`` publishes nothing.
 """
 
 from __future__ import annotations
@@ -30,7 +33,12 @@ import threading
 import warnings
 from pathlib import Path
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+try:
+    from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+except ImportError:  # no 'prometheus' extra: registration works, nothing is published
+    PROMETHEUS = False
+else:
+    PROMETHEUS = True
 
 from consul_discovery.registry.forksafe import no_fork
 from consul_discovery.registry.registrar import Registrar, State
@@ -62,7 +70,7 @@ def clean_multiprocess_dir() -> None:
 
 def mark_worker_dead(pid: int) -> None:
     """Drop a dead worker's live gauges (its counters stay: they are history)."""
-    if multiprocess_dir() is None:
+    if multiprocess_dir() is None or not PROMETHEUS:
         return
     from prometheus_client import multiprocess
 
@@ -102,7 +110,11 @@ def _series(registry: CollectorRegistry) -> tuple[Gauge, Gauge, Counter, Gauge]:
 
 
 class RegistrarMetrics:
-    """Publishes one Registrar's state into gauges every ``interval`` seconds."""
+    """Publishes one Registrar's state into gauges every ``interval`` seconds.
+
+    Without ``prometheus_client`` installed, ``enabled`` is False and every method is a
+    no-op (no thread, no series).
+    """
 
     def __init__(
         self,
@@ -111,8 +123,10 @@ class RegistrarMetrics:
         registry: CollectorRegistry | None = None,
         interval: float = 1.0,
     ) -> None:
-        series = _series(REGISTRY if registry is None else registry)
-        self.registered, self.draining, self.errors, self.last_error = series
+        self.enabled = PROMETHEUS
+        if self.enabled:
+            series = _series(REGISTRY if registry is None else registry)
+            self.registered, self.draining, self.errors, self.last_error = series
         self._registrar = registrar
         self._interval = interval
         self._errors_seen = 0  # the publisher thread (or publish() callers) only
@@ -121,6 +135,8 @@ class RegistrarMetrics:
 
     def publish(self) -> None:
         """Copy the registrar's current state into the gauges."""
+        if not self.enabled:
+            return
         registrar = self._registrar
         state = registrar.state
         errors = registrar.consul_errors
@@ -135,6 +151,9 @@ class RegistrarMetrics:
 
     def start(self) -> RegistrarMetrics:
         """Publish now and then every ``interval`` from a daemon thread."""
+        if not self.enabled:
+            log.debug("registry: prometheus_client is not installed; no registrar gauges")
+            return self
         self.publish()
         self._thread = threading.Thread(target=self._run, name="registry-metrics", daemon=True)
         self._thread.start()

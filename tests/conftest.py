@@ -1,46 +1,31 @@
-"""Shared fixtures: a real Consul agent (or cluster) per test, stopped by PID afterwards."""
+"""Shared fixtures: the library's pytest plugin (a real Consul agent per test, stopped by
+PID afterwards) plus the project's own (a 3-server cluster).
+
+The plugin (``consul_discovery.pytest_plugin``) brings ``consul_agent``,
+``consul_agent_persistent``, ``consul_agent_unstarted``, ``consul_connection``,
+``consul_client`` and ``consul_instances``.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
-import consul
 import pytest
 
-from tests.harness.agent import ConsulAgent, running_agent
 from tests.harness.binary import ConsulBinaryMissing, consul_binary
 from tests.harness.cluster import ConsulCluster
 
+pytest_plugins = ["consul_discovery.pytest_plugin", "pytester"]
+
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Resolve the Consul binary once, up front, so a missing Consul fails the run loudly."""
+    """Resolve (or build) the Consul binary once, up front, so a missing Consul fails the
+    run loudly; export it as CONSUL_BIN for the plugin's agents."""
     try:
-        consul_binary()
+        os.environ["CONSUL_BIN"] = consul_binary()
     except ConsulBinaryMissing as exc:
         pytest.exit(str(exc), returncode=3)
-
-
-@pytest.fixture
-def consul_agent() -> Iterator[ConsulAgent]:
-    """A fresh single-node dev agent with the UI on, on free loopback ports."""
-    with running_agent() as agent:
-        yield agent
-
-
-@pytest.fixture
-def consul_agent_unstarted() -> Iterator[ConsulAgent]:
-    """A dev agent with ports reserved but not yet started (for 'Consul is down' tests)."""
-    agent = ConsulAgent()
-    try:
-        yield agent
-    finally:
-        agent.cleanup()
-
-
-@pytest.fixture
-def consul_client(consul_agent: ConsulAgent) -> consul.Consul:
-    """A py-consul client bound to the ``consul_agent`` fixture."""
-    return consul_agent.client()
 
 
 @pytest.fixture

@@ -1,4 +1,10 @@
-"""Locate (or build) the Consul binary through consul/ensure-consul, failing loudly."""
+"""The project's Consul binary: found, or built, by consul/ensure-consul; failing loudly.
+
+The library's lookup (``consul_discovery.testing.binary``) only finds a binary; the
+project's tests may also build the pinned release (``make consul``). ``tests/conftest.py``
+resolves it once per session and exports it as ``CONSUL_BIN``, so every agent the
+library's fixtures start runs this binary.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +13,13 @@ import os
 import subprocess
 from pathlib import Path
 
+from consul_discovery.testing.binary import ConsulBinaryMissing
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENSURE_CONSUL = REPO_ROOT / "consul" / "ensure-consul"
 CONFIG_DIR = REPO_ROOT / "consul" / "config"
 
-
-class ConsulBinaryMissing(RuntimeError):
-    """Consul could not be found or built; the message says how to fix it."""
+__all__ = ["CONFIG_DIR", "ENSURE_CONSUL", "REPO_ROOT", "ConsulBinaryMissing", "consul_binary"]
 
 
 @functools.cache

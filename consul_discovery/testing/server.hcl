@@ -1,8 +1,8 @@
-# One of the three servers of the loopback failover cluster. Each server gets its own
-# node name, data dir and ports on the command line (see tests/harness/cluster.py and
-# the Makefile). Loopback only.
+# A server agent that keeps its state in a data dir: one alone (a restart keeps every
+# registration) or one of a loopback cluster. Each server gets its node name, data dir,
+# ports and -bootstrap-expect on the command line (consul_discovery.testing.agent; the
+# project's 3-server cluster: tests/harness/cluster.py). Loopback only.
 server           = true
-bootstrap_expect = 3
 bind_addr        = "127.0.0.1"
 client_addr      = "127.0.0.1"
 advertise_addr   = "127.0.0.1"
