@@ -115,10 +115,15 @@ def when_ready(server: Any) -> None:
     if isinstance(registration.check, TtlCheck):
         host = bind[0] if bind and bind[0] not in ("0.0.0.0", "::") else "127.0.0.1"
         path = os.environ.get("SERVICE_HEALTH_PATH", "").strip() or "/health"
-        health = http_probe(
-            http_url(host, registration.port) + path,
-            timeout=min(2.0, registration.check.heartbeat),
-        )
+        url, session = http_url(host, registration.port) + path, None
+        if registration.connect_native:  # mTLS only: probe as the service itself
+            from consul_discovery.mesh.clients import self_probe_session
+            from consul_discovery.mesh.service_identity import ServiceIdentity
+
+            identity = ServiceIdentity(registration.name, registration.consul).start()
+            session = self_probe_session(registration.name, identity)
+            url = "https" + url.removeprefix("http")
+        health = http_probe(url, timeout=min(2.0, registration.check.heartbeat), session=session)
     if _registrar is None:
         _registrar = Registrar(registration, health=health).start()
     if _metrics is None:
