@@ -60,18 +60,22 @@ class _Entry:
     source: SpiffeId  # the identity the agent was asked about
     result: AuthorizeResult
     intention: Intention | None  # the matching intention when it is L7
+    decision: Decision | None  # the whole decision when it does not depend on the request
+
+
+_Key = tuple[str | None, str, str]
 
 
 @dataclass(frozen=True)
 class _Snapshot:
     intentions: IntentionSet
     default_allow: bool
-    entries: dict[SpiffeId, _Entry] = field(default_factory=dict)  # adds under Authorizer._lock
+    entries: dict[_Key, _Entry] = field(default_factory=dict)  # adds under Authorizer._lock
 
 
-def _key(source: SpiffeId) -> SpiffeId:
+def _key(source: SpiffeId) -> _Key:
     # Consul matches on partition, namespace and name: datacenter and trust domain aside.
-    return SpiffeId("", source.namespace, "", source.service, source.partition)
+    return (source.partition, source.namespace, source.service)
 
 
 class Authorizer:
@@ -90,7 +94,7 @@ class Authorizer:
         self.health_path = health_path
         self._session = self.connection.session(pool_maxsize=4)
         self._lock = threading.Lock()  # guards _inflight and adds to a snapshot's entries
-        self._inflight: dict[SpiffeId, threading.Event] = {}  # under _lock
+        self._inflight: dict[_Key, threading.Event] = {}  # under _lock
         self._snapshot: _Snapshot | None = None  # swapped by the watch thread; read by any
         self._ready = threading.Event()  # set once the first snapshot is in force
         self.authorize_calls = 0  # request and watch threads, under _lock (read by tests)
@@ -134,10 +138,10 @@ class Authorizer:
             return None
         if source.service == self.destination and self._self_health(source, request):
             return Decision(True, "own health check", "self", source.service)
-        entry = snapshot.entries.get(_key(source))
+        entry = snapshot.entries.get((source.partition, source.namespace, source.service))
         if entry is None:
             return None
-        return _decide(snapshot, entry, source, request)
+        return entry.decision or _decide(snapshot, entry, source, request)
 
     def decide(self, source: SpiffeId, request: RequestView) -> Decision:
         """The decision for one request (asks the agent once for a caller never seen)."""
@@ -147,7 +151,8 @@ class Authorizer:
         snapshot = self._snapshot
         if snapshot is None:
             return Decision(False, "intentions not loaded yet", "default", source.service)
-        return _decide(snapshot, self._entry(snapshot, source), source, request)
+        entry = self._entry(snapshot, source)
+        return entry.decision or _decide(snapshot, entry, source, request)
 
     def _self_health(self, source: SpiffeId, request: RequestView) -> bool:
         return (
@@ -191,8 +196,11 @@ class Authorizer:
                 exc,
                 result.reason,
             )
-        intention = snapshot.intentions.match(source) if result.l7 else None
-        return _Entry(source, result, intention)
+        if result.l7:
+            return _Entry(source, result, snapshot.intentions.match(source), None)
+        layer = "default" if result.by_default else "L4"
+        decision = Decision(result.authorized, result.reason, layer, source.service)
+        return _Entry(source, result, None, decision)
 
     def _authorize(self, source: SpiffeId) -> AuthorizeResult:
         request = authorize_request(self.destination, source.uri)
@@ -246,10 +254,8 @@ def _local_result(snapshot: _Snapshot, source: SpiffeId) -> AuthorizeResult:
 
 
 def _decide(snapshot: _Snapshot, entry: _Entry, source: SpiffeId, request: RequestView) -> Decision:
+    """An L7 entry's decision for one request (L4 entries carry theirs)."""
     result = entry.result
-    if not result.l7:
-        layer = "default" if result.by_default else "L4"
-        return Decision(result.authorized, result.reason, layer, source.service)
     intention = entry.intention
     if intention is None or not intention.is_l7:
         return Decision(False, result.reason, "L7", source.service)

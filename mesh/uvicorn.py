@@ -53,12 +53,17 @@ def apply_mesh(config: uvicorn.Config, service: MeshService) -> None:
 
 
 def _adopt_logging() -> None:
-    """Our log lines through uvicorn's error logger's handlers, at its level."""
-    uvicorn_log = logging.getLogger("uvicorn.error")
-    for handler in uvicorn_log.handlers:
+    """Our log lines through the handlers of uvicorn's error log, at its level."""
+    error_log = logging.getLogger("uvicorn.error")
+    source: logging.Logger | None = error_log
+    while source is not None and not source.handlers:  # uvicorn.error propagates to uvicorn
+        source = source.parent if source.propagate else None
+    if source is None or source.parent is None:
+        return  # no handlers of uvicorn's own: leave ours to the root logger
+    for handler in source.handlers:
         if handler not in log.handlers:
             log.addHandler(handler)
-    log.setLevel(uvicorn_log.level or logging.INFO)
+    log.setLevel(error_log.getEffectiveLevel())
     log.propagate = False
 
 

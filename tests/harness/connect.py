@@ -277,7 +277,7 @@ def start_mesh_server(
     instance.spawn()
     if wait:
         try:
-            _wait(lambda: passing(agent.url, service, service_id, token), 30,
+            _wait(lambda: passing(agent.url, service, service_id, token), 90,
                   f"{service_id} passing", instance.log)  # fmt: skip
         except BaseException:
             instance.stop()

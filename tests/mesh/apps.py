@@ -1,9 +1,12 @@
 """Test apps served Connect-native by tests.harness.connect: Flask (gunicorn) and FastAPI
-(uvicorn). Every path answers ``{"service", "pid", "method", "path", "caller"}``, where
-``caller`` is the SPIFFE ID the mesh put in the request (so a test sees the guard ran)."""
+(uvicorn). Every path answers ``{"served", "service", "pid", "method", "path", "caller"}``:
+``caller`` is the SPIFFE ID the mesh put in the request (so a test sees the guard ran),
+``served`` counts the requests that reached the app in this process (so a test sees
+what did not)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Any
 
@@ -17,9 +20,12 @@ from consul_discovery.registry.flask import ConsulRegistry
 
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH"]
 
+_served = itertools.count(1)  # requests that reached the app in this process
+
 
 def _answer(method: str, path: str, caller: Any) -> dict[str, Any]:
     return {
+        "served": next(_served),
         "service": os.environ.get("SERVICE_NAME"),
         "pid": os.getpid(),
         "method": method,
