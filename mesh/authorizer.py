@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
 from consul_discovery.connection import ConsulConnection
@@ -110,12 +111,17 @@ class Authorizer:
         return self
 
     def wait_ready(self, timeout: float = 10.0) -> Authorizer:
-        """Block until the first intentions are in force; raise why not."""
-        if not self._ready.wait(timeout):
+        """Block until the first intentions are in force; raise why not (a refusal at once)."""
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(0.05):
             error = self._watch.error
-            if error is not None:
+            if error is not None and not isinstance(error, MeshUnavailableError):
                 raise error
-            raise MeshUnavailableError(f"no intentions for {self.destination!r} after {timeout:g}s")
+            if time.monotonic() >= deadline:
+                raise MeshUnavailableError(
+                    f"no intentions for {self.destination!r} after {timeout:g}s"
+                    + (f": {error}" if error else "")
+                ) from error
         return self
 
     def close(self) -> None:
