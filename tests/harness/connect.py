@@ -275,10 +275,15 @@ def start_mesh_server(
         service_id=service_id, port=port,
     )  # fmt: skip
     instance.spawn()
+
+    def up() -> bool:
+        if not instance.alive():
+            raise RuntimeError(f"{service_id} exited; log:\n{instance.log()}")
+        return passing(agent.url, service, service_id, token)
+
     if wait:
         try:
-            _wait(lambda: passing(agent.url, service, service_id, token), 90,
-                  f"{service_id} passing", instance.log)  # fmt: skip
+            _wait(up, 90, f"{service_id} passing", instance.log)
         except BaseException:
             instance.stop()
             raise
