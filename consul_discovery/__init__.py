@@ -10,6 +10,7 @@ import                              repository folder       what it owns
 ``consul_discovery.registry``       ``registry/``           an instance's life in Consul
 ``consul_discovery.client``         ``discovery_client/``   watch, pick, call, retry
 ``consul_discovery.config``         ``config_client/``      live settings from Consul KV
+``consul_discovery.mesh``           ``mesh/``               Connect identity, mTLS, intentions
 ``consul_discovery.testing``        ``consul_discovery/``   real Consul agents for tests
 ==================================  ======================  ==============================
 

@@ -65,6 +65,7 @@ class Registration:
     check: CheckSpec = field(default_factory=HttpCheck)
     drain_seconds: float = 5.0
     consul: ConsulConnection = field(default_factory=ConsulConnection)
+    connect_native: bool = False  # SERVICE_CONNECT=native: serves mTLS (consul_discovery.mesh)
 
     @property
     def check_id(self) -> str:
@@ -73,6 +74,7 @@ class Registration:
 
     def service_definition(self) -> dict[str, Any]:
         """The JSON body of PUT /v1/agent/service/register for this instance."""
+        connect = {"Connect": {"Native": True}} if self.connect_native else {}
         return {
             "ID": self.service_id,
             "Name": self.name,
@@ -84,6 +86,7 @@ class Registration:
             "Checks": [
                 self.check.definition(self.address, self.port, self.check_id, f"{self.name} health")
             ],
+            **connect,
         }
 
     @classmethod
@@ -208,7 +211,8 @@ def _build(
         passing=_int("SERVICE_WEIGHT_PASSING", env.get("SERVICE_WEIGHT_PASSING") or 1, 1, 65535),
         warning=_int("SERVICE_WEIGHT_WARNING", env.get("SERVICE_WEIGHT_WARNING") or 1, 1, 65535),
     )
-    check = ov.pop("check", None) or _check_from_env(env, ov)
+    connect_native = _connect(_get(env, ov, "connect", "SERVICE_CONNECT"))
+    check = ov.pop("check", None) or _check_from_env(env, ov, connect_native)
     _validate_check(check)
     drain = parse_duration(
         "SERVICE_DRAIN_SECONDS", _get(env, ov, "drain_seconds", "SERVICE_DRAIN_SECONDS") or 5
@@ -226,11 +230,29 @@ def _build(
         check=check,
         drain_seconds=drain,
         consul=consul,
+        connect_native=connect_native,
     )
 
 
-def _check_from_env(env: Mapping[str, str], ov: dict[str, Any]) -> CheckSpec:
-    kind = str(_get(env, ov, "check_kind", "SERVICE_CHECK") or "http").lower()
+def _connect(value: Any) -> bool:
+    """SERVICE_CONNECT: ``native`` (serves Connect mTLS itself) or ``none`` (default)."""
+    kind = str(value or "none").strip().lower()
+    if kind not in ("native", "none"):
+        raise RegistryConfigError("SERVICE_CONNECT", f"{value!r} is not one of native, none")
+    return kind == "native"
+
+
+def _check_from_env(
+    env: Mapping[str, str], ov: dict[str, Any], connect_native: bool = False
+) -> CheckSpec:
+    # A Connect-native instance serves mTLS only: Consul's HTTP check has no client
+    # certificate, so its health is a TTL check fed from inside (no other path to the app).
+    default_kind = "ttl" if connect_native else "http"
+    kind = str(_get(env, ov, "check_kind", "SERVICE_CHECK") or default_kind).lower()
+    if connect_native and kind == "http":
+        raise RegistryConfigError(
+            "SERVICE_CHECK", "http cannot reach a Connect-native (mTLS-only) instance; use ttl"
+        )
     interval = parse_duration(
         "SERVICE_CHECK_INTERVAL", _get(env, ov, "interval", "SERVICE_CHECK_INTERVAL") or "10s"
     )

@@ -77,13 +77,15 @@ class HealthChecks:
         return HealthReport(overall, results)
 
 
-def http_probe(url: str, timeout: float = 2.0) -> Callable[[], HealthReport]:
+def http_probe(
+    url: str, timeout: float = 2.0, session: requests.Session | None = None
+) -> Callable[[], HealthReport]:
     """A health function that GETs ``url`` (e.g. the instance's own /health over loopback).
 
     Used by the gunicorn master, which has no app loaded: 200 is passing, anything
-    else (or no answer) is critical.
+    else (or no answer) is critical. ``session``: a Connect-native instance's mesh session.
     """
-    session = requests.Session()
+    session = session or requests.Session()
 
     def probe() -> HealthReport:
         try:

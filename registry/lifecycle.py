@@ -279,7 +279,15 @@ class Lifecycle:
         host = "127.0.0.1" if not host or host in _WILDCARDS else host
         port = listener.bind[1] if listener is not None and listener.bind else reg.port
         path = self.environ.get("SERVICE_HEALTH_PATH", "").strip() or "/health"
-        return http_probe(http_url(host, port) + path, timeout=min(2.0, reg.check.heartbeat))
+        url, session = http_url(host, port) + path, None
+        if reg.connect_native:  # mTLS only: probe as the service itself
+            from consul_discovery.mesh.clients import self_probe_session
+            from consul_discovery.mesh.service_identity import ServiceIdentity
+
+            identity = ServiceIdentity(reg.name, reg.consul).start()
+            session = self_probe_session(reg.name, identity)
+            url = "https" + url.removeprefix("http")
+        return http_probe(url, timeout=min(2.0, reg.check.heartbeat), session=session)
 
 
 def _forwarded(env: Mapping[str, str]) -> bool:

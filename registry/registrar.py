@@ -271,6 +271,7 @@ class Registrar:
                     meta=dict(reg.meta),
                     weights=body["Weights"],
                     check=body["Checks"][0],
+                    connect=body.get("Connect"),
                     replace_existing_checks=True,
                     token=reg.consul.token,
                 )

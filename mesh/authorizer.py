@@ -1,0 +1,274 @@
+"""``Authorizer``: may this caller reach this service? L4 as Consul decides, L7 in-process.
+
+- **L4** is the agent's decision (``POST /v1/agent/connect/authorize``), cached per
+  caller identity in an immutable snapshot; a cached decision costs a dict lookup.
+- The cache follows the intentions: a blocking query on the intentions that match the
+  destination (``consul_api.IntentionsResource``, through the agent's cache, the same
+  entry the authorize endpoint reads) delivers each change; the watch thread then asks
+  the agent again for every caller it knows and swaps in the new snapshot whole, so
+  requests never wait for that and never see a half-updated cache.
+- **L7**: the agent denies any caller whose matching intention has permissions; for
+  those the permissions are evaluated here (``l7.l7_action``), and a request no
+  permission matches gets the default policy. The default is the agent's own answer for
+  an identity no intention can name (a namespace that cannot exist), learned once per
+  change; without an answer, the ACL default policy the agent reports.
+- A caller never seen before costs one authorize call (single-flight per caller); if the
+  agent cannot answer, the same rules are applied in-process to the intentions in force,
+  so an agent restart changes no decision.
+- The service's own identity may ``GET``/``HEAD`` its health path (the gunicorn master's
+  TTL self-probe); every other request of it goes through the intentions.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from consul_discovery.connection import ConsulConnection
+from consul_discovery.connection.blocking import WatchTiming
+from consul_discovery.mesh.consul_api import (
+    AuthorizeResult,
+    IntentionsResource,
+    authorize_answer,
+    authorize_request,
+)
+from consul_discovery.mesh.driver import BlockingWatch, send
+from consul_discovery.mesh.errors import MeshError, MeshUnavailableError
+from consul_discovery.mesh.intentions import ALLOW, Intention, IntentionSet
+from consul_discovery.mesh.l7 import RequestView, l7_action
+from consul_discovery.mesh.spiffe import SpiffeId
+
+log = logging.getLogger("consul_discovery.mesh")
+
+#: A namespace no intention can name: the agent's answer for it is the default policy.
+PROBE_NAMESPACE = "consul-discovery-mesh-default-probe"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Whether one request may pass, and why (``layer``: L4, L7, default, self)."""
+
+    allowed: bool
+    reason: str
+    layer: str
+    caller: str  # the caller's service name ("" when it has none)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    source: SpiffeId  # the identity the agent was asked about
+    result: AuthorizeResult
+    intention: Intention | None  # the matching intention when it is L7
+    decision: Decision | None  # the whole decision when it does not depend on the request
+
+
+_Key = tuple[str | None, str, str]
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    intentions: IntentionSet
+    default_allow: bool
+    entries: dict[_Key, _Entry] = field(default_factory=dict)  # adds under Authorizer._lock
+
+
+def _key(source: SpiffeId) -> _Key:
+    # Consul matches on partition, namespace and name: datacenter and trust domain aside.
+    return (source.partition, source.namespace, source.service)
+
+
+class Authorizer:
+    """Intention decisions for callers of ``destination`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        destination: str,
+        connection: ConsulConnection | None = None,
+        *,
+        health_path: str | None = None,
+        timing: WatchTiming | None = None,
+    ) -> None:
+        self.destination = destination
+        self.connection = connection or ConsulConnection.from_env()
+        self.health_path = health_path
+        self._session = self.connection.session(pool_maxsize=4)
+        self._lock = threading.Lock()  # guards _inflight and adds to a snapshot's entries
+        self._inflight: dict[_Key, threading.Event] = {}  # under _lock
+        self._snapshot: _Snapshot | None = None  # swapped by the watch thread; read by any
+        self._ready = threading.Event()  # set once the first snapshot is in force
+        self.authorize_calls = 0  # request and watch threads, under _lock (read by tests)
+        self._watch = BlockingWatch(
+            IntentionsResource(destination), self.connection, self._refresh, timing=timing
+        )
+
+    # -- life ---------------------------------------------------------------------------
+
+    def start(self) -> Authorizer:
+        """Start watching the intentions; returns at once (see ``wait_ready``)."""
+        self._watch.start()
+        return self
+
+    def wait_ready(self, timeout: float = 10.0) -> Authorizer:
+        """Block until the first intentions are in force; raise why not (a refusal at once)."""
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(0.05):
+            error = self._watch.error
+            if error is not None and not isinstance(error, MeshUnavailableError):
+                raise error
+            if time.monotonic() >= deadline:
+                raise MeshUnavailableError(
+                    f"no intentions for {self.destination!r} after {timeout:g}s"
+                    + (f": {error}" if error else "")
+                ) from error
+        return self
+
+    def close(self) -> None:
+        """Stop the intentions watch and close the agent session."""
+        self._watch.close()
+        self._session.close()
+
+    @property
+    def intentions(self) -> IntentionSet | None:
+        """The intentions in force."""
+        snapshot = self._snapshot
+        return snapshot.intentions if snapshot else None
+
+    # -- deciding -----------------------------------------------------------------------
+
+    def cached(self, source: SpiffeId, request: RequestView) -> Decision | None:
+        """The decision from the cache alone (no I/O); None when the agent must be asked."""
+        snapshot = self._snapshot
+        if snapshot is None:
+            return None
+        if source.service == self.destination and self._self_health(source, request):
+            return Decision(True, "own health check", "self", source.service)
+        entry = snapshot.entries.get((source.partition, source.namespace, source.service))
+        if entry is None:
+            return None
+        return entry.decision or _decide(snapshot, entry, source, request)
+
+    def decide(self, source: SpiffeId, request: RequestView) -> Decision:
+        """The decision for one request (asks the agent once for a caller never seen)."""
+        decision = self.cached(source, request)
+        if decision is not None:
+            return decision
+        snapshot = self._snapshot
+        if snapshot is None:
+            return Decision(False, "intentions not loaded yet", "default", source.service)
+        entry = self._entry(snapshot, source)
+        return entry.decision or _decide(snapshot, entry, source, request)
+
+    def _self_health(self, source: SpiffeId, request: RequestView) -> bool:
+        return (
+            self.health_path is not None
+            and request.path == self.health_path
+            and request.method in ("GET", "HEAD")
+        )
+
+    def _entry(self, snapshot: _Snapshot, source: SpiffeId) -> _Entry:
+        key = _key(source)
+        while True:
+            with self._lock:
+                entry = snapshot.entries.get(key)
+                if entry is not None:
+                    return entry
+                pending = self._inflight.get(key)
+                if pending is None:
+                    self._inflight[key] = threading.Event()
+            if pending is not None:
+                pending.wait(self.connection.read_timeout + 1)
+                continue
+            try:
+                entry = self._ask(snapshot, source)
+                with self._lock:
+                    snapshot.entries.setdefault(key, entry)
+                return entry
+            finally:
+                with self._lock:
+                    self._inflight.pop(key).set()
+
+    def _ask(self, snapshot: _Snapshot, source: SpiffeId) -> _Entry:
+        try:
+            result = self._authorize(source)
+        except MeshError as exc:
+            result = _local_result(snapshot, source)
+            log.warning(
+                "mesh: agent cannot authorize %s -> %s (%s); deciding from the intentions in "
+                "force: %s",
+                source.service,
+                self.destination,
+                exc,
+                result.reason,
+            )
+        if result.l7:
+            return _Entry(source, result, snapshot.intentions.match(source), None)
+        layer = "default" if result.by_default else "L4"
+        decision = Decision(result.authorized, result.reason, layer, source.service)
+        return _Entry(source, result, None, decision)
+
+    def _authorize(self, source: SpiffeId) -> AuthorizeResult:
+        request = authorize_request(self.destination, source.uri)
+        with self._lock:
+            self.authorize_calls += 1
+        return authorize_answer(send(self._session, self.connection, request), request.call)
+
+    # -- the watch thread ---------------------------------------------------------------
+
+    def _refresh(self, intentions: IntentionSet) -> None:
+        old = self._snapshot
+        default_allow = self._default_allow(intentions)
+        fresh = _Snapshot(intentions, default_allow)
+        with self._lock:
+            known = list(old.entries.items()) if old else []
+        for key, entry in known:
+            fresh.entries[key] = self._ask(fresh, entry.source)
+        self._snapshot = fresh
+        self._ready.set()
+        log.info(
+            "mesh: %d intention(s) for %s in force (index %d, default %s); %d caller(s) re-decided",
+            len(intentions.intentions),
+            self.destination,
+            intentions.index,
+            "allow" if default_allow else "deny",
+            len(fresh.entries),
+        )
+
+    def _default_allow(self, intentions: IntentionSet) -> bool:
+        probe = SpiffeId("probe.invalid", PROBE_NAMESPACE, "dc", "probe")
+        try:
+            result = self._authorize(probe)
+        except MeshError as exc:
+            result = None
+            log.warning("mesh: agent cannot state the default intention policy: %s", exc)
+        if result is not None and result.by_default:
+            return result.authorized
+        # An Enterprise */* intention matched the probe, or no answer: ACLs' default.
+        return (intentions.acl_default_policy or "allow").strip().lower() != "deny"
+
+
+def _local_result(snapshot: _Snapshot, source: SpiffeId) -> AuthorizeResult:
+    """The agent's L4 rule applied to the intentions in force (when it cannot answer)."""
+    intention = snapshot.intentions.match(source)
+    if intention is None:
+        return AuthorizeResult(snapshot.default_allow, "Default (decided locally)")
+    if intention.is_l7:
+        return AuthorizeResult(False, f"Matched L7 intention: {intention.describe()}")
+    allowed = intention.action == ALLOW
+    return AuthorizeResult(allowed, f"Matched L4 intention (locally): {intention.describe()}")
+
+
+def _decide(snapshot: _Snapshot, entry: _Entry, source: SpiffeId, request: RequestView) -> Decision:
+    """An L7 entry's decision for one request (L4 entries carry theirs)."""
+    result = entry.result
+    intention = entry.intention
+    if intention is None or not intention.is_l7:
+        return Decision(False, result.reason, "L7", source.service)
+    action = l7_action(intention, request)
+    if action is None:
+        verdict = "allow" if snapshot.default_allow else "deny"
+        reason = f"no permission of the L7 intention matched: default {verdict}"
+        return Decision(snapshot.default_allow, reason, "L7", source.service)
+    reason = f"L7 permission {action}: {intention.describe()}"
+    return Decision(action == ALLOW, reason, "L7", source.service)

@@ -1,0 +1,114 @@
+"""Serve an ASGI app in the mesh under uvicorn: mTLS with the leaf, intentions first.
+
+    SERVICE_NAME=inventory SERVICE_CONNECT=native \\
+      python -m consul_discovery.mesh.uvicorn --factory myapp:create_app --port 8443
+
+or ``consul_discovery.mesh.uvicorn.serve(app, host=..., port=...)``. Before uvicorn
+binds, the service's ``MeshService`` starts and waits until its leaf, CA roots and
+intentions are in force. uvicorn then serves with:
+
+- ``ssl``: the ``ServerTLS.front_context()``, whose handshakes run on the context in
+  force (a renewed leaf or rotated roots apply to the next connection, no restart);
+- ``http``: uvicorn's protocol class (h11 or httptools) with ``asgi.PeerProtocol``
+  mixed in, so each request's scope carries the caller's identity;
+- the app wrapped in ``MeshASGI`` (the shared ``Guard``) outermost.
+
+The app's lifespan runs as usual, so ``consul_discovery.registry.asgi.ConsulRegistry``
+registers (Connect-native, with a TTL check fed by the app's own checks in-process: no
+other path to the app) and drains on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import uvicorn
+from uvicorn.config import HTTP_PROTOCOLS
+from uvicorn.importer import import_from_string
+
+from consul_discovery.mesh.asgi import MeshASGI, mesh_protocol
+from consul_discovery.mesh.errors import MeshError
+from consul_discovery.mesh.runtime import MeshService
+
+log = logging.getLogger("consul_discovery.mesh")
+
+
+def mesh_config(app: Any, **uvicorn_kwargs: Any) -> uvicorn.Config:
+    """A uvicorn Config for ``app`` whose HTTP protocol puts the TLS peer in the scope."""
+    http = uvicorn_kwargs.pop("http", "auto")
+    base = import_from_string(HTTP_PROTOCOLS.get(http, http)) if isinstance(http, str) else http
+    return uvicorn.Config(app, http=mesh_protocol(base), **uvicorn_kwargs)
+
+
+def apply_mesh(config: uvicorn.Config, service: MeshService) -> None:
+    """Load ``config`` and put the mesh in front: the guard outermost, the rotating TLS."""
+    config.load()
+    config.loaded_app = MeshASGI(config.loaded_app, service.guard)
+    config.ssl = service.identity.server_tls.front_context()
+
+
+def _adopt_logging() -> None:
+    """Our log lines through the handlers of uvicorn's error log, at its level."""
+    error_log = logging.getLogger("uvicorn.error")
+    source: logging.Logger | None = error_log
+    while source is not None and not source.handlers:  # uvicorn.error propagates to uvicorn
+        source = source.parent if source.propagate else None
+    if source is None or source.parent is None:
+        return  # no handlers of uvicorn's own: leave ours to the root logger
+    for handler in source.handlers:
+        if handler not in log.handlers:
+            log.addHandler(handler)
+    log.setLevel(error_log.getEffectiveLevel())
+    log.propagate = False
+
+
+def serve(app: Any, *, ready_timeout: float = 15.0, **uvicorn_kwargs: Any) -> None:
+    """Run uvicorn with ``app`` in the mesh until it stops (settings from the environment)."""
+    config = mesh_config(app, **uvicorn_kwargs)  # sets up uvicorn's logging
+    _adopt_logging()
+    service = MeshService.from_env().start()
+    try:
+        service.wait_ready(ready_timeout)
+        apply_mesh(config, service)
+        log.info("mesh: serving mTLS as %s", service.identity.spiffe_id)
+        uvicorn.Server(config).run()
+    finally:
+        service.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m consul_discovery.mesh.uvicorn APP [--factory] [--host H] [--port P]``."""
+    parser = argparse.ArgumentParser(prog="python -m consul_discovery.mesh.uvicorn")
+    parser.add_argument("app", help="module:attribute of the ASGI app (or factory)")
+    parser.add_argument("--factory", action="store_true", help="APP is a factory to call")
+    parser.add_argument("--host", default=os.environ.get("SERVICE_ADDRESS") or "127.0.0.1")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("SERVICE_PORT") or 0))
+    parser.add_argument(
+        "--http", default="auto", help="uvicorn HTTP protocol (auto, h11, httptools)"
+    )
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--ready-timeout", type=float, default=15.0)
+    args = parser.parse_args(argv)
+    try:
+        serve(
+            args.app,
+            factory=args.factory,
+            host=args.host,
+            port=args.port,
+            http=args.http,
+            log_level=args.log_level,
+            ready_timeout=args.ready_timeout,
+        )
+    except MeshError as exc:
+        print(f"mesh: cannot serve in the mesh: {exc}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

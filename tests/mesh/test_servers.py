@@ -1,0 +1,158 @@
+"""gunicorn (sync, gthread) and uvicorn serve mTLS with the leaf; intentions come first.
+
+Each server kind runs one Connect-native instance of tests.mesh.apps against an agent
+whose default intention policy is deny (production's), registered with a TTL check that
+its own mTLS self-probe (gunicorn master) or in-process checks (uvicorn) feed.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from consul_discovery.mesh import ServiceIdentity
+from tests.harness.agent import ConsulAgent
+from tests.harness.connect import MeshServer, set_protocol, start_mesh_server, write_intentions
+from tests.mesh.conftest import identity, mesh_session
+
+KINDS = {"sync": ("gunicorn", 1), "gthread": ("gunicorn", 4), "uvicorn": ("uvicorn", 1)}
+
+
+@pytest.fixture(scope="module")
+def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("mesh-servers")
+
+
+@pytest.fixture(scope="module", params=list(KINDS))
+def server(
+    request: pytest.FixtureRequest, deny_agent: ConsulAgent, log_dir: Path
+) -> Iterator[MeshServer]:
+    kind, threads = KINDS[request.param]
+    service = f"web-{request.param}"
+    set_protocol(deny_agent.url, service, "http")
+    write_intentions(deny_agent.url, service, [{"Name": "api", "Action": "allow"}])
+    instance = start_mesh_server(deny_agent, service, log_dir, server=kind, threads=threads)
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
+@pytest.fixture(scope="module")
+def api(deny_agent: ConsulAgent) -> Iterator[ServiceIdentity]:
+    with identity(deny_agent, "api") as ident:
+        yield ident
+
+
+def _url(server: MeshServer, path: str = "/hello") -> str:
+    return f"https://127.0.0.1:{server.port}{path}"
+
+
+def test_an_allowed_caller_reaches_the_app_with_its_identity(
+    server: MeshServer, api: ServiceIdentity
+) -> None:
+    session = mesh_session(api, server.service)
+    for _ in range(3):  # kept-alive or not, each request is authorized
+        answer = session.get(_url(server), timeout=5)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["caller"] == api.spiffe_id.uri
+        assert answer.json()["service"] == server.service
+
+
+def test_without_a_client_certificate_the_tls_handshake_is_refused(
+    server: MeshServer, api: ServiceIdentity
+) -> None:
+    session = mesh_session(api, server.service)
+    served = session.get(_url(server), timeout=5).json()["served"]
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw,
+        pytest.raises((ssl.SSLError, ConnectionError)),
+        context.wrap_socket(raw) as tls,
+    ):
+        # TLS 1.3: the server checks our (missing) certificate after its Finished, so the
+        # refusal arrives as an alert on the first read.
+        tls.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        if not tls.recv(100):
+            raise ConnectionError("closed without an answer")
+    # Nothing reached the app: the next request is the one after ours.
+    assert session.get(_url(server), timeout=5).json()["served"] == served + 1
+
+
+def test_plain_http_gets_no_answer(server: MeshServer) -> None:
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{server.port}/hello", timeout=5)
+
+
+def test_another_services_valid_certificate_without_an_intention_gets_403(
+    server: MeshServer, deny_agent: ConsulAgent
+) -> None:
+    with identity(deny_agent, "intruder") as intruder:
+        session = mesh_session(intruder, server.service)
+        for _ in range(3):
+            answer = session.get(_url(server), timeout=5)
+            assert answer.status_code == 403
+            body = answer.json()
+            assert body["caller"] == "intruder" and body["error"] == "forbidden"
+            assert answer.headers["Content-Type"] == "application/json"
+    time.sleep(0.3)
+    assert server.log().count(f"denied intruder -> {server.service}") == 1  # once per caller
+
+
+def test_l7_permissions_decide_each_request(server: MeshServer, deny_agent: ConsulAgent) -> None:
+    write_intentions(
+        deny_agent.url,
+        server.service,
+        [
+            {"Name": "api", "Action": "allow"},
+            {"Name": "reader", "Permissions": [
+                {"Action": "deny", "HTTP": {"PathPrefix": "/public/secret"}},
+                {"Action": "allow", "HTTP": {"PathPrefix": "/public", "Methods": ["GET"]}},
+                {"Action": "allow", "HTTP": {"PathExact": "/team",
+                                             "Header": [{"Name": "X-Team", "Exact": "blue"}]}},
+            ]},
+        ],
+    )  # fmt: skip
+    with identity(deny_agent, "reader") as reader:
+        session = mesh_session(reader, server.service)
+        expectations = [
+            ("GET", "/public/page", {}, 200),
+            ("POST", "/public/page", {}, 403),  # no permission matches: default deny
+            ("GET", "/public/secret/x", {}, 403),  # the first match is terminal
+            ("GET", "/private", {}, 403),
+            ("GET", "/team", {"X-Team": "blue"}, 200),
+            ("GET", "/team", {"X-Team": "red"}, 403),
+        ]
+        deadline = time.monotonic() + 5
+        while session.get(_url(server, "/public/page"), timeout=5).status_code != 200:
+            assert time.monotonic() < deadline, "the L7 intention never took effect"
+            time.sleep(0.05)
+        for method, path, headers, status in expectations:
+            answer = session.request(method, _url(server, path), headers=headers, timeout=5)
+            assert answer.status_code == status, (method, path, headers, answer.text)
+
+
+def test_consul_sees_a_connect_native_instance_passing_on_a_ttl_check(
+    server: MeshServer, deny_agent: ConsulAgent
+) -> None:
+    entries = requests.get(
+        f"{deny_agent.url}/v1/health/connect/{server.service}", params={"passing": "1"}, timeout=5
+    ).json()
+    assert [e["Service"]["ID"] for e in entries] == [server.service_id]
+    assert entries[0]["Service"]["Connect"]["Native"] is True
+    checks = [c for c in entries[0]["Checks"] if c["ServiceID"] == server.service_id]
+    assert [c["Type"] for c in checks] == ["ttl"]  # no HTTP check: no other path to the app
+    definition = requests.get(
+        f"{deny_agent.url}/v1/agent/service/{server.service_id}", timeout=5
+    ).json()
+    assert json.dumps(definition).count(str(server.port)) >= 1
+    assert "http://" not in json.dumps(checks)
