@@ -197,7 +197,7 @@ class KVStore:
     def get(self, key: str) -> Entry | None:
         """One key, or None if it does not exist."""
         response = self._call(Request(_key_path(key), (), self.connection.read_timeout), key)
-        if response.status_code == 404:
+        if response.status == 404:
             return None
         item = response.json()[0]
         return Entry(item["Key"], _decode(item.get("Value")), int(item["ModifyIndex"]))
@@ -232,7 +232,7 @@ class KVStore:
             body = json.dumps([{"KV": _txn_op(w)} for w in chunk]).encode()
             request = Request("/v1/txn", (), self.connection.read_timeout, "PUT", body=body)
             response = self._call(request, f"a transaction of {len(chunk)} key(s)", "write")
-            if response.status_code == 409:
+            if response.status == 409:
                 errors = (response.json() or {}).get("Errors") or []
                 keys = [chunk[e["OpIndex"]].key for e in errors if "OpIndex" in e]
                 detail = "; ".join(e.get("What", "") for e in errors) or "rolled back"

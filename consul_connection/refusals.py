@@ -152,7 +152,8 @@ def transport_error(error: TransportError, what: str, address: str, kinds: Error
     if error.kind is TransportFailure.TLS_MISMATCH:
         reason = f"the agent does not speak TLS on that port ({error.detail or 'handshake'})"
     else:
-        reason = error.kind.value + (f" ({error.detail})" if error.detail else "")
+        detail = error.detail if error.detail.lower() != error.kind.value else ""
+        reason = error.kind.value + (f" ({detail})" if detail else "")
     mapped = kinds.unavailable(f"Consul at {address} unreachable for {what}: {reason}")
     mapped.__cause__ = error.__cause__ if error.__cause__ is not None else error
     return mapped

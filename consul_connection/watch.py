@@ -26,6 +26,8 @@ with an injected clock and random source and no I/O:
   a Resolution's ``stale``/``error``), and listeners hear about that once.
 - An outage is logged twice at warning level: when it begins, and when Consul answers
   again (with its duration and the number of failed polls); each failed poll at debug.
+  A watch that never had a value logs its first failure at info only: its callers get
+  the error itself.
 - **Suspect answers.** The first answer after an error, or after the index went
   backwards, may come from an agent that restarted empty: ``settle`` gets
   ``continuous=False`` for it, and the resource decides what to believe (the discovery
@@ -324,8 +326,8 @@ class WatchState(Generic[A, V]):
                 log.exception("error listener of %s failed", name)
         old = self._value
         if old is None:
-            if self._failures == 1:
-                log.warning("consul watch of %s has no answer yet (retrying): %s", name, exc)
+            if self._failures == 1:  # callers get the error itself (first_error)
+                log.info("consul watch of %s has no answer yet (retrying): %s", name, exc)
             self._first_error = exc
             self._first_done.set()
             ttl = self._unresolved_ttl

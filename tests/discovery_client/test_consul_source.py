@@ -295,3 +295,40 @@ def test_watch_thread_with_index_zero_does_not_busy_loop():
     finally:
         release.set()
         src.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        Response(403, {}, b"ACL not found"),
+        Response(200, {"X-Consul-Results-Filtered-By-ACLs": "true"}, b"[]"),
+        Response(500, {}, b"grpc: the client connection is closing"),
+        Response(500, {}, b"Failed to create boolean expression evaluator: oops"),
+        Response(400, {}, b"Bad request"),
+        REFUSED,
+    ],
+)
+def test_both_sources_give_the_same_error_for_the_same_answer(answer):
+    import asyncio
+
+    from consul_discovery.client.aio import AsyncConsulSource
+
+    def threaded() -> BaseException:
+        fake = FakeConsul({"web": [entry("w1")]})
+        fake.error = answer
+        with ConsulSource("127.0.0.1:8500", send=fake, backoff_base=30.0) as src:
+            with pytest.raises(Exception) as caught:
+                src.resolve("web")
+            return caught.value
+
+    async def asyncio_() -> BaseException:
+        fake = FakeConsul({"web": [entry("w1")]})
+        fake.error = answer
+        async with AsyncConsulSource("127.0.0.1:8500", send=fake.asend, backoff_base=30.0) as src:
+            with pytest.raises(Exception) as caught:
+                await src.resolve("web")
+            assert src.watch_stats("web").errors == 1
+            return caught.value
+
+    one, other = threaded(), asyncio.run(asyncio_())
+    assert type(one) is type(other) and str(one) == str(other)
