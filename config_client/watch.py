@@ -41,7 +41,8 @@ from consul_discovery.config.kv import KV_ERRORS, list_request, read_listing, re
 from consul_discovery.config.kv import check_answer as check_kv_answer
 from consul_discovery.connection.blocking import WatchTiming
 from consul_discovery.connection.exchange import Exchange, Request, Response
-from consul_discovery.connection.watch import Answer, Poll, Resource, WatchState
+from consul_discovery.connection.resource import Answer, Poll, Resource
+from consul_discovery.connection.watch import WatchState
 from consul_discovery.connection.watch_drivers import poll_once
 
 log = logging.getLogger(__name__)

@@ -2,8 +2,9 @@
 
 Every watch here (a service's health, a KV prefix, and the ones to come: discovery chain,
 Connect leaf certificate and CA roots, intentions) is a ``WatchState`` around a
-*resource*: what to ask Consul and what an answer means. ``WatchState`` owns the rules,
-with an injected clock and random source and no I/O:
+*resource* (``consul_connection.resource``): what to ask Consul and what an answer
+means. ``WatchState`` owns the rules, with an injected clock and random source and no
+I/O:
 
 - Consul's index rules (``consul_connection.blocking.next_index``): a missing or < 1
   index counts as 1; an index that goes backwards resets ours to 0 (a plain read, then
@@ -40,6 +41,8 @@ around a blocking ``send``, requests) and ``WatchTask`` (an asyncio task, httpx)
 
 **Adding a watch** is one small class (request + decode) and two lines to drive it::
 
+    ERRORS = ErrorKinds(unavailable=MeshUnavailable, refused=MeshError, denied=MeshDenied)
+
     class CARoots(Resource[dict, dict]):
         def __init__(self, connection: ConsulConnection) -> None:
             super().__init__("ca-roots", "the Connect CA roots", connection.address, ERRORS)
@@ -56,6 +59,10 @@ around a blocking ``send``, requests) and ``WatchTask`` (an asyncio task, httpx)
 ``interpret`` already maps every refusal (403, 5xx, bad filter, transport failures) to
 the ``ErrorKinds`` given; override ``exchange`` for a poll that needs more than one
 request, ``settle``/``same``/``mark_stale``/``window_until`` for the rules above.
+Whoever owns a watch also owns its end and its forks: ``stop()`` it and
+``SessionSender.interrupt()`` (or ``await WatchTask.aclose()``) to close it at once, and
+register ``after_fork_in_child`` (``consul_connection.forking``) to call
+``WatchThread.restart_in_child(new_send)`` in a forked child (see ``ConsulSource``).
 """
 
 from __future__ import annotations
@@ -65,114 +72,14 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Generic, TypeVar, cast
+from typing import Generic
 
 from consul_discovery.connection.backoff import JitterBackoff
 from consul_discovery.connection.blocking import WatchTiming, next_index
-from consul_discovery.connection.exchange import (
-    Exchange,
-    Request,
-    Response,
-    TransportError,
-    blocking_timeout,
-    wait_param,
-)
-from consul_discovery.connection.refusals import ErrorKinds, answer_error, transport_error
+from consul_discovery.connection.exchange import TransportError
+from consul_discovery.connection.resource import A, Answer, Poll, Resource, V
 
 log = logging.getLogger(__name__)
-
-A = TypeVar("A")  # what one poll's answer holds (health entries, a prefix's keys, ...)
-V = TypeVar("V")  # what the watch publishes (a Resolution, a prefix's content, ...)
-
-
-@dataclass(frozen=True, slots=True)
-class Poll:
-    """One poll about to be sent: the index (0: a plain read), its blocking wait, and
-    whether the watch has published a value yet."""
-
-    index: int
-    wait: float
-    resolved: bool
-
-    def params(self) -> tuple[tuple[str, str], ...]:
-        """Consul's blocking parameters (``index``, ``wait``); none for a plain read."""
-        if self.index <= 0:
-            return ()
-        return (("index", str(self.index)), ("wait", wait_param(self.wait)))
-
-    def timeout(self, request_timeout: float) -> float:
-        """The read timeout: ``request_timeout``, plus the wait and its jitter if blocking."""
-        return blocking_timeout(request_timeout, self.wait) if self.index > 0 else request_timeout
-
-
-@dataclass(frozen=True, slots=True)
-class Answer(Generic[A]):
-    """What one poll returned: ``X-Consul-Index`` (None if missing) and the answer."""
-
-    index: int | None
-    value: A
-
-
-class Resource(Generic[A, V]):
-    """A watched resource: its query and what its answers mean (no I/O; see the module).
-
-    ``name`` is for log lines; ``what`` names it in error messages ("service 'web'").
-    Subclasses give ``request`` and ``decode``; the defaults publish each answer as is.
-    """
-
-    def __init__(self, name: str, what: str, address: str, errors: ErrorKinds) -> None:
-        self.name = name
-        self.what = what
-        self.address = address
-        self.errors = errors
-
-    def request(self, poll: Poll) -> Request:
-        """The request for ``poll``."""
-        raise NotImplementedError
-
-    def decode(self, response: Response) -> A:
-        """The answer in a successful response."""
-        raise NotImplementedError
-
-    def exchange(self, poll: Poll) -> Exchange[Answer[A]]:
-        """One poll: yields its request(s), returns the Answer (raises a mapped error)."""
-        response = yield self.request(poll)
-        return Answer(response.index, self.interpret(response))
-
-    def interpret(self, response: Response) -> A:
-        """``decode`` a 2xx; raise the shared mapping's error for anything else."""
-        error = answer_error(response, self.what, self.address, self.errors)
-        if error is not None:
-            raise error
-        return self.decode(response)
-
-    def failure(self, error: TransportError) -> Exception:
-        """The error a poll that got no answer raises."""
-        return transport_error(error, self.what, self.address, self.errors)
-
-    def settle(
-        self, answer: A, index: int, previous: V | None, *, continuous: bool, now: float
-    ) -> V:
-        """The value to publish for ``answer`` (``continuous`` False: a suspect answer)."""
-        return cast(V, answer)
-
-    def same(self, old: V, new: V) -> bool:
-        """True when ``new`` is no change from ``old`` (listeners are not called)."""
-        return old == new
-
-    def mark_stale(self, value: V, error: BaseException) -> V | None:
-        """``value`` marked as served stale because of ``error`` (None: no marking)."""
-        return None
-
-    @property
-    def window_until(self) -> float | None:
-        """When a window of holding things on trust ends (None: no window)."""
-        return None
-
-    def summary(self, value: V) -> str:
-        """``value`` in a few words, for the outage log line."""
-        return "its last answer"
 
 
 class WatchState(Generic[A, V]):

@@ -50,8 +50,8 @@ from consul_discovery.connection import ConsulConnection
 from consul_discovery.connection.exchange import Request, Response, Send, TransportError, run
 from consul_discovery.connection.forking import after_fork_in_child
 from consul_discovery.connection.refusals import transport_error
+from consul_discovery.connection.resource import Poll
 from consul_discovery.connection.sending import SessionSender
-from consul_discovery.connection.watch import Poll
 from consul_discovery.connection.watch_drivers import WatchThread
 
 log = logging.getLogger(__name__)

@@ -44,7 +44,7 @@ from consul_discovery.client.instance import Instance
 from consul_discovery.client.target import Target
 from consul_discovery.connection.exchange import Exchange, Request, Response
 from consul_discovery.connection.refusals import ErrorKinds, answer_error, filtered_by_acls
-from consul_discovery.connection.watch import Answer, Poll
+from consul_discovery.connection.resource import Answer, Poll
 
 DISCOVERY_ERRORS = ErrorKinds(
     unavailable=ConsulUnavailableError, refused=ConsulQueryError, denied=ConsulPermissionError

@@ -36,7 +36,8 @@ from consul_discovery.client.preservation import SelfPreservation
 from consul_discovery.client.source import WatchKey
 from consul_discovery.connection.blocking import WatchTiming
 from consul_discovery.connection.exchange import Exchange
-from consul_discovery.connection.watch import Answer, Poll, Resource, WatchState
+from consul_discovery.connection.resource import Answer, Poll, Resource
+from consul_discovery.connection.watch import WatchState
 
 log = logging.getLogger(__name__)
 

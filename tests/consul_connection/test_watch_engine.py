@@ -31,7 +31,8 @@ from consul_discovery.connection.exchange import (
 )
 from consul_discovery.connection.forking import after_fork_in_child
 from consul_discovery.connection.refusals import ErrorKinds
-from consul_discovery.connection.watch import Poll, Resource, WatchState
+from consul_discovery.connection.resource import Poll, Resource
+from consul_discovery.connection.watch import WatchState
 from consul_discovery.connection.watch_drivers import WatchTask, WatchThread, poll_once
 
 
