@@ -79,17 +79,39 @@ class Response:
 
 
 class TransportFailure(enum.Enum):
-    """How a request failed to get any HTTP answer (each transport maps its exceptions)."""
+    """How a request failed to get any HTTP answer (each transport maps its exceptions).
 
-    REFUSED = "connection refused"
-    TIMEOUT = "no answer in time"
-    TLS_MISMATCH = "TLS handshake failed: the agent does not speak TLS on that port"
-    TLS_VERIFY = "the agent's TLS certificate is not trusted"
-    TLS = "TLS failure"
-    RESET = "connection reset or closed mid-answer"
-    UNRESOLVED = "host name not found"
-    CLOSED = "closed by this client"
-    OTHER = "transport error"
+    The names and values are those of ``consul_connection.transport_errors`` on the
+    registrar's side (one vocabulary), plus ``CLOSED``: our own close cut the request.
+    """
+
+    REFUSED = "refused"  # nothing listens there
+    TIMEOUT = "timeout"  # no answer in time (connect or read)
+    NOT_TLS = "not_tls"  # https to a port that speaks plain HTTP
+    TLS_UNTRUSTED = "tls_untrusted"  # the agent's certificate failed verification
+    TLS = "tls"  # another TLS handshake failure
+    NAME = "name"  # the host name does not resolve
+    RESET = "reset"  # the connection was dropped mid-call
+    OTHER = "other"
+    CLOSED = "closed"  # this client was closed (a watch's long poll cut short)
+
+    @property
+    def reason(self) -> str:
+        """The failure in words."""
+        return _REASONS[self]
+
+
+_REASONS = {
+    TransportFailure.REFUSED: "connection refused",
+    TransportFailure.TIMEOUT: "no answer in time",
+    TransportFailure.NOT_TLS: "the agent does not speak TLS on that port",
+    TransportFailure.TLS_UNTRUSTED: "the agent's TLS certificate is not trusted",
+    TransportFailure.TLS: "TLS handshake failed",
+    TransportFailure.NAME: "host name not found",
+    TransportFailure.RESET: "connection reset or closed mid-answer",
+    TransportFailure.OTHER: "transport error",
+    TransportFailure.CLOSED: "closed by this client",
+}
 
 
 class TransportError(Exception):
@@ -98,7 +120,7 @@ class TransportError(Exception):
     def __init__(self, kind: TransportFailure, detail: str = "") -> None:
         self.kind = kind
         self.detail = detail
-        super().__init__(f"{kind.value}: {detail}" if detail else kind.value)
+        super().__init__(f"{kind.reason}: {detail}" if detail else kind.reason)
 
 
 Exchange = Generator[Request, Response, T]

@@ -33,7 +33,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from consul_discovery.connection.exchange import Response, TransportError, TransportFailure
+from consul_discovery.connection.exchange import Response, TransportError
 
 FILTERED_HEADER = "X-Consul-Results-Filtered-By-ACLs"
 _UNKNOWN_TOKEN = re.compile(r"ACL not found", re.IGNORECASE)
@@ -149,11 +149,8 @@ def transport_error(error: TransportError, what: str, address: str, kinds: Error
 
     Its ``__cause__`` is the transport's own exception (``error``'s cause), else ``error``.
     """
-    if error.kind is TransportFailure.TLS_MISMATCH:
-        reason = f"the agent does not speak TLS on that port ({error.detail or 'handshake'})"
-    else:
-        detail = error.detail if error.detail.lower() != error.kind.value else ""
-        reason = error.kind.value + (f" ({detail})" if detail else "")
+    detail = error.detail if error.detail.lower() != error.kind.reason else ""
+    reason = error.kind.reason + (f" ({detail})" if detail else "")
     mapped = kinds.unavailable(f"Consul at {address} unreachable for {what}: {reason}")
     mapped.__cause__ = error.__cause__ if error.__cause__ is not None else error
     return mapped

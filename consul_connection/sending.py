@@ -70,10 +70,10 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 def _tls_kind(error: ssl.SSLError) -> TransportFailure:
     if isinstance(error, ssl.SSLCertVerificationError):
-        return TransportFailure.TLS_VERIFY
+        return TransportFailure.TLS_UNTRUSTED
     text = f"{error.reason or ''} {error}".upper().replace(" ", "_")
     if any(marker in text for marker in _TLS_MISMATCH):
-        return TransportFailure.TLS_MISMATCH
+        return TransportFailure.NOT_TLS
     return TransportFailure.TLS
 
 
@@ -85,7 +85,7 @@ def _classify_chain(exc: BaseException) -> TransportFailure:
             return _tls_kind(error)
     for kinds, found in (
         ((ConnectionRefusedError,), TransportFailure.REFUSED),
-        ((socket.gaierror,), TransportFailure.UNRESOLVED),
+        ((socket.gaierror,), TransportFailure.NAME),
         ((TimeoutError, socket.timeout), TransportFailure.TIMEOUT),
         (_RESETS, TransportFailure.RESET),
     ):
@@ -103,7 +103,7 @@ def classify_requests(exc: BaseException) -> TransportFailure:
     if kind is not TransportFailure.OTHER:
         return kind
     if any(isinstance(e, NameResolutionError) for e in chain):
-        return TransportFailure.UNRESOLVED
+        return TransportFailure.NAME
     # (urllib3's NewConnectionError is a ConnectTimeoutError: refusals are caught above.)
     if isinstance(exc, requests.Timeout) or any(
         isinstance(e, ConnectTimeoutError | ReadTimeoutError) for e in chain

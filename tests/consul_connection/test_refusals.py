@@ -99,8 +99,8 @@ def test_a_2xx_is_no_error_and_a_write_denial_names_the_write():
     [
         (TransportFailure.REFUSED, "unreachable for service 'x': connection refused"),
         (TransportFailure.TIMEOUT, "no answer in time"),
-        (TransportFailure.TLS_MISMATCH, "the agent does not speak TLS on that port"),
-        (TransportFailure.TLS_VERIFY, "certificate is not trusted"),
+        (TransportFailure.NOT_TLS, "the agent does not speak TLS on that port"),
+        (TransportFailure.TLS_UNTRUSTED, "certificate is not trusted"),
         (TransportFailure.RESET, "connection reset"),
     ],
 )

@@ -112,7 +112,7 @@ def test_a_hang_up_mid_request_is_a_reset_for_both():
 def test_https_to_a_plain_http_agent_is_a_tls_mismatch_for_both():
     with server(plain_http) as port:
         kinds = failure_kinds(f"https://127.0.0.1:{port}")
-    assert kinds == (TransportFailure.TLS_MISMATCH,) * 2
+    assert kinds == (TransportFailure.NOT_TLS,) * 2
 
 
 def test_an_interrupted_sender_refuses_new_requests_as_closed():
