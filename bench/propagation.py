@@ -111,9 +111,9 @@ def kill_once(agent, rec: SetRecorder, victim: Backend, timeout: float) -> tuple
     victim.kill()
     t_consul = critical_seen(agent.url, victim.check_id, timeout)
     t_client = rec.wait_for(mark, lambda ids: victim.id not in ids, timeout)
+    mark = rec.mark()  # before start: Consul's check may see it up before wait_ready does
     victim.start()
     victim.wait_ready()
-    mark = rec.mark()
     rec.wait_for(mark, lambda ids: victim.id in ids, timeout)
     return t_consul - t0, max(0.0, t_client - t_consul)
 

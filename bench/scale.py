@@ -73,9 +73,9 @@ def run(p: Params) -> Result:
             gc.collect()
             rss1 = rss_bytes()
             time.sleep(0.5)  # every watch is now parked in its first blocking query
-            before = {name: source.watch_stats(name)["requests"] for name in names}
+            before = {name: source.watch_stats(name).requests for name in names}
             time.sleep(p.idle_periods * p.wait)  # the measurement: nothing changes
-            after = {name: source.watch_stats(name)["requests"] for name in names}
+            after = {name: source.watch_stats(name).requests for name in names}
             idle = [(after[n] - before[n]) / p.idle_periods for n in names]
             recorders = {name: SetRecorder() for name in names}
             for name in names:

@@ -38,13 +38,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from consul_discovery.config.errors import ConfigError, ConfigValueError
-from consul_discovery.config.forks import restart_in_children, stop_restarting
 from consul_discovery.config.kv import KVStore
 from consul_discovery.config.layers import Layers, layer_settings, merge
 from consul_discovery.config.settings import Change, Schema, Settings, diff
 from consul_discovery.config.watch import Content, PrefixWatch
 from consul_discovery.connection import ConsulConnection
 from consul_discovery.connection.blocking import WatchTiming
+from consul_discovery.connection.forking import after_fork_in_child
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +192,7 @@ class ConfigClient:
         The watch threads are daemons: one inside a blocking read ends when the read
         does (at most ``timing.wait``), without calling anyone.
         """
-        stop_restarting(self)
-        self._stop.set()
+        self._stop.set()  # also: a child forked from now on does not restart it
         with self._cond:
             self._cond.notify_all()
         for thread in self._threads:
@@ -246,9 +245,15 @@ class ConfigClient:
                     daemon=True,
                 )
             )
-        restart_in_children(self)
+        if not getattr(self, "_restarts_in_children", False):
+            after_fork_in_child(self._after_fork)  # held weakly; once per client
+            self._restarts_in_children = True
         for thread in self._threads:
             thread.start()
+
+    def _after_fork(self) -> None:
+        if not self._stop.is_set():  # started and not closed
+            self._restart_in_child()
 
     def _restart_in_child(self) -> None:
         """In a forked child (the only thread there): the parent's threads are gone, and

@@ -1,12 +1,17 @@
 """Consul's KV HTTP API through a ``ConsulConnection`` session: read, blocking read, write.
 
-The config client's own Consul source (it needs no py-consul). The token travels in the
-session's header only; errors name the key and the agent, never the token.
+The config client's own Consul source (it needs no py-consul). Requests are built as
+values (``consul_connection.exchange``) so the KV watch sends the very same ones, and
+answers are judged by the one mapping every Consul client shares
+(``consul_connection.refusals``: 403 -> ``KVAccessDenied``, unreachable or 5xx ->
+``ConsulKVError``). The token travels in the session's header only; errors name the key
+and the agent, never the token.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -16,9 +21,25 @@ from urllib.parse import quote
 import requests
 
 from consul_discovery.config.errors import CasConflictError, ConsulKVError, KVAccessDenied
-from consul_discovery.connection import ConsulConnection, acl_denial, filtered_by_acls
+from consul_discovery.connection import ConsulConnection
+from consul_discovery.connection.exchange import (
+    Request,
+    Response,
+    TransportError,
+    blocking_timeout,
+    wait_param,
+)
+from consul_discovery.connection.forking import after_fork_in_child
+from consul_discovery.connection.refusals import (
+    ErrorKinds,
+    answer_error,
+    filtered_by_acls,
+    transport_error,
+)
+from consul_discovery.connection.sending import send_with_session
 
 TXN_MAX_OPS = 64  # Consul's limit per transaction (txn_max_req_len aside)
+KV_ERRORS = ErrorKinds(unavailable=ConsulKVError, refused=ConsulKVError, denied=KVAccessDenied)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +76,56 @@ class Write:
     cas: int | None = None
 
 
-def _wait_param(seconds: float) -> str:
-    return f"{max(1, round(seconds * 1000))}ms"
-
-
 def _decode(raw: str | None) -> str | None:
     if raw is None:
         return None
     return base64.b64decode(raw).decode("utf-8", errors="replace")
+
+
+def _key_path(key: str) -> str:
+    return f"/v1/kv/{quote(key, safe='/,')}"
+
+
+def list_request(prefix: str, index: int, wait: float, read_timeout: float) -> Request:
+    """A recursive read of ``prefix``; with ``index`` > 0 a blocking query (``wait`` s)."""
+    params: list[tuple[str, str]] = [("recurse", "true")]
+    if index > 0:
+        params += [("index", str(index)), ("wait", wait_param(wait))]
+        read_timeout = blocking_timeout(read_timeout, wait)
+    return Request(_key_path(prefix), tuple(params), read_timeout)
+
+
+def readable_request(prefix: str, read_timeout: float) -> Request:
+    """A plain read of ``prefix``'s own key: 403 if the token may not read there."""
+    return Request(_key_path(prefix), (), read_timeout)
+
+
+def check_answer(response: Response, what: str, address: str, *, verb: str = "read") -> None:
+    """Raise the config client's error for a KV answer (404 and 409 are answers, not
+    errors; an answer ACLs trimmed is a denial: a configuration with some keys silently
+    missing is worse than none)."""
+    if filtered_by_acls(response.headers):
+        raise KVAccessDenied(
+            f"Consul at {address} denied part of {verb} {what}: the ACL token may not read "
+            "every key there (key_prefix read needed)"
+        )
+    if response.status in (404, 409):
+        return
+    error = answer_error(response, what, address, KV_ERRORS, verb=verb)
+    if error is not None:
+        raise error
+
+
+def read_listing(response: Response, prefix: str, address: str) -> Listing:
+    """The entries of a recursive read (404: none); raises for a refusal."""
+    check_answer(response, prefix, address)
+    if response.status == 404:
+        return Listing(response.index, ())
+    entries = tuple(
+        Entry(item["Key"], _decode(item.get("Value")), int(item["ModifyIndex"]))
+        for item in response.json() or ()
+    )
+    return Listing(response.index, entries)
 
 
 class KVStore:
@@ -76,7 +139,8 @@ class KVStore:
         self.connection = connection
         self._local = threading.local()  # each thread's own Session
         self._sessions: list[requests.Session] = []  # guarded by _lock, closed by close()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # replaced in a forked child
+        after_fork_in_child(self._after_fork)
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
@@ -87,6 +151,12 @@ class KVStore:
                 self._sessions.append(session)
         return session
 
+    def _after_fork(self) -> None:
+        # The parent's sessions hold the parent's connections: forget them, never close.
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._sessions = []
+
     def close(self) -> None:
         """Close every session (a blocking read in progress fails)."""
         with self._lock:
@@ -94,51 +164,26 @@ class KVStore:
         for session in sessions:
             session.close()
 
-    def _url(self, key: str) -> str:
-        return f"{self.connection.base_url}/v1/kv/{quote(key, safe='/,')}"
+    def send(self, request: Request) -> Response:
+        """Send ``request`` on this thread's session (TransportError if no answer)."""
+        connection = self.connection
+        return send_with_session(
+            self._session(), connection.base_url, connection.connect_timeout, request
+        )
 
-    def _send(self, method: str, url: str, what: str, *, wait: float = 0.0, **kw: Any):
-        timeout = (self.connection.connect_timeout, self.connection.read_timeout + wait)
+    def _call(self, request: Request, what: str, verb: str = "read") -> Response:
         try:
-            response = self._session().request(method, url, timeout=timeout, **kw)
-        except requests.RequestException as exc:
-            raise ConsulKVError(
-                f"Consul at {self.connection.address} unreachable ({what}): {type(exc).__name__}"
-            ) from exc
-        if response.status_code == 403:
-            denial = acl_denial(response.text, what)
-            raise KVAccessDenied(f"{denial} (agent {self.connection.address})")
-        if filtered_by_acls(response.headers):
-            # A configuration with some keys silently missing is worse than none.
-            raise KVAccessDenied(
-                f"Consul at {self.connection.address} denied part of {what}: the ACL token "
-                "may not read every key there (key_prefix read needed)"
-            )
-        if response.status_code >= 400 and response.status_code not in (404, 409):
-            raise ConsulKVError(
-                f"Consul at {self.connection.address} answered {response.status_code} to "
-                f"{what}: {response.text.strip()[:200]}"
-            )
+            response = self.send(request)
+        except TransportError as exc:
+            mapped = transport_error(exc, what, self.connection.address, KV_ERRORS)
+            raise mapped from mapped.__cause__
+        check_answer(response, what, self.connection.address, verb=verb)
         return response
 
     def list(self, prefix: str, index: int = 0, wait: float = 0.0) -> Listing:
         """Every entry under ``prefix``; with ``index`` > 0 a blocking query (``wait`` s)."""
-        params: dict[str, str] = {"recurse": "true"}
-        if index > 0:
-            params["index"] = str(index)
-            params["wait"] = _wait_param(wait)
-        response = self._send(
-            "GET", self._url(prefix), f"read of {prefix}", wait=wait if index else 0, params=params
-        )
-        raw_index = response.headers.get("X-Consul-Index")
-        returned = int(raw_index) if raw_index and raw_index.isdigit() else None
-        if response.status_code == 404:
-            return Listing(returned, ())
-        entries = tuple(
-            Entry(item["Key"], _decode(item.get("Value")), int(item["ModifyIndex"]))
-            for item in response.json()
-        )
-        return Listing(returned, entries)
+        request = list_request(prefix, index, wait, self.connection.read_timeout)
+        return read_listing(self._call(request, prefix), prefix, self.connection.address)
 
     def check_readable(self, prefix: str) -> None:
         """Raise ``KVAccessDenied`` unless the token may read ``prefix`` itself.
@@ -147,29 +192,31 @@ class KVStore:
         filtered-results header either, seen on 1.22): a plain read of the prefix's own
         key tells the two apart (403 vs 404).
         """
-        self._send("GET", self._url(prefix), f"read of {prefix}")
+        self._call(readable_request(prefix, self.connection.read_timeout), prefix)
 
     def get(self, key: str) -> Entry | None:
         """One key, or None if it does not exist."""
-        response = self._send("GET", self._url(key), f"read of {key}")
-        if response.status_code == 404:
+        response = self._call(Request(_key_path(key), (), self.connection.read_timeout), key)
+        if response.status == 404:
             return None
         item = response.json()[0]
         return Entry(item["Key"], _decode(item.get("Value")), int(item["ModifyIndex"]))
 
     def put(self, key: str, value: str, cas: int | None = None) -> None:
         """Write one key (``cas``: only if its ModifyIndex is still that; 0: only if new)."""
-        params = {} if cas is None else {"cas": str(cas)}
-        response = self._send(
-            "PUT", self._url(key), f"write of {key}", params=params, data=value.encode()
+        params = () if cas is None else (("cas", str(cas)),)
+        request = Request(
+            _key_path(key), params, self.connection.read_timeout, "PUT", body=value.encode()
         )
+        response = self._call(request, key, "write")
         if response.text.strip() != "true":
             raise CasConflictError([key], f"its ModifyIndex is no longer {cas}")
 
     def delete(self, key: str, cas: int | None = None) -> None:
         """Delete one key (``cas`` as for ``put``)."""
-        params = {} if cas is None else {"cas": str(cas)}
-        response = self._send("DELETE", self._url(key), f"delete of {key}", params=params)
+        params = () if cas is None else (("cas", str(cas)),)
+        request = Request(_key_path(key), params, self.connection.read_timeout, "DELETE")
+        response = self._call(request, key, "delete")
         if response.text.strip() != "true":
             raise CasConflictError([key], f"its ModifyIndex is no longer {cas}")
 
@@ -182,13 +229,10 @@ class KVStore:
         writes = list(writes)
         for start in range(0, len(writes), TXN_MAX_OPS):
             chunk = writes[start : start + TXN_MAX_OPS]
-            response = self._send(
-                "PUT",
-                f"{self.connection.base_url}/v1/txn",
-                f"transaction of {len(chunk)} write(s)",
-                json=[{"KV": _txn_op(w)} for w in chunk],
-            )
-            if response.status_code == 409:
+            body = json.dumps([{"KV": _txn_op(w)} for w in chunk]).encode()
+            request = Request("/v1/txn", (), self.connection.read_timeout, "PUT", body=body)
+            response = self._call(request, f"a transaction of {len(chunk)} key(s)", "write")
+            if response.status == 409:
                 errors = (response.json() or {}).get("Errors") or []
                 keys = [chunk[e["OpIndex"]].key for e in errors if "OpIndex" in e]
                 detail = "; ".join(e.get("What", "") for e in errors) or "rolled back"

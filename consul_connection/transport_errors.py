@@ -37,8 +37,11 @@ _TIMEOUT_NAMES = frozenset(
      "PoolTimeout", "ConnectTimeoutError", "ReadTimeoutError", "TimeoutError"}
 )  # fmt: skip
 _RESET_NAMES = frozenset(
-    {"RemoteDisconnected", "RemoteProtocolError", "ProtocolError", "IncompleteRead"}
-)
+    {"RemoteDisconnected", "RemoteProtocolError", "ProtocolError", "IncompleteRead",
+     "ReadError", "WriteError"}
+)  # fmt: skip
+_NAME_NAMES = frozenset({"NameResolutionError"})  # urllib3's, for a host that does not resolve
+_CLOSED_NAMES = frozenset({"ClosedPoolError"})  # urllib3's: our own close cut the request
 
 
 class TransportFailure(enum.Enum):
@@ -52,10 +55,29 @@ class TransportFailure(enum.Enum):
     NAME = "name"  # the host name does not resolve
     RESET = "reset"  # the connection was dropped mid-call
     OTHER = "other"
+    CLOSED = "closed"  # this client was closed (a watch's long poll cut short)
+
+    @property
+    def reason(self) -> str:
+        """The failure in a few words (for logs and error messages)."""
+        return _REASONS[self]
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and everything it wraps, each once."""
+_REASONS = {
+    TransportFailure.REFUSED: "connection refused",
+    TransportFailure.TIMEOUT: "no answer in time",
+    TransportFailure.NOT_TLS: "the agent does not speak TLS on that port",
+    TransportFailure.TLS_UNTRUSTED: "the agent's TLS certificate is not trusted",
+    TransportFailure.TLS: "TLS handshake failed",
+    TransportFailure.NAME: "host name not found",
+    TransportFailure.RESET: "connection reset or closed mid-answer",
+    TransportFailure.OTHER: "transport error",
+    TransportFailure.CLOSED: "closed by this client",
+}
+
+
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and everything it wraps (causes, contexts, urllib3 reasons, groups), each once."""
     seen: set[int] = set()
     todo = [exc]
     while todo:
@@ -69,6 +91,7 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
             current.__context__,
             getattr(current, "reason", None),  # urllib3 MaxRetryError
             *(a for a in getattr(current, "args", ()) if isinstance(a, BaseException)),
+            *(getattr(current, "exceptions", ()) or ()),  # an ExceptionGroup's members
         ):
             if isinstance(nested, BaseException):
                 todo.append(nested)
@@ -80,7 +103,9 @@ def _names(exc: BaseException) -> set[str]:
 
 def classify_transport_error(exc: BaseException) -> TransportFailure:
     """The kind of transport failure ``exc`` (requests, httpx, or an OSError) is."""
-    chain = list(_chain(exc))
+    chain = list(exception_chain(exc))
+    if any(_names(item) & _CLOSED_NAMES for item in chain):
+        return TransportFailure.CLOSED
     for item in chain:
         if isinstance(item, ssl.SSLCertVerificationError):
             return TransportFailure.TLS_UNTRUSTED
@@ -98,7 +123,7 @@ def classify_transport_error(exc: BaseException) -> TransportFailure:
             isinstance(item, OSError) and item.errno == errno.ECONNREFUSED
         ):
             return TransportFailure.REFUSED
-        if isinstance(item, socket.gaierror):
+        if isinstance(item, socket.gaierror) or _names(item) & _NAME_NAMES:
             return TransportFailure.NAME
     for item in chain:
         names = _names(item)
@@ -159,6 +184,6 @@ def is_http_to_https_port(status: int, body: str) -> bool:
 def _root(exc: BaseException) -> str:
     """The innermost message of ``exc``'s chain (the OS's or OpenSSL's own words)."""
     last = exc
-    for item in _chain(exc):
+    for item in exception_chain(exc):
         last = item
     return str(last)[:300]

@@ -1,87 +1,66 @@
-"""asyncio discovery: Consul blocking queries over httpx, one task per watched service.
+"""asyncio discovery: Consul blocking queries over httpx, one task per watched target.
 
     async with AsyncConsulSource("127.0.0.1:8500") as source:
         resolution = await source.resolve("user-service")   # first call: one fetch
         source.subscribe("user-service", balancer.update)   # called on the event loop
 
 For callers that live on an event loop: no thread per watched service, and every watch
-is an asyncio task cancelled by ``aclose()``. The rules (index, rate limit, backoff,
-stale-on-error, Consul restarts) are ``consul_discovery.client.watch.WatchState``, the very
-state machine the threaded ``ConsulSource`` drives; only the loop around the request
-differs. Consul is reached as ``consul_connection.ConsulConnection`` says (token, TLS)
-through its ``httpx_kwargs()``; entries become values in ``health_entries``.
+is an asyncio task cancelled by ``aclose()``. Everything but the I/O is shared with the
+threaded ``ConsulSource``: the query and what answers mean (``health_query``: the same
+403 -> ``ConsulPermissionError``, ACL-filtered answers, unknown services), the watch
+rules (``consul_connection.watch``: index, pacing, backoff, stale-on-error, a cached
+first error), and the keys, listeners and ``resolve`` semantics (``source_table``).
+Consul is reached as ``ConsulConnection`` says (token, TLS) through httpx.
+
+**Forks and new loops.** An event loop does not survive a fork, nor ``asyncio.run``'s
+end: a source used from another loop than its watches ran on (a forked child's, or the
+next ``asyncio.run``) notices on its next use there (``resolve``, ``cached``,
+``subscribe``, ``watch_stats``) and restarts every watch on that loop with a new httpx
+client (when it made its own: a client passed in must suit the new loop itself),
+keeping its cached Resolutions and listeners.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import logging
 import random
-import re
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
-
-from consul_discovery.extras import missing
-
-try:
-    import httpx
-except ImportError as exc:
-    raise missing(__name__, "httpx", exc) from exc
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from consul_discovery.client.config import ServiceConfig
-from consul_discovery.client.errors import (
-    ConsulQueryError,
-    ConsulUnavailableError,
-    DiscoveryError,
-    UnknownServiceError,
+from consul_discovery.client.health_query import Consistency
+from consul_discovery.client.instance import Resolution
+from consul_discovery.client.source import Listener, WatchKey, WatchStats
+from consul_discovery.client.source_table import (
+    DEFAULT_UNRESOLVED_TTL,
+    WatchTable,
+    source_settings,
 )
-from consul_discovery.client.health_entries import build_resolution, instances_from_entries
-from consul_discovery.client.instance import Instance, Resolution
-from consul_discovery.client.preservation import SelfPreservation
-from consul_discovery.client.source import Listener
-from consul_discovery.client.watch import WatchState
+from consul_discovery.client.target import Target
+from consul_discovery.client.watch import HealthState, health_state
 from consul_discovery.connection import ConsulConnection
-from consul_discovery.connection.blocking import WatchTiming
+from consul_discovery.connection.exchange import AsyncSend, Request, Response
+from consul_discovery.connection.forking import after_fork_in_child
+from consul_discovery.connection.sending import HttpxSender
+from consul_discovery.connection.watch_drivers import WatchTask
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
-
-_BAD_EXPRESSION = re.compile(r"boolean expression|filter", re.IGNORECASE)
-
-
-def _wait_param(seconds: float) -> str:
-    return f"{max(1, round(seconds * 1000))}ms"
-
-
-def _wrap(exc: BaseException, what: str, address: str) -> DiscoveryError:
-    """Our error for an httpx failure or Consul refusal (the caller chains ``exc``)."""
-    if isinstance(exc, DiscoveryError):
-        return exc
-    if isinstance(exc, httpx.HTTPStatusError):
-        status, body = exc.response.status_code, exc.response.text.strip()[:200]
-        if 400 <= status < 500:
-            return ConsulQueryError(f"Consul at {address} refused {what}: {status} {body}")
-        if _BAD_EXPRESSION.search(body):  # a filter that does not parse is a 500
-            return ConsulQueryError(
-                f"Consul at {address} rejected the filter expression for {what}: {body}"
-            )
-        return ConsulUnavailableError(f"Consul at {address} failed {what}: {status} {body}")
-    if isinstance(exc, httpx.TimeoutException):
-        reason = f"{type(exc).__name__} (no answer in time)"
-    else:
-        reason = f"{type(exc).__name__}: {exc}"
-    return ConsulUnavailableError(f"Consul at {address} unreachable for {what}: {reason}")
 
 
 class AsyncConsulSource:
     """Resolve services from Consul and keep them fresh with one asyncio task each.
 
     The same knobs as ``ConsulSource`` (``connection``, ``address``/``token`` overrides,
-    ``service_config``, ``wait``, ``min_interval``, ``request_timeout``, backoff);
-    ``client`` is an ``httpx.AsyncClient`` already pointed at the agent (one made here
-    is closed by ``aclose()``). Use it from one event loop.
+    ``service_config``, ``wait``, ``min_interval``, ``request_timeout``, backoff,
+    ``unresolved_ttl``, ``consistency``, ``clock``, ``rng``); ``client`` is an
+    ``httpx.AsyncClient`` already pointed at the agent (one made here is closed by
+    ``aclose()``), ``send`` an awaitable ``Request -> Response`` instead of HTTP. Use it
+    from one event loop.
     """
 
     def __init__(
@@ -96,99 +75,80 @@ class AsyncConsulSource:
         request_timeout: float = 10.0,
         backoff_base: float = 0.25,
         backoff_cap: float = 5.0,
+        unresolved_ttl: float | None = DEFAULT_UNRESOLVED_TTL,
+        consistency: Consistency = "default",
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         client: httpx.AsyncClient | None = None,
+        send: AsyncSend | None = None,
     ) -> None:
         connection = ConsulConnection.resolve(connection, address=address, token=token)
         self.connection = connection
         self.address = connection.address
-        self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(**connection.httpx_kwargs())
-        self._extensions = connection.request_extensions()
-        self._request_timeout = request_timeout
-        self._service_config = service_config or (lambda _name: ServiceConfig())
-        self._timing = WatchTiming(
-            wait=wait, min_interval=min_interval, backoff_base=backoff_base,
-            backoff_cap=backoff_cap,
+        self._timing, self._options = source_settings(
+            wait=wait, min_interval=min_interval, request_timeout=request_timeout,
+            backoff_base=backoff_base, backoff_cap=backoff_cap, consistency=consistency,
         )  # fmt: skip
+        self._unresolved_ttl = unresolved_ttl
         self._clock = clock
+        self._own_rng = rng is None
         self._rng = rng or random.Random()
-        # All on the event loop: no locks.
-        self._watches: dict[tuple[str, ServiceConfig], _Watch] = {}
-        # Keyed like the watches, by (service, ServiceConfig): a listener hears the watch
-        # of the config it subscribed under, never another config's set.
-        self._listeners: dict[tuple[str, ServiceConfig], list[Listener]] = {}
-        self._closed = False
+        # On the event loop only (replaced by _revive after a fork):
+        self._sender = HttpxSender(connection, client) if send is None else None
+        self._send: AsyncSend = send or self._sender  # type: ignore[assignment]
+        self._table: WatchTable[WatchTask] = WatchTable(
+            service_config, self.address, "AsyncConsulSource"
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop the watches run on
+        self._forked = False  # set in a forked child, cleared on the loop by _revive
+        after_fork_in_child(self._after_fork)
 
-    # -- the InstanceSource operations, awaitable where they may do I/O ---------------
+    # -- the InstanceSource operations, awaitable where they may wait ----------------
 
-    async def resolve(self, service: str, timeout: float = 5.0) -> Resolution:
-        """The service's current Resolution; the first call fetches it and starts a watch.
+    async def resolve(self, service: str | Target, timeout: float = 5.0) -> Resolution:
+        """The target's current Resolution; the first call starts its watch.
 
-        Raises as ``ConsulSource.resolve`` does: UnknownServiceError,
-        ConsulUnavailableError, ConsulQueryError.
+        Raises as ``ConsulSource.resolve`` does (the same cached first error while the
+        watch retries): UnknownServiceError, ConsulPermissionError, ConsulQueryError,
+        ConsulUnavailableError.
         """
-        if self._closed:
-            raise DiscoveryError("AsyncConsulSource is closed")
-        config = self._service_config(service)
-        key = (service, config)
-        watch = self._watches.get(key)
-        if watch is None:
-            watch = self._watches[key] = self._start_watch(service, config)
-        resolution = watch.state.resolution
+        self._revive()
+        key = self._table.key(service)
+        entry = self._table.entry(key, self._start)
+        resolution = entry.state.value
         if resolution is not None:
             return resolution
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(watch.first_done.wait()), timeout)
-        resolution = watch.state.resolution
-        if resolution is not None:
-            return resolution
-        await self._drop(key, watch)
-        if not watch.first_done.is_set():
-            raise ConsulUnavailableError(
-                f"Consul at {self.address} gave no answer about {service!r} within {timeout}s"
-            )
-        error = watch.state.first_error
-        raise _wrap(error or RuntimeError("no answer"), f"service {service!r}", self.address)
+        answered = await entry.wait_first(timeout)
+        return self._table.outcome(key, entry, answered, timeout)
 
-    def cached(self, service: str) -> Resolution | None:
-        """The cached Resolution of ``service`` without any I/O (None if not resolved)."""
-        config = self._service_config(service)
-        watch = self._watches.get((service, config))
-        return watch.state.resolution if watch is not None else None
+    def cached(self, service: str | Target) -> Resolution | None:
+        """The cached Resolution (None if not resolved yet); no I/O, starts nothing."""
+        self._revive()
+        return self._table.cached(self._table.key(service))
 
-    def subscribe(self, service: str, listener: Listener) -> None:
+    def subscribe(self, service: str | Target, listener: Listener) -> None:
         """Call ``listener`` (on the event loop) with each new Resolution of ``service``;
         once right away if it is already resolved."""
-        self._listeners.setdefault((service, self._service_config(service)), []).append(listener)
-        current = self.cached(service)
+        self._revive()
+        current = self._table.subscribe(self._table.key(service), listener)
         if current is not None:
             listener(current)
 
-    def unsubscribe(self, service: str, listener: Listener) -> None:
+    def unsubscribe(self, service: str | Target, listener: Listener) -> None:
         """Stop calling ``listener`` for ``service`` (no-op if it was not subscribed)."""
-        listeners = self._listeners.get((service, self._service_config(service)), [])
-        if listener in listeners:
-            listeners.remove(listener)
+        self._table.unsubscribe(self._table.key(service), listener)
 
-    def watch_stats(self, service: str) -> dict[str, int]:
-        """Requests started and current index of the service's watch (for tests/metrics)."""
-        found = [w.state for (name, _), w in self._watches.items() if name == service]
-        return {"requests": found[0].requests, "index": found[0].index} if found else {}
+    def watch_stats(self, service: str | Target) -> WatchStats | None:
+        """The target's watch counters (requests, errors, index); None if not watched."""
+        self._revive()
+        return self._table.stats(self._table.key(service))
 
     async def aclose(self) -> None:
         """Cancel every watch (a blocking query in flight is abandoned) and the client."""
-        self._closed = True
-        watches = list(self._watches.values())
-        self._watches.clear()
-        for watch in watches:
-            watch.task.cancel()
-        for watch in watches:
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch.task
-        if self._owns_client:
-            await self._client.aclose()
+        for entry in self._table.close():
+            await entry.aclose()
+        if self._sender is not None:
+            await self._sender.aclose()
 
     async def __aenter__(self) -> AsyncConsulSource:
         return self
@@ -198,105 +158,54 @@ class AsyncConsulSource:
 
     # -- internals -------------------------------------------------------------------
 
-    async def _query(
-        self, service: str, config: ServiceConfig, index: int, wait: float | None = None
-    ) -> tuple[int | None, list[dict[str, Any]]]:
-        wait = self._timing.wait if wait is None else wait
-        params: dict[str, Any] = {"wait": _wait_param(wait)}
-        if index:
-            params["index"] = index
-        if config.tag:
-            params["tag"] = config.tag
-        if config.datacenter:
-            params["dc"] = config.datacenter
-        if config.filter:
-            params["filter"] = config.filter
-        response = await self._client.get(
-            f"/v1/health/service/{service}",
-            params=params,
-            timeout=httpx.Timeout(self._request_timeout + wait + wait / 16),
-            extensions=self._extensions,
-        )
-        response.raise_for_status()
-        raw = response.headers.get("X-Consul-Index", "")
-        returned = int(raw) if raw.isdigit() else None
-        return returned, list(response.json() or [])
+    async def _send_now(self, request: Request) -> Response:
+        return await self._send(request)
 
-    async def _catalog_names(self, datacenter: str | None) -> list[str]:
-        params = {"dc": datacenter} if datacenter else {}
-        response = await self._client.get(
-            "/v1/catalog/services",
-            params=params,
-            timeout=self._request_timeout,
-            extensions=self._extensions,
-        )
-        response.raise_for_status()
-        return sorted(response.json() or {})
-
-    def _start_watch(self, service: str, config: ServiceConfig) -> _Watch:
-        def build(registered: Sequence[Instance], index: int, now: float) -> Resolution:
-            return build_resolution(service, registered, index, now, config.panic_threshold)
-
-        state = WatchState(
-            service, build, lambda res: self._notify((service, config), res),
-            timing=self._timing, clock=self._clock, rng=self._rng,
-            preservation=SelfPreservation(config.vanish_grace, self._clock),
+    def _state(self, key: WatchKey) -> HealthState:
+        return health_state(
+            key, self.address, lambda resolution: self._table.notify(key, resolution),
+            options=self._options, timing=self._timing, clock=self._clock, rng=self._rng,
+            unresolved_ttl=self._unresolved_ttl,
         )  # fmt: skip
-        first_done = asyncio.Event()
-        task = asyncio.create_task(
-            self._run(service, config, state, first_done), name=f"consul-watch-{service}"
+
+    def _start(self, key: WatchKey, state: HealthState | None = None) -> WatchTask:
+        # Called under the table's lock, on the loop: creates a task, no I/O.
+        task = WatchTask(
+            state or self._state(key), self._send_now, name=f"consul-watch-{key.target}"
         )
-        return _Watch(state, task, first_done)
+        return task.start()
 
-    async def _run(
-        self, service: str, config: ServiceConfig, state: WatchState, first_done: asyncio.Event
-    ) -> None:
-        """The loop: the same WatchState rules as ServiceWatch.run, awaiting instead."""
-        first = True
-        while True:
-            index = state.begin()
-            try:
-                returned, entries = await self._query(service, config, index, state.next_wait())
-                if first and not entries:
-                    names = await self._catalog_names(config.datacenter)
-                    if service not in names:
-                        raise UnknownServiceError(service, names)
-                first = False
-                delay = state.on_success(returned, instances_from_entries(entries))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # any failure: the loop must survive it
-                delay = state.on_error(_wrap(exc, f"service {service!r}", self.address))
-            if state.first_done:
-                first_done.set()
-            if delay is None:
-                return
-            if delay > 0:
-                await asyncio.sleep(delay)
+    def _after_fork(self) -> None:
+        """In a forked child (no loop runs yet): a new lock; watches restart on next use."""
+        self._table.after_fork()
+        if self._own_rng:
+            self._rng.seed()  # workers forked from one master must not share jitter
+        self._forked = True
 
-    async def _drop(self, key: tuple[str, ServiceConfig], watch: _Watch) -> None:
-        if self._watches.get(key) is watch:
-            del self._watches[key]
-        watch.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watch.task
-
-    def _notify(self, key: tuple[str, ServiceConfig], resolution: Resolution) -> None:
-        service = key[0]
-        for listener in list(self._listeners.get(key, ())):
-            try:
-                listener(resolution)
-            except Exception:
-                log.exception("listener %r of %s failed", listener, service)
-
-
-@dataclasses.dataclass(slots=True)
-class _Watch:
-    """One watched service: its rules' state, the task driving them, first outcome."""
-
-    state: WatchState
-    task: asyncio.Task[None]
-    first_done: asyncio.Event
+    def _revive(self) -> None:
+        """On a new event loop (a forked child's, or after ``asyncio.run`` ended the one
+        the watches ran on): new client, every watch restarted there (no I/O)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # not on a loop: nothing can run now; the next use from one restarts
+        if (loop is self._loop and not self._forked) or self._table.closed:
+            return
+        first_use, self._loop, self._forked = self._loop is None, loop, False
+        if first_use:
+            return
+        if self._sender is not None and self._sender.owns_client:
+            # The old client's connections belong to a dead loop (or to the parent).
+            self._sender = HttpxSender(self.connection)
+            self._send = self._sender
+        restarted = 0
+        for key, entry in self._table.entries():
+            if entry.finished and entry.state.value is None:
+                continue  # stopped unresolved: the next resolve() starts it again
+            entry.state.after_fork()
+            self._table.replace(key, self._start(key, entry.state))
+            restarted += 1
+        log.debug("restarted %d watch(es) on a new event loop", restarted)
 
 
 __all__ = ["AsyncConsulSource"]

@@ -183,8 +183,9 @@ class ClientMetricsPublisher:
         with self._lock:
             present: set[tuple[str, str]] = set()
             for upstream, snap in services.items():
-                watch = source_stats(upstream) if source_stats is not None else {}
-                values = dict(snap, watch_errors=watch.get("errors"), size=len(snap["instances"]))
+                watch = source_stats(upstream) if source_stats is not None else None
+                errors = watch.errors if watch is not None else None
+                values = dict(snap, watch_errors=errors, size=len(snap["instances"]))
                 for key, *_ in _SERVICE_COUNTERS:
                     self._advance((upstream, key), key, values.get(key), upstream)
                 for key, *_ in _SERVICE_GAUGES:

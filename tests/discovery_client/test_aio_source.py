@@ -1,6 +1,6 @@
 """AsyncConsulSource against a real agent: the same answers and the same stale-on-error
-and restart behaviour as the threaded ConsulSource (both drive watch.WatchState), with
-no thread per watched service and a clean cancel on close."""
+and restart behaviour as the threaded ConsulSource (both drive the shared WatchState and
+health query), with no thread per watched service and a clean cancel on close."""
 
 from __future__ import annotations
 
@@ -66,7 +66,11 @@ def test_async_and_threaded_sources_agree_through_an_outage_and_a_restart(consul
             stale = await until(lambda: (r := source.cached("echo")).stale and r, 10, "stale")
             other = await until(lambda: (r := threaded.resolve("echo")).stale and r, 10, "stale")
             assert ids(stale) == ids(other) == {"echo-0", "echo-1"}
-            assert stale.error and "unreachable" in stale.error
+            # Which error the stop gives is a race (connection refused, or the agent's
+            # "500 grpc: the client connection is closing" while it shuts down): both are
+            # Consul being unavailable, and that is what both sources must say.
+            for error in (stale.error, other.error):
+                assert error and error.startswith("ConsulUnavailableError: "), error
             assert stale.fetched_at == seen[-1].fetched_at  # its age keeps growing
             assert seen[-1] is stale  # listeners hear about staleness, once
 

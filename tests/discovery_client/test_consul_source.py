@@ -1,4 +1,4 @@
-"""ConsulSource over a small fake py-consul client: errors, parsing, panic, cache, config.
+"""ConsulSource over a scripted agent (HTTP values): errors, parsing, panic, cache, config.
 
 The watch thread is parked after its first fetch by an injected ``sleep`` that waits for
 the test to finish, so "later resolve() does no network I/O" is countable.
@@ -11,71 +11,17 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import consul
 import pytest
-import requests
 
 from consul_discovery.client.config import ServiceConfig
 from consul_discovery.client.consul_source import ConsulQueryError, ConsulSource
 from consul_discovery.client.errors import ConsulUnavailableError, UnknownServiceError
 from consul_discovery.client.health_entries import entry_health, instance_from_entry
+from consul_discovery.client.target import Target
+from consul_discovery.connection.exchange import Response
+from tests.discovery_client.fake_consul import REFUSED, FakeAgent, entry
 
-
-def entry(
-    ident: str,
-    *statuses: str,
-    address: str = "10.0.0.1",
-    node_address: str = "10.9.9.9",
-    port: int = 8080,
-    weights: dict[str, int] | None = None,
-) -> dict[str, Any]:
-    return {
-        "Node": {"Node": "node-1", "Address": node_address, "Datacenter": "dc1"},
-        "Service": {
-            "ID": ident, "Service": "web", "Address": address, "Port": port,
-            "Tags": ["v2"], "Meta": {"version": "1.4"},
-            "Weights": weights or {"Passing": 3, "Warning": 1},
-        },
-        "Checks": [{"CheckID": f"c{n}", "Status": s} for n, s in enumerate(statuses)],
-    }  # fmt: skip
-
-
-class FakeHealth:
-    def __init__(self, owner: FakeConsul) -> None:
-        self.owner = owner
-
-    def service(self, name: str, **params: Any):
-        self.owner.calls.append(("health", name, params))
-        if self.owner.block is not None:
-            self.owner.block.wait(10)
-        if self.owner.error is not None:
-            raise self.owner.error
-        return self.owner.index, list(self.owner.services.get(name, []))
-
-
-class FakeCatalog:
-    def __init__(self, owner: FakeConsul) -> None:
-        self.owner = owner
-
-    def services(self, **params: Any):
-        self.owner.calls.append(("catalog", None, params))
-        if self.owner.error is not None:
-            raise self.owner.error
-        return self.owner.index, {name: [] for name in self.owner.catalog_names}
-
-
-class FakeConsul:
-    """Just enough of py-consul's ``Consul`` for ConsulSource."""
-
-    def __init__(self, services: dict[str, list[dict[str, Any]]]) -> None:
-        self.services = services
-        self.catalog_names = set(services)
-        self.index = "7"
-        self.error: BaseException | None = None
-        self.block: threading.Event | None = None
-        self.calls: list[tuple[str, str | None, dict[str, Any]]] = []
-        self.health = FakeHealth(self)
-        self.catalog = FakeCatalog(self)
+FakeConsul = FakeAgent  # the name other tests import
 
 
 @pytest.fixture
@@ -98,7 +44,7 @@ class ParkedSource(ConsulSource):
 
 
 def source(fake: FakeConsul, parked: threading.Event, **kwargs: Any) -> ConsulSource:
-    return ParkedSource(parked, client=fake, **kwargs)
+    return ParkedSource(parked, send=fake, **kwargs)
 
 
 def test_entry_parsing_and_address_fallback():
@@ -119,15 +65,16 @@ def test_first_resolve_fetches_then_cache_serves_without_io(parked):
         first = src.resolve("web")
         # The watch goes straight on to its blocking query (the 2nd call), then parks.
         deadline = time.monotonic() + 5
-        while len(fake.calls) < 2 and time.monotonic() < deadline:
+        while len(fake.requests) < 2 and time.monotonic() < deadline:
             time.sleep(0.001)
-        calls = len(fake.calls)
+        calls = len(fake.requests)
         cached = src.resolve("web")
         assert cached.instances == first.instances and cached.fetched_at >= first.fetched_at
         for _ in range(100):
             assert src.resolve("web") is cached
-        assert len(fake.calls) == calls == 2
-        assert fake.calls[1][2]["index"] == 7  # blocking on the index of the first answer
+            assert src.cached("web") is cached
+        assert len(fake.requests) == calls == 2
+        assert fake.params(1)["index"] == "7"  # blocking on the index of the first answer
         assert [(i.id, i.health) for i in first.instances] == [("w1", "passing"), ("w2", "warning")]
         assert first.index == 7 and not first.stale and not first.panic
     finally:
@@ -170,12 +117,20 @@ def test_config_is_sent_to_consul(parked):
     src = source(fake, parked, service_config=lambda _n: config, wait=12.5)
     try:
         src.resolve("web")
-        _, name, params = fake.calls[0]
-        assert name == "web"
+        first = fake.health_requests()[0]
+        assert first.path == "/v1/health/service/web"
+        params = dict(first.params)
         assert params["tag"] == "v2" and params["dc"] == "dc2"
-        assert params["filter_expr"] == '"v2" in Service.Tags'
-        assert params["index"] is None and params["wait"] == "12500ms"
+        assert params["filter"] == '"v2" in Service.Tags'
+        assert "index" not in params and "wait" not in params  # a plain read first
+        assert first.timeout == 10.0
         assert "passing" not in params  # health is split locally (warning, panic counts)
+        deadline = time.monotonic() + 5
+        while len(fake.health_requests()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        blocking = fake.health_requests()[1]
+        assert dict(blocking.params)["wait"] == "12500ms"
+        assert blocking.timeout == pytest.approx(10.0 + 12.5 + 12.5 / 16)
     finally:
         src.close()
 
@@ -197,21 +152,22 @@ def test_unknown_service_lists_known_names(parked):
 
 def test_unreachable_with_nothing_cached_wraps_the_cause(parked):
     fake = FakeConsul({"web": [entry("w1")]})
-    fake.error = requests.ConnectionError("connection refused")
+    fake.error = REFUSED
     src = source(fake, parked)
     try:
         with pytest.raises(ConsulUnavailableError) as info:
             src.resolve("web")
-        assert isinstance(info.value.__cause__, requests.ConnectionError)
-        assert "127.0.0.1:8500" in str(info.value)
+        assert info.value.__cause__ is REFUSED
+        assert "127.0.0.1:8500" in str(info.value) and "connection refused" in str(info.value)
         # The error is cached: resolve() does not ask Consul again, the watch retries
         # with backoff (here: parked), and once Consul answers the service resolves.
-        calls = len(fake.calls)
+        calls = len(fake.requests)
         fake.error = None
         for _ in range(10):
             with pytest.raises(ConsulUnavailableError):
                 src.resolve("web")
-        assert len(fake.calls) == calls
+        assert len(fake.requests) == calls
+        assert src.watch_stats("web").errors == 1
         parked.set()
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
@@ -229,8 +185,10 @@ def test_unreachable_with_nothing_cached_wraps_the_cause(parked):
 @pytest.mark.parametrize(
     ("error", "expected"),
     [
-        (consul.ConsulException("500 No cluster leader"), ConsulUnavailableError),
-        (consul.exceptions.BadRequest("400 Failed to parse filter"), ConsulQueryError),
+        (Response(500, {}, b"No cluster leader"), ConsulUnavailableError),
+        (Response(500, {}, b"grpc: the client connection is closing"), ConsulUnavailableError),
+        (Response(400, {}, b"Failed to parse filter"), ConsulQueryError),
+        (Response(500, {}, b"Failed to create boolean expression evaluator"), ConsulQueryError),
     ],
 )
 def test_consul_5xx_is_unavailable_and_4xx_is_a_refusal(parked, error, expected):
@@ -238,8 +196,9 @@ def test_consul_5xx_is_unavailable_and_4xx_is_a_refusal(parked, error, expected)
     src = source(fake, parked)
     try:
         fake.error = error
-        with pytest.raises(expected):
+        with pytest.raises(expected) as caught:
             src.resolve("web")
+        assert type(caught.value) is expected
     finally:
         src.close()
 
@@ -286,18 +245,37 @@ def test_address_and_token_from_environment(monkeypatch):
     monkeypatch.setenv("CONSUL_HTTP_TOKEN", "env-token")
     from_env = ConsulSource()
     assert from_env.address == "127.0.0.1:18555"
-    assert from_env._client.http.base_uri == "http://127.0.0.1:18555"
-    assert from_env._client.token == "env-token"
+    assert from_env.connection.base_url == "http://127.0.0.1:18555"
+    assert from_env.connection.token == "env-token"
     explicit = ConsulSource("127.0.0.1:18600", token="mine")
-    assert explicit._client.token == "mine"
+    assert explicit.connection.token == "mine"
+    assert "mine" not in repr(explicit.connection)
     monkeypatch.delenv("CONSUL_HTTP_ADDR")
     assert ConsulSource().address == "127.0.0.1:8500"
+    for made in (from_env, explicit):
+        made.close()
+
+
+def test_a_target_is_its_own_key_and_a_connect_target_asks_the_connect_endpoint(parked):
+    fake = FakeConsul({"web": [entry("w1")]})
+    src = source(fake, parked, service_config=lambda _n: ServiceConfig(tag="v2"))
+    try:
+        by_name = src.resolve("web")
+        assert src.cached(Target("web", tag="v2")) is by_name  # the name means this Target
+        connect = src.resolve(Target("web", connect=True))
+        assert [i.id for i in connect.instances] == ["w1"]
+        paths = [r.path for r in fake.health_requests()]
+        assert "/v1/health/connect/web" in paths
+        assert src.cached(Target("web")) is None  # not watched: no tag, not the name's key
+        assert src.watch_stats(Target("web")) is None
+    finally:
+        src.close()
 
 
 def test_watch_thread_with_index_zero_does_not_busy_loop():
     """Wiring check: the real watch thread, a fake clock moved only by the injected sleep."""
     fake = FakeConsul({"web": [entry("w1")]})
-    fake.index = "0"
+    fake.index = 0
     now = [0.0]
     finished, release = threading.Event(), threading.Event()
 
@@ -307,13 +285,50 @@ def test_watch_thread_with_index_zero_does_not_busy_loop():
             finished.set()
             release.wait(10)  # park the watch until the test is done
 
-    src = ConsulSource("127.0.0.1:8500", client=fake, clock=lambda: now[0], sleep=sleep)
+    src = ConsulSource("127.0.0.1:8500", send=fake, clock=lambda: now[0], sleep=sleep)
     try:
         src.resolve("web")
         assert finished.wait(10), "the watch never reached 30 fake seconds"
-        health_calls = [c for c in fake.calls if c[0] == "health"]
+        health_calls = fake.health_requests()
         assert len(health_calls) <= 32  # <= 1 request per (fake) second
-        assert all(c[2]["index"] == 1 for c in health_calls[1:])  # 0 is sent as 1
+        assert all(dict(c.params)["index"] == "1" for c in health_calls[1:])  # 0 is sent as 1
     finally:
         release.set()
         src.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        Response(403, {}, b"ACL not found"),
+        Response(200, {"X-Consul-Results-Filtered-By-ACLs": "true"}, b"[]"),
+        Response(500, {}, b"grpc: the client connection is closing"),
+        Response(500, {}, b"Failed to create boolean expression evaluator: oops"),
+        Response(400, {}, b"Bad request"),
+        REFUSED,
+    ],
+)
+def test_both_sources_give_the_same_error_for_the_same_answer(answer):
+    import asyncio
+
+    from consul_discovery.client.aio import AsyncConsulSource
+
+    def threaded() -> BaseException:
+        fake = FakeConsul({"web": [entry("w1")]})
+        fake.error = answer
+        with ConsulSource("127.0.0.1:8500", send=fake, backoff_base=30.0) as src:
+            with pytest.raises(Exception) as caught:
+                src.resolve("web")
+            return caught.value
+
+    async def asyncio_() -> BaseException:
+        fake = FakeConsul({"web": [entry("w1")]})
+        fake.error = answer
+        async with AsyncConsulSource("127.0.0.1:8500", send=fake.asend, backoff_base=30.0) as src:
+            with pytest.raises(Exception) as caught:
+                await src.resolve("web")
+            assert src.watch_stats("web").errors == 1
+            return caught.value
+
+    one, other = threaded(), asyncio.run(asyncio_())
+    assert type(one) is type(other) and str(one) == str(other)

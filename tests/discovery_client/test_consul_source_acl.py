@@ -1,114 +1,179 @@
-"""ACL refusals in the discovery client's Consul source, against py-consul's real client.
+"""ACL refusals, the same through both sources, against a real ACL agent (default deny).
 
-A tiny HTTP server plays the agent's answers (a 403 body, an empty answer with Consul's
-filtered-by-ACLs header, an empty catalog under default-deny); the secure cluster's
-tests (tests/services/cluster/test_secure_cluster.py) check the same against Consul.
+Every case runs through the threaded ``ConsulSource`` and the asyncio
+``AsyncConsulSource``: a 403 (a token Consul does not know; a Connect query without
+``service:read``) is a ``ConsulPermissionError`` naming the call; an empty answer Consul
+marks as filtered by ACLs (``service:read`` without ``node:read``) and an empty catalog
+under default-deny (no token) are permission errors too, never "no instances" or
+"unknown service". The token never shows in an error.
 """
 
 from __future__ import annotations
 
-import json
-import threading
+import asyncio
+import time
+import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 
 import pytest
+import requests
 
 from consul_discovery.client import ConsulPermissionError, ConsulQueryError, ConsulSource
-from consul_discovery.client.consul_source import _wrap
+from consul_discovery.client.aio import AsyncConsulSource
+from consul_discovery.client.errors import DiscoveryError
+from consul_discovery.client.instance import Resolution
+from consul_discovery.client.source import WatchStats
+from consul_discovery.client.target import Target
+from tests.harness.agent import ConsulAgent
 
-DENIED = (
-    "Permission denied: token with AccessorID 'a1b2' lacks permission 'service:read' "
-    'on "order-service"'
+MANAGEMENT = str(uuid.uuid4())
+ACL = (
+    'acl { enabled = true default_policy = "deny" '
+    f'tokens {{ initial_management = "{MANAGEMENT}" }} }}'
 )
+SOURCES = ("threaded", "asyncio")
 
 
-class Agent(BaseHTTPRequestHandler):
-    answers: dict[str, tuple[int, dict[str, str], object]] = {}
+@dataclass(frozen=True)
+class AclAgent:
+    """A running ACL agent with ``web`` registered and a token per reach."""
 
-    def do_GET(self) -> None:
-        path = self.path.split("?")[0]
-        status, headers, body = self.answers.get(path, (404, {}, ""))
-        raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-        self.send_response(status)
-        for name, value in {"X-Consul-Index": "5", **headers}.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
-
-    def log_message(self, *_args: object) -> None:
-        pass
+    agent: ConsulAgent
+    tokens: dict[str, str]
 
 
-class Stub:
-    """The stub agent's answers (path -> status, headers, body) and its address."""
+def _admin(agent: ConsulAgent, method: str, path: str, body: object) -> requests.Response:
+    headers = {"X-Consul-Token": MANAGEMENT}
+    response = requests.request(method, agent.url + path, json=body, headers=headers, timeout=5)
+    response.raise_for_status()
+    return response
 
-    def __init__(self, handler: type[Agent], address: str) -> None:
-        self.answers = handler.answers
-        self.address = address
+
+def _token(agent: ConsulAgent, rules: str) -> str:
+    name = f"p-{uuid.uuid4().hex[:8]}"
+    _admin(agent, "PUT", "/v1/acl/policy", {"Name": name, "Rules": rules})
+    return str(
+        _admin(agent, "PUT", "/v1/acl/token", {"Policies": [{"Name": name}]}).json()["SecretID"]
+    )
 
 
-@pytest.fixture
-def agent() -> Iterator[Stub]:
-    handler = type("OneAgent", (Agent,), {"answers": {}})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+@pytest.fixture(scope="module")
+def acl() -> Iterator[AclAgent]:
+    agent = ConsulAgent(extra_args=["-hcl", ACL])
+    agent.start(wait_for_leader=False)
     try:
-        yield Stub(handler, f"127.0.0.1:{server.server_address[1]}")
+        deadline = time.monotonic() + 30
+        while True:  # the harness waits on catalog reads the deny policy hides: wait here
+            try:
+                if requests.get(
+                    f"{agent.url}/v1/acl/token/self",
+                    headers={"X-Consul-Token": MANAGEMENT},
+                    timeout=2,
+                ).ok:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"ACL agent not ready:\n{agent.tail_log()}")
+            time.sleep(0.2)
+        _admin(
+            agent, "PUT", "/v1/agent/service/register", {"ID": "web-1", "Name": "web", "Port": 9}
+        )
+        tokens = {
+            "reader": _token(
+                agent, 'service_prefix "" { policy = "read" } node_prefix "" { policy = "read" }'
+            ),
+            "no-node-read": _token(agent, 'service_prefix "" { policy = "read" }'),
+            "other-service": _token(
+                agent, 'service "other" { policy = "read" } node_prefix "" { policy = "read" }'
+            ),
+            "unknown": str(uuid.uuid4()),
+        }
+        yield AclAgent(agent, tokens)
     finally:
-        server.shutdown()
-        server.server_close()
+        agent.cleanup()
 
 
-def test_a_403_names_the_permission_and_the_call(agent: Stub) -> None:
-    agent.answers["/v1/health/service/order-service"] = (403, {}, DENIED)
+def resolve(
+    kind: str, acl: AclAgent, token: str | None, target: str | Target
+) -> tuple[Resolution | DiscoveryError, WatchStats | None]:
+    """Resolve ``target`` once through the ``kind`` source; its outcome and watch counters."""
+    address = acl.agent.address
+    if kind == "threaded":
+        with ConsulSource(address, token=token) as source:
+            try:
+                return source.resolve(target, timeout=5), source.watch_stats(target)
+            except DiscoveryError as exc:
+                return exc, source.watch_stats(target)
+
+    async def scenario() -> tuple[Resolution | DiscoveryError, WatchStats | None]:
+        async with AsyncConsulSource(address, token=token) as source:
+            try:
+                return await source.resolve(target, timeout=5), source.watch_stats(target)
+            except DiscoveryError as exc:
+                return exc, source.watch_stats(target)
+
+    return asyncio.run(scenario())
+
+
+def refused(outcome: Resolution | DiscoveryError, token: str | None) -> ConsulPermissionError:
+    assert isinstance(outcome, ConsulPermissionError), outcome
+    assert isinstance(outcome, ConsulQueryError)  # callers of the old tree still match
+    assert token is None or token not in str(outcome)
+    return outcome
+
+
+@pytest.mark.parametrize("kind", SOURCES)
+def test_a_token_with_read_access_resolves(kind: str, acl: AclAgent) -> None:
+    outcome, stats = resolve(kind, acl, acl.tokens["reader"], "web")
+    assert isinstance(outcome, Resolution), outcome
+    assert [i.id for i in outcome.instances] == ["web-1"]
+    assert stats is not None and stats.errors == 0
+
+
+@pytest.mark.parametrize("kind", SOURCES)
+def test_a_403_for_a_token_consul_does_not_know_is_a_permission_error(
+    kind: str, acl: AclAgent
+) -> None:
+    token = acl.tokens["unknown"]
+    outcome, stats = resolve(kind, acl, token, "web")
+    message = str(refused(outcome, token))
+    assert "does not know the ACL token" in message and "read service 'web'" in message
+    assert stats is not None and stats.errors == 1
+
+
+@pytest.mark.parametrize("kind", SOURCES)
+def test_a_403_on_the_connect_endpoint_is_a_permission_error(kind: str, acl: AclAgent) -> None:
+    token = acl.tokens["other-service"]
+    outcome, _ = resolve(kind, acl, token, Target("web", connect=True))
+    message = str(refused(outcome, token))
+    assert "Consul denied read service 'web[connect]'" in message
+
+
+@pytest.mark.parametrize("kind", SOURCES)
+def test_an_empty_answer_filtered_by_acls_is_not_no_instances(kind: str, acl: AclAgent) -> None:
+    token = acl.tokens["no-node-read"]
+    outcome, _ = resolve(kind, acl, token, "web")
+    assert "node:read" in str(refused(outcome, token))
+
+
+@pytest.mark.parametrize("kind", SOURCES)
+def test_an_empty_catalog_under_default_deny_is_not_an_unknown_service(
+    kind: str, acl: AclAgent
+) -> None:
+    outcome, _ = resolve(kind, acl, None, "web")
+    assert "no service at all" in str(refused(outcome, None))
+
+
+def test_one_shot_reads_say_the_same(acl: AclAgent) -> None:
     with (
-        ConsulSource(agent.address, token="s3cret-token") as source,
-        pytest.raises(ConsulPermissionError) as caught,
-    ):
-        source.resolve("order-service", timeout=5)
-    message = str(caught.value)
-    assert "lacks 'service:read' on 'order-service'" in message
-    assert "read service 'order-service'" in message
-    assert "s3cret-token" not in message
-    assert isinstance(caught.value, ConsulQueryError)  # callers of the old tree still match
-
-
-def test_an_empty_answer_filtered_by_acls_is_not_no_instances(agent: Stub) -> None:
-    filtered = {"X-Consul-Results-Filtered-By-ACLs": "true"}
-    agent.answers["/v1/health/service/order-service"] = (200, filtered, [])
-    with (
-        ConsulSource(agent.address) as source,
+        ConsulSource(acl.agent.address, token=acl.tokens["no-node-read"]) as source,
         pytest.raises(ConsulPermissionError, match="node:read"),
     ):
-        source.list_instances("order-service")
-
-
-def test_an_empty_catalog_under_default_deny_is_a_permission_problem(agent: Stub) -> None:
-    deny = {"X-Consul-Default-Acl-Policy": "deny"}
-    agent.answers["/v1/health/service/order-service"] = (200, deny, [])
-    agent.answers["/v1/catalog/services"] = (200, deny, {})
+        source.list_instances("web")
     with (
-        ConsulSource(agent.address) as source,
+        ConsulSource(acl.agent.address) as anonymous,
         pytest.raises(ConsulPermissionError, match="no service at all"),
     ):
-        source.resolve("order-service", timeout=5)
-
-
-def test_an_empty_open_catalog_is_still_an_unknown_service(agent: Stub) -> None:
-    agent.answers["/v1/health/service/order-service"] = (200, {}, [])
-    agent.answers["/v1/catalog/services"] = (200, {"X-Consul-Default-Acl-Policy": "allow"}, {})
-    with (
-        ConsulSource(agent.address) as source,
-        pytest.raises(Exception, match="unknown service 'order-service'"),
-    ):
-        source.resolve("order-service", timeout=5)
-
-
-def test_wrap_keeps_other_refusals_as_query_errors() -> None:
-    import consul
-
-    error = _wrap(consul.exceptions.BadRequest("400 bad"), "service 'x'", "127.0.0.1:8500")
-    assert type(error) is ConsulQueryError
+        anonymous.list_services()

@@ -1,17 +1,29 @@
-"""ServiceWatch's loop rules with a scripted fetch and a fake clock (no threads, no Consul)."""
+"""The health watch's loop rules with a scripted agent and a fake clock (no threads, no
+Consul): ``health_state`` (the shared WatchState rules around the health query), driven
+poll by poll with ``poll_once`` as the thread driver does."""
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from collections.abc import Callable, Sequence
 
 import pytest
 
-from consul_discovery.client.health_entries import build_resolution
 from consul_discovery.client.instance import Instance, Resolution
-from consul_discovery.client.watch import ServiceWatch
+from consul_discovery.client.source import WatchKey
+from consul_discovery.client.target import Target
+from consul_discovery.client.watch import HealthState, health_state
 from consul_discovery.connection.blocking import WatchTiming, next_index
+from consul_discovery.connection.exchange import (
+    Request,
+    Response,
+    TransportError,
+    TransportFailure,
+)
+from consul_discovery.connection.watch_drivers import WatchThread, poll_once
+from tests.discovery_client.fake_consul import health_response
 
 
 class FakeClock:
@@ -31,35 +43,55 @@ def inst(ident: str, health: str = "passing") -> Instance:
     return Instance(id=ident, service="svc", address="127.0.0.1", port=8000, health=health)
 
 
+def down(why: str = "refused") -> TransportError:
+    return TransportError(TransportFailure.REFUSED, why)
+
+
 class Script:
-    """A fetch that answers from a function of the call number; records each call."""
+    """An agent answering health queries from a function of the call number (an
+    exception raised by it is the send's); records (time, index sent) per query."""
 
     def __init__(self, answer: Callable[[int, int], tuple[int | None, Sequence[Instance]]]):
         self.answer = answer
         self.calls: list[tuple[float, int]] = []  # (time, index sent)
         self.clock: FakeClock | None = None
 
-    def __call__(self, index: int, wait: float) -> tuple[int | None, Sequence[Instance]]:
+    def __call__(self, request: Request) -> Response:
         assert self.clock is not None
+        if request.path == "/v1/catalog/services":
+            return Response(200, {"X-Consul-Index": "1"}, json.dumps({"svc": []}).encode())
+        index = int(dict(request.params).get("index", 0))
         self.calls.append((self.clock.now, index))
-        return self.answer(len(self.calls), index)
+        returned, instances = self.answer(len(self.calls), index)
+        return health_response(returned, list(instances))
 
 
-def make_watch(script: Script, clock: FakeClock, **timing: float):
+class Watch:
+    """A health WatchState and its send, polled by hand like the thread driver does."""
+
+    def __init__(self, state: HealthState, send: Script) -> None:
+        self.state = state
+        self.send = send
+
+    def poll_once(self) -> float | None:
+        return poll_once(self.state, self.send)
+
+    @property
+    def resolution(self) -> Resolution | None:
+        return self.state.value
+
+
+def make_watch(script: Script, clock: FakeClock, on_change=None, **timing: float):
     script.clock = clock
     seen: list[Resolution] = []
-
-    def build(registered: Sequence[Instance], index: int, now: float) -> Resolution:
-        return build_resolution("svc", registered, index, now)
-
-    watch = ServiceWatch(
-        "svc", script, build, seen.append,
+    state = health_state(
+        WatchKey(Target("svc"), None, 20.0), "127.0.0.1:8500", on_change or seen.append,
         timing=WatchTiming(**timing), clock=clock, rng=random.Random(7),
     )  # fmt: skip
-    return watch, seen
+    return Watch(state, script), seen
 
 
-def drive(watch: ServiceWatch, clock: FakeClock, seconds: float) -> None:
+def drive(watch: Watch, clock: FakeClock, seconds: float) -> None:
     """Run poll_once back to back, advancing the fake clock by each returned delay."""
     end = clock.now + seconds
     while clock.now < end:
@@ -89,7 +121,7 @@ def test_error_backoff_grows_is_jittered_and_capped():
     clock = FakeClock()
 
     def fail(n: int, idx: int):
-        raise ConnectionError("refused")
+        raise down()
 
     watch, _ = make_watch(Script(fail), clock, backoff_base=0.25, backoff_cap=5.0)
     delays = [watch.poll_once() for _ in range(11)]
@@ -171,36 +203,37 @@ def test_error_before_first_success_is_cached_and_retried_with_backoff():
     def flaky(n: int, idx: int):
         if n in answers:
             return answers[n]
-        raise ConnectionError("refused")
+        raise down()
 
     script = Script(flaky)
     watch, seen = make_watch(script, clock, backoff_base=0.25)
     delay = watch.poll_once()
     assert delay is not None and 0.125 <= delay <= 0.25
-    assert watch.wait_first(0)
-    assert isinstance(watch.first_error, ConnectionError)
+    assert watch.state.wait_first(0)
+    assert "unreachable" in str(watch.state.first_error)
     assert watch.resolution is None and seen == []
     clock.advance(delay)
     assert watch.poll_once() is not None  # 2nd failure: longer backoff
+    assert (watch.state.requests, watch.state.errors) == (2, 2)
     assert watch.poll_once() == 0.0  # resolved: blocking starts at once
-    assert watch.first_error is None
+    assert watch.state.first_error is None
     assert [i.id for i in watch.resolution.instances] == ["a"]
 
 
 def test_stale_on_error_keeps_instances_and_age_grows_then_recovers():
     clock = FakeClock()
-    down = {"value": False}
+    outage = {"value": False}
 
     def answer(n: int, idx: int):
-        if down["value"]:
-            raise ConnectionError("consul down")
+        if outage["value"]:
+            raise down("consul down")
         return 5, [inst("a"), inst("b")]
 
     script = Script(answer)
     watch, seen = make_watch(script, clock, backoff_base=0.25, backoff_cap=5.0)
     clock.advance(watch.poll_once() or 0.0)
     fetched_at = watch.resolution.fetched_at
-    down["value"] = True
+    outage["value"] = True
     delays = []
     for _ in range(8):
         delay = watch.poll_once()
@@ -208,13 +241,14 @@ def test_stale_on_error_keeps_instances_and_age_grows_then_recovers():
         clock.advance(delay or 0.0)
     stale = watch.resolution
     assert stale.stale and "consul down" in stale.error
+    assert stale.error.startswith("ConsulUnavailableError: ")
     assert [i.id for i in stale.instances] == ["a", "b"]
     assert stale.fetched_at == fetched_at
     assert stale.age(clock.now) >= sum(delays)
     assert [r.stale for r in seen] == [False, True], "one event per transition, not per error"
     assert delays[0] < delays[3] and all(d <= 5.0 for d in delays)
     assert sum(1 for d in delays if d >= 2.5) >= 3  # reached the cap region
-    down["value"] = False
+    outage["value"] = False
     clock.advance(watch.poll_once() or 0.0)
     assert [r.stale for r in seen] == [False, True, False]
     assert watch.resolution.fetched_at > fetched_at and watch.resolution.error is None
@@ -238,35 +272,34 @@ def test_listener_exception_does_not_stop_the_loop():
     def boom(_: Resolution) -> None:
         raise RuntimeError("listener bug")
 
-    watch = ServiceWatch(
-        "svc", script, lambda reg, idx, now: build_resolution("svc", reg, idx, now), boom,
-        timing=WatchTiming(), clock=clock, rng=random.Random(0),
-    )  # fmt: skip
+    watch, _ = make_watch(script, clock, on_change=boom)
     drive(watch, clock, 2.0)
     assert watch.resolution.instances[0].id == f"i{len(script.calls)}"
 
 
-def test_run_stops_on_event_with_injected_sleep():
+def test_the_thread_driver_stops_with_injected_sleep():
     clock = FakeClock()
     script = Script(lambda n, idx: (1, [inst("a")]))
     watch, _ = make_watch(script, clock)
-    stop = threading.Event()
+    done = threading.Event()
 
     def sleep(seconds: float) -> None:
         clock.advance(seconds)
         if len(script.calls) >= 5:
-            stop.set()
+            driver.stop()
+            done.set()
 
-    thread = threading.Thread(target=watch.run, args=(stop, sleep), daemon=True)
-    thread.start()
-    thread.join(5)
-    assert not thread.is_alive()
+    driver = WatchThread(watch.state, script, name="t", sleep=sleep)
+    driver.start()
+    assert done.wait(5)
+    driver.join(5)
+    assert not driver.alive and not driver.finished
     assert len(script.calls) == 5
 
 
 def test_after_an_error_the_next_query_is_a_plain_read():
     clock = FakeClock()
-    answers = iter([(50, [inst("a")]), ConnectionError("agent restarting"), (7, [inst("a")])])
+    answers = iter([(50, [inst("a")]), down("agent restarting"), (7, [inst("a")])])
 
     def answer(n: int, idx: int):
         value = next(answers)
@@ -279,4 +312,4 @@ def test_after_an_error_the_next_query_is_a_plain_read():
     for _ in range(3):
         clock.advance(watch.poll_once() or 0.0)
     assert [index for _, index in script.calls] == [0, 50, 0]
-    assert watch.index == 7 and [r.stale for r in seen] == [False, True, False]
+    assert watch.state.index == 7 and [r.stale for r in seen] == [False, True, False]

@@ -108,7 +108,7 @@ def _measure(client: ServiceClient, poller: ConsulPoller, act: Callable[[], None
     # Subscribed after the client's Balancer, so it runs after the picker was swapped.
     client.source.subscribe("echo", listener)
     # Steady state: the watch's blocking query (its 2nd request) is under way.
-    wait_until(lambda: client.source.watch_stats("echo")["requests"] >= 2, 5, "the long poll")
+    wait_until(lambda: client.source.watch_stats("echo").requests >= 2, 5, "the long poll")
     started = time.monotonic()
     act()
     assert updated.wait(15), "the client never saw the change"
@@ -188,7 +188,9 @@ def test_consul_down_serves_from_cache_and_resumes_after_restart(consul_agent, e
         fresh = source.resolve("echo")
         consul_agent.stop()
         stale = wait_until(lambda: (r := source.resolve("echo")).stale and r, 10, "stale")
-        assert stale.error and "unreachable" in stale.error
+        # Connection refused, or the stopping agent's "500 grpc: the client connection is
+        # closing" (a race): both are Consul being unavailable. Check the class.
+        assert stale.error and stale.error.startswith("ConsulUnavailableError: "), stale.error
         assert stale.fetched_at >= fresh.fetched_at  # last success, not the failure time
         first_age = stale.age(time.monotonic())
         answers = Counter(client.get("echo", "/").json()["instance"] for _ in range(100))
@@ -231,9 +233,9 @@ def test_idle_watch_is_quiet_and_short_waits_are_rate_limited(consul_agent, echo
         idle.resolve("echo")
         short.resolve("echo")
         time.sleep(0.5)  # past the first quick follow-up request of each watch
-        before = idle.watch_stats("echo")["requests"], short.watch_stats("echo")["requests"]
+        before = idle.watch_stats("echo").requests, short.watch_stats("echo").requests
         time.sleep(3.0)  # measuring a rate over real time: nothing to wait for
-        after = idle.watch_stats("echo")["requests"], short.watch_stats("echo")["requests"]
+        after = idle.watch_stats("echo").requests, short.watch_stats("echo").requests
     idle_rate, short_rate = ((a - b) / 3.0 for a, b in zip(after, before, strict=True))
     print(f"\nidle requests/s: wait=30s {idle_rate:.2f}, wait=0.1s {short_rate:.2f}")
     assert idle_rate <= 0.34  # at most one request in 3 s (a check's output may change once)

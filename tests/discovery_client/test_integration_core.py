@@ -107,10 +107,10 @@ def _parked_in_long_poll(source: ConsulSource, quiet: float = 0.1) -> None:
     later; a change made in that gap would measure the rate limit, not propagation.
     """
     deadline = time.monotonic() + 10
-    last, since = source.watch_stats("moving")["requests"], time.monotonic()
+    last, since = source.watch_stats("moving").requests, time.monotonic()
     while time.monotonic() < deadline:
         time.sleep(0.01)
-        now = source.watch_stats("moving")["requests"]
+        now = source.watch_stats("moving").requests
         if now != last:
             last, since = now, time.monotonic()
         elif last >= 2 and time.monotonic() - since >= quiet:
@@ -183,7 +183,7 @@ def test_close_ends_an_in_flight_long_poll_promptly(agent, backends):
     register(agent, "idle", "idle-0", backends[0].port, "passing")
     source = ConsulSource(agent.address, wait=30.0)
     source.resolve("idle")
-    wait_until(lambda: source.watch_stats("idle")["requests"] >= 2, 5, "the long poll")
+    wait_until(lambda: source.watch_stats("idle").requests >= 2, 5, "the long poll")
     time.sleep(0.1)  # the blocking query is now parked in the agent for up to 30 s
     started = time.monotonic()
     source.close()

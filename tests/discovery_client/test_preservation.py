@@ -1,7 +1,8 @@
 """Self-preservation with a fake clock: restarts are survived, real removals are not held.
 
-First the pure rule (``SelfPreservation``), then the same rule inside ``ServiceWatch``
-with a scripted fetch (an agent that goes away and comes back empty).
+First the pure rule (``SelfPreservation``), then the same rule inside the health watch
+(``health_state`` polled like its driver does) with a scripted agent that goes away and
+comes back empty.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from consul_discovery.client.config import ServiceConfig
 from consul_discovery.client.health_entries import build_resolution, instance_from_entry
 from consul_discovery.client.instance import Instance, Resolution
 from consul_discovery.client.preservation import DEFAULT_GRACE, SelfPreservation
-from consul_discovery.client.watch import ServiceWatch, WatchTiming
+from consul_discovery.client.source import WatchKey
+from consul_discovery.client.target import Target
+from consul_discovery.client.watch import HealthState, health_state
+from consul_discovery.connection.blocking import WatchTiming
+from consul_discovery.connection.exchange import Request, Response
+from consul_discovery.connection.watch_drivers import poll_once
+from tests.discovery_client.fake_consul import REFUSED, health_response
 from tests.discovery_client.fakes import FakeClock
 
 
@@ -144,35 +151,47 @@ def test_panic_mode_never_brings_back_an_instance_in_maintenance():
 
 
 class Agent:
-    """A scripted agent: answers ``instances`` at ``index``, or raises while ``down``."""
+    """A scripted agent: answers ``instances`` at ``index``, or refuses while ``down``;
+    records the blocking wait of each query (None: a plain read)."""
 
     def __init__(self) -> None:
         self.instances: list[Instance] = list(ABC)
         self.index = 100
         self.down = False
-        self.waits: list[float] = []
+        self.waits: list[float | None] = []
 
-    def fetch(self, index: int, wait: float):
-        self.waits.append(wait)
+    def __call__(self, request: Request) -> Response:
+        wait = dict(request.params).get("wait")
+        self.waits.append(float(wait.removesuffix("ms")) / 1000 if wait else None)
         if self.down:
-            raise ConnectionError("connection refused")
-        return self.index, list(self.instances)
+            raise REFUSED
+        return health_response(self.index, list(self.instances))
+
+
+class Watch:
+    """A health WatchState polled by hand, as its thread driver does."""
+
+    def __init__(self, state: HealthState, agent: Agent) -> None:
+        self.state, self.agent = state, agent
+
+    def poll_once(self) -> float | None:
+        return poll_once(self.state, self.agent)
+
+    @property
+    def resolution(self) -> Resolution | None:
+        return self.state.value
 
 
 def watch_of(agent: Agent, clock: FakeClock, grace: float = 20.0):
     seen: list[Resolution] = []
-
-    def build(registered, index, now):
-        return build_resolution("svc", registered, index, now)
-
-    watch = ServiceWatch(
-        "svc", agent.fetch, build, seen.append, timing=WatchTiming(wait=30.0), clock=clock,
-        rng=random.Random(1), preservation=SelfPreservation(grace, clock),
+    state = health_state(
+        WatchKey(Target("svc"), None, grace), "127.0.0.1:8500", seen.append,
+        timing=WatchTiming(wait=30.0), clock=clock, rng=random.Random(1),
     )  # fmt: skip
-    return watch, seen
+    return Watch(state, agent), seen
 
 
-def current(watch: ServiceWatch) -> set[str]:
+def current(watch: Watch) -> set[str]:
     assert watch.resolution is not None
     return {i.id for i in watch.resolution.instances}
 

@@ -1,9 +1,10 @@
 """Per-service state without I/O, cached resolve errors, keyed listeners, quiet outages.
 
 A service whose resolve hangs must not delay calls to another one; many concurrent
-first calls to an unresolvable service cost O(1) Consul queries (here against a fake
-py-consul client and against a real TCP black hole); listeners follow the same
-(service, config) key as watches; an outage logs two warnings, not one per poll.
+first calls to an unresolvable service cost O(1) Consul queries (here against a scripted
+agent and against a real TCP black hole); listeners follow the same key as watches
+(Target plus panic threshold and vanish grace); an outage logs two warnings, not one per
+poll.
 """
 
 from __future__ import annotations
@@ -24,11 +25,15 @@ from consul_discovery.client.client import ServiceClient
 from consul_discovery.client.config import ServiceConfig
 from consul_discovery.client.consul_source import ConsulSource
 from consul_discovery.client.errors import ConsulUnavailableError, DiscoveryError
-from consul_discovery.client.health_entries import build_resolution
 from consul_discovery.client.instance import Resolution
-from consul_discovery.client.watch import ServiceWatch, WatchTiming
+from consul_discovery.client.source import WatchKey
+from consul_discovery.client.target import Target
+from consul_discovery.client.watch import health_state
+from consul_discovery.connection.blocking import WatchTiming
+from consul_discovery.connection.exchange import Request, Response
+from consul_discovery.connection.watch_drivers import poll_once
+from tests.discovery_client.fake_consul import REFUSED, FakeAgent, entry, health_response
 from tests.discovery_client.fakes import FakeClock, StaticSource, http_backend, instance, ok
-from tests.discovery_client.test_consul_source import FakeConsul, entry
 
 
 class HangingSource(StaticSource):
@@ -65,23 +70,22 @@ def test_a_hanging_resolve_does_not_delay_calls_to_another_service():
     assert elapsed < 1.0, f"20 calls to 'fast' took {elapsed:.2f}s behind a hanging 'slow'"
 
 
-class RefusingConsul(FakeConsul):
-    """A py-consul stand-in whose every query fails after a short while."""
+class RefusingConsul(FakeAgent):
+    """A scripted agent whose every query fails (connection refused)."""
 
     def __init__(self) -> None:
         super().__init__({})
-        self.error = requests.ConnectionError("connection refused")
-        self.lock = threading.Lock()
+        self.error = REFUSED
 
     def queries(self) -> int:
-        return sum(1 for kind, *_ in self.calls if kind == "health")
+        return len(self.health_requests())
 
 
 def test_concurrent_first_calls_to_an_unresolvable_service_cost_one_query():
     fake = RefusingConsul()
     slow = threading.Event()
     fake.block = slow  # the first query hangs until released: every caller piles up
-    source = ConsulSource("127.0.0.1:8500", client=fake, backoff_base=5.0, backoff_cap=5.0)
+    source = ConsulSource("127.0.0.1:8500", send=fake, backoff_base=5.0, backoff_cap=5.0)
     with ServiceClient(source=source, resolve_timeout=2.0) as client:
 
         def call(_n: int) -> BaseException | None:
@@ -154,12 +158,12 @@ def test_a_black_hole_consul_gets_one_connection_for_many_first_calls(black_hole
     assert not [t for t in threading.enumerate() if t.name == "consul-watch-ghost"]
 
 
-def test_listeners_are_keyed_like_watches_by_service_and_config():
-    fake = FakeConsul({"web": [entry("w1")]})
+def test_listeners_are_keyed_like_watches_by_target_and_config():
+    fake = FakeAgent({"web": [entry("w1")]})
     configs = {"web": ServiceConfig()}
     release = threading.Event()
     source = ConsulSource(
-        "127.0.0.1:8500", client=fake, service_config=lambda name: configs[name],
+        "127.0.0.1:8500", send=fake, service_config=lambda name: configs[name],
         sleep=lambda _s: release.wait(10),
     )  # fmt: skip
     try:
@@ -175,8 +179,9 @@ def test_listeners_are_keyed_like_watches_by_service_and_config():
         source.subscribe("web", new_config.append)  # gets the new watch's current state
         time.sleep(0.05)
         assert len(old_config) == 1 and len(new_config) == 1
-        assert source.watch_stats("web")["requests"] >= 1
-        calls = [params.get("tag") for kind, _, params in fake.calls if kind == "health"]
+        assert source.watch_stats("web").requests >= 1
+        assert source.watch_stats(Target("web")).requests >= 1  # the old key's watch
+        calls = [dict(r.params).get("tag") for r in fake.health_requests()]
         assert None in calls and "v2" in calls
     finally:
         release.set()
@@ -187,23 +192,23 @@ def test_an_outage_logs_two_warnings_with_its_duration_and_failed_polls(caplog):
     clock = FakeClock()
     down = [False]
 
-    def fetch(index: int, wait: float) -> Any:
+    def send(_request: Request) -> Response:
         if down[0]:
-            raise ConnectionError("connection refused")
-        return 5, [instance(1)]
+            raise REFUSED
+        return health_response(5, [instance(1)])
 
-    watch = ServiceWatch(
-        "svc", fetch, lambda reg, idx, now: build_resolution("svc", reg, idx, now),
-        lambda _r: None, timing=WatchTiming(backoff_cap=1.0), clock=clock,
-        rng=random.Random(1),
+    key = WatchKey(Target("svc"), None, 20.0)
+    state = health_state(
+        key, "127.0.0.1:8500", lambda _r: None, timing=WatchTiming(backoff_cap=1.0),
+        clock=clock, rng=random.Random(1),
     )  # fmt: skip
-    caplog.set_level(logging.DEBUG, logger="consul_discovery.client.watch")
-    watch.poll_once()
+    caplog.set_level(logging.DEBUG, logger="consul_discovery")
+    poll_once(state, send)
     down[0] = True
     for _ in range(30):
-        clock.advance(watch.poll_once() or 0)
+        clock.advance(poll_once(state, send) or 0)
     down[0] = False
-    watch.poll_once()
+    poll_once(state, send)
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 2, [r.getMessage() for r in warnings]
     assert "failing" in warnings[0].getMessage()

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from consul_discovery.client import propagation
 from consul_discovery.client.instance import Instance
 from consul_discovery.client.metrics import ClientMetricsPublisher
+from consul_discovery.client.source import WatchStats
 from services.cluster import prometheus
 from services.cluster.targets import target_groups
 from services.common.metrics import RequestMetrics, route_label
@@ -155,8 +156,8 @@ class _FakeClient:
         self.picks = 3
         self.source = self
 
-    def watch_stats(self, service: str) -> dict[str, int]:
-        return {"requests": 5, "errors": 2, "index": 9}
+    def watch_stats(self, service: str) -> WatchStats:
+        return WatchStats(requests=5, errors=2, index=9)
 
     def stats(self) -> dict[str, Any]:
         inst = {"picks": self.picks, "failures": 0, "ejections": 0, "in_flight": 1, "ejected": 0}

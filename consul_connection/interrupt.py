@@ -1,4 +1,4 @@
-"""Cut the long polls of a requests Session short, so closing a source is prompt.
+"""Cut the long polls of a requests Session short, so closing a watch is prompt.
 
 A blocking query can sit in ``recv`` for the whole wait (30 s by default), and closing a
 ``requests.Session`` only closes its *idle* connections. ``PollInterrupter`` keeps a
@@ -52,7 +52,7 @@ class PollInterrupter:
         with self._lock:
             if self._interrupted:
                 conn.close()
-                raise ClosedPoolError(pool, "the Consul source is closed")
+                raise ClosedPoolError(pool, "the Consul client is closed")
             self._in_use.add(conn)
 
     def _returned(self, conn: Any) -> None:
