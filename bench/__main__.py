@@ -34,6 +34,7 @@ BENCHMARKS = (
     "many_instances",
     "dependency_outage",
     "async_client",
+    "conn_budget",
 )
 RESULTS = Path(__file__).with_name("results")
 
