@@ -155,7 +155,7 @@ def established(*ports: int) -> int:
 
 def agent_call(agent: TlsDevAgent, method: str, path: str, source: str) -> int:
     """One agent API call from ``source`` on a fresh connection; the HTTP status."""
-    conn = http.client.HTTPConnection("127.0.0.1", agent.ports.http, 5, (source, 0))
+    conn = http.client.HTTPConnection("127.0.0.1", agent.ports.http, 30, (source, 0))
     try:
         conn.request(method, path)
         return conn.getresponse().status
@@ -257,6 +257,7 @@ def run(p: Params) -> Result:
                 )  # fmt: skip
         c.http.session.close()  # the host's budget is the stand-ins' alone
         for shape in p.shapes:
+            print(f"   conn_budget: {shape} ...", file=sys.stderr, flush=True)
             rows.append(run_shape(agent, shape, names, ids, p, rng))
             time.sleep(1.0)  # the previous row's connections close
     finally:
