@@ -35,6 +35,7 @@ BENCHMARKS = (
     "dependency_outage",
     "async_client",
     "conn_budget",
+    "scale_10k",
 )
 RESULTS = Path(__file__).with_name("results")
 
