@@ -15,7 +15,8 @@ today, so the agent sees the same connections from the same address. MODE:
 
 Protocol with the parent, one JSON object per line on stdout: ``{"ready": ...}`` once
 every worker resolved every service (or failed to), ``{"seen": ...}`` for every set a
-worker receives (worker, service, monotonic time, instance ids), and ``{"final": ...}``
+worker receives (worker, service, monotonic time, instance ids, when the process's
+watch had it), and ``{"final": ...}``
 (watch requests and errors, log records by level, stale sets) after ``stop`` on stdin.
 CLOCK_MONOTONIC is one clock for every process of the host, so the parent can subtract.
 """
@@ -69,14 +70,15 @@ def main(argv: list[str]) -> int:
     logging.getLogger("consul_discovery").setLevel(logging.INFO)
     stale = collections.Counter()  # worker threads; Counter increments
 
-    def seen(worker: int, service: str, ids: frozenset[str]) -> None:
-        emit({"seen": [worker, service, time.monotonic(), sorted(ids)]})
+    def seen(worker: int, service: str, ids: frozenset[str], published: float) -> None:
+        # published: when the process's own watch had the set (before any relay hop)
+        emit({"seen": [worker, service, time.monotonic(), sorted(ids), published]})
 
     def listener(worker: int) -> Callable[[Resolution], None]:
         def on_set(res: Resolution) -> None:
             if res.stale:
                 stale[worker] += 1
-            seen(worker, res.service, frozenset(i.id for i in res.instances))
+            seen(worker, res.service, frozenset(i.id for i in res.instances), time.monotonic())
 
         return on_set
 

@@ -84,7 +84,7 @@ class Host:
     procs: list[subprocess.Popen[str]] = field(default_factory=list)  # main thread
     ready: list[dict[str, Any]] = field(default_factory=list)  # reader threads, under cond
     final: list[dict[str, Any]] = field(default_factory=list)  # reader threads, under cond
-    seen: list[tuple[int, int, str, float, frozenset[str]]] = field(default_factory=list)
+    seen: list[tuple[int, int, str, float, frozenset[str], float]] = field(default_factory=list)
     cond: threading.Condition = field(default_factory=threading.Condition)
 
     def read(self, proc_no: int, proc: subprocess.Popen[str]) -> None:
@@ -97,8 +97,8 @@ class Host:
                 continue
             with self.cond:
                 if "seen" in msg:
-                    worker, service, t, ids = msg["seen"]
-                    self.seen.append((proc_no, worker, service, t, frozenset(ids)))
+                    worker, service, t, ids, published = msg["seen"]
+                    self.seen.append((proc_no, worker, service, t, frozenset(ids), published))
                 elif "ready" in msg:
                     self.ready.append(msg)
                 elif "final" in msg:
@@ -163,13 +163,43 @@ def agent_call(agent: TlsDevAgent, method: str, path: str, source: str) -> int:
         conn.close()
 
 
-def flip_delays(agent, host: Host, names, ids, observers: int, p: Params, rng) -> list[float]:
-    """Flip random instances critical and back; seconds to each worker's new set."""
+def raw_poll(agent: TlsDevAgent, service: str, answered: list[float]) -> threading.Thread:
+    """A blocking query on ``service`` from the operator's address, parked before it
+    returns; appends the time its answer's headers arrive (Consul's side of a flip)."""
+    conn = http.client.HTTPConnection("127.0.0.1", agent.ports.http, 30, (OPERATOR_IP, 0))
+    conn.request("GET", f"/v1/health/service/{service}")
+    first = conn.getresponse()
+    first.read()
+    index = first.getheader("X-Consul-Index")
+
+    def run() -> None:
+        try:
+            conn.request("GET", f"/v1/health/service/{service}?index={index}&wait=20s")
+            response = conn.getresponse()
+            answered.append(time.monotonic())
+            response.read()
+        finally:
+            conn.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    time.sleep(0.01)  # parked in its wait before the flip
+    return thread
+
+
+def flip_delays(agent, host: Host, names, ids, observers: int, p: Params, rng):
+    """Flip random instances critical and back: seconds to each worker's new set, the
+    part of each spent before the process's own watch had it (agent → process), and
+    Consul's own part (a raw long poll beside them)."""
     delays: list[float] = []
+    to_process: list[float] = []
+    to_agent: list[float] = []
     for _ in range(p.flips):
         service = rng.choice(names)
         victim = rng.choice(ids[service])
         for action, wanted in (("fail", False), ("pass", True)):
+            answered: list[float] = []
+            poll = raw_poll(agent, service, answered)
             with host.cond:
                 mark = len(host.seen)
             t0 = time.monotonic()
@@ -178,20 +208,23 @@ def flip_delays(agent, host: Host, names, ids, observers: int, p: Params, rng) -
             )
             if status != 200:
                 raise RuntimeError(f"check {action} of {victim}: HTTP {status}")
-            first: dict[tuple[int, int], float] = {}
+            first: dict[tuple[int, int], tuple[float, float]] = {}
 
             def done(mark=mark, service=service, victim=victim, wanted=wanted, first=first):
-                for proc, worker, svc, t, members in host.seen[mark:]:
+                for proc, worker, svc, t, members, published in host.seen[mark:]:
                     if svc == service and (victim in members) == wanted:
-                        first.setdefault((proc, worker), t)
+                        first.setdefault((proc, worker), (t, published))
                 return len(first) >= observers
 
             with host.cond:
                 host.cond.wait_for(done, timeout=p.flip_timeout)
-            delays += [t - t0 for t in first.values()]
+            delays += [t - t0 for t, _ in first.values()]
+            to_process += [published - t0 for _, published in first.values()]
             delays += [float("inf")] * (observers - len(first))
+            poll.join(p.flip_timeout)
+            to_agent += [t - t0 for t in answered]
             time.sleep(rng.uniform(0.2, 0.3))
-    return delays
+    return delays, to_process, to_agent
 
 
 def run_shape(agent: TlsDevAgent, shape, names, ids, p: Params, rng) -> dict[str, Any]:
@@ -208,7 +241,7 @@ def run_shape(agent: TlsDevAgent, shape, names, ids, p: Params, rng) -> dict[str
             time.sleep(0.25)
         # What the host's registrar would get now: a TTL heartbeat from 127.0.0.1.
         heartbeat = agent_call(agent, "PUT", "/v1/agent/check/pass/service:budget-0-0", "127.0.0.1")
-        delays = flip_delays(agent, host, watched, ids, n * workers, p, rng)
+        delays, to_process, to_agent = flip_delays(agent, host, watched, ids, n * workers, p, rng)
     outcomes: dict[str, int] = {}
     for r in host.ready:
         for kind, count in r["ready"].items():
@@ -230,6 +263,10 @@ def run_shape(agent: TlsDevAgent, shape, names, ids, p: Params, rng) -> dict[str
         "seen_share": len(arrived) / len(delays) if delays else float("nan"),
         "p50_ms": s["p50"],
         "p99_ms": s["p99"],
+        "agent_p50_ms": summary(to_agent, scale=1e3)["p50"],
+        "agent_p99_ms": summary(to_agent, scale=1e3)["p99"],
+        "process_p50_ms": summary(to_process, scale=1e3)["p50"],
+        "process_p99_ms": summary(to_process, scale=1e3)["p99"],
         "_why": sorted(k for k in outcomes if k != "ok")[:2],
         "_delays": arrived,
     }

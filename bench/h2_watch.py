@@ -220,7 +220,9 @@ class H2Source:
 class Relay:
     """Fan one process's instance sets out to ``workers`` reader threads over sockets."""
 
-    def __init__(self, workers: int, on_set: Callable[[int, str, frozenset[str]], None]) -> None:
+    def __init__(
+        self, workers: int, on_set: Callable[[int, str, frozenset[str], float], None]
+    ) -> None:
         self._pairs = [socket.socketpair() for _ in range(workers)]
         self._send_lock = threading.Lock()  # one writer at a time per socket
         self._on_set = on_set
@@ -229,9 +231,8 @@ class Relay:
 
     def publish(self, resolution: Resolution) -> None:
         """Source listener: send the set (service, instance ids) to every worker."""
-        line = json.dumps(
-            {"service": resolution.service, "ids": [i.id for i in resolution.instances]}
-        )
+        ids = [i.id for i in resolution.instances]
+        line = json.dumps({"service": resolution.service, "ids": ids, "t": time.monotonic()})
         data = (line + "\n").encode()
         with self._send_lock:
             for ours, _ in self._pairs:
@@ -241,4 +242,4 @@ class Relay:
         with sock.makefile("r", encoding="utf-8") as lines:
             for line in lines:
                 message = json.loads(line)
-                self._on_set(worker, message["service"], frozenset(message["ids"]))
+                self._on_set(worker, message["service"], frozenset(message["ids"]), message["t"])
