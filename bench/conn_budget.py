@@ -58,7 +58,7 @@ class Params:
         ("shared_h2", 50, 4, 10),
     )
     instances: int = 3  # per service
-    flips: int = 8
+    flips: int = 4
     flip_timeout: float = 6.0  # > the watch's 5 s backoff cap: a backed-off watch still counts
     settle: float = 3.0
     wait: float = 30.0
