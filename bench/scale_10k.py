@@ -1,23 +1,26 @@
 """Scale: 10,000 instances over 100 services, one client watching them all.
 
-One agent holds every instance, each with a TTL check (1 h, passing): a single server
-(``-bootstrap-expect=1``, Raft on disk, not ``-dev``: a dev agent pretty-prints every
-answer, which doubles the body of a 100-instance answer and its parse). One agent
-rather than the 3-server cluster because this host has 2 cores: three servers
-replicating every flip on the same cores would measure the machine's contention, not
-the watch; and the TTL checks live on the agent that registered them, so a flip goes
-from its API to the catalog and out to the blocking queries on the shortest path.
-(The query backend that answers, ``X-Consul-Query-Backend``, is recorded per flip.)
+The instances live on 10 client agents ("hosts", 1,000 each, every one with a TTL
+check, 1 h, passing) joined to one server (``-bootstrap-expect=1``, Raft on disk, not
+``-dev``: a dev agent pretty-prints every answer, which doubles the body of a
+100-instance answer and its parse). One server rather than the 3-server cluster because
+this machine has 2 cores: three servers replicating every flip on the same cores would
+measure the machine's contention, not the watch. Client agents rather than one agent
+holding everything because one node with 10,000 services is pathological for Consul
+(every change re-publishes the node's service list: registration measured ~7/s at
+3,500 services on one node) and no real host carries that; and the watching client
+reads through a client agent, as a service on a host does, so the query backend that
+answers (``X-Consul-Query-Backend``, recorded per flip) is the client agent's.
 
-Measured: registration time; the client's memory (tracemalloc of Python allocations
+Measured: the time from starting the agents to every instance in the catalog; the client's memory (tracemalloc of Python allocations
 while resolving every service, and RSS growth); Consul requests per service per
 blocking wait while idle (the watch's own counter); check flip → new picker
 (a listener after the Balancer) with flips 0.1 s apart; where that time goes, in the
 same run: a raw long poll of the flipped service next to the client's watch times
 Consul's side (API call → response headers) and the transfer of the body, and the
 client's in-process stages on that very body (``json.loads``, ``instances_from_entries``,
-``build_resolution``, ``Balancer.update``); and the agent's CPU (from /proc) while idle
-and while flipping.
+``build_resolution``, ``Balancer.update``); and the agents' CPU (from /proc, server and hosts
+together) while idle and while flipping.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from bench.result import Chart, Result, at_most, summary
 from consul_discovery.client import Balancer, ConsulSource, ServiceClient
 from consul_discovery.client.health_entries import build_resolution, instances_from_entries
 from tests.harness.agent import ConsulAgent
+from tests.harness.client_agent import ClientAgent
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,7 @@ class Params:
 
     services: int = 100
     per_service: int = 100
+    hosts: int = 10  # client agents holding the instances (the watcher's is the first)
     wait: float = 10.0
     idle_periods: int = 2
     flips: int = 40  # each one critical then passing again: 2 timed events
@@ -60,23 +65,30 @@ class Params:
 
 
 FULL = Params()
-QUICK = Params(services=3, per_service=5, wait=1.0, idle_periods=1, flips=3, stage_rounds=5)
+QUICK = Params(
+    services=3, per_service=5, hosts=2, wait=1.0, idle_periods=1, flips=3, stage_rounds=5
+)
 
 
-def services_config(names: list[str], per_service: int, path: Path) -> dict[str, list[str]]:
-    """Write an agent config file defining every instance with a passing TTL check.
+def services_configs(
+    names: list[str], per_service: int, hosts: int, workdir: Path
+) -> tuple[list[Path], dict[str, list[str]], dict[str, int]]:
+    """One agent config file per host defining its share of the instances (TTL checks).
 
-    Registering 10,000 services one API call at a time is quadratic in the agent (each
-    registration re-diffs its whole local state for anti-entropy and persists to disk:
-    measured ~7 registrations/s at 3,500); an agent that loads them from its config
-    syncs them in one pass, as a config-managed host does. Returns the ids per service.
+    Instance k of every service lives on host k % hosts. Registering 10,000 services
+    one API call at a time on one agent is quadratic (each change re-diffs and
+    re-publishes the node's whole service list: ~7 registrations/s at 3,500 on one
+    node); hosts that load their services from config sync them in one pass each, as
+    config-managed hosts do. Returns (files, ids per service, host of each id).
     """
     ids: dict[str, list[str]] = {}
-    services = []
+    owner: dict[str, int] = {}
+    services: list[list[dict[str, object]]] = [[] for _ in range(hosts)]
     for name in names:
         ids[name] = [f"{name}-{k}" for k in range(per_service)]
         for k, sid in enumerate(ids[name]):
-            services.append(
+            owner[sid] = k % hosts
+            services[k % hosts].append(
                 {
                     "id": sid,
                     "name": name,
@@ -85,25 +97,38 @@ def services_config(names: list[str], per_service: int, path: Path) -> dict[str,
                     "check": {"id": f"service:{sid}", "ttl": "1h", "status": "passing"},
                 }
             )
-    path.write_text(json.dumps({"services": services}))
-    return ids
+    files = []
+    for host, defined in enumerate(services):
+        path = workdir / f"host-{host}.json"
+        path.write_text(json.dumps({"services": defined}))
+        files.append(path)
+    return files, ids, owner
 
 
 @contextlib.contextmanager
-def single_server(config: Path | None = None) -> Iterator[ConsulAgent]:
-    """One Consul server that elects itself (not -dev); stopped and removed afterwards."""
-    extra = ["-bootstrap-expect=1"] + ([f"-config-file={config}"] if config else [])
-    agent = ConsulAgent(name="scale", mode="server", extra_args=extra)
+def hosts_cluster(configs: list[Path]) -> Iterator[tuple[ConsulAgent, list[ClientAgent]]]:
+    """One server (not -dev) and a client agent per config file; all stopped by PID."""
+    server = ConsulAgent(name="scale", mode="server", extra_args=["-bootstrap-expect=1"])
+    clients: list[ClientAgent] = []
     try:
-        agent.start(timeout=120)
-        yield agent
+        server.start(timeout=120)
+        for k, config in enumerate(configs):
+            client = ClientAgent(
+                name=f"host-{k}", join=server.ports.serf_lan, config_files=[config]
+            )
+            clients.append(client)
+            client.start(wait_for_leader=False)
+        for client in clients:
+            client.wait_for_leader(timeout=300)
+        yield server, clients
     finally:
         with sigint_deferred():
-            agent.cleanup()
+            for agent in [*clients, server]:
+                agent.cleanup()
 
 
 def wait_synced(agent: ConsulAgent, names: list[str], per_service: int, timeout: float) -> None:
-    """Block until the catalog holds every instance (the agent's first sync is done)."""
+    """Block until the catalog holds every instance (every host's first sync is done)."""
     deadline = time.monotonic() + timeout
     with requests.Session() as session:
         while time.monotonic() < deadline:
@@ -122,6 +147,11 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def agents_cpu(pids: list[int]) -> float:
+    """CPU seconds of every agent (server and hosts) so far."""
+    return sum(cpu_seconds(pid) for pid in pids)
 
 
 class RawPoll:
@@ -146,9 +176,10 @@ class RawPoll:
         self._thread.join(timeout)
 
 
-def flip_once(agent, source, recorder, name: str, sid: str, fail: bool, wait: float):
-    """Flip ``sid``'s TTL check; (seconds to the new picker, the raw poll beside it)."""
-    checks = agent.client().agent.check
+def flip_once(host, agent, source, recorder, name: str, sid: str, fail: bool, wait: float):
+    """Flip ``sid``'s TTL check on its ``host`` agent; (seconds to the new picker, the
+    raw poll on the watching process's ``agent`` beside it)."""
+    checks = host.client().agent.check
     raw = RawPoll(f"{agent.url}/v1/health/service/{name}", source.watch_stats(name)["index"], wait)
     time.sleep(0.005)  # the raw poll is parked before the flip
     action = checks.ttl_fail if fail else checks.ttl_pass
@@ -189,21 +220,21 @@ def run(p: Params) -> Result:
     names = [f"big-{n}" for n in range(p.services)]
     workdir = Path(tempfile.mkdtemp(prefix="scale-10k-"))
     try:
-        ids = services_config(names, p.per_service, workdir / "services.json")
+        configs, ids, owner = services_configs(names, p.per_service, p.hosts, workdir)
         t0 = time.perf_counter()
-        with single_server(workdir / "services.json") as agent:
-            wait_synced(agent, names, p.per_service, timeout=600)
+        with hosts_cluster(configs) as (server, clients):
+            wait_synced(server, names, p.per_service, timeout=600)
             registered_s = time.perf_counter() - t0
-            return measure(p, agent, names, ids, registered_s)
+            return measure(p, server, clients, names, ids, owner, registered_s)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def measure(p: Params, agent: ConsulAgent, names, ids, registered_s: float) -> Result:
+def measure(p: Params, server, clients, names, ids, owner, registered_s: float) -> Result:
     """Everything after the catalog is full (see the module docstring)."""
     rng = random.Random(10_000)
-    pid = agent.pid
-    assert pid is not None
+    agent = clients[0]  # the watching process's local agent
+    pids = [a.pid for a in (server, *clients) if a.pid is not None]
     gc.collect()
     rss0 = rss_bytes()
     tracemalloc.start()
@@ -222,21 +253,22 @@ def measure(p: Params, agent: ConsulAgent, names, ids, registered_s: float) -> R
         rss1 = rss_bytes()
         time.sleep(1.0)  # every watch parked in its blocking query
         before = {n: source.watch_stats(n)["requests"] for n in names}
-        cpu0, w0 = cpu_seconds(pid), time.perf_counter()
+        cpu0, w0 = agents_cpu(pids), time.perf_counter()
         time.sleep(p.idle_periods * p.wait)
-        idle_cpu = (cpu_seconds(pid) - cpu0) / (time.perf_counter() - w0)
+        idle_cpu = (agents_cpu(pids) - cpu0) / (time.perf_counter() - w0)
         idle = [(source.watch_stats(n)["requests"] - before[n]) / p.idle_periods for n in names]
         recorders = {n: SetRecorder() for n in names}
         for n in names:
             source.subscribe(n, recorders[n])
         applied, consul_side, transfer, backends = [], [], [], set()
         body, body_service = b"", names[0]
-        cpu0, w0 = cpu_seconds(pid), time.perf_counter()
+        cpu0, w0 = agents_cpu(pids), time.perf_counter()
         for _ in range(p.flips):
             name = rng.choice(names)
             sid = rng.choice(ids[name])
             for fail in (True, False):
-                took, raw = flip_once(agent, source, recorders[name], name, sid, fail, p.wait)
+                host = clients[owner[sid]]
+                took, raw = flip_once(host, agent, source, recorders[name], name, sid, fail, p.wait)
                 applied.append(took)
                 if raw.headers_at:
                     consul_side.append(raw.headers_at - raw.started)
@@ -244,7 +276,7 @@ def measure(p: Params, agent: ConsulAgent, names, ids, registered_s: float) -> R
                     backends.add(raw.backend or "none")
                     body, body_service = raw.body, name
                 time.sleep(p.gap)
-        flip_cpu = (cpu_seconds(pid) - cpu0) / (time.perf_counter() - w0)
+        flip_cpu = (agents_cpu(pids) - cpu0) / (time.perf_counter() - w0)
     finally:
         tracemalloc.stop()
         client.close()
@@ -261,8 +293,8 @@ def measure(p: Params, agent: ConsulAgent, names, ids, registered_s: float) -> R
         ("client memory, RSS growth", (rss1 - rss0) / 2**20, "MiB"),
         (f"idle requests/service per {p.wait:g} s wait, max", max(idle), "req"),
         ("idle requests/service per wait, mean", sum(idle) / len(idle), "req"),
-        ("agent CPU idle", idle_cpu * 100, "% of a core"),
-        (f"agent CPU flipping every {p.gap:g} s", flip_cpu * 100, "% of a core"),
+        (f"agents' CPU idle (server + {p.hosts} hosts)", idle_cpu * 100, "% of a core"),
+        (f"agents' CPU flipping every {p.gap:g} s", flip_cpu * 100, "% of a core"),
         ("check flip → new picker, p50", upd["p50"], "ms"),
         ("check flip → new picker, p99", upd["p99"], "ms"),
         ("  Consul: API call → answer headers, p50", consul["p50"], "ms"),
