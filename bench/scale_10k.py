@@ -12,15 +12,16 @@ holding everything because one node with 10,000 services is pathological for Con
 reads through a client agent, as a service on a host does, so the query backend that
 answers (``X-Consul-Query-Backend``, recorded per flip) is the client agent's.
 
-Measured: the time from starting the agents to every instance in the catalog; the client's memory (tracemalloc of Python allocations
-while resolving every service, and RSS growth); Consul requests per service per
-blocking wait while idle (the watch's own counter); check flip → new picker
-(a listener after the Balancer) with flips 0.1 s apart; where that time goes, in the
-same run: a raw long poll of the flipped service next to the client's watch times
-Consul's side (API call → response headers) and the transfer of the body, and the
-client's in-process stages on that very body (``json.loads``, ``instances_from_entries``,
-``build_resolution``, ``Balancer.update``); and the agents' CPU (from /proc, server and hosts
-together) while idle and while flipping.
+Measured: the time from starting the agents to every instance in the catalog; the
+client's memory (tracemalloc of Python allocations while resolving every service, and
+RSS growth); Consul requests per service per blocking wait while idle (the watch's own
+counter); check flip → new picker (a listener after the Balancer) with flips 0.1 s
+apart; where that time goes, in the same run: a raw long poll of the flipped service
+next to the client's watch times Consul's side (API call → response headers) and the
+transfer of the body, and the client's in-process stages on that very body
+(``json.loads``, ``instances_from_entries``, ``build_resolution``,
+``Balancer.update``); and the agents' CPU (from /proc, server and hosts together)
+while idle and while flipping.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ from bench.propagation import SetRecorder, timed
 from bench.result import Chart, Result, at_most, summary
 from consul_discovery.client import Balancer, ConsulSource, ServiceClient
 from consul_discovery.client.health_entries import build_resolution, instances_from_entries
-from tests.harness.agent import ConsulAgent
+from tests.harness.agent import AgentPorts, ConsulAgent
 from tests.harness.client_agent import ClientAgent
+from tests.harness.ports import free_ports
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,13 +110,19 @@ def services_configs(
 @contextlib.contextmanager
 def hosts_cluster(configs: list[Path]) -> Iterator[tuple[ConsulAgent, list[ClientAgent]]]:
     """One server (not -dev) and a client agent per config file; all stopped by PID."""
-    server = ConsulAgent(name="scale", mode="server", extra_args=["-bootstrap-expect=1"])
+    # Every agent's ports from one call: separate calls may hand out the same free port.
+    free = free_ports(6 * (len(configs) + 1))
+    ports = [AgentPorts(*free[6 * k : 6 * k + 6]) for k in range(len(configs) + 1)]
+    server = ConsulAgent(
+        name="scale", mode="server", ports=ports[0], extra_args=["-bootstrap-expect=1"]
+    )
     clients: list[ClientAgent] = []
     try:
         server.start(timeout=120)
         for k, config in enumerate(configs):
+            join = server.ports.serf_lan
             client = ClientAgent(
-                name=f"host-{k}", join=server.ports.serf_lan, config_files=[config]
+                name=f"host-{k}", ports=ports[k + 1], join=join, config_files=[config]
             )
             clients.append(client)
             client.start(wait_for_leader=False)
