@@ -184,14 +184,20 @@ class RawPoll:
         self._thread.join(timeout)
 
 
-def flip_once(host, agent, source, recorder, name: str, sid: str, fail: bool, wait: float):
-    """Flip ``sid``'s TTL check on its ``host`` agent; (seconds to the new picker, the
-    raw poll on the watching process's ``agent`` beside it)."""
+def flip_once(hosts, source, recorder, name: str, sid: str, fail: bool, wait: float):
+    """Flip ``sid``'s TTL check on its host agent: (seconds to the new picker, a raw poll
+    on the watching process's agent beside it, one on the server).
+
+    ``hosts`` = (the instance's host agent, the watcher's agent, the server).
+    """
+    host, agent, server = hosts
     checks = host.client().agent.check
-    raw = RawPoll(f"{agent.url}/v1/health/service/{name}", source.watch_stats(name)["index"], wait)
-    time.sleep(0.005)  # the raw poll is parked before the flip
+    index = source.watch_stats(name)["index"]
+    raw = RawPoll(f"{agent.url}/v1/health/service/{name}", index, wait)
+    at_server = RawPoll(f"{server.url}/v1/health/service/{name}", index, wait)
+    time.sleep(0.005)  # the raw polls are parked before the flip
     action = checks.ttl_fail if fail else checks.ttl_pass
-    raw.started = time.perf_counter()
+    raw.started = at_server.started = time.perf_counter()
     took = timed(
         recorder,
         lambda: action(f"service:{sid}"),
@@ -199,7 +205,8 @@ def flip_once(host, agent, source, recorder, name: str, sid: str, fail: bool, wa
         10.0,
     )
     raw.join(10.0)
-    return took, raw
+    at_server.join(10.0)
+    return took, raw, at_server
 
 
 def stage_costs(service: str, body: bytes, rounds: int) -> dict[str, list[float]]:
@@ -269,14 +276,19 @@ def measure(p: Params, server, clients, names, ids, owner, registered_s: float) 
         for n in names:
             source.subscribe(n, recorders[n])
         applied, consul_side, transfer, backends = [], [], [], set()
+        server_side: list[float] = []
         body, body_service = b"", names[0]
         cpu0, w0 = agents_cpu(pids), time.perf_counter()
         for _ in range(p.flips):
             name = rng.choice(names)
             sid = rng.choice(ids[name])
             for fail in (True, False):
-                host = clients[owner[sid]]
-                took, raw = flip_once(host, agent, source, recorders[name], name, sid, fail, p.wait)
+                hosts = (clients[owner[sid]], agent, server)
+                took, raw, at_server = flip_once(
+                    hosts, source, recorders[name], name, sid, fail, p.wait
+                )
+                if at_server.headers_at:
+                    server_side.append(at_server.headers_at - at_server.started)
                 applied.append(took)
                 if raw.headers_at:
                     consul_side.append(raw.headers_at - raw.started)
@@ -305,8 +317,10 @@ def measure(p: Params, server, clients, names, ids, owner, registered_s: float) 
         (f"agents' CPU flipping every {p.gap:g} s", flip_cpu * 100, "% of a core"),
         ("check flip → new picker, p50", upd["p50"], "ms"),
         ("check flip → new picker, p99", upd["p99"], "ms"),
-        ("  Consul: API call → answer headers, p50", consul["p50"], "ms"),
-        ("  Consul: API call → answer headers, p99", consul["p99"], "ms"),
+        ("  Consul: API call → watcher's agent answers, p50", consul["p50"], "ms"),
+        ("  Consul: API call → watcher's agent answers, p99", consul["p99"], "ms"),
+        ("  of which the server's answer, p50", summary(server_side, 1e3)["p50"], "ms"),
+        ("  of which the server's answer, p99", summary(server_side, 1e3)["p99"], "ms"),
         ("  body transfer, p50", summary(transfer, scale=1e3)["p50"], "ms"),
         (f"  body size ({p.per_service} instances)", len(body) / 1024, "KiB"),
     ]
