@@ -29,6 +29,13 @@ carry its index over blindly (``CrossServerIndex``):
    restarted empty.
 3. A stale answer with no known leader, or one last in contact with the leader longer
    ago than ``max_stale``, is asked again without ``stale`` too.
+4. An answer from the streaming backend (``X-Consul-Query-Backend: streaming``: every
+   blocking health query with an index, on servers and client agents alike in Consul
+   1.22) carries no staleness: its ``X-Consul-KnownLeader`` reads ``false`` and its
+   ``X-Consul-LastContact`` 0 whatever the cluster's state (measured on the secure
+   profile), so rule 3 applies only to ``blocking-query`` answers. The plain read that
+   starts every watch on a server (rule 1) is served by ``blocking-query``, so a server
+   is judged on its headers when a watch comes to it.
 
 On the same server, ``consul_connection.blocking.next_index`` applies as it is.
 """
@@ -42,6 +49,7 @@ from enum import Enum
 from consul_discovery.connection.blocking import next_index
 
 INDEX_HEADER = "X-Consul-Index"
+BACKEND_HEADER = "X-Consul-Query-Backend"
 LAST_CONTACT_HEADER = "X-Consul-LastContact"
 KNOWN_LEADER_HEADER = "X-Consul-KnownLeader"
 
@@ -53,10 +61,17 @@ class ReadMeta:
     index: int | None
     last_contact: float | None  # seconds since the server heard from the leader
     known_leader: bool | None
+    backend: str | None = None  # "blocking-query" or "streaming"
+
+    @property
+    def streaming(self) -> bool:
+        """Served by the streaming backend (its staleness headers mean nothing)."""
+        return self.backend == "streaming"
 
 
 def read_meta(headers: Mapping[str, str]) -> ReadMeta:
-    """``X-Consul-Index``, ``-LastContact`` (ms, as seconds) and ``-KnownLeader``."""
+    """``X-Consul-Index``, ``-LastContact`` (ms, as seconds), ``-KnownLeader``, and the
+    ``X-Consul-Query-Backend`` that answered."""
     lowered = {str(k).lower(): str(v).strip() for k, v in headers.items()}
     raw_index = lowered.get(INDEX_HEADER.lower(), "")
     raw_contact = lowered.get(LAST_CONTACT_HEADER.lower(), "")
@@ -65,6 +80,7 @@ def read_meta(headers: Mapping[str, str]) -> ReadMeta:
         index=int(raw_index) if raw_index.isdigit() else None,
         last_contact=int(raw_contact) / 1000 if raw_contact.isdigit() else None,
         known_leader={"true": True, "false": False}.get(raw_leader),
+        backend=lowered.get(BACKEND_HEADER.lower()) or None,
     )
 
 
@@ -108,7 +124,12 @@ class StalePolicy:
         return {"stale": ""} if self.stale and not leader else {}
 
     def too_stale(self, meta: ReadMeta) -> str | None:
-        """Why a stale answer may not be used as it is (None: it may)."""
+        """Why a stale answer may not be used as it is (None: it may).
+
+        A streaming answer is never judged here (rule 4 of the module docstring).
+        """
+        if meta.streaming:
+            return None
         if meta.known_leader is False and not self.allow_leaderless:
             return "the server knows no leader"
         contact, limit = meta.last_contact, self.max_stale

@@ -22,6 +22,7 @@ def test_headers_are_read_case_insensitively_and_bad_values_are_none():
         {"x-consul-index": "42", "X-Consul-LastContact": "1500", "X-Consul-KnownLeader": "true"}
     )
     assert got == ReadMeta(42, 1.5, True)
+    assert read_meta({"X-Consul-Query-Backend": "streaming"}).streaming
     assert read_meta({"X-Consul-KnownLeader": "false"}).known_leader is False
     assert read_meta({"X-Consul-Index": "abc", "X-Consul-LastContact": "-3"}) == ReadMeta(
         None, None, None
@@ -120,3 +121,13 @@ def test_after_forget_a_lower_index_on_the_same_server_is_a_reset():
     idx.forget()  # the agent went away; it may come back empty
     back = idx.judge(0, meta(3), stale_read=False)
     assert (back.action, back.next_index) == (Action.APPLY_RESET, 0)
+
+
+def test_streaming_answers_are_not_judged_on_headers_they_do_not_fill():
+    # Consul 1.22's streaming backend answers KnownLeader false and LastContact 0 even
+    # with a leader (measured on the secure profile, server and client agent alike).
+    idx = CrossServerIndex(StalePolicy(stale=True, max_stale=1.0))
+    streaming = ReadMeta(index=9, last_contact=0.0, known_leader=False, backend="streaming")
+    assert idx.judge(0, streaming, stale_read=True).action is Action.APPLY
+    blocking = ReadMeta(index=10, last_contact=0.0, known_leader=False, backend="blocking-query")
+    assert idx.judge(0, blocking, stale_read=True).action is Action.ASK_LEADER
