@@ -54,20 +54,20 @@ class H2Protocol(asyncio.Protocol):
         self._h2 = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
         )
-        self._transport: asyncio.Transport | None = None  # loop thread only
+        self.transport: asyncio.Transport | None = None  # loop thread only
         self._streams: dict[int, tuple[asyncio.Future[Any], list[Any], bytearray]] = {}
         self.closed = False  # loop thread only
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Send the connection preface."""
-        self._transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]
         self._h2.initiate_connection()
         self._flush()
 
     def _flush(self) -> None:
         data = self._h2.data_to_send()
-        if data and self._transport is not None:
-            self._transport.write(data)
+        if data and self.transport is not None:
+            self.transport.write(data)
 
     async def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
         """One GET on a new stream: (status, headers, body)."""
@@ -213,8 +213,15 @@ class H2Source:
         return {"requests": watch.requests, "errors": watch.errors} if watch else {}
 
     def close(self) -> None:
-        """Stop the watch loops after their current poll (threads are daemons)."""
+        """Stop the watch loops and close the connection (in-flight polls fail at once)."""
         self._stop.set()
+
+        def shut() -> None:
+            if self._protocol is not None and self._protocol.transport is not None:
+                self._protocol.transport.close()
+            self._loop.call_later(0.2, self._loop.stop)
+
+        self._loop.call_soon_threadsafe(shut)
 
 
 class Relay:
