@@ -34,6 +34,8 @@ BENCHMARKS = (
     "many_instances",
     "dependency_outage",
     "async_client",
+    "conn_budget",
+    "scale_10k",
 )
 RESULTS = Path(__file__).with_name("results")
 
