@@ -78,7 +78,7 @@ def test_all_or_nothing_and_bad_input(inventory_app: Any) -> None:
     )
     assert bad.status_code == 422
     assert bad.json()["error"]["code"] == "invalid_field"
-    assert bad.json()["error"]["field"] == "items.0.sku"
+    assert bad.json()["error"]["field"] == "items[0].sku"  # named as the Flask services do
     health = call(inventory_app, "GET", "/health")
     assert health.status_code == 200
     assert health.json()["checks"] == {"database": {"status": "passing"}}
