@@ -173,7 +173,8 @@ def build_spec(app: Flask, title: str, version: str, description: str = "") -> d
     """The OpenAPI 3.0 document of every route the app serves.
 
     ``app.extensions["openapi_extra_paths"]``, if set, is a ``() -> paths`` callable whose
-    paths are added (the gateway documents the public operations it relays that way).
+    paths are added, and documented as given where a rule serves the same operation (the
+    gateway documents the public operations it relays that way).
     """
     paths: dict[str, dict[str, Any]] = {}
     extra = app.extensions.get("openapi_extra_paths")
@@ -187,7 +188,8 @@ def build_spec(app: Flask, title: str, version: str, description: str = "") -> d
         item = paths.setdefault(path, {})
         for method in sorted((rule.methods or set()) - _IGNORED_METHODS):
             op = getattr(view, "__openapi__", None) or _DEFAULT_OPERATIONS.get(rule.rule)
-            item[method.lower()] = _operation_object(op, rule.endpoint, params)
+            if method.lower() not in item:
+                item[method.lower()] = _operation_object(op, rule.endpoint, params)
     return {
         "openapi": "3.0.3",
         "info": {"title": title, "version": version, "description": description},
