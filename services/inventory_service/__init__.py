@@ -14,11 +14,12 @@ reservation, on another instance) takes stock once.
 
 Serve it with uvicorn (registers, drains on SIGTERM through ``consul_discovery.registry.asgi``)::
 
-    SERVICE_NAME=inventory-service uvicorn --factory services.inventory_service:create_app
+    SERVICE_NAME=inventory-service uvicorn --factory services.inventory_service:create_app \
+        --http services.common.server_errors:JsonErrorH11Protocol  # its own 400s in JSON too
 
 or with gunicorn and uvicorn workers (the master registers once)::
 
-    gunicorn -c python:consul_discovery.registry.gunicorn_conf -k uvicorn_worker.UvicornWorker \\
+    gunicorn -c python:services.common.gunicorn_conf -k uvicorn_worker.UvicornWorker \\
         "services.inventory_service:create_app()"
 """
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -150,3 +151,65 @@ def test_asgi_service_is_observed_like_the_flask_ones(inventory_app: Any, caplog
     unmatched = call(inventory_app, "GET", "/no/such/path")
     assert unmatched.status_code == 404
     assert 'route="unmatched"' in call(inventory_app, "GET", "/metrics").text
+
+
+def test_bodies_are_validated_as_the_flask_services_validate_theirs(inventory_app: Any) -> None:
+    def reserve(item: dict[str, Any], key: str, **kwargs: Any) -> httpx.Response:
+        return call(
+            inventory_app,
+            "POST",
+            "/reservations",
+            json={"items": [item]},
+            headers={"Idempotency-Key": key},
+            **kwargs,
+        )
+
+    whole = reserve({"sku": "pen", "quantity": 2.0}, "float")  # an integer, per JSON Schema
+    assert whole.status_code == 201 and whole.json()["items"] == [{"sku": "pen", "quantity": 2}]
+    for n, (item, code) in enumerate(
+        [
+            ({"sku": "pen", "quantity": 2.5}, "wrong_type"),
+            ({"sku": "pen", "quantity": "2"}, "wrong_type"),  # no coercion from strings
+            ({"sku": "pen", "quantity": True}, "wrong_type"),
+            ({"sku": "pen", "quantity": 1, "note": "x"}, "unknown_field"),
+            ({"sku": "pen"}, "missing_field"),
+        ]
+    ):
+        refused = reserve(item, f"bad-{n}")
+        assert refused.status_code == 422, refused.text
+        error = refused.json()["error"]
+        assert (error["code"], error["field"][:8]) == (code, "items[0]"), error
+    not_json = call(
+        inventory_app,
+        "POST",
+        "/reservations",
+        content=b'{"items": []}',
+        headers={"Idempotency-Key": "t", "Content-Type": "text/plain"},
+    )
+    assert not_json.status_code == 415
+    for body in (b"{bad", b"", b"[]", b"null"):
+        malformed = call(
+            inventory_app,
+            "POST",
+            "/reservations",
+            content=body,
+            headers={"Idempotency-Key": "m", "Content-Type": "application/json"},
+        )
+        assert malformed.status_code == 400, (body, malformed.text)
+        assert malformed.json()["error"]["code"] == "malformed_json"
+    big = b'{"items": [], "x": "' + b"x" * 70_000 + b'"}'
+
+    async def streamed() -> AsyncIterator[bytes]:  # no Content-Length: sent chunked
+        for start in range(0, len(big), 8192):
+            yield big[start : start + 8192]
+
+    for content in (big, streamed()):
+        too_big = call(
+            inventory_app,
+            "POST",
+            "/reservations",
+            content=content,
+            headers={"Idempotency-Key": "b", "Content-Type": "application/json"},
+        )
+        assert too_big.status_code == 413, too_big.text[:200]
+        assert too_big.json()["error"]["code"] == "body_too_large"
