@@ -28,10 +28,8 @@ class Field:
     """One field of a JSON object: its type and limits.
 
     ``kind`` is str, int, bool, list or dict. Strings use ``min_length``/``max_length``/
-    ``pattern``; integers ``minimum``/``maximum`` (an integer is what JSON Schema says:
-    ``2.0`` is one, read as ``2``; ``true`` and ``"2"`` are not); lists
-    ``min_length``/``max_length`` for their item count and ``items`` (a Schema) for
-    object items.
+    ``pattern``; integers ``minimum``/``maximum``; lists ``min_length``/``max_length``
+    for their item count and ``items`` (a Schema) for object items.
     """
 
     name: str
@@ -51,15 +49,8 @@ Schema = tuple[Field, ...]
 
 def _kind_matches(value: Any, kind: type) -> bool:
     if kind is int:
-        return _is_integer(value)
+        return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, kind)
-
-
-def _is_integer(value: Any) -> bool:
-    """JSON Schema's integer: a number with no fraction (``2`` or ``2.0``), never a bool."""
-    if isinstance(value, bool):
-        return False
-    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
 
 
 def _invalid(field: str, message: str, code: str = "invalid_field") -> ApiError:
@@ -80,7 +71,6 @@ def _check_field(spec: Field, value: Any, path: str) -> Any:
     if spec.kind is str and spec.pattern is not None and not re.fullmatch(spec.pattern, value):
         raise _invalid(path, f"{path!r} must match {spec.pattern}")
     if spec.kind is int:
-        value = int(value)  # 2.0 is the integer 2, as JSON Schema says
         if spec.minimum is not None and value < spec.minimum:
             raise _invalid(path, f"{path!r} must be at least {spec.minimum}")
         if spec.maximum is not None and value > spec.maximum:

@@ -47,6 +47,7 @@ __all__ = ["create_app"]
 
 SERVICE_NAME = "inventory-service"
 VERSION = "1.0.0"
+OPENAPI_VERSION = "3.0.3"
 
 DEFAULTS: dict[str, Any] = {
     "INVENTORY_DB_PATH": "",
@@ -95,6 +96,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> FastAPI:
         version=VERSION,
         description="Stock, reserved idempotently per order key.",
     )
+    # As every document of the platform (the gateway embeds its operations): JSON
+    # Schema's draft 4 types, where an integer has no fraction (2.0 is not one), as the
+    # strict models validate. FastAPI's default, 3.1, would call 2.0 an integer.
+    app.openapi_version = OPENAPI_VERSION
     app.state.settings = settings
     app.state.database = database
     install_error_handlers(app, max_body=int(settings["MAX_CONTENT_LENGTH"]))

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.common.asgi_http import json_error
 from services.common.db import DatabaseUnavailableError
@@ -82,24 +82,13 @@ KEY_PARAMETER = {
 }
 
 
-def _integral(value: Any) -> Any:
-    """JSON Schema's integer: ``2.0`` is the integer 2 (strict mode refuses the rest)."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-#: An integer as JSON Schema and the Flask services' validation take it: 2 or 2.0, not "2".
-Integer = Annotated[int, BeforeValidator(_integral)]
-
-
 class Item(BaseModel):
     """One line of a reservation."""
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
     sku: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
-    quantity: Integer = Field(ge=1, le=1000)
+    quantity: int = Field(ge=1, le=1000)
 
 
 class NewReservation(BaseModel):

@@ -164,10 +164,9 @@ def test_bodies_are_validated_as_the_flask_services_validate_theirs(inventory_ap
             **kwargs,
         )
 
-    whole = reserve({"sku": "pen", "quantity": 2.0}, "float")  # an integer, per JSON Schema
-    assert whole.status_code == 201 and whole.json()["items"] == [{"sku": "pen", "quantity": 2}]
     for n, (item, code) in enumerate(
         [
+            ({"sku": "pen", "quantity": 2.0}, "wrong_type"),  # not an integer in OpenAPI 3.0
             ({"sku": "pen", "quantity": 2.5}, "wrong_type"),
             ({"sku": "pen", "quantity": "2"}, "wrong_type"),  # no coercion from strings
             ({"sku": "pen", "quantity": True}, "wrong_type"),
