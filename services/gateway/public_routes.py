@@ -84,7 +84,7 @@ def asgi_routes(install: Callable[[Any], None]) -> tuple[UpstreamRoute, ...]:
             continue
         rule = _STARLETTE_PARAM.sub(lambda m: f"<{_CONVERTERS[m['conv']]}{m['name']}>", route.path)
         methods = frozenset(route.methods) - IMPLICIT_METHODS
-        item = spec["paths"][route.path]
+        item = spec["paths"][route.path_format]  # the document drops the convertors
         found.append(UpstreamRoute(rule, methods, {m: item[m.lower()] for m in methods}))
     return tuple(found)
 
