@@ -7,8 +7,10 @@ Consul agent, plus JSON error pages) and inventory-service under uvicorn with
 them. Each gets malformed requests, sent byte for byte over a socket: a garbage request
 line, an unknown HTTP version, a lowercase method, a bad header name, a header block
 over the limit, a bad Content-Length, a chunked body that is malformed or over the body
-limit. Every answer must be a 4xx or 5xx whose body is the shared JSON error
-(``application/json``), never gunicorn's HTML page or uvicorn's plain text.
+limit; and what the frameworks refuse: bad percent-encoding, an unknown method,
+malformed JSON, a body that is not JSON, an odd Host header. Every answer must be a
+4xx or 5xx whose body is the shared JSON error (``application/json``), never
+gunicorn's HTML page or uvicorn's plain text.
 """
 
 from __future__ import annotations
@@ -61,6 +63,17 @@ SHARED = [
     ("bad content-length", _post(b"PATH", (b"Content-Length", b"abc"), body=b"{}"), 400),
     ("chunked body over the limit", _post(b"PATH", CHUNKED, body=_chunked(TOO_BIG)), 413),
     ("malformed chunked body", _post(b"PATH", CHUNKED, body=b"zz\r\n{}\r\n0\r\n\r\n"), 400),
+    ("bad percent-encoding", _request(b"GET /nowhere%zz%ff%c0%ae HTTP/1.1"), 404),
+    ("unknown method", _request(b"BREW /health HTTP/1.1"), 405),
+    ("malformed JSON", _post(b"PATH", (b"Content-Length", b"5"), body=b"{bad}"), 400),
+    (
+        "not JSON",
+        _request(
+            b"POST PATH HTTP/1.1", [(b"Content-Type", b"text/plain"), (b"Content-Length", b"2")]
+        )
+        + b"{}",
+        415,
+    ),
 ]
 GUNICORN_ONLY = [
     ("unknown HTTP version", _request(b"GET /health HTTP/9.9"), 400),
@@ -240,3 +253,27 @@ def test_the_servers_still_serve_and_register(servers: dict, agent: ConsulAgent)
         assert status == 200 and json.loads(body)["status"] == "passing", body
     services = agent.client().agent.services()
     assert {s["Service"] for s in services.values()} >= {"user-service", "inventory-service"}
+
+
+@pytest.mark.parametrize("host", [b"bad host", b"a<b>", b"h:notaport", b"x" * 300])
+def test_a_bad_host_header_is_answered_in_json(servers: dict, host: bytes) -> None:
+    """An odd Host is answered as usual (werkzeug builds no absolute URL from it) or
+    refused with the JSON 400 (a name werkzeug cannot encode), never with an HTML page."""
+    for port, _ in servers.values():
+        request = b"GET /nowhere HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"
+        answer = send_raw(port, request)
+        _assert_json_error(answer, 404 if answer[0] != 400 else 400)
+    port, _ = servers["user"]
+    body = b'{"username": "host-%d", "password": "password123"}' % len(host)
+    register = (
+        b"POST /register HTTP/1.1\r\nHost: " + host + b"\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n"
+        % len(body)
+        + b"Connection: close\r\n\r\n"
+        + body
+    )
+    answer = send_raw(port, register)
+    if answer[0] == 201:
+        assert answer[1]["location"].startswith("/users/"), answer[1]
+    else:
+        _assert_json_error(answer, 400)
