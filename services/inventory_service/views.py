@@ -26,10 +26,12 @@ from services.common.idempotency import (
     REPLAYED_HEADER,
     required_key,
 )
-from services.common.openapi import ERROR_SCHEMA
+from services.common.openapi import ERROR_SCHEMA, REPLAYED, REQUEST_ID
 from services.inventory_service import store
 
-_ERROR = {"content": {"application/json": {"schema": ERROR_SCHEMA}}}
+#: Every answer carries its request id (services.common.asgi.ObservedApp).
+_HEADERS = {"headers": {"X-Request-Id": REQUEST_ID}}
+_ERROR = {"content": {"application/json": {"schema": ERROR_SCHEMA}}, **_HEADERS}
 #: The error answers every operation may give, in the platform's shape (not FastAPI's).
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     "default": {"description": "JSON error", **_ERROR},
@@ -53,13 +55,21 @@ STOCK_SCHEMA: dict[str, Any] = {
 }
 
 
-def _ok(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def _ok(description: str, schema: dict[str, Any], **headers: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": schema}},
+        "headers": {**_HEADERS["headers"], **headers},
+    }
 
 
 RESERVE_RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,
-    201: _ok("Reserved (or replayed for a repeated Idempotency-Key)", RESERVATION_SCHEMA),
+    201: _ok(
+        "Reserved (or replayed for a repeated Idempotency-Key)",
+        RESERVATION_SCHEMA,
+        **{REPLAYED_HEADER: REPLAYED},
+    ),
     400: {"description": "Missing or invalid Idempotency-Key, or malformed JSON", **_ERROR},
     409: {"description": "Not enough stock of an item", **_ERROR},
     413: {"description": "Body too large", **_ERROR},
