@@ -1,6 +1,6 @@
 """What Flask gives a service by itself, for a FastAPI one: JSON errors, Allow, OPTIONS, HEAD.
 
-``install_error_handlers(app, max_body=...)`` makes every answer that is not a success
+``init_http(app, max_body=...)`` makes every answer that is not a success
 the shared shape (``services.common.errors``), as the Flask services answer, and the
 methods behave as they do under Flask:
 
@@ -175,7 +175,7 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
     return replayed
 
 
-def install_error_handlers(app: FastAPI, max_body: int) -> None:
+def init_http(app: FastAPI, max_body: int) -> None:
     """Answer every error of ``app`` in the platform's JSON shape, bodies up to ``max_body``,
     HEAD wherever GET is, OPTIONS and Allow from the routes."""
     app.add_middleware(BodyLimit, limit=max_body)

@@ -37,7 +37,7 @@ from consul_discovery.registry.asgi import ConsulRegistry
 from consul_discovery.registry.health import HealthChecks
 from services.common.app import COMMON_DEFAULTS, env_flag
 from services.common.asgi import ObservedApp
-from services.common.asgi_http import install_error_handlers
+from services.common.asgi_http import init_http
 from services.common.db import Database
 from services.common.metrics import METRICS_PATH, render
 from services.inventory_service import store
@@ -102,7 +102,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> FastAPI:
     app.openapi_version = OPENAPI_VERSION
     app.state.settings = settings
     app.state.database = database
-    install_error_handlers(app, max_body=int(settings["MAX_CONTENT_LENGTH"]))
+    init_http(app, max_body=int(settings["MAX_CONTENT_LENGTH"]))
     # Added last, so outermost: its metrics and access log see every answer, 413 included.
     app.add_middleware(ObservedApp, service=SERVICE_NAME)  # metrics, trace, access log
     install(app)
