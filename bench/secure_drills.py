@@ -6,7 +6,9 @@ gateway (half POSTs with an Idempotency-Key, half GETs) while, in turn: the Raft
 is killed -9 (then a registration must go through), a client agent restarts, an
 instance is killed -9, and order-service gets a rolling restart. Per drill: requests,
 failures, duplicate orders, p99 latency, and the drill's own figure. Also reported: the
-time from a clean run dir to every instance passing.
+time from a clean run dir to every instance passing. Every wait for a stop (the killed
+leader held down, the cluster's stop at the end) allows what the programs' own stop
+settings give (``services.cluster.stopping``), not a constant.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.result import Chart, Result, at_most
-from services.cluster import control
+from services.cluster import control, stopping
 from tests.harness import drills, secure_cluster
 
 
@@ -40,6 +42,8 @@ def run(p: Params) -> Result:
         started = time.monotonic()
         with secure_cluster.running_secure_cluster(Path(tmp)) as plan:
             startup = time.monotonic() - started
+            # What every wait for a stop allows: from the programs' own stop settings.
+            stop_bound = stopping.parallel_stop_bound(plan, [i.program for i in plan.instances()])
             load = drills.GatewayLoad(plan)
             faults = {
                 "kill -9 Raft leader": lambda: drills.kill_leader(plan),
@@ -80,5 +84,5 @@ def run(p: Params) -> Result:
                 {"p99": [r["p99_ms"] for r in rows]},
             )
         ],
-        params={"startup_s": round(startup, 1)},
+        params={"startup_s": round(startup, 1), "instances_stop_bound_s": stop_bound},
     )

@@ -20,7 +20,7 @@ from supervisor.xmlrpc import SupervisorTransport
 from consul_discovery.client import ConsulSource, DiscoveryError, ServiceConfig
 from consul_discovery.client.table import format_table as table_text
 from consul_discovery.connection import ConsulConnection
-from services.cluster import multi_dc, prometheus, secure
+from services.cluster import multi_dc, prometheus, secure, stopping
 from services.cluster.plan import REPO_ROOT, ClusterPlan, InstancePlan
 from services.cluster.supervisor_conf import render, targets_file
 
@@ -325,11 +325,12 @@ def start_programs(plan: ClusterPlan, programs: Iterable[str]) -> None:
 
 
 def down(plan: ClusterPlan, timeout: float = 120.0) -> None:
-    """Drain and stop every instance, then Consul, then supervisord itself."""
+    """Drain and stop every instance (within their derived stop bound), then Consul, then
+    supervisord itself (within ``timeout``)."""
     pid = supervisord_pid(plan)
     if pid is None:
         return
-    stop_in_parallel(plan, [inst.program for inst in plan.instances()], timeout)
+    stop_in_parallel(plan, [inst.program for inst in plan.instances()])
     supervisorctl(plan, "stop", *METRICS_PROGRAMS, check=False)
     # Client agents first, then the servers (one at a time, so quorum goes last).
     agents = sorted(plan.agents(), key=lambda a: a.server)
@@ -338,26 +339,52 @@ def down(plan: ClusterPlan, timeout: float = 120.0) -> None:
     wait_until(lambda: supervisord_pid(plan) is None, timeout, "supervisord to exit")
 
 
-def stop_in_parallel(plan: ClusterPlan, programs: list[str], timeout: float) -> None:
+def stop_in_parallel(plan: ClusterPlan, programs: list[str], timeout: float | None = None) -> None:
     """Send every program its stop signal at once and wait until all have stopped.
 
     Each instance drains on SIGTERM (maintenance, propagation delay, in-flight requests,
     deregistration), so stopping them one by one, as ``supervisorctl stop a b c`` does,
-    would take the sum of their drains instead of the longest one.
+    would take the sum of their drains instead of the longest one. ``timeout`` defaults
+    to the bound their own stop settings give (``stopping.parallel_stop_bound``).
+
+    A program that had just died when asked (supervisord answers NOT_RUNNING while it is
+    EXITED, e.g. right after a kill -9) is restarted by supervisord's autorestart a
+    moment later: so EXITED counts as stopped only once it has lasted longer than that
+    restart takes, and a program found running again is asked again. It ends up
+    stopped, not restarted behind the caller's back or running until the timeout.
     """
+    if timeout is None:
+        timeout = stopping.parallel_stop_bound(plan, programs)
     rpc = _rpc(plan)
-    for name in programs:
+    exited_since: dict[str, float] = {}  # program -> when it was first seen EXITED
+
+    def stop(name: str) -> None:
         with contextlib.suppress(xmlrpc.client.Fault):  # NOT_RUNNING: nothing to stop
             rpc.stopProcess(name, False)
 
+    for name in programs:
+        stop(name)
+
+    def stopped(name: str, state: str | None, now: float) -> bool:
+        if state == "EXITED":
+            return now - exited_since.setdefault(name, now) > stopping.AUTORESTART_SECONDS
+        exited_since.pop(name, None)
+        if state in _RUNNING_STATES:  # autorestarted after dying: ask again
+            stop(name)
+        return state in _STOPPED_STATES
+
     def all_stopped() -> bool:
         states = {info["name"]: info["statename"] for info in rpc.getAllProcessInfo()}
-        return all(states.get(name) in _STOPPED_STATES for name in programs)
+        now = time.monotonic()
+        return all([stopped(name, states.get(name), now) for name in programs])
 
-    wait_until(all_stopped, timeout, "every instance to drain and stop")
+    wait_until(all_stopped, timeout, f"{', '.join(programs)} to drain and stop")
 
 
-_STOPPED_STATES = frozenset({"STOPPED", "EXITED", "FATAL"})
+#: Final states: supervisord never restarts a program from these by itself.
+_STOPPED_STATES = frozenset({"STOPPED", "FATAL"})
+#: States of a program that is running (again), so not stopping.
+_RUNNING_STATES = frozenset({"STARTING", "RUNNING", "BACKOFF"})
 
 
 def rolling_restart(

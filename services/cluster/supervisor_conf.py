@@ -6,7 +6,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from services.cluster import multi_dc, prometheus, secure
+from services.cluster import multi_dc, prometheus, secure, stopping
 from services.cluster.plan import (
     APPS,
     ASGI_SERVICES,
@@ -16,6 +16,11 @@ from services.cluster.plan import (
     InstancePlan,
 )
 from services.common.metrics import METRICS_PATH
+
+#: The Flask services' gunicorn config: the registry's hooks and JSON error pages.
+GUNICORN_CONFIG = "python:services.common.gunicorn_conf"
+#: uvicorn's HTTP protocol answering the requests it refuses in the JSON error shape.
+UVICORN_HTTP = "services.common.server_errors:JsonErrorH11Protocol"
 
 CONSUL_DEV_CONFIG = REPO_ROOT / "consul" / "config" / "dev.hcl"
 
@@ -94,20 +99,24 @@ def instance_env(plan: ClusterPlan, inst: InstancePlan) -> dict[str, str]:
 
 
 def instance_command(plan: ClusterPlan, inst: InstancePlan) -> list[str]:
-    """gunicorn serving the instance's app, with the registry's master hooks; an ASGI
-    service runs under uvicorn, whose SIGTERM consul_discovery.registry.asgi turns into a drain."""
+    """gunicorn serving the instance's app, with the registry's master hooks (and JSON
+    error pages: ``services.common.gunicorn_conf``); an ASGI service runs under uvicorn,
+    whose SIGTERM consul_discovery.registry.asgi turns into a drain. Both stop within
+    ``stopping.GRACEFUL_SECONDS`` of the drain's end."""
+    graceful = str(stopping.GRACEFUL_SECONDS)
     if inst.service in ASGI_SERVICES:
         return [
             sys.executable, "-m", "uvicorn", "--factory", APPS[inst.service],
             "--host", inst.host, "--port", str(inst.port),
-            "--timeout-graceful-shutdown", "20", "--no-server-header",
+            "--http", UVICORN_HTTP,
+            "--timeout-graceful-shutdown", graceful, "--no-server-header",
             "--timeout-keep-alive", "75",  # callers close idle connections first
         ]  # fmt: skip
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     return [
         gunicorn,
         "-c",
-        "python:consul_discovery.registry.gunicorn_conf",
+        GUNICORN_CONFIG,
         "--bind",
         inst.address,
         "--workers",
@@ -117,7 +126,7 @@ def instance_command(plan: ClusterPlan, inst: InstancePlan) -> list[str]:
         "--worker-class",
         "gthread",
         "--graceful-timeout",
-        "20",
+        graceful,
         # Keep idle connections well past any caller's reuse gap: with gunicorn's 2 s
         # default, a caller (the gateway's discovery client, a load generator) reusing a
         # pooled connection just as the server closes it gets a reset, which is not safe
@@ -151,7 +160,7 @@ directory={plan.prometheus_dir}
 priority=20
 startsecs=1
 stopsignal=TERM
-stopwaitsecs=15
+stopwaitsecs={stopping.PROMETHEUS_STOP_WAIT}
 autorestart=true
 redirect_stderr=true
 stdout_logfile={logs / "prometheus.log"}
@@ -181,7 +190,7 @@ priority=15
 autostart={"false" if plan.secure else "true"}
 startsecs=1
 stopsignal=TERM
-stopwaitsecs=5
+stopwaitsecs={stopping.TARGETS_STOP_WAIT}
 autorestart=true
 redirect_stderr=true
 stdout_logfile={logs / "prometheus-targets.log"}
@@ -195,7 +204,7 @@ def render(
 ) -> str:
     """The whole supervisord.conf for ``plan`` (``consul_sd``: the binary has Consul SD)."""
     logs = plan.log_dir
-    stop_wait = int(plan.drain_seconds) + 30
+    stop_wait = stopping.instance_stop_wait(plan)
     sections = [
         f"""[supervisord]
 logfile={logs / "supervisord.log"}
@@ -224,7 +233,7 @@ command={shlex.join(agent_command(plan, agent, consul_bin))}
 priority={10 if agent.server else 20}
 startsecs={2 if not plan.secure else 1}
 stopsignal=TERM
-stopwaitsecs=15
+stopwaitsecs={stopping.AGENT_STOP_WAIT}
 autorestart=true
 redirect_stderr=true
 stdout_logfile={logs / (agent.program + ".log")}

@@ -10,6 +10,7 @@ from typing import Any
 from flask import Flask
 
 from services.common.access_log import init_access_log
+from services.common.body_limit import init_body_limit
 from services.common.errors import install_error_handlers
 from services.common.metrics import init_metrics
 from services.common.openapi import init_openapi
@@ -41,8 +42,9 @@ def build_app(
     config: Mapping[str, Any] | None,
     description: str = "",
 ) -> Flask:
-    """A Flask app with the shared config layering, JSON errors, access log, trace
-    context, RED metrics and ``/metrics``, and OpenAPI.
+    """A Flask app with the shared config layering, JSON errors, the body limit (also
+    for chunked bodies), access log, trace context, RED metrics and ``/metrics``, and
+    OpenAPI.
 
     ``env`` maps config keys to environment variable names read at creation time.
     """
@@ -71,6 +73,7 @@ def build_app(
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     install_error_handlers(app)
+    init_body_limit(app)
     init_access_log(app)
     init_tracing(app)
     init_metrics(app)

@@ -2,8 +2,8 @@
 
     SERVICE_PORT=5001 python -m services.user_service [--host 127.0.0.1] [--port 5001]
 
-For development only; the cluster serves every service with gunicorn and
-``consul_discovery.registry.gunicorn_conf``.
+For development only; the cluster serves every Flask service with gunicorn and
+``services.common.gunicorn_conf`` (the registry's hooks and JSON error pages).
 """
 
 from __future__ import annotations

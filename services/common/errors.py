@@ -1,12 +1,14 @@
 """JSON errors for every 4xx/5xx a service can answer.
 
-Every error body has one shape::
+Every error body has one shape, served as ``application/json``::
 
     {"error": {"status": 422, "code": "missing_field", "message": "...", "field": "password"}}
 
 ``ApiError`` is what views raise; ``install_error_handlers`` turns it, every werkzeug
 ``HTTPException`` (404, 405, 413, ...) and any unexpected exception (500, logged) into
-that shape, so no path answers HTML.
+that shape, so no path answers HTML. ``error_code`` is the one status -> code table,
+shared by the ASGI service (``services.common.asgi_http``) and the servers' own error
+pages (``services.common.server_errors``).
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
 
-# werkzeug's exception name -> our stable machine-readable code
-_HTTP_CODES = {
+#: HTTP status -> our stable machine-readable code, for errors no view named itself.
+HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
     403: "forbidden",
@@ -41,6 +43,13 @@ _HTTP_CODES = {
     503: "service_unavailable",
     504: "gateway_timeout",
 }
+#: The media type of every error body.
+ERROR_MEDIA_TYPE = "application/json"
+
+
+def error_code(status: int) -> str:
+    """The stable code of an error answered with ``status`` and no more specific code."""
+    return HTTP_CODES.get(status, "http_error")
 
 
 class ApiError(Exception):
@@ -84,7 +93,7 @@ def error_response(error: ApiError) -> Response:
 
 def _from_http_exception(exc: HTTPException) -> Response:
     status = exc.code or 500
-    code = _HTTP_CODES.get(status, "http_error")
+    code = error_code(status)
     message = exc.description or exc.name
     if status == 413:
         limit = current_app.config.get("MAX_CONTENT_LENGTH")

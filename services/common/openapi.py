@@ -41,6 +41,30 @@ ERROR_SCHEMA: dict[str, Any] = {
 }
 
 
+def response_header(
+    description: str, schema: Mapping[str, Any], *, required: bool = True
+) -> dict[str, Any]:
+    """An OpenAPI response header object (the fuzzer checks a documented one is sent)."""
+    return {"description": description, "required": required, "schema": dict(schema)}
+
+
+#: On every answer of every service (echoed by the access log, ``services.common.asgi``).
+REQUEST_ID = response_header(
+    "This request's id: the caller's X-Request-Id, or a new one",
+    {"type": "string", "minLength": 1, "maxLength": 128},
+)
+#: On every 401 (``services.common.auth.unauthorized``).
+CHALLENGE = response_header("The bearer challenge", {"type": "string", "pattern": "^Bearer "})
+#: On a 201: where the created resource is read.
+LOCATION = response_header("Where the created resource is read", {"type": "string"})
+#: On a 201 that a repeated Idempotency-Key answered with the first result.
+REPLAYED = response_header(
+    "'true' when a repeated Idempotency-Key returned the first result",
+    {"type": "string", "enum": ["true"]},
+    required=False,
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Operation:
     """What ``@operation`` records about a view."""
@@ -49,6 +73,7 @@ class Operation:
     body: Schema | None = None
     responses: Mapping[int, str] = field(default_factory=dict)
     response_schema: Mapping[str, Any] | None = None
+    response_headers: Mapping[int, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
     auth: bool = False
     headers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     query: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -63,6 +88,7 @@ def operation(
     body: Schema | None = None,
     responses: Mapping[int, str] | None = None,
     response_schema: Mapping[str, Any] | None = None,
+    response_headers: Mapping[int, Mapping[str, Mapping[str, Any]]] | None = None,
     auth: bool = False,
     headers: Mapping[str, Mapping[str, Any]] | None = None,
     query: Mapping[str, Mapping[str, Any]] | None = None,
@@ -76,7 +102,9 @@ def operation(
     JSON schemas (a schema's ``description`` becomes the parameter's); ``path`` maps
     path parameter names to schemas replacing the ones their URL converters imply (to
     state what the view accepts); ``media_type`` is the content type of the 1xx-3xx
-    answers (errors are always the JSON error shape).
+    answers (errors are always the JSON error shape). ``response_headers`` maps a status
+    to the headers its answer carries (``LOCATION``, ...); every answer documents
+    ``X-Request-Id`` and every 401 ``WWW-Authenticate`` without being told.
     """
 
     def decorate(view: F) -> F:
@@ -85,6 +113,7 @@ def operation(
             body=body,
             responses=dict(responses or {}),
             response_schema=response_schema,
+            response_headers=dict(response_headers or {}),
             auth=auth,
             headers=dict(headers or {}),
             query=dict(query or {}),
@@ -137,8 +166,14 @@ def _operation_object(op: Operation | None, endpoint: str, path_params: list) ->
     responses: dict[str, Any] = {}
     for status, text in sorted((op.responses or {200: "OK"}).items()):
         content = ok_content if status < 400 else error
-        responses[str(status)] = {"description": text, "content": content}
-    responses.setdefault("default", {"description": "JSON error", "content": error})
+        headers = {"X-Request-Id": REQUEST_ID, **op.response_headers.get(status, {})}
+        if status == 401:
+            headers["WWW-Authenticate"] = CHALLENGE
+        responses[str(status)] = {"description": text, "content": content, "headers": headers}
+    responses.setdefault(
+        "default",
+        {"description": "JSON error", "content": error, "headers": {"X-Request-Id": REQUEST_ID}},
+    )
     result: dict[str, Any] = {
         "summary": op.summary,
         "operationId": endpoint,
@@ -173,7 +208,8 @@ def build_spec(app: Flask, title: str, version: str, description: str = "") -> d
     """The OpenAPI 3.0 document of every route the app serves.
 
     ``app.extensions["openapi_extra_paths"]``, if set, is a ``() -> paths`` callable whose
-    paths are added (the gateway documents the public operations it relays that way).
+    paths are added, and documented as given where a rule serves the same operation (the
+    gateway documents the public operations it relays that way).
     """
     paths: dict[str, dict[str, Any]] = {}
     extra = app.extensions.get("openapi_extra_paths")
@@ -187,7 +223,8 @@ def build_spec(app: Flask, title: str, version: str, description: str = "") -> d
         item = paths.setdefault(path, {})
         for method in sorted((rule.methods or set()) - _IGNORED_METHODS):
             op = getattr(view, "__openapi__", None) or _DEFAULT_OPERATIONS.get(rule.rule)
-            item[method.lower()] = _operation_object(op, rule.endpoint, params)
+            if method.lower() not in item:
+                item[method.lower()] = _operation_object(op, rule.endpoint, params)
     return {
         "openapi": "3.0.3",
         "info": {"title": title, "version": version, "description": description},

@@ -10,6 +10,10 @@
   default a ``discovery_client.ServiceClient`` on ``CONSUL_HTTP_ADDR``.
 - ``REGISTRY_ENABLED``: False serves ``/health`` without registering in Consul.
 
+The public routes are derived from the services' own routes (``public_routes``): the
+gateway serves, documents (``/openapi.json``) and answers ``OPTIONS``/405 for exactly
+what each service serves at the public path.
+
 ``/health`` has no dependency checks: the gateway is healthy while it can answer, and an
 upstream outage shows as 503 answers, not as a failing gateway.
 """

@@ -20,7 +20,7 @@ from services.common.idempotency import (
     REPLAYED_HEADER,
     optional_key,
 )
-from services.common.openapi import operation
+from services.common.openapi import LOCATION, REPLAYED, operation
 from services.common.validation import Field, known_query
 from services.common.validation import json_body as read_body
 from services.order_service import inventory, store
@@ -80,6 +80,7 @@ def _fingerprint(body: dict[str, object]) -> str:
         503: "No healthy user-service or inventory-service instance",
     },
     response_schema=ORDER_SCHEMA,
+    response_headers={201: {"Location": LOCATION, REPLAYED_HEADER: REPLAYED}},
 )
 def create_order() -> tuple[Response, int, dict[str, str]]:
     """Create an order; a repeated Idempotency-Key returns the first order instead."""

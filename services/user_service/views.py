@@ -10,7 +10,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from services.common.auth import bearer_token, unauthorized
 from services.common.db import get_db
 from services.common.errors import ApiError
-from services.common.openapi import operation
+from services.common.openapi import LOCATION, operation
 from services.common.validation import Field, json_body
 from services.user_service import store
 from services.user_service.tokens import (
@@ -96,6 +96,7 @@ def verify_token(token: str) -> TokenClaims:
     body=CREDENTIALS,
     responses={201: "Created", 409: "Username taken", 415: "Not JSON", 422: "Invalid field"},
     response_schema=USER_SCHEMA,
+    response_headers={201: {"Location": LOCATION}},
 )
 def register() -> tuple[Response, int, dict[str, str]]:
     """Create a user with a hashed password; 409 if the username is taken."""

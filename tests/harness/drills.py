@@ -140,12 +140,16 @@ def run_drill(
 # ---- the faults ---------------------------------------------------------------------
 
 
-def kill_leader(plan: ClusterPlan, timeout: float = 30.0) -> dict[str, float]:
+def kill_leader(plan: ClusterPlan, election_timeout: float = 30.0) -> dict[str, float]:
     """kill -9 the Raft leader, keep it down until another server leads, then restart it.
 
     supervisord would restart the killed server at once, and a server back within the
     election timeout may win again; holding it down (as a lost host would be) makes the
     survivors elect one of themselves. Then a registration must go through.
+
+    Holding it down is a stop right after the kill: supervisord may have restarted it in
+    between, which ``control.stop_in_parallel`` handles (it stops it again), within the
+    bound the server's own stop settings give (``stopping.parallel_stop_bound``).
     """
     old = secure_cluster.leader(plan)
     if old is None:
@@ -156,11 +160,13 @@ def kill_leader(plan: ClusterPlan, timeout: float = 30.0) -> dict[str, float]:
     others = [a for a in plan.agents() if a.server and a != old]
     killed = time.monotonic()
     os.kill(pid, signal.SIGKILL)
-    control.stop_in_parallel(plan, [old.program], timeout)  # no instant restart
+    control.stop_in_parallel(plan, [old.program])  # no instant restart
     new = None
     while new is None or new == old:
-        if time.monotonic() - killed > timeout:
-            raise TimeoutError(f"no new leader within {timeout}s after killing {old.program}")
+        if time.monotonic() - killed > election_timeout:
+            raise TimeoutError(
+                f"no new leader within {election_timeout}s after killing {old.program}"
+            )
         time.sleep(0.1)
         new = secure_cluster.leader(plan, via=others[0]) or secure_cluster.leader(
             plan, via=others[1]

@@ -234,7 +234,6 @@ UNKNOWN_ROUTES = [
     ("order", "/"),
     ("gateway", "/"),
     ("gateway", "/api"),
-    ("gateway", "/api/"),
     ("gateway", "/api/unknown"),
     ("gateway", "/api/orders/abc"),
     ("gateway", "/api/users/abc"),

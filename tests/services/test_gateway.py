@@ -93,8 +93,8 @@ def test_the_seed_flow_through_the_gateway(gateway_app: Flask, caller: FlaskCall
 def test_upstream_errors_are_relayed_byte_for_byte(gateway_app: Flask, caller: FlaskCaller) -> None:
     odd = Flask("odd-upstream")
 
-    @odd.route("/users/<path:rest>", methods=["GET", "POST"])
-    def anything(rest: str) -> Response:
+    @odd.route("/users/<int:user_id>", methods=["GET"])
+    def anything(user_id: int) -> Response:
         status = int(request.args.get("status", "418"))
         body = request.args.get("body", "short and stout")
         return Response(
@@ -107,7 +107,7 @@ def test_upstream_errors_are_relayed_byte_for_byte(gateway_app: Flask, caller: F
     caller.apps["user-service"] = odd
     client = gateway_app.test_client()
     for status in (400, 404, 409, 418, 500, 503):
-        response = client.get(f"/api/users/x?status={status}&body=upstream-{status}")
+        response = client.get(f"/api/users/7?status={status}&body=upstream-{status}")
         assert response.status_code == status
         assert response.data == f"upstream-{status}".encode()
         assert response.content_type == "text/plain; charset=utf-8"
@@ -150,7 +150,8 @@ def test_discovery_failures_are_json(
 
 def test_gateway_answers_its_own_errors_in_json(gateway_app: Flask) -> None:
     client = gateway_app.test_client()
-    assert_json_error(client.get("/api/nothing-here"), 404, "no_route")
+    assert_json_error(client.get("/api/nothing-here"), 404, "not_found")
+    assert_json_error(client.get("/api/users/abc"), 404, "not_found")  # no upstream call
     assert_json_error(client.get("/not-api"), 404, "not_found")
     assert_json_error(client.post("/health"), 405, "method_not_allowed")
     too_big = client.post("/api/orders", data=b"x" * 70_000, content_type="application/json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -78,7 +79,7 @@ def test_all_or_nothing_and_bad_input(inventory_app: Any) -> None:
     )
     assert bad.status_code == 422
     assert bad.json()["error"]["code"] == "invalid_field"
-    assert bad.json()["error"]["field"] == "items.0.sku"
+    assert bad.json()["error"]["field"] == "items[0].sku"  # named as the Flask services do
     health = call(inventory_app, "GET", "/health")
     assert health.status_code == 200
     assert health.json()["checks"] == {"database": {"status": "passing"}}
@@ -150,3 +151,64 @@ def test_asgi_service_is_observed_like_the_flask_ones(inventory_app: Any, caplog
     unmatched = call(inventory_app, "GET", "/no/such/path")
     assert unmatched.status_code == 404
     assert 'route="unmatched"' in call(inventory_app, "GET", "/metrics").text
+
+
+def test_bodies_are_validated_as_the_flask_services_validate_theirs(inventory_app: Any) -> None:
+    def reserve(item: dict[str, Any], key: str, **kwargs: Any) -> httpx.Response:
+        return call(
+            inventory_app,
+            "POST",
+            "/reservations",
+            json={"items": [item]},
+            headers={"Idempotency-Key": key},
+            **kwargs,
+        )
+
+    for n, (item, code) in enumerate(
+        [
+            ({"sku": "pen", "quantity": 2.0}, "wrong_type"),  # not an integer in OpenAPI 3.0
+            ({"sku": "pen", "quantity": 2.5}, "wrong_type"),
+            ({"sku": "pen", "quantity": "2"}, "wrong_type"),  # no coercion from strings
+            ({"sku": "pen", "quantity": True}, "wrong_type"),
+            ({"sku": "pen", "quantity": 1, "note": "x"}, "unknown_field"),
+            ({"sku": "pen"}, "missing_field"),
+        ]
+    ):
+        refused = reserve(item, f"bad-{n}")
+        assert refused.status_code == 422, refused.text
+        error = refused.json()["error"]
+        assert (error["code"], error["field"][:8]) == (code, "items[0]"), error
+    not_json = call(
+        inventory_app,
+        "POST",
+        "/reservations",
+        content=b'{"items": []}',
+        headers={"Idempotency-Key": "t", "Content-Type": "text/plain"},
+    )
+    assert not_json.status_code == 415
+    for body in (b"{bad", b"", b"[]", b"null"):
+        malformed = call(
+            inventory_app,
+            "POST",
+            "/reservations",
+            content=body,
+            headers={"Idempotency-Key": "m", "Content-Type": "application/json"},
+        )
+        assert malformed.status_code == 400, (body, malformed.text)
+        assert malformed.json()["error"]["code"] == "malformed_json"
+    big = b'{"items": [], "x": "' + b"x" * 70_000 + b'"}'
+
+    async def streamed() -> AsyncIterator[bytes]:  # no Content-Length: sent chunked
+        for start in range(0, len(big), 8192):
+            yield big[start : start + 8192]
+
+    for content in (big, streamed()):
+        too_big = call(
+            inventory_app,
+            "POST",
+            "/reservations",
+            content=content,
+            headers={"Idempotency-Key": "b", "Content-Type": "application/json"},
+        )
+        assert too_big.status_code == 413, too_big.text[:200]
+        assert too_big.json()["error"]["code"] == "body_too_large"

@@ -127,17 +127,18 @@ def test_route_labels_drop_converter_arguments() -> None:
     assert route_label("/a/<string(length=3):x>/<path:rest>") == "/a/<string:x>/<path:rest>"
 
 
-def test_the_gateway_labels_each_public_route_not_its_catch_all() -> None:
-    """The gateway's one Flask rule serves every public route: each gets its own series."""
+def test_the_gateway_labels_each_public_route() -> None:
+    """Each public route gets its own series (OPTIONS too); what no route serves is one."""
     app = create_gateway_app({"REGISTRY_ENABLED": False, "DISCOVERY_CLIENT": _Answering()})
     client = app.test_client()
     assert client.get("/api/orders/7").status_code == 200
     assert client.get("/api/orders").status_code == 200
+    assert client.options("/api/stock/pen").status_code == 200
     assert client.get("/api/nothing/here").status_code == 404
     text = client.get("/metrics").text
-    for route in ("/api/orders/<rest>", "/api/orders", "/api/<path:rest>"):
+    for route in ("/api/orders/<rest>", "/api/orders", "/api/stock/<rest>", "unmatched"):
         assert f'route="{route}"' in text, route
-    assert "/api/orders/7" not in text
+    assert "/api/orders/7" not in text and "/api/nothing" not in text
 
 
 class _Answering:

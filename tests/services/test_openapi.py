@@ -9,6 +9,7 @@ import pytest
 from flask import Flask
 
 from services.common.openapi import openapi_path
+from services.gateway.paths import MAX_PATH_LENGTH
 from services.gateway.routes import resolve
 
 APPS = ["user_app", "order_app", "gateway_app"]
@@ -95,7 +96,7 @@ def test_gateway_documents_the_public_operations(gateway_app: Flask) -> None:
         (path, method)
         for path, item in spec["paths"].items()
         for method in item
-        if path != "/api/{rest}" and path.startswith("/api/")
+        if path.startswith("/api/")
     }
     assert public == {
         ("/api/users/register", "post"),
@@ -104,18 +105,30 @@ def test_gateway_documents_the_public_operations(gateway_app: Flask) -> None:
         ("/api/orders", "post"),
         ("/api/orders", "get"),
         ("/api/orders/{order_id}", "get"),
+        ("/api/stock/{sku}", "get"),  # inventory-service's (FastAPI) own operation
     }
     create = spec["paths"]["/api/orders"]["post"]
     assert create["operationId"] == "order-service.orders.create_order"
     assert create["requestBody"]["content"]["application/json"]["schema"]["required"] == ["items"]
+    stock = spec["paths"]["/api/stock/{sku}"]["get"]
+    assert stock["operationId"].startswith("inventory-service.")
+    ok = stock["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok["required"] == ["sku", "available"]
     # every documented public path really routes to the upstream path it documents
-    names = {"USER_SERVICE_NAME": "user-service", "ORDER_SERVICE_NAME": "order-service"}
+    names = {
+        "USER_SERVICE_NAME": "user-service",
+        "ORDER_SERVICE_NAME": "order-service",
+        "INVENTORY_SERVICE_NAME": "inventory-service",
+    }
+
+    def concrete(path: str) -> str:
+        return path.replace("{user_id}", "7").replace("{order_id}", "7").replace("{sku}", "pen")
+
     for path, method in public:
-        concrete = path.replace("{user_id}", "7").replace("{order_id}", "7")
-        target = resolve(concrete, names)
+        target = resolve(concrete(path), names)
         assert target is not None
         upstream = spec["paths"][path][method]["description"].split()[-1].rstrip(".")
-        assert target.path == upstream.replace("{user_id}", "7").replace("{order_id}", "7")
+        assert target.path == concrete(upstream)
 
 
 @pytest.mark.parametrize(
@@ -144,6 +157,7 @@ def test_inventory_service_serves_its_openapi_document(inventory_app: Any) -> No
 
     response = call(inventory_app, "GET", "/openapi.json")
     assert response.status_code == 200, response.text[:300]  # was 500: unresolvable hint
+    assert response.json()["openapi"] == "3.0.3"  # as every document: 2.0 is no integer
     reserve = response.json()["paths"]["/reservations"]["post"]
     key = {p["name"]: p for p in reserve["parameters"]}["Idempotency-Key"]
     assert key["required"] is True and key["schema"]["maxLength"] == 255
@@ -158,5 +172,7 @@ def test_documented_parameters_state_what_is_accepted(order_app: Flask, gateway_
     assert key["description"].startswith("Optional")
     metrics = order_app.test_client().get("/openapi.json").json["paths"]["/metrics"]["get"]
     assert "text/plain" in metrics["responses"]["200"]["content"]
-    relay = gateway_app.test_client().get("/openapi.json").json["paths"]["/api/{rest}"]["get"]
-    assert relay["parameters"][0]["schema"]["pattern"].startswith("^[A-Za-z0-9_~-]")
+    gateway = gateway_app.test_client().get("/openapi.json").json["paths"]
+    sku = gateway["/api/stock/{sku}"]["get"]["parameters"][0]["schema"]
+    assert sku["pattern"].startswith("^[A-Za-z0-9_~-]")  # what the path allowlist lets through
+    assert len("/api/stock/") + sku["maxLength"] == MAX_PATH_LENGTH
