@@ -1,0 +1,67 @@
+"""Target: what a client resolves and balances over, as one frozen value (the watch key).
+
+After grpc-go's ClientConn per target: a Target names one service and what selects its
+instances (datacenter, Consul filter expression, tag) and how they are reached
+(``connect``: Connect mTLS, the ``/v1/health/connect/`` endpoint and an SSL context per
+target). The client core keeps one state (balancer, retry budget, counters) per Target and
+the Consul sources key their watches and listeners by it, so two services, or one service
+asked for in two datacenters, never share a set.
+
+Today each service maps to exactly one Target, built from its ServiceConfig by
+``Target.of``. Later work adds Targets a request is routed to (Consul's discovery chain:
+subsets, failover to other datacenters); such fields (e.g. a subset name) are added with a
+default, so every Target built today keeps its meaning and its hash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from consul_discovery.client.config import ServiceConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One service and the instances of it to use: datacenter, filter, tag, Connect or not.
+
+    ``datacenter`` None is the agent's own; ``filter`` a Consul filter expression
+    (``Service.Meta.version == "2"``); ``tag`` a single required tag; ``connect`` asks
+    for Connect-capable instances (``/v1/health/connect/<service>``), reached over mTLS.
+    """
+
+    service: str
+    datacenter: str | None = None
+    filter: str | None = None
+    tag: str | None = None
+    connect: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.service, str) or not self.service:
+            raise ValueError(f"Target.service must be a non-empty string; got {self.service!r}")
+        for name in ("datacenter", "filter", "tag"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ValueError(f"Target.{name} must be None or a non-empty string; got {value!r}")
+
+    @classmethod
+    def of(cls, service: str, config: ServiceConfig) -> Target:
+        """The Target a service name means under its ServiceConfig (datacenter, filter, tag)."""
+        return cls(
+            service,
+            datacenter=config.datacenter or None,
+            filter=config.filter or None,
+            tag=config.tag or None,
+        )
+
+    def __str__(self) -> str:
+        """The service name, followed by whatever else selects the instances (for logs)."""
+        extra = [
+            f"{name}={value}"
+            for name, value in (("dc", self.datacenter), ("tag", self.tag), ("filter", self.filter))
+            if value is not None
+        ]
+        if self.connect:
+            extra.append("connect")
+        return f"{self.service}[{', '.join(extra)}]" if extra else self.service
