@@ -42,9 +42,12 @@ class RetryBudget:
             self._stamp = now
 
     def deposit(self) -> None:
-        """Record one request (a first attempt)."""
+        """Record one request (a first attempt).
+
+        No clock read: time's refill is added when the balance is next read, and capping
+        before or after it gives the same balance (min(b, min(b, x) + y) = min(b, x + y)).
+        """
         with self._lock:
-            self._refill(self._clock())
             self._balance = min(self.burst, self._balance + self.ratio)
 
     def try_withdraw(self) -> bool:

@@ -12,6 +12,7 @@ import math
 import threading
 from dataclasses import dataclass
 
+from consul_discovery.client.dial import Dial
 from consul_discovery.client.instance import Instance
 
 # Load reported for an instance that has requests outstanding but no latency history yet,
@@ -70,16 +71,24 @@ class InstanceLoad:
             if retry:
                 self.retries += 1
 
-    def finish(self, now: float, latency: float | None, *, failed: bool) -> int:
+    def finish(
+        self, now: float, latency: float | None, *, failed: bool, at_least: float | None = None
+    ) -> int:
         """Count one request ending; return the current consecutive-failure streak.
 
-        ``latency`` (seconds) feeds the peak EWMA; None when the attempt produced no
-        response (a connect error says nothing about how fast the instance serves).
+        ``latency`` (seconds, to the answer's status and headers) feeds the peak EWMA;
+        None when the attempt produced no answer. ``at_least`` is a lower bound instead
+        (a read timeout or a cancelled attempt: the instance took at least that long): it
+        raises the estimate when it is above it and is ignored otherwise. A connect error
+        gives neither: it says nothing about how fast the instance serves.
         """
         with self.lock:
             self.in_flight -= 1
             if latency is not None:
                 self._observe(latency, now)
+            elif at_least is not None and at_least > self.latency(now):
+                self.cost = at_least
+                self.stamp = now
             if failed:
                 self.failures += 1
                 self.consecutive_failures += 1
@@ -122,10 +131,16 @@ class InstanceLoad:
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """What a picker hands out: an instance as Consul last described it, plus its load."""
+    """What a picker hands out: an instance as Consul last described it, its load, and
+    how to connect to it (``dial``: plain HTTP to its address unless given)."""
 
     instance: Instance
     load: InstanceLoad
+    dial: Dial = None  # type: ignore[assignment]  # made from the instance when not given
+
+    def __post_init__(self) -> None:
+        if self.dial is None:
+            object.__setattr__(self, "dial", Dial.of(self.instance))
 
     @property
     def id(self) -> str:

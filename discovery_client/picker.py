@@ -83,15 +83,19 @@ class Picker:
         """One endpoint at random, in proportion to its weight."""
         return self.endpoints[bisect_right(self._cumulative, self._random() * self._total)]
 
-    def pick(self, exclude: Collection[str] = ()) -> Endpoint:
-        """Choose an endpoint, avoiding ids in ``exclude`` when another one is left."""
+    def pick(self, exclude: Collection[str] = (), hash_key: int | None = None) -> Endpoint:
+        """Choose an endpoint, avoiding ids in ``exclude`` when another one is left.
+
+        ``hash_key`` is the call's request hash (consistent-hashing policies pick by it;
+        the others ignore it), computed once per call by the core.
+        """
         if exclude:
             rest = [e for e in self.endpoints if e.instance.id not in exclude]
             if rest and len(rest) < self._n:
-                return type(self)(self.service, rest, self._rng, self._clock)._choose()
-        return self._choose()
+                return type(self)(self.service, rest, self._rng, self._clock)._choose(hash_key)
+        return self._choose(hash_key)
 
-    def _choose(self) -> Endpoint:
+    def _choose(self, hash_key: int | None) -> Endpoint:
         raise NotImplementedError
 
 
@@ -104,11 +108,11 @@ class EmptyPicker(Picker):
         super().__init__(service, (), random.Random(0), lambda: 0.0, expires_at)
         self.detail = detail
 
-    def pick(self, exclude: Collection[str] = ()) -> Endpoint:
+    def pick(self, exclude: Collection[str] = (), hash_key: int | None = None) -> Endpoint:
         """Always raise NoHealthyInstanceError."""
         raise NoHealthyInstanceError(self.service, self.detail)
 
-    def _choose(self) -> Endpoint:
+    def _choose(self, hash_key: int | None) -> Endpoint:
         raise NoHealthyInstanceError(self.service, self.detail)
 
 
@@ -125,7 +129,7 @@ class RoundRobinPicker(Picker):
             self._schedule = edf_schedule(self._weights)
         self._next = itertools.count(self._rng.randrange(len(self._schedule))).__next__
 
-    def _choose(self) -> Endpoint:
+    def _choose(self, hash_key: int | None) -> Endpoint:
         schedule = self._schedule
         return self.endpoints[schedule[self._next() % len(schedule)]]
 
@@ -135,7 +139,7 @@ class RandomPicker(Picker):
 
     __slots__ = ()
 
-    def _choose(self) -> Endpoint:
+    def _choose(self, hash_key: int | None) -> Endpoint:
         if self._equal:
             return self.endpoints[int(self._random() * self._n)]
         return self._draw()
@@ -161,7 +165,7 @@ class _PowerOfTwoChoicesPicker(Picker):
 
     __slots__ = ()
 
-    def _choose(self) -> Endpoint:
+    def _choose(self, hash_key: int | None) -> Endpoint:
         n = self._n
         if n == 1:
             return self.endpoints[0]

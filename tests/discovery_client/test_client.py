@@ -72,11 +72,11 @@ def test_refused_connections_fail_over_for_any_method():
     dead = closed_port()
     with http_backend(ok("b")) as b, client_for(dead, b.port) as client:
         results = [client.post("svc", "/", data=b"x").status_code for _ in range(10)]
-        snap = client.stats()["services"]["svc"]
+        snap = client.stats().target("svc")
     assert results == [200] * 10
     assert b.hits == 10
-    assert snap["instances"]["i1"]["failures"] >= 1
-    assert snap["retries"] == snap["instances"]["i1"]["failures"]
+    assert snap.instance("i1").failures >= 1
+    assert snap.retries == snap.instance("i1").failures
 
 
 def test_post_without_idempotency_key_is_not_retried_once_sent():
@@ -175,11 +175,11 @@ def test_a_relayed_dependency_failure_is_neither_retried_nor_held_against_the_in
             client.post("svc", "/", headers={"Idempotency-Key": f"k{n}"}).status_code
             for n in range(20)
         )
-        snap = client.stats()["services"]["svc"]
+        snap = client.stats().target("svc")
     assert codes == {503: 20}
     assert a.hits + b.hits == 20 and clock.sleeps == []  # one attempt per call, no wait
-    assert snap["retries"] == 0 and snap["ejections"] == 0
-    assert all(i["failures"] == 0 for i in snap["instances"].values())
+    assert snap.retries == 0 and snap.ejections == 0
+    assert all(i.failures == 0 for i in snap.instances)
 
 
 def test_the_instance_s_own_503_still_counts_and_ejects():
@@ -191,8 +191,8 @@ def test_the_instance_s_own_503_still_counts_and_ejects():
     ):
         for _ in range(12):
             assert client.get("svc", "/").status_code == 200
-        snap = client.stats()["services"]["svc"]
-    assert snap["ejections"] == 1 and snap["instances"]["i1"]["ejected"] is True
+        snap = client.stats().target("svc")
+    assert snap.ejections == 1 and snap.instance("i1").ejected is True
 
 
 def test_all_instances_failing_stay_within_the_retry_budget():
@@ -206,13 +206,13 @@ def test_all_instances_failing_stay_within_the_retry_budget():
     ):
         start = clock()
         codes = Counter(client.get("svc", "/").status_code for _ in range(calls))
-        snap = client.stats()["services"]["svc"]
+        snap = client.stats().target("svc")
     attempts = a.hits + b.hits + c.hits
     floor = 10 + 10 * (clock() - start)  # the burst plus 10/s of (fake) elapsed time
     assert codes == {503: calls}
     assert attempts <= calls * 1.2 + floor, (attempts, floor)
-    assert snap["retries_denied"] > 0
-    assert attempts == calls + snap["retries"]
+    assert snap.retries_denied > 0
+    assert attempts == calls + snap.retries
 
 
 def test_all_instances_refusing_raise_all_attempts_failed_within_budget():
@@ -224,14 +224,14 @@ def test_all_instances_refusing_raise_all_attempts_failed_within_budget():
         for _ in range(calls):
             with pytest.raises(AllAttemptsFailedError) as info:
                 client.get("svc", "/")
-        snap = client.stats()["services"]["svc"]
+        snap = client.stats().target("svc")
     err = info.value
     assert err.service == "svc" and 1 <= len(err.attempts) <= 3
     assert err.__cause__ is err.attempts[-1][1]
     assert isinstance(err.__cause__, requests.ConnectionError)
-    attempts = sum(i["picks"] for i in snap["instances"].values())
+    attempts = sum(i.picks for i in snap.instances)
     assert attempts <= calls * 1.2 + 10 + 10 * (clock() - start)
-    assert snap["failed_calls"] == calls
+    assert snap.failed_calls == calls
 
 
 def test_read_timeout_is_retried_for_get_but_not_for_post():
@@ -280,7 +280,7 @@ def test_no_instance_raises_no_healthy_instance():
     with ServiceClient(source=source) as client:
         with pytest.raises(NoHealthyInstanceError, match="no passing instance"):
             client.get("svc", "/")
-        assert client.stats()["services"]["svc"]["no_instance"] == 1
+        assert client.stats().target("svc").no_instance == 1
 
 
 def test_source_errors_propagate_and_the_service_stays_resolving():
@@ -294,8 +294,8 @@ def test_source_errors_propagate_and_the_service_stays_resolving():
         for _ in range(2):
             with pytest.raises(UnknownServiceError, match="Consul knows: svc"):
                 client.get("nope", "/")
-        nope = client.stats()["services"]["nope"]
-        assert nope["index"] is None and nope["requests"] == 0  # no call was made
+        nope = client.stats().target("nope")
+        assert nope.index is None and nope.requests == 0  # no call was made
         assert source.resolves == 3  # each call asked the source; stats() too (timeout 0)
 
 
@@ -333,16 +333,16 @@ def test_stats_and_prometheus_metrics():
     with http_backend(ok("a")) as a, client_for(a.port) as client:
         for _ in range(3):
             client.get("svc", "/")
-        snap = client.stats()["services"]["svc"]
+        snap = client.stats().target("svc")
         text = generate_latest(client.metrics_registry).decode()
         ServiceClient(source=StaticSource()).close()  # another client: no registry clash
-    assert snap["requests"] == 3 and snap["instances"]["i1"]["picks"] == 3
-    assert snap["instances"]["i1"]["in_flight"] == 0
-    assert snap["cache_age"] == 0.0 and snap["stale"] is False
-    assert 'discovery_client_instance_picks_total{instance="i1",service="svc"} 3.0' in text
-    assert 'discovery_client_requests_total{service="svc"} 3.0' in text
-    assert 'discovery_client_cache_age_seconds{service="svc"} 0.0' in text
-    assert 'discovery_client_instances{service="svc"} 1.0' in text
+    assert snap.requests == 3 and snap.instance("i1").picks == 3
+    assert snap.instance("i1").in_flight == 0
+    assert snap.cache_age == 0.0 and snap.stale is False
+    assert 'discovery_client_attempts_total{instance_id="i1",upstream="svc"} 3.0' in text
+    assert 'discovery_client_calls_total{upstream="svc"} 3.0' in text
+    assert 'discovery_client_cache_age_seconds{upstream="svc"} 0.0' in text
+    assert 'discovery_client_instances{upstream="svc"} 1.0' in text
 
 
 def test_default_source_is_a_consul_source_made_and_closed_by_the_client():
@@ -382,11 +382,11 @@ def test_concurrent_calls_keep_counts_consistent():
             t.start()
         for t in pool:
             t.join(timeout=30)
-        snap = client.stats()["services"]["svc"]
+        snap = client.stats().target("svc")
     total = calls_per_thread * threads
-    assert snap["requests"] == total
-    assert sum(i["picks"] for i in snap["instances"].values()) == total
-    assert all(i["in_flight"] == 0 for i in snap["instances"].values())
+    assert snap.requests == total
+    assert sum(i.picks for i in snap.instances) == total
+    assert all(i.in_flight == 0 for i in snap.instances)
     assert a.hits + b.hits == total and min(a.hits, b.hits) > total // 4
 
 
@@ -397,7 +397,7 @@ def test_a_raising_response_hook_does_not_leak_in_flight():
     with http_backend(ok("a")) as a, client_for(a.port) as client:
         with pytest.raises(RuntimeError, match="hook failed"):
             client.get("svc", "/", hooks={"response": boom})
-        assert client.stats()["services"]["svc"]["instances"]["i1"]["in_flight"] == 0
+        assert client.stats().target("svc").instance("i1").in_flight == 0
 
 
 def test_failing_instance_is_ejected_after_five_5xx_in_a_row():
@@ -411,8 +411,8 @@ def test_failing_instance_is_ejected_after_five_5xx_in_a_row():
             client.get("svc", "/")  # round robin: a answers (500, not retried) every other call
         assert a.hits == 5
         assert {client.get("svc", "/").text for _ in range(20)} == {"b"}
-        snap = client.stats()["services"]["svc"]
-        assert snap["ejections"] == 1 and snap["instances"]["i1"]["ejected"] is True
+        snap = client.stats().target("svc")
+        assert snap.ejections == 1 and snap.instance("i1").ejected is True
         clock.advance(30.1)  # the first ejection lasts the base time
         assert "status 500" in {client.get("svc", "/").text for _ in range(4)}
 
@@ -434,9 +434,9 @@ def test_stale_resolution_keeps_serving_and_reports_its_age():
                 )
             )
             assert client.get("svc", "/").text == "a"
-            snap = client.stats()["services"]["svc"]
-    assert snap["stale"] is True and snap["error"] == "Consul unreachable"
-    assert snap["cache_age"] == pytest.approx(42.0)
+            snap = client.stats().target("svc")
+    assert snap.stale is True and snap.error == "Consul unreachable"
+    assert snap.cache_age == pytest.approx(42.0)
 
 
 def test_cache_age_follows_the_sources_refreshes_not_only_pushed_changes():
@@ -449,6 +449,6 @@ def test_cache_age_follows_the_sources_refreshes_not_only_pushed_changes():
             clock.advance(60)
             # An unchanged poll: the source refreshes its cache but tells no listener.
             source.current["svc"] = resolution(inst, index=2, fetched_at=158.0)
-            snap = client.stats()["services"]["svc"]
-    assert snap["cache_age"] == pytest.approx(2.0)
-    assert snap["stale"] is False
+            snap = client.stats().target("svc")
+    assert snap.cache_age == pytest.approx(2.0)
+    assert snap.stale is False
