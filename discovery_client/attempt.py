@@ -26,6 +26,7 @@ import random
 from collections.abc import Callable, Mapping
 from typing import NoReturn
 
+from consul_discovery.client.balancer import Balancer
 from consul_discovery.client.errors import AllAttemptsFailedError, NoHealthyInstanceError
 from consul_discovery.client.failure_origin import is_relayed_failure
 from consul_discovery.client.load import Endpoint
@@ -44,29 +45,19 @@ class AttemptPlan:
     ``hash_key`` is the call's request hash for consistent-hashing policies.
     """
 
-    __slots__ = (
-        "_at",
-        "_endpoint",
-        "_started",
-        "attempts",
-        "causes",
-        "clock",
-        "deadline_at",
-        "delay",
-        "hash_key",
-        "headers",
-        "last_headers",
-        "last_kind",
-        "last_status",
-        "method",
-        "no_instance",
-        "policy",
-        "replayable",
-        "rng",
-        "route",
-        "state",
-        "tried",
-    )
+    # What every plan starts with, as class attributes: an instance only gets its own
+    # when the plan moves on (most calls answer at their first attempt and never do).
+    _at = 0  # the index in route.states of the Target being picked from
+    attempts = 0
+    tried: tuple[str, ...] = ()  # instance ids this call tried, in order
+    causes: tuple[tuple[str, BaseException], ...] = ()  # (instance id, error) per failure
+    last_status: int | None = None  # the latest attempt's answer, if it had one
+    last_headers: Mapping[str, str] | None = None
+    last_kind: ErrorKind | None = None  # the latest attempt's error kind, if any
+    no_instance: NoHealthyInstanceError | None = None  # the latest pick's failure
+    delay = 0.0  # the wait decide() chose before the next attempt
+    _endpoint: Endpoint | None = None  # the attempt in flight
+    _started = 0.0
 
     def __init__(
         self,
@@ -83,7 +74,6 @@ class AttemptPlan:
     ) -> None:
         self.route = route
         self.state: TargetState = route.states[0]  # the Target being picked from
-        self._at = 0  # its index in route.states
         self.policy = policy
         self.method = method.upper()
         self.headers = headers
@@ -94,17 +84,7 @@ class AttemptPlan:
         # From when the call began (``started``: before any wait for a first resolution),
         # so waiting for the service never stretches the call past its deadline.
         self.deadline_at = (clock() if started is None else started) + policy.deadline
-        self.attempts = 0
-        self.tried: list[str] = []
-        self.causes: list[tuple[str, BaseException]] = []
-        self.last_status: int | None = None  # the latest attempt's answer, if it had one
-        self.last_headers: Mapping[str, str] | None = None
-        self.last_kind: ErrorKind | None = None  # the latest attempt's error kind, if any
-        self.no_instance: NoHealthyInstanceError | None = None  # the latest pick's failure
-        self.delay = 0.0  # the wait decide() chose before the next attempt
-        self._endpoint: Endpoint | None = None  # the attempt in flight
-        self._started = 0.0
-        self.state.call_started()
+        self.state.budget.deposit()  # counts the call too
 
     # ---- one attempt ----------------------------------------------------------------
 
@@ -117,32 +97,43 @@ class AttemptPlan:
         (``answered``/``failed``) or ``abandon`` it.
         """
         self.attempts += 1
-        while True:
-            balancer = self.state.balancer
-            try:
-                endpoint = balancer.pick(self.tried, self.hash_key)
-                break
-            except NoHealthyInstanceError as exc:
-                if self._at + 1 >= len(self.route.states):
-                    self.no_instance = exc
-                    return None
-                self._at += 1
-                self.state = self.route.states[self._at]
+        balancer = self.state.balancer
+        tried = self.tried
+        try:
+            endpoint = balancer.pick(tried, self.hash_key)
+        except NoHealthyInstanceError as exc:
+            found = self._fail_over(exc)
+            if found is None:
+                return None
+            balancer, endpoint = found
         self.no_instance = None
-        self.tried.append(endpoint.instance.id)
-        self._started = balancer.begin(endpoint, retry=len(self.tried) > 1)
+        self.tried = (*tried, endpoint.instance.id)
+        self._started = balancer.begin(endpoint, retry=bool(tried))
         self._endpoint = endpoint
         return endpoint
+
+    def _fail_over(self, exc: NoHealthyInstanceError) -> tuple[Balancer, Endpoint] | None:
+        """Pick from the route's next Targets in turn; None (``exc`` kept) if none has any."""
+        states = self.route.states
+        while self._at + 1 < len(states):
+            self._at += 1
+            self.state = states[self._at]
+            try:
+                return self.state.balancer, self.state.balancer.pick(self.tried, self.hash_key)
+            except NoHealthyInstanceError as later:
+                exc = later
+        self.no_instance = exc
+        return None
 
     def answered(self, status: int, headers: Mapping[str, str]) -> None:
         """The attempt in flight got an answer: account its latency, and a failure if it is
         the instance's own 5xx (a relayed dependency failure is not)."""
-        endpoint = self._endpoint
-        assert endpoint is not None, "answered() without next_endpoint()"
+        endpoint = self._endpoint  # set by next_endpoint (the loop's order guarantees it)
         self._endpoint = None
-        self.last_status, self.last_headers, self.last_kind = status, headers, None
+        self.last_status = status
+        self.last_headers = headers
         failed = status >= 500 and not is_relayed_failure(status, headers)
-        self.state.balancer.finish(endpoint, self._started, failed=failed, responded=True)
+        self.state.balancer.finish(endpoint, self._started, failed=failed, responded=True)  # type: ignore[arg-type]
 
     def failed(self, kind: ErrorKind, error: BaseException) -> None:
         """The attempt in flight raised a transport error of ``kind``.
@@ -153,8 +144,9 @@ class AttemptPlan:
         endpoint = self._endpoint
         assert endpoint is not None, "failed() without next_endpoint()"
         self._endpoint = None
-        self.last_status, self.last_headers, self.last_kind = None, None, kind
-        self.causes.append((endpoint.instance.id, error))
+        self.last_status = self.last_headers = None
+        self.last_kind = kind
+        self.causes = (*self.causes, (endpoint.instance.id, error))
         self.state.balancer.finish(
             endpoint,
             self._started,
@@ -186,13 +178,15 @@ class AttemptPlan:
 
     def decide(self) -> bool:
         """Decide, once per attempt, whether another follows; if so ``delay`` says when."""
+        policy = self.policy
+        status = self.last_status
+        if status is not None and status not in policy.retry_statuses:
+            return False  # the common case: an answer no policy retries
         if self.no_instance is not None:
             return False
-        if self.attempts >= self.policy.max_attempts or not self.replayable:
+        if self.attempts >= policy.max_attempts or not self.replayable:
             return False
-        policy = self.policy
         retry_after: float | None = None
-        status = self.last_status
         if status is None:
             assert self.last_kind is not None
             if not policy.retries_kind(self.method, self.headers, self.last_kind):
@@ -214,21 +208,20 @@ class AttemptPlan:
             delay = policy.backoff(self.attempts, self.rng.random())
         if self.clock() + delay >= self.deadline_at:
             return False  # no time left for another attempt
-        primary = self.route.states[0]
-        if not primary.budget.try_withdraw():
+        if not self.route.states[0].budget.try_withdraw():  # counts the retry too
             return False
         self.delay = delay
-        primary.retried()
         return True
 
     def raise_failure(self) -> NoReturn:
         """No attempt produced a response: raise NoHealthyInstanceError or
         AllAttemptsFailedError (the last cause chained)."""
         primary = self.route.states[0]
+        causes = self.causes
         if self.no_instance is not None:
-            if not self.causes:
+            if not causes:
                 primary.call_failed(no_instance=True)
                 raise self.no_instance
-            self.causes.append(("-", self.no_instance))
+            causes = (*causes, ("-", self.no_instance))
         primary.call_failed(no_instance=False)
-        raise AllAttemptsFailedError(self.route.service, self.causes) from self.causes[-1][1]
+        raise AllAttemptsFailedError(self.route.service, causes) from causes[-1][1]

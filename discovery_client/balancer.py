@@ -20,6 +20,7 @@ from consul_discovery.client.dial import Dial
 from consul_discovery.client.ejection import EjectionPolicy
 from consul_discovery.client.instance import Instance, Resolution
 from consul_discovery.client.load import DEFAULT_DECAY_TIME, Endpoint, InstanceLoad
+from consul_discovery.client.pauses import no_pauses
 from consul_discovery.client.picker import EmptyPicker, Picker, build_picker
 from consul_discovery.client.stats import InstanceStats
 
@@ -39,9 +40,12 @@ class Balancer:
         rng: random.Random | None = None,
         decay_time: float = DEFAULT_DECAY_TIME,
         dial: Callable[[Instance], Dial] = Dial.of,
+        paused: Callable[[], float] = no_pauses,
     ) -> None:
         self.service = service
         self._dial = dial  # how to reach an instance (consul_discovery.client.dial)
+        # Seconds the process has been stopped (GC) so far: not part of any latency.
+        self._paused = paused
         self.config = config or ServiceConfig()
         self.ejection = ejection or EjectionPolicy()
         self._clock = clock
@@ -50,7 +54,9 @@ class Balancer:
         self._lock = threading.Lock()
         self._loads: dict[str, InstanceLoad] = {}  # under _lock (update and ejection)
         self._endpoints: tuple[Endpoint, ...] = ()  # under _lock
-        self._resolution: Resolution | None = None  # under _lock; read lock-free for stats
+        # The Resolution the current picker was built from: written under _lock, read
+        # lock-free (readiness: None until the first one; stats).
+        self.resolution: Resolution | None = None
         self._ejections_total = 0  # under _lock
         # Replaced whole under _lock; read without it by every pick.
         self._picker: Picker = EmptyPicker(service, "not resolved yet")
@@ -65,7 +71,7 @@ class Balancer:
         fresh state, which also ends any ejection (Consul vouches for it again).
         """
         with self._lock:
-            current = self._resolution
+            current = self.resolution
             if current is not None and resolution.fetched_at < current.fetched_at:
                 log.debug(
                     "%s: ignoring an older resolution (index %d)", self.service, resolution.index
@@ -87,7 +93,7 @@ class Balancer:
             self._log_membership(old_instances, loads, resolution)
             self._loads = loads
             self._endpoints = tuple(endpoints)
-            self._resolution = resolution
+            self.resolution = resolution
             self._rebuild(now)
 
     def _log_membership(
@@ -132,7 +138,7 @@ class Balancer:
         )
 
     def _empty_detail(self) -> str:
-        res = self._resolution
+        res = self.resolution
         if res is None:
             return "not resolved yet"
         if res.stale:
@@ -161,9 +167,10 @@ class Balancer:
             return self._picker
 
     def begin(self, endpoint: Endpoint, *, retry: bool = False) -> float:
-        """Count a call starting on ``endpoint``; return its start time for ``finish``."""
+        """Count a call starting on ``endpoint``; return its start time for ``finish``
+        (on a clock that stands still while the process is stopped in GC)."""
         endpoint.load.begin(retry=retry)
-        return self._clock()
+        return self._clock() - self._paused()
 
     def finish(
         self,
@@ -183,7 +190,7 @@ class Balancer:
         latency, which only ever raises the estimate.
         """
         now = self._clock()
-        elapsed = now - started
+        elapsed = max(0.0, now - self._paused() - started)  # GC stops are nobody's latency
         if responded:
             streak = endpoint.load.finish(now, elapsed, failed=failed)
         else:
@@ -213,11 +220,6 @@ class Balancer:
             self._rebuild(now)
 
     # ---- inspection -----------------------------------------------------------------
-
-    @property
-    def resolution(self) -> Resolution | None:
-        """The Resolution the current picker was built from."""
-        return self._resolution
 
     def load_of(self, instance_id: str) -> InstanceLoad | None:
         """The load state kept for ``instance_id`` (None if not a current member)."""

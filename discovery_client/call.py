@@ -83,8 +83,11 @@ def sender(
         request = new(_PreparedRequest)
         request.__dict__.update(prepared.__dict__)
         request.url = endpoint.dial.base_url + path
-        return session_send(
-            request, timeout=(plan.cap(connect), plan.cap(read)), stream=True, **send_kwargs
+        left = plan.remaining()  # each timeout cut to what is left of the deadline
+        timeout = (
+            left if connect is None or connect > left else connect,
+            left if read is None or read > left else read,
         )
+        return session_send(request, timeout=timeout, stream=True, **send_kwargs)
 
     return send

@@ -33,6 +33,7 @@ from consul_discovery.client.config import ServiceConfig
 from consul_discovery.client.ejection import EjectionPolicy
 from consul_discovery.client.errors import DiscoveryError
 from consul_discovery.client.instance import Resolution
+from consul_discovery.client.pauses import GC_PAUSES, no_pauses
 from consul_discovery.client.retry import RetryPolicy
 from consul_discovery.client.route import RequestView, Route
 from consul_discovery.client.state import TargetState, TargetStates
@@ -66,6 +67,9 @@ class DiscoveryCore:
 
     ``source`` is the client's InstanceSource (threaded or asyncio): the core subscribes
     each new Target's balancer to it and reads its cache for stats, nothing else.
+    ``paused`` is the running total of time the process was stopped, left out of every
+    latency (default: garbage-collection stops, consul_discovery.client.pauses, when
+    ``clock`` is the real monotonic clock; none with an injected one).
     """
 
     def __init__(
@@ -80,6 +84,7 @@ class DiscoveryCore:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         registry: CollectorRegistry | None = None,
+        paused: Callable[[], float] | None = None,
     ) -> None:
         if resolve_timeout < 0:
             raise ValueError(f"resolve_timeout must be >= 0 seconds; got {resolve_timeout!r}")
@@ -91,12 +96,15 @@ class DiscoveryCore:
         self.resolve_timeout = resolve_timeout
         self.clock = clock
         self.rng = rng or random.Random()
+        if paused is None:  # GC stops leave latencies alone; an injected clock has none
+            paused = GC_PAUSES if clock is time.monotonic else no_pauses
         self._states = TargetStates(
             lambda target, listener: source.subscribe(source_key(target), listener),
             retry=retry,
             ejection=ejection,
             clock=clock,
             rng=self.rng,
+            paused=paused,
         )
         # service -> its Route; written under _lock on first use, read lock-free
         self._routes: dict[str, Route] = {}
@@ -125,8 +133,8 @@ class DiscoveryCore:
         if route is None:
             config = self.config_for(service)
             state = self._states.get(Target.of(service, config), config)
-            with self._lock:
-                route = self._routes.setdefault(service, Route(service, (state,)))
+            with self._lock:  # the client's retry policy, resolved once for the route
+                route = self._routes.setdefault(service, Route(service, (state,), self.retry))
         return route
 
     def state(self, service: str) -> TargetState:
@@ -162,6 +170,7 @@ class DiscoveryCore:
         ``retry`` overrides the route's and the client's policy for this call;
         ``replayable`` is false for a body that cannot be sent twice.
         """
+        hash_policy = route.hash_policy
         plan = AttemptPlan(
             route,
             retry or route.retry or self.retry,
@@ -171,7 +180,7 @@ class DiscoveryCore:
             clock=self.clock,
             rng=self.rng,
             started=started,
-            hash_key=None if route.hash_policy is None else route.hash_policy(request),
+            hash_key=None if hash_policy is None else hash_policy(request),
         )
         return plan, attempt_steps(plan, errors, classify)
 

@@ -30,6 +30,7 @@ class Dial:
     port: int
     base_url: str  # scheme://host:port (an IPv6 literal bracketed), no trailing slash
     authority: str  # the Host header: host[:port] (default port left out)
+    url_port: int | None  # the port as a URL spells it: None for the scheme's default
     ssl_context: ssl.SSLContext | None = None
 
     @classmethod
@@ -38,9 +39,10 @@ class Dial:
         scheme = "http" if ssl_context is None else "https"
         host = bracket_host(instance.address)
         port = instance.port
-        authority = host if port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
+        default = port == _DEFAULT_PORTS[scheme]
+        authority = host if default else f"{host}:{port}"
         return cls(scheme, instance.address, port, f"{scheme}://{host}:{port}", authority,
-                   ssl_context)  # fmt: skip
+                   None if default else port, ssl_context)  # fmt: skip
 
     def __repr__(self) -> str:
         """The base URL (and whether TLS), never the context's contents."""

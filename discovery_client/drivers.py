@@ -106,7 +106,7 @@ class SyncDriver(Generic[R]):
         started = core.clock()
         route = core.route(service, request)
         state = route.states[0]
-        if not state.ready:
+        if state.balancer.resolution is None:
             self.ready(state, started, retry)
         plan, steps = core.steps(route, request, shell.errors, shell.classify,
                                  replayable=replayable, retry=retry, started=started)  # fmt: skip
@@ -120,6 +120,8 @@ class SyncDriver(Generic[R]):
                     step = steps.throw(exc)
                 else:
                     step = steps.send(answer)
+                    if type(step) is Done:  # the common case: the first answer is final
+                        return step.response  # type: ignore[union-attr]
             elif kind is Done:
                 return step.response  # type: ignore[union-attr]
             elif kind is Sleep:
@@ -174,7 +176,7 @@ class AsyncDriver(Generic[R]):
         started = core.clock()
         route = core.route(service, request)
         state = route.states[0]
-        if not state.ready:
+        if state.balancer.resolution is None:
             await self.ready(state, started, retry)
         plan, steps = core.steps(route, request, shell.errors, shell.classify,
                                  replayable=replayable, retry=retry, started=started)  # fmt: skip
@@ -188,6 +190,8 @@ class AsyncDriver(Generic[R]):
                     step = steps.throw(exc)
                 else:
                     step = steps.send(answer)
+                    if type(step) is Done:  # the common case: the first answer is final
+                        return step.response  # type: ignore[union-attr]
             elif kind is Done:
                 return step.response  # type: ignore[union-attr]
             elif kind is Sleep:

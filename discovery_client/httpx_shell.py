@@ -45,50 +45,117 @@ def replayable(request: httpx.Request) -> bool:
     return isinstance(request.stream, httpx.ByteStream)
 
 
+# httpx' parse result: a NamedTuple of these fields (checked once, below).
+_URI_FIELDS = ("scheme", "userinfo", "host", "port", "path", "query", "fragment")
+
+
+def _fast_urls() -> bool:
+    """True if this httpx keeps a parsed URL as the NamedTuple ``instance_url`` rebuilds."""
+    parsed = getattr(httpx.URL("http://a/"), "_uri_reference", None)
+    return getattr(type(parsed), "_fields", None) == _URI_FIELDS
+
+
+_FAST_URLS = _fast_urls()
+_new_tuple = tuple.__new__
+
+
 def instance_url(url: httpx.URL, dial: Dial) -> httpx.URL:
     """``url`` with its scheme, host and port replaced by ``dial``'s.
 
     ``URL.copy_with`` parses and validates the whole URL again (about a third of the
-    transport's own cost per call); an already parsed URL only needs its host and port
-    swapped in its parse result. IPv6 hosts, and any httpx whose URL is built otherwise,
-    take ``copy_with``.
+    transport's own cost per call), and even a NamedTuple's ``_replace`` is slow; an
+    already parsed URL only needs a new parse result with the endpoint's scheme, host and
+    port. IPv6 hosts, and any httpx whose URL is kept otherwise, take ``copy_with``.
     """
-    host, port, scheme = dial.host, dial.port, dial.scheme
-    parsed = getattr(url, "_uri_reference", None)
-    if ":" in host or not hasattr(parsed, "_replace"):
-        return url.copy_with(scheme=scheme, host=host, port=port)
-    fast = httpx.URL.__new__(httpx.URL)
-    if port == _DEFAULT_PORTS.get(scheme):
-        port = None  # as copy_with does: a default port is not spelled out
-    if scheme == url.scheme:
-        fast._uri_reference = parsed._replace(host=host, port=port)  # type: ignore[union-attr]
-    else:
-        fast._uri_reference = parsed._replace(scheme=scheme, host=host, port=port)  # type: ignore[union-attr]
+    host = dial.host
+    if not _FAST_URLS or ":" in host:
+        return url.copy_with(scheme=dial.scheme, host=host, port=dial.port)
+    parsed = url._uri_reference
+    fast = _new_url(httpx.URL)
+    # (scheme, userinfo, host, port) swapped; path, query and fragment kept.
+    fast._uri_reference = _new_tuple(
+        type(parsed), (dial.scheme, parsed[1], host, dial.url_port, *parsed[4:])
+    )
     return fast
+
+
+_new_url = httpx.URL.__new__
+
+
+def url_parts(url: httpx.URL) -> tuple[str, str | None, int | None]:
+    """(scheme, host, port) of ``url``, read from its parse result where that is cheap."""
+    if _FAST_URLS:
+        parsed = url._uri_reference
+        host = parsed[2]
+        if not host.startswith("xn--"):  # an IDNA host: the decoded form, as url.host
+            return parsed[0], host, parsed[3]
+    return url.scheme, url.host, url.port
+
+
+def _with_host(headers: httpx.Headers, authority: str) -> httpx.Headers:
+    """A copy of ``headers`` with ``Host`` set to ``authority``."""
+    raw = getattr(headers, "_list", None)
+    if raw is None:  # another httpx: the public way
+        copy = headers.copy()
+        copy["Host"] = authority
+        return copy
+    host = (b"Host", b"host", authority.encode("ascii"))
+    if raw and raw[0][1] == b"host":  # where httpx puts it
+        entries = [host, *raw[1:]]
+    else:
+        entries = [entry if entry[1] != b"host" else host for entry in raw]
+        if host not in entries:  # a hand-made request may have none
+            entries.insert(0, host)
+    copy = _new_headers(httpx.Headers)
+    copy._list = entries
+    copy._encoding = headers._encoding
+    return copy
+
+
+_new_headers = httpx.Headers.__new__
+
+
+def _within(timeouts: dict[str, float | None] | None, remaining: float) -> bool:
+    """True if each of httpx' four timeouts is set and no longer than ``remaining``."""
+    try:
+        return len(timeouts) == len(_TIMEOUT_KEYS) and max(timeouts.values()) <= remaining  # type: ignore[arg-type, type-var]
+    except TypeError:  # no timeouts, or an unbounded (None) one
+        return False
+
+
+def _capped(timeouts: dict[str, float | None] | None, remaining: float) -> dict[str, float]:
+    """Each of httpx' four timeouts, None (unbounded) or not, cut to ``remaining``."""
+    timeouts = timeouts or {}
+    capped = {}
+    for key in _TIMEOUT_KEYS:
+        value = timeouts.get(key)
+        capped[key] = remaining if value is None or value > remaining else value
+    return capped
 
 
 def attempt_request(request: httpx.Request, endpoint: Endpoint, plan: AttemptPlan) -> httpx.Request:
     """The request for one attempt: the endpoint's address, its timeouts cut to the deadline.
 
     A shallow copy of ``request`` (``__init__`` would prepare headers and parse the URL
-    again): the same method and body stream; its own URL, headers and extensions.
+    again): the same method and body stream; its own URL and ``Host``; its extensions
+    shared while no timeout needs cutting (transports only read them).
     """
     dial = endpoint.dial
-    headers = request.headers.copy()
-    headers["Host"] = dial.authority
-    extensions = dict(request.extensions)
-    timeouts = extensions.get("timeout") or {}
+    extensions = request.extensions
+    timeouts = extensions.get("timeout")
     remaining = plan.remaining()
-    capped = {}
-    for key in _TIMEOUT_KEYS:
-        value = timeouts.get(key)
-        capped[key] = remaining if value is None or value > remaining else value
-    extensions["timeout"] = capped
-    attempt = httpx.Request.__new__(httpx.Request)
+    if not _within(timeouts, remaining):
+        extensions = dict(extensions)
+        extensions["timeout"] = _capped(timeouts, remaining)
+    attempt = _new_request(httpx.Request)
     attempt.__dict__.update(request.__dict__)
     attempt.url = instance_url(request.url, dial)
-    attempt.headers, attempt.extensions = headers, extensions
+    attempt.headers = _with_host(request.headers, dial.authority)
+    attempt.extensions = extensions
     return attempt
+
+
+_new_request = httpx.Request.__new__
 
 
 def buffered(response: httpx.Response, raw: bytes) -> httpx.Response:

@@ -64,12 +64,13 @@ from consul_discovery.client.httpx_shell import (
     classify_httpx_error,
     raise_as_httpx,
     replayable,
+    url_parts,
 )
 from consul_discovery.client.load import Endpoint
 from consul_discovery.client.propagation import inject
 from consul_discovery.client.retry import RetryPolicy
 from consul_discovery.client.route import RequestView
-from consul_discovery.client.routing import service_for
+from consul_discovery.client.routing import Router
 from consul_discovery.client.stats import ClientStats
 from consul_discovery.connection import ConsulConnection
 
@@ -83,7 +84,8 @@ __all__ = ["AsyncDiscoveryTransport", "DiscoveryTransport", "classify_httpx_erro
 
 
 def _view(request: httpx.Request) -> RequestView:
-    return RequestView(request.method, request.url.raw_path.decode("ascii"), request.headers)
+    url = request.url
+    return RequestView(request.method, lambda: url.raw_path.decode("ascii"), request.headers)
 
 
 class DiscoveryTransport(httpx.BaseTransport):
@@ -152,14 +154,18 @@ class DiscoveryTransport(httpx.BaseTransport):
                 registry=registry,
             )  # fmt: skip
             self.driver = SyncDriver(self.core, source.resolve, sleep)
-        self.only: frozenset[str] | None = None if only is None else frozenset(only)
+        self.router = Router(only, self.core.services)
         self.inner = inner or PerInstanceTransport(limits)
         self.fallback = fallback or httpx.HTTPTransport(verify=default_ssl_context())
 
+    @property
+    def only(self) -> frozenset[str] | None:
+        """The service names discovery is restricted to (None: the routing rule's)."""
+        return self.router.only
+
     def service_for(self, url: httpx.URL) -> str | None:
         """The service a URL names, or None when it should go to ``fallback``."""
-        return service_for(url.scheme, url.host, url.port, only=self.only,
-                           known=self.core.services)  # fmt: skip
+        return self.router.service(*url_parts(url))
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send through discovery if the host is a service name, else through ``fallback``."""
@@ -243,7 +249,7 @@ class AsyncDiscoveryTransport(httpx.AsyncBaseTransport):
             registry=registry,
         )  # fmt: skip
         self.driver: AsyncDriver[httpx.Response] = AsyncDriver(self.core, source.resolve, sleep)
-        self.only: frozenset[str] | None = None if only is None else frozenset(only)
+        self.router = Router(only, self.core.services)
         self.inner = inner or AsyncPerInstanceTransport(limits)
         self.fallback = fallback or httpx.AsyncHTTPTransport(verify=default_ssl_context())
 
@@ -256,10 +262,14 @@ class AsyncDiscoveryTransport(httpx.AsyncBaseTransport):
         """The ServiceConfig used for ``service`` (its entry in ``services`` or the default)."""
         return self.core.config_for(service)
 
+    @property
+    def only(self) -> frozenset[str] | None:
+        """The service names discovery is restricted to (None: the routing rule's)."""
+        return self.router.only
+
     def service_for(self, url: httpx.URL) -> str | None:
         """The service a URL names, or None when it should go to ``fallback``."""
-        return service_for(url.scheme, url.host, url.port, only=self.only,
-                           known=self.core.services)  # fmt: skip
+        return self.router.service(*url_parts(url))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send through discovery if the host is a service name, else through ``fallback``."""

@@ -163,9 +163,26 @@ class _PowerOfTwoChoicesPicker(Picker):
     the subclass's ``_lighter``, which keeps ``a`` on a tie; the selection rule is shared.
     """
 
-    __slots__ = ()
+    __slots__ = ("_pairs",)
+
+    MAX_PAIR_TABLE = 64  # endpoints up to which every ordered pair is listed up front
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # With equal weights, every ordered pair of distinct endpoints, so a pick is one
+        # draw (the same distribution as drawing one, then another among the rest).
+        ends, n = self.endpoints, self._n
+        self._pairs: tuple[tuple[Endpoint, Endpoint], ...] = (
+            tuple((ends[i], ends[j]) for i in range(n) for j in range(n) if i != j)
+            if self._equal and 1 < n <= self.MAX_PAIR_TABLE
+            else ()
+        )
 
     def _choose(self, hash_key: int | None) -> Endpoint:
+        pairs = self._pairs
+        if pairs:
+            a, b = pairs[int(self._random() * len(pairs))]
+            return self._lighter(a, b)
         n = self._n
         if n == 1:
             return self.endpoints[0]
@@ -188,6 +205,8 @@ class LeastRequestPicker(_PowerOfTwoChoicesPicker):
     __slots__ = ()
 
     def _lighter(self, a: Endpoint, b: Endpoint) -> Endpoint:
+        if self._equal:
+            return a if a.load.in_flight <= b.load.in_flight else b
         # in_flight / weight, cross-multiplied (weights are ints >= 1 here).
         wa, wb = max(1, a.instance.weight), max(1, b.instance.weight)
         return a if a.load.in_flight * wb <= b.load.in_flight * wa else b
@@ -207,6 +226,8 @@ class PeakEwmaPicker(_PowerOfTwoChoicesPicker):
 
     def _lighter(self, a: Endpoint, b: Endpoint) -> Endpoint:
         now = self._clock()
+        if self._equal:
+            return a if a.load.peak_ewma_load(now) <= b.load.peak_ewma_load(now) else b
         wa, wb = max(1, a.instance.weight), max(1, b.instance.weight)
         # cost / weight, cross-multiplied (weights are ints >= 1 here).
         return a if a.load.peak_ewma_load(now) * wb <= b.load.peak_ewma_load(now) * wa else b

@@ -19,6 +19,7 @@ from consul_discovery.client.budget import RetryBudget
 from consul_discovery.client.config import ServiceConfig
 from consul_discovery.client.ejection import EjectionPolicy
 from consul_discovery.client.instance import Resolution
+from consul_discovery.client.pauses import no_pauses
 from consul_discovery.client.retry import RetryPolicy
 from consul_discovery.client.source import Listener
 from consul_discovery.client.stats import TargetStats, WatchStats
@@ -30,17 +31,7 @@ Subscribe = Callable[[Target, Listener], None]
 class TargetState:
     """What a client keeps per Target: its balancer, retry budget and call counters."""
 
-    __slots__ = (
-        "_lock",
-        "balancer",
-        "budget",
-        "config",
-        "failed_calls",
-        "no_instance",
-        "requests",
-        "retries",
-        "target",
-    )
+    __slots__ = ("_lock", "balancer", "budget", "config", "failed_calls", "no_instance", "target")
 
     def __init__(
         self, target: Target, config: ServiceConfig, balancer: Balancer, budget: RetryBudget
@@ -50,9 +41,7 @@ class TargetState:
         self.balancer = balancer
         self.budget = budget
         self._lock = threading.Lock()
-        self.requests = 0  # counters: calling threads or the event loop, under _lock
-        self.retries = 0
-        self.failed_calls = 0
+        self.failed_calls = 0  # counters: calling threads or the event loop, under _lock
         self.no_instance = 0
 
     @property
@@ -64,16 +53,15 @@ class TargetState:
         """Hand a Resolution a shell waited for to the balancer (older ones are ignored)."""
         self.balancer.update(resolution)
 
-    def call_started(self) -> None:
-        """Count one call and deposit its share in the retry budget."""
-        with self._lock:
-            self.requests += 1
-        self.budget.deposit()
+    @property
+    def requests(self) -> int:
+        """Calls made: each deposited its share in the retry budget, which counts them."""
+        return self.budget.deposits
 
-    def retried(self) -> None:
-        """Count one retry (its budget token already taken)."""
-        with self._lock:
-            self.retries += 1
+    @property
+    def retries(self) -> int:
+        """Retries made: each took a token from the retry budget, which counts them."""
+        return self.budget.withdrawals
 
     def call_failed(self, *, no_instance: bool) -> None:
         """Count a call that got no response: for lack of an instance, or every attempt failed."""
@@ -89,8 +77,9 @@ class TargetState:
         balancer = self.balancer
         res = balancer.resolution
         current = fresh if fresh is not None else res
+        budget = self.budget
         with self._lock:
-            counts = (self.requests, self.retries, self.failed_calls, self.no_instance)
+            failed_calls, no_instance = self.failed_calls, self.no_instance
         return TargetStats(
             target=self.target,
             policy=self.config.policy,
@@ -101,12 +90,12 @@ class TargetState:
             panic=res.panic if res else None,
             held=res.held if res else (),
             ejections=balancer.ejections,
-            requests=counts[0],
-            retries=counts[1],
-            retries_denied=self.budget.denied,
-            retry_budget=self.budget.balance,
-            failed_calls=counts[2],
-            no_instance=counts[3],
+            requests=budget.deposits,
+            retries=budget.withdrawals,
+            retries_denied=budget.denied,
+            retry_budget=budget.balance,
+            failed_calls=failed_calls,
+            no_instance=no_instance,
             watch=watch,
             instances=balancer.instance_stats(now),
         )
@@ -127,8 +116,10 @@ class TargetStates:
         ejection: EjectionPolicy,
         clock: Callable[[], float],
         rng: random.Random,
+        paused: Callable[[], float] = no_pauses,
     ) -> None:
         self._subscribe = subscribe
+        self._paused = paused
         self.retry = retry
         self.ejection = ejection
         self._clock = clock
@@ -149,7 +140,12 @@ class TargetStates:
             if self.closed:
                 raise RuntimeError(f"client is closed (target {target})")
             balancer = Balancer(
-                target.service, config, ejection=self.ejection, clock=self._clock, rng=self._rng
+                target.service,
+                config,
+                ejection=self.ejection,
+                clock=self._clock,
+                rng=self._rng,
+                paused=self._paused,
             )
             budget = RetryBudget(
                 self.retry.budget_ratio, self.retry.budget_min_per_second, clock=self._clock
