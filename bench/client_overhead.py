@@ -3,15 +3,17 @@
 Both paths use one pooled ``requests.Session`` (trust_env off, same pool size) against
 the same gunicorn backend (no delay). Latency: open-loop at a fixed rate well below
 capacity (bench/loadgen.py, measured from each request's intended send time).
-Throughput: closed loop, a fixed number of GETs from a few threads, as fast as they go.
-The two paths alternate, round after round, so drift on a shared machine hits both.
+Throughput: closed loop, a fixed number of GETs from a few threads, as fast as they go;
+the figure is the median of each round's ratio. The two paths alternate, round after
+round, so drift on a shared machine hits both.
 
 Also measured: the discovery layer's own CPU per call, for each transport, over the raw
 client with a canned in-memory transport (no socket, no server): ``requests.Session``
 with a canned adapter vs ``ServiceClient`` on it, ``httpx.Client`` with an
 ``httpx.MockTransport`` vs ``DiscoveryTransport`` over it, and the same for
-``httpx.AsyncClient`` and ``AsyncDiscoveryTransport``. Each call is timed alone, the
-paths alternate in rounds, and the figure is the difference of the medians.
+``httpx.AsyncClient`` and ``AsyncDiscoveryTransport``. The two paths of a pair alternate
+in batches of 50 calls, and the figure is the median, over pairs of batches, of the
+difference of their mean times per call (drift on a shared machine moves both alike).
 """
 
 from __future__ import annotations
@@ -46,11 +48,11 @@ class Params:
     seconds: float = 3.5
     throughput_requests: int = 1500
     threads: int = 4
-    no_io_calls: int = 4000  # split over the rounds
+    no_io_calls: int = 4000  # per path, in alternating batches of BATCH
 
 
 FULL = Params()
-QUICK = Params(rounds=1, rate=50.0, seconds=0.5, throughput_requests=60, threads=2, no_io_calls=50)
+QUICK = Params(rounds=1, rate=50.0, seconds=0.5, throughput_requests=60, threads=2, no_io_calls=100)
 
 
 class CannedAdapter(BaseAdapter):
@@ -79,96 +81,133 @@ def direct_session(adapter: BaseAdapter | None = None) -> requests.Session:
     return session
 
 
-def no_io_cost(get: Callable[[], Any], calls: int) -> list[float]:
-    """Seconds per call of ``get`` one after another (after a warm-up)."""
-    for _ in range(min(200, calls)):
+BATCH = 50  # calls per batch: each pair of paths alternates batch by batch
+
+
+def _warm(get: Callable[[], Any]) -> None:
+    for _ in range(200):
         get()
+
+
+def _batch(get: Callable[[], Any]) -> list[float]:
+    """Seconds per call of ``get``, ``BATCH`` calls one after another."""
     samples = []
-    for _ in range(calls):
+    for _ in range(BATCH):
         t0 = time.perf_counter()
         get()
         samples.append(time.perf_counter() - t0)
     return samples
 
 
-async def no_io_cost_async(get: Callable[[], Awaitable[Any]], calls: int) -> list[float]:
-    """``no_io_cost`` on the running event loop."""
-    for _ in range(min(200, calls)):
-        await get()
+async def _batch_async(get: Callable[[], Awaitable[Any]]) -> list[float]:
     samples = []
-    for _ in range(calls):
+    for _ in range(BATCH):
         t0 = time.perf_counter()
         await get()
         samples.append(time.perf_counter() - t0)
     return samples
+
+
+@dataclass
+class Paired:
+    """Per-call times of a raw path and of the same through discovery, measured in
+    alternating batches, and per pair of batches the difference of their mean times."""
+
+    raw: list[float]
+    ours: list[float]
+    differences: list[float]
+
+    @property
+    def overhead(self) -> float:
+        """The discovery layer's cost per call (seconds): the median difference.
+
+        Batches of the two paths alternate, so a machine that slows down or speeds up
+        (a shared one) moves both sides of each difference alike.
+        """
+        return statistics.median(self.differences)
+
+
+def paired(raw: Callable[[], Any], ours: Callable[[], Any], calls: int) -> Paired:
+    """``calls`` calls of each path, in alternating batches."""
+    _warm(raw)
+    _warm(ours)
+    found = Paired([], [], [])
+    for n in range(max(1, calls // BATCH)):
+        first, second = (raw, ours) if n % 2 == 0 else (ours, raw)
+        a, b = _batch(first), _batch(second)
+        r, o = (a, b) if first is raw else (b, a)
+        found.raw += r
+        found.ours += o
+        found.differences.append(statistics.fmean(o) - statistics.fmean(r))
+    return found
+
+
+async def paired_async(
+    raw: Callable[[], Awaitable[Any]], ours: Callable[[], Awaitable[Any]], calls: int
+) -> Paired:
+    """``paired`` on the running event loop."""
+    for get in (raw, ours):
+        for _ in range(200):
+            await get()
+    found = Paired([], [], [])
+    for n in range(max(1, calls // BATCH)):
+        first, second = (raw, ours) if n % 2 == 0 else (ours, raw)
+        a, b = await _batch_async(first), await _batch_async(second)
+        r, o = (a, b) if first is raw else (b, a)
+        found.raw += r
+        found.ours += o
+        found.differences.append(statistics.fmean(o) - statistics.fmean(r))
+    return found
 
 
 def _canned(_request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, content=b'{"instance": "canned"}')
 
 
-def _alternate(paths: dict[str, Callable[[], Any]], p: Params) -> dict[str, list[float]]:
-    samples: dict[str, list[float]] = {name: [] for name in paths}
-    for n in range(p.rounds):
-        for name in paths if n % 2 == 0 else reversed(paths):
-            samples[name] += no_io_cost(paths[name], p.no_io_calls // p.rounds)
-    return samples
-
-
 def cpu_per_call(
     p: Params, address: str, url: str, timeout: tuple[float, float]
-) -> dict[str, list[float]]:
-    """Per-call times of each raw client and the same through discovery, canned transports."""
+) -> dict[str, Paired]:
+    """Each raw client against the same through discovery, canned transports, per label."""
     service_url = f"http://{SERVICE}/"
+    found: dict[str, Paired] = {}
     with (
         direct_session(CannedAdapter()) as canned,
         ServiceClient(address, timeout=timeout, session=canned) as client,
     ):
-        samples = _alternate(
-            {
-                "requests.Session": lambda: canned.get(url, timeout=timeout),
-                "ServiceClient": lambda: client.get(SERVICE, "/"),
-            },
-            p,
+        found["requests"] = paired(
+            lambda: canned.get(url, timeout=timeout),
+            lambda: client.get(SERVICE, "/"),
+            p.no_io_calls,
         )
     mock = httpx.MockTransport(_canned)
     with (
         httpx.Client(transport=mock) as raw,
         httpx.Client(transport=DiscoveryTransport(consul_addr=address, inner=mock)) as ours,
     ):
-        samples |= _alternate(
-            {
-                "httpx.Client": lambda: raw.get(url),
-                "httpx.Client + DiscoveryTransport": lambda: ours.get(service_url),
-            },
-            p,
+        found["httpx sync"] = paired(
+            lambda: raw.get(url), lambda: ours.get(service_url), p.no_io_calls
         )
 
-    async def run_async() -> dict[str, list[float]]:
+    async def run_async() -> Paired:
         transport = AsyncDiscoveryTransport(address, inner=mock)
         async with (
             httpx.AsyncClient(transport=mock) as raw,
             httpx.AsyncClient(transport=transport) as ours,
         ):
-            paths = {
-                "httpx.AsyncClient": lambda: raw.get(url),
-                "httpx.AsyncClient + AsyncDiscoveryTransport": lambda: ours.get(service_url),
-            }
-            found: dict[str, list[float]] = {name: [] for name in paths}
-            for n in range(p.rounds):
-                for name in paths if n % 2 == 0 else reversed(paths):
-                    found[name] += await no_io_cost_async(paths[name], p.no_io_calls // p.rounds)
-            return found
+            return await paired_async(
+                lambda: raw.get(url), lambda: ours.get(service_url), p.no_io_calls
+            )
 
-    return samples | asyncio.run(run_async())
+    found["httpx async"] = asyncio.run(run_async())
+    return found
 
 
-# (raw path, the same through discovery): the rows of the CPU-per-call table
-CPU_PAIRS = (
-    ("requests", "requests.Session", "ServiceClient"),
-    ("httpx sync", "httpx.Client", "httpx.Client + DiscoveryTransport"),
-    ("httpx async", "httpx.AsyncClient", "httpx.AsyncClient + AsyncDiscoveryTransport"),
-)
+# label -> (raw path, the same through discovery): the rows of the CPU-per-call table
+CPU_PAIRS = {
+    "requests": ("requests.Session", "ServiceClient"),
+    "httpx sync": ("httpx.Client", "httpx.Client + DiscoveryTransport"),
+    "httpx async": ("httpx.AsyncClient", "httpx.AsyncClient + AsyncDiscoveryTransport"),
+}
 
 
 def throughput(get: Callable[[], requests.Response], total: int, threads: int) -> float:
@@ -236,13 +275,17 @@ def run(p: Params) -> Result:
                 "n": s["n"],
                 "failed": failures[name],
                 "throughput_rps": stats[name][1],
-                "no_io_p50_us": percentile(no_io[name], 50) * 1e6,
-                "no_io_p99_us": percentile(no_io[name], 99) * 1e6,
+                "no_io_p50_us": percentile(_side(no_io["requests"], name), 50) * 1e6,
+                "no_io_p99_us": percentile(_side(no_io["requests"], name), 99) * 1e6,
             }
         )
-    (direct, direct_rps), (ours, ours_rps) = stats["requests.Session"], stats["ServiceClient"]
+    direct, ours = stats["requests.Session"][0], stats["ServiceClient"][0]
     p50_ratio, p99_ratio = ours["p50"] / direct["p50"], ours["p99"] / direct["p99"]
-    rps_ratio = ours_rps / direct_rps
+    # Each round measured both paths back to back: the median of the rounds' ratios is
+    # what a shared machine's drift moves least.
+    rps_ratio = statistics.median(
+        o / r for r, o in zip(rates["requests.Session"], rates["ServiceClient"], strict=True)
+    )
     rows.append(
         {
             "path": "ratio ours/direct",
@@ -252,15 +295,13 @@ def run(p: Params) -> Result:
         }
     )
     overhead: dict[str, float] = {}
-    for label, raw, ours_name in CPU_PAIRS:
-        raw_p50 = percentile(no_io[raw], 50) * 1e6
-        ours_p50 = percentile(no_io[ours_name], 50) * 1e6
-        overhead[label] = ours_p50 - raw_p50
-        for name, p50 in ((raw, raw_p50), (ours_name, ours_p50)):
-            if name in latencies:
-                continue  # the requests pair's figures are on its latency rows
-            rows.append({"path": name, "no_io_p50_us": p50,
-                         "no_io_p99_us": percentile(no_io[name], 99) * 1e6})  # fmt: skip
+    for label, (raw, ours_name) in CPU_PAIRS.items():
+        pair = no_io[label]
+        overhead[label] = pair.overhead * 1e6
+        if label != "requests":  # the requests pair's figures are on its latency rows
+            for name, samples in ((raw, pair.raw), (ours_name, pair.ours)):
+                rows.append({"path": name, "no_io_p50_us": percentile(samples, 50) * 1e6,
+                             "no_io_p99_us": percentile(samples, 99) * 1e6})  # fmt: skip
         rows.append({"path": f"discovery CPU per call, {label}", "no_io_p50_us": overhead[label]})
     return Result(
         name="client_overhead",
@@ -296,6 +337,10 @@ def run(p: Params) -> Result:
             ),
         ],
     )
+
+
+def _side(pair: Paired, name: str) -> list[float]:
+    return pair.raw if name == CPU_PAIRS["requests"][0] else pair.ours
 
 
 def _ok(response: requests.Response) -> tuple[bool, str]:
