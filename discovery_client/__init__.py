@@ -4,6 +4,8 @@ Watch healthy instances (ConsulSource), balance over an immutable snapshot (Bala
 five policies), call by name with retries on other instances (ServiceClient), or plug
 discovery into an existing requests.Session (DiscoveryAdapter), httpx.Client
 (DiscoveryTransport) or httpx.AsyncClient (AsyncDiscoveryTransport, on an event loop).
+Every one of them is a shell over one transport-free core (DiscoveryCore, per Target)
+and reports the same typed stats (ClientStats).
 """
 
 from consul_discovery.client.adapter import DiscoveryAdapter
@@ -28,6 +30,8 @@ from consul_discovery.client.load import Endpoint, InstanceLoad
 from consul_discovery.client.picker import Picker, build_picker
 from consul_discovery.client.retry import IDEMPOTENT_METHODS, RETRYABLE_STATUSES, RetryPolicy
 from consul_discovery.client.source import InstanceSource
+from consul_discovery.client.stats import ClientStats, InstanceStats, TargetStats
+from consul_discovery.client.target import Target
 
 __all__ = [
     "IDEMPOTENT_METHODS",
@@ -36,6 +40,7 @@ __all__ = [
     "AllAttemptsFailedError",
     "AsyncDiscoveryTransport",
     "Balancer",
+    "ClientStats",
     "ConsulPermissionError",
     "ConsulQueryError",
     "ConsulSource",
@@ -48,6 +53,7 @@ __all__ = [
     "Instance",
     "InstanceLoad",
     "InstanceSource",
+    "InstanceStats",
     "NoHealthyInstanceError",
     "Picker",
     "Resolution",
@@ -55,6 +61,8 @@ __all__ = [
     "RetryPolicy",
     "ServiceClient",
     "ServiceConfig",
+    "Target",
+    "TargetStats",
     "UnknownServiceError",
     "build_picker",
 ]
