@@ -98,7 +98,7 @@ def run(p: Params) -> Result:
             "answered_503": len(latencies),
             "p50_ms": lat["p50"],
             "p99_ms": lat["p99"],
-            "retries": snap["retries"],
+            "retries": snap.retries,
             "ejections": ejections,
         }
     ]
