@@ -20,7 +20,7 @@ from consul_discovery.client.dial import Dial
 from consul_discovery.client.ejection import EjectionPolicy
 from consul_discovery.client.instance import Instance, Resolution
 from consul_discovery.client.load import DEFAULT_DECAY_TIME, Endpoint, InstanceLoad
-from consul_discovery.client.pauses import no_pauses
+from consul_discovery.client.pauses import NO_PAUSES, PauseMeter
 from consul_discovery.client.picker import EmptyPicker, Picker, build_picker
 from consul_discovery.client.stats import InstanceStats
 
@@ -40,12 +40,12 @@ class Balancer:
         rng: random.Random | None = None,
         decay_time: float = DEFAULT_DECAY_TIME,
         dial: Callable[[Instance], Dial] = Dial.of,
-        paused: Callable[[], float] = no_pauses,
+        pauses: PauseMeter = NO_PAUSES,
     ) -> None:
         self.service = service
         self._dial = dial  # how to reach an instance (consul_discovery.client.dial)
         # Seconds the process has been stopped (GC) so far: not part of any latency.
-        self._paused = paused
+        self._pauses = pauses
         self.config = config or ServiceConfig()
         self.ejection = ejection or EjectionPolicy()
         self._clock = clock
@@ -170,7 +170,7 @@ class Balancer:
         """Count a call starting on ``endpoint``; return its start time for ``finish``
         (on a clock that stands still while the process is stopped in GC)."""
         endpoint.load.begin(retry=retry)
-        return self._clock() - self._paused()
+        return self._clock() - self._pauses.total
 
     def finish(
         self,
@@ -190,7 +190,7 @@ class Balancer:
         latency, which only ever raises the estimate.
         """
         now = self._clock()
-        elapsed = max(0.0, now - self._paused() - started)  # GC stops are nobody's latency
+        elapsed = max(0.0, now - self._pauses.total - started)  # GC stops: nobody's latency
         if responded:
             streak = endpoint.load.finish(now, elapsed, failed=failed)
         else:

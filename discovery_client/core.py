@@ -33,7 +33,7 @@ from consul_discovery.client.config import ServiceConfig
 from consul_discovery.client.ejection import EjectionPolicy
 from consul_discovery.client.errors import DiscoveryError
 from consul_discovery.client.instance import Resolution
-from consul_discovery.client.pauses import GC_PAUSES, no_pauses
+from consul_discovery.client.pauses import GC_PAUSES, NO_PAUSES, PauseMeter
 from consul_discovery.client.retry import RetryPolicy
 from consul_discovery.client.route import RequestView, Route
 from consul_discovery.client.state import TargetState, TargetStates
@@ -67,7 +67,7 @@ class DiscoveryCore:
 
     ``source`` is the client's InstanceSource (threaded or asyncio): the core subscribes
     each new Target's balancer to it and reads its cache for stats, nothing else.
-    ``paused`` is the running total of time the process was stopped, left out of every
+    ``pauses`` counts the time the process was stopped, left out of every
     latency (default: garbage-collection stops, consul_discovery.client.pauses, when
     ``clock`` is the real monotonic clock; none with an injected one).
     """
@@ -84,7 +84,7 @@ class DiscoveryCore:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         registry: CollectorRegistry | None = None,
-        paused: Callable[[], float] | None = None,
+        pauses: PauseMeter | None = None,
     ) -> None:
         if resolve_timeout < 0:
             raise ValueError(f"resolve_timeout must be >= 0 seconds; got {resolve_timeout!r}")
@@ -96,15 +96,15 @@ class DiscoveryCore:
         self.resolve_timeout = resolve_timeout
         self.clock = clock
         self.rng = rng or random.Random()
-        if paused is None:  # GC stops leave latencies alone; an injected clock has none
-            paused = GC_PAUSES if clock is time.monotonic else no_pauses
+        if pauses is None:  # GC stops leave latencies alone; an injected clock has none
+            pauses = GC_PAUSES if clock is time.monotonic else NO_PAUSES
         self._states = TargetStates(
             lambda target, listener: source.subscribe(source_key(target), listener),
             retry=retry,
             ejection=ejection,
             clock=clock,
             rng=self.rng,
-            paused=paused,
+            pauses=pauses,
         )
         # service -> its Route; written under _lock on first use, read lock-free
         self._routes: dict[str, Route] = {}

@@ -8,15 +8,22 @@ asyncio client makes enough garbage (tasks, futures, cancel scopes) to trigger f
 collections mid-load where the threaded one rarely does, so this was one reason the async
 transport sent a slow instance many times the share the requests client sent it.
 
-``GC_PAUSES()`` is the running total of those stops (seconds, perf_counter), kept by a
-``gc.callbacks`` hook installed at import. The Balancer subtracts what accrued between an
-attempt's start and its end from its latency (balancer.Balancer: ``paused``).
+``GC_PAUSES.total`` is the running total of those stops (seconds, perf_counter), kept by
+a ``gc.callbacks`` hook installed at import. The Balancer subtracts what accrued between
+an attempt's start and its end from its latency (balancer.Balancer: ``pauses``).
 """
 
 from __future__ import annotations
 
 import gc
 import time
+from typing import Protocol
+
+
+class PauseMeter(Protocol):
+    """Anything with ``total``: seconds the process has been stopped so far."""
+
+    total: float
 
 
 class GcPauses:
@@ -36,15 +43,13 @@ class GcPauses:
             self.total += time.perf_counter() - self._started
             self._started = None
 
-    def __call__(self) -> float:
-        """Seconds spent in garbage collection since the hook was installed."""
-        return self.total
+
+class NoPauses:
+    """A pause meter that never moves (an injected clock; the Balancer's default)."""
+
+    total = 0.0
 
 
 GC_PAUSES = GcPauses()
 gc.callbacks.append(GC_PAUSES.callback)
-
-
-def no_pauses() -> float:
-    """A pause clock that never moves (tests with an injected clock; Balancer default)."""
-    return 0.0
+NO_PAUSES = NoPauses()

@@ -19,7 +19,7 @@ from consul_discovery.client.budget import RetryBudget
 from consul_discovery.client.config import ServiceConfig
 from consul_discovery.client.ejection import EjectionPolicy
 from consul_discovery.client.instance import Resolution
-from consul_discovery.client.pauses import no_pauses
+from consul_discovery.client.pauses import NO_PAUSES, PauseMeter
 from consul_discovery.client.retry import RetryPolicy
 from consul_discovery.client.source import Listener
 from consul_discovery.client.stats import TargetStats, WatchStats
@@ -116,10 +116,10 @@ class TargetStates:
         ejection: EjectionPolicy,
         clock: Callable[[], float],
         rng: random.Random,
-        paused: Callable[[], float] = no_pauses,
+        pauses: PauseMeter = NO_PAUSES,
     ) -> None:
         self._subscribe = subscribe
-        self._paused = paused
+        self._pauses = pauses
         self.retry = retry
         self.ejection = ejection
         self._clock = clock
@@ -145,7 +145,7 @@ class TargetStates:
                 ejection=self.ejection,
                 clock=self._clock,
                 rng=self._rng,
-                paused=self._paused,
+                pauses=self._pauses,
             )
             budget = RetryBudget(
                 self.retry.budget_ratio, self.retry.budget_min_per_second, clock=self._clock

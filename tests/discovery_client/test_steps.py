@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from consul_discovery.client.attempt import AttemptPlan
+from consul_discovery.client.balancer import Balancer
 from consul_discovery.client.config import ServiceConfig
 from consul_discovery.client.ejection import EjectionPolicy
 from consul_discovery.client.errors import AllAttemptsFailedError, NoHealthyInstanceError
@@ -246,3 +247,30 @@ def test_the_deadline_caps_timeouts_and_ends_retries():
     clock.advance(0.6)  # past the deadline
     done = steps.send(Answer(503))
     assert isinstance(done, Done) and done.response.status_code == 503
+
+
+def test_time_the_process_was_stopped_is_nobody_s_latency():
+    clock = FakeClock()
+
+    class Meter:
+        total = 0.0
+
+    meter = Meter()
+    balancer = Balancer("svc", ServiceConfig(), clock=clock, pauses=meter)
+    balancer.update(resolution(instance(1, port=1)))
+    endpoint = balancer.pick()
+    started = balancer.begin(endpoint)
+    clock.advance(0.25)
+    meter.total += 0.2  # a garbage collection stopped every thread for 200 ms meanwhile
+    balancer.finish(endpoint, started, failed=False, responded=True)
+    assert endpoint.load.latency(clock()) == pytest.approx(0.05)
+
+
+def test_the_gc_meter_counts_collections():
+    import gc
+
+    from consul_discovery.client.pauses import GC_PAUSES
+
+    before = GC_PAUSES.total
+    gc.collect()
+    assert GC_PAUSES.total > before
