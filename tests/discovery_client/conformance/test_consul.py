@@ -40,8 +40,10 @@ def test_calls_keep_working_from_the_cached_set_while_the_agent_is_down(consul_a
     assert caller.call("stale").status == 200
     consul_agent.stop()
     caller.until(lambda: caller.stats().target("stale").stale, 10, "the set to be marked stale")
-    seen = Counter(caller.call("stale").instance for _ in range(9))
-    assert seen == {"proc-0": 3, "proc-1": 3, "proc-2": 3}
+    # Every call answered, by every instance of the cached set (each failed poll may
+    # deliver the stale set anew, and a new picker starts round robin at a random offset).
+    seen = Counter(caller.call("stale").instance for _ in range(12))
+    assert set(seen) == {"proc-0", "proc-1", "proc-2"} and sum(seen.values()) == 12
     stats = caller.stats().target("stale")
     assert stats.error and stats.cache_age is not None and stats.cache_age > 0
     # The watch counts what failed while the agent was down.
@@ -67,8 +69,8 @@ def test_an_agent_restarting_empty_takes_no_instance_away_within_the_grace(
     consul_agent.restart()  # a dev agent comes back without any registration
     caller.until(lambda: len(caller.stats().target("kept").held) == 3, 20,
                  "the vanished instances to be held on trust")  # fmt: skip
-    seen = Counter(caller.call("kept").instance for _ in range(9))
-    assert seen == {"proc-0": 3, "proc-1": 3, "proc-2": 3}  # nothing failed, nothing lost
+    seen = Counter(caller.call("kept").instance for _ in range(12))
+    assert set(seen) == {"proc-0", "proc-1", "proc-2"}  # nothing failed, nothing lost
     for n, proc in enumerate(procs):  # the registrars put them back
         register(consul_agent, "kept", f"kept-{n}", proc.port)
     caller.until(lambda: not caller.stats().target("kept").held, 20, "Consul to vouch again")
@@ -194,7 +196,7 @@ def counting(agent: ConsulAgent) -> Iterator[tuple[str, Counter[str]]]:
 def test_a_failed_first_resolve_is_cached_not_asked_again_per_call(counting, make):
     address, counts = counting
     caller = make(address=address)
-    callers, rounds = 20, 5
+    callers, rounds = 20, 16
 
     def one(_n: int) -> str:
         try:
@@ -203,12 +205,11 @@ def test_a_failed_first_resolve_is_cached_not_asked_again_per_call(counting, mak
             return type(exc).__name__
         return "answered"
 
-    started = time.monotonic()
     with ThreadPoolExecutor(callers) as pool:
-        for _ in range(rounds):
+        for _ in range(rounds):  # 320 calls over more than 1.6 s
             assert set(pool.map(one, range(callers))) == {"UnknownServiceError"}
-    elapsed = time.monotonic() - started
+            time.sleep(0.1)
     health = counts["/v1/health/service/nosuch"]
-    # One watch asks with backoff (0.25 s base, doubling): a handful of queries in all,
-    # however many callers and calls there are (100 calls here).
-    assert 1 <= health <= 4 + 2 * elapsed, (health, elapsed, dict(counts))
+    # One watch asks again with backoff (0.25 s, doubling): a handful of queries in all.
+    # A source that forgets the failure asks again for every round of calls at least.
+    assert 1 <= health <= rounds // 2, (health, dict(counts))
