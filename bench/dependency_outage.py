@@ -88,17 +88,17 @@ def run(p: Params) -> Result:
             return response.status_code == 503, str(response.status_code)
 
         report = run_open_loop(call, rate=p.rate, duration=p.seconds)
-        snap = gateway.stats()["services"]["order-service"]
+        snap = gateway.stats().target("order-service")
     latencies = [o.latency for o in report.outcomes if o.ok]
     lat = summary(latencies, 1e3)
-    ejections = snap["ejections"]
+    ejections = snap.ejections
     rows = [
         {
             "requests": len(report.outcomes),
             "answered_503": len(latencies),
             "p50_ms": lat["p50"],
             "p99_ms": lat["p99"],
-            "retries": snap["retries"],
+            "retries": snap.retries,
             "ejections": ejections,
         }
     ]

@@ -163,6 +163,9 @@ def run(p: Params) -> Result:
                 0.3,
                 "×",
             ),
+            at_most(
+                "async transport: peak_ewma share to the slow instance", aewma["slow_share"], 0.10
+            ),
         ],
         charts=[
             Chart(

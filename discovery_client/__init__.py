@@ -4,6 +4,8 @@ Watch healthy instances (ConsulSource), balance over an immutable snapshot (Bala
 five policies), call by name with retries on other instances (ServiceClient), or plug
 discovery into an existing requests.Session (DiscoveryAdapter), httpx.Client
 (DiscoveryTransport) or httpx.AsyncClient (AsyncDiscoveryTransport, on an event loop).
+Every one of them is a shell over one transport-free core (DiscoveryCore, per Target)
+and reports the same typed stats (ClientStats).
 
 The httpx transports need the ``httpx`` extra; they are imported on first use, so the
 package itself needs only the core's dependencies.
@@ -35,6 +37,8 @@ from consul_discovery.client.load import Endpoint, InstanceLoad
 from consul_discovery.client.picker import Picker, build_picker
 from consul_discovery.client.retry import IDEMPOTENT_METHODS, RETRYABLE_STATUSES, RetryPolicy
 from consul_discovery.client.source import InstanceSource
+from consul_discovery.client.stats import ClientStats, InstanceStats, TargetStats
+from consul_discovery.client.target import Target
 
 if TYPE_CHECKING:
     from consul_discovery.client.httpx_transport import (
@@ -66,6 +70,7 @@ __all__ = [
     "AllAttemptsFailedError",
     "AsyncDiscoveryTransport",
     "Balancer",
+    "ClientStats",
     "ConsulPermissionError",
     "ConsulQueryError",
     "ConsulSource",
@@ -78,6 +83,7 @@ __all__ = [
     "Instance",
     "InstanceLoad",
     "InstanceSource",
+    "InstanceStats",
     "NoHealthyInstanceError",
     "Picker",
     "Resolution",
@@ -85,6 +91,8 @@ __all__ = [
     "RetryPolicy",
     "ServiceClient",
     "ServiceConfig",
+    "Target",
+    "TargetStats",
     "UnknownServiceError",
     "build_picker",
 ]

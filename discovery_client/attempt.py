@@ -1,82 +1,67 @@
-"""The attempts of one call, without I/O: pick, account, decide (one core for every shell).
+"""The attempts of one call, without I/O: pick, account, decide (one plan for every shell).
 
 After go-kit's ``lb/retry.go``: every attempt asks the balancer again, excluding the
 instances this call already tried (when any other is left). The whole decision of
 whether to retry (policy, attempts left, deadline, budget, Retry-After) is taken in one
 place, ``AttemptPlan.decide``, so a budget token is only spent on a retry that happens.
+The loop around it is written once too: ``consul_discovery.client.steps``.
 
-A shell drives it, and only sends, classifies its transport's exceptions and sleeps::
+How an attempt is accounted, the same for every transport (requests, httpx sync and
+asyncio), so that load-aware policies (least_request, peak_ewma) see the same numbers:
 
-    plan = AttemptPlan(state, policy, method, headers, replayable=..., clock=..., rng=...)
-    while True:
-        endpoint = plan.next_endpoint()           # None: nothing left to pick
-        if endpoint is not None:
-            try:
-                response = send(endpoint, timeout=plan.cap(t))
-            except TransportError as exc:
-                plan.record(Outcome.failure(kind_of(exc), exc))
-            else:
-                plan.record(Outcome.answer(response.status, response.headers))
-        if not plan.decide():
-            break
-        sleep(plan.delay)
-    # the latest response if any attempt produced one, else plan.raise_failure()
-
-Shells: ``consul_discovery.client.call`` (requests: ServiceClient and DiscoveryAdapter) and
-``consul_discovery.client.httpx_transport`` (httpx.Client and httpx.AsyncClient). Load
-begin/finish and ejection go through the service's Balancer; a relayed dependency
-failure (discovery_client/failure_origin.py) counts for neither ejection nor retry.
+* it is in flight from ``next_endpoint`` until the shell hands in its outcome;
+* its latency runs until the answer's **status and headers** are in (each shell hands
+  the answer over then; the body is the caller's to read) and feeds the peak EWMA;
+* a read error (timeout, reset after sending) or an abandoned attempt (a cancelled
+  task, an interrupt, a failing hook) gives a **lower bound** on the latency: it only
+  ever raises the estimate, so an instance whose calls time out is not thought fast;
+* a connect error gives no latency (it says nothing about how fast the instance serves)
+  and a relayed dependency failure (discovery_client/failure_origin.py) counts for
+  neither ejection nor retry.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import NoReturn
 
+from consul_discovery.client.balancer import Balancer
 from consul_discovery.client.errors import AllAttemptsFailedError, NoHealthyInstanceError
 from consul_discovery.client.failure_origin import is_relayed_failure
 from consul_discovery.client.load import Endpoint
 from consul_discovery.client.retry import ErrorKind, RetryPolicy, parse_retry_after
-from consul_discovery.client.state import ServiceState
+from consul_discovery.client.route import Route
+from consul_discovery.client.state import TargetState
 
 MIN_TIMEOUT = 0.001
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """How one attempt ended: an answer (status and headers) or a classified transport error.
-
-    ``headers`` must look names up case-insensitively (requests', httpx' and werkzeug's do).
-    """
-
-    status: int | None = None
-    headers: Mapping[str, str] | None = None
-    kind: ErrorKind | None = None
-    error: BaseException | None = None
-
-    @classmethod
-    def answer(cls, status: int, headers: Mapping[str, str]) -> Outcome:
-        """An HTTP response came back with ``status`` and ``headers``."""
-        return cls(status=status, headers=headers)
-
-    @classmethod
-    def failure(cls, kind: ErrorKind, error: BaseException) -> Outcome:
-        """The transport raised ``error``, classified as ``kind``."""
-        return cls(kind=kind, error=error)
 
 
 class AttemptPlan:
     """The attempts of one call; lives on one calling thread or task.
 
     Creating it counts the call (and deposits in the retry budget). ``started`` is when
-    the call began (default: now); the deadline runs from it.
+    the call began (before any wait for a first resolution); the deadline runs from it.
+    ``hash_key`` is the call's request hash for consistent-hashing policies.
     """
+
+    # What every plan starts with, as class attributes: an instance only gets its own
+    # when the plan moves on (most calls answer at their first attempt and never do).
+    _at = 0  # the index in route.states of the Target being picked from
+    attempts = 0
+    tried: tuple[str, ...] = ()  # instance ids this call tried, in order
+    causes: tuple[tuple[str, BaseException], ...] = ()  # (instance id, error) per failure
+    last_status: int | None = None  # the latest attempt's answer, if it had one
+    last_headers: Mapping[str, str] | None = None
+    last_kind: ErrorKind | None = None  # the latest attempt's error kind, if any
+    no_instance: NoHealthyInstanceError | None = None  # the latest pick's failure
+    delay = 0.0  # the wait decide() chose before the next attempt
+    _endpoint: Endpoint | None = None  # the attempt in flight
+    _started = 0.0
 
     def __init__(
         self,
-        state: ServiceState,
+        route: Route,
         policy: RetryPolicy,
         method: str,
         headers: Mapping[str, str] | None,
@@ -85,72 +70,100 @@ class AttemptPlan:
         clock: Callable[[], float],
         rng: random.Random,
         started: float | None = None,
+        hash_key: int | None = None,
     ) -> None:
-        self.state = state
+        self.route = route
+        self.state: TargetState = route.states[0]  # the Target being picked from
         self.policy = policy
         self.method = method.upper()
         self.headers = headers
         self.replayable = replayable  # a streamed body cannot be sent twice
         self.clock = clock
         self.rng = rng
+        self.hash_key = hash_key
         # From when the call began (``started``: before any wait for a first resolution),
         # so waiting for the service never stretches the call past its deadline.
         self.deadline_at = (clock() if started is None else started) + policy.deadline
-        self.attempts = 0
-        self.tried: list[str] = []
-        self.causes: list[tuple[str, BaseException]] = []
-        self.last: Outcome | None = None  # the latest attempt's outcome
-        self.no_instance: NoHealthyInstanceError | None = None  # the latest pick's failure
-        self.delay = 0.0  # the wait decide() chose before the next attempt
-        self._endpoint: Endpoint | None = None  # the attempt in flight
-        self._started = 0.0
-        state.count("requests")
-        state.budget.deposit()
+        self.state.budget.deposit()  # counts the call too
 
     # ---- one attempt ----------------------------------------------------------------
 
     def next_endpoint(self) -> Endpoint | None:
         """Pick an instance not yet tried (when another is left) and count it as started.
 
-        None when there is nothing to pick (the error is kept for ``decide`` and
-        ``raise_failure``); otherwise the caller must ``record`` or ``abandon`` it.
+        When the current Target has nothing to pick the plan moves on to the route's next
+        Target (failover). None when no Target has anything (the error is kept for
+        ``decide`` and ``raise_failure``); otherwise the caller must hand in the outcome
+        (``answered``/``failed``) or ``abandon`` it.
         """
         self.attempts += 1
         balancer = self.state.balancer
+        tried = self.tried
         try:
-            endpoint = balancer.pick(self.tried)
+            endpoint = balancer.pick(tried, self.hash_key)
         except NoHealthyInstanceError as exc:
-            self.no_instance = exc
-            return None
+            found = self._fail_over(exc)
+            if found is None:
+                return None
+            balancer, endpoint = found
         self.no_instance = None
-        self.tried.append(endpoint.id)
-        self._started = balancer.begin(endpoint, retry=len(self.tried) > 1)
+        self.tried = (*tried, endpoint.instance.id)
+        self._started = balancer.begin(endpoint, retry=bool(tried))
         self._endpoint = endpoint
         return endpoint
 
-    def record(self, outcome: Outcome) -> None:
-        """Account the attempt in flight: load, latency, failure streak (ejection)."""
-        endpoint = self._endpoint
-        assert endpoint is not None, "record() without next_endpoint()"
+    def _fail_over(self, exc: NoHealthyInstanceError) -> tuple[Balancer, Endpoint] | None:
+        """Pick from the route's next Targets in turn; None (``exc`` kept) if none has any."""
+        states = self.route.states
+        while self._at + 1 < len(states):
+            self._at += 1
+            self.state = states[self._at]
+            try:
+                return self.state.balancer, self.state.balancer.pick(self.tried, self.hash_key)
+            except NoHealthyInstanceError as later:
+                exc = later
+        self.no_instance = exc
+        return None
+
+    def answered(self, status: int, headers: Mapping[str, str]) -> None:
+        """The attempt in flight got an answer: account its latency, and a failure if it is
+        the instance's own 5xx (a relayed dependency failure is not)."""
+        endpoint = self._endpoint  # set by next_endpoint (the loop's order guarantees it)
         self._endpoint = None
-        self.last = outcome
-        if outcome.status is None:
-            self.state.balancer.finish(endpoint, self._started, failed=True, responded=False)
-            assert outcome.error is not None
-            self.causes.append((endpoint.id, outcome.error))
-            return
-        # A relayed dependency failure is an answer the instance gave correctly: it
-        # counts for neither ejection nor retry (discovery_client/failure_origin.py).
-        assert outcome.headers is not None
-        failed = outcome.status >= 500 and not is_relayed_failure(outcome.status, outcome.headers)
-        self.state.balancer.finish(endpoint, self._started, failed=failed, responded=True)
+        self.last_status = status
+        self.last_headers = headers
+        failed = status >= 500 and not is_relayed_failure(status, headers)
+        self.state.balancer.finish(endpoint, self._started, failed=failed, responded=True)  # type: ignore[arg-type]
+
+    def failed(self, kind: ErrorKind, error: BaseException) -> None:
+        """The attempt in flight raised a transport error of ``kind``.
+
+        A connect or read error counts against the instance (a read error's elapsed time
+        is a lower bound on its latency); a FATAL one is the caller's mistake and does not.
+        """
+        endpoint = self._endpoint
+        assert endpoint is not None, "failed() without next_endpoint()"
+        self._endpoint = None
+        self.last_status = self.last_headers = None
+        self.last_kind = kind
+        self.causes = (*self.causes, (endpoint.instance.id, error))
+        self.state.balancer.finish(
+            endpoint,
+            self._started,
+            failed=kind is not ErrorKind.FATAL,
+            responded=False,
+            lower_bound=kind is ErrorKind.READ,
+        )
 
     def abandon(self) -> None:
         """The attempt in flight ended without an outcome (a hook failed, an interrupt, a
-        cancellation): keep the in-flight count right, blame nobody."""
+        cancellation): keep the in-flight count right, blame nobody; the time it took is
+        a lower bound on the instance's latency."""
         endpoint, self._endpoint = self._endpoint, None
         if endpoint is not None:
-            self.state.balancer.finish(endpoint, self._started, failed=False, responded=False)
+            self.state.balancer.finish(
+                endpoint, self._started, failed=False, responded=False, lower_bound=True
+            )
 
     def remaining(self) -> float:
         """Seconds left of the call's deadline (at least MIN_TIMEOUT)."""
@@ -159,30 +172,32 @@ class AttemptPlan:
     def cap(self, timeout: float | None) -> float:
         """``timeout`` (None: unbounded) cut to what is left of the deadline."""
         remaining = self.remaining()
-        return remaining if timeout is None else min(timeout, remaining)
+        return remaining if timeout is None or timeout > remaining else timeout
 
     # ---- the decision ---------------------------------------------------------------
 
     def decide(self) -> bool:
         """Decide, once per attempt, whether another follows; if so ``delay`` says when."""
+        policy = self.policy
+        status = self.last_status
+        if status is not None and status not in policy.retry_statuses:
+            return False  # the common case: an answer no policy retries
         if self.no_instance is not None:
             return False
-        if self.attempts >= self.policy.max_attempts or not self.replayable:
+        if self.attempts >= policy.max_attempts or not self.replayable:
             return False
-        last = self.last
-        assert last is not None
-        policy = self.policy
         retry_after: float | None = None
-        if last.status is None:
-            assert last.kind is not None
-            if not policy.retries_kind(self.method, self.headers, last.kind):
+        if status is None:
+            assert self.last_kind is not None
+            if not policy.retries_kind(self.method, self.headers, self.last_kind):
                 return False
         else:
-            assert last.headers is not None
-            if not policy.retries_answer(self.method, self.headers, last.status, last.headers):
+            headers = self.last_headers
+            assert headers is not None
+            if not policy.retries_answer(self.method, self.headers, status, headers):
                 return False
             if policy.respect_retry_after:
-                retry_after = parse_retry_after(last.headers.get("Retry-After"))
+                retry_after = parse_retry_after(headers.get("Retry-After"))
                 if retry_after is not None:
                     remaining = self.deadline_at - self.clock()
                     retry_after = policy.retry_after_wait(retry_after, remaining)
@@ -193,21 +208,20 @@ class AttemptPlan:
             delay = policy.backoff(self.attempts, self.rng.random())
         if self.clock() + delay >= self.deadline_at:
             return False  # no time left for another attempt
-        if not self.state.budget.try_withdraw():
+        if not self.route.states[0].budget.try_withdraw():  # counts the retry too
             return False
         self.delay = delay
-        self.state.count("retries")
         return True
 
     def raise_failure(self) -> NoReturn:
         """No attempt produced a response: raise NoHealthyInstanceError or
         AllAttemptsFailedError (the last cause chained)."""
+        primary = self.route.states[0]
+        causes = self.causes
         if self.no_instance is not None:
-            if not self.causes:
-                self.state.count("no_instance")
+            if not causes:
+                primary.call_failed(no_instance=True)
                 raise self.no_instance
-            self.causes.append(("-", self.no_instance))
-        self.state.count("failed_calls")
-        raise AllAttemptsFailedError(self.state.balancer.service, self.causes) from self.causes[-1][
-            1
-        ]
+            causes = (*causes, ("-", self.no_instance))
+        primary.call_failed(no_instance=False)
+        raise AllAttemptsFailedError(self.route.service, causes) from causes[-1][1]

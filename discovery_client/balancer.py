@@ -14,13 +14,15 @@ import random
 import threading
 import time
 from collections.abc import Callable, Collection
-from typing import Any
 
 from consul_discovery.client.config import ServiceConfig
+from consul_discovery.client.dial import Dial
 from consul_discovery.client.ejection import EjectionPolicy
 from consul_discovery.client.instance import Instance, Resolution
 from consul_discovery.client.load import DEFAULT_DECAY_TIME, Endpoint, InstanceLoad
+from consul_discovery.client.pauses import NO_PAUSES, PauseMeter
 from consul_discovery.client.picker import EmptyPicker, Picker, build_picker
+from consul_discovery.client.stats import InstanceStats
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +39,13 @@ class Balancer:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         decay_time: float = DEFAULT_DECAY_TIME,
+        dial: Callable[[Instance], Dial] = Dial.of,
+        pauses: PauseMeter = NO_PAUSES,
     ) -> None:
         self.service = service
+        self._dial = dial  # how to reach an instance (consul_discovery.client.dial)
+        # Seconds the process has been stopped (GC) so far: not part of any latency.
+        self._pauses = pauses
         self.config = config or ServiceConfig()
         self.ejection = ejection or EjectionPolicy()
         self._clock = clock
@@ -47,7 +54,9 @@ class Balancer:
         self._lock = threading.Lock()
         self._loads: dict[str, InstanceLoad] = {}  # under _lock (update and ejection)
         self._endpoints: tuple[Endpoint, ...] = ()  # under _lock
-        self._resolution: Resolution | None = None  # under _lock; read lock-free for stats
+        # The Resolution the current picker was built from: written under _lock, read
+        # lock-free (readiness: None until the first one; stats).
+        self.resolution: Resolution | None = None
         self._ejections_total = 0  # under _lock
         # Replaced whole under _lock; read without it by every pick.
         self._picker: Picker = EmptyPicker(service, "not resolved yet")
@@ -62,7 +71,7 @@ class Balancer:
         fresh state, which also ends any ejection (Consul vouches for it again).
         """
         with self._lock:
-            current = self._resolution
+            current = self.resolution
             if current is not None and resolution.fetched_at < current.fetched_at:
                 log.debug(
                     "%s: ignoring an older resolution (index %d)", self.service, resolution.index
@@ -80,11 +89,11 @@ class Balancer:
                 if load is None or old is None or _moved(old, inst):
                     load = InstanceLoad(inst.id, now=now, decay_time=self._decay_time)
                 loads[inst.id] = load
-                endpoints.append(Endpoint(inst, load))
+                endpoints.append(Endpoint(inst, load, self._dial(inst)))
             self._log_membership(old_instances, loads, resolution)
             self._loads = loads
             self._endpoints = tuple(endpoints)
-            self._resolution = resolution
+            self.resolution = resolution
             self._rebuild(now)
 
     def _log_membership(
@@ -129,7 +138,7 @@ class Balancer:
         )
 
     def _empty_detail(self) -> str:
-        res = self._resolution
+        res = self.resolution
         if res is None:
             return "not resolved yet"
         if res.stale:
@@ -138,12 +147,16 @@ class Balancer:
 
     # ---- picks and outcomes ---------------------------------------------------------
 
-    def pick(self, exclude: Collection[str] = ()) -> Endpoint:
-        """Choose an endpoint without touching the network; raise NoHealthyInstanceError."""
+    def pick(self, exclude: Collection[str] = (), hash_key: int | None = None) -> Endpoint:
+        """Choose an endpoint without touching the network; raise NoHealthyInstanceError.
+
+        ``exclude``: ids this call already tried; ``hash_key``: the call's request hash
+        (consistent-hashing policies only).
+        """
         picker = self._picker
         if picker.expires_at <= self._clock():
             picker = self._expire_ejections()
-        return picker.pick(exclude)
+        return picker.pick(exclude, hash_key)
 
     def _expire_ejections(self) -> Picker:
         with self._lock:
@@ -154,19 +167,35 @@ class Balancer:
             return self._picker
 
     def begin(self, endpoint: Endpoint, *, retry: bool = False) -> float:
-        """Count a call starting on ``endpoint``; return its start time for ``finish``."""
+        """Count a call starting on ``endpoint``; return its start time for ``finish``
+        (on a clock that stands still while the process is stopped in GC)."""
         endpoint.load.begin(retry=retry)
-        return self._clock()
+        return self._clock() - self._pauses.total
 
-    def finish(self, endpoint: Endpoint, started: float, *, failed: bool, responded: bool) -> None:
+    def finish(
+        self,
+        endpoint: Endpoint,
+        started: float,
+        *,
+        failed: bool,
+        responded: bool,
+        lower_bound: bool = False,
+    ) -> None:
         """Count a call ending: feed the latency metric and the outlier detector.
 
-        ``failed``: a connect error, timeout or 5xx. ``responded``: an HTTP response came
-        back (only then is the latency a measure of the instance).
+        ``failed``: a connect error, timeout or 5xx. ``responded``: an answer's status and
+        headers came back: the time since ``started`` is the instance's latency.
+        ``lower_bound``: no answer, but the request may have reached the instance (a read
+        timeout, a cancelled attempt): the time since ``started`` is a lower bound on its
+        latency, which only ever raises the estimate.
         """
         now = self._clock()
-        latency = now - started if responded else None
-        streak = endpoint.load.finish(now, latency, failed=failed)
+        elapsed = max(0.0, now - self._pauses.total - started)  # GC stops: nobody's latency
+        if responded:
+            streak = endpoint.load.finish(now, elapsed, failed=failed)
+        else:
+            bound = elapsed if lower_bound else None
+            streak = endpoint.load.finish(now, None, failed=failed, at_least=bound)
         if failed and self.ejection.enabled and streak >= self.ejection.consecutive_failures:
             self._consider_ejection(endpoint.load, now)
 
@@ -192,48 +221,38 @@ class Balancer:
 
     # ---- inspection -----------------------------------------------------------------
 
-    @property
-    def resolution(self) -> Resolution | None:
-        """The Resolution the current picker was built from."""
-        return self._resolution
-
     def load_of(self, instance_id: str) -> InstanceLoad | None:
         """The load state kept for ``instance_id`` (None if not a current member)."""
         return self._loads.get(instance_id)
 
-    def stats(self) -> dict[str, Any]:
-        """A plain-dict snapshot: resolution, cache age and per-instance counters."""
-        now = self._clock()
-        res = self._resolution
-        instances = {}
+    @property
+    def ejections(self) -> int:
+        """Outlier ejections made so far."""
+        return self._ejections_total
+
+    def instance_stats(self, now: float) -> tuple[InstanceStats, ...]:
+        """One InstanceStats per instance of the current set, in its order."""
+        stats = []
         for e in self._endpoints:
             ld, inst = e.load, e.instance
-            instances[inst.id] = {
-                "address": f"{inst.address}:{inst.port}",
-                "health": inst.health,
-                "weight": inst.weight,
-                "picks": ld.picks,
-                "in_flight": ld.in_flight,
-                "failures": ld.failures,
-                "consecutive_failures": ld.consecutive_failures,
-                "retries": ld.retries,
-                "ejections": ld.ejections,
-                "ejected": ld.is_ejected(now),
-                "ejected_for": max(0.0, (ld.ejected_until or now) - now),
-                "latency_ewma": ld.latency(now),
-            }
-        return {
-            "service": self.service,
-            "policy": self.config.policy,
-            "index": res.index if res else None,
-            "cache_age": res.age(now) if res else None,
-            "stale": res.stale if res else None,
-            "error": res.error if res else None,
-            "panic": res.panic if res else None,
-            "held": list(res.held) if res else [],
-            "ejections": self._ejections_total,
-            "instances": instances,
-        }
+            stats.append(
+                InstanceStats(
+                    id=inst.id,
+                    address=f"{e.dial.host}:{e.dial.port}",
+                    health=inst.health,
+                    weight=inst.weight,
+                    picks=ld.picks,
+                    in_flight=ld.in_flight,
+                    failures=ld.failures,
+                    consecutive_failures=ld.consecutive_failures,
+                    retries=ld.retries,
+                    ejections=ld.ejections,
+                    ejected=ld.is_ejected(now),
+                    ejected_for=max(0.0, (ld.ejected_until or now) - now),
+                    latency_ewma=ld.latency(now),
+                )
+            )
+        return tuple(stats)
 
 
 def _moved(old: Instance, new: Instance) -> bool:

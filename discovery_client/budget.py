@@ -34,6 +34,8 @@ class RetryBudget:
         self._balance = self.burst  # request threads, under _lock
         self._stamp = clock()  # last refill time; under _lock
         self.denied = 0  # retries refused; under _lock
+        self.deposits = 0  # requests recorded; under _lock
+        self.withdrawals = 0  # retries allowed; under _lock
 
     def _refill(self, now: float) -> None:
         elapsed = now - self._stamp
@@ -42,10 +44,14 @@ class RetryBudget:
             self._stamp = now
 
     def deposit(self) -> None:
-        """Record one request (a first attempt)."""
+        """Record one request (a first attempt).
+
+        No clock read: time's refill is added when the balance is next read, and capping
+        before or after it gives the same balance (min(b, min(b, x) + y) = min(b, x + y)).
+        """
         with self._lock:
-            self._refill(self._clock())
             self._balance = min(self.burst, self._balance + self.ratio)
+            self.deposits += 1
 
     def try_withdraw(self) -> bool:
         """Take one token for a retry; False (and count a denial) if the budget is spent."""
@@ -53,6 +59,7 @@ class RetryBudget:
             self._refill(self._clock())
             if self._balance >= 1.0 - 1e-9:  # five deposits of 0.2 make a token
                 self._balance -= 1.0
+                self.withdrawals += 1
                 return True
             self.denied += 1
             return False

@@ -1,8 +1,12 @@
-"""One call by service name over requests: the shell around ``attempt.AttemptPlan``.
+"""The requests shell: send one attempt of a call over a requests.Session.
 
-The plan (discovery_client/attempt.py) picks, accounts and decides; this module only
-sends a ``requests.PreparedRequest`` to each picked instance, classifies requests'
-exceptions (``retry.classify_error``) and sleeps between attempts on the calling thread.
+What is requests' own in a call, and nothing else (the core decides everything else):
+the attempt's request (a shallow copy of the caller's PreparedRequest with the endpoint's
+URL), its timeouts cut to what is left of the deadline, sending it with
+``stream=True`` so the attempt is over when the answer's status and headers are in (as
+for httpx: latency is accounted the same way for every transport; the body is read
+after, unless the caller asked to stream), classifying requests' exceptions
+(``retry.classify_error``), closing a superseded answer and reading a parked one.
 """
 
 from __future__ import annotations
@@ -13,73 +17,77 @@ from urllib.parse import urlsplit
 
 import requests
 
-from consul_discovery.client.attempt import AttemptPlan, Outcome
+from consul_discovery.client.attempt import AttemptPlan
+from consul_discovery.client.load import Endpoint
 from consul_discovery.client.retry import ErrorKind, classify_error
-from consul_discovery.client.state import ServiceState
 
 Timeout = float | tuple[float | None, float | None] | None
 
-__all__ = ["Call", "ServiceState", "Timeout"]
+_PreparedRequest = requests.PreparedRequest
 
 
-class Call:
-    """The attempts of one call; lives on the calling thread only."""
+class RequestsShell:
+    """requests' side of the attempt loop (consul_discovery.client.drivers.SyncShell)."""
 
-    def __init__(
-        self,
-        plan: AttemptPlan,
-        session: requests.Session,
-        prepared: requests.PreparedRequest,
-        timeout: Timeout,
-        send_kwargs: dict[str, Any],
-    ) -> None:
-        self.plan = plan
-        self.session = session
-        self.prepared = prepared
-        self.timeout = timeout
-        self.send_kwargs = send_kwargs
-        parts = urlsplit(prepared.url or "/")
-        self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self.response: requests.Response | None = None  # the latest response, if any
+    errors: tuple[type[BaseException], ...] = (requests.RequestException, OSError)
 
-    def run(self, sleep: Callable[[float], None]) -> requests.Response:
-        """Make attempts until one is final; return the response or raise."""
-        plan = self.plan
-        self.attempt()
-        while plan.decide():
-            sleep(plan.delay)
-            self.attempt()
-        if self.response is not None:
-            return self.response
-        plan.raise_failure()
+    @staticmethod
+    def classify(error: BaseException) -> ErrorKind:
+        """Where in the exchange a requests exception happened."""
+        return classify_error(error)
 
-    def attempt(self) -> None:
-        """Pick an instance not yet tried and send the request to it once."""
-        plan = self.plan
-        endpoint = plan.next_endpoint()
-        if endpoint is None:
-            return
-        request = self.prepared.copy()
-        request.url = endpoint.instance.base_url + self.path
-        try:
-            response = self.session.send(request, timeout=self._timeout(), **self.send_kwargs)
-        except (requests.RequestException, OSError) as exc:
-            kind = classify_error(exc)
-            plan.record(Outcome.failure(kind, exc))
-            if kind is ErrorKind.FATAL:
-                raise
-            return
-        except BaseException:  # a hook or an interrupt: keep the in-flight count right
-            plan.abandon()
-            raise
-        plan.record(Outcome.answer(response.status_code, response.headers))
-        if self.response is not None:
-            self.response.close()
-        self.response = response
+    @staticmethod
+    def release(response: requests.Response) -> None:
+        """Close a superseded answer."""
+        response.close()
 
-    def _timeout(self) -> tuple[float, float]:
-        if isinstance(self.timeout, tuple):
-            connect, read = self.timeout
-        else:
-            connect = read = self.timeout
-        return self.plan.cap(connect), self.plan.cap(read)
+    @staticmethod
+    def park(response: requests.Response) -> requests.Response:
+        """Read the answer's body (its connection goes back to the pool); keep it."""
+        _ = response.content
+        return response
+
+
+SHELL = RequestsShell()
+
+
+def path_of(url: str, service: str) -> str:
+    """The path and query of a ``http://<service>/...`` URL (``/`` when it has none)."""
+    prefix_len = 7 + len(service)  # "http://" + service
+    if url.startswith("http://") and url.startswith(service, 7):
+        rest = url[prefix_len:]
+        if not rest or rest[0] in "/?":
+            return rest if rest.startswith("/") else "/" + rest
+    parts = urlsplit(url)  # e.g. a host spelled in another case
+    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+
+
+def sender(
+    session: requests.Session,
+    prepared: requests.PreparedRequest,
+    path: str,
+    timeout: Timeout,
+    send_kwargs: dict[str, Any],
+) -> Callable[[Endpoint, AttemptPlan], requests.Response]:
+    """``send(endpoint, plan)`` for one call: the attempt's request, sent once."""
+    if isinstance(timeout, tuple):
+        connect, read = timeout
+    else:
+        connect = read = timeout
+    session_send = session.send
+    new = object.__new__
+
+    def send(endpoint: Endpoint, plan: AttemptPlan) -> requests.Response:
+        # A shallow copy: the same headers, body and hooks (none is changed per attempt);
+        # PreparedRequest.copy() would copy headers and cookies for nothing.
+        request = new(_PreparedRequest)
+        request.__dict__.update(prepared.__dict__)
+        request.url = endpoint.dial.base_url + path
+        left = plan.remaining()  # each timeout cut to what is left of the deadline
+        timeout = (
+            left if connect is None or connect > left else connect,
+            left if read is None or read > left else read,
+        )
+        return session_send(request, timeout=timeout, stream=True, **send_kwargs)
+
+    return send

@@ -5,8 +5,9 @@
     python -m consul_discovery.client resolve NAME          # the set the client balances over
     python -m consul_discovery.client call NAME METHOD PATH [-d DATA] [-H 'K: V']...
 
-Tables by default, JSON with ``--json``. ``--filter``/``--tag``/``--dc`` select instances
-as a ServiceConfig would. A DiscoveryError prints one line on stderr and exits 1; ``call``
+Tables by default, JSON with ``--json`` (``call`` adds what the client saw: its typed
+stats of the service, ``TargetStats.as_dict()``). ``--filter``/``--tag``/``--dc`` select
+instances as a ServiceConfig would. A DiscoveryError prints one line on stderr and exits 1; ``call``
 exits 0 on a 2xx/3xx answer and 1 otherwise (after printing it).
 """
 
@@ -173,13 +174,16 @@ def _call(args: argparse.Namespace, out: TextIO) -> int:
     with ServiceClient(args.consul, default_config=_config(args),
                        resolve_timeout=args.timeout) as client:  # fmt: skip
         response = client.request(args.service, args.method, args.path, **kwargs)
+        stats = client.stats()
     if args.json:
         try:
             body: Any = response.json()
         except ValueError:
             body = response.text
+        # ``client``: what the client saw making the call (instances, attempts, retries).
         data = {"status": response.status_code, "url": response.url,
-                "headers": dict(response.headers), "body": body}  # fmt: skip
+                "headers": dict(response.headers), "body": body,
+                "client": stats.target(args.service).as_dict()}  # fmt: skip
         print(json.dumps(data, indent=2), file=out)
     else:
         print(f"HTTP {response.status_code} {response.reason} from {response.url}", file=out)

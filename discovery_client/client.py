@@ -1,14 +1,15 @@
 """ServiceClient: call a service by name over one pooled requests.Session.
 
-    with ServiceClient("127.0.0.1:8500") as client:
+    with ServiceClient() as client:          # Consul as CONSUL_HTTP_ADDR etc. say
         response = client.get("user-service", "/users/42", timeout=(0.5, 2.0))
 
-Per service, state is created at once and without I/O (grpc-go's per-target
-ClientConn): a Balancer subscribed to the source, starting out "resolving". A call to a
-service not resolved yet waits for its first resolution, bounded by ``resolve_timeout``
-and the call's deadline, on that service alone: no lock another service needs is held
-while it waits, and the source caches a failed resolve (retrying it with backoff) instead
-of every call asking Consul again. Later calls never touch the network before picking.
+A thin shell over the one core (consul_discovery.client.core): per-Target state created
+at once and without I/O, "resolving" until its first Resolution; a call to a service not
+resolved yet waits for it, bounded by ``resolve_timeout`` and the call's deadline, on
+that service alone (no lock another service needs is held while it waits; the source
+caches a failed resolve and retries it with backoff instead of every call asking Consul
+again). Later calls never touch the network before picking. What is requests' own is in
+consul_discovery.client.call; the loop is driven by drivers.SyncDriver.
 
 A call returns the HTTP response of its final attempt as is
 (a 503 that could not be retried comes back as a 503, for a gateway to relay); it
@@ -22,31 +23,37 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
-from prometheus_client import CollectorRegistry
 
-from consul_discovery.client.attempt import AttemptPlan
 from consul_discovery.client.balancer import Balancer
-from consul_discovery.client.call import Call, Timeout
+from consul_discovery.client.call import SHELL, Timeout, path_of, sender
 from consul_discovery.client.config import ServiceConfig
+from consul_discovery.client.core import (
+    DEFAULT_CONFIG,
+    DEFAULT_EJECTION,
+    DEFAULT_RETRY,
+    DiscoveryCore,
+)
+from consul_discovery.client.drivers import SyncDriver
 from consul_discovery.client.ejection import EjectionPolicy
-from consul_discovery.client.errors import DiscoveryError
-from consul_discovery.client.metrics import ClientCollector
 from consul_discovery.client.pool import InstancePoolAdapter
 from consul_discovery.client.propagation import inject
 from consul_discovery.client.retry import RetryPolicy
+from consul_discovery.client.route import RequestView
 from consul_discovery.client.source import InstanceSource
-from consul_discovery.client.state import ServiceState, ServiceStates
+from consul_discovery.client.stats import ClientStats
 from consul_discovery.connection import ConsulConnection
 
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
 DEFAULT_TIMEOUT: tuple[float, float] = (1.0, 10.0)
-# Frozen values, so shared defaults are safe.
-DEFAULT_CONFIG = ServiceConfig()
-DEFAULT_RETRY = RetryPolicy()
-DEFAULT_EJECTION = EjectionPolicy()
 _SEND_KWARGS = ("timeout", "allow_redirects", "stream", "verify", "cert", "proxies")
+
+__all__ = ["DEFAULT_CONFIG", "DEFAULT_EJECTION", "DEFAULT_RETRY", "DEFAULT_TIMEOUT",
+           "ServiceClient"]  # fmt: skip
 
 
 class ServiceClient:
@@ -54,13 +61,13 @@ class ServiceClient:
 
     ``source`` defaults to a ConsulSource on ``connection`` (default: Consul's own
     environment variables, see consul_connection) with ``consul_addr``, when given,
-    as its address; a source the client
-    made is closed by ``close()``, one passed in is left to its owner, as is a passed-in
-    ``session``. The Session the client makes keeps a connection pool per instance in
-    rotation (discovery_client/pool.py) and has ``trust_env = False``: instance
-    addresses come from Consul and never go through environment proxies or netrc.
-    Metrics go to ``registry`` (default: a CollectorRegistry of this client's own, as
-    ``metrics_registry``, so any number of clients can coexist).
+    as its address; a source the client made is closed by ``close()``, one passed in is
+    left to its owner, as is a passed-in ``session``. The Session the client makes keeps
+    a connection pool per instance in rotation (discovery_client/pool.py) and has
+    ``trust_env = False``: instance addresses come from Consul and never go through
+    environment proxies or netrc. ``metrics_registry`` is a Prometheus registry of this
+    client's own (made on first use; ``registry`` to use another), so any number of
+    clients can coexist.
     """
 
     def __init__(
@@ -82,23 +89,29 @@ class ServiceClient:
         rng: random.Random | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.services: Mapping[str, ServiceConfig] = dict(services or {})
-        self.default_config = default_config
-        self.retry = retry
-        self.ejection = ejection
         self.timeout = timeout
-        self.resolve_timeout = resolve_timeout
-        self._clock = clock
-        self._rng = rng or random.Random()
-        self._sleep = sleep
         self._owns_source = source is None
         if source is None:
             from consul_discovery.client.consul_source import ConsulSource
 
             source = ConsulSource(
-                consul_addr, connection=connection, service_config=self.config_for
+                consul_addr,
+                connection=connection,
+                service_config=lambda name: self.core.config_for(name),
             )
         self.source: InstanceSource = source
+        self.core = DiscoveryCore(
+            source,
+            services=services,
+            default_config=default_config,
+            retry=retry,
+            ejection=ejection,
+            resolve_timeout=resolve_timeout,
+            clock=clock,
+            rng=rng,
+            registry=registry,
+        )
+        self.driver: SyncDriver[requests.Response] = SyncDriver(self.core, source.resolve, sleep)
         self._owns_session = session is None
         if session is None:
             session = requests.Session()
@@ -108,42 +121,43 @@ class ServiceClient:
             session.mount("http://", adapter)
             session.mount("https://", adapter)
         self.session = session
-        self._states = ServiceStates(
-            self.config_for,
-            self.source.subscribe,
-            retry=retry,
-            ejection=ejection,
-            clock=clock,
-            rng=self._rng,
-        )
-        self.metrics_registry = registry if registry is not None else CollectorRegistry()
-        self.metrics_registry.register(ClientCollector(self))
 
-    # ---- configuration and per-service state ----------------------------------------
+    # ---- configuration (the core's) ------------------------------------------------
+
+    @property
+    def services(self) -> Mapping[str, ServiceConfig]:
+        """The per-service configs."""
+        return self.core.services
+
+    @property
+    def default_config(self) -> ServiceConfig:
+        """The config of a service not in ``services``."""
+        return self.core.default_config
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The retry policy of every call (unless a call passes its own)."""
+        return self.core.retry
+
+    @property
+    def ejection(self) -> EjectionPolicy:
+        """The outlier ejection policy."""
+        return self.core.ejection
+
+    @property
+    def resolve_timeout(self) -> float:
+        """How long a call may wait for its service's first resolution."""
+        return self.core.resolve_timeout
 
     def config_for(self, service: str) -> ServiceConfig:
         """The ServiceConfig used for ``service`` (its entry in ``services`` or the default)."""
-        return self.services.get(service, self.default_config)
+        return self.core.config_for(service)
 
     def balancer(self, service: str) -> Balancer:
         """The Balancer of ``service``, waiting (up to ``resolve_timeout``) for its first state."""
-        state = self._state(service)
-        self._ready(service, state, self.resolve_timeout)
+        state = self.core.state(service)
+        self.driver.ready(state, self.core.clock())
         return state.balancer
-
-    def _state(self, service: str) -> ServiceState:
-        """The service's state, created on first use without any I/O."""
-        return self._states.get(service)
-
-    def _ready(self, service: str, state: ServiceState, timeout: float) -> None:
-        """Make sure the balancer has a first Resolution, waiting at most ``timeout``.
-
-        Many callers may wait at once: the source starts one watch and answers all of
-        them from it (and from its cached error while it retries with backoff).
-        """
-        if state.ready:
-            return
-        state.adopt(self.source.resolve(service, timeout=max(0.0, timeout)))
 
     # ---- calling --------------------------------------------------------------------
 
@@ -175,55 +189,33 @@ class ServiceClient:
         *,
         retry: RetryPolicy | None = None,
         timeout: Timeout = None,
+        stream: bool = False,
         **send_kwargs: Any,
     ) -> requests.Response:
         """Send a prepared request to ``service``; its URL's scheme and host are replaced.
 
-        ``send_kwargs`` are those of ``Session.send`` (stream, verify, cert, proxies,
+        ``send_kwargs`` are those of ``Session.send`` (verify, cert, proxies,
         allow_redirects). This is the seam DiscoveryAdapter uses. Headers propagated in
-        the current context (trace context: ``consul_discovery.client.propagation``) are added.
+        the current context (trace context: ``consul_discovery.client.propagation``) are
+        added. Unless ``stream``, the final answer's body is read before it is returned.
         """
-        inject(prepared.headers)  # type: ignore[arg-type]
-        plan = self.plan(
+        headers = prepared.headers
+        inject(headers)  # type: ignore[arg-type]
+        path = path_of(prepared.url or "", service)
+        body = prepared.body
+        timeout = self.timeout if timeout is None else timeout
+        response = self.driver.call(
             service,
-            prepared.method or "GET",
-            prepared.headers,
+            RequestView(prepared.method or "GET", path, headers),  # type: ignore[arg-type]
+            SHELL,
+            sender(self.session, prepared, path, timeout, send_kwargs),
             # A streamed or file body cannot be sent twice.
-            replayable=prepared.body is None or isinstance(prepared.body, bytes | str),
+            replayable=body is None or isinstance(body, bytes | str),
             retry=retry,
         )
-        timeout = self.timeout if timeout is None else timeout
-        return Call(plan, self.session, prepared, timeout, send_kwargs).run(self._sleep)
-
-    def plan(
-        self,
-        service: str,
-        method: str,
-        headers: Mapping[str, str] | None,
-        *,
-        replayable: bool,
-        retry: RetryPolicy | None = None,
-    ) -> AttemptPlan:
-        """The attempt plan of one call to ``service``, once it is resolved.
-
-        Waits for the service's first resolution (at most ``resolve_timeout`` and the
-        policy's deadline) as every call does. The seam every transport drives: this
-        client's ``send`` and the sync httpx transport (discovery_client/httpx_transport.py).
-        """
-        policy = retry or self.retry
-        started = self._clock()
-        state = self._state(service)
-        self._ready(service, state, min(self.resolve_timeout, policy.deadline))
-        return AttemptPlan(
-            state,
-            policy,
-            method,
-            headers,
-            replayable=replayable,
-            clock=self._clock,
-            rng=self._rng,
-            started=started,
-        )
+        if not stream:
+            _ = response.content
+        return response
 
     def get(self, service: str, path: str, **kwargs: Any) -> requests.Response:
         """GET ``path`` on ``service``."""
@@ -251,33 +243,18 @@ class ServiceClient:
 
     # ---- observability and lifecycle ------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
-        """A plain-dict snapshot: per service, its resolution, counters and instances."""
-        services = {}
-        for name, state in self._states.items():
-            snap = state.stats()
-            snap.update(self._freshness(name))
-            services[name] = snap
-        return {"services": services}
+    def stats(self) -> ClientStats:
+        """A typed snapshot: per Target, its resolution, freshness, counters and instances."""
+        return self.core.stats()
 
-    def _freshness(self, service: str) -> dict[str, Any]:
-        # The balancer only hears of changes; the source's cached Resolution also moves
-        # its fetched_at on every unchanged poll, so it is what says how fresh the set is.
-        # resolve() of an already-watched service is a cache read, no network; timeout 0
-        # so that stats() never waits for a service still resolving.
-        try:
-            current = self.source.resolve(service, timeout=0.0)
-        except DiscoveryError:
-            return {}
-        return {
-            "cache_age": current.age(self._clock()),
-            "stale": current.stale,
-            "error": current.error,
-        }
+    @property
+    def metrics_registry(self) -> CollectorRegistry:
+        """This client's Prometheus registry (needs prometheus_client)."""
+        return self.core.metrics_registry
 
     def close(self) -> None:
         """Close the source and session if this client made them."""
-        if not self._states.close():
+        if not self.core.close():
             return
         if self._owns_source:
             self.source.close()

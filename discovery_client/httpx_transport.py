@@ -1,42 +1,34 @@
 """httpx transports that call ``http://user-service/...`` by name, sync and asyncio.
 
-    client = ServiceClient("127.0.0.1:8500")
-    with httpx.Client(transport=DiscoveryTransport(client)) as http:
+    with httpx.Client(transport=DiscoveryTransport()) as http:
         http.get("http://user-service/users/42")
 
-    transport = AsyncDiscoveryTransport("127.0.0.1:8500")
+    transport = AsyncDiscoveryTransport()
     async with httpx.AsyncClient(mounts={"http://user-service": transport}) as http:
         await http.get("http://user-service/users/42")
     # closing the AsyncClient closes the transport: its watch tasks are cancelled
 
-Both are shells around the one core (discovery_client/attempt.py and state.py): the
-watch, snapshots, pickers, load accounting, retry rules and ejection are those of
-``ServiceClient``. What is theirs: sending through an inner httpx transport, telling
-httpx' exceptions apart (``classify_httpx_error``) and sleeping between attempts.
+Both are thin shells over the one core (consul_discovery.client.core): config, per-Target
+state, readiness, the attempt plan and loop, stats and metrics are the ones every
+transport shares. What is theirs: routing a URL (discovery_client/routing.py; other URLs
+go to ``fallback``), sending each attempt through an inner transport with a pool per
+instance (discovery_client/httpx_pools.py), httpx' exceptions and responses
+(consul_discovery.client.httpx_shell), and waiting: blocking (drivers.SyncDriver) or on
+the event loop (drivers.AsyncDriver).
 
-* ``DiscoveryTransport`` (``httpx.Client``) drives a ``ServiceClient``: the same
-  per-service state, threaded ``ConsulSource`` and policies as that client's requests
-  calls (and its DiscoveryAdapter).
+* ``DiscoveryTransport`` (``httpx.Client``) makes its own core over a threaded
+  ``ConsulSource``, or shares a ``ServiceClient``'s (``DiscoveryTransport(client)``: the
+  same per-Target state, watch and policies as that client's requests calls).
 * ``AsyncDiscoveryTransport`` (``httpx.AsyncClient``) lives on an event loop: it watches
   with ``AsyncConsulSource`` (one asyncio task per service, no thread), awaits a new
-  service's first resolution (bounded as a sync call's) and ``asyncio.sleep``s between
-  attempts; nothing it does blocks the loop (the Balancer never blocks).
-
-Routing is the adapter's (discovery_client/routing.py); other URLs go to ``fallback``
-(a plain httpx transport). The inner transport keeps a pool per instance
-(discovery_client/httpx_pools.py): httpx' one pool for all hosts keeps 20 idle
-connections in all and walks every connection on every request, so 50 instances in
-rotation would thrash it; per instance, each keeps its own. Each attempt goes to
-the instance's address with ``Host`` set to it (as the requests path does), its
-timeouts cut to what is left of the call's deadline, and trace headers injected
-(discovery_client/propagation.py).
+  service's first resolution and ``asyncio.sleep``s between attempts; nothing it does
+  blocks the loop.
 
 Errors stay httpx': a discovery failure raises ``httpx.ConnectError`` (for
 AllAttemptsFailedError, the class of the last attempt's httpx error, e.g.
-``httpx.ReadTimeout``) with the DiscoveryError as ``__cause__``, so ``except
-httpx.TransportError`` clauses keep working. A response that was retried is read and
-closed first (its connection goes back to the pool); a response kept while a later
-attempt failed comes back buffered.
+``httpx.ReadTimeout``) with the DiscoveryError as ``__cause__``. A response that was
+retried is read and closed first (its connection goes back to the pool); a response kept
+while a later attempt failed comes back buffered.
 """
 
 from __future__ import annotations
@@ -45,7 +37,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from consul_discovery.extras import missing
 
@@ -54,137 +46,131 @@ try:
 except ImportError as exc:
     raise missing(__name__, "httpx", exc) from exc
 
-from consul_discovery.client.aio import AsyncConsulSource
-from consul_discovery.client.attempt import AttemptPlan, Outcome
-from consul_discovery.client.client import (
+from consul_discovery.client.attempt import AttemptPlan
+from consul_discovery.client.config import ServiceConfig
+from consul_discovery.client.core import (
     DEFAULT_CONFIG,
     DEFAULT_EJECTION,
     DEFAULT_RETRY,
-    ServiceClient,
+    DiscoveryCore,
 )
-from consul_discovery.client.config import ServiceConfig
+from consul_discovery.client.drivers import AsyncDriver, SyncDriver
 from consul_discovery.client.ejection import EjectionPolicy
-from consul_discovery.client.errors import AllAttemptsFailedError, DiscoveryError
-from consul_discovery.client.httpx_pools import AsyncPerInstanceTransport, PerInstanceTransport
+from consul_discovery.client.errors import DiscoveryError
+from consul_discovery.client.httpx_pools import (
+    AsyncPerInstanceTransport,
+    PerInstanceTransport,
+    default_ssl_context,
+)
+from consul_discovery.client.httpx_shell import (
+    ASYNC_SHELL,
+    SYNC_SHELL,
+    attempt_request,
+    classify_httpx_error,
+    raise_as_httpx,
+    replayable,
+    url_parts,
+)
 from consul_discovery.client.load import Endpoint
 from consul_discovery.client.propagation import inject
-from consul_discovery.client.retry import ErrorKind, RetryPolicy
-from consul_discovery.client.routing import service_for
-from consul_discovery.client.state import ServiceStates
+from consul_discovery.client.retry import RetryPolicy
+from consul_discovery.client.route import RequestView
+from consul_discovery.client.routing import Router
+from consul_discovery.client.stats import ClientStats
 from consul_discovery.connection import ConsulConnection
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-_TIMEOUT_KEYS = ("connect", "read", "write", "pool")
-_CONNECT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-# Errors during or after sending: the request may have reached the instance.
-_READ = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from consul_discovery.client.aio import AsyncConsulSource
+    from consul_discovery.client.client import ServiceClient
+
+__all__ = ["AsyncDiscoveryTransport", "DiscoveryTransport", "classify_httpx_error"]
 
 
-def classify_httpx_error(error: BaseException) -> ErrorKind:
-    """Say whether ``error`` (from an httpx transport) happened before the request was sent."""
-    if isinstance(error, _CONNECT):
-        return ErrorKind.CONNECT
-    if isinstance(error, _READ):
-        return ErrorKind.READ
-    if isinstance(error, OSError):
-        return ErrorKind.READ
-    return ErrorKind.FATAL  # UnsupportedProtocol, LocalProtocolError, ProxyError, ...
-
-
-def _replayable(request: httpx.Request) -> bool:
-    # A body given as bytes, str, JSON or a form is a ByteStream; an iterator is not.
-    return isinstance(request.stream, httpx.ByteStream)
-
-
-def _instance_url(url: httpx.URL, host: str, port: int | None) -> httpx.URL:
-    """``url`` with its host and port replaced.
-
-    ``URL.copy_with`` parses and validates the whole URL again (about a third of the
-    transport's own cost per call); an already parsed URL only needs its host and port
-    swapped in its parse result. IPv6 hosts, and any httpx whose URL is built otherwise,
-    take ``copy_with``.
-    """
-    parsed = getattr(url, "_uri_reference", None)
-    if ":" in host or not hasattr(parsed, "_replace"):
-        return url.copy_with(host=host, port=port)
-    fast = httpx.URL.__new__(httpx.URL)
-    if port == _DEFAULT_PORTS.get(url.scheme):
-        port = None  # as copy_with does: a default port is not spelled out
-    fast._uri_reference = parsed._replace(host=host, port=port)  # type: ignore[union-attr]
-    return fast
-
-
-def _attempt_request(
-    request: httpx.Request, endpoint: Endpoint, plan: AttemptPlan
-) -> httpx.Request:
-    """The request for one attempt: the instance's address, its timeouts cut to the deadline.
-
-    A shallow copy of ``request`` (``__init__`` would prepare headers and parse the URL
-    again): the same method and body stream; its own URL, headers and extensions.
-    """
-    inst = endpoint.instance
-    headers = request.headers.copy()
-    url = _instance_url(request.url, inst.address, inst.port)
-    headers["Host"] = url.netloc.decode("ascii")
-    extensions = dict(request.extensions)
-    timeouts = extensions.get("timeout") or {}
-    extensions["timeout"] = {key: plan.cap(timeouts.get(key)) for key in _TIMEOUT_KEYS}
-    attempt = httpx.Request.__new__(httpx.Request)
-    attempt.__dict__.update(request.__dict__)
-    attempt.url, attempt.headers, attempt.extensions = url, headers, extensions
-    return attempt
-
-
-def _buffered(response: httpx.Response, raw: bytes) -> httpx.Response:
-    """A response already read (``raw``, still encoded) and closed, as a fresh one."""
-    extensions = {k: v for k, v in response.extensions.items() if k != "network_stream"}
-    return httpx.Response(
-        response.status_code,
-        headers=response.headers,
-        stream=httpx.ByteStream(raw),
-        extensions=extensions,
-    )
-
-
-def _raise_as_httpx(exc: DiscoveryError, request: httpx.Request) -> NoReturn:
-    """Raise ``exc`` as an httpx exception (``exc`` chained as its cause)."""
-    cls: type[httpx.TransportError] = httpx.ConnectError
-    if isinstance(exc, AllAttemptsFailedError):
-        last = exc.attempts[-1][1] if exc.attempts else None
-        if isinstance(last, httpx.TransportError):
-            cls = type(last)
-    raise cls(str(exc), request=request) from exc
+def _view(request: httpx.Request) -> RequestView:
+    url = request.url
+    return RequestView(request.method, lambda: url.raw_path.decode("ascii"), request.headers)
 
 
 class DiscoveryTransport(httpx.BaseTransport):
-    """An ``httpx.Client`` transport that sends service-named URLs through a ServiceClient.
+    """An ``httpx.Client`` transport that sends service-named URLs through discovery.
 
-    ``only`` restricts discovery to these service names (else the routing rule of
-    discovery_client/routing.py). ``inner`` sends each attempt (default: a
-    ``PerInstanceTransport``, a pool per instance); ``fallback`` takes every other
-    URL. ``limits`` are those of each instance's pool (discovery_client/httpx_pools.py).
-    ``close()`` closes both; the ServiceClient belongs to its creator.
+    With ``client`` (a ServiceClient) it shares that client's core, source and sleep;
+    otherwise it makes its own core over a threaded ConsulSource (closed by ``close()``)
+    from the knobs ServiceClient takes (``consul_addr``/``connection`` or ``source``,
+    ``services``, ``default_config``, ``retry``, ``ejection``, ``resolve_timeout``,
+    ``registry``, injected ``clock``, ``rng`` and ``sleep``). ``only`` restricts discovery
+    to these service names (else the routing rule of discovery_client/routing.py).
+    ``inner`` sends each attempt (default: a ``PerInstanceTransport``, a pool per
+    instance, ``limits`` each); ``fallback`` takes every other URL. ``close()`` closes
+    both (and the source if the transport made it); a ServiceClient belongs to its creator.
     """
 
     def __init__(
         self,
-        client: ServiceClient,
+        client: ServiceClient | None = None,
         only: Iterable[str] | None = None,
         *,
+        consul_addr: str | None = None,
+        connection: ConsulConnection | None = None,
+        source: Any | None = None,
+        services: Mapping[str, ServiceConfig] | None = None,
+        default_config: ServiceConfig = DEFAULT_CONFIG,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        ejection: EjectionPolicy = DEFAULT_EJECTION,
+        resolve_timeout: float = 5.0,
         inner: httpx.BaseTransport | None = None,
         fallback: httpx.BaseTransport | None = None,
         limits: httpx.Limits | None = None,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Any] = time.sleep,
     ) -> None:
         self.client = client
-        self.only: frozenset[str] | None = None if only is None else frozenset(only)
+        self._owns_source = False
+        if client is not None:
+            given = [name for name, value in (("consul_addr", consul_addr),
+                     ("connection", connection), ("source", source), ("services", services),
+                     ("registry", registry)) if value is not None]  # fmt: skip
+            if given:
+                raise ValueError(
+                    f"DiscoveryTransport(client, ...) shares the client's core; "
+                    f"configure the ServiceClient instead of passing {', '.join(given)}"
+                )
+            self.core: DiscoveryCore = client.core
+            self.source = client.source
+            self.driver: SyncDriver[httpx.Response] = client.driver  # type: ignore[assignment]
+        else:
+            if source is None:
+                from consul_discovery.client.consul_source import ConsulSource
+
+                source = ConsulSource(
+                    consul_addr,
+                    connection=connection,
+                    service_config=lambda name: self.core.config_for(name),
+                )
+                self._owns_source = True
+            self.source = source
+            self.core = DiscoveryCore(
+                source, services=services, default_config=default_config, retry=retry,
+                ejection=ejection, resolve_timeout=resolve_timeout, clock=clock, rng=rng,
+                registry=registry,
+            )  # fmt: skip
+            self.driver = SyncDriver(self.core, source.resolve, sleep)
+        self.router = Router(only, self.core.services)
         self.inner = inner or PerInstanceTransport(limits)
-        self.fallback = fallback or httpx.HTTPTransport()
+        self.fallback = fallback or httpx.HTTPTransport(verify=default_ssl_context())
+
+    @property
+    def only(self) -> frozenset[str] | None:
+        """The service names discovery is restricted to (None: the routing rule's)."""
+        return self.router.only
 
     def service_for(self, url: httpx.URL) -> str | None:
         """The service a URL names, or None when it should go to ``fallback``."""
-        return service_for(
-            url.scheme, url.host, url.port, only=self.only, known=self.client.services
-        )
+        return self.router.service(*url_parts(url))
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send through discovery if the host is a service name, else through ``fallback``."""
@@ -192,63 +178,44 @@ class DiscoveryTransport(httpx.BaseTransport):
         if service is None:
             return self.fallback.handle_request(request)
         inject(request.headers)
-        try:
-            plan = self.client.plan(
-                service, request.method, request.headers, replayable=_replayable(request)
-            )
-            return self._run(plan, request)
-        except DiscoveryError as exc:
-            _raise_as_httpx(exc, request)
+        inner = self.inner.handle_request
 
-    def _run(self, plan: AttemptPlan, request: httpx.Request) -> httpx.Response:
-        response: httpx.Response | None = None
-        while True:
-            endpoint = plan.next_endpoint()
-            if endpoint is not None:
-                attempt = _attempt_request(request, endpoint, plan)
-                try:
-                    answer = self.inner.handle_request(attempt)
-                except (httpx.TransportError, OSError) as exc:
-                    kind = classify_httpx_error(exc)
-                    plan.record(Outcome.failure(kind, exc))
-                    if kind is ErrorKind.FATAL:
-                        raise
-                except BaseException:
-                    plan.abandon()
-                    raise
-                else:
-                    plan.record(Outcome.answer(answer.status_code, answer.headers))
-                    if response is not None:
-                        response.close()
-                    response = answer
-            if not plan.decide():
-                break
-            if response is not None and not response.is_closed:
-                # Free its connection before waiting; keep it in case no attempt answers.
-                try:
-                    raw = b"".join(response.iter_raw())
-                finally:
-                    response.close()
-                response = _buffered(response, raw)
-            self.client._sleep(plan.delay)
-        if response is None:
-            plan.raise_failure()
-        return response
+        def send(endpoint: Endpoint, plan: AttemptPlan) -> httpx.Response:
+            return inner(attempt_request(request, endpoint, plan))
+
+        try:
+            return self.driver.call(service, _view(request), SYNC_SHELL, send,
+                                    replayable=replayable(request))  # fmt: skip
+        except DiscoveryError as exc:
+            raise_as_httpx(exc, request)
+
+    def stats(self) -> ClientStats:
+        """The core's typed snapshot (shared with the ServiceClient, if any)."""
+        return self.core.stats()
+
+    @property
+    def metrics_registry(self) -> CollectorRegistry:
+        """The core's Prometheus registry (needs prometheus_client)."""
+        return self.core.metrics_registry
 
     def close(self) -> None:
-        """Close the inner and fallback transports (not the ServiceClient)."""
+        """Close the inner and fallback transports, and the core and source if they are
+        this transport's own (not a ServiceClient's)."""
         self.inner.close()
         self.fallback.close()
+        if self.client is None and self.core.close() and self._owns_source:
+            self.source.close()
 
 
 class AsyncDiscoveryTransport(httpx.AsyncBaseTransport):
     """An ``httpx.AsyncClient`` transport: discovery on the event loop, no thread per service.
 
     The knobs of ``ServiceClient`` (``consul_addr``/``connection``, ``services`` configs,
-    ``default_config``, ``retry``, ``ejection``, ``resolve_timeout``, injected ``clock``,
-    ``rng`` and ``sleep``); ``source`` defaults to an ``AsyncConsulSource`` made here and
-    closed (its watch tasks cancelled) by ``aclose()``. ``only``, ``inner``, ``fallback``
-    and ``limits`` as for ``DiscoveryTransport``. Use it from one event loop.
+    ``default_config``, ``retry``, ``ejection``, ``resolve_timeout``, ``registry``,
+    injected ``clock``, ``rng`` and ``sleep``); ``source`` defaults to an
+    ``AsyncConsulSource`` made here and closed (its watch tasks cancelled) by
+    ``aclose()``. ``only``, ``inner``, ``fallback`` and ``limits`` as for
+    ``DiscoveryTransport``. Use it from one event loop.
     """
 
     def __init__(
@@ -266,40 +233,48 @@ class AsyncDiscoveryTransport(httpx.AsyncBaseTransport):
         inner: httpx.AsyncBaseTransport | None = None,
         fallback: httpx.AsyncBaseTransport | None = None,
         limits: httpx.Limits | None = None,
+        registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
-        self.services: Mapping[str, ServiceConfig] = dict(services or {})
-        self.default_config = default_config
-        self.retry = retry
-        self.resolve_timeout = resolve_timeout
-        self.only: frozenset[str] | None = None if only is None else frozenset(only)
-        self._clock = clock
-        self._rng = rng or random.Random()
-        self._sleep = sleep
         self._owns_source = source is None
-        self.source = source or AsyncConsulSource(
-            consul_addr, connection=connection, service_config=self.config_for
-        )
+        if source is None:
+            from consul_discovery.client.aio import AsyncConsulSource
+
+            source = AsyncConsulSource(
+                consul_addr,
+                connection=connection,
+                service_config=lambda name: self.core.config_for(name),
+            )
+        self.source = source
+        self.core = DiscoveryCore(
+            source, services=services, default_config=default_config, retry=retry,
+            ejection=ejection, resolve_timeout=resolve_timeout, clock=clock, rng=rng,
+            registry=registry,
+        )  # fmt: skip
+        self.driver: AsyncDriver[httpx.Response] = AsyncDriver(self.core, source.resolve, sleep)
+        self.router = Router(only, self.core.services)
         self.inner = inner or AsyncPerInstanceTransport(limits)
-        self.fallback = fallback or httpx.AsyncHTTPTransport()
-        self._states = ServiceStates(
-            self.config_for,
-            self.source.subscribe,
-            retry=retry,
-            ejection=ejection,
-            clock=clock,
-            rng=self._rng,
-        )
+        self.fallback = fallback or httpx.AsyncHTTPTransport(verify=default_ssl_context())
+
+    @property
+    def services(self) -> Mapping[str, ServiceConfig]:
+        """The per-service configs."""
+        return self.core.services
 
     def config_for(self, service: str) -> ServiceConfig:
         """The ServiceConfig used for ``service`` (its entry in ``services`` or the default)."""
-        return self.services.get(service, self.default_config)
+        return self.core.config_for(service)
+
+    @property
+    def only(self) -> frozenset[str] | None:
+        """The service names discovery is restricted to (None: the routing rule's)."""
+        return self.router.only
 
     def service_for(self, url: httpx.URL) -> str | None:
         """The service a URL names, or None when it should go to ``fallback``."""
-        return service_for(url.scheme, url.host, url.port, only=self.only, known=self.services)
+        return self.router.service(*url_parts(url))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send through discovery if the host is a service name, else through ``fallback``."""
@@ -307,84 +282,29 @@ class AsyncDiscoveryTransport(httpx.AsyncBaseTransport):
         if service is None:
             return await self.fallback.handle_async_request(request)
         inject(request.headers)
+        inner = self.inner.handle_async_request
+
+        def send(endpoint: Endpoint, plan: AttemptPlan) -> Awaitable[httpx.Response]:
+            return inner(attempt_request(request, endpoint, plan))
+
         try:
-            plan = await self._plan(service, request)
-            return await self._run(plan, request)
+            return await self.driver.call(service, _view(request), ASYNC_SHELL, send,
+                                          replayable=replayable(request))  # fmt: skip
         except DiscoveryError as exc:
-            _raise_as_httpx(exc, request)
+            raise_as_httpx(exc, request)
 
-    async def _plan(self, service: str, request: httpx.Request) -> AttemptPlan:
-        """The call's plan once the service is resolved (awaited, never blocking the loop)."""
-        policy = self.retry
-        started = self._clock()
-        state = self._states.get(service)
-        if not state.ready:
-            wait = max(0.0, min(self.resolve_timeout, policy.deadline))
-            state.adopt(await self.source.resolve(service, timeout=wait))
-        return AttemptPlan(
-            state,
-            policy,
-            request.method,
-            request.headers,
-            replayable=_replayable(request),
-            clock=self._clock,
-            rng=self._rng,
-            started=started,
-        )
+    def stats(self) -> ClientStats:
+        """The core's typed snapshot, as ``ServiceClient.stats()``."""
+        return self.core.stats()
 
-    async def _run(self, plan: AttemptPlan, request: httpx.Request) -> httpx.Response:
-        response: httpx.Response | None = None
-        while True:
-            endpoint = plan.next_endpoint()
-            if endpoint is not None:
-                attempt = _attempt_request(request, endpoint, plan)
-                try:
-                    answer = await self.inner.handle_async_request(attempt)
-                except (httpx.TransportError, OSError) as exc:
-                    kind = classify_httpx_error(exc)
-                    plan.record(Outcome.failure(kind, exc))
-                    if kind is ErrorKind.FATAL:
-                        raise
-                except BaseException:  # a cancellation: keep the in-flight count right
-                    plan.abandon()
-                    raise
-                else:
-                    plan.record(Outcome.answer(answer.status_code, answer.headers))
-                    if response is not None:
-                        await response.aclose()
-                    response = answer
-            if not plan.decide():
-                break
-            if response is not None and not response.is_closed:
-                # Free its connection before waiting; keep it in case no attempt answers.
-                try:
-                    raw = b"".join([chunk async for chunk in response.aiter_raw()])
-                finally:
-                    await response.aclose()
-                response = _buffered(response, raw)
-            await self._sleep(plan.delay)
-        if response is None:
-            plan.raise_failure()
-        return response
-
-    def stats(self) -> dict[str, Any]:
-        """A plain-dict snapshot per service, as ``ServiceClient.stats()``."""
-        services = {}
-        for name, state in self._states.items():
-            snap = state.stats()
-            current = self.source.cached(name)
-            if current is not None:
-                snap.update(
-                    cache_age=current.age(self._clock()),
-                    stale=current.stale,
-                    error=current.error,
-                )
-            services[name] = snap
-        return {"services": services}
+    @property
+    def metrics_registry(self) -> CollectorRegistry:
+        """The core's Prometheus registry (needs prometheus_client)."""
+        return self.core.metrics_registry
 
     async def aclose(self) -> None:
         """Cancel the watch tasks (if the source is ours) and close the inner transports."""
-        if not self._states.close():
+        if not self.core.close():
             return
         if self._owns_source:
             await self.source.aclose()

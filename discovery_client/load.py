@@ -12,6 +12,7 @@ import math
 import threading
 from dataclasses import dataclass
 
+from consul_discovery.client.dial import Dial
 from consul_discovery.client.instance import Instance
 
 # Load reported for an instance that has requests outstanding but no latency history yet,
@@ -19,6 +20,13 @@ from consul_discovery.client.instance import Instance
 UNKNOWN_LATENCY_PENALTY = 1_000.0
 
 DEFAULT_DECAY_TIME = 10.0
+# The least weight one observation gets in the peak EWMA: an estimate far above what the
+# instance now answers in is pulled towards it by time (``decay_time``) or by evidence,
+# whichever is faster (see finish).
+MIN_OBSERVATION_WEIGHT = 1 / 16
+_EVIDENCE_WEIGHT = 1.0 - MIN_OBSERVATION_WEIGHT  # the most an old estimate keeps per answer
+# exp(-elapsed / decay_time) < _EVIDENCE_WEIGHT once elapsed > decay_time * _EVIDENCE_SPAN
+_EVIDENCE_SPAN = -math.log(_EVIDENCE_WEIGHT)
 
 
 class InstanceLoad:
@@ -70,32 +78,47 @@ class InstanceLoad:
             if retry:
                 self.retries += 1
 
-    def finish(self, now: float, latency: float | None, *, failed: bool) -> int:
+    def finish(
+        self, now: float, latency: float | None, *, failed: bool, at_least: float | None = None
+    ) -> int:
         """Count one request ending; return the current consecutive-failure streak.
 
-        ``latency`` (seconds) feeds the peak EWMA; None when the attempt produced no
-        response (a connect error says nothing about how fast the instance serves).
+        ``latency`` (seconds, to the answer's status and headers) feeds the peak EWMA;
+        None when the attempt produced no answer. ``at_least`` is a lower bound instead
+        (a read timeout or a cancelled attempt: the instance took at least that long): it
+        raises the estimate when it is above it and is ignored otherwise. A connect error
+        gives neither: it says nothing about how fast the instance serves.
         """
         with self.lock:
             self.in_flight -= 1
             if latency is not None:
-                self._observe(latency, now)
+                # Peak EWMA: jump to any higher latency at once, decay towards lower
+                # ones. Finagle decays by time only (weight exp(-elapsed/decay_time)), so a
+                # busy instance that had one slow moment (a cold start's burst, a stall of
+                # the client: every call in flight measures it) looks that slow for seconds
+                # however many fast answers follow, and a truly slow instance wins the
+                # comparison meanwhile. Each answer also counts as evidence, at least
+                # MIN_OBSERVATION_WEIGHT of it: ~10 fast answers halve a stale peak's excess
+                # (at 50 calls/s: 0.2 s instead of 7 s). An instance nobody picks gets no
+                # answer: it still decays by time only.
+                elapsed = now - self.stamp
+                self.stamp = now
+                if latency > self.cost:
+                    self.cost = latency
+                else:
+                    w = _EVIDENCE_WEIGHT  # time's weight is at least this until then:
+                    if elapsed > self.decay_time * _EVIDENCE_SPAN:
+                        w = math.exp(-elapsed / self.decay_time)
+                    self.cost = self.cost * w + latency * (1.0 - w)
+            elif at_least is not None and at_least > self.latency(now):
+                self.cost = at_least
+                self.stamp = now
             if failed:
                 self.failures += 1
                 self.consecutive_failures += 1
             else:
                 self.consecutive_failures = 0
             return self.consecutive_failures
-
-    def _observe(self, rtt: float, now: float) -> None:
-        # Peak EWMA: jump to any higher latency at once, decay towards lower ones.
-        elapsed = max(0.0, now - self.stamp)
-        self.stamp = now
-        if rtt > self.cost:
-            self.cost = rtt
-        else:
-            w = math.exp(-elapsed / self.decay_time)
-            self.cost = self.cost * w + rtt * (1.0 - w)
 
     def latency(self, now: float) -> float:
         """The peak-EWMA latency estimate (seconds), decayed to ``now`` without mutating."""
@@ -122,10 +145,16 @@ class InstanceLoad:
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """What a picker hands out: an instance as Consul last described it, plus its load."""
+    """What a picker hands out: an instance as Consul last described it, its load, and
+    how to connect to it (``dial``: plain HTTP to its address unless given)."""
 
     instance: Instance
     load: InstanceLoad
+    dial: Dial = None  # type: ignore[assignment]  # made from the instance when not given
+
+    def __post_init__(self) -> None:
+        if self.dial is None:
+            object.__setattr__(self, "dial", Dial.of(self.instance))
 
     @property
     def id(self) -> str:

@@ -1,4 +1,12 @@
-"""Prometheus metrics of a ServiceClient, read from its ``stats()``: two views.
+"""Prometheus metrics of a discovery client, read from its typed ``stats()``: two views.
+
+Every transport (``ServiceClient``, ``DiscoveryTransport``, ``AsyncDiscoveryTransport``)
+has the same ``stats()`` (consul_discovery.client.stats), so all publish the same series
+under the same names: ``SERIES`` below, label ``upstream`` (the Target called: its service
+name, plus what else selects its instances if anything; ``service`` is left to
+Prometheus' target labels) and, per instance, ``instance_id`` (``instance`` is
+Prometheus' own target label). Needs prometheus_client (the ``prometheus`` extra); the
+rest of the client imports without it.
 
 ``ClientCollector``: a custom Collector over one client's ``stats()`` at scrape time, in
 the client's own registry (``client.metrics_registry``): nothing is double-counted, the
@@ -11,9 +19,7 @@ Counters and Gauges in the default registry: counters grow by the delta since th
 copy (a counter that went backwards, an instance that left and came back, starts again
 from its new value), gauges are set, with a ``multiprocess_mode`` saying how workers
 combine. It copies every ``interval`` from a thread of its own and whenever the serving
-worker renders ``/metrics``; the pick path still pays nothing. Label ``upstream`` is the
-service called (``service`` is left to Prometheus' target labels), ``instance_id`` its
-instance (``instance`` is Prometheus' own target label).
+worker renders ``/metrics``; the pick path still pays nothing.
 """
 
 from __future__ import annotations
@@ -22,155 +28,164 @@ import functools
 import logging
 import threading
 import weakref
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from consul_discovery.extras import missing
 
-if TYPE_CHECKING:
-    from consul_discovery.client.client import ServiceClient
+try:
+    from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+    from prometheus_client.registry import Collector
+except ImportError as exc:
+    raise missing(__name__, "prometheus", exc) from exc
+
+from consul_discovery.client.stats import ClientStats
 
 log = logging.getLogger("consul_discovery.client")
 
 PREFIX = "discovery_client"
 
-# (stats key, metric suffix, kind, help)
-_SERVICE_METRICS = (
-    ("requests", "requests", "counter", "Calls made to the service"),
-    ("retries", "retries", "counter", "Retry attempts made"),
-    ("retries_denied", "retries_denied", "counter", "Retries refused by the retry budget"),
-    ("failed_calls", "failed_calls", "counter", "Calls where no attempt got a response"),
-    ("no_instance", "no_instance", "counter", "Calls refused for lack of an instance"),
-    ("ejections", "ejections", "counter", "Outlier ejections"),
-    ("cache_age", "cache_age_seconds", "gauge", "Seconds since Consul last confirmed the set"),
-    ("stale", "cache_stale", "gauge", "1 while serving last-known-good instances"),
-    ("panic", "panic_mode", "gauge", "1 while balancing over all instances (panic mode)"),
-)
-_INSTANCE_METRICS = (
-    ("picks", "instance_picks", "counter", "Attempts sent to the instance"),
-    ("in_flight", "instance_in_flight", "gauge", "Attempts outstanding on the instance"),
-    ("failures", "instance_failures", "counter", "Failed attempts (connect error, timeout, 5xx)"),
-    ("retries", "instance_retries", "counter", "Retry attempts sent to the instance"),
-    ("ejections", "instance_ejections", "counter", "Times the instance was ejected"),
-    ("ejected", "instance_ejected", "gauge", "1 while the instance is ejected"),
-    ("latency_ewma", "instance_latency_ewma_seconds", "gauge", "Peak-EWMA latency estimate"),
-)
+
+class HasStats(Protocol):
+    """Anything with a typed ``stats()``: every transport, and the core itself."""
+
+    def stats(self) -> ClientStats:
+        """The client's current snapshot."""
+        ...
 
 
-def _family(kind: str, name: str, doc: str, labels: list[str]) -> Metric:
-    cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
-    return cls(f"{PREFIX}_{name}", doc, labels=labels)
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One published series: name (without prefix), kind, help, how workers combine a
+    gauge (``mode``), and what it reads from a TargetStats or an InstanceStats."""
+
+    name: str
+    kind: str  # "counter" or "gauge"
+    doc: str
+    read: Callable[[Any], float | None]
+    mode: str = "livemax"
+
+
+def _opt(value: float | bool | None) -> float | None:
+    return None if value is None else float(value)
+
+
+TARGET_SERIES: tuple[Series, ...] = (
+    Series("calls", "counter", "Calls made to the upstream", lambda t: t.requests),
+    Series("retries", "counter", "Retry attempts made", lambda t: t.retries),
+    Series("retry_budget_exhausted", "counter", "Retries refused by the retry budget",
+           lambda t: t.retries_denied),
+    Series("failed_calls", "counter", "Calls where no attempt got a response",
+           lambda t: t.failed_calls),
+    Series("no_instance", "counter", "Calls refused for lack of an instance",
+           lambda t: t.no_instance),
+    Series("watch_requests", "counter", "Consul queries made by the upstream's watch",
+           lambda t: None if t.watch is None else t.watch.requests),
+    Series("watch_errors", "counter", "Failed Consul queries of the upstream's watch",
+           lambda t: None if t.watch is None else t.watch.errors),
+    Series("instances", "gauge", "Instances in the current set", lambda t: len(t.instances)),
+    Series("instances_held", "gauge", "Instances kept on trust (Consul forgot them)",
+           lambda t: len(t.held)),
+    Series("cache_age_seconds", "gauge", "Seconds since Consul last confirmed the set",
+           lambda t: _opt(t.cache_age)),
+    Series("cache_stale", "gauge", "1 while serving last-known-good instances",
+           lambda t: _opt(t.stale)),
+    Series("panic_mode", "gauge", "1 while balancing over all instances (panic mode)",
+           lambda t: _opt(t.panic)),
+)  # fmt: skip
+INSTANCE_SERIES: tuple[Series, ...] = (
+    Series("attempts", "counter", "Attempts sent to the instance (picks)", lambda i: i.picks),
+    Series("attempt_failures", "counter", "Failed attempts (connect error, timeout, 5xx)",
+           lambda i: i.failures),
+    Series("instance_retries", "counter", "Retry attempts sent to the instance",
+           lambda i: i.retries),
+    Series("ejections", "counter", "Times the instance was ejected (outlier detection)",
+           lambda i: i.ejections),
+    Series("in_flight", "gauge", "Attempts outstanding on the instance", lambda i: i.in_flight,
+           "livesum"),
+    Series("instance_ejected", "gauge", "1 while the instance is ejected",
+           lambda i: float(i.ejected)),
+    Series("instance_latency_ewma_seconds", "gauge", "Peak-EWMA latency estimate",
+           lambda i: i.latency_ewma),
+)  # fmt: skip
+SERIES = TARGET_SERIES + INSTANCE_SERIES
+TARGET_LABELS = ("upstream",)
+INSTANCE_LABELS = ("upstream", "instance_id")
+
+
+def _samples(
+    stats: ClientStats,
+) -> Iterator[tuple[Series, tuple[str, ...], float | None]]:
+    """(series, label values, value) for every target and instance of a snapshot."""
+    for target in stats.targets:
+        labels = (target.upstream,)
+        for series in TARGET_SERIES:
+            yield series, labels, series.read(target)
+        for inst in target.instances:
+            inst_labels = (target.upstream, inst.id)
+            for series in INSTANCE_SERIES:
+                yield series, inst_labels, series.read(inst)
+
+
+def _family(series: Series) -> Metric:
+    cls = CounterMetricFamily if series.kind == "counter" else GaugeMetricFamily
+    labels = INSTANCE_LABELS if series in INSTANCE_SERIES else TARGET_LABELS
+    return cls(f"{PREFIX}_{series.name}", series.doc, labels=list(labels))
 
 
 class ClientCollector(Collector):
-    """Exposes one ServiceClient's stats; holds the client weakly."""
+    """Exposes one client's stats at scrape time; holds the client weakly."""
 
-    def __init__(self, client: ServiceClient) -> None:
+    def __init__(self, client: HasStats) -> None:
         self._client = weakref.ref(client)
 
     def collect(self) -> Iterator[Metric]:
-        """Yield one family per metric, with a sample per service / instance."""
+        """Yield one family per series, with a sample per upstream / instance."""
+        families = {series.name: _family(series) for series in SERIES}
         client = self._client()
-        services = client.stats()["services"] if client is not None else {}
-        families = {
-            key: _family(kind, name, doc, ["service"]) for key, name, kind, doc in _SERVICE_METRICS
-        }
-        instances = {
-            key: _family(kind, name, doc, ["service", "instance"])
-            for key, name, kind, doc in _INSTANCE_METRICS
-        }
-        size = _family("gauge", "instances", "Instances in the current set", ["service"])
-        held = _family(
-            "gauge", "instances_held", "Instances kept on trust (Consul forgot them)", ["service"]
-        )
-        for service, snap in services.items():
-            size.add_metric([service], len(snap["instances"]))
-            held.add_metric([service], len(snap.get("held") or ()))
-            for key, family in families.items():
-                value = snap.get(key)
+        if client is not None:
+            for series, labels, value in _samples(client.stats()):
                 if value is not None:
-                    family.add_metric([service], float(value))
-            for inst_id, inst in snap["instances"].items():
-                for key, family in instances.items():
-                    family.add_metric([service, inst_id], float(inst[key]))
-        yield size
-        yield held
+                    families[series.name].add_metric(list(labels), float(value))
         yield from families.values()
-        yield from instances.values()
 
 
 # ---- the process-wide, multiprocess-safe view ---------------------------------------
 
-# (stats key, metric name, help): counters per upstream service
-_SERVICE_COUNTERS = (
-    ("requests", "calls", "Calls made to the upstream service"),
-    ("retries", "retries", "Retry attempts made"),
-    ("retries_denied", "retry_budget_exhausted", "Retries refused by the retry budget"),
-    ("failed_calls", "failed_calls", "Calls where no attempt got a response"),
-    ("no_instance", "no_instance", "Calls refused for lack of an instance"),
-    ("watch_errors", "watch_errors", "Failed Consul queries of the service's watch"),
-)
-# counters per upstream instance
-_INSTANCE_COUNTERS = (
-    ("picks", "attempts", "Attempts sent to the instance (picks)"),
-    ("failures", "attempt_failures", "Failed attempts (connect error, timeout, 5xx)"),
-    ("ejections", "ejections", "Times the instance was ejected (outlier detection)"),
-)
-# (stats key, metric name, help, multiprocess_mode): gauges per upstream service
-_SERVICE_GAUGES = (
-    ("size", "instances", "Instances in the current set", "livemax"),
-    ("cache_age", "cache_age_seconds", "Seconds since Consul last confirmed the set", "livemax"),
-    ("stale", "cache_stale", "1 while serving last-known-good instances", "livemax"),
-)
-_INSTANCE_GAUGES = (
-    ("in_flight", "in_flight", "Attempts outstanding on the instance", "livesum"),
-    ("ejected", "instance_ejected", "1 while the instance is ejected", "livemax"),
-)
-
 
 @functools.cache
-def _series(registry: CollectorRegistry) -> dict[str, Any]:
+def _metrics(registry: CollectorRegistry) -> dict[str, Any]:
     # One set per registry, shared by every client of the process.
-    series: dict[str, Any] = {}
-    for key, name, doc in _SERVICE_COUNTERS:
-        series[key] = Counter(f"{PREFIX}_{name}", doc, ["upstream"], registry=registry)
-    for key, name, doc in _INSTANCE_COUNTERS:
-        series["instance_" + key] = Counter(
-            f"{PREFIX}_{name}", doc, ["upstream", "instance_id"], registry=registry
-        )
-    for key, name, doc, mode in _SERVICE_GAUGES:
-        series[key] = Gauge(
-            f"{PREFIX}_{name}", doc, ["upstream"], multiprocess_mode=mode, registry=registry
-        )
-    for key, name, doc, mode in _INSTANCE_GAUGES:
-        series["instance_" + key] = Gauge(
-            f"{PREFIX}_{name}",
-            doc,
-            ["upstream", "instance_id"],
-            multiprocess_mode=mode,
-            registry=registry,
-        )
-    return series
+    made: dict[str, Any] = {}
+    for series in SERIES:
+        labels = INSTANCE_LABELS if series in INSTANCE_SERIES else TARGET_LABELS
+        name = f"{PREFIX}_{series.name}"
+        if series.kind == "counter":
+            made[series.name] = Counter(name, series.doc, labels, registry=registry)
+        else:
+            made[series.name] = Gauge(name, series.doc, labels, registry=registry,
+                                      multiprocess_mode=series.mode)  # fmt: skip
+    return made
 
 
 class ClientMetricsPublisher:
-    """Copies one ServiceClient's ``stats()`` into process-wide Prometheus series."""
+    """Copies one client's ``stats()`` into process-wide Prometheus series."""
 
     def __init__(
         self,
-        client: ServiceClient,
+        client: HasStats,
         *,
         registry: CollectorRegistry = REGISTRY,
         interval: float = 1.0,
     ) -> None:
         self._client = weakref.ref(client)
-        self._series = _series(registry)
+        self._metrics = _metrics(registry)
         self._interval = interval
         self._lock = threading.Lock()  # serialises publish(): thread and /metrics renders
         self._seen: dict[tuple[str, ...], float] = {}  # counter values copied; under _lock
-        self._instances: set[tuple[str, str]] = set()  # instances with gauges; under _lock
+        self._instances: set[tuple[str, ...]] = set()  # instances with gauges; under _lock
         self._stop = threading.Event()
 
     def publish(self) -> None:
@@ -178,51 +193,43 @@ class ClientMetricsPublisher:
         client = self._client()
         if client is None:
             return
-        source_stats = getattr(client.source, "watch_stats", None)
-        services = client.stats()["services"]
+        stats = client.stats()
         with self._lock:
-            present: set[tuple[str, str]] = set()
-            for upstream, snap in services.items():
-                watch = source_stats(upstream) if source_stats is not None else None
-                errors = watch.errors if watch is not None else None
-                values = dict(snap, watch_errors=errors, size=len(snap["instances"]))
-                for key, *_ in _SERVICE_COUNTERS:
-                    self._advance((upstream, key), key, values.get(key), upstream)
-                for key, *_ in _SERVICE_GAUGES:
-                    if values.get(key) is not None:
-                        self._series[key].labels(upstream).set(float(values[key]))
-                for inst_id, inst in snap["instances"].items():
-                    present.add((upstream, inst_id))
-                    for key, *_ in _INSTANCE_COUNTERS:
-                        name = "instance_" + key
-                        self._advance((upstream, inst_id, key), name, inst[key], upstream, inst_id)
-                    for key, *_ in _INSTANCE_GAUGES:
-                        gauge = self._series["instance_" + key]
-                        gauge.labels(upstream, inst_id).set(float(inst[key]))
+            present: set[tuple[str, ...]] = set()
+            for series, labels, value in _samples(stats):
+                if len(labels) == 2:
+                    present.add(labels)
+                if value is None:
+                    continue
+                if series.kind == "counter":
+                    self._advance(series.name, labels, value)
+                else:
+                    self._metrics[series.name].labels(*labels).set(value)
             for gone in self._instances - present:  # left the set: its live gauges go to 0
-                for key, *_ in _INSTANCE_GAUGES:
-                    self._series["instance_" + key].labels(*gone).set(0)
+                for series in INSTANCE_SERIES:
+                    if series.kind == "gauge":
+                        self._metrics[series.name].labels(*gone).set(0)
             self._instances = present
 
-    def _advance(self, seen_key: tuple[str, ...], name: str, value: Any, *labels: str) -> None:
-        if value is None:
-            return
-        value = float(value)
-        last = self._seen.get(seen_key, 0.0)
+    def _advance(self, name: str, labels: tuple[str, ...], value: float) -> None:
+        key = (name, *labels)
+        last = self._seen.get(key, 0.0)
         delta = value - last if value >= last else value  # went backwards: a new counter
-        child = self._series[name].labels(*labels)  # a series from 0 on, not from its 1st
+        child = self._metrics[name].labels(*labels)  # a series from 0 on, not from its 1st
         if delta > 0:
             child.inc(delta)
-        self._seen[seen_key] = value
+        self._seen[key] = value
 
     def start(self) -> ClientMetricsPublisher:
-        """Publish every ``interval`` from a daemon thread until ``stop`` or the client goes."""
+        """Publish every ``interval`` from a daemon thread until ``close`` or the client goes."""
         threading.Thread(target=self._run, name="discovery-metrics", daemon=True).start()
         return self
 
-    def stop(self) -> None:
+    def close(self) -> None:
         """Stop the background thread after its current copy."""
         self._stop.set()
+
+    stop = close  # the name it had before stop methods were named alike
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval) and self._client() is not None:
@@ -230,3 +237,12 @@ class ClientMetricsPublisher:
                 self.publish()
             except Exception:  # metrics must never take a worker down
                 log.exception("discovery_client: publishing metrics failed")
+
+
+__all__ = [
+    "INSTANCE_SERIES",
+    "SERIES",
+    "TARGET_SERIES",
+    "ClientCollector",
+    "ClientMetricsPublisher",
+]

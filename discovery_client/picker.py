@@ -84,15 +84,19 @@ class Picker:
         """One endpoint at random, in proportion to its weight."""
         return self.endpoints[bisect_right(self._cumulative, self._random() * self._total)]
 
-    def pick(self, exclude: Collection[str] = ()) -> Endpoint:
-        """Choose an endpoint, avoiding ids in ``exclude`` when another one is left."""
+    def pick(self, exclude: Collection[str] = (), hash_key: int | None = None) -> Endpoint:
+        """Choose an endpoint, avoiding ids in ``exclude`` when another one is left.
+
+        ``hash_key`` is the call's request hash (consistent-hashing policies pick by it;
+        the others ignore it), computed once per call by the core.
+        """
         if exclude:
             rest = [e for e in self.endpoints if e.instance.id not in exclude]
             if rest and len(rest) < self._n:
-                return type(self)(self.service, rest, self._rng, self._clock)._choose()
-        return self._choose()
+                return type(self)(self.service, rest, self._rng, self._clock)._choose(hash_key)
+        return self._choose(hash_key)
 
-    def _choose(self) -> Endpoint:
+    def _choose(self, hash_key: int | None) -> Endpoint:
         raise NotImplementedError
 
 
@@ -105,11 +109,11 @@ class EmptyPicker(Picker):
         super().__init__(service, (), random.Random(0), lambda: 0.0, expires_at)
         self.detail = detail
 
-    def pick(self, exclude: Collection[str] = ()) -> Endpoint:
+    def pick(self, exclude: Collection[str] = (), hash_key: int | None = None) -> Endpoint:
         """Always raise NoHealthyInstanceError."""
         raise NoHealthyInstanceError(self.service, self.detail)
 
-    def _choose(self) -> Endpoint:
+    def _choose(self, hash_key: int | None) -> Endpoint:
         raise NoHealthyInstanceError(self.service, self.detail)
 
 
@@ -126,7 +130,7 @@ class RoundRobinPicker(Picker):
             self._schedule = edf_schedule(self._weights)
         self._next = itertools.count(self._rng.randrange(len(self._schedule))).__next__
 
-    def _choose(self) -> Endpoint:
+    def _choose(self, hash_key: int | None) -> Endpoint:
         schedule = self._schedule
         return self.endpoints[schedule[self._next() % len(schedule)]]
 
@@ -136,7 +140,7 @@ class RandomPicker(Picker):
 
     __slots__ = ()
 
-    def _choose(self) -> Endpoint:
+    def _choose(self, hash_key: int | None) -> Endpoint:
         if self._equal:
             return self.endpoints[int(self._random() * self._n)]
         return self._draw()
@@ -160,9 +164,26 @@ class _PowerOfTwoChoicesPicker(Picker):
     the subclass's ``_lighter``, which keeps ``a`` on a tie; the selection rule is shared.
     """
 
-    __slots__ = ()
+    __slots__ = ("_pairs",)
 
-    def _choose(self) -> Endpoint:
+    MAX_PAIR_TABLE = 64  # endpoints up to which every ordered pair is listed up front
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # With equal weights, every ordered pair of distinct endpoints, so a pick is one
+        # draw (the same distribution as drawing one, then another among the rest).
+        ends, n = self.endpoints, self._n
+        self._pairs: tuple[tuple[Endpoint, Endpoint], ...] = (
+            tuple((ends[i], ends[j]) for i in range(n) for j in range(n) if i != j)
+            if self._equal and 1 < n <= self.MAX_PAIR_TABLE
+            else ()
+        )
+
+    def _choose(self, hash_key: int | None) -> Endpoint:
+        pairs = self._pairs
+        if pairs:
+            a, b = pairs[int(self._random() * len(pairs))]
+            return self._lighter(a, b)
         n = self._n
         if n == 1:
             return self.endpoints[0]
@@ -185,6 +206,8 @@ class LeastRequestPicker(_PowerOfTwoChoicesPicker):
     __slots__ = ()
 
     def _lighter(self, a: Endpoint, b: Endpoint) -> Endpoint:
+        if self._equal:
+            return a if a.load.in_flight <= b.load.in_flight else b
         # in_flight / weight, cross-multiplied (weights are ints >= 1 here).
         wa, wb = max(1, a.instance.weight), max(1, b.instance.weight)
         return a if a.load.in_flight * wb <= b.load.in_flight * wa else b
@@ -204,6 +227,8 @@ class PeakEwmaPicker(_PowerOfTwoChoicesPicker):
 
     def _lighter(self, a: Endpoint, b: Endpoint) -> Endpoint:
         now = self._clock()
+        if self._equal:
+            return a if a.load.peak_ewma_load(now) <= b.load.peak_ewma_load(now) else b
         wa, wb = max(1, a.instance.weight), max(1, b.instance.weight)
         # cost / weight, cross-multiplied (weights are ints >= 1 here).
         return a if a.load.peak_ewma_load(now) * wb <= b.load.peak_ewma_load(now) * wa else b

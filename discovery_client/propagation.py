@@ -19,9 +19,11 @@ from types import ModuleType
 _headers: ContextVar[Mapping[str, str] | None] = ContextVar("propagated_headers", default=None)
 
 try:
+    from opentelemetry import context as _otel_context
     from opentelemetry import propagate as _otel_propagate
 except ImportError:  # the API is optional
     _otel_propagate: ModuleType | None = None  # type: ignore[no-redef]
+    _otel_context: ModuleType | None = None  # type: ignore[no-redef]
 
 
 def set_headers(headers: Mapping[str, str] | None) -> Token[Mapping[str, str] | None]:
@@ -56,5 +58,12 @@ def inject(headers: MutableMapping[str, str]) -> None:
         for name, value in current.items():
             if name not in headers:  # a requests CaseInsensitiveDict: any spelling
                 headers[name] = value
-    elif _otel_propagate is not None and "traceparent" not in headers:
+    elif (
+        _otel_propagate is not None
+        and _otel_context is not None
+        # An empty OpenTelemetry context holds no span and no baggage: nothing to inject
+        # (and asking the propagators costs more than the rest of a call's overhead).
+        and _otel_context.get_current()
+        and "traceparent" not in headers
+    ):
         _otel_propagate.inject(headers)

@@ -9,7 +9,7 @@ service names are DNS labels; ordinary hosts have dots).
 from __future__ import annotations
 
 import re
-from collections.abc import Container
+from collections.abc import Container, Iterable
 
 _SERVICE_LABEL = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -32,3 +32,34 @@ def service_for(
     if host != "localhost" and _SERVICE_LABEL.match(host):
         return host
     return None
+
+
+class Router:
+    """``service_for`` with its answers remembered per (scheme, host, port).
+
+    A transport asks once per request; the answer for a host never changes (``only`` and
+    ``known`` are fixed for the router's life), so it is looked up in a dict, which is
+    cleared rather than grown past ``max_hosts`` entries. Safe from any thread.
+    """
+
+    def __init__(
+        self, only: Iterable[str] | None, known: Container[str], max_hosts: int = 1024
+    ) -> None:
+        self.only: frozenset[str] | None = None if only is None else frozenset(only)
+        self.known = known
+        self.max_hosts = max_hosts
+        # (scheme, host, port) -> service or None; any thread (dict operations are atomic)
+        self._seen: dict[tuple[str, str | None, int | None], str | None] = {}
+
+    def service(self, scheme: str, host: str | None, port: int | None) -> str | None:
+        """The service a URL's parts name, or None when it is an ordinary address."""
+        key = (scheme, host, port)
+        try:
+            return self._seen[key]
+        except KeyError:
+            pass
+        found = service_for(scheme, host, port, only=self.only, known=self.known)
+        if len(self._seen) >= self.max_hosts:
+            self._seen.clear()
+        self._seen[key] = found
+        return found

@@ -1,11 +1,11 @@
-"""Per-service call state shared by every shell: balancer, retry budget, readiness, counters.
+"""Per-target call state shared by every shell: balancer, retry budget, readiness, counters.
 
-``ServiceStates`` creates one ``ServiceState`` per service on first use, without any
-I/O (grpc-go's per-target ClientConn): a Balancer subscribed to a source, starting out
-"resolving". The same table serves the threaded ServiceClient (and through it the
-requests adapter and the sync httpx transport) and the asyncio httpx transport; only
-how a shell waits for the first Resolution differs (a blocking ``source.resolve`` on a
-request thread, an awaited one on the event loop), and both hand it to ``adopt``.
+``TargetStates`` creates one ``TargetState`` per Target on first use, without any I/O
+(grpc-go's per-target ClientConn): a Balancer subscribed to a source, starting out
+"resolving". How a shell waits for the first Resolution differs (a blocking
+``source.resolve`` on a request thread, an awaited one on the event loop); both hand it
+to ``adopt``. The table and its states belong to one ``DiscoveryCore``
+(consul_discovery.client.core).
 """
 
 from __future__ import annotations
@@ -13,29 +13,35 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable
-from typing import Any
 
 from consul_discovery.client.balancer import Balancer
 from consul_discovery.client.budget import RetryBudget
 from consul_discovery.client.config import ServiceConfig
 from consul_discovery.client.ejection import EjectionPolicy
 from consul_discovery.client.instance import Resolution
+from consul_discovery.client.pauses import NO_PAUSES, PauseMeter
 from consul_discovery.client.retry import RetryPolicy
 from consul_discovery.client.source import Listener
+from consul_discovery.client.stats import TargetStats, WatchStats
+from consul_discovery.client.target import Target
 
-Subscribe = Callable[[str, Listener], None]
+Subscribe = Callable[[Target, Listener], None]
 
 
-class ServiceState:
-    """What a client keeps per service: its balancer, retry budget and counters."""
+class TargetState:
+    """What a client keeps per Target: its balancer, retry budget and call counters."""
 
-    def __init__(self, balancer: Balancer, budget: RetryBudget) -> None:
+    __slots__ = ("_lock", "balancer", "budget", "config", "failed_calls", "no_instance", "target")
+
+    def __init__(
+        self, target: Target, config: ServiceConfig, balancer: Balancer, budget: RetryBudget
+    ) -> None:
+        self.target = target
+        self.config = config
         self.balancer = balancer
         self.budget = budget
-        self.lock = threading.Lock()
-        self.requests = 0  # counters: calling threads or the event loop, under lock
-        self.retries = 0
-        self.failed_calls = 0
+        self._lock = threading.Lock()
+        self.failed_calls = 0  # counters: calling threads or the event loop, under _lock
         self.no_instance = 0
 
     @property
@@ -47,84 +53,114 @@ class ServiceState:
         """Hand a Resolution a shell waited for to the balancer (older ones are ignored)."""
         self.balancer.update(resolution)
 
-    def count(self, field: str) -> None:
-        """Add one to the counter ``field``."""
-        with self.lock:
-            setattr(self, field, getattr(self, field) + 1)
+    @property
+    def requests(self) -> int:
+        """Calls made: each deposited its share in the retry budget, which counts them."""
+        return self.budget.deposits
 
-    def stats(self) -> dict[str, Any]:
-        """The balancer's snapshot plus this service's call counters."""
-        snap = self.balancer.stats()
-        snap.update(
-            requests=self.requests,
-            retries=self.retries,
-            retries_denied=self.budget.denied,
-            retry_budget=self.budget.balance,
-            failed_calls=self.failed_calls,
-            no_instance=self.no_instance,
+    @property
+    def retries(self) -> int:
+        """Retries made: each took a token from the retry budget, which counts them."""
+        return self.budget.withdrawals
+
+    def call_failed(self, *, no_instance: bool) -> None:
+        """Count a call that got no response: for lack of an instance, or every attempt failed."""
+        with self._lock:
+            if no_instance:
+                self.no_instance += 1
+            else:
+                self.failed_calls += 1
+
+    def stats(self, now: float, fresh: Resolution | None, watch: WatchStats | None) -> TargetStats:
+        """The typed snapshot; ``fresh`` is the source's cached Resolution (its
+        ``fetched_at`` moves on unchanged polls too, so it says how fresh the set is)."""
+        balancer = self.balancer
+        res = balancer.resolution
+        current = fresh if fresh is not None else res
+        budget = self.budget
+        with self._lock:
+            failed_calls, no_instance = self.failed_calls, self.no_instance
+        return TargetStats(
+            target=self.target,
+            policy=self.config.policy,
+            index=res.index if res else None,
+            cache_age=current.age(now) if current else None,
+            stale=current.stale if current else None,
+            error=current.error if current else None,
+            panic=res.panic if res else None,
+            held=res.held if res else (),
+            ejections=balancer.ejections,
+            requests=budget.deposits,
+            retries=budget.withdrawals,
+            retries_denied=budget.denied,
+            retry_budget=budget.balance,
+            failed_calls=failed_calls,
+            no_instance=no_instance,
+            watch=watch,
+            instances=balancer.instance_stats(now),
         )
-        return snap
 
 
-class ServiceStates:
-    """The per-service states of one client, created on first use; thread-safe.
+class TargetStates:
+    """The per-target states of one core, created on first use; thread-safe.
 
-    ``subscribe(service, listener)`` registers a new balancer with the source (a source
+    ``subscribe(target, listener)`` registers a new balancer with the source (a source
     calls it at once when it already has a Resolution). Reads are lock-free.
     """
 
     def __init__(
         self,
-        config_for: Callable[[str], ServiceConfig],
         subscribe: Subscribe,
         *,
         retry: RetryPolicy,
         ejection: EjectionPolicy,
         clock: Callable[[], float],
         rng: random.Random,
+        pauses: PauseMeter = NO_PAUSES,
     ) -> None:
-        self.config_for = config_for
         self._subscribe = subscribe
+        self._pauses = pauses
         self.retry = retry
         self.ejection = ejection
         self._clock = clock
         self._rng = rng
         self._lock = threading.Lock()  # guards creation of entries and closed
-        self._states: dict[str, ServiceState] = {}  # written under _lock; read lock-free
+        self._states: dict[Target, TargetState] = {}  # written under _lock; read lock-free
         self.closed = False  # set under _lock
 
-    def get(self, service: str) -> ServiceState:
-        """The service's state, created on first use without any I/O."""
-        state = self._states.get(service)
+    def get(self, target: Target, config: ServiceConfig) -> TargetState:
+        """The Target's state, created on first use without any I/O."""
+        state = self._states.get(target)
         if state is not None:
             return state
         with self._lock:  # held for a few allocations only: never across the network
-            state = self._states.get(service)
+            state = self._states.get(target)
             if state is not None:
                 return state
             if self.closed:
-                raise RuntimeError(f"client is closed (service {service!r})")
+                raise RuntimeError(f"client is closed (target {target})")
             balancer = Balancer(
-                service,
-                self.config_for(service),
+                target.service,
+                config,
                 ejection=self.ejection,
                 clock=self._clock,
                 rng=self._rng,
+                pauses=self._pauses,
             )
             budget = RetryBudget(
                 self.retry.budget_ratio, self.retry.budget_min_per_second, clock=self._clock
             )
-            state = ServiceState(balancer, budget)
-            self._states[service] = state
-        self._subscribe(service, balancer.update)
+            state = TargetState(target, config, balancer, budget)
+            self._states[target] = state
+        self._subscribe(target, balancer.update)
         return state
 
-    def items(self) -> list[tuple[str, ServiceState]]:
-        """A snapshot of (service, state) pairs."""
-        return list(self._states.items())
+    def states(self) -> list[TargetState]:
+        """A snapshot of the states, in creation order."""
+        return list(self._states.values())
 
     def close(self) -> bool:
-        """Refuse new services from now on; True the first time (the caller cleans up)."""
+        """Refuse new targets from now on; True the first time (the caller cleans up)."""
         with self._lock:
             if self.closed:
                 return False

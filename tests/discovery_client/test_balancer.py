@@ -128,11 +128,11 @@ def test_stats_report_cache_age_and_instances():
     clock = FakeClock(100.0)
     bal = make(clock=clock)
     bal.update(resolution(instance(1), fetched_at=90.0, index=4, stale=True, error="down"))
-    snap = bal.stats()
-    assert snap["cache_age"] == pytest.approx(10.0)
-    assert snap["stale"] is True and snap["index"] == 4 and snap["error"] == "down"
-    assert snap["instances"]["i1"]["picks"] == 0
-    assert snap["instances"]["i1"]["address"] == "127.0.0.1:0"
+    res = bal.resolution
+    assert res is not None and res.age(clock()) == pytest.approx(10.0)
+    assert res.stale is True and res.index == 4 and res.error == "down"
+    (only,) = bal.instance_stats(clock())
+    assert only.id == "i1" and only.picks == 0 and only.address == "127.0.0.1:0"
 
 
 def test_membership_changes_are_logged_at_debug(caplog):

@@ -84,6 +84,9 @@ def test_call_goes_through_the_service_client(consul_agent, echo):
     assert code == 0
     data = json.loads(out)
     assert data["status"] == 200 and data["body"]["instance"] in {"echo-0", "echo-1"}
+    client = data["client"]  # what the client saw: the typed stats, as JSON
+    assert client["target"]["service"] == "echo" and client["requests"] == 1
+    assert sum(i["picks"] for i in client["instances"]) == 1
     echo[0].control(fail=503)
     echo[1].control(fail=503)
     code, out, _ = run("--consul", consul_agent.address, "call", "echo", "GET", "/")

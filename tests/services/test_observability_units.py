@@ -15,7 +15,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from consul_discovery.client import propagation
 from consul_discovery.client.instance import Instance
 from consul_discovery.client.metrics import ClientMetricsPublisher
-from consul_discovery.client.source import WatchStats
+from consul_discovery.client.stats import ClientStats, InstanceStats, TargetStats, WatchStats
+from consul_discovery.client.target import Target
 from services.cluster import prometheus
 from services.cluster.targets import target_groups
 from services.common.metrics import RequestMetrics, route_label
@@ -153,29 +154,24 @@ class _Answering:
 
 
 class _FakeClient:
+    """A client whose typed stats a test moves by hand."""
+
     def __init__(self) -> None:
         self.picks = 3
-        self.source = self
 
-    def watch_stats(self, service: str) -> WatchStats:
-        return WatchStats(requests=5, errors=2, index=9)
-
-    def stats(self) -> dict[str, Any]:
-        inst = {"picks": self.picks, "failures": 0, "ejections": 0, "in_flight": 1, "ejected": 0}
-        return {
-            "services": {
-                "user-service": {
-                    "requests": self.picks,
-                    "retries": 1,
-                    "retries_denied": 0,
-                    "failed_calls": 0,
-                    "no_instance": 0,
-                    "cache_age": 0.5,
-                    "stale": False,
-                    "instances": {"u1": inst},
-                }
-            }
-        }
+    def stats(self) -> ClientStats:
+        inst = InstanceStats(
+            id="u1", address="127.0.0.1:1", health="passing", weight=1, picks=self.picks,
+            in_flight=1, failures=0, consecutive_failures=0, retries=0, ejections=0,
+            ejected=False, ejected_for=0.0, latency_ewma=0.01,
+        )  # fmt: skip
+        target = TargetStats(
+            target=Target("user-service"), policy="least_request", index=9, cache_age=0.5,
+            stale=False, error=None, panic=False, held=(), ejections=0, requests=self.picks,
+            retries=1, retries_denied=0, retry_budget=10.0, failed_calls=0, no_instance=0,
+            watch=WatchStats(requests=5, errors=2, index=9), instances=(inst,),
+        )  # fmt: skip
+        return ClientStats((target,))
 
 
 def test_the_publisher_adds_deltas_and_survives_a_counter_restart() -> None:

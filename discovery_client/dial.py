@@ -1,0 +1,49 @@
+"""Where and how to connect to one endpoint: the one decision all three shells read.
+
+A ``Dial`` is made once per instance when a Balancer adopts a new set (never per call):
+scheme, host, port, the base URL the requests shell joins the path to, the ``Host``
+header value the httpx shells send, and the TLS context to connect with. Today every
+endpoint is plain HTTP (``ssl_context`` None). A Connect target will be dialled over
+mTLS: ``https``, with the client leaf certificate and CA roots as its SSL context and a
+SPIFFE URI check instead of a hostname check; the Balancer then makes new Dials (and the
+shells' per-instance pools are dropped) when the roots rotate. Shells never build an
+instance's address themselves.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+
+from consul_discovery.client.instance import Instance
+from consul_discovery.connection.addresses import bracket_host
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True, slots=True)
+class Dial:
+    """How to reach one instance: ``scheme://host:port``, with TLS when ``ssl_context``."""
+
+    scheme: str
+    host: str
+    port: int
+    base_url: str  # scheme://host:port (an IPv6 literal bracketed), no trailing slash
+    authority: str  # the Host header: host[:port] (default port left out)
+    url_port: int | None  # the port as a URL spells it: None for the scheme's default
+    ssl_context: ssl.SSLContext | None = None
+
+    @classmethod
+    def of(cls, instance: Instance, ssl_context: ssl.SSLContext | None = None) -> Dial:
+        """The Dial of ``instance``: plain HTTP, or HTTPS with ``ssl_context``."""
+        scheme = "http" if ssl_context is None else "https"
+        host = bracket_host(instance.address)
+        port = instance.port
+        default = port == _DEFAULT_PORTS[scheme]
+        authority = host if default else f"{host}:{port}"
+        return cls(scheme, instance.address, port, f"{scheme}://{host}:{port}", authority,
+                   None if default else port, ssl_context)  # fmt: skip
+
+    def __repr__(self) -> str:
+        """The base URL (and whether TLS), never the context's contents."""
+        return f"Dial({self.base_url}{', tls' if self.ssl_context is not None else ''})"

@@ -1,0 +1,276 @@
+"""The attempt loop (steps.py) and its plan (attempt.py), driven by hand: no I/O, no sleep.
+
+A test plays the shell: it answers each Send with a response or throws an exception in,
+and checks the next step and what the plan accounted (in-flight, latency, failures).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from consul_discovery.client.attempt import AttemptPlan
+from consul_discovery.client.balancer import Balancer
+from consul_discovery.client.config import ServiceConfig
+from consul_discovery.client.ejection import EjectionPolicy
+from consul_discovery.client.errors import AllAttemptsFailedError, NoHealthyInstanceError
+from consul_discovery.client.load import InstanceLoad
+from consul_discovery.client.retry import ErrorKind, RetryPolicy
+from consul_discovery.client.route import Route
+from consul_discovery.client.state import TargetStates
+from consul_discovery.client.steps import Done, Park, Release, Send, Sleep, attempt_steps
+from consul_discovery.client.target import Target
+from tests.discovery_client.fakes import FakeClock, instance, resolution
+
+
+class ConnectFailed(Exception):
+    """Nothing was sent."""
+
+
+class ReadFailed(Exception):
+    """The request may have been sent."""
+
+
+class BadRequest(Exception):
+    """The caller's mistake."""
+
+
+ERRORS = (ConnectFailed, ReadFailed, BadRequest)
+
+
+def classify(error: BaseException) -> ErrorKind:
+    return {ConnectFailed: ErrorKind.CONNECT, ReadFailed: ErrorKind.READ}.get(
+        type(error), ErrorKind.FATAL
+    )
+
+
+@dataclass
+class Answer:
+    status_code: int
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def route_of(*targets: tuple[str, int], clock: FakeClock, policy: str = "round_robin") -> Route:
+    """A Route over targets (name, number of instances), each resolved at once."""
+    states = TargetStates(
+        lambda _t, _l: None,
+        retry=RetryPolicy(),
+        ejection=EjectionPolicy(),
+        clock=clock,
+        rng=random.Random(7),
+    )
+    made = []
+    for name, count in targets:
+        state = states.get(Target(name), ServiceConfig(policy=policy))
+        res = resolution(*(instance(f"{name}{n}", port=n + 1) for n in range(count)))
+        state.adopt(res)
+        made.append(state)
+    return Route(targets[0][0], tuple(made))
+
+
+def start(route: Route, clock: FakeClock, method: str = "GET", **kwargs: Any):
+    policy = kwargs.pop("policy", RetryPolicy(backoff_base=0.01, backoff_max=0.01))
+    plan = AttemptPlan(route, policy, method, kwargs.pop("headers", {}), replayable=True,
+                       clock=clock, rng=random.Random(1), **kwargs)  # fmt: skip
+    return plan, attempt_steps(plan, ERRORS, classify)
+
+
+def loads(route: Route) -> dict[str, Any]:
+    return {e.id: e.load for e in route.primary.balancer._endpoints}
+
+
+def test_an_answer_is_the_result_and_its_latency_runs_to_its_headers():
+    clock = FakeClock()
+    route = route_of(("svc", 2), clock=clock)
+    _plan, steps = start(route, clock)
+    step = next(steps)
+    assert isinstance(step, Send)
+    assert step.endpoint.load.in_flight == 1
+    clock.advance(0.25)
+    ok = Answer(200)
+    done = steps.send(ok)
+    assert isinstance(done, Done) and done.response is ok
+    assert step.endpoint.load.in_flight == 0
+    assert step.endpoint.load.latency(clock()) == pytest.approx(0.25)
+    assert route.primary.requests == 1 and route.primary.retries == 0
+
+
+def test_a_retried_answer_is_parked_then_released_for_the_next_one():
+    clock = FakeClock()
+    route = route_of(("svc", 2), clock=clock)
+    _plan, steps = start(route, clock)
+    first = next(steps)
+    busy = Answer(503)
+    park = steps.send(busy)
+    assert isinstance(park, Park) and park.response is busy
+    parked = Answer(503)  # the shell buffers it: a new object
+    sleep = steps.send(parked)
+    assert isinstance(sleep, Sleep) and 0 <= sleep.seconds <= 0.01
+    second = next(steps)
+    assert isinstance(second, Send) and second.endpoint.id != first.endpoint.id
+    ok = Answer(200)
+    release = steps.send(ok)
+    assert isinstance(release, Release) and release.response is parked
+    done = next(steps)
+    assert isinstance(done, Done) and done.response is ok
+    assert route.primary.retries == 1
+    assert first.endpoint.load.failures == 1 and second.endpoint.load.failures == 0
+
+
+def test_a_connect_error_is_retried_and_gives_no_latency():
+    clock = FakeClock()
+    route = route_of(("svc", 2), clock=clock)
+    _plan, steps = start(route, clock, method="POST")
+    first = next(steps)
+    clock.advance(0.5)
+    assert isinstance(steps.throw(ConnectFailed()), Sleep)  # any method: nothing was sent
+    assert first.endpoint.load.latency(clock()) == 0.0
+    assert first.endpoint.load.failures == 1 and first.endpoint.load.in_flight == 0
+
+
+def test_a_read_error_is_a_lower_bound_on_latency_and_is_not_resent_for_a_post():
+    clock = FakeClock()
+    route = route_of(("svc", 2), clock=clock)
+    plan, steps = start(route, clock, method="POST")
+    first = next(steps)
+    clock.advance(0.4)
+    with pytest.raises(AllAttemptsFailedError) as caught:
+        steps.throw(ReadFailed())
+    assert len(caught.value.attempts) == 1 and isinstance(caught.value.__cause__, ReadFailed)
+    assert plan.attempts == 1 and route.primary.failed_calls == 1
+    assert first.endpoint.load.latency(clock()) == pytest.approx(0.4)
+
+
+def test_a_lower_bound_only_ever_raises_the_estimate():
+    load = InstanceLoad("i", now=0.0)
+    load.begin(retry=False)
+    load.finish(1.0, 2.0, failed=False)  # an answer after 2 s
+    load.begin(retry=False)
+    load.finish(1.0, None, failed=True, at_least=0.5)  # timed out after 0.5 s
+    assert load.latency(1.0) == pytest.approx(2.0)
+    load.begin(retry=False)
+    load.finish(1.0, None, failed=True, at_least=3.0)
+    assert load.latency(1.0) == pytest.approx(3.0)
+
+
+def test_a_fatal_error_is_reraised_and_blames_nobody():
+    clock = FakeClock()
+    route = route_of(("svc", 2), clock=clock)
+    _plan, steps = start(route, clock)
+    first = next(steps)
+    with pytest.raises(BadRequest):
+        steps.throw(BadRequest())
+    assert first.endpoint.load.failures == 0 and first.endpoint.load.in_flight == 0
+
+
+@pytest.mark.parametrize("interrupt", [asyncio.CancelledError, KeyboardInterrupt])
+def test_a_cancelled_attempt_is_abandoned_its_time_a_lower_bound(interrupt):
+    clock = FakeClock()
+    route = route_of(("svc", 1), clock=clock)
+    _plan, steps = start(route, clock)
+    first = next(steps)
+    clock.advance(0.3)
+    with pytest.raises(interrupt):
+        steps.throw(interrupt())
+    load = first.endpoint.load
+    assert load.in_flight == 0 and load.failures == 0
+    assert load.latency(clock()) == pytest.approx(0.3)
+
+
+def test_a_failure_to_park_drops_that_answer_and_goes_on():
+    clock = FakeClock()
+    route = route_of(("svc", 2), clock=clock)
+    _plan, steps = start(route, clock)
+    next(steps)
+    park = steps.send(Answer(503))
+    assert isinstance(park, Park)
+    assert isinstance(steps.throw(ReadFailed()), Sleep)  # reading the 503's body failed
+    next(steps)
+    with pytest.raises(AllAttemptsFailedError):  # no answer kept: the last error is raised
+        for _ in range(3):
+            step = steps.throw(ConnectFailed())
+            if isinstance(step, Sleep):
+                step = next(steps)
+
+
+def test_no_instance_raises_and_counts_once():
+    clock = FakeClock()
+    route = route_of(("svc", 0), clock=clock)
+    _plan, steps = start(route, clock)
+    with pytest.raises(NoHealthyInstanceError):
+        next(steps)
+    assert route.primary.no_instance == 1 and route.primary.failed_calls == 0
+
+
+def test_a_target_with_nothing_to_pick_fails_over_to_the_next_in_the_route():
+    clock = FakeClock()
+    route = route_of(("primary", 0), ("backup", 2), clock=clock)
+    _plan, steps = start(route, clock)
+    step = next(steps)
+    assert isinstance(step, Send) and step.endpoint.id.startswith("backup")
+    assert isinstance(steps.send(Answer(200)), Done)
+    assert route.states[0].requests == 1  # the call counts where it was made
+    assert route.states[1].balancer.load_of(step.endpoint.id).picks == 1
+
+
+def test_the_hash_key_reaches_every_pick():
+    clock = FakeClock()
+    route = route_of(("svc", 2), clock=clock)
+    seen: list[Any] = []
+    balancer = route.primary.balancer
+    real = balancer.pick
+
+    def spy(exclude=(), hash_key=None):
+        seen.append(hash_key)
+        return real(exclude, hash_key)
+
+    balancer.pick = spy  # type: ignore[method-assign]
+    _plan, steps = start(route, clock, hash_key=1234)
+    next(steps)
+    steps.send(Answer(503))
+    next(steps)  # the Sleep after Park
+    next(steps)
+    assert seen == [1234, 1234]
+
+
+def test_the_deadline_caps_timeouts_and_ends_retries():
+    clock = FakeClock()
+    route = route_of(("svc", 3), clock=clock)
+    plan, steps = start(route, clock, policy=RetryPolicy(deadline=1.0, backoff_base=0.01),
+                        started=clock() - 0.5)  # fmt: skip
+    assert plan.cap(5.0) == pytest.approx(0.5) and plan.cap(0.2) == 0.2 and plan.cap(None) == 0.5
+    next(steps)
+    clock.advance(0.6)  # past the deadline
+    done = steps.send(Answer(503))
+    assert isinstance(done, Done) and done.response.status_code == 503
+
+
+def test_time_the_process_was_stopped_is_nobody_s_latency():
+    clock = FakeClock()
+
+    class Meter:
+        total = 0.0
+
+    meter = Meter()
+    balancer = Balancer("svc", ServiceConfig(), clock=clock, pauses=meter)
+    balancer.update(resolution(instance(1, port=1)))
+    endpoint = balancer.pick()
+    started = balancer.begin(endpoint)
+    clock.advance(0.25)
+    meter.total += 0.2  # a garbage collection stopped every thread for 200 ms meanwhile
+    balancer.finish(endpoint, started, failed=False, responded=True)
+    assert endpoint.load.latency(clock()) == pytest.approx(0.05)
+
+
+def test_the_gc_meter_counts_collections():
+    import gc
+
+    from consul_discovery.client.pauses import GC_PAUSES
+
+    before = GC_PAUSES.total
+    gc.collect()
+    assert GC_PAUSES.total > before
