@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Generic, Protocol, TypeVar
 
 from consul_discovery.client.attempt import AttemptPlan
-from consul_discovery.client.core import DiscoveryCore, source_key
+from consul_discovery.client.core import DiscoveryCore
 from consul_discovery.client.instance import Resolution
 from consul_discovery.client.load import Endpoint
 from consul_discovery.client.retry import ErrorKind, RetryPolicy
@@ -89,7 +89,7 @@ class SyncDriver(Generic[R]):
         """Make sure ``state`` has a first Resolution, waiting at most ``core.first_wait``."""
         if not state.ready:
             wait = self.core.first_wait(started, retry)
-            state.adopt(self.resolve(source_key(state.target), timeout=wait))
+            state.adopt(self.resolve(state.target, timeout=wait))
 
     def call(
         self,
@@ -159,7 +159,7 @@ class AsyncDriver(Generic[R]):
         """Make sure ``state`` has a first Resolution, awaiting at most ``core.first_wait``."""
         if not state.ready:
             wait = self.core.first_wait(started, retry)
-            state.adopt(await self.resolve(source_key(state.target), timeout=wait))
+            state.adopt(await self.resolve(state.target, timeout=wait))
 
     async def call(
         self,
