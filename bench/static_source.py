@@ -6,6 +6,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from consul_discovery.client import Instance, Resolution, UnknownServiceError
+from consul_discovery.client.target import service_of
 
 
 class StaticSource:
@@ -25,6 +26,7 @@ class StaticSource:
 
     def resolve(self, service: str, timeout: float = 5.0) -> Resolution:
         """The fixed instances of ``service``."""
+        service = service_of(service)
         if service not in self.resolutions:
             raise UnknownServiceError(service, list(self.resolutions))
         return self.resolutions[service]

@@ -37,7 +37,8 @@ INTEGRATIONS: dict[str, str] = {
     "consul_discovery.config.flask": "flask",
     "consul_discovery.client.httpx_transport": "httpx",
     "consul_discovery.client.httpx_pools": "httpx",
-    "consul_discovery.client.aio": "httpx",
+    "consul_discovery.client.httpx_shell": "httpx",
+    "consul_discovery.mesh.uvicorn": "uvicorn",
     "consul_discovery.client.metrics": "prometheus",
     "consul_discovery.pytest_plugin": "testing",
 }

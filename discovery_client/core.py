@@ -188,10 +188,14 @@ class DiscoveryCore:
     def _cached(self, target: Target) -> Resolution | None:
         # The source's cached Resolution also moves its fetched_at on every unchanged
         # poll, so it is what says how fresh the set is.
-        return self.source.cached(target)
+        # (A source of your own may leave out ``cached`` and ``watch_stats``: its stats
+        # then have no freshness or watch counts.)
+        cached = getattr(self.source, "cached", None)
+        return cached(target) if cached is not None else None
 
     def _watch(self, target: Target) -> WatchStats | None:
-        return self.source.watch_stats(target)
+        watch_stats = getattr(self.source, "watch_stats", None)
+        return watch_stats(target) if watch_stats is not None else None
 
     @property
     def metrics_registry(self) -> CollectorRegistry:

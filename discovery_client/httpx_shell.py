@@ -12,7 +12,12 @@ from __future__ import annotations
 
 from typing import NoReturn
 
-import httpx
+from consul_discovery.extras import missing
+
+try:
+    import httpx
+except ImportError as exc:
+    raise missing(__name__, "httpx", exc) from exc
 
 from consul_discovery.client.attempt import AttemptPlan
 from consul_discovery.client.dial import Dial

@@ -65,3 +65,12 @@ class Target:
         if self.connect:
             extra.append("connect")
         return f"{self.service}[{', '.join(extra)}]" if extra else self.service
+
+
+def service_of(what: str | Target) -> str:
+    """The service a source is asked about: a name as it is, or a Target's service.
+
+    A simple InstanceSource keyed by service name calls this on whatever it is asked with
+    (the client core asks with Targets).
+    """
+    return what.service if isinstance(what, Target) else what

@@ -27,9 +27,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import uvicorn
-from uvicorn.config import HTTP_PROTOCOLS
-from uvicorn.importer import import_from_string
+from consul_discovery.extras import missing
+
+try:
+    import uvicorn
+    from uvicorn.config import HTTP_PROTOCOLS
+    from uvicorn.importer import import_from_string
+except ImportError as exc:
+    raise missing(__name__, "uvicorn", exc) from exc
 
 from consul_discovery.mesh.asgi import MeshASGI, mesh_protocol
 from consul_discovery.mesh.errors import MeshError

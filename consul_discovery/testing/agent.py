@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import requests
 
@@ -87,9 +87,13 @@ class ConsulAgent:
     process: subprocess.Popen[bytes] | None = None  # owned by the test thread
     _log_handle: Any = None  # owned by the test thread; the open log while running
 
+    #: The modes this class knows how to start (a subclass that builds its own command,
+    #: e.g. a client agent joining servers, widens it).
+    MODES: ClassVar[tuple[str, ...]] = ("dev", "server")
+
     def __post_init__(self) -> None:
-        if self.mode not in ("dev", "server"):
-            raise ValueError(f"mode must be 'dev' or 'server', not {self.mode!r}")
+        if self.mode not in self.MODES:
+            raise ValueError(f"mode must be one of {', '.join(self.MODES)}, not {self.mode!r}")
 
     @property
     def address(self) -> str:

@@ -17,6 +17,7 @@ from werkzeug.wrappers import Request, Response
 
 from consul_discovery.client.instance import Instance, Resolution
 from consul_discovery.client.source import Listener
+from consul_discovery.client.target import Target, service_of
 
 
 class FakeClock:
@@ -62,11 +63,15 @@ class StaticSource:
     def resolve(self, service: str, timeout: float = 5.0) -> Resolution:
         """The current Resolution (KeyError for an unknown service)."""
         self.resolves += 1
-        return self.current[service]
+        return self.current[service_of(service)]
+
+    def cached(self, service: str | Target) -> Resolution | None:
+        """The current Resolution, without counting a resolve (None if unknown)."""
+        return self.current.get(service_of(service))
 
     def subscribe(self, service: str, listener: Listener) -> None:
         """Remember ``listener`` for ``push``."""
-        self.listeners.setdefault(service, []).append(listener)
+        self.listeners.setdefault(service_of(service), []).append(listener)
 
     def push(self, res: Resolution) -> None:
         """Make ``res`` current and hand it to every listener of its service."""

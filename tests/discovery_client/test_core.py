@@ -19,7 +19,7 @@ from consul_discovery.client.instance import Resolution
 from consul_discovery.client.retry import RetryPolicy
 from consul_discovery.client.route import RequestView
 from consul_discovery.client.stats import ClientStats, WatchStats
-from consul_discovery.client.target import Target
+from consul_discovery.client.target import Target, service_of
 from tests.discovery_client.fakes import FakeClock, instance, resolution
 
 PACKAGE = Path(__file__).resolve().parents[2] / "discovery_client"
@@ -34,13 +34,13 @@ class RecordingSource:
         self.watches: dict[str, WatchStats] = {}
 
     def subscribe(self, key: Any, listener: Any) -> None:
-        self.subscribed.append((key, listener))
+        self.subscribed.append((service_of(key), listener))
 
     def cached(self, key: Any) -> Resolution | None:
-        return self.cache.get(key)
+        return self.cache.get(service_of(key))
 
     def watch_stats(self, key: Any) -> WatchStats | None:
-        return self.watches.get(key)
+        return self.watches.get(service_of(key))
 
     def resolve(self, key: Any, timeout: float = 5.0) -> Resolution:
         raise AssertionError("the core never resolves: that is the shell's I/O")

@@ -27,7 +27,7 @@ from consul_discovery.client.consul_source import ConsulSource
 from consul_discovery.client.errors import ConsulUnavailableError, DiscoveryError
 from consul_discovery.client.instance import Resolution
 from consul_discovery.client.source import WatchKey
-from consul_discovery.client.target import Target
+from consul_discovery.client.target import Target, service_of
 from consul_discovery.client.watch import health_state
 from consul_discovery.connection.blocking import WatchTiming
 from consul_discovery.connection.exchange import Request, Response
@@ -44,6 +44,7 @@ class HangingSource(StaticSource):
         self.release = threading.Event()
 
     def resolve(self, service: str, timeout: float = 5.0) -> Resolution:
+        service = service_of(service)
         if service == "slow":
             self.release.wait(timeout)
             raise ConsulUnavailableError(f"no answer about {service!r} within {timeout}s")

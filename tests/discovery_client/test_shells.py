@@ -31,6 +31,7 @@ from consul_discovery.client import (
     ServiceConfig,
 )
 from consul_discovery.client.propagation import propagating
+from consul_discovery.client.target import service_of
 from tests.discovery_client.fakes import FakeClock, StaticSource, instance, resolution
 
 SHELLS = ("requests", "httpx", "httpx-async")
@@ -89,7 +90,7 @@ class _AsyncSource:
         return self.source.resolve(service, timeout)
 
     def cached(self, service: str) -> Any:
-        return self.source.current.get(service)
+        return self.source.current.get(service_of(service))
 
     def subscribe(self, service: str, listener: Any) -> None:
         self.source.subscribe(service, listener)

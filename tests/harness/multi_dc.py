@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import consul
 import requests
@@ -39,6 +39,8 @@ class FederatedAgent(ConsulAgent):
 
     ``dc_agent`` and ``config_file`` are set at creation; process fields as ConsulAgent's.
     """
+
+    MODES: ClassVar[tuple[str, ...]] = ("server", "client")
 
     dc_agent: DcAgent | None = None
     config_file: Path | None = None

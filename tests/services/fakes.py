@@ -22,6 +22,7 @@ from werkzeug.serving import make_server
 from consul_discovery.client.errors import UnknownServiceError
 from consul_discovery.client.instance import Instance, Resolution
 from consul_discovery.client.source import Listener
+from consul_discovery.client.target import service_of
 
 
 class FlaskCaller:
@@ -102,6 +103,7 @@ class StaticSource:
 
     def resolve(self, service: str, timeout: float = 5.0) -> Resolution:
         """The fixed instances of ``service``."""
+        service = service_of(service)
         if service not in self.instances:
             raise UnknownServiceError(service, list(self.instances))
         return Resolution(service, self.instances[service], index=1, fetched_at=time.monotonic())
