@@ -36,6 +36,7 @@ from urllib.parse import quote
 from consul_discovery.client.errors import (
     ConsulPermissionError,
     ConsulQueryError,
+    ConsulRateLimitedError,
     ConsulUnavailableError,
     UnknownServiceError,
 )
@@ -47,7 +48,10 @@ from consul_discovery.connection.refusals import ErrorKinds, answer_error, filte
 from consul_discovery.connection.resource import Answer, Poll
 
 DISCOVERY_ERRORS = ErrorKinds(
-    unavailable=ConsulUnavailableError, refused=ConsulQueryError, denied=ConsulPermissionError
+    unavailable=ConsulUnavailableError,
+    refused=ConsulQueryError,
+    denied=ConsulPermissionError,
+    throttled=ConsulRateLimitedError,
 )
 
 Consistency = Literal["default", "stale", "consistent"]

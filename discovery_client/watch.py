@@ -37,6 +37,7 @@ from consul_discovery.client.source import WatchKey
 from consul_discovery.connection.blocking import WatchTiming
 from consul_discovery.connection.exchange import Exchange
 from consul_discovery.connection.resource import Answer, Poll, Resource
+from consul_discovery.connection.throttle import ThrottleLog
 from consul_discovery.connection.watch import WatchState
 
 log = logging.getLogger(__name__)
@@ -112,11 +113,19 @@ def health_state(
     clock: Callable[[], float] = time.monotonic,
     rng: random.Random | None = None,
     unresolved_ttl: float | None = None,
+    throttle: ThrottleLog | None = None,
 ) -> HealthState:
-    """A WatchState of ``key``'s health (what both sources drive)."""
+    """A WatchState of ``key``'s health (what both sources drive); ``throttle`` is the
+    source's rate-limit episode log (one line per source, not per watch)."""
     resource = HealthWatch(key, address, options or QueryOptions(), clock)
     return WatchState(
-        resource, on_change, timing=timing, clock=clock, rng=rng, unresolved_ttl=unresolved_ttl
+        resource,
+        on_change,
+        timing=timing,
+        clock=clock,
+        rng=rng,
+        unresolved_ttl=unresolved_ttl,
+        throttle=throttle,
     )
 
 
