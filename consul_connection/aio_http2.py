@@ -37,16 +37,20 @@ import io
 from collections.abc import Iterable
 from http.client import parse_headers
 
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
-import h2.settings
-
 from consul_discovery.connection.aio_http1 import USER_AGENT
 from consul_discovery.connection.exchange import Response, TransportError
 from consul_discovery.connection.transport_errors import TransportFailure
+from consul_discovery.extras import missing
+
+try:
+    import h2.config
+    import h2.connection
+    import h2.errors
+    import h2.events
+    import h2.exceptions
+    import h2.settings
+except ImportError as exc:  # the http2 extra; agent_transport falls back to HTTP/1.1
+    raise missing("consul_discovery.connection.aio_http2", "http2", exc) from exc
 
 STREAM_WINDOW = 1 << 20
 CONNECTION_WINDOW = 1 << 24

@@ -20,6 +20,7 @@ DISTRIBUTION = "consul-discovery"
 EXTRAS: dict[str, str] = {
     "flask": "Flask",
     "httpx": "httpx",
+    "http2": "h2",
     "gunicorn": "gunicorn",
     "uvicorn": "uvicorn",
     "prometheus": "prometheus_client",
@@ -37,7 +38,7 @@ INTEGRATIONS: dict[str, str] = {
     "consul_discovery.config.flask": "flask",
     "consul_discovery.client.httpx_transport": "httpx",
     "consul_discovery.client.httpx_pools": "httpx",
-    "consul_discovery.client.aio": "httpx",
+    "consul_discovery.connection.aio_http2": "http2",
     "consul_discovery.client.metrics": "prometheus",
     "consul_discovery.pytest_plugin": "testing",
 }
