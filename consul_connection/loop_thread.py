@@ -16,6 +16,7 @@ called from the loop's own thread (it would wait for itself).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import logging
 import os
@@ -100,7 +101,23 @@ def process_loop() -> LoopThread:
         return current
 
 
+_exiting = False  # set at interpreter exit: pending watches are dropped, not lost
+
+
+def _at_exit() -> None:
+    global _exiting
+    _exiting = True
+
+
+atexit.register(_at_exit)
+
+
 def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """Exceptions nobody awaited (a task that died): logged, never fatal to the loop."""
+    """Exceptions nobody awaited (a task that died): logged, never fatal to the loop.
+
+    At interpreter exit the loop's thread just stops (a daemon), and its watches' tasks
+    are garbage: "destroyed but pending" is then the expected end, said at debug only.
+    """
     exc = context.get("exception")
-    log.error("discovery event loop: %s", context.get("message"), exc_info=exc)
+    level = logging.DEBUG if _exiting else logging.ERROR
+    log.log(level, "discovery event loop: %s", context.get("message"), exc_info=exc)

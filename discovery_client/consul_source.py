@@ -282,6 +282,11 @@ class ConsulSource:
         return entry.state if isinstance(entry, WatchTask) else None
 
     @property
+    def relayed(self) -> bool:
+        """True while the gunicorn master's relay serves this source's watches."""
+        return self._relay is not None and self._relay.usable
+
+    @property
     def loop(self) -> LoopThread:
         """The loop thread the watches run on."""
         return self._io.loop

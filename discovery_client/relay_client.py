@@ -27,6 +27,7 @@ from typing import Any
 from consul_discovery.client.instance import Resolution
 from consul_discovery.client.relay_protocol import (
     RelayProtocolError,
+    apply_refresh,
     decode_error,
     decode_resolution,
     encode_key,
@@ -151,6 +152,11 @@ class RelayedState:
             fresh = decode_resolution(message["resolution"], self._value)
             self._value, self._first_error = fresh, None
             self._first.set()
+        elif "refresh" in message and self._value is not None:
+            old = self._value
+            self._value = apply_refresh(old, message["refresh"])
+            if (old.stale, old.error) != (self._value.stale, self._value.error):
+                fresh = self._value  # marked stale, or answering again: listeners hear it
         return fresh
 
     def redirect(self, state: WatchState[Any, Resolution]) -> None:

@@ -9,10 +9,12 @@ A gunicorn master watches each target once for all its workers
   or ``{"refused": why}`` (another token or agent: the worker watches by itself);
 - the worker asks ``{"watch": N, "key": K}`` (``encode_key``: the Target plus the config
   fields that shape its Resolution); asking again keeps an unresolved watch alive;
-- the master pushes ``{"id": N, "resolution": R, "error": E, "stats": [requests, errors,
-  index, rate_limited]}`` with whichever of the three changed (``encode_resolution``,
-  ``encode_error``): every new Resolution (stale and held flags included), a first
-  error, and the watch's counters.
+- the master pushes ``{"id": N, "resolution": R, "refresh": F, "error": E, "stats":
+  [requests, errors, index, rate_limited]}`` with whichever changed: a Resolution whose
+  instances, panic or held set changed, whole (``encode_resolution``); one whose
+  index, ``fetched_at``, ``stale`` or ``error`` only changed, as those four fields
+  (``refresh``: an unchanged poll costs a few bytes, not the instance list); a first
+  error (``encode_error``); the watch's counters.
 
 ``fetched_at`` is CLOCK_MONOTONIC, one clock for every process of the host, so a
 worker's ``age()`` of a relayed Resolution is right.
@@ -20,6 +22,7 @@ worker's ``age()`` of a relayed Resolution is right.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -148,6 +151,26 @@ def decode_resolution(data: Any, previous: Resolution | None = None) -> Resoluti
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise RelayProtocolError(f"bad resolution: {exc}") from exc
+
+
+def refresh_of(resolution: Resolution) -> list[Any]:
+    """The fields an unchanged poll refreshes: index, fetched_at, stale, error."""
+    return [resolution.index, resolution.fetched_at, resolution.stale, resolution.error]
+
+
+def apply_refresh(resolution: Resolution, refresh: Any) -> Resolution:
+    """``resolution`` with ``refresh_of``'s four fields replaced."""
+    try:
+        index, fetched_at, stale, error = refresh
+        return dataclasses.replace(
+            resolution,
+            index=int(index),
+            fetched_at=float(fetched_at),
+            stale=bool(stale),
+            error=None if error is None else str(error),
+        )
+    except (TypeError, ValueError) as exc:
+        raise RelayProtocolError(f"bad refresh {refresh!r}: {exc}") from exc
 
 
 def encode_error(error: BaseException) -> dict[str, Any]:
