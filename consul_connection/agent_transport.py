@@ -96,12 +96,21 @@ class _Probe(asyncio.Protocol):
 class AgentTransport:
     """Requests of one event loop to one agent: one HTTP/2 connection, or an HTTP/1.1 pool.
 
-    ``http2`` False never offers h2 (None: offer it over TLS when h2 is installed).
-    ``protocol`` is ``"h2"``, ``"http/1.1"``, or None until the first TLS connection
-    told. Use it on one event loop; ``aclose`` ends every request in flight (CLOSED).
+    ``http2`` False never offers h2 (None: offer it over TLS when h2 is installed);
+    ``windows`` sets HTTP/2's stream and connection flow-control windows (tests use
+    small ones to force WINDOW_UPDATEs). ``protocol`` is ``"h2"``, ``"http/1.1"``, or
+    None until the first TLS connection told. Use it on one event loop; ``aclose`` ends
+    every request in flight (CLOSED).
     """
 
-    def __init__(self, connection: ConsulConnection, *, http2: bool | None = None) -> None:
+    def __init__(
+        self,
+        connection: ConsulConnection,
+        *,
+        http2: bool | None = None,
+        windows: tuple[int, int] | None = None,
+    ) -> None:
+        self._windows = windows
         self.base_url = connection.base_url
         tls = connection.scheme == "https"
         offer_h2 = tls and (http2 if http2 is not None else True) and h2_installed()
@@ -203,7 +212,15 @@ class AgentTransport:
         ssl_object = transport.get_extra_info("ssl_object")
         chosen = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
         if chosen == HTTP2:
-            connection = H2Connection(origin.authority)
+            connection = (
+                H2Connection(origin.authority)
+                if self._windows is None
+                else H2Connection(
+                    origin.authority,
+                    stream_window=self._windows[0],
+                    connection_window=self._windows[1],
+                )
+            )
             probe.hand_over(transport, connection)
             self._h2, self.protocol = connection, HTTP2
             return connection

@@ -15,10 +15,11 @@ sends it, whatever the other streams are doing.
 - the preface and our SETTINGS (no server push; a 1 MiB stream window and a 16 MiB
   connection window, so a 100+ KiB health answer flows without waiting for a window
   update); received DATA is acknowledged as it is consumed (WINDOW_UPDATE);
-- ``request``: waits for a stream slot when the agent's ``SETTINGS_MAX_CONCURRENT_STREAMS``
-  are all in use (Go's server allows 250; 100 are assumed until its SETTINGS arrive),
-  sends the headers (and a body within the flow-control window), and returns the whole
-  answer; a request cancelled or timed out resets its stream (RST_STREAM CANCEL);
+- ``request``: waits for the agent's first SETTINGS (so its stream limit is known before
+  any stream opens), then for a stream slot when its ``SETTINGS_MAX_CONCURRENT_STREAMS``
+  are all in use (Go's server allows 250), sends the headers (and a body within the
+  flow-control window), and returns the whole answer; a request cancelled or timed out
+  resets its stream (RST_STREAM CANCEL);
 - the agent resetting a stream fails that request (``RESET``); GOAWAY, a protocol error
   or the connection's loss fail every request in flight (``RESET``; ``CLOSED`` when we
   closed it: h2 accepts no frame after a GOAWAY, so streams cannot finish on it), and
@@ -54,7 +55,7 @@ except ImportError as exc:  # the http2 extra; agent_transport falls back to HTT
 
 STREAM_WINDOW = 1 << 20
 CONNECTION_WINDOW = 1 << 24
-ASSUMED_MAX_STREAMS = 100  # until the agent's SETTINGS say (RFC 9113: at least 100)
+ASSUMED_MAX_STREAMS = 100  # if the agent's SETTINGS do not say (RFC 9113: at least 100)
 _DEFAULT_WINDOW = 65535
 
 
@@ -95,6 +96,8 @@ class H2Connection(asyncio.Protocol):
         self._slot_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._window_waiters: list[asyncio.Future[None]] = []  # loop only: senders of bodies
         self._raw: bytearray | None = None  # loop only: a raw HTTP/1 answer (connlimit's 429)
+        self._raw_response: Response | None = None  # loop only: that answer, parsed
+        self._settings: asyncio.Event | None = None  # made on the loop: the agent's SETTINGS came
         self._first_data = True  # loop only
         self._failure: TransportError | None = None  # loop only: why no stream can finish
         self._closing = False  # loop only: we closed it (requests fail with CLOSED)
@@ -105,6 +108,7 @@ class H2Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Send the preface and our settings."""
         self.transport = transport  # type: ignore[assignment]
+        self._settings = asyncio.Event()
         self._h2.initiate_connection()
         self._h2.update_settings(
             {
@@ -172,6 +176,20 @@ class H2Connection(asyncio.Protocol):
         Cancellation (a timeout, a closing watch) resets the stream. Raises
         TransportError when the connection fails first.
         """
+        try:
+            return await self._request(method, target, headers, body)
+        except TransportError:
+            if self._raw_response is not None:  # go-connlimit answered the connection
+                return self._raw_response
+            raise
+
+    async def _request(
+        self, method: str, target: str, headers: Iterable[tuple[str, str]], body: bytes
+    ) -> Response:
+        if self._settings is not None and not self._settings.is_set():
+            await self._settings.wait()
+        if self._failure is not None:
+            raise self._failure
         await self._slot()
         try:
             if self._failure is not None:
@@ -243,6 +261,8 @@ class H2Connection(asyncio.Protocol):
             if changed is not None:
                 self._max_streams = max(1, int(changed.new_value or 1))
                 self._wake_slots()
+            if self._settings is not None:
+                self._settings.set()
         elif isinstance(event, h2.events.WindowUpdated):
             waiters, self._window_waiters = self._window_waiters, []
             for waiter in waiters:
@@ -322,6 +342,8 @@ class H2Connection(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_exception(error)
         self._window_waiters = []
+        if self._settings is not None:
+            self._settings.set()  # requests waiting for the agent's settings see the failure
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
@@ -332,16 +354,12 @@ class H2Connection(asyncio.Protocol):
         parts = status_line.split(b" ", 2)
         status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 502
         headers = {k.lower(): v for k, v in parse_headers(io.BytesIO(rest + b"\r\n\r\n")).items()}
-        response = Response(status, headers, body)
-        self._failure = TransportError(TransportFailure.RESET, f"raw HTTP/1 answer {status}")
+        response = self._raw_response = Response(status, headers, body)
         streams, self._streams = self._streams, {}
         for stream in streams.values():
             if not stream.future.done():
                 stream.future.set_result(response)
-        waiters, self._slot_waiters = list(self._slot_waiters), collections.deque()
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_exception(self._failure)
+        self._fail(TransportError(TransportFailure.RESET, f"raw HTTP/1 answer {status}"))
 
 
 def _response(stream: _Stream) -> Response:
