@@ -111,6 +111,11 @@ _SERVICE_COUNTERS = (
     ("failed_calls", "failed_calls", "Calls where no attempt got a response"),
     ("no_instance", "no_instance", "Calls refused for lack of an instance"),
     ("watch_errors", "watch_errors", "Failed Consul queries of the service's watch"),
+    (
+        "watch_rate_limited",
+        "consul_rate_limited",
+        "Queries of the service's watch the agent answered 429 (this host over its budget)",
+    ),
 )
 # counters per upstream instance
 _INSTANCE_COUNTERS = (
@@ -185,7 +190,9 @@ class ClientMetricsPublisher:
             for upstream, snap in services.items():
                 watch = source_stats(upstream) if source_stats is not None else None
                 errors = watch.errors if watch is not None else None
+                limited = getattr(watch, "rate_limited", None)
                 values = dict(snap, watch_errors=errors, size=len(snap["instances"]))
+                values["watch_rate_limited"] = limited
                 for key, *_ in _SERVICE_COUNTERS:
                     self._advance((upstream, key), key, values.get(key), upstream)
                 for key, *_ in _SERVICE_GAUGES:

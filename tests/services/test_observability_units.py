@@ -157,7 +157,7 @@ class _FakeClient:
         self.source = self
 
     def watch_stats(self, service: str) -> WatchStats:
-        return WatchStats(requests=5, errors=2, index=9)
+        return WatchStats(requests=5, errors=2, index=9, rate_limited=1)
 
     def stats(self) -> dict[str, Any]:
         inst = {"picks": self.picks, "failures": 0, "ejections": 0, "in_flight": 1, "ejected": 0}
@@ -187,6 +187,7 @@ def test_the_publisher_adds_deltas_and_survives_a_counter_restart() -> None:
     publisher.publish()  # nothing new: nothing added
     assert get("discovery_client_attempts_total", attempts) == 3
     assert get("discovery_client_watch_errors_total", {"upstream": "user-service"}) == 2
+    assert get("discovery_client_consul_rate_limited_total", {"upstream": "user-service"}) == 1
     assert get("discovery_client_cache_age_seconds", {"upstream": "user-service"}) == 0.5
     fake.picks = 5
     publisher.publish()
