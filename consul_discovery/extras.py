@@ -21,6 +21,7 @@ EXTRAS: dict[str, str] = {
     "flask": "Flask",
     "httpx": "httpx",
     "http2": "h2",
+    "speedups": "orjson",
     "gunicorn": "gunicorn",
     "uvicorn": "uvicorn",
     "prometheus": "prometheus_client",

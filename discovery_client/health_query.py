@@ -40,7 +40,7 @@ from consul_discovery.client.errors import (
     ConsulUnavailableError,
     UnknownServiceError,
 )
-from consul_discovery.client.health_entries import Entry, instances_from_entries
+from consul_discovery.client.health_entries import Entry, InstanceCache, instances_from_entries
 from consul_discovery.client.instance import Instance
 from consul_discovery.client.target import Target
 from consul_discovery.connection.exchange import Exchange, Request, Response
@@ -141,17 +141,23 @@ def read_catalog(response: Response, address: str) -> list[str]:
 
 
 def instances_exchange(
-    target: Target, poll: Poll, options: QueryOptions, address: str
+    target: Target,
+    poll: Poll,
+    options: QueryOptions,
+    address: str,
+    cache: InstanceCache | None = None,
 ) -> Exchange[Answer[tuple[Instance, ...]]]:
     """One poll of ``target``: the health query, then (while nothing is resolved and the
-    answer is empty) the catalog, to tell an unknown service from an empty one."""
+    answer is empty) the catalog, to tell an unknown service from an empty one.
+    ``cache`` (a watch's) reuses the Instances of unchanged entries."""
     response = yield health_request(target, poll, options)
     entries = read_health(response, target, address)
     if not entries and not poll.resolved:
         names = read_catalog((yield catalog_request(target.datacenter, options)), address)
         if target.service not in names:
             raise UnknownServiceError(target.service, names)
-    return Answer(response.index, instances_from_entries(entries))
+    instances = cache.instances(entries) if cache is not None else instances_from_entries(entries)
+    return Answer(response.index, instances)
 
 
 def services_exchange(

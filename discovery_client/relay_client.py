@@ -44,7 +44,7 @@ from consul_discovery.connection.watch import WatchState
 log = logging.getLogger(__name__)
 
 _TOUCH_EVERY = 1.0  # seconds: how often an unresolved target's "still wanted" is relayed
-_HANDSHAKE_TIMEOUT = 3.0
+_HANDSHAKE_TIMEOUT = 10.0  # a master busy starting its app answers late; resolve waits meanwhile
 
 
 class RelayedState:

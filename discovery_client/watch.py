@@ -24,7 +24,11 @@ import random
 import time
 from collections.abc import Callable
 
-from consul_discovery.client.health_entries import build_resolution, same_membership
+from consul_discovery.client.health_entries import (
+    InstanceCache,
+    build_resolution,
+    same_membership,
+)
 from consul_discovery.client.health_query import (
     DISCOVERY_ERRORS,
     QueryOptions,
@@ -60,10 +64,13 @@ class HealthWatch(Resource[Registered, Resolution]):
         self.key = key
         self._options = options
         self._preservation = SelfPreservation(key.vanish_grace, clock)  # driver only
+        self._instances = InstanceCache()  # driver only: unchanged entries keep their Instance
 
     def exchange(self, poll: Poll) -> Exchange[Answer[Registered]]:
         """The health query, and the catalog check while nothing is resolved."""
-        return instances_exchange(self.key.target, poll, self._options, self.address)
+        return instances_exchange(
+            self.key.target, poll, self._options, self.address, self._instances
+        )
 
     def settle(
         self,
