@@ -45,7 +45,7 @@ from consul_discovery.client.source_table import (
 from consul_discovery.client.target import Target
 from consul_discovery.client.watch import HealthState, health_state
 from consul_discovery.connection import ConsulConnection
-from consul_discovery.connection.agent_transport import AgentSender
+from consul_discovery.connection.agent_sender import AgentSender
 from consul_discovery.connection.exchange import AsyncSend, Request, Response
 from consul_discovery.connection.forking import after_fork_in_child
 from consul_discovery.connection.sending import HttpxSender

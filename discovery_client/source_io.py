@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import requests
 
-from consul_discovery.connection.agent_transport import AgentSender
+from consul_discovery.connection.agent_sender import AgentSender
 from consul_discovery.connection.exchange import AsyncSend, Send
 from consul_discovery.connection.loop_thread import LoopThread, process_loop
 from consul_discovery.connection.sending import SessionSender

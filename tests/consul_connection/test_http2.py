@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from consul_discovery.connection import ConsulConnection
-from consul_discovery.connection.agent_transport import AgentSender, AgentTransport
+from consul_discovery.connection.agent_sender import AgentSender
+from consul_discovery.connection.agent_transport import AgentTransport
 from consul_discovery.connection.exchange import Request, TransportError, TransportFailure
 from tests.harness.binary import consul_binary
 from tests.harness.h2_server import RAW_429, Answer, H2TestServer
