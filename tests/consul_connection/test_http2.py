@@ -176,6 +176,7 @@ def test_a_cancelled_wait_for_a_slot_does_not_leak_it(serve, certs):
     async def main() -> int:
         transport = AgentTransport(connection(server, certs))
         try:
+            await transport.send(Request("/warm"), {})  # connected, the stream limit known
             first = asyncio.ensure_future(transport.send(Request("/a"), {}))
             await asyncio.sleep(0.05)
             waiting = asyncio.ensure_future(transport.send(Request("/b"), {}))
@@ -188,7 +189,7 @@ def test_a_cancelled_wait_for_a_slot_does_not_leak_it(serve, certs):
             await transport.aclose()
 
     assert run(main()) == 200
-    assert [r[":path"] for r in server.requests] == ["/a", "/c"]
+    assert [r[":path"] for r in server.requests] == ["/warm", "/a", "/c"]
 
 
 def test_go_connlimits_raw_429_after_alpn_is_an_answer(serve, certs):
