@@ -363,6 +363,8 @@ class ConsulSource:
         relay = self._relay
         for key, entry in self._table.entries():
             value = entry.state.value
+            if isinstance(entry, WatchTask) and entry.finished and value is None:
+                continue  # stopped unresolved: the next resolve() starts it again
             if relay is not None and relay.usable:
                 fresh: Entry = relay.watch(key)
                 if value is not None:
