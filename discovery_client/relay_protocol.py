@@ -40,6 +40,12 @@ from consul_discovery.client.errors import (
 from consul_discovery.client.instance import Instance, Resolution
 from consul_discovery.client.source import WatchKey
 from consul_discovery.client.target import Target
+from consul_discovery.connection.exchange import loads
+
+try:  # the speedups extra
+    import orjson
+except ImportError:
+    orjson = None
 
 #: Set by the gunicorn master (``relay.start_master_relay``): the relay's socket path.
 RELAY_ENV = "CONSUL_DISCOVERY_RELAY"
@@ -64,14 +70,16 @@ class RelayProtocolError(ValueError):
 
 
 def line(message: dict[str, Any]) -> bytes:
-    """``message`` as one line of the wire format."""
+    """``message`` as one line of the wire format (orjson when installed)."""
+    if orjson is not None:
+        return orjson.dumps(message) + b"\n"  # type: ignore[no-any-return]
     return json.dumps(message, separators=(",", ":")).encode() + b"\n"
 
 
 def parse(raw: bytes) -> dict[str, Any]:
     """One line of the wire format as a dict (raises RelayProtocolError)."""
     try:
-        message = json.loads(raw)
+        message = loads(raw)
     except ValueError as exc:
         raise RelayProtocolError(f"not JSON: {raw[:60]!r}") from exc
     if not isinstance(message, dict):
