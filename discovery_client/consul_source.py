@@ -72,6 +72,7 @@ from consul_discovery.client.target import Target
 from consul_discovery.client.watch import HealthState, health_state
 from consul_discovery.connection import ConsulConnection
 from consul_discovery.connection.exchange import (
+    AsyncSend,
     Request,
     Response,
     Send,
@@ -122,8 +123,10 @@ class ConsulSource:
     ``consistency`` is Consul's read mode. ``relay`` None uses the gunicorn master's
     relay when it advertises one (and this source uses its own default transport and
     read mode), False never. ``session`` (a requests Session, closed by ``close()``),
-    ``send`` (a blocking ``Request -> Response`` function instead of HTTP), ``clock``,
-    ``rng`` and ``sleep`` are injectable. AsyncConsulSource takes the same.
+    ``send`` (a blocking ``Request -> Response`` function instead of HTTP, run on
+    executor threads), ``asend`` (an awaitable one, run on the source's loop: e.g. a
+    sender over several servers, each an ``AgentSender``), ``clock``, ``rng`` and
+    ``sleep`` are injectable. AsyncConsulSource takes the same (its ``send`` awaitable).
     """
 
     def __init__(
@@ -145,6 +148,7 @@ class ConsulSource:
         sleep: Callable[[float], object] | None = None,
         session: requests.Session | None = None,
         send: Send | None = None,
+        asend: AsyncSend | None = None,
         relay: bool | None = None,
         after_fork: Literal["restart", "close"] = "restart",
     ) -> None:
@@ -159,9 +163,10 @@ class ConsulSource:
         self._clock = clock
         self._own_rng = rng is None
         self._rng = rng or random.Random()
-        self._blocking_send, self._session = send, session
+        self._blocking_send, self._session, self._asend = send, session, asend
         self._sleep = sleep
-        self._relay_wanted = relay is not False and send is None and session is None
+        injected = (send, asend, session)
+        self._relay_wanted = relay is not False and all(x is None for x in injected)
         self._relay_wanted = self._relay_wanted and consistency == "default"
         self._fork_policy = after_fork
         self._observer: Observer | None = None  # set once by a relay server, before use
@@ -172,7 +177,11 @@ class ConsulSource:
     def _setup(self) -> None:
         """What belongs to this process: replaced in a forked child (no I/O)."""
         self._io = SourceIO(
-            self.connection, send=self._blocking_send, session=self._session, sleep=self._sleep
+            self.connection,
+            send=self._blocking_send,
+            session=self._session,
+            sleep=self._sleep,
+            asend=self._asend,
         )
         self._throttle = ThrottleLog(
             log, self.connection.base_url, connections=self._io.connections

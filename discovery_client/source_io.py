@@ -4,8 +4,10 @@ Its watches are tasks on the process's loop thread (``consul_connection.loop_thr
 and its requests go through that loop's shared transport to the agent (``AgentSender``:
 HTTP/2 over TLS, else an HTTP/1.1 pool). A blocking ``send`` or requests ``session``
 injected instead (tests, custom transports) and an injected blocking ``sleep`` run on
-executor threads, so they never stall the loop. A forked child makes a new ``SourceIO``
-(the parent's loop thread, connections and executor threads do not exist there).
+executor threads, so they never stall the loop. An awaitable ``asend`` (e.g. a sender over a
+list of servers, each an ``AgentSender``) runs on the loop as given. A forked child
+makes a new ``SourceIO`` (the parent's loop thread, connections and executor threads do
+not exist there).
 """
 
 from __future__ import annotations
@@ -40,13 +42,16 @@ class SourceIO:
         send: Send | None = None,
         session: requests.Session | None = None,
         sleep: Callable[[float], object] | None = None,
+        asend: AsyncSend | None = None,
     ) -> None:
         self.loop: LoopThread = process_loop()
         self._executor: ThreadPoolExecutor | None = None  # made on the first blocking call
         self.sender: AgentSender | None = None
         self._blocking: SessionSender | None = None
         self.send: AsyncSend
-        if send is not None:
+        if asend is not None:
+            self.send = asend
+        elif send is not None:
             self.send = self._threaded(send)
         elif session is not None:
             self._blocking = SessionSender(connection, session)
