@@ -34,7 +34,7 @@ def worker(services: list[str]) -> None:
         current = {s: sorted(i.id for i in source.resolve(s).instances) for s in services}
         state = {"pid": os.getpid(), "relayed": source.relayed, "current": current}
         if state != last:
-            print(json.dumps(state), flush=True)
+            os.write(1, (json.dumps(state) + "\n").encode())  # one write: lines never mix
             last = state
         time.sleep(0.02)
     os._exit(0)
