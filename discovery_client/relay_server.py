@@ -12,7 +12,9 @@ unchanged one, a first error, the counters. A worker that stops reading (its soc
 buffer past ``MAX_BUFFER``) is dropped; it then watches by itself.
 
 Only the process that started the server closes it: a forked worker inherits the object
-(and its ``atexit`` hook) but never removes its master's socket.
+(and its ``atexit`` hook) but never removes its master's socket. A master killed with
+SIGKILL cannot remove its directory; the next relay started by the same user removes
+those whose master (the pid in the directory's name) is gone.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from consul_discovery.client.watch import HealthState
 log = logging.getLogger(__name__)
 
 MAX_BUFFER = 16 << 20  # bytes a worker may leave unread before it is dropped
+_PREFIX = "consul-discovery-relay-"
 _HANDSHAKE_TIMEOUT = 5.0
 
 
@@ -89,7 +92,9 @@ class RelayServer:
 
     def __init__(self, source: ConsulSource, *, directory: str | None = None) -> None:
         self.source = source
-        self._dir = Path(tempfile.mkdtemp(prefix="consul-discovery-relay-", dir=directory))
+        _sweep(Path(directory or tempfile.gettempdir()))
+        prefix = f"{_PREFIX}{os.getpid()}-"
+        self._dir = Path(tempfile.mkdtemp(prefix=prefix, dir=directory))
         os.chmod(self._dir, 0o700)
         self.path = self._dir / "relay.sock"
         self._salt = secrets.token_hex(16)
@@ -211,6 +216,24 @@ class RelayServer:
         elif state.first_error is not None:
             message["error"] = encode_error(state.first_error)
         return message
+
+
+def _sweep(parent: Path) -> None:
+    """Remove relay directories of ours whose master is gone (killed: no ``close``)."""
+    try:
+        candidates = list(parent.glob(f"{_PREFIX}*"))
+    except OSError:
+        return
+    for path in candidates:
+        pid_text = path.name[len(_PREFIX) :].split("-", 1)[0]
+        try:
+            if not pid_text.isdigit() or path.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def _stats(state: HealthState) -> tuple[int, int, int, int]:

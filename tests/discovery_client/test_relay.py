@@ -191,3 +191,15 @@ def test_workers_fall_back_to_their_own_watches_when_the_master_dies(agent, tmp_
         agent.client().agent.check.ttl_pass("service:relay-3-0")
         if started:  # a killed master cannot remove its socket's directory: we do
             shutil.rmtree(Path(started["socket"]).parent, ignore_errors=True)
+
+
+def test_a_new_relay_removes_the_directories_of_killed_masters(tmp_path):
+    from consul_discovery.client.relay_server import _sweep
+
+    dead = tmp_path / "consul-discovery-relay-999999999-x"  # no such pid
+    alive = tmp_path / f"consul-discovery-relay-{os.getpid()}-y"
+    other = tmp_path / "unrelated-999999999"
+    for path in (dead, alive, other):
+        path.mkdir()
+    _sweep(tmp_path)
+    assert not dead.exists() and alive.exists() and other.exists()
