@@ -40,26 +40,20 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Generator
-from dataclasses import dataclass
-from typing import Literal, TypeVar
+from collections.abc import Callable
+from typing import Literal
 
 import requests
 
+from consul_discovery.client.catalog_reads import CatalogReads, ServiceSummary
 from consul_discovery.client.config import ServiceConfig
 from consul_discovery.client.errors import (
     ConsulQueryError,
-    ConsulUnavailableError,
-    DiscoveryError,
 )
 from consul_discovery.client.health_query import (
-    DISCOVERY_ERRORS,
     Consistency,
-    instances_exchange,
-    services_exchange,
-    what,
 )
-from consul_discovery.client.instance import Instance, Resolution
+from consul_discovery.client.instance import Resolution
 from consul_discovery.client.relay_client import RelayedWatch, RelayLink, relay_path
 from consul_discovery.client.source import Listener, WatchKey, WatchStats
 from consul_discovery.client.source_io import SourceIO
@@ -73,42 +67,20 @@ from consul_discovery.client.watch import HealthState, health_state
 from consul_discovery.connection import ConsulConnection
 from consul_discovery.connection.exchange import (
     AsyncSend,
-    Request,
-    Response,
     Send,
-    TransportError,
-    arun,
 )
 from consul_discovery.connection.forking import after_fork_in_child
 from consul_discovery.connection.loop_thread import LoopThread
-from consul_discovery.connection.refusals import transport_error
-from consul_discovery.connection.resource import Poll
 from consul_discovery.connection.throttle import ThrottleLog
 from consul_discovery.connection.watch_drivers import WatchTask
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 Entry = WatchTask | RelayedWatch
 Observer = Callable[[WatchKey, HealthState], None]
 
 
-@dataclass(frozen=True, slots=True)
-class ServiceSummary:
-    """One catalog service and how many of its instances are in each health state."""
-
-    name: str
-    passing: int
-    warning: int
-    critical: int
-
-    @property
-    def total(self) -> int:
-        """Every registered instance, whatever its health."""
-        return self.passing + self.warning + self.critical
-
-
-class ConsulSource:
+class ConsulSource(CatalogReads):
     """Resolve services from Consul and keep them fresh: one task per target on the
     process's event loop (see the module).
 
@@ -258,26 +230,6 @@ class ConsulSource:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # -- one-shot catalog reads (for the CLI and operators; always network) ----------
-
-    def list_services(self) -> tuple[ServiceSummary, ...]:
-        """Every service in the catalog with passing/warning/critical instance counts."""
-        names = self._once(services_exchange(None, self._options, self.address), "the catalog")
-        summaries = []
-        for name in names:
-            counts = {"passing": 0, "warning": 0, "critical": 0}
-            for instance in self.list_instances(name):
-                counts[instance.health] += 1
-            summaries.append(ServiceSummary(name, **counts))
-        return tuple(summaries)
-
-    def list_instances(self, service: str | Target) -> tuple[Instance, ...]:
-        """Every registered instance of ``service`` (all health states), fresh from Consul."""
-        target = self._table.key(service).target
-        poll = Poll(0, self._timing.wait, resolved=False)
-        exchange = instances_exchange(target, poll, self._options, self.address)
-        return self._once(exchange, what(target)).value
-
     # -- for the relay (consul_discovery.client.relay) --------------------------------
 
     def observe(self, observer: Observer) -> None:
@@ -301,20 +253,6 @@ class ConsulSource:
         return self._io.loop
 
     # -- internals -------------------------------------------------------------------
-
-    def _once(self, exchange: Generator[Request, Response, T], about: str) -> T:
-        if self._table.closed:
-            raise DiscoveryError("ConsulSource is closed")
-        timeout = self._options.request_timeout + self.connection.connect_timeout + 1.0
-        try:
-            return self._io.run(arun(exchange, self._io.send), timeout)
-        except TransportError as exc:
-            mapped = transport_error(exc, about, self.address, DISCOVERY_ERRORS)
-            raise mapped from mapped.__cause__
-        except TimeoutError as exc:
-            raise ConsulUnavailableError(
-                f"Consul at {self.address} gave no answer about {about} within {timeout:.0f}s"
-            ) from exc
 
     def _start(self, key: WatchKey) -> Entry:
         # Called under the table's lock: no I/O (a relayed ask is sent from the loop).
