@@ -20,8 +20,9 @@ holds **one** connection to its agent for all its watches, whatever its worker c
 worker whose source uses another token (or another agent) is refused by the relay and
 watches with its own, as before. The socket is 0600 in a 0700 directory: only the
 application's own user can connect. ``DISCOVERY_SHARED_WATCHES=false`` turns the relay
-off. A source made with ``relay=False``, an injected ``send``/``session``, or a
-non-default ``consistency`` never uses it.
+off. A source made with ``relay=False``, an injected ``send``/``asend``/``session``, or
+a non-default ``consistency`` never uses it; neither does an ``AsyncConsulSource`` (an
+ASGI worker's), which still watches by itself over its loop's shared transport.
 """
 
 from __future__ import annotations
