@@ -12,6 +12,7 @@ import contextlib
 import http.client
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -28,16 +29,19 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 @dataclass
 class Host:
-    """The stand-in processes of one row and what they report (reader threads append)."""
+    """The applications of one row and what they report (reader threads append, under
+    ``cond``): workers' ``ready`` lines and ``seen`` sets, masters' ``process`` sets (the
+    application's own watch had it), everyone's ``final``."""
 
     procs: list[subprocess.Popen[str]] = field(default_factory=list)  # main thread
-    ready: list[dict[str, Any]] = field(default_factory=list)  # reader threads, under cond
-    final: list[dict[str, Any]] = field(default_factory=list)  # reader threads, under cond
-    seen: list[tuple[int, int, str, float, frozenset[str], float]] = field(default_factory=list)
+    ready: list[dict[str, Any]] = field(default_factory=list)
+    final: list[dict[str, Any]] = field(default_factory=list)
+    seen: list[tuple[int, int, str, float, frozenset[str]]] = field(default_factory=list)
+    process: list[tuple[int, str, float, frozenset[str]]] = field(default_factory=list)
     cond: threading.Condition = field(default_factory=threading.Condition)
 
     def read(self, proc_no: int, proc: subprocess.Popen[str]) -> None:
-        """Reader thread: parse one process's lines into the lists above."""
+        """Reader thread: parse one application's lines into the lists above."""
         assert proc.stdout is not None
         for line in proc.stdout:
             try:
@@ -46,8 +50,11 @@ class Host:
                 continue
             with self.cond:
                 if "seen" in msg:
-                    worker, service, t, ids, published = msg["seen"]
-                    self.seen.append((proc_no, worker, service, t, frozenset(ids), published))
+                    worker, service, t, ids = msg["seen"]
+                    self.seen.append((proc_no, worker, service, t, frozenset(ids)))
+                elif "process" in msg:
+                    service, t, ids = msg["process"]
+                    self.process.append((proc_no, service, t, frozenset(ids)))
                 elif "ready" in msg:
                     self.ready.append(msg)
                 elif "final" in msg:
@@ -56,18 +63,32 @@ class Host:
 
 
 @contextlib.contextmanager
-def stand_ins(agent: TlsDevAgent, mode: str, n: int, workers: int, names: list[str], wait: float):
-    """Start ``n`` budget_host processes; stop every one by PID afterwards."""
+def stand_ins(
+    agent: TlsDevAgent,
+    mode: str,
+    n: int,
+    workers: int,
+    names: list[str],
+    wait: float,
+    resolve_timeout: float = 20.0,
+):
+    """Start ``n`` budget_host applications (a master and its forked workers each); stop
+    every one: ``stop`` on stdin, then kill by PID (the workers are the masters' own
+    children, each waited for by its master, and in its process group)."""
     host = Host()
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    args = [mode, str(workers), ",".join(names), agent.address, agent.https_url]
-    args += [str(agent.ca_file), str(wait)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_")}
+    env.update(PYTHONPATH=str(REPO_ROOT))
+    env.pop("CONSUL_DISCOVERY_RELAY", None)
+    tls = mode.endswith("h2")
+    address = agent.https_url if tls else agent.address
+    args = [mode, str(workers), ",".join(names), address, str(agent.ca_file) if tls else "-"]
+    args += [str(wait), str(resolve_timeout)]
     try:
         for k in range(n):
             proc = subprocess.Popen(
                 [sys.executable, "-m", "bench.budget_host", *args],
                 cwd=REPO_ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL, text=True,
+                stderr=subprocess.DEVNULL, text=True, start_new_session=True,
             )  # fmt: skip
             host.procs.append(proc)
             threading.Thread(target=host.read, args=(k, proc), daemon=True).start()
@@ -78,10 +99,12 @@ def stand_ins(agent: TlsDevAgent, mode: str, n: int, workers: int, names: list[s
                 with contextlib.suppress(OSError):
                     proc.stdin.write("stop\n")  # type: ignore[union-attr]
                     proc.stdin.flush()  # type: ignore[union-attr]
+            expected = len(host.procs) * (workers + 1)
             with host.cond:
-                host.cond.wait_for(lambda: len(host.final) >= len(host.procs), timeout=10)
+                host.cond.wait_for(lambda: len(host.final) >= expected, timeout=30)
             for proc in host.procs:
-                proc.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)  # the master and its workers
                 proc.wait(timeout=10)
 
 

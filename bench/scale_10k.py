@@ -18,10 +18,13 @@ RSS growth); Consul requests per service per blocking wait while idle (the watch
 counter); check flip → new picker (a listener after the Balancer) with flips 0.1 s
 apart; where that time goes, in the same run: a raw long poll of the flipped service
 next to the client's watch times Consul's side (API call → response headers) and the
-transfer of the body, and the client's in-process stages on that very body
-(``json.loads``, ``instances_from_entries``, ``build_resolution``,
-``Balancer.update``); and the agents' CPU (from /proc, server and hosts together)
-while idle and while flipping.
+transfer of the body, the client's side is the rest of each flip (the agent's answer
+→ the new picker), and the client's in-process stages on that very body
+(``json.loads`` and orjson's, ``instances_from_entries`` and the watch's
+``InstanceCache`` that keeps unchanged entries' Instances, ``build_resolution``,
+``Balancer.update``); the client's threads (every watch is a task on one event loop);
+and the agents' CPU (from /proc, server and hosts together) while idle and while
+flipping.
 """
 
 from __future__ import annotations
@@ -44,7 +47,16 @@ from bench.hosts import agents_cpu, hosts_cluster, services_configs, wait_synced
 from bench.propagation import SetRecorder, timed
 from bench.result import Chart, Result, at_most, summary
 from consul_discovery.client import Balancer, ConsulSource, ServiceClient
-from consul_discovery.client.health_entries import build_resolution, instances_from_entries
+from consul_discovery.client.health_entries import (
+    InstanceCache,
+    build_resolution,
+    instances_from_entries,
+)
+
+try:
+    import orjson
+except ImportError:  # the speedups extra is not installed: its row is left out
+    orjson = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +109,7 @@ def flip_once(hosts, source, recorder, name: str, sid: str, fail: bool, wait: fl
     """
     host, agent, server = hosts
     checks = host.client().agent.check
-    index = source.watch_stats(name)["index"]
+    index = source.watch_stats(name).index
     raw = RawPoll(f"{agent.url}/v1/health/service/{name}", index, wait)
     at_server = RawPoll(f"{server.url}/v1/health/service/{name}", index, wait)
     time.sleep(0.005)  # the raw polls are parked before the flip
@@ -115,9 +127,25 @@ def flip_once(hosts, source, recorder, name: str, sid: str, fail: bool, wait: fl
 
 
 def stage_costs(service: str, body: bytes, rounds: int) -> dict[str, list[float]]:
-    """Seconds per client stage on one real answer of ``service``."""
-    out: dict[str, list[float]] = {"json": [], "instances": [], "resolution": [], "update": []}
+    """Seconds per client stage on one real answer of ``service`` (the garbage collector
+    paused while timing: with 10,000 Instances alive a collection costs milliseconds,
+    which would land on whichever stage triggered it)."""
+    gc.collect()
+    gc.disable()
+    try:
+        return _stage_costs(service, body, rounds)
+    finally:
+        gc.enable()
+
+
+def _stage_costs(service: str, body: bytes, rounds: int) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {
+        "json": [], "orjson": [], "instances": [], "instances reused": [], "resolution": [],
+        "update": [],
+    }  # fmt: skip
     balancer = Balancer(service)
+    cache = InstanceCache()
+    cache.instances(json.loads(body))
     for _ in range(rounds):
         t0 = time.perf_counter()
         entries = json.loads(body)
@@ -128,11 +156,18 @@ def stage_costs(service: str, body: bytes, rounds: int) -> dict[str, list[float]
         t3 = time.perf_counter()
         balancer.update(res)
         t4 = time.perf_counter()
+        cache.instances(entries)
+        t5 = time.perf_counter()
         for name, a, b in (("json", t0, t1), ("instances", t1, t2)):
             out[name].append(b - a)
         out["resolution"].append(t3 - t2)
         out["update"].append(t4 - t3)
-    return out
+        out["instances reused"].append(t5 - t4)
+        if orjson is not None:
+            t6 = time.perf_counter()
+            orjson.loads(body)
+            out["orjson"].append(time.perf_counter() - t6)
+    return {name: values for name, values in out.items() if values}
 
 
 def run(p: Params) -> Result:
@@ -156,7 +191,7 @@ def measure(p: Params, server, clients, names, ids, owner, registered_s: float) 
     agent = clients[0]  # the watching process's local agent
     pids = [a.pid for a in (server, *clients) if a.pid is not None]
     gc.collect()
-    rss0 = rss_bytes()
+    rss0, threads0 = rss_bytes(), threading.active_count()
     tracemalloc.start()
     source = ConsulSource(agent.address, wait=p.wait)
     client = ServiceClient(source=source)
@@ -170,17 +205,17 @@ def measure(p: Params, server, clients, names, ids, owner, registered_s: float) 
         traced, _ = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         gc.collect()
-        rss1 = rss_bytes()
+        rss1, threads = rss_bytes(), threading.active_count() - threads0
         time.sleep(1.0)  # every watch parked in its blocking query
-        before = {n: source.watch_stats(n)["requests"] for n in names}
+        before = {n: source.watch_stats(n).requests for n in names}
         cpu0, w0 = agents_cpu(pids), time.perf_counter()
         time.sleep(p.idle_periods * p.wait)
         idle_cpu = (agents_cpu(pids) - cpu0) / (time.perf_counter() - w0)
-        idle = [(source.watch_stats(n)["requests"] - before[n]) / p.idle_periods for n in names]
+        idle = [(source.watch_stats(n).requests - before[n]) / p.idle_periods for n in names]
         recorders = {n: SetRecorder() for n in names}
         for n in names:
             source.subscribe(n, recorders[n])
-        applied, consul_side, transfer, backends = [], [], [], set()
+        applied, consul_side, transfer, backends, ours = [], [], [], set(), []
         server_side: list[float] = []
         body, body_service = b"", names[0]
         cpu0, w0 = agents_cpu(pids), time.perf_counter()
@@ -197,6 +232,7 @@ def measure(p: Params, server, clients, names, ids, owner, registered_s: float) 
                 applied.append(took)
                 if raw.headers_at:
                     consul_side.append(raw.headers_at - raw.started)
+                    ours.append(max(0.0, took - (raw.headers_at - raw.started)))
                     transfer.append(raw.body_at - raw.headers_at)
                     backends.add(raw.backend or "none")
                     body, body_service = raw.body, name
@@ -216,6 +252,7 @@ def measure(p: Params, server, clients, names, ids, owner, registered_s: float) 
         ("resolve every service (first answers)", resolve_s, "s"),
         ("client memory, Python allocations", traced / 2**20, "MiB"),
         ("client memory, RSS growth", (rss1 - rss0) / 2**20, "MiB"),
+        (f"client threads for {p.services} watches", threads, ""),
         (f"idle requests/service per {p.wait:g} s wait, max", max(idle), "req"),
         ("idle requests/service per wait, mean", sum(idle) / len(idle), "req"),
         (f"agents' CPU idle (server + {p.hosts} hosts)", idle_cpu * 100, "% of a core"),
@@ -227,6 +264,8 @@ def measure(p: Params, server, clients, names, ids, owner, registered_s: float) 
         ("  of which the server's answer, p50", summary(server_side, 1e3)["p50"], "ms"),
         ("  of which the server's answer, p99", summary(server_side, 1e3)["p99"], "ms"),
         ("  body transfer, p50", summary(transfer, scale=1e3)["p50"], "ms"),
+        ("  client: agent's answer → new picker, p50", summary(ours, 1e3)["p50"], "ms"),
+        ("  client: agent's answer → new picker, p99", summary(ours, 1e3)["p99"], "ms"),
         (f"  body size ({p.per_service} instances)", len(body) / 1024, "KiB"),
     ]
     for stage, values in stages.items():
@@ -253,6 +292,10 @@ def measure(p: Params, server, clients, names, ids, owner, registered_s: float) 
                 kind="cdf",
             )
         ],
-        params={"query_backends": sorted(backends), "events_timed": len(applied)},
+        params={
+            "query_backends": sorted(backends),
+            "events_timed": len(applied),
+            "client_side_p99_ms": summary(ours, 1e3)["p99"],
+        },
         notes=[f"query backend of the health watches: {', '.join(sorted(backends))}"],
     )

@@ -14,16 +14,24 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class WatchTiming:
-    """How a watch paces itself: blocking wait, idle rate limit and error backoff (seconds)."""
+    """How a watch paces itself: blocking wait, idle rate limit and error backoff (seconds).
+
+    ``throttle_base``/``throttle_cap`` are the backoff after the agent answered 429 (it
+    protects itself: a longer floor than an outage's; ``consul_connection.throttle``).
+    """
 
     wait: float = 30.0
     min_interval: float = 1.0
     min_change_interval: float = 0.05
     backoff_base: float = 0.25
     backoff_cap: float = 5.0
+    throttle_base: float = 1.0
+    throttle_cap: float = 30.0
 
     def __post_init__(self) -> None:
         if self.wait <= 0 or self.min_interval < 0 or self.backoff_base <= 0:
+            raise ValueError(f"invalid watch timing: {self}")
+        if self.throttle_base <= 0:
             raise ValueError(f"invalid watch timing: {self}")
 
 

@@ -20,6 +20,11 @@ from typing import Any, TypeVar
 
 from consul_discovery.connection.transport_errors import TransportFailure
 
+try:  # the ``speedups`` extra: a 127 KiB health answer parses ~2.5x faster (bench/README)
+    from orjson import loads
+except ImportError:
+    loads = json.loads
+
 T = TypeVar("T")
 
 INDEX_HEADER = "x-consul-index"
@@ -69,8 +74,8 @@ class Response:
         return self.body.decode("utf-8", errors="replace")
 
     def json(self) -> Any:
-        """The body parsed as JSON (an empty body is None)."""
-        return json.loads(self.body) if self.body.strip() else None
+        """The body parsed as JSON (an empty body is None); orjson when installed."""
+        return loads(self.body) if self.body.strip() else None
 
     @property
     def index(self) -> int | None:

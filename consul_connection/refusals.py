@@ -16,7 +16,8 @@ HTTP answer or from a ``TransportFailure``; each client names its own exception 
 =========================================  ===========================================
 403                                        ``denied`` (the permission named)
 400 "HTTP request to an HTTPS server"      ``unavailable`` (use https://)
-429 (Consul's rate limiter)                ``unavailable`` (try again later)
+429 (Consul's connection or rate limit)    ``throttled`` (else ``unavailable``): the agent
+                                           protecting itself (``consul_connection.throttle``)
 other 4xx                                  ``refused``
 500 naming a filter/boolean expression     ``refused`` (Consul's answer to a bad filter)
 other 5xx: no leader, the agent shutting   ``unavailable``
@@ -104,12 +105,15 @@ class ErrorKinds:
     """The exception classes one client raises for Consul's kinds of "no".
 
     ``unavailable``: Consul cannot answer now (retry later); ``refused``: it answered but
-    rejects the request (a bad filter, a 4xx); ``denied``: ACLs refused or emptied it.
+    rejects the request (a bad filter, a 4xx); ``denied``: ACLs refused or emptied it;
+    ``throttled``: it answered 429 (a ``consul_connection.throttle.RateLimited`` class;
+    None: ``unavailable``).
     """
 
     unavailable: type[Exception]
     refused: type[Exception]
     denied: type[Exception]
+    throttled: type[Exception] | None = None
 
 
 def answer_error(
@@ -132,7 +136,8 @@ def answer_error(
             f"{what}: use https:// in CONSUL_HTTP_ADDR (or CONSUL_HTTP_SSL=true)"
         )
     if status == 429:
-        return kinds.unavailable(f"Consul at {address} rate limited {what}: {status} {body}")
+        kind = kinds.throttled or kinds.unavailable
+        return kind(f"Consul at {address} rate limited {what}: {status} {body}")
     if 400 <= status < 500:
         return kinds.refused(f"Consul at {address} refused {what}: {status} {body}")
     if _BAD_EXPRESSION.search(body):  # Consul answers a filter that does not parse with a 500

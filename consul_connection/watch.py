@@ -25,6 +25,11 @@ I/O:
   on the next ask.
 - After it, an error keeps the last good value (``stale``; the resource may mark it, e.g.
   a Resolution's ``stale``/``error``), and listeners hear about that once.
+- **A 429 is the agent protecting itself** (``consul_connection.throttle``): a longer
+  backoff floor, the index kept (the next answer continues the view), the value served
+  and marked stale, a first resolve kept waiting within its timeout instead of failed,
+  counted in ``rate_limited``, and logged once per *source* and episode (``ThrottleLog``)
+  instead of once per watch.
 - An outage is logged twice at warning level: when it begins, and when Consul answers
   again (with its duration and the number of failed polls); each failed poll at debug.
   A watch that never had a value logs its first failure at info only: its callers get
@@ -78,6 +83,7 @@ from consul_discovery.connection.backoff import JitterBackoff
 from consul_discovery.connection.blocking import WatchTiming, next_index
 from consul_discovery.connection.exchange import TransportError
 from consul_discovery.connection.resource import A, Answer, Poll, Resource, V
+from consul_discovery.connection.throttle import ThrottleLog, is_rate_limited
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +106,19 @@ class WatchState(Generic[A, V]):
         rng: random.Random | None = None,
         unresolved_ttl: float | None = None,
         on_error: Callable[[BaseException], None] | None = None,
+        throttle: ThrottleLog | None = None,
     ) -> None:
         self.resource = resource
         self._on_change = on_change
         self._on_error = on_error
+        self._throttle = throttle
         self._timing = timing = timing or WatchTiming()
         self._clock = clock
         self._backoff = JitterBackoff(
             timing.backoff_base, max(timing.backoff_base, timing.backoff_cap), rng=rng
+        )
+        self._throttle_backoff = JitterBackoff(
+            timing.throttle_base, max(timing.throttle_base, timing.throttle_cap), rng=rng
         )
         if unresolved_ttl is not None and unresolved_ttl <= 0:
             raise ValueError(f"unresolved_ttl must be > 0 seconds or None; got {unresolved_ttl}")
@@ -122,8 +133,10 @@ class WatchState(Generic[A, V]):
         self._first_error: BaseException | None = None  # written by the driver, read by any
         self._first_done = threading.Event()  # set by the driver after the 1st outcome
         self._asked_at = clock()  # written by any thread (touch; a float store), read by driver
+        self._throttled = 0  # driver only: consecutive polls the agent rate-limited
         self.requests = 0  # driver only (read by stats): polls started
         self.errors = 0  # driver only (read by stats): polls that failed
+        self.rate_limited = 0  # driver only (read by stats): polls answered 429
 
     @property
     def timing(self) -> WatchTiming:
@@ -171,6 +184,13 @@ class WatchState(Generic[A, V]):
             return self._timing.wait
         return min(self._timing.wait, max(0.05, until - self._clock()))
 
+    def seed(self, value: V) -> None:
+        """Start from ``value`` obtained elsewhere (a relay's last answer): it is served at
+        once, no listener is called, and the first poll is a plain read."""
+        self._value = value
+        self._first_error = None
+        self._first_done.set()
+
     def begin(self) -> Poll:
         """A poll starts now: what it must ask."""
         self._started = self._clock()
@@ -180,6 +200,10 @@ class WatchState(Generic[A, V]):
     def on_answer(self, answer: Answer[A]) -> float:
         """The poll answered: publish a change if any; seconds to wait before the next."""
         started = self._started
+        if self._throttled:
+            self._throttled = 0
+            if self._throttle is not None:
+                self._throttle.answered(self.resource.name)
         recovered = self._failures > 0
         if recovered:
             self._log_recovery(started)
@@ -219,6 +243,8 @@ class WatchState(Generic[A, V]):
     def on_error(self, exc: BaseException) -> float | None:
         """The poll failed: cache the error or serve stale; the backoff before the next
         poll, or None when a watch with no value has gone unasked for ``unresolved_ttl``."""
+        if is_rate_limited(exc):
+            return self._on_rate_limited(exc)
         self._failures += 1
         self.errors += 1
         if self._failing_since is None:
@@ -250,6 +276,39 @@ class WatchState(Generic[A, V]):
                 self._value, self._marked = marked, True
                 self._emit(marked)
         return self._backoff.delay(self._failures)
+
+    def _on_rate_limited(self, exc: BaseException) -> float | None:
+        """The agent answered 429: keep the index and the value (marked stale), keep a
+        first resolve waiting, back off from the longer floor (see the module)."""
+        self._throttled += 1
+        self.rate_limited += 1
+        self.errors += 1
+        name = self.resource.name
+        if self._throttle is not None:
+            self._throttle.throttled(name, exc)
+        elif self._throttled == 1:
+            log.warning("consul watch of %s rate-limited by the agent (backing off): %s", name, exc)
+        if self._on_error is not None:
+            try:
+                self._on_error(exc)
+            except Exception:
+                log.exception("error listener of %s failed", name)
+        old = self._value
+        if old is None:
+            self._first_error = exc  # first_done stays unset: a resolve waits its timeout out
+            ttl = self._unresolved_ttl
+            if ttl is not None and self._clock() - self._asked_at >= ttl:
+                log.info("stopped watching %s: no caller asked for it in %.0fs", name, ttl)
+                if self._throttle is not None:
+                    self._throttle.forget(name)
+                return None
+        elif not self._stale:
+            self._stale = True
+            marked = self.resource.mark_stale(old, exc)
+            if marked is not None:
+                self._value, self._marked = marked, True
+                self._emit(marked)
+        return self._throttle_backoff.delay(self._throttled)
 
     def on_transport_error(self, error: TransportError) -> float | None:
         """The poll got no answer at all: ``on_error`` with the resource's mapped error."""

@@ -1,4 +1,9 @@
-"""The two drivers of a ``WatchState``: a thread (blocking send) and an asyncio task.
+"""The two drivers of a ``WatchState``: an asyncio task, and a thread (blocking send).
+
+The discovery sources drive every watch as a ``WatchTask`` (the threaded
+``ConsulSource`` on its process loop, ``consul_connection.loop_thread``); ``WatchThread``
+remains for watches whose owner does its I/O with a blocking ``send`` of its own (the
+config client's KV watch).
 
 Both do only the I/O around the rules of ``consul_connection.watch``: begin a poll, run
 the resource's exchange with their ``send`` (``consul_connection.sending``), and hand the
@@ -13,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from consul_discovery.connection.exchange import (
@@ -140,17 +145,33 @@ class WatchThread:
 class WatchTask:
     """Drives one WatchState as an asyncio task around an awaitable ``send``.
 
-    Create and use it on one event loop; ``aclose`` cancels it (a blocking query in
-    flight is abandoned at once).
+    ``start()`` creates the task on the running loop; ``start_on(loop)`` schedules its
+    creation there from any thread (a threaded client's watches on its process loop).
+    ``aclose`` cancels it (a blocking query in flight is abandoned at once: its HTTP/2
+    stream is reset, its HTTP/1.1 connection closed). ``pause`` replaces
+    ``asyncio.sleep`` between polls (e.g. an injected blocking sleep run on a thread);
+    ``on_outcome(state)`` is called on the loop after every poll (a relay pushes what
+    changed from there).
     """
 
-    def __init__(self, state: WatchState[Any, Any], send: AsyncSend, *, name: str) -> None:
+    def __init__(
+        self,
+        state: WatchState[Any, Any],
+        send: AsyncSend,
+        *,
+        name: str,
+        pause: Callable[[float], Awaitable[object]] | None = None,
+        on_outcome: Callable[[WatchState[Any, Any]], None] | None = None,
+    ) -> None:
         self.state = state
         self.name = name
         self._send = send
+        self._pause = pause or asyncio.sleep
+        self._on_outcome = on_outcome
         self._first = asyncio.Event()  # set on the loop after the first outcome
-        self._task: asyncio.Task[None] | None = None  # created on the loop by start()
+        self._task: asyncio.Task[None] | None = None  # created on the loop
         self._ended = False  # the watch stopped itself
+        self._cancelled = False  # aclose() came first: the task is never created
 
     @property
     def finished(self) -> bool:
@@ -159,14 +180,31 @@ class WatchTask:
         return self._ended or (self._task is not None and self._task.done())
 
     @property
+    def alive(self) -> bool:
+        """True until the task ended (or was cancelled before it began)."""
+        if self._cancelled:
+            return False
+        return self._task is None or not self._task.done()
+
+    @property
     def task(self) -> asyncio.Task[None] | None:
-        """The asyncio task (None before ``start``)."""
+        """The asyncio task (None before it is created)."""
         return self._task
 
     def start(self) -> WatchTask:
         """Create the task on the running loop."""
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
+        self._create()
         return self
+
+    def start_on(self, loop: asyncio.AbstractEventLoop) -> WatchTask:
+        """Create the task on ``loop`` soon (from any thread; no I/O here)."""
+        loop.call_soon_threadsafe(self._create)
+        return self
+
+    def _create(self) -> None:
+        if self._cancelled or self._task is not None:
+            return
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
 
     async def wait_first(self, timeout: float) -> bool:
         """Wait up to ``timeout`` for the first outcome; False on timeout."""
@@ -177,7 +215,8 @@ class WatchTask:
         return self.state.first_done
 
     async def aclose(self) -> None:
-        """Cancel the task and wait for it to end."""
+        """Cancel the task and wait for it to end (on the task's loop)."""
+        self._cancelled = True
         task = self._task
         if task is None or task.done():
             return
@@ -190,9 +229,14 @@ class WatchTask:
             delay = await apoll_once(self.state, self._send)
             if self.state.first_done:
                 self._first.set()
+            if self._on_outcome is not None:
+                try:
+                    self._on_outcome(self.state)
+                except Exception:
+                    log.exception("outcome listener of %s failed", self.name)
             if delay is None:
                 self._ended = True
                 self._first.set()
                 return
             if delay > 0:
-                await asyncio.sleep(delay)
+                await self._pause(delay)

@@ -20,6 +20,8 @@ DISTRIBUTION = "consul-discovery"
 EXTRAS: dict[str, str] = {
     "flask": "Flask",
     "httpx": "httpx",
+    "http2": "h2",
+    "speedups": "orjson",
     "gunicorn": "gunicorn",
     "uvicorn": "uvicorn",
     "prometheus": "prometheus_client",
@@ -39,6 +41,7 @@ INTEGRATIONS: dict[str, str] = {
     "consul_discovery.client.httpx_pools": "httpx",
     "consul_discovery.client.httpx_shell": "httpx",
     "consul_discovery.mesh.uvicorn": "uvicorn",
+    "consul_discovery.connection.aio_http2": "http2",
     "consul_discovery.client.metrics": "prometheus",
     "consul_discovery.pytest_plugin": "testing",
 }

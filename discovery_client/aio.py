@@ -1,4 +1,4 @@
-"""asyncio discovery: Consul blocking queries over httpx, one task per watched target.
+"""asyncio discovery: Consul blocking queries, one task per watched target, on your loop.
 
     async with AsyncConsulSource("127.0.0.1:8500") as source:
         resolution = await source.resolve("user-service")   # first call: one fetch
@@ -9,15 +9,19 @@ is an asyncio task cancelled by ``aclose()``. Everything but the I/O is shared w
 threaded ``ConsulSource``: the query and what answers mean (``health_query``: the same
 403 -> ``ConsulPermissionError``, ACL-filtered answers, unknown services), the watch
 rules (``consul_connection.watch``: index, pacing, backoff, stale-on-error, a cached
-first error), and the keys, listeners and ``resolve`` semantics (``source_table``).
-Consul is reached as ``ConsulConnection`` says (token, TLS) through httpx.
+first error, a 429's longer backoff and one log line per episode), and the keys,
+listeners and ``resolve`` semantics (``source_table``). Consul is reached as
+``ConsulConnection`` says (token, TLS) through the loop's shared transport
+(``consul_connection.agent_transport``: one HTTP/2 connection for every long poll when
+the agent speaks TLS and ``h2`` is installed, else HTTP/1.1), or through an
+``httpx.AsyncClient`` you pass (``client=``).
 
 **Forks and new loops.** An event loop does not survive a fork, nor ``asyncio.run``'s
 end: a source used from another loop than its watches ran on (a forked child's, or the
 next ``asyncio.run``) notices on its next use there (``resolve``, ``cached``,
-``subscribe``, ``watch_stats``) and restarts every watch on that loop with a new httpx
-client (when it made its own: a client passed in must suit the new loop itself),
-keeping its cached Resolutions and listeners.
+``subscribe``, ``watch_stats``) and restarts every watch on that loop (with that loop's
+connections; a client passed in must suit the new loop itself), keeping its cached
+Resolutions and listeners.
 """
 
 from __future__ import annotations
@@ -41,9 +45,11 @@ from consul_discovery.client.source_table import (
 from consul_discovery.client.target import Target
 from consul_discovery.client.watch import HealthState, health_state
 from consul_discovery.connection import ConsulConnection
+from consul_discovery.connection.agent_sender import AgentSender
 from consul_discovery.connection.exchange import AsyncSend, Request, Response
 from consul_discovery.connection.forking import after_fork_in_child
 from consul_discovery.connection.sending import HttpxSender
+from consul_discovery.connection.throttle import ThrottleLog
 from consul_discovery.connection.watch_drivers import WatchTask
 
 if TYPE_CHECKING:
@@ -58,9 +64,9 @@ class AsyncConsulSource:
     The same knobs as ``ConsulSource`` (``connection``, ``address``/``token`` overrides,
     ``service_config``, ``wait``, ``min_interval``, ``request_timeout``, backoff,
     ``unresolved_ttl``, ``consistency``, ``clock``, ``rng``); ``client`` is an
-    ``httpx.AsyncClient`` already pointed at the agent (one made here is closed by
-    ``aclose()``), ``send`` an awaitable ``Request -> Response`` instead of HTTP. Use it
-    from one event loop.
+    ``httpx.AsyncClient`` already pointed at the agent to use instead of the shared
+    transport (not closed here), ``send`` an awaitable ``Request -> Response`` instead of
+    HTTP. Use it from one event loop at a time.
     """
 
     def __init__(
@@ -93,14 +99,20 @@ class AsyncConsulSource:
         self._clock = clock
         self._own_rng = rng is None
         self._rng = rng or random.Random()
-        # On the event loop only (replaced by _revive after a fork):
-        self._sender = HttpxSender(connection, client) if send is None else None
+        # On the event loop only: the shared transport follows the running loop itself.
+        self._sender: AgentSender | HttpxSender | None = None
+        if client is not None and send is None:
+            self._sender = HttpxSender(connection, client)
+        elif send is None:
+            self._sender = AgentSender(connection)
         self._send: AsyncSend = send or self._sender  # type: ignore[assignment]
+        self._throttle = ThrottleLog(log, connection.base_url, connections=self._connections)
         self._table: WatchTable[WatchTask] = WatchTable(
             service_config, self.address, "AsyncConsulSource"
         )
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop the watches run on
         self._forked = False  # set in a forked child, cleared on the loop by _revive
+        self._forked_since_use = False  # set in a forked child, cleared by _revive
         after_fork_in_child(self._after_fork)
 
     # -- the InstanceSource operations, awaitable where they may wait ----------------
@@ -144,7 +156,8 @@ class AsyncConsulSource:
         return self._table.stats(self._table.key(service))
 
     async def aclose(self) -> None:
-        """Cancel every watch (a blocking query in flight is abandoned) and the client."""
+        """Cancel every watch (a blocking query in flight is abandoned); give the shared
+        transport back (the last user closes its connections)."""
         for entry in self._table.close():
             await entry.aclose()
         if self._sender is not None:
@@ -161,11 +174,16 @@ class AsyncConsulSource:
     async def _send_now(self, request: Request) -> Response:
         return await self._send(request)
 
+    def _connections(self) -> int | None:
+        sender = self._sender
+        transport = sender.transport if isinstance(sender, AgentSender) else None
+        return transport.connections if transport is not None else None
+
     def _state(self, key: WatchKey) -> HealthState:
         return health_state(
             key, self.address, lambda resolution: self._table.notify(key, resolution),
             options=self._options, timing=self._timing, clock=self._clock, rng=self._rng,
-            unresolved_ttl=self._unresolved_ttl,
+            unresolved_ttl=self._unresolved_ttl, throttle=self._throttle,
         )  # fmt: skip
 
     def _start(self, key: WatchKey, state: HealthState | None = None) -> WatchTask:
@@ -181,6 +199,8 @@ class AsyncConsulSource:
         if self._own_rng:
             self._rng.seed()  # workers forked from one master must not share jitter
         self._forked = True
+        self._forked_since_use = True
+        self._throttle = ThrottleLog(log, self.connection.base_url, connections=self._connections)
 
     def _revive(self) -> None:
         """On a new event loop (a forked child's, or after ``asyncio.run`` ended the one
@@ -194,10 +214,11 @@ class AsyncConsulSource:
         first_use, self._loop, self._forked = self._loop is None, loop, False
         if first_use:
             return
-        if self._sender is not None and self._sender.owns_client:
-            # The old client's connections belong to a dead loop (or to the parent).
-            self._sender = HttpxSender(self.connection)
+        if isinstance(self._sender, AgentSender) and self._forked_since_use:
+            # The parent's transport lease is the parent's: a fresh sender for this process.
+            self._sender = AgentSender(self.connection)
             self._send = self._sender
+        self._forked_since_use = False
         restarted = 0
         for key, entry in self._table.entries():
             if entry.finished and entry.state.value is None:

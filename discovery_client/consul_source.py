@@ -1,20 +1,38 @@
 """Where instances come from: Consul's health endpoint, watched with blocking queries.
 
-``ConsulSource`` is the discovery client's InstanceSource, on threads. The first
-``resolve()`` of a target starts one background watch thread for it (no I/O on the
-caller's thread) and waits, bounded by ``timeout``, for its first answer; every later
-``resolve()`` returns the cached Resolution, or the cached error while the watch retries
-with backoff, with no network I/O. ``close()`` cuts in-flight long polls short and joins
-the threads (bounded); closing is not an outage: nothing is marked stale or logged.
+``ConsulSource`` is the discovery client's InstanceSource for threaded code. The first
+``resolve()`` of a target starts its watch (no I/O on the caller's thread) and waits,
+bounded by ``timeout``, for its first answer; every later ``resolve()`` returns the
+cached Resolution, or the cached error while the watch retries with backoff, with no
+network I/O. ``close()`` cuts in-flight long polls short and waits for the watches to
+end (bounded); closing is not an outage: nothing is marked stale or logged.
 
-Only the I/O is here (a requests Session, ``consul_connection.sending``). The query and
-what its answers mean are ``health_query``'s, the watch rules
+**One event loop per process.** Every watch is an asyncio task (``WatchTask``) on the
+process's private loop thread (``consul_connection.loop_thread``), not a thread of its
+own, and every request goes through the loop's shared transport to the agent
+(``consul_connection.agent_transport``): one HTTP/2 connection for all of the process's
+long polls when the agent speaks TLS and ``h2`` is installed, else an HTTP/1.1 pool.
+Listeners are called on that loop thread: keep them short (a Balancer's update is).
+The query and what answers mean are ``health_query``'s, the watch rules
 ``consul_connection.watch``'s, the keys, listeners and ``resolve`` semantics
 ``source_table``'s: all shared with ``AsyncConsulSource``.
 
+**Workers share their master's watches.** Under gunicorn with the registry's hooks, the
+master watches each target once and relays it to every worker
+(``consul_discovery.client.relay``); a source in a worker finds the relay in
+``CONSUL_DISCOVERY_RELAY`` and asks it instead of Consul, and watches by itself again
+if the relay goes away (said once). ``relay=False`` never uses it.
+
+**A 429** (the agent protecting itself) keeps the cached set, backs off longer, and is
+logged once per source and episode (``consul_connection.throttle``).
+
 **Forks.** A source created before a fork (``gunicorn --preload``) restarts its watches
-in the child at the fork (``consul_connection.forking``), with a new Session, keeping
-its cached Resolutions and listeners: the child never serves a frozen set.
+in the child at the fork (``consul_connection.forking``), on the child's own loop and
+connections, keeping its cached Resolutions and listeners (through the relay, when the
+child's master runs one). ``after_fork="close"`` abandons them in the child instead.
+
+Injected blocking ``send``/``session`` (tests, custom transports) and ``sleep`` run on
+executor threads, so they cannot stall the loop.
 """
 
 from __future__ import annotations
@@ -22,60 +40,49 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Generator
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Literal
 
 import requests
 
+from consul_discovery.client.catalog_reads import CatalogReads, ServiceSummary
 from consul_discovery.client.config import ServiceConfig
-from consul_discovery.client.errors import ConsulQueryError, DiscoveryError
-from consul_discovery.client.health_query import (
-    DISCOVERY_ERRORS,
-    Consistency,
-    instances_exchange,
-    services_exchange,
-    what,
+from consul_discovery.client.errors import (
+    ConsulQueryError,
 )
-from consul_discovery.client.instance import Instance, Resolution
+from consul_discovery.client.health_query import (
+    Consistency,
+)
+from consul_discovery.client.instance import Resolution
+from consul_discovery.client.relay_client import RelayedWatch, RelayLink, relay_path
 from consul_discovery.client.source import Listener, WatchKey, WatchStats
+from consul_discovery.client.source_io import SourceIO
 from consul_discovery.client.source_table import (
     DEFAULT_UNRESOLVED_TTL,
     WatchTable,
     source_settings,
 )
 from consul_discovery.client.target import Target
-from consul_discovery.client.watch import health_state
+from consul_discovery.client.watch import HealthState, health_state
 from consul_discovery.connection import ConsulConnection
-from consul_discovery.connection.exchange import Request, Response, Send, TransportError, run
+from consul_discovery.connection.exchange import (
+    AsyncSend,
+    Send,
+)
 from consul_discovery.connection.forking import after_fork_in_child
-from consul_discovery.connection.refusals import transport_error
-from consul_discovery.connection.resource import Poll
-from consul_discovery.connection.sending import SessionSender
-from consul_discovery.connection.watch_drivers import WatchThread
+from consul_discovery.connection.loop_thread import LoopThread
+from consul_discovery.connection.throttle import ThrottleLog
+from consul_discovery.connection.watch_drivers import WatchTask
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
+Entry = WatchTask | RelayedWatch
+Observer = Callable[[WatchKey, HealthState], None]
 
 
-@dataclass(frozen=True, slots=True)
-class ServiceSummary:
-    """One catalog service and how many of its instances are in each health state."""
-
-    name: str
-    passing: int
-    warning: int
-    critical: int
-
-    @property
-    def total(self) -> int:
-        """Every registered instance, whatever its health."""
-        return self.passing + self.warning + self.critical
-
-
-class ConsulSource:
-    """Resolve services from Consul and keep them fresh with one watch thread each.
+class ConsulSource(CatalogReads):
+    """Resolve services from Consul and keep them fresh: one task per target on the
+    process's event loop (see the module).
 
     ``connection`` says how to reach the agent (default: ``ConsulConnection.from_env()``,
     i.e. Consul's own variables); ``address`` and ``token``, when given, override its
@@ -85,9 +92,13 @@ class ConsulSource:
     wait/16``); ``min_interval`` bounds the request rate when answers carry no change;
     errors back off from ``backoff_base`` to ``backoff_cap``. A watch that never resolved
     stops after ``unresolved_ttl`` seconds without a ``resolve()`` (None: never);
-    ``consistency`` is Consul's read mode. ``session`` (a requests Session, closed by
-    ``close()``), ``send`` (a ``Request -> Response`` function instead of HTTP),
-    ``clock``, ``rng`` and ``sleep`` are injectable. AsyncConsulSource takes the same.
+    ``consistency`` is Consul's read mode. ``relay`` None uses the gunicorn master's
+    relay when it advertises one (and this source uses its own default transport and
+    read mode), False never. ``session`` (a requests Session, closed by ``close()``),
+    ``send`` (a blocking ``Request -> Response`` function instead of HTTP, run on
+    executor threads), ``asend`` (an awaitable one, run on the source's loop: e.g. a
+    sender over several servers, each an ``AgentSender``), ``clock``, ``rng`` and
+    ``sleep`` are injectable. AsyncConsulSource takes the same (its ``send`` awaitable).
     """
 
     def __init__(
@@ -109,6 +120,9 @@ class ConsulSource:
         sleep: Callable[[float], object] | None = None,
         session: requests.Session | None = None,
         send: Send | None = None,
+        asend: AsyncSend | None = None,
+        relay: bool | None = None,
+        after_fork: Literal["restart", "close"] = "restart",
     ) -> None:
         connection = ConsulConnection.resolve(connection, address=address, token=token)
         self.connection = connection
@@ -121,14 +135,39 @@ class ConsulSource:
         self._clock = clock
         self._own_rng = rng is None
         self._rng = rng or random.Random()
+        self._blocking_send, self._session, self._asend = send, session, asend
         self._sleep = sleep
-        # Replaced only in a forked child (_after_fork), before any thread runs there:
-        self._sender = SessionSender(connection, session) if send is None else None
-        self._send: Send = send or self._sender  # type: ignore[assignment]
-        self._table: WatchTable[WatchThread] = WatchTable(
-            service_config, self.address, "ConsulSource"
-        )
+        injected = (send, asend, session)
+        self._relay_wanted = relay is not False and all(x is None for x in injected)
+        self._relay_wanted = self._relay_wanted and consistency == "default"
+        self._fork_policy = after_fork
+        self._observer: Observer | None = None  # set once by a relay server, before use
+        self._table: WatchTable[Entry] = WatchTable(service_config, self.address, "ConsulSource")
+        self._setup()  # the loop, sender, executor, throttle log and relay (again in a child)
         after_fork_in_child(self._after_fork)
+
+    def _setup(self) -> None:
+        """What belongs to this process: replaced in a forked child (no I/O)."""
+        self._io = SourceIO(
+            self.connection,
+            send=self._blocking_send,
+            session=self._session,
+            sleep=self._sleep,
+            asend=self._asend,
+        )
+        self._throttle = ThrottleLog(
+            log, self.connection.base_url, connections=self._io.connections
+        )
+        path = relay_path() if self._relay_wanted else None
+        self._relay: RelayLink | None = None
+        if path:
+            self._relay = RelayLink(
+                path,
+                self.connection,
+                self._io.loop,
+                on_resolution=self._table.notify,
+                on_gone=self._relay_gone,
+            )
 
     # -- InstanceSource -------------------------------------------------------------
 
@@ -141,6 +180,7 @@ class ConsulSource:
         UnknownServiceError if Consul has never heard of the service,
         ConsulPermissionError if ACLs refused or emptied the answer,
         ConsulQueryError if Consul rejects the query (e.g. a bad filter),
+        ConsulRateLimitedError if the agent kept answering 429 for the whole timeout,
         ConsulUnavailableError if Consul cannot be reached and nothing is cached.
         """
         key = self._table.key(service)
@@ -149,14 +189,14 @@ class ConsulSource:
         if resolution is not None:
             return resolution
         answered = entry.state.wait_first(max(0.0, timeout))
-        return self._table.outcome(key, entry, answered, timeout)
+        return self._table.outcome(key, entry, answered, timeout)  # type: ignore[arg-type]
 
     def cached(self, service: str | Target) -> Resolution | None:
         """The cached Resolution (None if not resolved yet); no I/O, starts nothing."""
         return self._table.cached(self._table.key(service))
 
     def subscribe(self, service: str | Target, listener: Listener) -> None:
-        """Call ``listener`` (on the watch thread) with each new Resolution of ``service``.
+        """Call ``listener`` (on the source's loop thread) with each new Resolution.
 
         If the target is already resolved, ``listener`` is first called once, right away
         on the caller's thread, with the current Resolution, so no update can be missed
@@ -171,24 +211,18 @@ class ConsulSource:
         self._table.unsubscribe(self._table.key(service), listener)
 
     def watch_stats(self, service: str | Target) -> WatchStats | None:
-        """The target's watch counters (requests, errors, index); None if not watched."""
+        """The target's watch counters (requests, errors, index, 429s); None if not watched."""
         return self._table.stats(self._table.key(service))
 
     def close(self, timeout: float = 2.0) -> None:
-        """Stop every watch: cut in-flight long polls short, join threads (``timeout`` in all)."""
+        """Stop every watch: cut in-flight long polls short, wait for them (``timeout``)."""
         entries = self._table.close()
-        for entry in entries:
-            entry.stop()
-        if self._sender is not None:
-            self._sender.interrupt()
-        deadline = time.monotonic() + timeout
-        for entry in entries:
-            entry.join(deadline - time.monotonic())
-        lingering = [entry.name for entry in entries if entry.alive]
+        if self._relay is not None:
+            self._relay.close()
+        self._io.close(_aclose_all(entries), timeout)
+        lingering = [e.name for e in entries if isinstance(e, WatchTask) and e.alive]
         if lingering:
-            log.warning("watch thread(s) still running %.1fs after close: %s", timeout, lingering)
-        if self._sender is not None:
-            self._sender.close()
+            log.warning("watch(es) still running %.1fs after close: %s", timeout, lingering)
 
     def __enter__(self) -> ConsulSource:
         return self
@@ -196,62 +230,103 @@ class ConsulSource:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # -- one-shot catalog reads (for the CLI and operators; always network) ----------
+    # -- for the relay (consul_discovery.client.relay) --------------------------------
 
-    def list_services(self) -> tuple[ServiceSummary, ...]:
-        """Every service in the catalog with passing/warning/critical instance counts."""
-        names = self._once(services_exchange(None, self._options, self.address), "the catalog")
-        summaries = []
-        for name in names:
-            counts = {"passing": 0, "warning": 0, "critical": 0}
-            for instance in self.list_instances(name):
-                counts[instance.health] += 1
-            summaries.append(ServiceSummary(name, **counts))
-        return tuple(summaries)
+    def observe(self, observer: Observer) -> None:
+        """Call ``observer(key, state)`` on the loop after every poll of every watch
+        started from now on (the relay pushes what changed from there)."""
+        self._observer = observer
 
-    def list_instances(self, service: str | Target) -> tuple[Instance, ...]:
-        """Every registered instance of ``service`` (all health states), fresh from Consul."""
-        target = self._table.key(service).target
-        poll = Poll(0, self._timing.wait, resolved=False)
-        exchange = instances_exchange(target, poll, self._options, self.address)
-        return self._once(exchange, what(target)).value
+    def watch_key(self, key: WatchKey) -> HealthState | None:
+        """Start (or keep alive) the watch of ``key``: its state (no I/O)."""
+        entry = self._table.entry(key, self._start)
+        return entry.state if isinstance(entry, WatchTask) else None
+
+    @property
+    def relayed(self) -> bool:
+        """True while the gunicorn master's relay serves this source's watches."""
+        return self._relay is not None and self._relay.usable
+
+    @property
+    def loop(self) -> LoopThread:
+        """The loop thread the watches run on."""
+        return self._io.loop
 
     # -- internals -------------------------------------------------------------------
 
-    def _once(self, exchange: Generator[Request, Response, T], about: str) -> T:
-        if self._table.closed:
-            raise DiscoveryError("ConsulSource is closed")
-        try:
-            return run(exchange, self._send)
-        except TransportError as exc:
-            mapped = transport_error(exc, about, self.address, DISCOVERY_ERRORS)
-            raise mapped from mapped.__cause__
+    def _start(self, key: WatchKey) -> Entry:
+        # Called under the table's lock: no I/O (a relayed ask is sent from the loop).
+        relay = self._relay
+        if relay is not None and relay.usable:
+            return relay.watch(key)
+        return self._direct(key)
 
-    def _start(self, key: WatchKey) -> WatchThread:
-        # Called under the table's lock: builds and starts a thread, no I/O.
+    def _direct(self, key: WatchKey, seed: Resolution | None = None) -> WatchTask:
         state = health_state(
             key, self.address, lambda resolution: self._table.notify(key, resolution),
             options=self._options, timing=self._timing, clock=self._clock, rng=self._rng,
-            unresolved_ttl=self._unresolved_ttl,
+            unresolved_ttl=self._unresolved_ttl, throttle=self._throttle,
         )  # fmt: skip
-        thread = WatchThread(
-            state, self._send, name=f"consul-watch-{key.target}", sleep=self._sleep
+        if seed is not None:
+            state.seed(seed)
+        return self._drive(key, state)
+
+    def _drive(self, key: WatchKey, state: HealthState) -> WatchTask:
+        observer = self._observer
+        task = WatchTask(
+            state,
+            self._io.send,
+            name=f"consul-watch-{key.target}",
+            pause=self._io.pause,
+            on_outcome=None if observer is None else (lambda s: observer(key, s)),
         )
-        return thread.start()
+        return task.start_on(self._io.loop.loop)
+
+    def _relay_gone(self, reason: str, warn: bool) -> None:
+        """The relay cannot serve us (loop thread): watch every relayed target directly,
+        from its last relayed Resolution on. Idempotent."""
+        if reason:
+            level = logging.WARNING if warn else logging.INFO
+            log.log(level, "%s; watching Consul directly from this process", reason)
+        if self._table.closed:
+            return
+        for key, entry in self._table.entries():
+            if isinstance(entry, RelayedWatch):
+                direct = self._direct(key, entry.state.value)
+                entry.state.redirect(direct.state)
+                self._table.replace(key, direct)
 
     def _after_fork(self) -> None:
-        """In a forked child: a new lock and Session, every watch restarted (no I/O)."""
+        """In a forked child: a new lock, loop, sender; every watch restarted (no I/O)."""
         self._table.after_fork()
         if self._own_rng:
             self._rng.seed()  # workers forked from one master must not share jitter
         if self._table.closed:
             return
-        if self._sender is not None:
-            # The parent's pooled connections are the parent's: never read or close them.
-            self._sender = SessionSender(self.connection)
-            self._send = self._sender
-        for _key, entry in self._table.entries():
-            entry.restart_in_child(self._send)
+        if self._fork_policy == "close":
+            self._table.close()  # the parent's (a relay's source): nothing of it runs here
+            return
+        self._setup()  # the parent's loop, connections and threads are not the child's
+        relay = self._relay
+        for key, entry in self._table.entries():
+            value = entry.state.value
+            if isinstance(entry, WatchTask) and entry.finished and value is None:
+                continue  # stopped unresolved: the next resolve() starts it again
+            if relay is not None and relay.usable:
+                fresh: Entry = relay.watch(key)
+                if value is not None:
+                    fresh.state.seed(value)  # served until the relay's first answer
+            elif isinstance(entry, WatchTask):
+                entry.state.after_fork()
+                fresh = self._drive(key, entry.state)
+            else:
+                fresh = self._direct(key, value)
+            self._table.replace(key, fresh)
+
+
+async def _aclose_all(entries: list[Entry]) -> None:
+    for entry in entries:
+        await entry.aclose()
 
 
 __all__ = [

@@ -2,6 +2,8 @@
 
 DiscoveryError
 ├── ConsulUnavailableError   Consul unreachable and nothing cached for the service
+│   └── ConsulRateLimitedError the agent answered 429 (too many connections from this
+│                              host): it protects itself, nothing is down
 ├── ConsulQueryError         Consul answered but refused the query (bad filter, ACL)
 │   └── ConsulPermissionError  the ACL token may not read it (403, or an answer Consul
 │                              emptied because of ACLs): names the permission and call
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from consul_discovery.connection.throttle import RateLimited
+
 
 class DiscoveryError(Exception):
     """Base class of every error the discovery client raises."""
@@ -21,6 +25,12 @@ class DiscoveryError(Exception):
 
 class ConsulUnavailableError(DiscoveryError):
     """Consul could not be reached and no last-known-good instances are cached."""
+
+
+class ConsulRateLimitedError(ConsulUnavailableError, RateLimited):
+    """The agent answered 429: this host holds more connections than it allows (or its
+    rate limit says wait). Watches back off and keep serving what they have; a first
+    resolve retries within its timeout before raising this."""
 
 
 class ConsulQueryError(DiscoveryError):

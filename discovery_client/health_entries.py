@@ -77,6 +77,42 @@ def instances_from_entries(entries: Iterable[Entry]) -> tuple[Instance, ...]:
     return tuple(sorted((instance_from_entry(e) for e in entries), key=lambda i: (i.node, i.id)))
 
 
+class InstanceCache:
+    """The previous answer's Instances by (node, service id), with what each was built
+    from: the ModifyIndex of its node, its service and each of its checks.
+
+    A check flip changes one entry of a hundred: ``instances`` rebuilds that one and
+    hands back the very same Instance objects for the others (no parsing of their
+    fields, and a Balancer keeps their load history by identity). One per watch, used
+    by its driver only; no I/O.
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, str], tuple[tuple[Any, ...], Instance]] = {}  # driver only
+
+    def instances(self, entries: Iterable[Entry]) -> tuple[Instance, ...]:
+        """Every entry as an Instance (as ``instances_from_entries``), reusing unchanged ones."""
+        known, fresh = self._known, {}
+        out = []
+        for entry in entries:
+            service = entry.get("Service") or {}
+            node = entry.get("Node") or {}
+            key = (str(node.get("Node", "")), str(service.get("ID") or service.get("Service", "")))
+            checks = tuple(
+                (c.get("CheckID"), c.get("ModifyIndex")) for c in entry.get("Checks") or ()
+            )
+            signature = (node.get("ModifyIndex"), service.get("ModifyIndex"), checks)
+            hit = known.get(key)
+            if hit is not None and hit[0] == signature and None not in signature[:2]:
+                instance = hit[1]
+            else:
+                instance = instance_from_entry(entry)
+            fresh[key] = (signature, instance)
+            out.append(instance)
+        self._known = fresh
+        return tuple(sorted(out, key=lambda i: (i.node, i.id)))
+
+
 def build_resolution(
     service: str,
     registered: Sequence[Instance],

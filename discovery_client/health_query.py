@@ -36,10 +36,11 @@ from urllib.parse import quote
 from consul_discovery.client.errors import (
     ConsulPermissionError,
     ConsulQueryError,
+    ConsulRateLimitedError,
     ConsulUnavailableError,
     UnknownServiceError,
 )
-from consul_discovery.client.health_entries import Entry, instances_from_entries
+from consul_discovery.client.health_entries import Entry, InstanceCache, instances_from_entries
 from consul_discovery.client.instance import Instance
 from consul_discovery.client.target import Target
 from consul_discovery.connection.exchange import Exchange, Request, Response
@@ -47,7 +48,10 @@ from consul_discovery.connection.refusals import ErrorKinds, answer_error, filte
 from consul_discovery.connection.resource import Answer, Poll
 
 DISCOVERY_ERRORS = ErrorKinds(
-    unavailable=ConsulUnavailableError, refused=ConsulQueryError, denied=ConsulPermissionError
+    unavailable=ConsulUnavailableError,
+    refused=ConsulQueryError,
+    denied=ConsulPermissionError,
+    throttled=ConsulRateLimitedError,
 )
 
 Consistency = Literal["default", "stale", "consistent"]
@@ -137,17 +141,23 @@ def read_catalog(response: Response, address: str) -> list[str]:
 
 
 def instances_exchange(
-    target: Target, poll: Poll, options: QueryOptions, address: str
+    target: Target,
+    poll: Poll,
+    options: QueryOptions,
+    address: str,
+    cache: InstanceCache | None = None,
 ) -> Exchange[Answer[tuple[Instance, ...]]]:
     """One poll of ``target``: the health query, then (while nothing is resolved and the
-    answer is empty) the catalog, to tell an unknown service from an empty one."""
+    answer is empty) the catalog, to tell an unknown service from an empty one.
+    ``cache`` (a watch's) reuses the Instances of unchanged entries."""
     response = yield health_request(target, poll, options)
     entries = read_health(response, target, address)
     if not entries and not poll.resolved:
         names = read_catalog((yield catalog_request(target.datacenter, options)), address)
         if target.service not in names:
             raise UnknownServiceError(target.service, names)
-    return Answer(response.index, instances_from_entries(entries))
+    instances = cache.instances(entries) if cache is not None else instances_from_entries(entries)
+    return Answer(response.index, instances)
 
 
 def services_exchange(

@@ -15,11 +15,13 @@ Listener = Callable[[Resolution], None]
 
 @dataclass(frozen=True, slots=True)
 class WatchStats:
-    """One watch's counters: polls started, polls that failed, and the index it sends."""
+    """One watch's counters: polls started, polls that failed, the index it sends, and
+    the failed polls the agent rate-limited (429; counted in ``errors`` too)."""
 
     requests: int
     errors: int
     index: int
+    rate_limited: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from consul_discovery.client.instance import Resolution
 from consul_discovery.client.source import Listener, WatchKey, WatchStats
 from consul_discovery.client.target import Target
 from consul_discovery.connection.blocking import WatchTiming
+from consul_discovery.connection.throttle import RateLimited
 from consul_discovery.connection.watch import WatchState
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,8 @@ class WatchTable(Generic[E]):
         if value is not None:
             return value
         error = state.first_error
+        if not answered and isinstance(error, RateLimited):
+            raise error.with_traceback(None)  # retried within the timeout, still limited
         if error is None or not answered:
             raise ConsulUnavailableError(
                 f"Consul at {self.address} gave no answer about {str(key.target)!r} "
@@ -134,7 +137,12 @@ class WatchTable(Generic[E]):
         if entry is None:
             return None
         state = entry.state
-        return WatchStats(requests=state.requests, errors=state.errors, index=state.index)
+        return WatchStats(
+            requests=state.requests,
+            errors=state.errors,
+            index=state.index,
+            rate_limited=getattr(state, "rate_limited", 0),
+        )
 
     def subscribe(self, key: WatchKey, listener: Listener) -> Resolution | None:
         """Add ``listener``; the current Resolution to give it at once (None: none yet)."""

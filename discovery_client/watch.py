@@ -24,7 +24,11 @@ import random
 import time
 from collections.abc import Callable
 
-from consul_discovery.client.health_entries import build_resolution, same_membership
+from consul_discovery.client.health_entries import (
+    InstanceCache,
+    build_resolution,
+    same_membership,
+)
 from consul_discovery.client.health_query import (
     DISCOVERY_ERRORS,
     QueryOptions,
@@ -37,6 +41,7 @@ from consul_discovery.client.source import WatchKey
 from consul_discovery.connection.blocking import WatchTiming
 from consul_discovery.connection.exchange import Exchange
 from consul_discovery.connection.resource import Answer, Poll, Resource
+from consul_discovery.connection.throttle import ThrottleLog
 from consul_discovery.connection.watch import WatchState
 
 log = logging.getLogger(__name__)
@@ -59,10 +64,13 @@ class HealthWatch(Resource[Registered, Resolution]):
         self.key = key
         self._options = options
         self._preservation = SelfPreservation(key.vanish_grace, clock)  # driver only
+        self._instances = InstanceCache()  # driver only: unchanged entries keep their Instance
 
     def exchange(self, poll: Poll) -> Exchange[Answer[Registered]]:
         """The health query, and the catalog check while nothing is resolved."""
-        return instances_exchange(self.key.target, poll, self._options, self.address)
+        return instances_exchange(
+            self.key.target, poll, self._options, self.address, self._instances
+        )
 
     def settle(
         self,
@@ -112,11 +120,19 @@ def health_state(
     clock: Callable[[], float] = time.monotonic,
     rng: random.Random | None = None,
     unresolved_ttl: float | None = None,
+    throttle: ThrottleLog | None = None,
 ) -> HealthState:
-    """A WatchState of ``key``'s health (what both sources drive)."""
+    """A WatchState of ``key``'s health (what both sources drive); ``throttle`` is the
+    source's rate-limit episode log (one line per source, not per watch)."""
     resource = HealthWatch(key, address, options or QueryOptions(), clock)
     return WatchState(
-        resource, on_change, timing=timing, clock=clock, rng=rng, unresolved_ttl=unresolved_ttl
+        resource,
+        on_change,
+        timing=timing,
+        clock=clock,
+        rng=rng,
+        unresolved_ttl=unresolved_ttl,
+        throttle=throttle,
     )
 
 

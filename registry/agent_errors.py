@@ -51,4 +51,9 @@ def agent_error(
         return ConsulRejected(call, 400, detail[:500])
     if isinstance(exc, requests.RequestException):
         return ConsulUnavailable(f"{call}: {describe_transport_error(exc, connection)}")
+    if isinstance(exc, consul.exceptions.ClientError) and str(exc).startswith("429"):
+        return ConsulUnavailable(  # the agent protecting itself: retried, never a rejection
+            f"{call}: the agent rate-limited this host (429: too many connections or "
+            "requests from this address)"
+        )
     return ConsulUnavailable(f"{call}: {exc}")

@@ -17,7 +17,9 @@ hooks, all in the master process, only say when:
   configuration: <SETTING>: ...``; empties ``PROMETHEUS_MULTIPROC_DIR`` (one per
   instance) of a previous run's metric files.
 * ``when_ready``: starts registering the real listening socket (and the gauges);
-  wraps ``server.handle_term`` for the drain.
+  wraps ``server.handle_term`` for the drain; starts the discovery relay, so the
+  workers share one watch per target (``consul_discovery.client.relay``; off with
+  ``DISCOVERY_SHARED_WATCHES=false``).
 * ``child_exit``: drops a dead worker's live gauges (its counters stay, so a worker
   restart neither resets nor doubles them).
 * SIGTERM (gunicorn's own handler would stop workers at once): maintenance, keep
@@ -42,10 +44,12 @@ from consul_discovery.registry.lifecycle import (
     Lifecycle,
     Listener,
     show_log,
+    start_shared_watches,
     startup_error,
 )
 
 _lifecycle = Lifecycle()  # master process only: this instance's registration
+_relay: Any = None  # master process only: the discovery relay (when_ready, on_exit)
 
 
 def _env_bind() -> list[str] | None:
@@ -107,11 +111,14 @@ def on_starting(server: Any) -> None:
 
 def when_ready(server: Any) -> None:
     """Start this instance's registrar (once, in the master) and hook SIGTERM for draining."""
+    global _relay
     try:
         _lifecycle.start(_bound_listener(server))
     except RegistryConfigError as exc:
         _fail(server, exc)
     _wrap_handle_term(server)
+    if _relay is None:
+        _relay = start_shared_watches()
 
 
 def child_exit(server: Any, worker: Any) -> None:
@@ -124,8 +131,10 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def on_exit(server: Any) -> None:
-    """Deregister (after gunicorn has let the workers finish)."""
+    """Deregister (after gunicorn has let the workers finish); stop the relay."""
     _lifecycle.close()
+    if _relay is not None:
+        _relay.close()
 
 
 def _wrap_handle_term(server: Any) -> None:

@@ -290,6 +290,22 @@ class Lifecycle:
         return http_probe(url, timeout=min(2.0, reg.check.heartbeat), session=session)
 
 
+def start_shared_watches() -> Any:
+    """Under gunicorn, in the master before its workers fork: the discovery relay, so that
+    workers share one watch per target (``consul_discovery.client.relay``); None when
+    turned off (``DISCOVERY_SHARED_WATCHES=false``) or it could not start (logged)."""
+    from consul_discovery.client.relay import start_master_relay
+
+    try:
+        relay = start_master_relay()
+    except Exception as exc:  # discovery still works: each worker watches by itself
+        log.warning("registry: discovery relay not started (workers watch by themselves): %r", exc)
+        return None
+    if relay is not None:
+        log.info("registry: discovery relay for the workers at %s", relay.path)
+    return relay
+
+
 def _forwarded(env: Mapping[str, str]) -> bool:
     raw = env.get(FORWARDED_ENV, "").strip().lower()
     if raw in ("", "0", "false", "no", "off"):

@@ -201,6 +201,7 @@ class Registrar:
     def _work(self) -> None:
         check = self.registration.check
         period = check.heartbeat if isinstance(check, TtlCheck) else check.interval / 2
+        failed = 0  # consecutive failed heartbeats/reconciles
         while not self._stopping.is_set():
             with self._lock:
                 if self._state is not State.REGISTERED and self._state is not State.REGISTERING:
@@ -212,6 +213,7 @@ class Registrar:
             try:
                 self._reconcile()
                 self._outage.ok()
+                failed = 0
             except InstanceUnknown:
                 log.warning(
                     "registry: agent forgot %s; re-registering", self.registration.service_id
@@ -222,6 +224,11 @@ class Registrar:
             except ConsulUnavailable as exc:
                 self._note_error()
                 self._outage.failed(exc)
+                # Retry soon (backoff), not a whole period later: a TTL check must not
+                # expire over one refused heartbeat (a 429 episode, a blip).
+                failed += 1
+                self._stopping.wait(min(period, self._backoff.delay(failed)))
+                continue
             self._stopping.wait(period)
 
     def _note_error(self) -> None:

@@ -332,3 +332,17 @@ def test_both_sources_give_the_same_error_for_the_same_answer(answer):
 
     one, other = threaded(), asyncio.run(asyncio_())
     assert type(one) is type(other) and str(one) == str(other)
+
+
+def test_an_awaitable_send_runs_on_the_sources_loop_thread():
+    fake = FakeConsul({"web": [entry("w1")]})
+    threads: list[str] = []
+
+    async def asend(request):
+        threads.append(threading.current_thread().name)
+        return await fake.asend(request)
+
+    with ConsulSource("127.0.0.1:8500", asend=asend) as src:
+        assert [i.id for i in src.resolve("web").instances] == ["w1"]
+        assert not src.relayed
+    assert set(threads) == {"consul-discovery-loop"}

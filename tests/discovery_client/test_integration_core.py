@@ -21,6 +21,7 @@ from consul_discovery.client.client import ServiceClient
 from consul_discovery.client.config import POLICIES, ServiceConfig
 from consul_discovery.client.consul_source import ConsulSource
 from consul_discovery.client.instance import Resolution
+from tests.discovery_client.loop_tasks import watch_tasks
 from tests.discovery_client.test_integration_consul import ConsulPoller, statuses, wait_until
 from tests.harness.agent import ConsulAgent, running_agent
 from tests.harness.backends import Backend, wait_until_passing
@@ -188,5 +189,5 @@ def test_close_ends_an_in_flight_long_poll_promptly(agent, backends):
     started = time.monotonic()
     source.close()
     elapsed = time.monotonic() - started
-    assert not [t for t in threading.enumerate() if t.name == "consul-watch-idle"]
+    assert "consul-watch-idle" not in watch_tasks(source)
     assert elapsed < 1.0, f"close() took {elapsed:.2f}s"

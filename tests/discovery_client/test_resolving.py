@@ -34,6 +34,7 @@ from consul_discovery.connection.exchange import Request, Response
 from consul_discovery.connection.watch_drivers import poll_once
 from tests.discovery_client.fake_consul import REFUSED, FakeAgent, entry, health_response
 from tests.discovery_client.fakes import FakeClock, StaticSource, http_backend, instance, ok
+from tests.discovery_client.loop_tasks import watch_tasks
 
 
 class HangingSource(StaticSource):
@@ -152,11 +153,11 @@ def test_a_black_hole_consul_gets_one_connection_for_many_first_calls(black_hole
                     future.result(5)
         assert time.monotonic() - started < 2.0  # bounded by resolve_timeout, not 30 s
         assert len(accepted) == 1
-        # close() cuts the hanging long poll short and joins the watch thread.
+        # close() cuts the hanging long poll short and waits for the watch's task.
         closing = time.monotonic()
         source.close()
         assert time.monotonic() - closing < 1.0
-    assert not [t for t in threading.enumerate() if t.name == "consul-watch-ghost"]
+    assert "consul-watch-ghost" not in watch_tasks(source)
 
 
 def test_listeners_are_keyed_like_watches_by_target_and_config():

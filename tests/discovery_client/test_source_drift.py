@@ -26,6 +26,7 @@ from consul_discovery.client.aio import AsyncConsulSource
 from consul_discovery.client.consul_source import ConsulSource
 from consul_discovery.client.errors import UnknownServiceError
 from consul_discovery.client.instance import Resolution
+from tests.discovery_client.loop_tasks import watch_tasks
 from tests.harness.agent import ConsulAgent
 from tests.harness.backends import REPO_ROOT, Backend, start_backends
 
@@ -173,7 +174,7 @@ def test_an_unknown_services_watch_stops_when_nobody_asks_and_resolve_restarts_i
             with pytest.raises(UnknownServiceError):
                 source.resolve("late", timeout=5)
             wait_until(
-                lambda: not any(t.name == "consul-watch-late" for t in threading.enumerate()),
+                lambda: "consul-watch-late" not in watch_tasks(source),
                 5,
                 "the unasked watch to stop",
             )

@@ -26,6 +26,9 @@ class ClientAgent(ConsulAgent):
     join: int = 0
     config_files: list[Path] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        """A client agent is neither of the base's modes (dev, server): nothing to check."""
+
     def command(self) -> list[str]:
         """A client agent on loopback with its own data dir, joining ``join``."""
         if not self.join:

@@ -169,7 +169,7 @@ class _FakeClient:
             target=Target("user-service"), policy="least_request", index=9, cache_age=0.5,
             stale=False, error=None, panic=False, held=(), ejections=0, requests=self.picks,
             retries=1, retries_denied=0, retry_budget=10.0, failed_calls=0, no_instance=0,
-            watch=WatchStats(requests=5, errors=2, index=9), instances=(inst,),
+            watch=WatchStats(requests=5, errors=2, index=9, rate_limited=1), instances=(inst,),
         )  # fmt: skip
         return ClientStats((target,))
 
@@ -184,6 +184,7 @@ def test_the_publisher_adds_deltas_and_survives_a_counter_restart() -> None:
     publisher.publish()  # nothing new: nothing added
     assert get("discovery_client_attempts_total", attempts) == 3
     assert get("discovery_client_watch_errors_total", {"upstream": "user-service"}) == 2
+    assert get("discovery_client_consul_rate_limited_total", {"upstream": "user-service"}) == 1
     assert get("discovery_client_cache_age_seconds", {"upstream": "user-service"}) == 0.5
     fake.picks = 5
     publisher.publish()
