@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from consul_discovery.connection.addresses import host_port, parse_address
+from consul_discovery.connection.addresses import SCHEME_PORTS, host_port, split_address
 from consul_discovery.connection.backoff import JitterBackoff
 
 _SEPARATORS = re.compile(r"[,\s]+")
@@ -63,13 +63,19 @@ class ServerAddress:
 
 
 def parse_servers(
-    text: str | Sequence[str], *, default_scheme: str = "http", setting: str = "addresses"
+    text: str | Sequence[str],
+    *,
+    default_scheme: str = "http",
+    setting: str = "addresses",
+    force_https: bool = False,
 ) -> tuple[ServerAddress, ...]:
     """Addresses from a comma- or space-separated list (or a sequence of items).
 
-    Each item is spelled as CONSUL_HTTP_ADDR is (``parse_address``). Raises ValueError
-    naming ``setting`` and the bad item for an empty list, a bad item, a duplicate, or
-    a mix of http and https (one TLS configuration serves every address of a list).
+    Each item is spelled as CONSUL_HTTP_ADDR is (``parse_address``); ``force_https``
+    (CONSUL_HTTP_SSL=true) makes every item https, an item without a port then meaning
+    443, as the CLI reads one address. Raises ValueError naming ``setting`` and the bad
+    item for an empty list, a bad item, a duplicate, or a mix of http and https (one
+    TLS configuration serves every address of a list).
     """
     items = _SEPARATORS.split(text.strip()) if isinstance(text, str) else list(text)
     items = [item.strip() for item in items if item and item.strip()]
@@ -78,10 +84,12 @@ def parse_servers(
     servers: list[ServerAddress] = []
     for item in items:
         try:
-            scheme, host, port = parse_address(item, default_scheme=default_scheme)
+            scheme, host, port = split_address(item, default_scheme=default_scheme)
         except ValueError as exc:
             raise ValueError(f"{setting}: {exc}") from exc
-        server = ServerAddress(scheme, host, port)
+        if force_https:
+            scheme = "https"  # the CLI: "never revert to http if TLS was explicitly requested"
+        server = ServerAddress(scheme, host, SCHEME_PORTS[scheme] if port is None else port)
         if server in servers:
             raise ValueError(f"{setting}: {server} is listed twice")
         servers.append(server)
