@@ -32,9 +32,11 @@ from typing import TYPE_CHECKING
 from consul_discovery.client.config import ServiceConfig
 from consul_discovery.client.health_query import Consistency
 from consul_discovery.client.instance import Resolution
+from consul_discovery.client.snapshot_store import SnapshotStore
 from consul_discovery.client.source import Listener, WatchKey, WatchStats
 from consul_discovery.client.source_table import (
     DEFAULT_UNRESOLVED_TTL,
+    FROM_ENV,
     WatchTable,
     source_settings,
 )
@@ -43,7 +45,7 @@ from consul_discovery.client.watch import HealthState, health_state
 from consul_discovery.connection import ConsulConnection
 from consul_discovery.connection.exchange import AsyncSend, Request, Response
 from consul_discovery.connection.forking import after_fork_in_child
-from consul_discovery.connection.sending import HttpxSender
+from consul_discovery.connection.server_sending import httpx_sender
 from consul_discovery.connection.watch_drivers import WatchTask
 
 if TYPE_CHECKING:
@@ -57,7 +59,7 @@ class AsyncConsulSource:
 
     The same knobs as ``ConsulSource`` (``connection``, ``address``/``token`` overrides,
     ``service_config``, ``wait``, ``min_interval``, ``request_timeout``, backoff,
-    ``unresolved_ttl``, ``consistency``, ``clock``, ``rng``); ``client`` is an
+    ``unresolved_ttl``, ``consistency``, ``snapshots``, ``clock``, ``rng``); ``client`` is an
     ``httpx.AsyncClient`` already pointed at the agent (one made here is closed by
     ``aclose()``), ``send`` an awaitable ``Request -> Response`` instead of HTTP. Use it
     from one event loop.
@@ -77,6 +79,7 @@ class AsyncConsulSource:
         backoff_cap: float = 5.0,
         unresolved_ttl: float | None = DEFAULT_UNRESOLVED_TTL,
         consistency: Consistency = "default",
+        snapshots: SnapshotStore | str | None = FROM_ENV,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         client: httpx.AsyncClient | None = None,
@@ -94,10 +97,10 @@ class AsyncConsulSource:
         self._own_rng = rng is None
         self._rng = rng or random.Random()
         # On the event loop only (replaced by _revive after a fork):
-        self._sender = HttpxSender(connection, client) if send is None else None
+        self._sender = httpx_sender(connection, client) if send is None else None
         self._send: AsyncSend = send or self._sender  # type: ignore[assignment]
         self._table: WatchTable[WatchTask] = WatchTable(
-            service_config, self.address, "AsyncConsulSource"
+            service_config, self.address, "AsyncConsulSource", snapshots=snapshots
         )
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop the watches run on
         self._forked = False  # set in a forked child, cleared on the loop by _revive
@@ -196,7 +199,7 @@ class AsyncConsulSource:
             return
         if self._sender is not None and self._sender.owns_client:
             # The old client's connections belong to a dead loop (or to the parent).
-            self._sender = HttpxSender(self.connection)
+            self._sender = httpx_sender(self.connection)
             self._send = self._sender
         restarted = 0
         for key, entry in self._table.entries():

@@ -269,10 +269,13 @@ class ServiceClient:
             current = self.source.resolve(service, timeout=0.0)
         except DiscoveryError:
             return {}
+        age = current.age(self._clock())
         return {
-            "cache_age": current.age(self._clock()),
+            "cache_age": age,
             "stale": current.stale,
             "error": current.error,
+            "from_snapshot": current.from_snapshot,
+            "snapshot_age": age if current.from_snapshot else 0.0,
         }
 
     def close(self) -> None:

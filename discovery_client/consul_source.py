@@ -38,9 +38,11 @@ from consul_discovery.client.health_query import (
     what,
 )
 from consul_discovery.client.instance import Instance, Resolution
+from consul_discovery.client.snapshot_store import SnapshotStore
 from consul_discovery.client.source import Listener, WatchKey, WatchStats
 from consul_discovery.client.source_table import (
     DEFAULT_UNRESOLVED_TTL,
+    FROM_ENV,
     WatchTable,
     source_settings,
 )
@@ -51,7 +53,7 @@ from consul_discovery.connection.exchange import Request, Response, Send, Transp
 from consul_discovery.connection.forking import after_fork_in_child
 from consul_discovery.connection.refusals import transport_error
 from consul_discovery.connection.resource import Poll
-from consul_discovery.connection.sending import SessionSender
+from consul_discovery.connection.server_sending import session_sender
 from consul_discovery.connection.watch_drivers import WatchThread
 
 log = logging.getLogger(__name__)
@@ -85,7 +87,11 @@ class ConsulSource:
     wait/16``); ``min_interval`` bounds the request rate when answers carry no change;
     errors back off from ``backoff_base`` to ``backoff_cap``. A watch that never resolved
     stops after ``unresolved_ttl`` seconds without a ``resolve()`` (None: never);
-    ``consistency`` is Consul's read mode. ``session`` (a requests Session, closed by
+    ``consistency`` is Consul's read mode. ``snapshots`` (a directory or a
+    ``SnapshotStore``; default: ``DISCOVERY_SNAPSHOT_DIR``, None: off) keeps each
+    target's last live set on disk for a cold start without Consul (``cold_start``).
+    ``connection`` may name several servers (reads fail over between them:
+    ``consul_connection.server_routing``). ``session`` (a requests Session, closed by
     ``close()``), ``send`` (a ``Request -> Response`` function instead of HTTP),
     ``clock``, ``rng`` and ``sleep`` are injectable. AsyncConsulSource takes the same.
     """
@@ -104,6 +110,7 @@ class ConsulSource:
         backoff_cap: float = 5.0,
         unresolved_ttl: float | None = DEFAULT_UNRESOLVED_TTL,
         consistency: Consistency = "default",
+        snapshots: SnapshotStore | str | None = FROM_ENV,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         sleep: Callable[[float], object] | None = None,
@@ -123,10 +130,10 @@ class ConsulSource:
         self._rng = rng or random.Random()
         self._sleep = sleep
         # Replaced only in a forked child (_after_fork), before any thread runs there:
-        self._sender = SessionSender(connection, session) if send is None else None
+        self._sender = session_sender(connection, session) if send is None else None
         self._send: Send = send or self._sender  # type: ignore[assignment]
         self._table: WatchTable[WatchThread] = WatchTable(
-            service_config, self.address, "ConsulSource"
+            service_config, self.address, "ConsulSource", snapshots=snapshots
         )
         after_fork_in_child(self._after_fork)
 
@@ -248,7 +255,7 @@ class ConsulSource:
             return
         if self._sender is not None:
             # The parent's pooled connections are the parent's: never read or close them.
-            self._sender = SessionSender(self.connection)
+            self._sender = session_sender(self.connection)
             self._send = self._sender
         for _key, entry in self._table.entries():
             entry.restart_in_child(self._send)

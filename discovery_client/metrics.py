@@ -46,6 +46,8 @@ _SERVICE_METRICS = (
     ("ejections", "ejections", "counter", "Outlier ejections"),
     ("cache_age", "cache_age_seconds", "gauge", "Seconds since Consul last confirmed the set"),
     ("stale", "cache_stale", "gauge", "1 while serving last-known-good instances"),
+    ("from_snapshot", "from_snapshot", "gauge", "1 while serving the on-disk snapshot"),
+    ("snapshot_age", "snapshot_age_seconds", "gauge", "Age of the snapshot in use (0: none)"),
     ("panic", "panic_mode", "gauge", "1 while balancing over all instances (panic mode)"),
 )
 _INSTANCE_METRICS = (
@@ -123,6 +125,8 @@ _SERVICE_GAUGES = (
     ("size", "instances", "Instances in the current set", "livemax"),
     ("cache_age", "cache_age_seconds", "Seconds since Consul last confirmed the set", "livemax"),
     ("stale", "cache_stale", "1 while serving last-known-good instances", "livemax"),
+    ("from_snapshot", "from_snapshot", "1 while serving the on-disk snapshot", "livemax"),
+    ("snapshot_age", "snapshot_age_seconds", "Age of the snapshot in use (0: none)", "livemax"),
 )
 _INSTANCE_GAUGES = (
     ("in_flight", "in_flight", "Attempts outstanding on the instance", "livesum"),

@@ -15,11 +15,22 @@ Listener = Callable[[Resolution], None]
 
 @dataclass(frozen=True, slots=True)
 class WatchStats:
-    """One watch's counters: polls started, polls that failed, and the index it sends."""
+    """One watch's counters: polls started, polls that failed, and the index it sends.
+
+    Of its last answer: the ``server`` that gave it (None with a single address),
+    ``X-Consul-LastContact`` in seconds and ``X-Consul-KnownLeader`` (None: not sent).
+    ``from_snapshot`` while the target is served from the on-disk snapshot (Consul
+    unreachable since start), with the snapshot's ``snapshot_age`` in seconds.
+    """
 
     requests: int
     errors: int
     index: int
+    server: str | None = None
+    last_contact: float | None = None
+    known_leader: bool | None = None
+    from_snapshot: bool = False
+    snapshot_age: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
