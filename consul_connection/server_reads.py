@@ -69,6 +69,15 @@ class ReadMeta:
         return self.backend == "streaming"
 
 
+@dataclass(frozen=True, slots=True)
+class LastRead:
+    """What a watch's last answer said about where it came from: the server (None with
+    a single address) and its headers' ``ReadMeta``."""
+
+    server: str | None
+    meta: ReadMeta
+
+
 def read_meta(headers: Mapping[str, str]) -> ReadMeta:
     """``X-Consul-Index``, ``-LastContact`` (ms, as seconds), ``-KnownLeader``, and the
     ``X-Consul-Query-Backend`` that answered."""
