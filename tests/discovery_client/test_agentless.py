@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import json
 import logging
 import random
 import time
@@ -25,6 +27,8 @@ import requests
 from consul_discovery.client.aio import AsyncConsulSource
 from consul_discovery.client.consul_source import ConsulSource
 from consul_discovery.client.instance import Resolution
+from consul_discovery.config import ConfigClient, Layers
+from consul_discovery.config import cli as config_cli
 from consul_discovery.connection import ConsulConnection
 from consul_discovery.connection.sending import HttpxSender, SessionSender
 from consul_discovery.connection.server_routing import ServerRouting
@@ -99,11 +103,12 @@ def routing_on(conn: ConsulConnection, server: ServerAddress) -> ServerRouting:
     raise AssertionError(f"no shuffle starts on {server}")
 
 
-def write(via: ConsulAgent, path: str, body: dict[str, Any], timeout: float = 30.0) -> None:
-    """A catalog write, retried while the cluster elects a leader."""
+def write(via: ConsulAgent, path: str, body: dict[str, Any] | str, timeout: float = 30.0) -> None:
+    """A catalog or KV write, retried while the cluster elects a leader."""
     deadline = time.monotonic() + timeout
+    data = body if isinstance(body, str) else json.dumps(body)
     while True:
-        response = requests.put(f"{via.url}{path}", json=body, timeout=10)
+        response = requests.put(f"{via.url}{path}", data=data, timeout=10)
         if response.ok:
             return
         assert time.monotonic() < deadline, f"{path}: {response.status_code} {response.text}"
@@ -286,3 +291,28 @@ def test_an_answer_past_max_stale_is_read_again_from_the_leader(
         stats = source.watch_stats("web")
         assert stats is not None and stats.last_contact == 0.0
     assert routing.status().leader_reads >= 1
+
+
+# -- the config client's KV watch and CLI ----------------------------------------------
+
+
+def test_the_kv_watch_and_the_config_cli_follow_the_list(healed: ConsulCluster) -> None:
+    cluster = healed
+    conn = connection(cluster)
+    write(cluster.servers[0], "/v1/kv/config/agentless/greeting", "hi")
+    client = ConfigClient(Layers("agentless"), connection=conn).start(fail_fast=True)
+    try:
+        assert client.get("greeting") == "hi"
+        in_use = client._store._routing.status().current  # type: ignore[union-attr]
+        agent_of(cluster, in_use).kill()
+        survivor = next(iter(cluster.running()))
+        write(survivor, "/v1/kv/config/agentless/greeting", "hello")
+        wait_until(lambda: client.get("greeting") == "hello", 30, "the new value")
+    finally:
+        client.close()
+    out = io.StringIO()
+    addresses = ",".join(a.address for a in cluster.servers)  # one of them is down
+    status = config_cli.main(
+        ["--consul", addresses, "get", "--service", "agentless", "greeting"], out
+    )
+    assert status == 0 and "hello" in out.getvalue()
