@@ -304,7 +304,12 @@ class ConsulConnection:
         return session
 
     def py_consul(self, *, timeout: float | None = None) -> consul.Consul:
-        """A py-consul client on this connection (its env lookups overridden)."""
+        """A py-consul client on this connection (its env lookups overridden).
+
+        With several addresses it talks to the first one only: what it is for (the
+        registrar's agent calls: register, check updates, maintenance) is an agent's
+        own state, which does not move between servers (``registry/README.md``).
+        """
         import consul  # py-consul
 
         client = consul.Consul(
