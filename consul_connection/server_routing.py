@@ -37,9 +37,9 @@ send). The rules:
    comes from a follower that lags. Either way the same server is asked again without
    ``stale`` (it forwards the read to the leader); that answer is used as it is.
 
-Part 1's ``server_reads.CrossServerIndex`` keeps the same rules for one watch that
-plans its own reads; here they hold for any request at the ``Send`` seam, so the watch
-engine, the KV watch and one-shot reads need no change.
+The rules hold for any request at the ``Send`` seam, with no state per watch (part 1
+planned them per watch: ``CrossServerIndex``/``ServerReads``, replaced by this), so the
+watch engine, the KV watch and one-shot reads need no change.
 
 Thread-safety: one lock guards the list and the marks, held for no I/O; generators are
 per request. Switches are logged once each, with the time the next server took to
