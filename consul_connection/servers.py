@@ -62,6 +62,10 @@ class ServerAddress:
         return self.base_url
 
 
+def _named(setting: str, message: str) -> str:
+    return f"{setting}: {message}" if setting else message
+
+
 def parse_servers(
     text: str | Sequence[str],
     *,
@@ -80,23 +84,42 @@ def parse_servers(
     items = _SEPARATORS.split(text.strip()) if isinstance(text, str) else list(text)
     items = [item.strip() for item in items if item and item.strip()]
     if not items:
-        raise ValueError(f"{setting}: no Consul address given")
+        raise ValueError(_named(setting, "no Consul address given"))
     servers: list[ServerAddress] = []
     for item in items:
         try:
             scheme, host, port = split_address(item, default_scheme=default_scheme)
         except ValueError as exc:
-            raise ValueError(f"{setting}: {exc}") from exc
+            raise ValueError(_named(setting, str(exc))) from exc
         if force_https:
             scheme = "https"  # the CLI: "never revert to http if TLS was explicitly requested"
         server = ServerAddress(scheme, host, SCHEME_PORTS[scheme] if port is None else port)
         if server in servers:
-            raise ValueError(f"{setting}: {server} is listed twice")
+            raise ValueError(_named(setting, f"{server} is listed twice"))
         servers.append(server)
     schemes = {s.scheme for s in servers}
     if len(schemes) > 1:
-        raise ValueError(f"{setting}: mixes http and https addresses ({', '.join(items)})")
+        raise ValueError(_named(setting, f"mixes http and https addresses ({', '.join(items)})"))
     return tuple(servers)
+
+
+def parse_consul_addr(
+    raw: str | Sequence[str], *, force_https: bool = False, default_scheme: str = "http"
+) -> tuple[ServerAddress, ...]:
+    """CONSUL_HTTP_ADDR's meaning: one address exactly as the CLI reads it, or several
+    when ``raw`` holds a comma (or is a sequence), each item read the same way.
+
+    ``force_https`` is CONSUL_HTTP_SSL=true. Raises ValueError naming the bad item.
+    """
+    if not isinstance(raw, str) or "," in raw:
+        items = raw.split(",") if isinstance(raw, str) else list(raw)
+        return parse_servers(
+            items, default_scheme=default_scheme, setting="", force_https=force_https
+        )
+    scheme, host, port = split_address(raw, default_scheme=default_scheme)
+    if force_https:
+        scheme = "https"  # the CLI: "never revert to http if TLS was explicitly requested"
+    return (ServerAddress(scheme, host, SCHEME_PORTS[scheme] if port is None else port),)
 
 
 @dataclass(frozen=True, slots=True)

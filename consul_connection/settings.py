@@ -48,35 +48,30 @@ keyword arguments) are the only way the rest of the platform reaches Consul.
 from __future__ import annotations
 
 import os
-import re
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 import requests
 from requests.adapters import HTTPAdapter
 
-from consul_discovery.connection.addresses import SCHEME_PORTS, host_port, split_address
-from consul_discovery.connection.servers import ServerAddress, parse_servers
+from consul_discovery.connection.addresses import host_port
+from consul_discovery.connection.env_values import (
+    ConsulConfigError,
+    env_duration,
+    env_flag,
+    env_path,
+    read_addresses,
+    read_token,
+)
+from consul_discovery.connection.servers import ServerAddress
 
 if TYPE_CHECKING:
     import consul
 
 DEFAULT_ADDRESS = "127.0.0.1:8500"
 TOKEN_HEADER = "X-Consul-Token"
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-class ConsulConfigError(ValueError):
-    """A Consul connection setting is invalid; ``setting`` names it."""
-
-    def __init__(self, setting: str, message: str) -> None:
-        self.setting = setting
-        self.problem = message
-        super().__init__(f"{setting}: {message}")
 
 
 @dataclass(frozen=True)
@@ -161,34 +156,35 @@ class ConsulConnection:
         if unknown:
             raise TypeError(f"unknown ConsulConnection setting(s): {', '.join(sorted(unknown))}")
 
-        ssl = _flag(env, "CONSUL_HTTP_SSL", False)
+        ssl = env_flag(env, "CONSUL_HTTP_SSL", False)
         address = ov.pop("address", None)
         addresses = ov.pop("addresses", None)
         if address is not None and addresses is not None:
             raise TypeError("give address or addresses, not both")
         if addresses is not None:
-            servers = _parse_list(addresses, ssl, "addresses")
+            items = addresses.split(",") if isinstance(addresses, str) else list(addresses)
+            servers = read_addresses(items, ssl, "addresses")
         else:
             setting = "address" if address else "CONSUL_HTTP_ADDR"
             raw = address or env.get("CONSUL_HTTP_ADDR", "").strip() or DEFAULT_ADDRESS
-            servers = _parse_addresses(raw, ssl, setting)
+            servers = read_addresses(raw, ssl, setting)
         if {"host", "port", "scheme"} & ov.keys():
             servers = servers[:1]  # an explicit host/port/scheme names one address
         first = servers[0]
-        max_stale = _duration(env, "CONSUL_DISCOVERY_MAX_STALE")
+        max_stale = env_duration(env, "CONSUL_DISCOVERY_MAX_STALE")
 
         values: dict[str, Any] = {
             "host": first.host,
             "port": first.port,
             "scheme": first.scheme,
             "servers": servers if len(servers) > 1 else (),
-            "stale": _flag(env, "CONSUL_DISCOVERY_STALE", False) or max_stale is not None,
+            "stale": env_flag(env, "CONSUL_DISCOVERY_STALE", False) or max_stale is not None,
             "max_stale": max_stale,
-            "verify": _flag(env, "CONSUL_HTTP_SSL_VERIFY", True),
-            "ca_file": _path(env, "CONSUL_CACERT", directory=False),
-            "ca_path": _path(env, "CONSUL_CAPATH", directory=True),
-            "client_cert": _path(env, "CONSUL_CLIENT_CERT", directory=False),
-            "client_key": _path(env, "CONSUL_CLIENT_KEY", directory=False),
+            "verify": env_flag(env, "CONSUL_HTTP_SSL_VERIFY", True),
+            "ca_file": env_path(env, "CONSUL_CACERT", directory=False),
+            "ca_path": env_path(env, "CONSUL_CAPATH", directory=True),
+            "client_cert": env_path(env, "CONSUL_CLIENT_CERT", directory=False),
+            "client_key": env_path(env, "CONSUL_CLIENT_KEY", directory=False),
             "tls_server_name": env.get("CONSUL_TLS_SERVER_NAME") or None,
             "token_file": env.get("CONSUL_HTTP_TOKEN_FILE") or None,
             "token": env.get("CONSUL_HTTP_TOKEN") or None,
@@ -201,9 +197,9 @@ class ConsulConnection:
             values["token_file"] = None
         elif explicit_file is not None:
             values["token_file"] = explicit_file
-            values["token"] = _read_token(explicit_file, "token_file")
+            values["token"] = read_token(explicit_file, "token_file")
         elif values["token_file"]:
-            values["token"] = _read_token(values["token_file"], "CONSUL_HTTP_TOKEN_FILE")
+            values["token"] = read_token(values["token_file"], "CONSUL_HTTP_TOKEN_FILE")
         return cls(**values)
 
     @classmethod
@@ -219,7 +215,7 @@ class ConsulConnection:
         if connection is None:
             return cls.from_env(address=address, token=token)
         if address is not None:
-            servers = _parse_addresses(address, False, "address", default_scheme=connection.scheme)
+            servers = read_addresses(address, False, "address", default_scheme=connection.scheme)
             first = servers[0]
             connection = replace(
                 connection,
@@ -388,79 +384,3 @@ def _check_servers(connection: ConsulConnection) -> None:
         raise ConsulConfigError(
             "addresses", f"scheme, host and port ({first}) must be the first of servers"
         )
-
-
-def _parse_addresses(
-    raw: str, ssl: bool, setting: str, *, default_scheme: str = "http"
-) -> tuple[ServerAddress, ...]:
-    """One address as the CLI reads it, or several when ``raw`` holds a comma."""
-    if "," in raw:
-        return _parse_list(raw.split(","), ssl, setting, default_scheme=default_scheme)
-    try:
-        scheme, host, explicit_port = split_address(raw, default_scheme=default_scheme)
-    except ValueError as exc:
-        raise ConsulConfigError(setting, str(exc)) from exc
-    if ssl:
-        scheme = "https"  # the CLI: "never revert to http if TLS was explicitly requested"
-    port = SCHEME_PORTS[scheme] if explicit_port is None else explicit_port
-    return (ServerAddress(scheme, host, port),)
-
-
-def _parse_list(
-    items: str | Sequence[str], ssl: bool, setting: str, *, default_scheme: str = "http"
-) -> tuple[ServerAddress, ...]:
-    if isinstance(items, str):
-        items = items.split(",")
-    try:
-        return parse_servers(
-            list(items), default_scheme=default_scheme, setting=setting, force_https=ssl
-        )
-    except ValueError as exc:
-        raise ConsulConfigError(setting, str(exc).removeprefix(f"{setting}: ")) from exc
-
-
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)?")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def _duration(env: Mapping[str, str], name: str) -> float | None:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return None
-    match = _DURATION.fullmatch(raw)
-    if match is None:
-        raise ConsulConfigError(
-            name, f"{raw!r} is not a duration (seconds, or a number with ms, s, m or h)"
-        )
-    return float(match[1]) * _UNITS[match[2]]
-
-
-def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    raise ConsulConfigError(name, f"{env[name]!r} is not a boolean (true or false)")
-
-
-def _path(env: Mapping[str, str], name: str, *, directory: bool) -> str | None:
-    value = env.get(name) or None
-    if value is None:
-        return None
-    if directory and not os.path.isdir(value):
-        raise ConsulConfigError(name, f"{value} is not a directory")
-    if not directory and not (os.path.isfile(value) and os.access(value, os.R_OK)):
-        raise ConsulConfigError(name, f"{value} is not a readable file")
-    return value
-
-
-def _read_token(path: str, setting: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            token = handle.read().strip()
-    except OSError as exc:
-        raise ConsulConfigError(setting, f"cannot read {path}: {exc.strerror}") from exc
-    return token or None
