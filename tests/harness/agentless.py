@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -143,11 +144,64 @@ def kill_server_in_use(
     was_leader = secure_cluster.leader(plan) == victim
     if was_leader != (role == "leader"):
         raise RuntimeError(f"{victim.program} is no longer the {role}: the drill's setup moved")
-    killed = time.monotonic()
+    killed = kill_and_hold(plan, victim.program, pid, timeout)
+    try:
+        return _after_the_kill(plan, program, victim, was_leader, killed, before, hold, timeout)
+    finally:  # whatever happened, the next drill starts with every server up
+        control.start_programs(plan, [victim.program])
+        wait_for_servers(plan, timeout=60)
+
+
+def kill_and_hold(plan: ClusterPlan, program: str, pid: int, timeout: float) -> float:
+    """SIGKILL ``program`` (at ``pid``) so that supervisord does not restart it; returns
+    when it was killed (monotonic).
+
+    A plain SIGKILL races supervisord's autorestart (seen: the server back 4 ms later,
+    answering again within the election). So the process is frozen (SIGSTOP), asked to
+    stop through supervisord (its SIGTERM stays pending, unhandled), then SIGKILLed:
+    it dies without running any shutdown code, and supervisord, which was stopping it,
+    leaves it stopped.
+    """
+    os.kill(pid, signal.SIGSTOP)
+    stopper = threading.Thread(
+        target=control.stop_in_parallel, args=(plan, [program], timeout), daemon=True
+    )
+    stopper.start()
+    deadline = time.monotonic() + timeout
+    while not _term_pending(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            raise TimeoutError(f"supervisord never asked {program} to stop")
+        time.sleep(0.002)
     os.kill(pid, signal.SIGKILL)
-    # At once: supervisord would restart it, and a victim back within the election
-    # could answer the gateway again before any other server did.
-    control.stop_in_parallel(plan, [victim.program], timeout)
+    killed = time.monotonic()
+    stopper.join(timeout)
+    return killed
+
+
+def _term_pending(pid: int) -> bool:
+    """True once a SIGTERM waits, undelivered, for the (stopped) process."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True  # gone already
+    term = 1 << (signal.SIGTERM - 1)
+    return any(
+        line.startswith(("ShdPnd:", "SigPnd:")) and int(line.split()[1], 16) & term
+        for line in status.splitlines()
+    )
+
+
+def _after_the_kill(
+    plan: ClusterPlan,
+    program: str,
+    victim: AgentPlan,
+    was_leader: bool,
+    killed: float,
+    before: int,
+    hold: float,
+    timeout: float,
+) -> dict[str, float]:
     figures: dict[str, float] = {}
     if was_leader:
         others = [s for s in servers(plan) if s != victim]
@@ -170,8 +224,6 @@ def kill_server_in_use(
             raise TimeoutError(f"{program} holds no connection to another server")
         time.sleep(0.05)
     time.sleep(max(0.0, hold - (time.monotonic() - killed)))
-    control.start_programs(plan, [victim.program])
-    wait_for_servers(plan, timeout=60)
     return figures
 
 
