@@ -37,6 +37,8 @@ from consul_discovery.connection.refusals import (
     transport_error,
 )
 from consul_discovery.connection.sending import send_with_session
+from consul_discovery.connection.server_routing import Attempt
+from consul_discovery.connection.server_sending import drive, routing_for
 
 TXN_MAX_OPS = 64  # Consul's limit per transaction (txn_max_req_len aside)
 KV_ERRORS = ErrorKinds(unavailable=ConsulKVError, refused=ConsulKVError, denied=KVAccessDenied)
@@ -132,11 +134,16 @@ class KVStore:
     """Reads and writes one agent's KV store; safe to share between threads.
 
     One requests Session per thread (a blocking query holds its connection for the
-    whole wait; a session is not shared across threads).
+    whole wait; a session is not shared across threads). With several addresses (or
+    stale reads), each request goes through ``consul_connection.server_routing``: the
+    next server takes it at once when one fails, and an index is trusted only where
+    it is known.
     """
 
     def __init__(self, connection: ConsulConnection) -> None:
         self.connection = connection
+        # Fixed at construction (None: one address, as before); thread-safe itself.
+        self._routing = routing_for(connection) if connection.routed else None
         self._local = threading.local()  # each thread's own Session
         self._sessions: list[requests.Session] = []  # guarded by _lock, closed by close()
         self._lock = threading.Lock()  # replaced in a forked child
@@ -156,6 +163,8 @@ class KVStore:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._sessions = []
+        if self._routing is not None:  # its lock may be held by a lost thread; new shuffle
+            self._routing = routing_for(self.connection)
 
     def close(self) -> None:
         """Close every session (a blocking read in progress fails)."""
@@ -167,8 +176,19 @@ class KVStore:
     def send(self, request: Request) -> Response:
         """Send ``request`` on this thread's session (TransportError if no answer)."""
         connection = self.connection
+        if self._routing is not None:
+            return drive(self._routing.route(request), self._send_to)
         return send_with_session(
             self._session(), connection.base_url, connection.connect_timeout, request
+        )
+
+    def _send_to(self, attempt: Attempt) -> Response:
+        """One attempt of a routed request: this thread's session, that server."""
+        return send_with_session(
+            self._session(),
+            attempt.server.base_url,
+            self.connection.connect_timeout,
+            attempt.request,
         )
 
     def _call(self, request: Request, what: str, verb: str = "read") -> Response:

@@ -120,3 +120,16 @@ class AgentSender:
         self._pid = os.getpid()
         self._transport = shared_transport(self.connection)
         return self._transport
+
+
+def held_connections(sender: object) -> int | None:
+    """Connections ``sender`` holds to Consul through the shared transport: an
+    ``AgentSender``'s, or the sum over a server list's (None: not known yet)."""
+    if isinstance(sender, AgentSender):
+        transport = sender.transport
+        return transport.connections if transport is not None else None
+    members = getattr(sender, "senders", None)  # a list sender: one per server
+    if not isinstance(members, dict):
+        return None
+    counts = [n for n in (held_connections(m) for m in members.values()) if n is not None]
+    return sum(counts) if counts else None

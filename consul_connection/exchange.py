@@ -55,11 +55,16 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class Response:
-    """The agent's answer: status, headers (names lower-cased) and body bytes."""
+    """The agent's answer: status, headers (names lower-cased) and body bytes.
+
+    ``server`` names the server that answered when a request may go to one of several
+    (``consul_connection.server_routing``); None for a single address.
+    """
 
     status: int
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes = b""
+    server: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "headers", {k.lower(): v for k, v in self.headers.items()})

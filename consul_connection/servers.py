@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from consul_discovery.connection.addresses import host_port, parse_address
+from consul_discovery.connection.addresses import SCHEME_PORTS, host_port, split_address
 from consul_discovery.connection.backoff import JitterBackoff
 
 _SEPARATORS = re.compile(r"[,\s]+")
@@ -62,33 +62,64 @@ class ServerAddress:
         return self.base_url
 
 
+def _named(setting: str, message: str) -> str:
+    return f"{setting}: {message}" if setting else message
+
+
 def parse_servers(
-    text: str | Sequence[str], *, default_scheme: str = "http", setting: str = "addresses"
+    text: str | Sequence[str],
+    *,
+    default_scheme: str = "http",
+    setting: str = "addresses",
+    force_https: bool = False,
 ) -> tuple[ServerAddress, ...]:
     """Addresses from a comma- or space-separated list (or a sequence of items).
 
-    Each item is spelled as CONSUL_HTTP_ADDR is (``parse_address``). Raises ValueError
-    naming ``setting`` and the bad item for an empty list, a bad item, a duplicate, or
-    a mix of http and https (one TLS configuration serves every address of a list).
+    Each item is spelled as CONSUL_HTTP_ADDR is (``parse_address``); ``force_https``
+    (CONSUL_HTTP_SSL=true) makes every item https, an item without a port then meaning
+    443, as the CLI reads one address. Raises ValueError naming ``setting`` and the bad
+    item for an empty list, a bad item, a duplicate, or a mix of http and https (one
+    TLS configuration serves every address of a list).
     """
     items = _SEPARATORS.split(text.strip()) if isinstance(text, str) else list(text)
     items = [item.strip() for item in items if item and item.strip()]
     if not items:
-        raise ValueError(f"{setting}: no Consul address given")
+        raise ValueError(_named(setting, "no Consul address given"))
     servers: list[ServerAddress] = []
     for item in items:
         try:
-            scheme, host, port = parse_address(item, default_scheme=default_scheme)
+            scheme, host, port = split_address(item, default_scheme=default_scheme)
         except ValueError as exc:
-            raise ValueError(f"{setting}: {exc}") from exc
-        server = ServerAddress(scheme, host, port)
+            raise ValueError(_named(setting, str(exc))) from exc
+        if force_https:
+            scheme = "https"  # the CLI: "never revert to http if TLS was explicitly requested"
+        server = ServerAddress(scheme, host, SCHEME_PORTS[scheme] if port is None else port)
         if server in servers:
-            raise ValueError(f"{setting}: {server} is listed twice")
+            raise ValueError(_named(setting, f"{server} is listed twice"))
         servers.append(server)
     schemes = {s.scheme for s in servers}
     if len(schemes) > 1:
-        raise ValueError(f"{setting}: mixes http and https addresses ({', '.join(items)})")
+        raise ValueError(_named(setting, f"mixes http and https addresses ({', '.join(items)})"))
     return tuple(servers)
+
+
+def parse_consul_addr(
+    raw: str | Sequence[str], *, force_https: bool = False, default_scheme: str = "http"
+) -> tuple[ServerAddress, ...]:
+    """CONSUL_HTTP_ADDR's meaning: one address exactly as the CLI reads it, or several
+    when ``raw`` holds a comma (or is a sequence), each item read the same way.
+
+    ``force_https`` is CONSUL_HTTP_SSL=true. Raises ValueError naming the bad item.
+    """
+    if not isinstance(raw, str) or "," in raw:
+        items = raw.split(",") if isinstance(raw, str) else list(raw)
+        return parse_servers(
+            items, default_scheme=default_scheme, setting="", force_https=force_https
+        )
+    scheme, host, port = split_address(raw, default_scheme=default_scheme)
+    if force_https:
+        scheme = "https"  # the CLI: "never revert to http if TLS was explicitly requested"
+    return (ServerAddress(scheme, host, SCHEME_PORTS[scheme] if port is None else port),)
 
 
 @dataclass(frozen=True, slots=True)

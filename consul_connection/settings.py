@@ -6,7 +6,8 @@ Read from Consul's own environment variables, with the ``consul`` CLI's meaning:
 CONSUL_HTTP_ADDR            ``host:port``, ``http(s)://host:port`` or ``[v6]:port``
                             (default ``127.0.0.1:8500``). As for the CLI, an address
                             without a port means the scheme's port, 80 or 443, not
-                            8500 (see ``addresses``)
+                            8500 (see ``addresses``). Several addresses, comma-separated
+                            (each spelled as one is), name several servers: see below
 CONSUL_HTTP_SSL             ``true``: https, even for an ``http://`` address (the CLI
                             never reverts to http when TLS was asked for)
 CONSUL_HTTP_SSL_VERIFY      ``false``: do not verify the agent's certificate
@@ -17,7 +18,23 @@ CONSUL_CACERT               CA bundle (PEM file) to verify the agent with
 CONSUL_CAPATH               directory of CA certificates (PEM files)
 CONSUL_CLIENT_CERT / _KEY   client certificate and key (``verify_incoming`` agents)
 CONSUL_TLS_SERVER_NAME      name to expect in the agent's certificate (and send as SNI)
+CONSUL_DISCOVERY_STALE      ``true``: reads (GET) ask for ``?stale`` (any server answers
+                            from its own state) unless a query asks otherwise (ours)
+CONSUL_DISCOVERY_MAX_STALE  how stale a ``?stale`` answer may be (``10s``, ``500ms``,
+                            ``2m`` or seconds), judged on ``X-Consul-LastContact``; an
+                            older one is asked again of the leader. Implies stale reads
 ==========================  ==========================================================
+
+**Several addresses** (agentless: talking to the servers directly):
+``CONSUL_HTTP_ADDR=https://10.0.0.1:8501,https://10.0.0.2:8501,https://10.0.0.3:8501``
+or ``from_env(addresses=[...])``. Every other setting (TLS, token, server name) is
+shared by all of them (servers reached by IP present ``server.<dc>.consul``: set
+CONSUL_TLS_SERVER_NAME); one scheme for all. ``servers`` holds the list and
+``host``/``port``/``scheme`` its first address; a single address keeps exactly the
+CLI's meaning and ``servers`` stays empty. Reads and watches spread over the list and
+fail over between its servers (``consul_connection.server_routing``); registering an
+instance needs an agent, so the registrar talks to the first address only
+(``registry/README.md``).
 
 An explicit keyword argument of ``from_env`` beats the environment (py-consul lets
 ``CONSUL_HTTP_TOKEN`` override an explicit token; we do not). Bad values raise
@@ -39,12 +56,16 @@ from typing import TYPE_CHECKING, Any
 import requests
 from requests.adapters import HTTPAdapter
 
-from consul_discovery.connection.addresses import (
-    SCHEME_PORTS,
-    host_port,
-    parse_address,
-    split_address,
+from consul_discovery.connection.addresses import host_port
+from consul_discovery.connection.env_values import (
+    ConsulConfigError,
+    env_duration,
+    env_flag,
+    env_path,
+    read_addresses,
+    read_token,
 )
+from consul_discovery.connection.servers import ServerAddress
 
 if TYPE_CHECKING:
     import consul
@@ -52,27 +73,19 @@ if TYPE_CHECKING:
 DEFAULT_ADDRESS = "127.0.0.1:8500"
 TOKEN_HEADER = "X-Consul-Token"
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-class ConsulConfigError(ValueError):
-    """A Consul connection setting is invalid; ``setting`` names it."""
-
-    def __init__(self, setting: str, message: str) -> None:
-        self.setting = setting
-        self.problem = message
-        super().__init__(f"{setting}: {message}")
-
 
 @dataclass(frozen=True)
 class ConsulConnection:
-    """How to reach one Consul agent's HTTP API (address, TLS, ACL token, timeouts).
+    """How to reach Consul's HTTP API (address(es), TLS, ACL token, timeouts).
 
     ``connect_timeout`` bounds connecting; ``read_timeout`` bounds a non-blocking call
     (a blocking query adds its own wait on top). ``verify`` false turns certificate
     verification off (CONSUL_HTTP_SSL_VERIFY=false); ``ca_file``/``ca_path`` name what
-    to verify with, else the system store.
+    to verify with, else the system store. ``servers``: every address when several were
+    given (two or more; the first is ``scheme``/``host``/``port``), else empty.
+    ``stale``: reads ask for ``?stale``; ``max_stale`` (seconds, None: no bound) is how
+    long ago the answering server may have heard from the leader (``X-Consul-LastContact``)
+    for such an answer to be used as it is (``server_reads.StalePolicy``).
     """
 
     host: str = "127.0.0.1"
@@ -88,8 +101,15 @@ class ConsulConnection:
     verify: bool = True
     connect_timeout: float = 3.0
     read_timeout: float = 10.0
+    servers: tuple[ServerAddress, ...] = ()
+    stale: bool = False
+    max_stale: float | None = None
 
     def __post_init__(self) -> None:
+        if self.servers:
+            _check_servers(self)
+        if self.max_stale is not None and not self.max_stale >= 0:
+            raise ConsulConfigError("max_stale", f"must be >= 0 seconds, not {self.max_stale!r}")
         if self.scheme not in ("http", "https"):
             raise ConsulConfigError("scheme", f"must be http or https, not {self.scheme!r}")
         if not 0 < self.port < 65536:
@@ -109,6 +129,10 @@ class ConsulConnection:
                 if value:
                     shown.append("token=<redacted>")
                 continue
+            if f.name == "servers":
+                if value:
+                    shown.append(f"servers=[{', '.join(str(s) for s in value)}]")
+                continue
             if value != f.default:
                 shown.append(f"{f.name}={value!r}")
         return f"ConsulConnection({', '.join(shown)})"
@@ -122,36 +146,45 @@ class ConsulConnection:
         """Read Consul's environment variables; keyword ``overrides`` win over them.
 
         ``overrides`` may name any field, plus ``address`` (parsed like
-        CONSUL_HTTP_ADDR). A ``token_file`` (given or from the environment) is read now;
-        an explicit ``token`` wins over any file.
+        CONSUL_HTTP_ADDR: one address, or several comma-separated) or ``addresses`` (a
+        sequence of addresses, or one comma-separated string). A ``token_file`` (given
+        or from the environment) is read now; an explicit ``token`` wins over any file.
         """
         env = os.environ if environ is None else environ
         ov = dict(overrides)
-        unknown = set(ov) - {f.name for f in fields(cls)} - {"address"}
+        unknown = set(ov) - {f.name for f in fields(cls)} - {"address", "addresses"}
         if unknown:
             raise TypeError(f"unknown ConsulConnection setting(s): {', '.join(sorted(unknown))}")
 
-        ssl = _flag(env, "CONSUL_HTTP_SSL", False)
+        ssl = env_flag(env, "CONSUL_HTTP_SSL", False)
         address = ov.pop("address", None)
-        setting = "address" if address else "CONSUL_HTTP_ADDR"
-        raw = address or env.get("CONSUL_HTTP_ADDR", "").strip() or DEFAULT_ADDRESS
-        try:
-            scheme, host, explicit_port = split_address(raw)
-        except ValueError as exc:
-            raise ConsulConfigError(setting, str(exc)) from exc
-        if ssl:
-            scheme = "https"  # the CLI: "never revert to http if TLS was explicitly requested"
-        port = SCHEME_PORTS[scheme] if explicit_port is None else explicit_port
+        addresses = ov.pop("addresses", None)
+        if address is not None and addresses is not None:
+            raise TypeError("give address or addresses, not both")
+        if addresses is not None:
+            items = addresses.split(",") if isinstance(addresses, str) else list(addresses)
+            servers = read_addresses(items, ssl, "addresses")
+        else:
+            setting = "address" if address else "CONSUL_HTTP_ADDR"
+            raw = address or env.get("CONSUL_HTTP_ADDR", "").strip() or DEFAULT_ADDRESS
+            servers = read_addresses(raw, ssl, setting)
+        if {"host", "port", "scheme"} & ov.keys():
+            servers = servers[:1]  # an explicit host/port/scheme names one address
+        first = servers[0]
+        max_stale = env_duration(env, "CONSUL_DISCOVERY_MAX_STALE")
 
         values: dict[str, Any] = {
-            "host": host,
-            "port": port,
-            "scheme": scheme,
-            "verify": _flag(env, "CONSUL_HTTP_SSL_VERIFY", True),
-            "ca_file": _path(env, "CONSUL_CACERT", directory=False),
-            "ca_path": _path(env, "CONSUL_CAPATH", directory=True),
-            "client_cert": _path(env, "CONSUL_CLIENT_CERT", directory=False),
-            "client_key": _path(env, "CONSUL_CLIENT_KEY", directory=False),
+            "host": first.host,
+            "port": first.port,
+            "scheme": first.scheme,
+            "servers": servers if len(servers) > 1 else (),
+            "stale": env_flag(env, "CONSUL_DISCOVERY_STALE", False) or max_stale is not None,
+            "max_stale": max_stale,
+            "verify": env_flag(env, "CONSUL_HTTP_SSL_VERIFY", True),
+            "ca_file": env_path(env, "CONSUL_CACERT", directory=False),
+            "ca_path": env_path(env, "CONSUL_CAPATH", directory=True),
+            "client_cert": env_path(env, "CONSUL_CLIENT_CERT", directory=False),
+            "client_key": env_path(env, "CONSUL_CLIENT_KEY", directory=False),
             "tls_server_name": env.get("CONSUL_TLS_SERVER_NAME") or None,
             "token_file": env.get("CONSUL_HTTP_TOKEN_FILE") or None,
             "token": env.get("CONSUL_HTTP_TOKEN") or None,
@@ -164,9 +197,9 @@ class ConsulConnection:
             values["token_file"] = None
         elif explicit_file is not None:
             values["token_file"] = explicit_file
-            values["token"] = _read_token(explicit_file, "token_file")
+            values["token"] = read_token(explicit_file, "token_file")
         elif values["token_file"]:
-            values["token"] = _read_token(values["token_file"], "CONSUL_HTTP_TOKEN_FILE")
+            values["token"] = read_token(values["token_file"], "CONSUL_HTTP_TOKEN_FILE")
         return cls(**values)
 
     @classmethod
@@ -182,11 +215,15 @@ class ConsulConnection:
         if connection is None:
             return cls.from_env(address=address, token=token)
         if address is not None:
-            try:
-                scheme, host, port = parse_address(address, default_scheme=connection.scheme)
-            except ValueError as exc:
-                raise ConsulConfigError("address", str(exc)) from exc
-            connection = replace(connection, scheme=scheme, host=host, port=port)
+            servers = read_addresses(address, False, "address", default_scheme=connection.scheme)
+            first = servers[0]
+            connection = replace(
+                connection,
+                scheme=first.scheme,
+                host=first.host,
+                port=first.port,
+                servers=servers if len(servers) > 1 else (),
+            )
         if token is not None:
             connection = connection.with_token(token)
         return connection
@@ -199,13 +236,31 @@ class ConsulConnection:
 
     @property
     def address(self) -> str:
-        """``host:port`` (an IPv6 literal bracketed); never carries the token."""
+        """``host:port`` (an IPv6 literal bracketed), or every server's, comma-separated,
+        when there are several (for messages); never carries the token."""
+        if self.servers:
+            return ",".join(server.address for server in self.servers)
         return host_port(self.host, self.port)
 
     @property
+    def server_addresses(self) -> tuple[ServerAddress, ...]:
+        """Every address to reach Consul at: ``servers``, or the one address."""
+        return self.servers or (ServerAddress(self.scheme, self.host, self.port),)
+
+    @property
+    def routed(self) -> bool:
+        """True when requests go through the server-list rules (several addresses, or
+        stale reads asked for); False keeps today's plain single-address client."""
+        return bool(self.servers) or self.stale
+
+    def for_server(self, server: ServerAddress) -> ConsulConnection:
+        """This connection to ``server`` alone (TLS, token and timeouts unchanged)."""
+        return replace(self, scheme=server.scheme, host=server.host, port=server.port, servers=())
+
+    @property
     def base_url(self) -> str:
-        """``scheme://host:port`` of the agent's HTTP API."""
-        return f"{self.scheme}://{self.address}"
+        """``scheme://host:port`` of the agent's HTTP API (the first, of several)."""
+        return f"{self.scheme}://{host_port(self.host, self.port)}"
 
     def headers(self) -> dict[str, str]:
         """Request headers every call carries (the ACL token, when there is one)."""
@@ -245,7 +300,12 @@ class ConsulConnection:
         return session
 
     def py_consul(self, *, timeout: float | None = None) -> consul.Consul:
-        """A py-consul client on this connection (its env lookups overridden)."""
+        """A py-consul client on this connection (its env lookups overridden).
+
+        With several addresses it talks to the first one only: what it is for (the
+        registrar's agent calls: register, check updates, maintenance) is an agent's
+        own state, which does not move between servers (``registry/README.md``).
+        """
         import consul  # py-consul
 
         client = consul.Consul(
@@ -311,32 +371,16 @@ class _ServerNameAdapter(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
 
 
-def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    raise ConsulConfigError(name, f"{env[name]!r} is not a boolean (true or false)")
-
-
-def _path(env: Mapping[str, str], name: str, *, directory: bool) -> str | None:
-    value = env.get(name) or None
-    if value is None:
-        return None
-    if directory and not os.path.isdir(value):
-        raise ConsulConfigError(name, f"{value} is not a directory")
-    if not directory and not (os.path.isfile(value) and os.access(value, os.R_OK)):
-        raise ConsulConfigError(name, f"{value} is not a readable file")
-    return value
-
-
-def _read_token(path: str, setting: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            token = handle.read().strip()
-    except OSError as exc:
-        raise ConsulConfigError(setting, f"cannot read {path}: {exc.strerror}") from exc
-    return token or None
+def _check_servers(connection: ConsulConnection) -> None:
+    servers = connection.servers
+    if len(servers) < 2:
+        raise ConsulConfigError("addresses", "servers lists two or more (one: host and port)")
+    if len(set(servers)) != len(servers):
+        raise ConsulConfigError("addresses", "an address is listed twice")
+    if len({s.scheme for s in servers}) > 1:
+        raise ConsulConfigError("addresses", "mixes http and https addresses")
+    first = ServerAddress(connection.scheme, connection.host, connection.port)
+    if servers[0] != first:
+        raise ConsulConfigError(
+            "addresses", f"scheme, host and port ({first}) must be the first of servers"
+        )

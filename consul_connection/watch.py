@@ -122,7 +122,7 @@ class WatchState(Generic[A, V]):
         )
         if unresolved_ttl is not None and unresolved_ttl <= 0:
             raise ValueError(f"unresolved_ttl must be > 0 seconds or None; got {unresolved_ttl}")
-        self._unresolved_ttl = unresolved_ttl
+        self._unresolved_ttl = unresolved_ttl  # set at start; pin() may clear it (any thread)
         self._index = 0  # driver only
         self._failures = 0  # driver only: consecutive failed polls
         self._failing_since: float | None = None  # driver only: when the outage began
@@ -175,6 +175,15 @@ class WatchState(Generic[A, V]):
     def touch(self) -> None:
         """A caller asked for the value now (keeps a watch with no value yet alive)."""
         self._asked_at = self._clock()
+
+    def pin(self) -> None:
+        """Callers depend on this watch without asking again (they were handed a stand-in
+        value, e.g. a cold-start snapshot): it never stops for want of a caller."""
+        self._unresolved_ttl = None  # any thread: a single store, read by the driver
+
+    def now(self) -> float:
+        """The watch's clock (monotonic seconds), for ages comparable with its values."""
+        return self._clock()
 
     def next_wait(self) -> float:
         """The next poll's blocking wait: the timing's, or less while the resource holds

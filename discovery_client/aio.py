@@ -36,19 +36,21 @@ from typing import TYPE_CHECKING
 from consul_discovery.client.config import ServiceConfig
 from consul_discovery.client.health_query import Consistency
 from consul_discovery.client.instance import Resolution
+from consul_discovery.client.snapshot_store import SnapshotStore
 from consul_discovery.client.source import Listener, WatchKey, WatchStats
 from consul_discovery.client.source_table import (
     DEFAULT_UNRESOLVED_TTL,
+    FROM_ENV,
     WatchTable,
     source_settings,
 )
 from consul_discovery.client.target import Target
 from consul_discovery.client.watch import HealthState, health_state
 from consul_discovery.connection import ConsulConnection
-from consul_discovery.connection.agent_sender import AgentSender
+from consul_discovery.connection.agent_sender import held_connections
 from consul_discovery.connection.exchange import AsyncSend, Request, Response
 from consul_discovery.connection.forking import after_fork_in_child
-from consul_discovery.connection.sending import HttpxSender
+from consul_discovery.connection.server_sending import agent_sender, httpx_sender
 from consul_discovery.connection.throttle import ThrottleLog
 from consul_discovery.connection.watch_drivers import WatchTask
 
@@ -63,8 +65,8 @@ class AsyncConsulSource:
 
     The same knobs as ``ConsulSource`` (``connection``, ``address``/``token`` overrides,
     ``service_config``, ``wait``, ``min_interval``, ``request_timeout``, backoff,
-    ``unresolved_ttl``, ``consistency``, ``clock``, ``rng``); ``client`` is an
-    ``httpx.AsyncClient`` already pointed at the agent to use instead of the shared
+    ``unresolved_ttl``, ``consistency``, ``snapshots``, ``clock``, ``rng``); ``client`` is
+    an ``httpx.AsyncClient`` already pointed at the agent to use instead of the shared
     transport (not closed here), ``send`` an awaitable ``Request -> Response`` instead of
     HTTP. Use it from one event loop at a time.
     """
@@ -83,6 +85,7 @@ class AsyncConsulSource:
         backoff_cap: float = 5.0,
         unresolved_ttl: float | None = DEFAULT_UNRESOLVED_TTL,
         consistency: Consistency = "default",
+        snapshots: SnapshotStore | str | None = FROM_ENV,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         client: httpx.AsyncClient | None = None,
@@ -100,15 +103,17 @@ class AsyncConsulSource:
         self._own_rng = rng is None
         self._rng = rng or random.Random()
         # On the event loop only: the shared transport follows the running loop itself.
-        self._sender: AgentSender | HttpxSender | None = None
+        self._sender: AsyncSend | None = None
         if client is not None and send is None:
-            self._sender = HttpxSender(connection, client)
+            self._sender = httpx_sender(connection, client)
         elif send is None:
-            self._sender = AgentSender(connection)
+            self._sender = agent_sender(connection)
+        # The shared transport (not an injected client or send): renewed after a fork.
+        self._owns_transport = client is None and send is None
         self._send: AsyncSend = send or self._sender  # type: ignore[assignment]
         self._throttle = ThrottleLog(log, connection.base_url, connections=self._connections)
         self._table: WatchTable[WatchTask] = WatchTable(
-            service_config, self.address, "AsyncConsulSource"
+            service_config, self.address, "AsyncConsulSource", snapshots=snapshots
         )
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop the watches run on
         self._forked = False  # set in a forked child, cleared on the loop by _revive
@@ -175,9 +180,7 @@ class AsyncConsulSource:
         return await self._send(request)
 
     def _connections(self) -> int | None:
-        sender = self._sender
-        transport = sender.transport if isinstance(sender, AgentSender) else None
-        return transport.connections if transport is not None else None
+        return held_connections(self._sender)
 
     def _state(self, key: WatchKey) -> HealthState:
         return health_state(
@@ -214,9 +217,9 @@ class AsyncConsulSource:
         first_use, self._loop, self._forked = self._loop is None, loop, False
         if first_use:
             return
-        if isinstance(self._sender, AgentSender) and self._forked_since_use:
+        if self._owns_transport and self._forked_since_use:
             # The parent's transport lease is the parent's: a fresh sender for this process.
-            self._sender = AgentSender(self.connection)
+            self._sender = agent_sender(self.connection)
             self._send = self._sender
         self._forked_since_use = False
         restarted = 0

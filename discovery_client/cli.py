@@ -126,6 +126,7 @@ def _resolution_dict(resolution: Resolution, now: float) -> dict[str, Any]:
         "stale": resolution.stale,
         "error": resolution.error,
         "panic": resolution.panic,
+        "from_snapshot": resolution.from_snapshot,
         "age_seconds": round(resolution.age(now), 3),
         "instances": [instance_dict(i) for i in resolution.instances],
     }
@@ -138,6 +139,8 @@ def _resolve(args: argparse.Namespace, out: TextIO) -> int:
         print(json.dumps(_resolution_dict(resolution, time.monotonic()), indent=2), file=out)
         return 0
     flags = [f for f, on in (("stale", resolution.stale), ("panic", resolution.panic)) if on]
+    if resolution.from_snapshot:  # Consul unreachable: DISCOVERY_SNAPSHOT_DIR's last set
+        flags.append(f"from snapshot, age {resolution.age(time.monotonic()):.0f}s")
     print(
         f"{resolution.service}: {len(resolution.instances)} instance(s) at index "
         f"{resolution.index}" + (f" [{', '.join(flags)}]" if flags else ""),

@@ -55,10 +55,12 @@ from consul_discovery.client.health_query import (
 )
 from consul_discovery.client.instance import Resolution
 from consul_discovery.client.relay_client import RelayedWatch, RelayLink, relay_path
+from consul_discovery.client.snapshot_store import SnapshotStore
 from consul_discovery.client.source import Listener, WatchKey, WatchStats
 from consul_discovery.client.source_io import SourceIO
 from consul_discovery.client.source_table import (
     DEFAULT_UNRESOLVED_TTL,
+    FROM_ENV,
     WatchTable,
     source_settings,
 )
@@ -92,7 +94,11 @@ class ConsulSource(CatalogReads):
     wait/16``); ``min_interval`` bounds the request rate when answers carry no change;
     errors back off from ``backoff_base`` to ``backoff_cap``. A watch that never resolved
     stops after ``unresolved_ttl`` seconds without a ``resolve()`` (None: never);
-    ``consistency`` is Consul's read mode. ``relay`` None uses the gunicorn master's
+    ``consistency`` is Consul's read mode. ``snapshots`` (a directory or a
+    ``SnapshotStore``; default: ``DISCOVERY_SNAPSHOT_DIR``, None: off) keeps each
+    target's last live set on disk for a cold start without Consul (``cold_start``).
+    ``connection`` may name several servers (reads fail over between them:
+    ``consul_connection.server_routing``). ``relay`` None uses the gunicorn master's
     relay when it advertises one (and this source uses its own default transport and
     read mode), False never. ``session`` (a requests Session, closed by ``close()``),
     ``send`` (a blocking ``Request -> Response`` function instead of HTTP, run on
@@ -115,6 +121,7 @@ class ConsulSource(CatalogReads):
         backoff_cap: float = 5.0,
         unresolved_ttl: float | None = DEFAULT_UNRESOLVED_TTL,
         consistency: Consistency = "default",
+        snapshots: SnapshotStore | str | None = FROM_ENV,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         sleep: Callable[[float], object] | None = None,
@@ -142,7 +149,9 @@ class ConsulSource(CatalogReads):
         self._relay_wanted = self._relay_wanted and consistency == "default"
         self._fork_policy = after_fork
         self._observer: Observer | None = None  # set once by a relay server, before use
-        self._table: WatchTable[Entry] = WatchTable(service_config, self.address, "ConsulSource")
+        self._table: WatchTable[Entry] = WatchTable(
+            service_config, self.address, "ConsulSource", snapshots=snapshots
+        )
         self._setup()  # the loop, sender, executor, throttle log and relay (again in a child)
         after_fork_in_child(self._after_fork)
 

@@ -58,7 +58,10 @@ class Resolution:
     the last refresh failed and these are the last-known-good instances; ``error`` then
     says why. ``fetched_at`` is a monotonic timestamp of the last successful refresh.
     ``held`` names the instances Consul no longer vouches for but that are kept on trust
-    after an agent restart (``consul_discovery.client.preservation``).
+    after an agent restart (``consul_discovery.client.preservation``). ``from_snapshot``
+    is true for instances read from the on-disk snapshot because Consul could not be
+    reached at start (then also ``stale``; ``fetched_at`` is when the snapshot was saved,
+    so ``age`` is the snapshot's age).
     """
 
     service: str
@@ -69,6 +72,7 @@ class Resolution:
     error: str | None = None
     panic: bool = False
     held: tuple[str, ...] = ()
+    from_snapshot: bool = False
 
     def age(self, now: float) -> float:
         """Seconds since the instances were last confirmed by Consul."""

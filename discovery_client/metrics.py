@@ -97,6 +97,10 @@ TARGET_SERIES: tuple[Series, ...] = (
            lambda t: _opt(t.stale)),
     Series("panic_mode", "gauge", "1 while balancing over all instances (panic mode)",
            lambda t: _opt(t.panic)),
+    Series("from_snapshot", "gauge", "1 while serving the on-disk snapshot (cold start)",
+           lambda t: None if t.watch is None else float(t.watch.from_snapshot)),
+    Series("snapshot_age_seconds", "gauge", "Age of the snapshot in use (0: none)",
+           lambda t: None if t.watch is None else t.watch.snapshot_age or 0.0),
 )  # fmt: skip
 INSTANCE_SERIES: tuple[Series, ...] = (
     Series("attempts", "counter", "Attempts sent to the instance (picks)", lambda i: i.picks),

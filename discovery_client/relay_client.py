@@ -65,6 +65,16 @@ class RelayedState:
         self._touched = 0.0  # any thread (a float store): when "still wanted" was last sent
 
     @property
+    def resource(self) -> Any:
+        """The query behind the watch: the direct watch's after ``redirect``, else None
+        (the master's watch asks Consul; which server answered it is not relayed)."""
+        return getattr(self._delegate, "resource", None)
+
+    def now(self) -> float:
+        """The clock the relayed Resolutions' ``fetched_at`` was read on."""
+        return self._delegate.now() if self._delegate is not None else time.monotonic()
+
+    @property
     def value(self) -> Resolution | None:
         """The last relayed Resolution (None until the first)."""
         return self._delegate.value if self._delegate is not None else self._value

@@ -23,7 +23,9 @@ that into the sources, metrics and the CLI). The rules:
   from more than ``MAX_CLOCK_SKEW`` in the future.
 
 Only what calls need is stored (ids, addresses, ports, tags, meta, weights, health,
-node, datacenter, maintenance); never tokens or anything of the connection.
+node, datacenter, maintenance, locality); never tokens or anything of the connection.
+(``region``/``zone`` came after version 1's first files: a file without them reads as
+"no locality".)
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ MAX_CLOCK_SKEW = 300.0
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _FIELDS = (
     "id", "service", "address", "port", "tags", "meta", "weight_passing", "weight_warning",
-    "health", "node", "datacenter", "maintenance",
+    "health", "node", "datacenter", "maintenance", "region", "zone",
 )  # fmt: skip
 
 

@@ -16,12 +16,23 @@ Listener = Callable[[Resolution], None]
 @dataclass(frozen=True, slots=True)
 class WatchStats:
     """One watch's counters: polls started, polls that failed, the index it sends, and
-    the failed polls the agent rate-limited (429; counted in ``errors`` too)."""
+    the failed polls the agent rate-limited (429; counted in ``errors`` too).
+
+    Of its last answer: the ``server`` that gave it (None with a single address),
+    ``X-Consul-LastContact`` in seconds and ``X-Consul-KnownLeader`` (None: not sent).
+    ``from_snapshot`` while the target is served from the on-disk snapshot (Consul
+    unreachable since start), with the snapshot's ``snapshot_age`` in seconds.
+    """
 
     requests: int
     errors: int
     index: int
     rate_limited: int = 0
+    server: str | None = None
+    last_contact: float | None = None
+    known_leader: bool | None = None
+    from_snapshot: bool = False
+    snapshot_age: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

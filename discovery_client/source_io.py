@@ -20,10 +20,10 @@ from typing import Any, TypeVar
 
 import requests
 
-from consul_discovery.connection.agent_sender import AgentSender
+from consul_discovery.connection.agent_sender import held_connections
 from consul_discovery.connection.exchange import AsyncSend, Send
 from consul_discovery.connection.loop_thread import LoopThread, process_loop
-from consul_discovery.connection.sending import SessionSender
+from consul_discovery.connection.server_sending import SyncSender, agent_sender, session_sender
 from consul_discovery.connection.settings import ConsulConnection
 
 T = TypeVar("T")
@@ -46,18 +46,18 @@ class SourceIO:
     ) -> None:
         self.loop: LoopThread = process_loop()
         self._executor: ThreadPoolExecutor | None = None  # made on the first blocking call
-        self.sender: AgentSender | None = None
-        self._blocking: SessionSender | None = None
+        self.sender: AsyncSend | None = None  # the shared transport's (one or per server)
+        self._blocking: SyncSender | None = None
         self.send: AsyncSend
         if asend is not None:
             self.send = asend
         elif send is not None:
             self.send = self._threaded(send)
         elif session is not None:
-            self._blocking = SessionSender(connection, session)
+            self._blocking = session_sender(connection, session)
             self.send = self._threaded(self._blocking)
         else:
-            self.sender = AgentSender(connection)
+            self.sender = agent_sender(connection)
             self.send = self.sender
         self.pause: Callable[[float], Awaitable[object]] | None = (
             self._threaded(sleep) if sleep is not None else None
@@ -70,8 +70,7 @@ class SourceIO:
 
     def connections(self) -> int | None:
         """Connections this process holds to the agent (None: not known yet)."""
-        transport = self.sender.transport if self.sender is not None else None
-        return transport.connections if transport is not None else None
+        return held_connections(self.sender)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
         """Run ``coro`` on the loop and wait for it (not from the loop's thread)."""
@@ -96,7 +95,7 @@ class SourceIO:
     async def _close(self, closing: Coroutine[Any, Any, None]) -> None:
         await closing
         if self.sender is not None:
-            await self.sender.aclose()
+            await self.sender.aclose()  # type: ignore[attr-defined]
 
     def _threaded(self, function: Callable[[A], T]) -> Callable[[A], Awaitable[T]]:
         async def call(argument: A) -> T:

@@ -15,7 +15,10 @@ awaiting). Everything else is here, once:
   backoff step), and a watch that stopped itself (nobody asked for ``unresolved_ttl``
   seconds and it never resolved) is started again by the next ``resolve``;
 - ``cached`` (no I/O, no side effect), ``subscribe`` / ``unsubscribe`` / ``notify`` and
-  ``watch_stats``.
+  ``watch_stats`` (with the server that answered last and its staleness headers);
+- the cold-start snapshot, when on (``cold_start``): each new live Resolution is saved
+  off the watch's path, and a first resolve that cannot reach Consul is answered from
+  the snapshot until the first live answer replaces it.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ import threading
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
+from consul_discovery.client.cold_start import ColdStart, store_from_env
 from consul_discovery.client.config import ServiceConfig
 from consul_discovery.client.errors import ConsulQueryError, ConsulUnavailableError, DiscoveryError
 from consul_discovery.client.health_query import Consistency, QueryOptions
 from consul_discovery.client.instance import Resolution
+from consul_discovery.client.snapshot_store import SnapshotStore
 from consul_discovery.client.source import Listener, WatchKey, WatchStats
 from consul_discovery.client.target import Target
 from consul_discovery.connection.blocking import WatchTiming
@@ -38,6 +43,8 @@ from consul_discovery.connection.watch import WatchState
 log = logging.getLogger(__name__)
 
 DEFAULT_UNRESOLVED_TTL = 60.0
+#: ``WatchTable(snapshots=FROM_ENV)``: the store DISCOVERY_SNAPSHOT_DIR names, if any.
+FROM_ENV = "<DISCOVERY_SNAPSHOT_DIR>"
 
 
 class Driven(Protocol):
@@ -77,11 +84,23 @@ class WatchTable(Generic[E]):
     """
 
     def __init__(
-        self, service_config: Callable[[str], ServiceConfig] | None, address: str, owner: str
+        self,
+        service_config: Callable[[str], ServiceConfig] | None,
+        address: str,
+        owner: str,
+        *,
+        snapshots: SnapshotStore | str | None = FROM_ENV,
     ) -> None:
         self._service_config = service_config or (lambda _name: ServiceConfig())
         self.address = address
         self._owner = owner
+        store = store_from_env() if snapshots is FROM_ENV else snapshots
+        if isinstance(store, str):
+            store = SnapshotStore(store)
+        # Fixed at construction (None: snapshots off); thread-safe itself.
+        self.cold: ColdStart | None = None
+        if store is not None:
+            self.cold = ColdStart(store)
         self._lock = threading.Lock()  # replaced in a forked child (after_fork)
         self._entries: dict[WatchKey, E] = {}  # any thread, under _lock
         self._listeners: dict[WatchKey, list[Listener]] = {}  # any thread, under _lock
@@ -105,7 +124,8 @@ class WatchTable(Generic[E]):
 
     def outcome(self, key: WatchKey, entry: E, answered: bool, timeout: float) -> Resolution:
         """What ``resolve`` returns or raises once it waited (``answered``: the first
-        outcome is in)."""
+        outcome is in): the live value, else the cold-start snapshot while Consul
+        cannot be reached, else the watch's first error."""
         state = entry.state
         value = state.value
         if value is not None:
@@ -114,21 +134,44 @@ class WatchTable(Generic[E]):
         if not answered and isinstance(error, RateLimited):
             raise error.with_traceback(None)  # retried within the timeout, still limited
         if error is None or not answered:
-            raise ConsulUnavailableError(
+            unavailable: DiscoveryError = ConsulUnavailableError(
                 f"Consul at {self.address} gave no answer about {str(key.target)!r} "
                 f"within {timeout}s"
             )
+            if timeout <= 0:  # a peek (stats) is no sign of an outage: serve, never load
+                serving = self.cold.serving(key) if self.cold is not None else None
+                if serving is None:
+                    raise unavailable
+                return serving.resolution
+            return self._snapshot(key, entry, unavailable)
+        if isinstance(error, ConsulUnavailableError):
+            return self._snapshot(key, entry, error)
+        if self.cold is not None and (serving := self.cold.serving(key)) is not None:
+            return serving.resolution  # served until a live answer, whatever the error
         if not isinstance(error, DiscoveryError):
             raise ConsulQueryError(
                 f"cannot read Consul's answer about {str(key.target)!r}: {error!r}"
             ) from error
         raise error.with_traceback(None)  # shared by every caller: do not grow its traceback
 
+    def _snapshot(self, key: WatchKey, entry: E, error: DiscoveryError) -> Resolution:
+        """The snapshot of ``key`` (Consul unreachable at start), else raise ``error``."""
+        cold = self.cold
+        resolution = cold.load(key, error, entry.state.now()) if cold is not None else None
+        if resolution is None:
+            raise error.with_traceback(None)
+        entry.state.pin()  # its callers hold the snapshot: it must live to replace it
+        return resolution
+
     def cached(self, key: WatchKey) -> Resolution | None:
-        """The key's Resolution, if its watch has one (no I/O, keeps nothing alive)."""
+        """The key's Resolution, if its watch has one, or the snapshot it serves (no I/O,
+        keeps nothing alive)."""
         with self._lock:
             entry = self._entries.get(key)
-        return entry.state.value if entry is not None else None
+        value = entry.state.value if entry is not None else None
+        if value is None and self.cold is not None and (loaded := self.cold.serving(key)):
+            return loaded.resolution
+        return value
 
     def stats(self, key: WatchKey) -> WatchStats | None:
         """The key's watch counters, or None if it is not watched."""
@@ -137,19 +180,26 @@ class WatchTable(Generic[E]):
         if entry is None:
             return None
         state = entry.state
+        last = getattr(state.resource, "last_read", None)
+        meta = last.meta if last is not None else None
+        loaded = self.cold.serving(key) if self.cold is not None else None
         return WatchStats(
             requests=state.requests,
             errors=state.errors,
             index=state.index,
             rate_limited=getattr(state, "rate_limited", 0),
+            server=last.server if last is not None else None,
+            last_contact=meta.last_contact if meta is not None else None,
+            known_leader=meta.known_leader if meta is not None else None,
+            from_snapshot=loaded is not None,
+            snapshot_age=loaded.resolution.age(state.now()) if loaded is not None else None,
         )
 
     def subscribe(self, key: WatchKey, listener: Listener) -> Resolution | None:
         """Add ``listener``; the current Resolution to give it at once (None: none yet)."""
         with self._lock:
             self._listeners.setdefault(key, []).append(listener)
-            entry = self._entries.get(key)
-        return entry.state.value if entry is not None else None
+        return self.cached(key)
 
     def unsubscribe(self, key: WatchKey, listener: Listener) -> None:
         """Remove ``listener`` (no-op if it was not subscribed)."""
@@ -159,7 +209,10 @@ class WatchTable(Generic[E]):
                 listeners.remove(listener)
 
     def notify(self, key: WatchKey, resolution: Resolution) -> None:
-        """Call every listener of ``key`` (from the driver; a failing one is logged)."""
+        """Call every listener of ``key`` (from the driver; a failing one is logged); a
+        live Resolution replaces a snapshot and is saved (off this thread)."""
+        if self.cold is not None:
+            self.cold.live(key, resolution)
         with self._lock:
             listeners = list(self._listeners.get(key, ()))
         for listener in listeners:
@@ -179,12 +232,15 @@ class WatchTable(Generic[E]):
             self._entries[key] = entry
 
     def close(self) -> list[E]:
-        """Refuse new watches and forget every listener; the watches to stop."""
+        """Refuse new watches and forget every listener; the watches to stop. Pending
+        snapshots are written (bounded) first."""
         with self._lock:
             self._closed = True
             entries = list(self._entries.values())
             self._entries.clear()
             self._listeners.clear()
+        if self.cold is not None:
+            self.cold.close()
         return entries
 
     @property
@@ -195,3 +251,5 @@ class WatchTable(Generic[E]):
     def after_fork(self) -> None:
         """In a forked child: a fresh lock (the parent's may be held by a lost thread)."""
         self._lock = threading.Lock()
+        if self.cold is not None:
+            self.cold.after_fork()

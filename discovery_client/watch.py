@@ -41,6 +41,7 @@ from consul_discovery.client.source import WatchKey
 from consul_discovery.connection.blocking import WatchTiming
 from consul_discovery.connection.exchange import Exchange
 from consul_discovery.connection.resource import Answer, Poll, Resource
+from consul_discovery.connection.server_reads import LastRead, read_meta
 from consul_discovery.connection.throttle import ThrottleLog
 from consul_discovery.connection.watch import WatchState
 
@@ -65,12 +66,23 @@ class HealthWatch(Resource[Registered, Resolution]):
         self._options = options
         self._preservation = SelfPreservation(key.vanish_grace, clock)  # driver only
         self._instances = InstanceCache()  # driver only: unchanged entries keep their Instance
+        self.last_read: LastRead | None = None  # written by the driver, read by stats
 
     def exchange(self, poll: Poll) -> Exchange[Answer[Registered]]:
-        """The health query, and the catalog check while nothing is resolved."""
-        return instances_exchange(
+        """The health query, and the catalog check while nothing is resolved; notes which
+        server answered the health query, and its staleness headers (``last_read``)."""
+        inner = instances_exchange(
             self.key.target, poll, self._options, self.address, self._instances
         )
+        request = next(inner)
+        response = yield request
+        self.last_read = LastRead(response.server, read_meta(response.headers))
+        while True:
+            try:
+                request = inner.send(response)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            response = yield request
 
     def settle(
         self,

@@ -87,6 +87,14 @@ class Registrar:
         self._health = health
         self._owns_client = client is None
         self._client = client or consul_client(registration.consul)
+        if client is None and registration.consul.servers:
+            log.info(
+                "registry: %s registers with the agent at %s, the first of %d Consul "
+                "addresses (a registration lives on one agent; the others serve reads)",
+                registration.service_id,
+                registration.consul.base_url,
+                len(registration.consul.servers),
+            )
         self._backoff = CappedJitterBackoff(cap=max_backoff, rng=rng)
         self._sleep = sleep  # used only by drain(); injectable for tests
         self._lock = threading.RLock()  # guards state; never held across an agent call

@@ -126,6 +126,9 @@ class ClusterPlan:
     profile: str = "dev"
     server_hosts: tuple[str, ...] = ("127.0.0.11", "127.0.0.12", "127.0.0.13")
     client_hosts: tuple[str, ...] = ("127.0.0.2", "127.0.0.3")
+    # (service, variable, value): extra environment of that service's instances, over
+    # the profile's own (drills: agentless reads, cold-start snapshots)
+    service_env: tuple[tuple[str, str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -241,6 +244,11 @@ class ClusterPlan:
         if self.multi_dc:
             return self.agent_address(self.dc_agents()[1].host)
         return f"127.0.0.1:{self.consul.http}"
+
+    @property
+    def servers_address(self) -> str:
+        """CONSUL_HTTP_ADDR naming every server (agentless reads), comma-separated."""
+        return ",".join(self.agent_address(host) for host in self.server_hosts)
 
     def agent_address(self, host: str) -> str:
         """CONSUL_HTTP_ADDR of the agent on ``host`` (https in the secure profile)."""

@@ -95,6 +95,7 @@ def instance_env(plan: ClusterPlan, inst: InstancePlan) -> dict[str, str]:
     if inst.service in ASGI_SERVICES:
         # One uvicorn process: its metrics live in its own registry, no files to merge.
         del env["PROMETHEUS_MULTIPROC_DIR"]
+    env.update({name: value for svc, name, value in plan.service_env if svc == inst.service})
     return env
 
 

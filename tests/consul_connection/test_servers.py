@@ -48,7 +48,7 @@ def test_parse_a_comma_or_space_separated_list_in_consul_http_addr_spelling():
     [
         ("", "no Consul address"),
         (" , ", "no Consul address"),
-        ("10.0.0.1:8500, ftp://10.0.0.2", "scheme must be http or https"),
+        ("10.0.0.1:8500, ftp://10.0.0.2", "unknown scheme 'ftp'"),
         ("10.0.0.1:8500,10.0.0.1:8500", "listed twice"),
         ("http://10.0.0.1:8500,https://10.0.0.2:8501", "mixes http and https"),
         ("10.0.0.1:99999", "10.0.0.1:99999"),

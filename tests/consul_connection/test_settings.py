@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -169,3 +170,87 @@ def test_ipv6_literals_are_bracketed_once():
     assert host_port("127.0.0.1", 8500) == "127.0.0.1:8500"
     assert http_url("fe80::1", 80) == "http://[fe80::1]:80"
     assert ConsulConnection(host="::1").base_url == "http://[::1]:8500"
+
+
+# -- several addresses and stale reads -------------------------------------------------
+
+
+def test_a_comma_separated_consul_http_addr_names_several_servers():
+    conn = ConsulConnection.from_env(
+        {"CONSUL_HTTP_ADDR": "10.0.0.1:8500, 10.0.0.2:8500,[::1]:8500", "CONSUL_HTTP_TOKEN": SECRET}
+    )
+    assert [str(s) for s in conn.servers] == [
+        "http://10.0.0.1:8500",
+        "http://10.0.0.2:8500",
+        "http://[::1]:8500",
+    ]
+    assert (conn.scheme, conn.host, conn.port) == ("http", "10.0.0.1", 8500)
+    assert conn.server_addresses == conn.servers and conn.routed
+    assert conn.address == "10.0.0.1:8500,10.0.0.2:8500,[::1]:8500"
+    assert conn.base_url == "http://10.0.0.1:8500"  # the first
+    one = conn.for_server(conn.servers[2])
+    assert (one.host, one.port, one.servers, one.token) == ("::1", 8500, (), SECRET)
+    assert SECRET not in repr(conn) and "servers=[http://10.0.0.1:8500" in repr(conn)
+
+
+def test_one_address_keeps_the_clis_meaning_and_no_list():
+    conn = ConsulConnection.from_env({"CONSUL_HTTP_ADDR": "consul.local"})
+    assert (conn.host, conn.port, conn.servers, conn.routed) == ("consul.local", 80, (), False)
+    assert [str(s) for s in conn.server_addresses] == ["http://consul.local:80"]
+
+
+def test_consul_http_ssl_makes_every_listed_address_https_with_its_default_port():
+    conn = ConsulConnection.from_env(
+        {"CONSUL_HTTP_ADDR": "a.consul,b.consul:8501", "CONSUL_HTTP_SSL": "true"}
+    )
+    assert [str(s) for s in conn.servers] == ["https://a.consul:443", "https://b.consul:8501"]
+
+
+def test_addresses_keyword_and_address_override_take_lists():
+    listed = ConsulConnection.from_env({}, addresses=["https://h1:8501", "https://h2:8501"])
+    assert [s.host for s in listed.servers] == ["h1", "h2"] and listed.scheme == "https"
+    assert ConsulConnection.from_env({}, addresses="h1:1,h2:2").servers[1].port == 2
+    assert ConsulConnection.from_env({}, address="h1:1,h2:2").servers[1].port == 2
+    base = ConsulConnection.from_env({"CONSUL_HTTP_ADDR": "https://x:8501"})
+    moved = ConsulConnection.resolve(base, address="h1:8501,h2:8501")
+    assert [str(s) for s in moved.servers] == ["https://h1:8501", "https://h2:8501"]
+    back = ConsulConnection.resolve(moved, address="h3:8501")
+    assert (back.host, back.servers) == ("h3", ())
+    # an explicit host (or port, or scheme) names one address
+    assert ConsulConnection.from_env({"CONSUL_HTTP_ADDR": "a:1,b:2"}, host="c").servers == ()
+    with pytest.raises(TypeError, match="not both"):
+        ConsulConnection.from_env({}, address="a:1", addresses=["b:2"])
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("a:8500,a:8500", "listed twice"),
+        ("http://a:8500,https://b:8501", "mixes http and https"),
+        ("a:8500,b c:8500", "'b c'"),
+        ("a:8500,unix:///tmp/consul.sock", "unix sockets"),
+        (" , ", "no Consul address"),
+    ],
+)
+def test_a_bad_list_names_the_variable_and_the_item(value: str, fragment: str):
+    with pytest.raises(ConsulConfigError) as info:
+        ConsulConnection.from_env({"CONSUL_HTTP_ADDR": value})
+    assert info.value.setting == "CONSUL_HTTP_ADDR" and fragment in str(info.value)
+
+
+def test_a_list_must_start_at_host_and_port():
+    conn = ConsulConnection.from_env({"CONSUL_HTTP_ADDR": "a:1,b:2"})
+    with pytest.raises(ConsulConfigError, match="must be the first of servers"):
+        dataclasses.replace(conn, host="c")
+
+
+def test_stale_reads_and_max_stale_from_the_environment():
+    assert not ConsulConnection.from_env({}).stale
+    stale = ConsulConnection.from_env({"CONSUL_DISCOVERY_STALE": "true"})
+    assert (stale.stale, stale.max_stale, stale.routed) == (True, None, True)
+    for raw, seconds in (("10", 10.0), ("10s", 10.0), ("500ms", 0.5), ("2m", 120.0)):
+        bounded = ConsulConnection.from_env({"CONSUL_DISCOVERY_MAX_STALE": raw})
+        assert (bounded.stale, bounded.max_stale) == (True, seconds)
+    with pytest.raises(ConsulConfigError) as info:
+        ConsulConnection.from_env({"CONSUL_DISCOVERY_MAX_STALE": "soon"})
+    assert info.value.setting == "CONSUL_DISCOVERY_MAX_STALE"
