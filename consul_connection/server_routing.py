@@ -167,6 +167,7 @@ class ServerRouting:
         # under _lock: the failure that started a switch not yet answered elsewhere
         self._pending: tuple[ServerAddress, str, float] | None = None
         self._last_switch: Switch | None = None  # under _lock
+        self._reading: ServerAddress | None = None  # under _lock: the server last logged in use
         self._switches = 0  # under _lock
         self._failovers = 0  # under _lock
         self._plain_reads = 0  # under _lock
@@ -288,6 +289,7 @@ class ServerRouting:
 
     def _answered(self, server: ServerAddress, status: int, index: int | None) -> None:
         switch = None
+        first_use = False
         with self._lock:
             self._list.succeeded(server)
             if 200 <= status < 300 and index is not None and index > 0:
@@ -301,6 +303,11 @@ class ServerRouting:
                 self._switches += 1
             elif pending is not None:
                 self._pending = None  # the server that failed answered again
+            if server == self._list.current and server != self._reading:
+                first_use = switch is None  # a switch logs its own line
+                self._reading = server
+        if first_use:  # the first answer, or a rebalance: say which server reads serve
+            log.info("Consul server %s in use (of %d)", server, len(self._list.order))
         if switch is not None:
             log.warning(
                 "Consul server %s failed (%s): %s answered instead, %.1f ms later",

@@ -54,9 +54,10 @@ class RelayedState:
     (the relay is gone) every read goes to the direct watch that replaced it.
     """
 
-    def __init__(self, key: WatchKey, touch: Callable[[WatchKey], None]) -> None:
+    def __init__(self, key: WatchKey, touch: Callable[[WatchKey, bool], None]) -> None:
         self.key = key
-        self._touch = touch
+        self._touch = touch  # touch(key, pin): asks the master again (pinned: for good)
+        self._pinned = False  # any thread (a bool store): pin() was called
         self._value: Resolution | None = None  # loop thread writes, any thread reads
         self._first_error: BaseException | None = None  # loop thread writes
         self._first = threading.Event()  # set by the loop thread: first outcome, or redirect
@@ -134,7 +135,18 @@ class RelayedState:
         now = time.monotonic()
         if self._value is None and now - self._touched >= _TOUCH_EVERY:
             self._touched = now
-            self._touch(self.key)
+            self._touch(self.key, False)
+
+    def pin(self) -> None:
+        """Callers hold a stand-in (a cold-start snapshot) and will not ask again: the
+        master's watch must never stop for want of a caller (nor the direct one after a
+        redirect)."""
+        self._pinned = True
+        delegate = self._delegate
+        if delegate is not None:
+            delegate.pin()
+        else:
+            self._touch(self.key, True)
 
     def seed(self, value: Resolution) -> None:
         """Serve ``value`` (obtained before a fork) until the relay's first answer."""
@@ -172,6 +184,8 @@ class RelayedState:
     def redirect(self, state: WatchState[Any, Resolution]) -> None:
         """From now on read ``state`` (a direct watch); wake whoever waits."""
         self._delegate = state
+        if self._pinned:
+            state.pin()
         self._first.set()
 
 
@@ -235,12 +249,13 @@ class RelayLink:
         self._loop.call(self._ask, watch_id, key, state)
         return RelayedWatch(state)
 
-    def touch(self, key: WatchKey) -> None:
-        """Say again that ``key`` is wanted (keeps an unresolved watch alive)."""
+    def touch(self, key: WatchKey, pin: bool = False) -> None:
+        """Say again that ``key`` is wanted (keeps an unresolved watch alive; ``pin``:
+        for good, whether or not anyone asks again)."""
         with self._lock:
             watch_id = self._ids.get(key)
         if watch_id is not None:
-            self._loop.call(self._ask, watch_id, key, None)
+            self._loop.call(self._ask, watch_id, key, None, pin)
 
     def close(self) -> None:
         """Stop using the relay, without handing anything back (the source is closing)."""
@@ -249,13 +264,18 @@ class RelayLink:
 
     # -- loop thread -------------------------------------------------------------------
 
-    def _ask(self, watch_id: int, key: WatchKey, state: RelayedState | None) -> None:
+    def _ask(
+        self, watch_id: int, key: WatchKey, state: RelayedState | None, pin: bool = False
+    ) -> None:
         if state is not None:
             self._states[watch_id] = state
         if not self.usable:
             self._on_gone("", False)  # a target asked for while the link went: hand it back
             return
-        ask = line({"watch": watch_id, "key": encode_key(key)})
+        message: dict[str, Any] = {"watch": watch_id, "key": encode_key(key)}
+        if pin:
+            message["pin"] = True
+        ask = line(message)
         asyncio.get_running_loop().create_task(self._send(ask))
 
     async def _send(self, data: bytes) -> None:

@@ -8,7 +8,8 @@ A gunicorn master watches each target once for all its workers
   ``token_proof``) and names the agent it would ask; the master answers ``{"ok": true}``
   or ``{"refused": why}`` (another token or agent: the worker watches by itself);
 - the worker asks ``{"watch": N, "key": K}`` (``encode_key``: the Target plus the config
-  fields that shape its Resolution); asking again keeps an unresolved watch alive;
+  fields that shape its Resolution); asking again keeps an unresolved watch alive, and
+  ``"pin": true`` keeps it for good (the worker serves a cold-start snapshot meanwhile);
 - the master pushes ``{"id": N, "resolution": R, "refresh": F, "error": E, "stats":
   [requests, errors, index, rate_limited]}`` with whichever changed: a Resolution whose
   instances, panic or held set changed, whole (``encode_resolution``); one whose

@@ -151,7 +151,8 @@ class RelayServer:
             while raw := await reader.readline():
                 message = parse(raw)
                 if "watch" in message:
-                    self._watch(worker, int(message["watch"]), decode_key(message.get("key")))
+                    key = decode_key(message.get("key"))
+                    self._watch(worker, int(message["watch"]), key, message.get("pin") is True)
         except (OSError, TimeoutError, ValueError, RelayProtocolError) as exc:
             log.debug("relay: a worker's connection ended: %r", exc)
         finally:
@@ -172,8 +173,10 @@ class RelayServer:
         writer.write(line({"refused": why} if why else {"ok": True}))
         return why is None
 
-    def _watch(self, worker: _Worker, watch_id: int, key: WatchKey) -> None:
+    def _watch(self, worker: _Worker, watch_id: int, key: WatchKey, pin: bool) -> None:
         state = self.source.watch_key(key)  # starts the watch, or keeps it alive (no I/O)
+        if pin and state is not None:
+            state.pin()  # the worker serves a snapshot until this watch answers
         self._subscribers.setdefault(key, {})[worker] = watch_id
         if state is not None and state.first_done:
             message = self._full(state)

@@ -102,14 +102,17 @@ def warn_unhooked() -> None:
 
 
 def show_log(handlers: Iterable[logging.Handler] = ()) -> None:
-    """Make the registry's INFO lines visible if nothing would show them.
+    """Make the library's INFO lines (registry, watches, server routing) visible if
+    nothing would show them.
 
-    When no handler would take them (none on our logger or its ancestors: uvicorn and
-    gunicorn configure only their own loggers), they go through ``handlers`` (the
-    server's own, so they look like its lines) or, given none, to stderr. Logging the
-    application configured is left alone, so no line is ever printed twice.
+    When no handler would take them (none on the ``consul_discovery`` logger or its
+    ancestors: uvicorn and gunicorn configure only their own loggers), they go through
+    ``handlers`` (the server's own, so they look like its lines) or, given none, to
+    stderr. Logging the application configured is left alone, so no line is ever
+    printed twice.
     """
-    if log.hasHandlers():
+    library = logging.getLogger("consul_discovery")
+    if library.hasHandlers():
         return
     chosen = list(handlers)
     if not chosen:
@@ -117,9 +120,9 @@ def show_log(handlers: Iterable[logging.Handler] = ()) -> None:
         stream.setFormatter(logging.Formatter("%(message)s"))
         chosen = [stream]
     for handler in chosen:
-        log.addHandler(handler)
-    if log.level == logging.NOTSET:
-        log.setLevel(logging.INFO)
+        library.addHandler(handler)
+    if library.level == logging.NOTSET:
+        library.setLevel(logging.INFO)
 
 
 @dataclass(frozen=True)

@@ -182,7 +182,13 @@ class Registrar:
         self.close(timeout)
 
     def _agent_error(self, call: str, exc: BaseException) -> ConsulRejected | ConsulUnavailable:
-        return agent_error(call, exc, self.registration.consul)
+        err = agent_error(call, exc, self.registration.consul)
+        if isinstance(err, ConsulRejected) and err.status == 403 and self.registrations:
+            # The token registered this instance before: a 403 now is an agent that cannot
+            # resolve it yet (restarted, its servers electing), or a policy an operator is
+            # changing. Retried with backoff and logged, never given up on while serving.
+            return ConsulUnavailable(f"{err} (the same token was accepted before: retrying)")
+        return err
 
     def _deregister(self) -> None:
         rid = self.registration.service_id

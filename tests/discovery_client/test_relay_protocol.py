@@ -81,11 +81,11 @@ def test_bad_lines_are_protocol_errors():
 
 
 def test_a_relayed_state_mirrors_the_masters_watch():
-    touched: list[WatchKey] = []
+    touched: list[tuple[WatchKey, bool]] = []
     key = WatchKey(Target("web"), None, 20.0)
-    state = RelayedState(key, touched.append)
+    state = RelayedState(key, lambda k, pin: touched.append((k, pin)))
     state.touch()
-    assert touched == [key]  # unresolved: "still wanted" goes to the master
+    assert touched == [(key, False)]  # unresolved: "still wanted" goes to the master
     limited = encode_error(ConsulRateLimitedError("429"))
     assert state.apply({"error": limited, "stats": [3, 3, 0, 3]}) is None
     assert not state.first_done and isinstance(state.first_error, ConsulRateLimitedError)
@@ -99,3 +99,32 @@ def test_a_relayed_state_mirrors_the_masters_watch():
     marked = state.apply({"refresh": refresh_of(resolution("a", index=9, stale=True))})
     assert marked is not None and marked.stale  # marked stale: listeners hear it
     assert marked.instances[0] is announced.instances[0]
+
+
+class _DirectWatch:
+    """The direct watch a relayed state is redirected to (what ``pin`` reaches)."""
+
+    value = None
+    first_error = None
+    pinned = False
+
+    def pin(self) -> None:
+        self.pinned = True
+
+
+def test_a_pinned_relayed_state_pins_the_masters_watch_and_the_direct_one_after_it():
+    """Seen in the cold-start drill: a gunicorn worker serving a snapshot called ``pin``
+    on its relayed state (AttributeError: every call failed with a 500)."""
+    touched: list[tuple[WatchKey, bool]] = []
+    key = WatchKey(Target("web"), None, 20.0)
+    state = RelayedState(key, lambda k, pin: touched.append((k, pin)))
+    state.pin()
+    assert touched == [(key, True)]  # the master keeps its watch for good
+    direct = _DirectWatch()
+    state.redirect(direct)  # type: ignore[arg-type]
+    assert direct.pinned  # the master went: the worker's own watch is pinned too
+    again = _DirectWatch()
+    state2 = RelayedState(key, lambda k, pin: touched.append((k, pin)))
+    state2.redirect(again)  # type: ignore[arg-type]
+    state2.pin()
+    assert again.pinned and touched == [(key, True)]  # redirected: no relay message

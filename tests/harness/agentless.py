@@ -1,8 +1,8 @@
 """Agentless drills on the secure cluster: kill the Consul server a process reads from.
 
 The process (the gateway, started with every server in ``CONSUL_HTTP_ADDR`` through
-``ClusterPlan.service_env``) holds its long polls on one server; that server is found
-from the process tree's established connections (``tests.harness.sockets``), given the
+``ClusterPlan.service_env``) holds its long polls on one server; that server is the one
+its routing last logged (in use, or answering after a switch), given the
 role the drill wants (Raft leadership transferred to it, or away from it), killed with
 SIGKILL and held down (supervisord would restart it at once) until the process reads
 from another server, then started again. The time to switch is the process's own
@@ -27,6 +27,7 @@ from tests.harness import drills, secure_cluster
 from tests.harness.sockets import established_peers, process_tree
 
 _SWITCH = re.compile(r"Consul server (\S+) failed \((.*?)\): (\S+) answered instead, ([\d.]+) ms")
+_IN_USE = re.compile(r"Consul server (\S+) in use \(of \d+\)|: (\S+) answered instead")
 
 
 def agentless_env(plan: ClusterPlan, *services: str) -> tuple[tuple[str, str, str], ...]:
@@ -58,18 +59,26 @@ def servers(plan: ClusterPlan) -> list[AgentPlan]:
 
 
 def server_in_use(plan: ClusterPlan, program: str) -> AgentPlan | None:
-    """The server ``program``'s processes hold the most connections to (its polls)."""
-    pid = control.program_pid(plan, program)
-    if pid is None:
+    """The server ``program`` reads from: the last one its routing logged (in use, or
+    answering after a switch), once ``program`` holds a connection to it.
+
+    The process's own word, not a count of its connections: its polls share one HTTP/2
+    connection, as many as the registrar's one connection to the agent it registers with.
+    """
+    try:
+        text = (plan.log_dir / f"{program}.log").read_text(errors="replace")
+    except OSError:
         return None
+    named = [m[1] or m[2] for m in _IN_USE.finditer(text)]
+    pid = control.program_pid(plan, program)
+    if not named or pid is None:
+        return None
+    host = named[-1].split("://", 1)[-1].rsplit(":", 1)[0]
     peers = established_peers(process_tree(pid))
-    by_host = {a.host: a for a in servers(plan)}
-    counts = {
-        by_host[host]: n
-        for (host, port), n in peers.items()
-        if port == plan.consul.https and host in by_host
-    }
-    return max(counts, key=lambda a: counts[a]) if counts else None
+    server = next((a for a in servers(plan) if a.host == host), None)
+    if server is None or peers.get((host, plan.consul.https), 0) == 0:
+        return None
+    return server
 
 
 def wait_in_use(plan: ClusterPlan, program: str, timeout: float = 30.0) -> AgentPlan:

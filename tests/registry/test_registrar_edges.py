@@ -59,8 +59,9 @@ ACL_HCL = (
 
 
 @pytest.fixture(scope="module")
-def acl_agent() -> Iterator[tuple[ConsulAgent, str]]:
-    """A dev agent with ACLs on, default deny; yields it and a token with no policy."""
+def acl_agent() -> Iterator[tuple[ConsulAgent, str, str]]:
+    """A dev agent with ACLs on, default deny; yields it, a token with no policy and the
+    management token."""
     management = str(uuid.uuid4())
     agent = ConsulAgent(extra_args=["-hcl", ACL_HCL.format(management)])
     try:
@@ -83,15 +84,15 @@ def acl_agent() -> Iterator[tuple[ConsulAgent, str]]:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"ACL agent not ready:\n{agent.tail_log()}")
             time.sleep(0.2)
-        yield agent, answer.json()["SecretID"]
+        yield agent, answer.json()["SecretID"], management
     finally:
         agent.cleanup()
 
 
 def test_a_403_names_the_permission_and_the_call_never_the_token(
-    acl_agent: tuple[ConsulAgent, str], caplog: pytest.LogCaptureFixture
+    acl_agent: tuple[ConsulAgent, str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    agent, secret = acl_agent
+    agent, secret, _management = acl_agent
     caplog.set_level(logging.DEBUG)
     registrar = Registrar(registration(agent.address, CONSUL_HTTP_TOKEN=secret)).start()
     try:
@@ -105,6 +106,59 @@ def test_a_403_names_the_permission_and_the_call_never_the_token(
         registrar.close()
     assert secret not in caplog.text and secret not in repr(error)
     assert caplog.text.count("lacks permission") == 1  # the give-up line, once
+
+
+def _set_policy(agent: ConsulAgent, management: str, token_id: str, rules: str | None) -> None:
+    """Give the token ``token_id`` a policy of ``rules`` (None: no policy at all)."""
+    headers = {"X-Consul-Token": management}
+    policies = []
+    if rules is not None:
+        made = requests.put(
+            f"{agent.url}/v1/acl/policy",
+            json={"Name": f"p-{uuid.uuid4().hex[:8]}", "Rules": rules},
+            headers=headers,
+            timeout=5,
+        )
+        made.raise_for_status()
+        policies = [{"ID": made.json()["ID"]}]
+    updated = requests.put(
+        f"{agent.url}/v1/acl/token/{token_id}",
+        json={"Policies": policies},
+        headers=headers,
+        timeout=5,
+    )
+    updated.raise_for_status()
+
+
+def test_a_403_after_the_token_worked_is_retried_not_given_up(
+    acl_agent: tuple[ConsulAgent, str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Seen in the agentless drill: a server restarted under a registrar answered 403 to
+    the token it had accepted; the registrar gave up and never heartbeated again."""
+    agent, _secret, management = acl_agent
+    made = requests.put(
+        f"{agent.url}/v1/acl/token",
+        json={"Description": "edge"},
+        headers={"X-Consul-Token": management},
+        timeout=5,
+    )
+    made.raise_for_status()
+    token_id, secret = made.json()["AccessorID"], made.json()["SecretID"]
+    rules = 'service "edge" { policy = "write" }\nnode_prefix "" { policy = "read" }'
+    _set_policy(agent, management, token_id, rules)
+    reg = registration(agent.address, CONSUL_HTTP_TOKEN=secret, SERVICE_CHECK_INTERVAL="1s")
+    registrar = Registrar(reg).start()
+    try:
+        assert registrar.wait_registered(10)
+        _set_policy(agent, management, token_id, None)  # refused from now on
+        wait_until(lambda: "the same token was accepted before" in caplog.text, 10)
+        assert registrar.error is None and registrar.state is State.REGISTERED
+        _set_policy(agent, management, token_id, rules)  # the operator puts it back
+        wait_until(lambda: "back" in caplog.text.split("accepted before")[-1], 15)
+        assert registrar.error is None
+    finally:
+        registrar.close()
+    assert secret not in caplog.text
 
 
 # -- locks, the fork guard and the session, with an agent that blocks on demand -------
