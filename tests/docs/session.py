@@ -14,10 +14,8 @@ README and line, with the block's output.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import select
 import shlex
 import signal
 import subprocess
@@ -26,15 +24,16 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import requests
 
 from consul_discovery.testing import ConsulAgent, ConsulInstances, free_port
 from tests.docs.blocks import Backends, Block, Step, skip_reason
+from tests.docs.processes import stop, wait_listening
+from tests.docs.python_blocks import PythonBlocks
 
 HERE = Path(__file__).resolve().parent
-RUNNER = HERE / "python_runner.py"
 ECHO = HERE / "echo_backend.py"
 
 #: Ports README commands use for example services; each becomes a free port.
@@ -85,8 +84,7 @@ class DocSession:
     ran: list[Block] = field(default_factory=list)
     not_run: list[tuple[Block, str]] = field(default_factory=list)
     ports: dict[int, int] = field(default_factory=dict)
-    _runner: subprocess.Popen[bytes] | None = None
-    _replies: int | None = None
+    _python: PythonBlocks | None = None
     _served: list[Served] = field(default_factory=list)
     _backends: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _instances: ConsulInstances | None = None
@@ -198,52 +196,14 @@ class DocSession:
         self.ran.append(block)
 
     def python(self, block: Block) -> None:
-        """Run a python block in the README's namespace (the runner process)."""
-        if self._runner is None:
-            self._start_runner()
-        assert self._runner is not None and self._runner.stdin is not None
-        request = {"readme": block.readme, "line": block.first_code_line, "code": block.code}
-        self._runner.stdin.write((json.dumps(request) + "\n").encode())
-        self._runner.stdin.flush()
-        reply = self._read_reply(block)
-        if not reply["ok"]:
-            raise AssertionError(
-                f"{block.where}: python block failed:\n{reply['error']}output:\n{reply['output']}"
-            )
-        self.ran.append(block)
-
-    def _start_runner(self) -> None:
-        read, write = os.pipe()
-        log = self._log("python-blocks")
-        try:
-            self._runner = subprocess.Popen(
-                [str(self.bin_dir / "python"), str(RUNNER), str(write)],
-                cwd=self.work, env=self.env, stdin=subprocess.PIPE, stdout=log,
-                stderr=subprocess.STDOUT, pass_fds=(write,),
+        """Run a python block in the README's namespace (one runner process per README)."""
+        if self._python is None:
+            self._python = PythonBlocks(
+                self.bin_dir / "python", self.work, self.env, self._log("python-blocks"),
+                lambda: self._tail("python-blocks"), BLOCK_TIMEOUT,
             )  # fmt: skip
-        finally:
-            os.close(write)
-        self._replies = read
-
-    def _read_reply(self, block: Block) -> dict[str, Any]:
-        assert self._replies is not None and self._runner is not None
-        data = b""
-        deadline = time.monotonic() + BLOCK_TIMEOUT
-        while not data.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"{block.where}: python block still running after "
-                                     f"{BLOCK_TIMEOUT:.0f}s")  # fmt: skip
-            ready, _, _ = select.select([self._replies], [], [], min(left, 1.0))
-            if ready:
-                chunk = os.read(self._replies, 65536)
-                if not chunk:
-                    raise AssertionError(
-                        f"{block.where}: the python runner exited "
-                        f"({self._runner.poll()}):\n{self._tail('python-blocks')}"
-                    )
-                data += chunk
-        return json.loads(data)
+        self._python.run(block)
+        self.ran.append(block)
 
     # ---- servers and backends --------------------------------------------------------
 
@@ -301,7 +261,7 @@ class DocSession:
                 stdout=self._log(f"backend-{service}-{port}"), stderr=subprocess.STDOUT,
             )  # fmt: skip
             self._backends.append(process)
-            _wait_listening(port, process, f"{step.where}: echo backend {service}")
+            wait_listening(port, process, f"{step.where}: echo backend {service}")
             self._instances.register(service, port=port)
 
     # ---- stopping --------------------------------------------------------------------
@@ -321,16 +281,11 @@ class DocSession:
         if self._instances is not None:
             self._instances.close()
         for process in self._backends:
-            _stop(process, signal.SIGTERM)
+            stop(process, signal.SIGTERM)
         self._backends.clear()
-        if self._runner is not None:
-            if self._runner.stdin is not None:
-                self._runner.stdin.close()
-            _stop(self._runner, signal.SIGTERM)
-            self._runner = None
-        if self._replies is not None:
-            os.close(self._replies)
-            self._replies = None
+        if self._python is not None:
+            self._python.close()
+            self._python = None
         for log in self._logs:
             log.close()
         self._logs.clear()
@@ -376,26 +331,3 @@ class DocSession:
         except OSError:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
-
-
-def _wait_listening(port: int, process: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{what} exited {process.returncode}")
-        try:
-            requests.get(f"http://127.0.0.1:{port}/health", timeout=1)
-            return
-        except requests.ConnectionError:
-            time.sleep(0.05)
-    raise AssertionError(f"{what} not listening on {port} after 15s")
-
-
-def _stop(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
