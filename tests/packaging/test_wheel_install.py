@@ -1,7 +1,8 @@
 """The built wheel, installed as a user would: next to a project with its own `services`
-and `registry` packages, with only the core, then extra by extra; then two services of
-the user's own (Flask under gunicorn, FastAPI under uvicorn, written as the quick start
-shows) register with a real agent, call each other by name, and deregister on SIGTERM.
+and `registry` packages, with only the core, then extra by extra; and the README's quick
+start as written, in a fresh venv with only the extras it names: two services of the
+user's own (Flask under gunicorn, FastAPI under uvicorn) register with a real agent,
+call each other by name, and deregister on SIGTERM.
 
 pip reaches only the package registry (its cache is fine). The wheel is built once per
 session; each test gets a fresh venv.
@@ -10,23 +11,20 @@ session; each test gets a fresh venv.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
 import consul_discovery
 from consul_discovery.extras import INTEGRATIONS, install_command
-from consul_discovery.testing import ConsulAgent, free_port
+from consul_discovery.testing import ConsulAgent
+from tests.docs.blocks import Block, in_section, steps
+from tests.docs.session import DocSession
 from tests.harness.binary import REPO_ROOT
 from tests.packaging.venvs import BEFORE_DISTRIBUTIONS, BEFORE_MEGABYTES, Venv
 from tests.testing.test_readme_example import plugin_example
@@ -265,25 +263,10 @@ def run_check(venv: Venv, work: Path, what: str | list[str]) -> subprocess.Compl
     return venv.run(str(path), *what[1:], cwd=work)
 
 
-def wait_until(done: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = done()
-        except requests.RequestException:
-            value = None
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def test_each_extra_brings_its_integration_and_two_user_services_call_each_other(
+def test_each_extra_brings_its_integration_and_the_installed_plugin_runs(
     wheel: Path,
     shop: tuple[Venv, Path],
-    consul_agent: ConsulAgent,
     capsys: pytest.CaptureFixture[str],
-    tmp_path: Path,
 ) -> None:
     venv, work = shop
     toy_files = venv.dist_files("toy-shop", work)
@@ -314,99 +297,48 @@ def test_each_extra_brings_its_integration_and_two_user_services_call_each_other
     )
     assert result.returncode == 0 and "1 passed" in result.stdout, result.stdout + result.stderr
 
-    venv.pip("install", "fastapi")  # the FastAPI service's own framework
-    run_user_services(venv, work, consul_agent, tmp_path)
+
+#: The README section the quick-start test runs, as written.
+QUICK_START = "Quick start: two services of your own"
 
 
-def run_user_services(venv: Venv, work: Path, agent: ConsulAgent, logs: Path) -> None:
-    """orders (Flask, gunicorn, 2 workers) and stock (FastAPI, uvicorn) from the toy
-    project, registered with ``agent``, calling each other by name; SIGTERM deregisters."""
-    orders_port, stock_port = free_port(), free_port()
-    common = {
-        "CONSUL_HTTP_ADDR": agent.address,
-        "SERVICE_ADDRESS": "127.0.0.1",
-        "SERVICE_CHECK_INTERVAL": "1s",
-        "SERVICE_DRAIN_SECONDS": "1",
-    }
-    commands = {
-        "orders": (
-            [
-                str(venv.bin("gunicorn")),
-                "-c",
-                "python:consul_discovery.registry.gunicorn_conf",
-                "--workers",
-                "2",
-                "services.orders:create_app()",
-            ],
-            {**common, "SERVICE_NAME": "orders", "SERVICE_PORT": str(orders_port)},
-        ),
-        "stock": (
-            [
-                str(venv.bin("uvicorn")),
-                "services.stock:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(stock_port),
-            ],
-            {**common, "SERVICE_NAME": "stock", "SERVICE_PORT": str(stock_port)},
-        ),
-    }
-    processes: dict[str, subprocess.Popen[bytes]] = {}
+def test_the_readme_quick_start_runs_in_a_fresh_venv_with_only_its_extras(
+    wheel: Path,
+    shop: tuple[Venv, Path],
+    consul_agent: ConsulAgent,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The top-level README's quick start, block by block, in a fresh venv next to the
+    toy project: its ``pip install`` lines (the built wheel standing in for
+    consul-discovery, so only the extras it names), its two files, its gunicorn and
+    uvicorn commands (served until the end, registered as passing), its CLI calls by
+    name; then every gunicorn worker answers through a client made in that worker, and
+    on SIGTERM both services drain and deregister (``DocSession.close`` checks)."""
+    venv, work = shop
+    toy_files = venv.dist_files("toy-shop", work)
+    quick_start = in_section(steps(REPO_ROOT / "README.md"), QUICK_START)
+    kinds = {step.action for step in quick_start if isinstance(step, Block)}
+    assert {"install", "file", "serve", "run"} <= kinds, kinds
+    session = DocSession(consul_agent, work, bin_dir=venv.path / "bin", wheel=wheel)
     try:
-        for name, (cmd, env) in commands.items():
-            with open(logs / f"{name}.log", "wb") as log:
-                processes[name] = subprocess.Popen(
-                    cmd,
-                    cwd=work,
-                    env=venv.env(**env),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-
-        def passing(service: str) -> list[dict[str, Any]]:
-            for name, process in processes.items():
-                assert process.poll() is None, f"{name} exited:\n{tail(logs / f'{name}.log')}"
-            url = f"{agent.url}/v1/health/service/{service}?passing=true"
-            return requests.get(url, timeout=5).json()
-
-        for service in ("orders", "stock"):
-            wait_until(lambda s=service: passing(s), f"{service} passing in Consul", 60)
-        assert passing("orders")[0]["Service"]["Port"] == orders_port
-        assert passing("stock")[0]["Service"]["Port"] == stock_port
-
-        # Flask -> FastAPI by name, through each gunicorn worker's own ServiceClient.
-        for _ in range(10):
-            answer = requests.get(f"http://127.0.0.1:{orders_port}/orders/apple", timeout=10)
+        session.run(quick_start)
+        assert [b.where for b, _ in session.not_run] == [], session.not_run  # all of it ran
+        orders = session.ports[8001]
+        workers = set()
+        for _ in range(10):  # Flask -> FastAPI by name, through each worker's own client
+            answer = requests.get(f"http://127.0.0.1:{orders}/orders/apple", timeout=10)
             assert answer.status_code == 200, answer.text
             body = answer.json()
             assert body["in_stock"] is True and body["item"] == "apple"
-            assert body["client_created_in"] == body["worker"]  # made after the fork
-        # FastAPI -> Flask -> FastAPI by name, through the async httpx transport.
-        answer = requests.get(f"http://127.0.0.1:{stock_port}/reorder/pear", timeout=10)
+            assert body["client"] == body["worker"]  # made in the worker, after the fork
+            workers.add(body["worker"])
+        stock = session.ports[8002]  # FastAPI -> Flask -> FastAPI, the async transport
+        answer = requests.get(f"http://127.0.0.1:{stock}/reorder/pear", timeout=10)
         assert answer.status_code == 200, answer.text
         assert answer.json()["orders"]["in_stock"] is True
-
-        for process in processes.values():
-            os.kill(process.pid, signal.SIGTERM)
-        for name, process in processes.items():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pytest.fail(f"{name} did not stop on SIGTERM:\n{tail(logs / f'{name}.log')}")
-        for service in ("orders", "stock"):
-            url = f"{agent.url}/v1/catalog/service/{service}"
-            assert requests.get(url, timeout=5).json() == [], f"{service} still registered"
     finally:
-        for process in processes.values():
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)  # its own session: gunicorn's workers too
-                process.wait(timeout=10)
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+        session.close()
+        with capsys.disabled():
+            ran = ", ".join(b.where for b in session.ran)
+            print(f"\n  quick start: ran {len(session.ran)} block(s): {ran}")
+    toy_intact(venv, work, toy_files)

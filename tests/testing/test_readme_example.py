@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
+from tests.docs.blocks import Block, steps
 from tests.harness.binary import REPO_ROOT
 
-MARKER = "<!-- plugin-example:"
+#: The README block that is the plugin example: ``<!-- doc-test: pytest test_stock.py -->``.
+EXAMPLE_FILE = "test_stock.py"
 
 
 def plugin_example() -> str:
-    """The python block that follows the README's plugin-example marker."""
-    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    after = readme.split(MARKER, 1)[1]
-    match = re.search(r"```python\n(.*?)```", after, re.DOTALL)
-    assert match, "the README lost its plugin example"
-    return match.group(1)
+    """The python block the README marks as the test module ``test_stock.py``."""
+    found = [
+        step.code
+        for step in steps(REPO_ROOT / "README.md")
+        if isinstance(step, Block) and step.action == "pytest" and step.argument == EXAMPLE_FILE
+    ]
+    assert len(found) == 1, f"the README should have one plugin example, {EXAMPLE_FILE}: {found}"
+    return found[0]
 
 
 def test_the_readme_plugin_example_passes(pytester: pytest.Pytester) -> None:
