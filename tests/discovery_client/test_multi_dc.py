@@ -105,6 +105,11 @@ def test_a_wan_address_without_wan_ipv4_is_not_translated(fed):
     assert tagged["wan"]["Address"] == "127.1.2.23"
     assert tagged["wan_ipv4"]["Address"] == dc2.host
     assert entry["Service"]["Address"] == dc2.host
+    # Read as another datacenter's entry, the instance is reached at its own WAN address.
+    (instance,) = instances_from_entries([entry], wan=True)
+    assert (instance.address, instance.port) == ("127.1.2.23", 9202)
+    (lan,) = instances_from_entries([entry])
+    assert lan.address == dc2.host
 
 
 def test_prepared_queries_fail_over_to_dc2_and_back(fed):
@@ -154,7 +159,8 @@ def test_a_chain_failover_target_in_dc2_resolves_through_dc1(fed):
     requests.put(f"{dc1.url}/v1/config", json=entry, timeout=5).raise_for_status()
     query = DiscoveryChainQuery("orders", random=random.Random(1).random)
     response = requests.get(f"{dc1.url}{query.path}", timeout=5)
-    router = query.interpret(response.status_code, response.headers, response.content).router
+    assert response.status_code == 200, response.text
+    router = query.read(int(response.headers["X-Consul-Index"]), response.content).router
     assert not router.plain, router.problems
     decision = router.decide(RequestView.of("GET", "/orders/1"))
     primary, failover = decision.targets
