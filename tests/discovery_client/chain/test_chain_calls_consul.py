@@ -1,0 +1,239 @@
+"""Calls routed by Consul's compiled chain, end to end, through all three transports.
+
+A real agent holds the config entries (service-defaults, a resolver with subsets v1/v2
+and a failover from v1 to v2, a 90/10 splitter, a router with a header route and a
+prefix rewrite); three in-process HTTP instances (two v1, one v2) answer with who they
+are, the path and the header they saw. The same checks run through ServiceClient
+(requests), the httpx transport and the asyncio httpx transport: the splitter's share,
+the header route (and its request header), the prefix rewrite, and a failover to the
+other subset when every v1 instance is critical (no call fails).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+import requests
+
+from consul_discovery.client.client import ServiceClient
+from consul_discovery.client.httpx_transport import AsyncDiscoveryTransport, DiscoveryTransport
+from tests.discovery_client.chain.consul_chain import write_entry
+from tests.harness.agent import ConsulAgent
+
+SERVICE = "shop"
+INSTANCES = (("shop-v1-a", "1"), ("shop-v1-b", "1"), ("shop-v2", "2"))
+SPLIT_CALLS = 1000
+
+
+class _Echo(BaseHTTPRequestHandler):
+    """Answers every GET with the instance's id and version, the path and x-routed seen."""
+
+    def do_GET(self) -> None:
+        server = self.server
+        body = json.dumps(
+            {
+                "instance": server.ident,  # type: ignore[attr-defined]
+                "version": server.version,  # type: ignore[attr-defined]
+                "path": self.path,
+                "routed": self.headers.get("x-routed"),
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        """Quiet."""
+
+
+@pytest.fixture(scope="module")
+def shop(chain_agent: ConsulAgent) -> Iterator[ConsulAgent]:
+    """The three instances, registered with TTL checks, and the service's config entries."""
+    servers = []
+    for ident, version in INSTANCES:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+        server.daemon_threads = True
+        server.ident, server.version = ident, version  # type: ignore[attr-defined]
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        body = {
+            "ID": ident, "Name": SERVICE, "Address": "127.0.0.1",
+            "Port": server.server_address[1], "Meta": {"version": version},
+            "Check": {"CheckID": f"service:{ident}", "TTL": "1h", "Status": "passing"},
+        }  # fmt: skip
+        url = f"{chain_agent.url}/v1/agent/service/register"
+        requests.put(url, json=body, timeout=5).raise_for_status()
+    write_entry(chain_agent, {"Kind": "service-defaults", "Name": SERVICE, "Protocol": "http"})
+    write_entry(
+        chain_agent,
+        {
+            "Kind": "service-resolver",
+            "Name": SERVICE,
+            "DefaultSubset": "v1",
+            "Subsets": {
+                "v1": {"Filter": 'Service.Meta.version == "1"'},
+                "v2": {"Filter": 'Service.Meta.version == "2"'},
+            },
+            "Failover": {"v1": {"ServiceSubset": "v2"}},
+        },
+    )
+    write_entry(
+        chain_agent,
+        {
+            "Kind": "service-splitter",
+            "Name": SERVICE,
+            "Splits": [
+                {"Weight": 90, "ServiceSubset": "v1"},
+                {"Weight": 10, "ServiceSubset": "v2"},
+            ],
+        },
+    )
+    write_entry(
+        chain_agent,
+        {
+            "Kind": "service-router",
+            "Name": SERVICE,
+            "Routes": [
+                {
+                    "Match": {"HTTP": {"Header": [{"Name": "x-canary", "Exact": "1"}]}},
+                    "Destination": {
+                        "ServiceSubset": "v2",
+                        "RequestHeaders": {"Set": {"x-routed": "canary"}},
+                    },
+                },
+                {
+                    "Match": {"HTTP": {"PathPrefix": "/api/"}},
+                    "Destination": {"PrefixRewrite": "/"},
+                },
+            ],
+        },
+    )
+    try:
+        yield chain_agent
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+        for ident, _ in INSTANCES:
+            url = f"{chain_agent.url}/v1/agent/service/deregister/{ident}"
+            requests.put(url, timeout=5)
+
+
+def _ttl(agent: ConsulAgent, ident: str, status: str) -> None:
+    verb = {"passing": "pass", "critical": "fail"}[status]
+    url = f"{agent.url}/v1/agent/check/{verb}/service:{ident}"
+    requests.put(url, timeout=5).raise_for_status()
+
+
+Get = Callable[..., dict]
+
+
+@pytest.fixture(params=["requests", "httpx", "httpx-async"])
+def transport(request, shop) -> Iterator[tuple[Get, object, Callable[[float], object]]]:
+    """``get(path, headers=None) -> answer`` through one transport, its core, and a pause
+    that lets its watches run (the asyncio source's run on the test's event loop)."""
+    rng = random.Random(7)
+    if request.param == "requests":
+        client = ServiceClient(shop.url, rng=rng)
+
+        def get(path: str, headers: dict | None = None) -> dict:
+            response = client.get(SERVICE, path, headers=headers)
+            assert response.status_code == 200, response.text
+            return response.json()
+
+        try:
+            yield get, client.core, time.sleep
+        finally:
+            client.close()
+    elif request.param == "httpx":
+        sync = DiscoveryTransport(consul_addr=shop.url, only=[SERVICE], rng=rng)
+        with httpx.Client(transport=sync) as http:
+
+            def get(path: str, headers: dict | None = None) -> dict:
+                response = http.get(f"http://{SERVICE}{path}", headers=headers)
+                assert response.status_code == 200, response.text
+                return response.json()
+
+            yield get, sync.core, time.sleep
+    else:
+        loop = asyncio.new_event_loop()
+        box: dict[str, object] = {}
+
+        async def make() -> None:
+            box["transport"] = AsyncDiscoveryTransport(shop.url, only=[SERVICE], rng=rng)
+            box["http"] = httpx.AsyncClient(transport=box["transport"])
+
+        loop.run_until_complete(make())
+        http: httpx.AsyncClient = box["http"]  # type: ignore[assignment]
+
+        def get(path: str, headers: dict | None = None) -> dict:
+            async def one() -> dict:
+                response = await http.get(f"http://{SERVICE}{path}", headers=headers)
+                assert response.status_code == 200, response.text
+                return response.json()
+
+            return loop.run_until_complete(one())
+
+        try:
+
+            def pause(seconds: float) -> None:
+                loop.run_until_complete(asyncio.sleep(seconds))
+
+            yield get, box["transport"].core, pause  # type: ignore[attr-defined]
+        finally:
+            loop.run_until_complete(http.aclose())
+            loop.close()
+
+
+def _until_chained(get: Get, core: object, pause: Callable[[float], object]) -> None:
+    """Call until the core routes by the service's chain (the names' watch, then the
+    chain's, answered): calls before that go to the plain service and succeed."""
+    deadline = time.monotonic() + 10
+    while core.chain(SERVICE) is None:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "the chain was never installed"
+        get("/warm-up")
+        pause(0.02)
+
+
+def test_splitter_header_route_rewrite_and_failover(transport, shop):
+    get, core, pause = transport
+    _until_chained(get, core, pause)
+    # The splitter: 90/10 between the subsets.
+    versions = Counter(get("/x")["version"] for _ in range(SPLIT_CALLS))
+    share = versions["2"] / SPLIT_CALLS
+    print(f"\nv2 share {share:.3f} over {SPLIT_CALLS} calls")
+    assert 0.06 <= share <= 0.14, versions
+    # The header route: every call to v2, with the route's request header.
+    canary = [get("/x", headers={"x-canary": "1"}) for _ in range(20)]
+    assert {a["version"] for a in canary} == {"2"}
+    assert {a["routed"] for a in canary} == {"canary"}
+    # The prefix rewrite: /api/items reaches the instances as /items.
+    assert get("/api/items?n=1")["path"] == "/items?n=1"
+    # The failover: every v1 instance critical; v1's calls go to the v2 subset.
+    for ident, version in INSTANCES:
+        if version == "1":
+            _ttl(shop, ident, "critical")
+    try:
+        v1 = [s for s in core._states.states() if s.target.filter and '"1"' in s.target.filter]  # type: ignore[attr-defined]
+        assert len(v1) == 1, [s.target for s in core._states.states()]  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 10
+        while v1[0].balancer.resolution is None or v1[0].balancer.resolution.instances:
+            assert time.monotonic() < deadline, "v1's subset never emptied"
+            pause(0.01)
+        answers = [get("/x") for _ in range(100)]  # each asserts a 200
+        assert {a["version"] for a in answers} == {"2"}
+    finally:
+        for ident, version in INSTANCES:
+            if version == "1":
+                _ttl(shop, ident, "passing")
