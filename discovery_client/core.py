@@ -148,8 +148,27 @@ class DiscoveryCore:
             self._routes.setdefault(service, plain)
         watch_chain = getattr(self.source, "watch_chain", None)
         if watch_chain is not None and follows_chain(config):
-            watch_chain(service, lambda router: self._on_chain(service, router))
+            self._chain_once_resolved(service, state.target, watch_chain)
         return self._routes[service]
+
+    def _chain_once_resolved(
+        self, service: str, target: Target, watch_chain: Callable[..., None]
+    ) -> None:
+        """Ask the source for ``service``'s chain once Consul first answered for it (so a
+        Consul that does not answer gets no more connections than before)."""
+        once = [watch_chain]  # list.pop is atomic: the first answer asks, no other
+
+        def resolved(_resolution: Resolution) -> None:
+            try:
+                ask = once.pop()
+            except IndexError:
+                return
+            unsubscribe = getattr(self.source, "unsubscribe", None)
+            if unsubscribe is not None:
+                unsubscribe(target, resolved)
+            ask(service, lambda router: self._on_chain(service, router))
+
+        self.source.subscribe(target, resolved)
 
     def _on_chain(self, service: str, router: ChainRouter) -> None:
         """A new chain of ``service`` (on the source's loop): its Routes, made once here."""

@@ -1,8 +1,8 @@
 """A source's chain watches: which services have a chain, and each one's chain (no I/O).
 
 Both Consul sources own one ``ChainWatches``. ``watch(service, listener)`` asks for a
-service's chain: the first ask starts the three config-entry watches of the process
-(``facts.EntryNamesWatch``; constant, whatever the number of services); a service some
+service's chain: the first ask starts the config-entry watch of the source
+(``facts.ChainNamesWatch``; one, whatever the number of services); a service some
 entry names gets its own ``/v1/discovery-chain/<service>`` watch (``query.ChainWatch``),
 started when the names first include it and kept from then on (when its entries are
 deleted, Consul answers its default chain: a plain router). Every new router is handed
@@ -11,11 +11,12 @@ watch and no call: it stays plain, exactly as a client without chains.
 
 The watches run on the shared engine like the health watches (``start`` is the source's
 own way to drive a ``WatchState``: a task on its loop). Not relayed: a gunicorn worker
-watches its chains itself (three long polls, plus one per chained service it calls).
+watches its chains itself (one long poll, plus one per chained service it calls).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from consul_discovery.client.chain.decide import ChainRouter
-from consul_discovery.client.chain.facts import CHAIN_KINDS, EntryNamesWatch, Names
+from consul_discovery.client.chain.facts import NAMES_WAIT, ChainNamesWatch, Names
 from consul_discovery.client.chain.query import ChainAnswer, ChainWatch, DiscoveryChainQuery
 from consul_discovery.client.health_query import QueryOptions
 from consul_discovery.connection.blocking import WatchTiming
@@ -33,6 +34,9 @@ from consul_discovery.connection.watch import WatchState
 log = logging.getLogger(__name__)
 
 ChainListener = Callable[[ChainRouter], None]
+
+#: The config-entry watch's name (its task's too); a service's chain watch is named by it.
+NAMES = "consul-watch-config-entries"
 
 
 class Driven(Protocol):
@@ -65,7 +69,7 @@ class ChainWatches:
         self._rng = rng or random.Random()
         self._lock = threading.Lock()  # guards every field below
         self._listeners: dict[str, list[ChainListener]] = {}  # any thread, under _lock
-        self._names: dict[str, Names] = {}  # kind -> names; written on the loop, under _lock
+        self._names: Names = frozenset()  # written on the loop, under _lock
         self._routers: dict[str, ChainRouter] = {}  # service -> last router (loop, _lock)
         self._running: dict[str, Driven] = {}  # facts and chain watches by name (_lock)
         self._closed = False  # under _lock
@@ -77,10 +81,9 @@ class ChainWatches:
                 return
             self._listeners.setdefault(service, []).append(listener)
             router = self._routers.get(service)
-            starting = [kind for kind in CHAIN_KINDS if kind not in self._running]
-            for kind in starting:
-                self._running[kind] = self._start_facts(kind)
-            if service in self._chained() and service not in self._running:
+            if NAMES not in self._running:
+                self._running[NAMES] = self._start_names()
+            if service in self._names and service not in self._running:
                 self._running[service] = self._start_chain(service)
         if router is not None:
             listener(router)
@@ -91,8 +94,7 @@ class ChainWatches:
 
     def chained(self) -> frozenset[str]:
         """The services some resolver, router or splitter entry names (as last seen)."""
-        with self._lock:
-            return self._chained()
+        return self._names
 
     def close(self) -> list[Driven]:
         """Stop starting watches; the running ones, for the owner to ``aclose``."""
@@ -103,38 +105,33 @@ class ChainWatches:
 
     # -- internals (the callbacks run on the watches' loop) ------------------------------
 
-    def _chained(self) -> frozenset[str]:
-        return frozenset().union(*self._names.values())
+    def _state(
+        self, resource: Any, on_change: Callable[[Any], None], timing: WatchTiming
+    ) -> WatchState[Any, Any]:
+        return WatchState(resource, on_change, timing=timing, clock=self._clock, rng=self._rng)
 
-    def _state(self, resource: Any, on_change: Callable[[Any], None]) -> WatchState[Any, Any]:
-        return WatchState(
-            resource, on_change, timing=self._timing, clock=self._clock, rng=self._rng
-        )
-
-    def _start_facts(self, kind: str) -> Driven:
-        resource = EntryNamesWatch(
-            kind,
+    def _start_names(self) -> Driven:
+        resource = ChainNamesWatch(
             self._address,
             request_timeout=self._options.request_timeout,
             consistency=self._options.consistency,
         )
-        state = self._state(resource, lambda names: self._on_names(kind, names))
-        return self._start(state, f"consul-watch-config-{kind.removeprefix('service-')}")
+        timing = dataclasses.replace(self._timing, wait=min(self._timing.wait, NAMES_WAIT))
+        return self._start(self._state(resource, self._on_names, timing), NAMES)
 
     def _start_chain(self, service: str) -> Driven:
         query = DiscoveryChainQuery(service, random=self._rng.random)
         resource = ChainWatch(query, self._address, self._options.request_timeout)
-        state = self._state(resource, lambda answer: self._on_chain(service, answer))
+        state = self._state(resource, lambda answer: self._on_chain(service, answer), self._timing)
         return self._start(state, f"consul-watch-chain-{service}")
 
-    def _on_names(self, kind: str, names: Names) -> None:
+    def _on_names(self, names: Names) -> None:
         with self._lock:
             if self._closed:
                 return
-            self._names[kind] = names
-            chained = self._chained()
+            self._names = names
             for service in self._listeners:
-                if service in chained and service not in self._running:
+                if service in names and service not in self._running:
                     log.info("%s has a discovery chain: watching it", service)
                     self._running[service] = self._start_chain(service)
 
