@@ -12,6 +12,7 @@ other subset when every v1 instance is critical (no call fails).
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import random
 import threading
@@ -237,3 +238,26 @@ def test_splitter_header_route_rewrite_and_failover(transport, shop):
         for ident, version in INSTANCES:
             if version == "1":
                 _ttl(shop, ident, "passing")
+
+
+def test_the_cli_shows_the_chain_and_where_a_request_goes(shop):
+    from consul_discovery.client.cli import main
+
+    def run(*argv: str) -> str:
+        out, err = io.StringIO(), io.StringIO()
+        assert main(["--consul", shop.url, *argv], out=out, err=err) == 0, err.getvalue()
+        return out.getvalue()
+
+    table = run("chain", SERVICE)
+    assert "x-canary=1" in table and "/api/*" in table and "90%" in table and "10%" in table
+    assert "v1.shop.default.default.dc1 > v2.shop.default.default.dc1" in table  # failover
+    data = json.loads(run("--json", "chain", SERVICE))
+    assert not data["plain"] and not data["problems"]
+    assert [r["route"] for r in data["routes"]] == [0, 1, 1, 2, 2]  # header, /api x2, default x2
+    canary = json.loads(run("--json", "route", SERVICE, "GET", "/x", "-H", "X-Canary: 1"))
+    assert canary["route"] == 0 and canary["targets"] == ["v2.shop.default.default.dc1"]
+    api = json.loads(run("--json", "route", SERVICE, "GET", "/api/items?n=1"))
+    assert api["route"] == 1 and api["path"] == "/items?n=1" and api["weight"] in (90, 10)
+    assert "route" in run("route", SERVICE, "GET", "/")
+    plain = run("chain", "nothing-configured")
+    assert "Consul's default chain" in plain
