@@ -48,8 +48,8 @@ class RequestView:
     ) -> None:
         self.method = method
         self._raw_path = raw_path
-        # _path and _query: split from raw_path on first use (by the call's thread); left
-        # unset until then, so a view nobody routes by costs four stores
+        self._path: str | None = None  # split from raw_path on first use (call's thread)
+        self._query = ""  # as _path
         self.headers = headers
         self.source_ip = source_ip
 
@@ -72,9 +72,6 @@ class RequestView:
             raw = self._raw_path = raw()
         return raw
 
-    _path: str
-    _query: str
-
     def _split(self) -> str:
         path, _, self._query = self.raw_path.partition("?")
         path = self._path = path or "/"
@@ -83,19 +80,15 @@ class RequestView:
     @property
     def path(self) -> str:
         """The path, without the query (``/`` when empty)."""
-        try:
-            return self._path
-        except AttributeError:
-            return self._split()
+        path = self._path
+        return path if path is not None else self._split()
 
     @property
     def query(self) -> str:
         """The raw query string, without ``?`` (empty when none)."""
-        try:
-            return self._query
-        except AttributeError:
+        if self._path is None:
             self._split()
-            return self._query
+        return self._query
 
     def __repr__(self) -> str:
         """Method and path only: header values may be secrets."""
