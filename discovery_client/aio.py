@@ -251,6 +251,7 @@ class AsyncConsulSource:
             entry.state.after_fork()
             self._table.replace(key, self._start(key, entry.state))
             restarted += 1
+        self._chains.restart()  # the chain watches' tasks ended with their loop
         log.debug("restarted %d watch(es) on a new event loop", restarted)
 
 

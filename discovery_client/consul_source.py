@@ -338,8 +338,13 @@ class ConsulSource(CatalogReads):
             return
         if self._fork_policy == "close":
             self._table.close()  # the parent's (a relay's source): nothing of it runs here
+            self._chains.close()
             return
         self._setup()  # the parent's loop, connections and threads are not the child's
+        if self.relayed:  # as watch_chain: a relayed worker keeps to one connection
+            self._chains.close()
+        else:
+            self._chains.restart()  # the parent's tasks do not run here
         relay = self._relay
         for key, entry in self._table.entries():
             value = entry.state.value

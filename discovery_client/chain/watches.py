@@ -96,6 +96,20 @@ class ChainWatches:
         """The services some resolver, router or splitter entry names (as last seen)."""
         return self._names
 
+    def restart(self) -> list[Driven]:
+        """Start every watch again through ``start`` (a forked child's new loop, or a new
+        event loop): the old ones are returned for the owner to drop. Routers are kept."""
+        self._lock = threading.Lock()  # a forked child's: the parent's may have been held
+        with self._lock:
+            old, self._running = self._running, {}
+            if self._closed or not self._listeners:
+                return list(old.values())
+            self._running[NAMES] = self._start_names()
+            for name in old:
+                if name != NAMES:
+                    self._running[name] = self._start_chain(name)
+        return list(old.values())
+
     def close(self) -> list[Driven]:
         """Stop starting watches; the running ones, for the owner to ``aclose``."""
         with self._lock:

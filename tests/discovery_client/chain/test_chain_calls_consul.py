@@ -25,9 +25,12 @@ import httpx
 import pytest
 import requests
 
+from consul_discovery.client.chain.model import SplitterNode
 from consul_discovery.client.client import ServiceClient
+from consul_discovery.client.consul_source import ConsulSource
 from consul_discovery.client.httpx_transport import AsyncDiscoveryTransport, DiscoveryTransport
 from tests.discovery_client.chain.consul_chain import write_entry
+from tests.discovery_client.test_source_drift import in_child
 from tests.harness.agent import ConsulAgent
 
 SERVICE = "shop"
@@ -261,3 +264,51 @@ def test_the_cli_shows_the_chain_and_where_a_request_goes(shop):
     assert "route" in run("route", SERVICE, "GET", "/")
     plain = run("chain", "nothing-configured")
     assert "Consul's default chain" in plain
+
+
+def _split_weights(router) -> tuple[float, ...]:
+    chain = router.chain
+    splitter = next(n for n in chain.nodes.values() if isinstance(n, SplitterNode))
+    return tuple(s.weight for s in splitter.splits)
+
+
+def _set_split(agent: ConsulAgent, v1: float) -> None:
+    write_entry(
+        agent,
+        {
+            "Kind": "service-splitter",
+            "Name": SERVICE,
+            "Splits": [
+                {"Weight": v1, "ServiceSubset": "v1"},
+                {"Weight": 100 - v1, "ServiceSubset": "v2"},
+            ],
+        },
+    )
+
+
+def test_a_threaded_source_keeps_watching_chains_in_a_forked_child(shop):
+    routers: list = []
+    with ConsulSource(shop.url) as source:
+        source.watch_chain(SERVICE, routers.append)
+        deadline = time.monotonic() + 10
+        while not routers:
+            assert time.monotonic() < deadline, "no chain before the fork"
+            time.sleep(0.01)
+        assert _split_weights(routers[-1]) == (90, 10)
+
+        def child() -> bool:
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                if routers and _split_weights(routers[-1]) == (50, 50):
+                    return True
+                time.sleep(0.01)
+            return False
+
+        def parent() -> None:
+            time.sleep(0.3)  # the child runs its restarted watches by now
+            _set_split(shop, 50)
+
+        try:
+            in_child(child, parent)
+        finally:
+            _set_split(shop, 90)
