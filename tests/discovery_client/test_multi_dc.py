@@ -4,14 +4,19 @@ chain's failover target resolved through the local agent (real agents: dc1 and d
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 
 import pytest
 import requests
 
 from consul_discovery.client.chain import DiscoveryChainQuery, RequestView
+from consul_discovery.client.client import ServiceClient
 from consul_discovery.client.health_entries import instances_from_entries
+from consul_discovery.client.target import Target
+from tests.discovery_client.chain.test_chain_calls_consul import _Echo
 from tests.harness.multi_dc import FederatedAgent, Federation, running_federation
 
 
@@ -178,3 +183,61 @@ def test_a_chain_failover_target_in_dc2_resolves_through_dc1(fed):
         "127.1.2.44",
         "dc2",
     )
+
+
+def _echo(host: str, ident: str) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((host, 0), _Echo)
+    server.daemon_threads = True
+    server.ident, server.version = ident, "1"  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_calls_fail_over_to_dc2_by_the_chain_and_come_back(fed):
+    """The resolver's failover to dc2, through the client core: every dc1 instance
+    critical, calls are answered by dc2's instance at the WAN address it advertises;
+    dc1 passing again, calls come back. No call fails."""
+    dc1, dc2 = fed.agent("dc1"), fed.agent("dc2")
+    wan_host = "127.1.2.55"
+    local, remote = _echo(dc1.host, "billing-dc1"), _echo(wan_host, "billing-dc2")
+    try:
+        register(dc1, "billing", "billing-dc1", local.server_address[1])
+        register(dc2, "billing", "billing-dc2", remote.server_address[1], wan=wan_host)
+        entry = {
+            "Kind": "service-resolver",
+            "Name": "billing",
+            "Failover": {"*": {"Datacenters": ["dc2"]}},
+        }
+        requests.put(f"{dc1.url}/v1/config", json=entry, timeout=5).raise_for_status()
+        wait_for(lambda: health(dc1, "billing", dc="dc2"), what="dc2's billing seen from dc1")
+        with ServiceClient(dc1.url) as client:
+
+            def who() -> str:
+                response = client.get("billing", "/")
+                assert response.status_code == 200, response.text
+                return response.json()["instance"]
+
+            wait_for(lambda: who() and client.core.chain("billing") is not None, what="chain")
+            assert {who() for _ in range(20)} == {"billing-dc1"}
+            dc2_state = client.core.route("billing", RequestView.of("GET", "/")).states[1]
+            assert dc2_state.target == Target("billing", datacenter="dc2")
+            wait_for(lambda: dc2_state.ready, what="dc2's target resolved")
+            (instance,) = dc2_state.balancer.resolution.instances
+            assert (instance.address, instance.port) == (wan_host, remote.server_address[1])
+            primary = client.core.route("billing", RequestView.of("GET", "/")).states[0]
+            set_status(dc1, "billing-dc1", "critical")
+            started = time.monotonic()
+            wait_for(lambda: not primary.balancer.resolution.instances, what="dc1 emptied")
+            assert {who() for _ in range(20)} == {"billing-dc2"}
+            failed_over = time.monotonic() - started
+            set_status(dc1, "billing-dc1", "passing")
+            started = time.monotonic()
+            wait_for(lambda: primary.balancer.resolution.instances, what="dc1 back")
+            assert {who() for _ in range(20)} == {"billing-dc1"}
+            print(f"\nfailover seen in {failed_over * 1000:.0f} ms, back in "
+                  f"{(time.monotonic() - started) * 1000:.0f} ms")  # fmt: skip
+    finally:
+        local.shutdown()
+        remote.shutdown()
+        local.server_close()
+        remote.server_close()
