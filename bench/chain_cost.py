@@ -25,7 +25,7 @@ import requests
 from requests.structures import CaseInsensitiveDict
 
 from bench.env import consul_agent
-from bench.result import Result, at_most, summary
+from bench.result import Chart, Result, at_most, summary
 from consul_discovery.client.chain import compile_chain, parse_chain
 from consul_discovery.client.chain.model import SplitterNode
 from consul_discovery.client.client import ServiceClient
@@ -190,5 +190,13 @@ def run(p: Params) -> Result:
             at_most("chain over plain, p50 per call", extra, 5, " µs"),
             at_most("v2 share's distance from 10%", abs(share - 0.10) * 100, 2, " pp"),
             at_most("weight change applied, p99", change["p99"], 100, " ms"),
+        ],
+        charts=[
+            Chart(
+                "Routing cost per call",
+                "µs",
+                ("p50", "p99"),
+                {label: [s["p50"], s["p99"]] for label, s in costs.items()},
+            )
         ],
     )
