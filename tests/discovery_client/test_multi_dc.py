@@ -14,6 +14,8 @@ import requests
 
 from consul_discovery.client.chain import DiscoveryChainQuery, RequestView
 from consul_discovery.client.client import ServiceClient
+from consul_discovery.client.config import ServiceConfig
+from consul_discovery.client.consul_source import ConsulSource
 from consul_discovery.client.health_entries import instances_from_entries
 from consul_discovery.client.target import Target
 from tests.discovery_client.chain.test_chain_calls_consul import _Echo
@@ -241,3 +243,32 @@ def test_calls_fail_over_to_dc2_by_the_chain_and_come_back(fed):
         remote.shutdown()
         local.server_close()
         remote.server_close()
+
+
+def test_a_prepared_query_target_is_watched_and_fails_over(fed):
+    """``ServiceConfig(prepared_query=...)``: the source polls the query's execution (it
+    does not block); dc1's instance critical, the query fails over to dc2 and the set
+    holds dc2's instance at its WAN address; dc1 passing again, the set comes back."""
+    dc1, dc2 = fed.agent("dc1"), fed.agent("dc2")
+    register(dc1, "pqw", "pqw-dc1", 9311)
+    register(dc2, "pqw", "pqw-dc2", 9312, wan="127.1.2.34")
+    wait_for(lambda: health(dc1, "pqw", dc="dc2"), what="dc2's pqw seen from dc1")
+    body = {"Name": "pqw-q", "Service": {"Service": "pqw", "OnlyPassing": True,
+                                         "Failover": {"Datacenters": ["dc2"]}}}  # fmt: skip
+    requests.post(f"{dc1.url}/v1/query", json=body, timeout=5).raise_for_status()
+    config = ServiceConfig(prepared_query="pqw-q")
+    with ConsulSource(dc1.url, service_config=lambda _n: config, min_interval=0.1) as source:
+        target = Target.of("pqw", config)
+        assert target.prepared_query == "pqw-q"
+
+        def where() -> set[tuple[str, str]]:
+            resolution = source.resolve(target, timeout=5)
+            return {(i.id, i.address) for i in resolution.instances}
+
+        assert where() == {("pqw-dc1", dc1.host)}
+        set_status(dc1, "pqw-dc1", "critical")
+        wait_for(lambda: where() == {("pqw-dc2", "127.1.2.34")}, what="the query's failover")
+        set_status(dc1, "pqw-dc1", "passing")
+        wait_for(lambda: where() == {("pqw-dc1", dc1.host)}, what="the query back in dc1")
+        stats = source.watch_stats(target)
+        assert stats is not None and stats.errors == 0, stats
