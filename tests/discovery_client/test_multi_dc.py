@@ -12,11 +12,13 @@ from http.server import ThreadingHTTPServer
 import pytest
 import requests
 
+from bench.loadgen import run_open_loop
 from consul_discovery.client.chain import DiscoveryChainQuery, RequestView
 from consul_discovery.client.client import ServiceClient
 from consul_discovery.client.config import ServiceConfig
 from consul_discovery.client.consul_source import ConsulSource
 from consul_discovery.client.health_entries import instances_from_entries
+from consul_discovery.client.retry import RetryPolicy
 from consul_discovery.client.target import Target
 from tests.discovery_client.chain.test_chain_calls_consul import _Echo
 from tests.harness.multi_dc import FederatedAgent, Federation, running_federation
@@ -272,3 +274,92 @@ def test_a_prepared_query_target_is_watched_and_fails_over(fed):
         wait_for(lambda: where() == {("pqw-dc1", dc1.host)}, what="the query back in dc1")
         stats = source.watch_stats(target)
         assert stats is not None and stats.errors == 0, stats
+
+
+def _serve(host: str, ident: str, port: int = 0) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((host, port), _Echo)
+    server.daemon_threads = True
+    server.ident, server.version = ident, "1"  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _stop(server: ThreadingHTTPServer) -> None:
+    server.shutdown()
+    server.server_close()
+
+
+def test_drill_every_dc1_instance_stopped_and_started_under_open_loop_load(fed):
+    """Open-loop load (40 req/s) through the client core while both dc1 instances of a
+    service stop (their HTTP checks go critical) and start again, three times: 0 failed
+    calls; the time until calls go to dc2 without a failed attempt (Consul marked dc1
+    critical), and back to dc1 after the start."""
+    dc1, dc2 = fed.agent("dc1"), fed.agent("dc2")
+    wan_host, rate, cycle = "127.1.2.66", 40.0, 8.0
+    local = [_serve(dc1.host, f"ledger-dc1-{n}") for n in range(2)]
+    ports = [s.server_address[1] for s in local]
+    remote = _serve(wan_host, "ledger-dc2")
+    try:
+        for n, port in enumerate(ports):
+            body = {"Name": "ledger", "ID": f"ledger-dc1-{n}", "Address": dc1.host, "Port": port,
+                    "Check": {"HTTP": f"http://{dc1.host}:{port}/", "Interval": "1s",
+                              "Timeout": "500ms"}}  # fmt: skip
+            url = f"{dc1.url}/v1/agent/service/register"
+            requests.put(url, json=body, timeout=5).raise_for_status()
+        register(dc2, "ledger", "ledger-dc2", remote.server_address[1], wan=wan_host)
+        entry = {"Kind": "service-resolver", "Name": "ledger",
+                 "Failover": {"*": {"Datacenters": ["dc2"]}}}  # fmt: skip
+        requests.put(f"{dc1.url}/v1/config", json=entry, timeout=5).raise_for_status()
+        wait_for(lambda: len(health(dc1, "ledger", passing="1")) == 2, what="dc1 passing")
+        wait_for(lambda: health(dc2, "ledger", passing="1"), what="dc2 passing")
+        # Every call in the second before Consul marks dc1 critical needs its retries (dc1's
+        # other instance, then dc2): a retry budget of one retry per call lets them all
+        # through (the default, 20% of calls + 10/s, lost 1 call of 320 in a cycle).
+        retry = RetryPolicy(budget_ratio=1.0)
+        with ServiceClient(dc1.url, retry=retry) as client:
+            answers: list[tuple[float, str]] = []  # (when answered, instance)
+
+            def call(_seq: int) -> tuple[bool, str]:
+                response = client.get("ledger", "/", timeout=(1.0, 2.0))
+                ok = response.status_code == 200
+                if ok:
+                    answers.append((time.monotonic(), response.json()["instance"]))
+                return ok, str(response.status_code)
+
+            wait_for(lambda: call(0)[0] and client.core.chain("ledger") is not None, what="chain")
+            view = RequestView.of("GET", "/")
+            primary, backup = client.core.route("ledger", view).states
+            wait_for(lambda: backup.ready, what="dc2's target resolved")
+            figures = []
+            for _ in range(3):
+                answers.clear()
+                marks: dict[str, float] = {}
+
+                def fault(marks: dict[str, float] = marks) -> None:
+                    time.sleep(1.5)
+                    marks["stop"] = time.monotonic()
+                    for server in local:
+                        _stop(server)
+                    wait_for(lambda: not primary.balancer.resolution.instances, 10, "critical")
+                    marks["critical"] = time.monotonic()
+                    time.sleep(1.0)
+                    marks["start"] = time.monotonic()
+                    local[:] = [_serve(dc1.host, f"ledger-dc1-{n}", p) for n, p in enumerate(ports)]
+
+                thread = threading.Thread(target=fault, daemon=True)
+                thread.start()
+                report = run_open_loop(call, rate, cycle, max_workers=16)
+                thread.join(15)
+                assert not report.failures, [o.detail for o in report.failures[:3]]
+                assert len(report.outcomes) == int(rate * cycle)
+                back = [t for t, who in answers if t > marks["start"] and "dc1" in who]
+                assert back, "calls never came back to dc1"
+                during = [who for t, who in answers if marks["critical"] < t < marks["start"]]
+                assert during and all(who == "ledger-dc2" for who in during), during
+                figures.append((marks["critical"] - marks["stop"], back[0] - marks["start"]))
+                wait_for(lambda: len(primary.balancer.resolution.instances) == 2, 10, "dc1 back")
+            print("\nfail over (Consul marks dc1 critical) / fail back (first dc1 answer), s: "
+                  + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in figures))  # fmt: skip
+    finally:
+        for server in [*local, remote]:
+            _stop(server)
