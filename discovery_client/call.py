@@ -96,6 +96,9 @@ def sender(
             left if limit is None or limit > left else limit,
             left if read is None or read > left else read,
         )
-        return session_send(request, timeout=timeout, stream=True, **send_kwargs)
+        response = session_send(request, timeout=timeout, stream=True, **send_kwargs)
+        if changes is not None:
+            changes.response_headers(response.headers)
+        return response
 
     return send

@@ -114,6 +114,7 @@ def shop(chain_agent: ConsulAgent) -> Iterator[ConsulAgent]:
                     "Destination": {
                         "ServiceSubset": "v2",
                         "RequestHeaders": {"Set": {"x-routed": "canary"}},
+                        "ResponseHeaders": {"Add": {"x-served-by": "canary"}},
                     },
                 },
                 {
@@ -154,7 +155,7 @@ def transport(request, shop) -> Iterator[tuple[Get, object, Callable[[float], ob
         def get(path: str, headers: dict | None = None) -> dict:
             response = client.get(SERVICE, path, headers=headers)
             assert response.status_code == 200, response.text
-            return response.json()
+            return {**response.json(), "served_by": response.headers.get("x-served-by")}
 
         try:
             yield get, client.core, time.sleep
@@ -167,7 +168,7 @@ def transport(request, shop) -> Iterator[tuple[Get, object, Callable[[float], ob
             def get(path: str, headers: dict | None = None) -> dict:
                 response = http.get(f"http://{SERVICE}{path}", headers=headers)
                 assert response.status_code == 200, response.text
-                return response.json()
+                return {**response.json(), "served_by": response.headers.get("x-served-by")}
 
             yield get, sync.core, time.sleep
     else:
@@ -185,7 +186,7 @@ def transport(request, shop) -> Iterator[tuple[Get, object, Callable[[float], ob
             async def one() -> dict:
                 response = await http.get(f"http://{SERVICE}{path}", headers=headers)
                 assert response.status_code == 200, response.text
-                return response.json()
+                return {**response.json(), "served_by": response.headers.get("x-served-by")}
 
             return loop.run_until_complete(one())
 
@@ -222,6 +223,8 @@ def test_splitter_header_route_rewrite_and_failover(transport, shop):
     canary = [get("/x", headers={"x-canary": "1"}) for _ in range(20)]
     assert {a["version"] for a in canary} == {"2"}
     assert {a["routed"] for a in canary} == {"canary"}
+    assert {a["served_by"] for a in canary} == {"canary"}  # the response header added
+    assert get("/x")["served_by"] is None
     # The prefix rewrite: /api/items reaches the instances as /items.
     assert get("/api/items?n=1")["path"] == "/items?n=1"
     # The failover: every v1 instance critical; v1's calls go to the v2 subset.
