@@ -31,7 +31,10 @@ class ServiceConfig:
     (the rule: ``consul_discovery.client.preservation``). ``prepared_query`` names a
     Consul prepared query that selects the service's instances instead of the health
     query (its own filters and failover to other datacenters; polled every
-    ``min_interval``, Consul does not block on it).
+    ``min_interval``, Consul does not block on it). ``zone`` is the caller's own zone:
+    calls prefer instances of that zone (``Instance.zone``) by Envoy's zone-aware rule,
+    spilling to other zones only when it is short (``consul_discovery.client.locality``;
+    None: off; not with ``ring_hash``/``maglev``).
     """
 
     policy: str = "least_request"
@@ -41,8 +44,13 @@ class ServiceConfig:
     panic_threshold: float | None = None
     vanish_grace: float = DEFAULT_GRACE
     prepared_query: str | None = None
+    zone: str | None = None
 
     def __post_init__(self) -> None:
+        if self.zone is not None and (not isinstance(self.zone, str) or not self.zone):
+            raise ValueError(f"zone must be None or a zone name; got {self.zone!r}")
+        if self.zone is not None and self.policy in ("ring_hash", "maglev"):
+            raise ValueError(f"zone-aware routing does not combine with {self.policy!r}")
         if self.prepared_query is not None and (
             not isinstance(self.prepared_query, str) or not self.prepared_query.strip()
         ):
