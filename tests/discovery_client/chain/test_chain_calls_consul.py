@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import random
 import threading
 import time
@@ -315,3 +316,38 @@ def test_a_threaded_source_keeps_watching_chains_in_a_forked_child(shop):
             in_child(child, parent)
         finally:
             _set_split(shop, 90)
+
+
+def test_a_chain_that_cannot_be_honoured_is_reported_once_and_calls_go_plain(shop, caplog):
+    """A resolver asking for something the client cannot do (least_request over three
+    choices): one WARNING naming it, and the service is called as a plain service."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    server.daemon_threads = True
+    server.ident, server.version = "odd-1", "1"  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    body = {"ID": "odd-1", "Name": "odd", "Address": "127.0.0.1",
+            "Port": server.server_address[1]}  # fmt: skip
+    requests.put(f"{shop.url}/v1/agent/service/register", json=body, timeout=5).raise_for_status()
+    write_entry(shop, {"Kind": "service-defaults", "Name": "odd", "Protocol": "http"})
+    write_entry(shop, {"Kind": "service-resolver", "Name": "odd", "LoadBalancer": {
+        "Policy": "least_request", "LeastRequestConfig": {"ChoiceCount": 3}}})  # fmt: skip
+    caplog.set_level(logging.WARNING, logger="consul_discovery.client.chain")
+    try:
+        with ServiceClient(shop.url) as client:
+
+            def warned() -> list[logging.LogRecord]:
+                return [r for r in caplog.records if "not honoured" in r.getMessage()]
+
+            deadline = time.monotonic() + 10
+            while not warned():
+                assert time.monotonic() < deadline, "the unhonoured chain was never reported"
+                assert client.get("odd", "/").status_code == 200
+                time.sleep(0.02)
+            assert "ChoiceCount 3" in warned()[0].getMessage()
+            assert client.core.chain("odd") is None  # routed as a plain service
+            assert {client.get("odd", "/").json()["instance"] for _ in range(5)} == {"odd-1"}
+            assert len(warned()) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+        requests.put(f"{shop.url}/v1/agent/service/deregister/odd", timeout=5)
