@@ -31,8 +31,9 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from consul_discovery.client.chain.watches import ChainListener, ChainWatches
 from consul_discovery.client.config import ServiceConfig
 from consul_discovery.client.health_query import Consistency
 from consul_discovery.client.instance import Resolution
@@ -52,6 +53,7 @@ from consul_discovery.connection.exchange import AsyncSend, Request, Response
 from consul_discovery.connection.forking import after_fork_in_child
 from consul_discovery.connection.server_sending import agent_sender, httpx_sender
 from consul_discovery.connection.throttle import ThrottleLog
+from consul_discovery.connection.watch import WatchState
 from consul_discovery.connection.watch_drivers import WatchTask
 
 if TYPE_CHECKING:
@@ -115,6 +117,10 @@ class AsyncConsulSource:
         self._table: WatchTable[WatchTask] = WatchTable(
             service_config, self.address, "AsyncConsulSource", snapshots=snapshots
         )
+        self._chains = ChainWatches(
+            self.address, self._start_chain_watch, timing=self._timing,
+            options=self._options, clock=clock, rng=self._rng,
+        )  # fmt: skip
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop the watches run on
         self._forked = False  # set in a forked child, cleared on the loop by _revive
         self._forked_since_use = False  # set in a forked child, cleared by _revive
@@ -160,10 +166,22 @@ class AsyncConsulSource:
         self._revive()
         return self._table.stats(self._table.key(service))
 
+    def watch_chain(self, service: str, listener: ChainListener) -> None:
+        """Call ``listener`` (on the event loop) with each new discovery-chain router of
+        ``service`` (``consul_discovery.client.chain.watches``); call from the loop."""
+        self._revive()
+        self._chains.watch(service, listener)
+
+    def prime(self, service: str | Target) -> None:
+        """Start the target's watch if it is not running (no I/O, no wait); call from
+        the loop."""
+        self._revive()
+        self._table.entry(self._table.key(service), self._start)
+
     async def aclose(self) -> None:
         """Cancel every watch (a blocking query in flight is abandoned); give the shared
         transport back (the last user closes its connections)."""
-        for entry in self._table.close():
+        for entry in [*self._table.close(), *self._chains.close()]:
             await entry.aclose()
         if self._sender is not None:
             await self._sender.aclose()
@@ -195,6 +213,10 @@ class AsyncConsulSource:
             state or self._state(key), self._send_now, name=f"consul-watch-{key.target}"
         )
         return task.start()
+
+    def _start_chain_watch(self, state: WatchState[Any, Any], name: str) -> WatchTask:
+        # On the loop (watch_chain is called from it, and the names' callbacks run there).
+        return WatchTask(state, self._send_now, name=name).start()
 
     def _after_fork(self) -> None:
         """In a forked child (no loop runs yet): a new lock; watches restart on next use."""
@@ -229,6 +251,7 @@ class AsyncConsulSource:
             entry.state.after_fork()
             self._table.replace(key, self._start(key, entry.state))
             restarted += 1
+        self._chains.restart()  # the chain watches' tasks ended with their loop
         log.debug("restarted %d watch(es) on a new event loop", restarted)
 
 

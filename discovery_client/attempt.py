@@ -106,6 +106,11 @@ class AttemptPlan:
             if found is None:
                 return None
             balancer, endpoint = found
+        else:
+            if tried and endpoint.instance.id in tried and self._at + 1 < len(self.route.states):
+                # Every instance of this Target failed this call: the next Target's turn
+                # (before Consul has marked them critical), else the same one again.
+                balancer, endpoint = self._next_target(balancer, endpoint)
         self.no_instance = None
         self.tried = (*tried, endpoint.instance.id)
         self._started = balancer.begin(endpoint, retry=bool(tried))
@@ -124,6 +129,15 @@ class AttemptPlan:
                 exc = later
         self.no_instance = exc
         return None
+
+    def _next_target(self, balancer: Balancer, endpoint: Endpoint) -> tuple[Balancer, Endpoint]:
+        """A pick from the route's next Target that has one; else ``endpoint`` again."""
+        at, state = self._at, self.state
+        found = self._fail_over(NoHealthyInstanceError(self.route.service))
+        if found is not None:
+            return found
+        self._at, self.state = at, state
+        return balancer, endpoint
 
     def answered(self, status: int, headers: Mapping[str, str]) -> None:
         """The attempt in flight got an answer: account its latency, and a failure if it is

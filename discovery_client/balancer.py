@@ -127,6 +127,15 @@ class Balancer:
         if not eligible and self._endpoints:
             log.warning("%s: every instance is ejected; ignoring ejection", self.service)
             eligible = list(self._endpoints)
+        zone = self.config.zone
+        if zone is not None and eligible:  # prefer the caller's zone (locality.py)
+            from consul_discovery.client.locality import LocalityPicker
+
+            self._picker = LocalityPicker(
+                self.config.policy, self.service, eligible, zone,
+                rng=self._rng, clock=self._clock, expires_at=next_return,
+            )  # fmt: skip
+            return
         self._picker = build_picker(
             self.config.policy,
             self.service,

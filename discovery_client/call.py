@@ -82,12 +82,23 @@ def sender(
         # PreparedRequest.copy() would copy headers and cookies for nothing.
         request = new(_PreparedRequest)
         request.__dict__.update(prepared.__dict__)
-        request.url = endpoint.dial.base_url + path
+        route = plan.route
+        changes = route.changes
+        if changes is None:
+            request.url = endpoint.dial.base_url + path
+        else:  # a chain route's prefix rewrite and header modifiers
+            request.url = endpoint.dial.base_url + changes.path(path)
+            request.headers = prepared.headers.copy()
+            changes.request_headers(request.headers)
         left = plan.remaining()  # each timeout cut to what is left of the deadline
+        limit = connect if route.connect_timeout is None else route.connect_timeout
         timeout = (
-            left if connect is None or connect > left else connect,
+            left if limit is None or limit > left else limit,
             left if read is None or read > left else read,
         )
-        return session_send(request, timeout=timeout, stream=True, **send_kwargs)
+        response = session_send(request, timeout=timeout, stream=True, **send_kwargs)
+        if changes is not None:
+            changes.response_headers(response.headers)
+        return response
 
     return send

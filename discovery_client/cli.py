@@ -4,6 +4,8 @@
     python -m consul_discovery.client instances NAME        # every registered instance + health
     python -m consul_discovery.client resolve NAME          # the set the client balances over
     python -m consul_discovery.client call NAME METHOD PATH [-d DATA] [-H 'K: V']...
+    python -m consul_discovery.client chain NAME            # the compiled discovery chain
+    python -m consul_discovery.client route NAME METHOD PATH [-H 'K: V']...  # where it goes
 
 Tables by default, JSON with ``--json`` (``call`` adds what the client saw: its typed
 stats of the service, ``TargetStats.as_dict()``). ``--filter``/``--tag``/``--dc`` select
@@ -20,6 +22,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from consul_discovery.client.chain.cli import add_commands as add_chain_commands
+from consul_discovery.client.chain.cli import chain_command, route_command
 from consul_discovery.client.config import POLICIES, ServiceConfig
 from consul_discovery.client.consul_source import ConsulSource
 from consul_discovery.client.errors import DiscoveryError
@@ -86,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("-d", "--data", help="request body (JSON bodies get a JSON content type)")
     call.add_argument("-H", "--header", action="append", default=[], metavar="'K: V'",
                       help="request header, repeatable")  # fmt: skip
+    add_chain_commands(commands)  # chain, route (consul_discovery.client.chain.cli)
     return parser
 
 
@@ -194,7 +199,12 @@ def _call(args: argparse.Namespace, out: TextIO) -> int:
     return 0 if response.ok else 1
 
 
-COMMANDS = {"services": _services, "instances": _instances, "resolve": _resolve, "call": _call}
+def _route(args: argparse.Namespace, out: TextIO) -> int:
+    return route_command(args, out, _parse_headers(args.header))
+
+
+COMMANDS = {"services": _services, "instances": _instances, "resolve": _resolve, "call": _call,
+            "chain": chain_command, "route": _route}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None,

@@ -66,9 +66,18 @@ def store_from_env(environ: Mapping[str, str] | None = None) -> SnapshotStore | 
     return SnapshotStore(directory, max_age=max_age)
 
 
+#: Target fields added after snapshots were first written: left out of a key while they
+#: hold their default, so the files of Targets that do not use them keep their names.
+_LATER_FIELDS = {"only_passing": False, "prepared_query": None}
+
+
 def target_key(key: WatchKey) -> str:
     """The file key of a watch: every Target field (what selects the instances)."""
-    return json.dumps(dataclasses.asdict(key.target), sort_keys=True, separators=(",", ":"))
+    fields = dataclasses.asdict(key.target)
+    for name, default in _LATER_FIELDS.items():
+        if fields.get(name) == default:
+            del fields[name]
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
 
 class SnapshotWriter:

@@ -28,7 +28,13 @@ class ServiceConfig:
     all registered instances instead (None: off; an empty passing set stays empty).
     ``vanish_grace`` is how long (seconds) instances that vanish right after Consul
     comes back (an agent restarted empty) are kept on trust; 0 believes Consul at once
-    (the rule: ``consul_discovery.client.preservation``).
+    (the rule: ``consul_discovery.client.preservation``). ``prepared_query`` names a
+    Consul prepared query that selects the service's instances instead of the health
+    query (its own filters and failover to other datacenters; polled every
+    ``min_interval``, Consul does not block on it). ``zone`` is the caller's own zone:
+    calls prefer instances of that zone (``Instance.zone``) by Envoy's zone-aware rule,
+    spilling to other zones only when it is short (``consul_discovery.client.locality``;
+    None: off; not with ``ring_hash``/``maglev``).
     """
 
     policy: str = "least_request"
@@ -37,8 +43,20 @@ class ServiceConfig:
     datacenter: str | None = None
     panic_threshold: float | None = None
     vanish_grace: float = DEFAULT_GRACE
+    prepared_query: str | None = None
+    zone: str | None = None
 
     def __post_init__(self) -> None:
+        if self.zone is not None and (not isinstance(self.zone, str) or not self.zone):
+            raise ValueError(f"zone must be None or a zone name; got {self.zone!r}")
+        if self.zone is not None and self.policy in ("ring_hash", "maglev"):
+            raise ValueError(f"zone-aware routing does not combine with {self.policy!r}")
+        if self.prepared_query is not None and (
+            not isinstance(self.prepared_query, str) or not self.prepared_query.strip()
+        ):
+            raise ValueError(
+                f"prepared_query must be None or a query name; got {self.prepared_query!r}"
+            )
         if not 0.0 <= self.vanish_grace <= 3600.0:
             raise ValueError(
                 f"vanish_grace must be in [0, 3600] seconds; got {self.vanish_grace!r}"

@@ -41,11 +41,12 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import requests
 
 from consul_discovery.client.catalog_reads import CatalogReads, ServiceSummary
+from consul_discovery.client.chain.watches import ChainListener, ChainWatches
 from consul_discovery.client.config import ServiceConfig
 from consul_discovery.client.errors import (
     ConsulQueryError,
@@ -74,6 +75,7 @@ from consul_discovery.connection.exchange import (
 from consul_discovery.connection.forking import after_fork_in_child
 from consul_discovery.connection.loop_thread import LoopThread
 from consul_discovery.connection.throttle import ThrottleLog
+from consul_discovery.connection.watch import WatchState
 from consul_discovery.connection.watch_drivers import WatchTask
 
 log = logging.getLogger(__name__)
@@ -152,6 +154,10 @@ class ConsulSource(CatalogReads):
         self._table: WatchTable[Entry] = WatchTable(
             service_config, self.address, "ConsulSource", snapshots=snapshots
         )
+        self._chains = ChainWatches(
+            self.address, self._start_chain_watch, timing=self._timing,
+            options=self._options, clock=clock, rng=self._rng,
+        )  # fmt: skip
         self._setup()  # the loop, sender, executor, throttle log and relay (again in a child)
         after_fork_in_child(self._after_fork)
 
@@ -223,9 +229,23 @@ class ConsulSource(CatalogReads):
         """The target's watch counters (requests, errors, index, 429s); None if not watched."""
         return self._table.stats(self._table.key(service))
 
+    def watch_chain(self, service: str, listener: ChainListener) -> None:
+        """Call ``listener`` (on the source's loop thread) with each new discovery-chain
+        router of ``service`` (``consul_discovery.client.chain.watches``; no I/O here).
+        Not while the gunicorn master's relay serves this source: the relay carries
+        health watches only, and a worker's own chain watches would break the one
+        connection per process (its services are called as plain services)."""
+        if self.relayed:
+            return
+        self._chains.watch(service, listener)
+
+    def prime(self, service: str | Target) -> None:
+        """Start the target's watch if it is not running (no I/O, no wait)."""
+        self._table.entry(self._table.key(service), self._start)
+
     def close(self, timeout: float = 2.0) -> None:
         """Stop every watch: cut in-flight long polls short, wait for them (``timeout``)."""
-        entries = self._table.close()
+        entries: list[Any] = [*self._table.close(), *self._chains.close()]
         if self._relay is not None:
             self._relay.close()
         self._io.close(_aclose_all(entries), timeout)
@@ -291,6 +311,10 @@ class ConsulSource(CatalogReads):
         )
         return task.start_on(self._io.loop.loop)
 
+    def _start_chain_watch(self, state: WatchState[Any, Any], name: str) -> WatchTask:
+        task = WatchTask(state, self._io.send, name=name, pause=self._io.pause)
+        return task.start_on(self._io.loop.loop)
+
     def _relay_gone(self, reason: str, warn: bool) -> None:
         """The relay cannot serve us (loop thread): watch every relayed target directly,
         from its last relayed Resolution on. Idempotent."""
@@ -314,8 +338,13 @@ class ConsulSource(CatalogReads):
             return
         if self._fork_policy == "close":
             self._table.close()  # the parent's (a relay's source): nothing of it runs here
+            self._chains.close()
             return
         self._setup()  # the parent's loop, connections and threads are not the child's
+        if self.relayed:  # as watch_chain: a relayed worker keeps to one connection
+            self._chains.close()
+        else:
+            self._chains.restart()  # the parent's tasks do not run here
         relay = self._relay
         for key, entry in self._table.entries():
             value = entry.state.value

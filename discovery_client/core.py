@@ -7,7 +7,10 @@ by name that does not depend on how bytes move:
   and ejection policies, ``resolve_timeout``;
 * the per-Target state table (consul_discovery.client.state), created without I/O and
   "resolving" until its first Resolution; each service maps to one Target
-  (``Target.of(name, config)``) and one precomputed Route (consul_discovery.client.route);
+  (``Target.of(name, config)``) and one precomputed Route (consul_discovery.client.route),
+  or, when Consul has a discovery chain for it (asked of the source's ``watch_chain``),
+  one precomputed Route per route x split leg of the chain
+  (consul_discovery.client.chain.routes);
 * readiness: how long a call may wait for a first resolution (``first_wait``; the shell
   only blocks or awaits the source for that long and hands the answer to the state);
 * the attempt plan and its loop (consul_discovery.client.attempt and .steps);
@@ -29,6 +32,9 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from consul_discovery.client.attempt import AttemptPlan
+from consul_discovery.client.chain.decide import ChainRouter, Decider, plain_router
+from consul_discovery.client.chain.report import ChainReporter
+from consul_discovery.client.chain.routes import chain_routes, follows_chain
 from consul_discovery.client.config import ServiceConfig
 from consul_discovery.client.ejection import EjectionPolicy
 from consul_discovery.client.instance import Resolution
@@ -95,8 +101,12 @@ class DiscoveryCore:
             rng=self.rng,
             pauses=pauses,
         )
-        # service -> its Route; written under _lock on first use, read lock-free
-        self._routes: dict[str, Route] = {}
+        # service -> its Route, or its chain's Routes behind the chain's matching; written
+        # under _lock (first use, a new chain on the source's loop), read lock-free
+        self._routes: dict[str, Route | Decider[Route]] = {}
+        self._plain: dict[str, Route] = {}  # service -> its plain Route; as _routes
+        self._chains: dict[str, ChainRouter] = {}  # service -> chain in use; as _routes
+        self._reporter = ChainReporter()
         self._lock = threading.Lock()  # guards _routes writes and _registry creation
         self._registry: CollectorRegistry | None = None  # under _lock
         if registry is not None:
@@ -113,18 +123,83 @@ class DiscoveryCore:
         return Target.of(service, self.config_for(service))
 
     def route(self, service: str, request: RequestView | None = None) -> Route:
-        """Where a call to ``service`` goes: its Targets' states in order, and retry policy.
+        """Where a call to ``service`` goes: its Targets' states in order, retry policy,
+        hash policy and request changes.
 
-        ``request`` is what routing by a discovery chain will match on; a service without
-        one has a single Route, made on first use without I/O and reused (a dict read).
+        A service without a discovery chain has a single Route, made on first use without
+        I/O and reused (a dict read). A service with one has a Route per route x split
+        leg of its chain, precomputed when the chain arrives; ``request`` picks one (its
+        matches, then a weighted draw). Without ``request``, the plain Route.
         """
         route = self._routes.get(service)
         if route is None:
-            config = self.config_for(service)
-            state = self._states.get(Target.of(service, config), config)
-            with self._lock:  # the client's retry policy, resolved once for the route
-                route = self._routes.setdefault(service, Route(service, (state,), self.retry))
-        return route
+            route = self._first_route(service)
+        if type(route) is Route:
+            return route
+        if request is None:
+            return self._plain[service]
+        return route.decide(request)  # type: ignore[union-attr, no-any-return]
+
+    def _first_route(self, service: str) -> Route | Decider[Route]:
+        config = self.config_for(service)
+        state = self._states.get(Target.of(service, config), config)
+        with self._lock:  # the client's retry policy, resolved once for the route
+            plain = self._plain.setdefault(service, Route(service, (state,), self.retry))
+            self._routes.setdefault(service, plain)
+        watch_chain = getattr(self.source, "watch_chain", None)
+        if watch_chain is not None and follows_chain(config):
+            self._chain_once_resolved(service, state.target, watch_chain)
+        return self._routes[service]
+
+    def _chain_once_resolved(
+        self, service: str, target: Target, watch_chain: Callable[..., None]
+    ) -> None:
+        """Ask the source for ``service``'s chain once Consul first answered for it (so a
+        Consul that does not answer gets no more connections than before)."""
+        once = [watch_chain]  # list.pop is atomic: the first answer asks, no other
+
+        def resolved(_resolution: Resolution) -> None:
+            try:
+                ask = once.pop()
+            except IndexError:
+                return
+            unsubscribe = getattr(self.source, "unsubscribe", None)
+            if unsubscribe is not None:
+                unsubscribe(target, resolved)
+            ask(service, lambda router: self._on_chain(service, router))
+
+        self.source.subscribe(target, resolved)
+
+    def _on_chain(self, service: str, router: ChainRouter) -> None:
+        """A new chain of ``service`` (on the source's loop): its Routes, made once here."""
+        self._reporter.report(router)
+        plain = self._plain[service]
+        if router.plain:
+            with self._lock:
+                self._routes[service] = plain
+                self._chains.pop(service, None)
+            return
+        config = self.config_for(service)
+        try:
+            decider = chain_routes(router, config, self.retry, self._states.get)
+        except ValueError as exc:  # e.g. a Target the client cannot express
+            self._reporter.report(plain_router(service, f"cannot route by it: {exc}"))
+            with self._lock:
+                self._routes[service] = plain
+            return
+        prime = getattr(self.source, "prime", None)
+        if prime is not None:  # every target's watch runs before a call needs it
+            for route in decider.values():
+                for state in route.states:
+                    if not state.ready:
+                        prime(state.target)
+        with self._lock:
+            self._routes[service] = decider
+            self._chains[service] = router
+
+    def chain(self, service: str) -> ChainRouter | None:
+        """The chain ``service`` is routed by now (None: called as a plain service)."""
+        return self._chains.get(service)
 
     def state(self, service: str) -> TargetState:
         """The state of ``service``'s Target, created on first use without any I/O."""

@@ -47,18 +47,33 @@ def in_maintenance(entry: Entry) -> bool:
     return False
 
 
-def instance_from_entry(entry: Entry) -> Instance:
+def instance_from_entry(entry: Entry, wan: bool = False) -> Instance:
     """One Instance from one health entry (Service.Address falls back to Node.Address;
-    ``Service.Locality`` to ``Node.Locality``, which the agent's ``locality`` sets)."""
+    ``Service.Locality`` to ``Node.Locality``, which the agent's ``locality`` sets).
+
+    ``wan``: the entry comes from another datacenter than the agent's (a ``dc=`` query,
+    a prepared query that failed over): the instance is reached at the WAN address it
+    advertises, ``Service.TaggedAddresses.wan`` (and its port), when it gives one. An
+    agent with ``translate_wan_addrs`` already hands out ``wan_ipv4`` as the address,
+    but Consul fills ``wan_ipv4`` with the LAN address when an instance gives only
+    ``wan``, so ``wan`` is read here rather than trusting the translation.
+    """
     service = entry.get("Service") or {}
     node = entry.get("Node") or {}
     weights = service.get("Weights") or {}
     locality = service.get("Locality") or node.get("Locality") or {}
+    address = str(service.get("Address") or node.get("Address") or "")
+    port = int(service.get("Port") or 0)
+    if wan:
+        advertised = (service.get("TaggedAddresses") or {}).get("wan") or {}
+        if advertised.get("Address"):
+            address = str(advertised["Address"])
+            port = int(advertised.get("Port") or port)
     return Instance(
         id=str(service.get("ID") or service.get("Service", "")),
         service=str(service.get("Service", "")),
-        address=str(service.get("Address") or node.get("Address") or ""),
-        port=int(service.get("Port") or 0),
+        address=address,
+        port=port,
         tags=tuple(service.get("Tags") or ()),
         meta={str(k): str(v) for k, v in (service.get("Meta") or {}).items()},
         weight_passing=int(weights.get("Passing", 1)),
@@ -72,9 +87,12 @@ def instance_from_entry(entry: Entry) -> Instance:
     )
 
 
-def instances_from_entries(entries: Iterable[Entry]) -> tuple[Instance, ...]:
-    """Every entry as an Instance, in a stable order (node, then id)."""
-    return tuple(sorted((instance_from_entry(e) for e in entries), key=lambda i: (i.node, i.id)))
+def instances_from_entries(entries: Iterable[Entry], wan: bool = False) -> tuple[Instance, ...]:
+    """Every entry as an Instance, in a stable order (node, then id); ``wan`` as for
+    ``instance_from_entry``."""
+    return tuple(
+        sorted((instance_from_entry(e, wan) for e in entries), key=lambda i: (i.node, i.id))
+    )
 
 
 class InstanceCache:
@@ -90,7 +108,7 @@ class InstanceCache:
     def __init__(self) -> None:
         self._known: dict[tuple[str, str], tuple[tuple[Any, ...], Instance]] = {}  # driver only
 
-    def instances(self, entries: Iterable[Entry]) -> tuple[Instance, ...]:
+    def instances(self, entries: Iterable[Entry], wan: bool = False) -> tuple[Instance, ...]:
         """Every entry as an Instance (as ``instances_from_entries``), reusing unchanged ones."""
         known, fresh = self._known, {}
         out = []
@@ -101,12 +119,12 @@ class InstanceCache:
             checks = tuple(
                 (c.get("CheckID"), c.get("ModifyIndex")) for c in entry.get("Checks") or ()
             )
-            signature = (node.get("ModifyIndex"), service.get("ModifyIndex"), checks)
+            signature = (node.get("ModifyIndex"), service.get("ModifyIndex"), checks, wan)
             hit = known.get(key)
             if hit is not None and hit[0] == signature and None not in signature[:2]:
                 instance = hit[1]
             else:
-                instance = instance_from_entry(entry)
+                instance = instance_from_entry(entry, wan)
             fresh[key] = (signature, instance)
             out.append(instance)
         self._known = fresh
@@ -119,17 +137,22 @@ def build_resolution(
     index: int,
     fetched_at: float,
     panic_threshold: float | None = None,
+    only_passing: bool = False,
 ) -> Resolution:
     """The Resolution to balance over, given every registered instance and its health.
 
     Normally the passing and warning instances (critical ones are left out; an empty set
-    is real and stays empty). With ``panic_threshold`` set, when fewer than that fraction
+    is real and stays empty); only the passing ones with ``only_passing`` (a chain
+    subset's ``OnlyPassing``). With ``panic_threshold`` set, when fewer than that fraction
     of the registered instances is healthy, all registered instances are returned and
     ``panic`` is true (Envoy's panic routing: better to spread load over possibly-bad
     instances than to crush the few good ones). Instances in maintenance mode were taken
     out on purpose (a drain): they are never brought back, and do not count as registered.
     """
-    healthy = tuple(i for i in registered if i.health != "critical")
+    if only_passing:
+        healthy = tuple(i for i in registered if i.health == "passing")
+    else:
+        healthy = tuple(i for i in registered if i.health != "critical")
     candidates = tuple(i for i in registered if not i.maintenance)
     total = len(candidates)
     if panic_threshold is not None and total and len(healthy) / total < panic_threshold:

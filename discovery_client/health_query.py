@@ -4,7 +4,8 @@
 very requests built here and read every answer here; they only do the I/O.
 
 - **The request.** ``/v1/health/service/<name>`` (``/v1/health/connect/<name>`` for a
-  ``connect`` Target: Connect-capable instances), with the Target's ``dc``, ``tag`` and
+  ``connect`` Target: Connect-capable instances; ``/v1/query/<name>/execute`` for a
+  ``prepared_query`` Target, polled), with the Target's ``dc``, ``tag`` and
   ``filter``, the blocking ``index``/``wait`` of the poll, and, when asked,
   ``passing`` and a consistency mode (``stale`` / ``consistent``). The watch asks
   *without* ``passing`` by default: one answer gives the passing and warning sets and
@@ -98,6 +99,32 @@ def health_request(target: Target, poll: Poll, options: QueryOptions) -> Request
     )
 
 
+def query_request(target: Target, options: QueryOptions) -> Request:
+    """The execution of ``target``'s prepared query (Consul does not block on it: the
+    watch polls it, paced by its ``min_interval``)."""
+    assert target.prepared_query is not None
+    params: list[tuple[str, str]] = []
+    if target.datacenter is not None:
+        params.append(("dc", target.datacenter))
+    if options.consistency != "default":
+        params.append((options.consistency, ""))
+    name = quote(target.prepared_query, safe="")
+    return Request(f"/v1/query/{name}/execute", tuple(params), options.request_timeout)
+
+
+def read_query(response: Response, target: Target, address: str) -> tuple[list[Entry], bool]:
+    """The entries of a prepared query's answer, and whether they come from another
+    datacenter (the query failed over: its instances are reached at their WAN address)."""
+    error = answer_error(response, what(target), address, DISCOVERY_ERRORS)
+    if error is not None:
+        raise error
+    body = response.json() or {}
+    entries = body.get("Nodes") if isinstance(body, dict) else None
+    if not isinstance(entries, list):
+        raise ConsulQueryError(f"Consul at {address} answered {what(target)} with no list of nodes")
+    return entries, int(body.get("Failovers") or 0) > 0
+
+
 def catalog_request(datacenter: str | None, options: QueryOptions) -> Request:
     """The catalog's service names (one datacenter; None: the agent's own)."""
     params = (("dc", datacenter),) if datacenter else ()
@@ -149,14 +176,25 @@ def instances_exchange(
 ) -> Exchange[Answer[tuple[Instance, ...]]]:
     """One poll of ``target``: the health query, then (while nothing is resolved and the
     answer is empty) the catalog, to tell an unknown service from an empty one.
-    ``cache`` (a watch's) reuses the Instances of unchanged entries."""
-    response = yield health_request(target, poll, options)
-    entries = read_health(response, target, address)
-    if not entries and not poll.resolved:
-        names = read_catalog((yield catalog_request(target.datacenter, options)), address)
-        if target.service not in names:
-            raise UnknownServiceError(target.service, names)
-    instances = cache.instances(entries) if cache is not None else instances_from_entries(entries)
+    ``cache`` (a watch's) reuses the Instances of unchanged entries. Instances of another
+    datacenter (``target.datacenter``, or a prepared query that failed over) are reached
+    at the WAN address they advertise (``health_entries.instance_from_entry``). A
+    prepared query Target executes its query instead (one request, no blocking)."""
+    if target.prepared_query is not None:
+        response = yield query_request(target, options)
+        entries, wan = read_query(response, target, address)
+    else:
+        response = yield health_request(target, poll, options)
+        entries = read_health(response, target, address)
+        wan = target.datacenter is not None
+        if not entries and not poll.resolved:
+            names = read_catalog((yield catalog_request(target.datacenter, options)), address)
+            if target.service not in names:
+                raise UnknownServiceError(target.service, names)
+    if cache is not None:
+        instances = cache.instances(entries, wan)
+    else:
+        instances = instances_from_entries(entries, wan)
     return Answer(response.index, instances)
 
 

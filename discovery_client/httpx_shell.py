@@ -149,6 +149,11 @@ def attempt_request(request: httpx.Request, endpoint: Endpoint, plan: AttemptPla
     extensions = request.extensions
     timeouts = extensions.get("timeout")
     remaining = plan.remaining()
+    route = plan.route
+    if route.connect_timeout is not None:  # a chain route's connect timeout
+        timeouts = {**(timeouts or {}), "connect": route.connect_timeout}
+        extensions = dict(extensions)
+        extensions["timeout"] = timeouts
     if not _within(timeouts, remaining):
         extensions = dict(extensions)
         extensions["timeout"] = _capped(timeouts, remaining)
@@ -156,6 +161,11 @@ def attempt_request(request: httpx.Request, endpoint: Endpoint, plan: AttemptPla
     attempt.__dict__.update(request.__dict__)
     attempt.url = instance_url(request.url, dial)
     attempt.headers = _with_host(request.headers, dial.authority)
+    changes = route.changes
+    if changes is not None:  # a chain route's prefix rewrite and header modifiers
+        raw = attempt.url.raw_path.decode("ascii")
+        attempt.url = attempt.url.copy_with(raw_path=changes.path(raw).encode("ascii"))
+        changes.request_headers(attempt.headers)
     attempt.extensions = extensions
     return attempt
 

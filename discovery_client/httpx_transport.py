@@ -74,7 +74,7 @@ from consul_discovery.client.httpx_shell import (
 from consul_discovery.client.load import Endpoint
 from consul_discovery.client.propagation import inject
 from consul_discovery.client.retry import RetryPolicy
-from consul_discovery.client.route import RequestView
+from consul_discovery.client.route import RequestChanges, RequestView
 from consul_discovery.client.routing import Router
 from consul_discovery.client.stats import ClientStats
 from consul_discovery.connection import ConsulConnection
@@ -86,6 +86,13 @@ if TYPE_CHECKING:
     from consul_discovery.client.client import ServiceClient
 
 __all__ = ["AsyncDiscoveryTransport", "DiscoveryTransport", "classify_httpx_error"]
+
+
+async def _changed(sent: Awaitable[httpx.Response], changes: RequestChanges) -> httpx.Response:
+    """The answer with a chain route's response header modifiers applied."""
+    response = await sent
+    changes.response_headers(response.headers)
+    return response
 
 
 def _view(request: httpx.Request) -> RequestView:
@@ -181,7 +188,11 @@ class DiscoveryTransport(httpx.BaseTransport):
         inner = self.inner.handle_request
 
         def send(endpoint: Endpoint, plan: AttemptPlan) -> httpx.Response:
-            return inner(attempt_request(request, endpoint, plan))
+            response = inner(attempt_request(request, endpoint, plan))
+            changes = plan.route.changes
+            if changes is not None:  # a chain route's response header modifiers
+                changes.response_headers(response.headers)
+            return response
 
         try:
             return self.driver.call(service, _view(request), SYNC_SHELL, send,
@@ -285,7 +296,9 @@ class AsyncDiscoveryTransport(httpx.AsyncBaseTransport):
         inner = self.inner.handle_async_request
 
         def send(endpoint: Endpoint, plan: AttemptPlan) -> Awaitable[httpx.Response]:
-            return inner(attempt_request(request, endpoint, plan))
+            sent = inner(attempt_request(request, endpoint, plan))
+            changes = plan.route.changes
+            return sent if changes is None else _changed(sent, changes)
 
         try:
             return await self.driver.call(service, _view(request), ASYNC_SHELL, send,

@@ -102,6 +102,8 @@ def encode_key(key: WatchKey) -> dict[str, Any]:
         "filter": target.filter,
         "tag": target.tag,
         "connect": target.connect,
+        "only_passing": target.only_passing,
+        "query": target.prepared_query,
         "panic": key.panic_threshold,
         "grace": key.vanish_grace,
     }
@@ -116,6 +118,8 @@ def decode_key(data: Any) -> WatchKey:
             filter=data.get("filter"),
             tag=data.get("tag"),
             connect=bool(data.get("connect", False)),
+            only_passing=bool(data.get("only_passing", False)),
+            prepared_query=data.get("query"),
         )
         panic = data.get("panic")
         grace = float(data["grace"])

@@ -95,8 +95,9 @@ class HealthWatch(Resource[Registered, Resolution]):
     ) -> Resolution:
         """Self-preservation, then the Resolution to balance over."""
         believed, held = self._preservation.apply(answer, continuous=continuous)
+        target = self.key.target
         fresh = build_resolution(
-            self.key.target.service, believed, index, now, self.key.panic_threshold
+            target.service, believed, index, now, self.key.panic_threshold, target.only_passing
         )
         if held:
             fresh = dataclasses.replace(fresh, held=held)

@@ -66,6 +66,8 @@ class Registration:
     drain_seconds: float = 5.0
     consul: ConsulConnection = field(default_factory=ConsulConnection)
     connect_native: bool = False  # SERVICE_CONNECT=native: serves mTLS (consul_discovery.mesh)
+    wan_address: str | None = None  # SERVICE_WAN_ADDRESS: reached from other datacenters
+    wan_port: int | None = None  # its port (None: ``port``)
 
     @property
     def check_id(self) -> str:
@@ -75,6 +77,7 @@ class Registration:
     def service_definition(self) -> dict[str, Any]:
         """The JSON body of PUT /v1/agent/service/register for this instance."""
         connect = {"Connect": {"Native": True}} if self.connect_native else {}
+        tagged = {"TaggedAddresses": self.tagged_addresses()} if self.wan_address else {}
         return {
             "ID": self.service_id,
             "Name": self.name,
@@ -87,7 +90,18 @@ class Registration:
                 self.check.definition(self.address, self.port, self.check_id, f"{self.name} health")
             ],
             **connect,
+            **tagged,
         }
+
+    def tagged_addresses(self) -> dict[str, dict[str, Any]]:
+        """The WAN address advertised to other datacenters, as ``wan`` and ``wan_ipv4``
+        (or ``wan_ipv6``): Consul fills ``wan_ipv4`` with the LAN address when it is not
+        given, and a translating agent prefers it to ``wan``."""
+        if not self.wan_address:
+            return {}
+        wan = {"Address": self.wan_address, "Port": self.wan_port or self.port}
+        family = "wan_ipv6" if ":" in self.wan_address else "wan_ipv4"
+        return {"wan": wan, family: dict(wan)}
 
     @classmethod
     def from_env(
@@ -217,6 +231,7 @@ def _build(
     drain = parse_duration(
         "SERVICE_DRAIN_SECONDS", _get(env, ov, "drain_seconds", "SERVICE_DRAIN_SECONDS") or 5
     )
+    wan_address, wan_port = _wan(_get(env, ov, "wan_address", "SERVICE_WAN_ADDRESS"))
     if ov:
         raise TypeError(f"unknown Registration override(s): {', '.join(sorted(ov))}")
     return Registration(
@@ -231,7 +246,28 @@ def _build(
         drain_seconds=drain,
         consul=consul,
         connect_native=connect_native,
+        wan_address=wan_address,
+        wan_port=wan_port,
     )
+
+
+def _wan(value: Any) -> tuple[str | None, int | None]:
+    """SERVICE_WAN_ADDRESS: ``host``, ``host:port`` or ``[v6]:port`` (None: not set)."""
+    if value is None:
+        return None, None
+    text = str(value).strip()
+    host, port = text, None
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise RegistryConfigError("SERVICE_WAN_ADDRESS", f"{text!r} is not [address]:port")
+        port = rest[1:] or None
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    host = _check_address("SERVICE_WAN_ADDRESS", host.strip())
+    if port is None:
+        return host, None
+    return host, _int("SERVICE_WAN_ADDRESS", port, 1, 65535)
 
 
 def _connect(value: Any) -> bool:

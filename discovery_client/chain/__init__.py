@@ -7,7 +7,7 @@ it once per version into a ``ChainRouter`` (``compile_chain``) and decides per r
 (``ChainRouter.decide(RequestView)`` -> ``Decision``) which targets to call in order
 (resolver target, then failover targets: subsets by filter, other datacenters), with
 what path, timeouts, retries, header changes and load-balancer policy and hash key.
-``DiscoveryChainQuery`` is the chain as a watched resource for the blocking-query engine;
+``ChainWatch`` is the chain as a watched resource of the shared blocking-query engine;
 ``ChainReporter`` says once that a chain is not honoured and the plain service is used.
 
 A service without config entries has Consul's default chain: its router is ``plain``
@@ -16,7 +16,6 @@ and a caller keeps its plain-service fast path (no per-call cost).
 
 from consul_discovery.client.chain.decide import ChainRouter, Decision, compile_chain, plain_router
 from consul_discovery.client.chain.hash_key import request_hash
-from consul_discovery.client.chain.match import RequestView
 from consul_discovery.client.chain.model import (
     Chain,
     ChainRetry,
@@ -27,19 +26,20 @@ from consul_discovery.client.chain.model import (
     RingHashConfig,
 )
 from consul_discovery.client.chain.parse import parse_chain
-from consul_discovery.client.chain.query import ChainAnswer, ChainRequest, DiscoveryChainQuery
+from consul_discovery.client.chain.query import ChainAnswer, ChainWatch, DiscoveryChainQuery
 from consul_discovery.client.chain.reading import ChainFormatError, parse_duration
 from consul_discovery.client.chain.report import ChainReporter
+from consul_discovery.client.route import RequestView
 
 __all__ = [
     "Chain",
     "ChainAnswer",
     "ChainFormatError",
     "ChainReporter",
-    "ChainRequest",
     "ChainRetry",
     "ChainRouter",
     "ChainTarget",
+    "ChainWatch",
     "Decision",
     "DiscoveryChainQuery",
     "HashPolicy",

@@ -31,6 +31,7 @@ import re
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from consul_discovery.client.chain.hash_key import request_hash
 from consul_discovery.client.chain.match import Predicate, RequestView, compile_match
@@ -50,6 +51,7 @@ from consul_discovery.client.chain.model import (
 )
 
 Random = Callable[[], float]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +90,12 @@ class Decision:
 
 
 class _SplitChoice:
-    """One split node's legs as a weighted draw over precomputed Decisions."""
+    """One split node's legs as a weighted draw over precomputed outcomes (Decisions,
+    or what ``ChainRouter.map`` made of them)."""
 
     __slots__ = ("_cumulative", "_total", "decisions")
 
-    def __init__(self, weights: list[float], decisions: list[Decision]) -> None:
+    def __init__(self, weights: list[float], decisions: list[Any]) -> None:
         cumulative = []
         total = 0.0
         for weight in weights:
@@ -105,8 +108,16 @@ class _SplitChoice:
         self._total = total
         self.decisions = tuple(decisions)
 
-    def choose(self, random: Random) -> Decision:
+    def choose(self, random: Random) -> Any:
         return self.decisions[bisect_right(self._cumulative, random() * self._total)]
+
+    def map(self, function: Callable[[Decision], Any]) -> _SplitChoice:
+        """The same draw over ``function`` of each leg's Decision."""
+        mapped = object.__new__(_SplitChoice)
+        mapped._cumulative = self._cumulative
+        mapped._total = self._total
+        mapped.decisions = tuple(function(d) for d in self.decisions)
+        return mapped
 
 
 Outcome = Decision | _SplitChoice
@@ -159,9 +170,57 @@ class ChainRouter:
                 return outcome.choose(self._random)  # type: ignore[union-attr]
         raise LookupError(f"no route of {self.service}'s chain matches {request.path!r}")
 
+    def decisions(self) -> tuple[Decision, ...]:
+        """Every Decision this router can make, in route then split-leg order."""
+        return tuple(d for _, outcome in self._outcomes for d in _decisions_of(outcome))
+
+    def map(self, function: Callable[[Decision], T], random: Random | None = None) -> Decider[T]:
+        """The same routing with ``function`` of each Decision as its outcome (computed
+        once here, for every route and split leg); ``random`` draws split legs (default:
+        this router's)."""
+        outcomes = tuple(
+            (predicate, function(o) if type(o) is Decision else o.map(function))  # type: ignore[union-attr, arg-type]
+            for predicate, o in self._outcomes
+        )
+        return Decider(self.service, outcomes, random or self._random)
+
     def __repr__(self) -> str:
         state = "plain" if self.plain else f"{len(self._outcomes)} route(s)"
         return f"ChainRouter({self.service!r}, {state}, problems={list(self.problems)!r})"
+
+
+class Decider(Generic[T]):
+    """A chain's routing with precomputed values of the caller's as outcomes (e.g. the
+    client core's Routes): ``decide`` matches and draws exactly as ``ChainRouter.decide``
+    and returns the value made for that route and split leg. Immutable, no I/O."""
+
+    __slots__ = ("_outcomes", "_random", "service")
+
+    def __init__(
+        self, service: str, outcomes: tuple[tuple[Predicate | None, Any], ...], random: Random
+    ) -> None:
+        self.service = service
+        self._outcomes = outcomes
+        self._random = random
+
+    def decide(self, request: RequestView) -> T:
+        """The value for ``request``: the first route that matches, then a split leg."""
+        for predicate, outcome in self._outcomes:
+            if predicate is None or predicate(request):
+                if type(outcome) is _SplitChoice:
+                    return outcome.choose(self._random)  # type: ignore[no-any-return]
+                return outcome  # type: ignore[no-any-return]
+        raise LookupError(f"no route of {self.service}'s chain matches {request.path!r}")
+
+    def values(self) -> tuple[T, ...]:
+        """Every value, in route then split-leg order."""
+        out: list[T] = []
+        for _, outcome in self._outcomes:
+            if type(outcome) is _SplitChoice:
+                out.extend(outcome.decisions)
+            else:
+                out.append(outcome)
+        return tuple(out)
 
 
 def _plain_decision(service: str) -> Decision:

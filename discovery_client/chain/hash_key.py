@@ -8,9 +8,10 @@ value at all means no key (the pick is random). Computed once per call.
 
 from __future__ import annotations
 
-from consul_discovery.client.chain.match import RequestView, query_params
+from consul_discovery.client.chain.match import query_params
 from consul_discovery.client.chain.model import HashPolicy
 from consul_discovery.client.hashing import combine, hash64
+from consul_discovery.client.route import RequestView
 
 
 def request_hash(policies: tuple[HashPolicy, ...], request: RequestView) -> int | None:

@@ -1,4 +1,4 @@
-"""A request as the chain sees it, and a route's HTTP match compiled into one predicate.
+"""A route's HTTP match compiled into one predicate over the core's ``RequestView``.
 
 Matching follows what Consul renders for Envoy (``agent/xds/routes.go``) and how Envoy
 evaluates it:
@@ -21,41 +21,10 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Mapping
-from types import MappingProxyType
-from typing import NamedTuple
 from urllib.parse import parse_qsl
 
 from consul_discovery.client.chain.model import HeaderMatch, HttpMatch, QueryMatch
-
-
-class RequestView(NamedTuple):
-    """The parts of one request that routing and hashing read (transport-neutral).
-
-    ``headers`` must look names up case-insensitively (requests', httpx' and werkzeug's
-    header mappings do); ``query`` is the raw query string without ``?``;
-    ``source_ip`` is the address the call came from, when there is one (a gateway's
-    client), for a ``SourceIP`` hash policy. An immutable value built once per call on
-    the hot path: a NamedTuple, built in a fraction of a frozen dataclass's time.
-    """
-
-    method: str
-    path: str
-    headers: Mapping[str, str] = MappingProxyType({})
-    query: str = ""
-    source_ip: str | None = None
-
-    @classmethod
-    def of(
-        cls,
-        method: str,
-        target: str,
-        headers: Mapping[str, str] | None = None,
-        source_ip: str | None = None,
-    ) -> RequestView:
-        """A view of ``method`` on ``target`` ("/path?query")."""
-        path, _, query = target.partition("?")
-        view_headers = headers if headers is not None else MappingProxyType({})
-        return cls(method.upper(), path or "/", view_headers, query, source_ip)
+from consul_discovery.client.route import RequestView
 
 
 @functools.lru_cache(maxsize=256)

@@ -1,24 +1,21 @@
-"""The discovery chain as a watched resource: the request to make and what its answer means.
+"""The discovery chain as a watched resource of the shared blocking-query engine.
 
-Sans-IO, for the blocking-query watch engine: the engine asks ``request(index, wait)``
-what to send (the path, and ``index``/``wait`` as for every blocking endpoint), sends it
-with its own transport (threaded or asyncio), and reads a 200's body with ``read`` (the
-chain and its router); ``same`` says whether a new answer changes anything. On its own
-(before the engine's shared error mapping takes it over) ``interpret`` also maps a
-refusal to the discovery client's errors (403: ``ConsulPermissionError`` naming the
-permission; other 4xx: ``ConsulQueryError``; 5xx: ``ConsulUnavailableError``, so a
-watch keeps the last good router and backs off). The endpoint answers for any service
-name, with Consul's default chain when no config entry names it.
+``DiscoveryChainQuery`` is what to ask (``/v1/discovery-chain/<service>``, compiled for
+a datacenter) and what a 200's body means (``read``: the chain and its router);
+``ChainWatch`` is that query as a ``consul_connection.resource.Resource``, so a chain is
+watched by the same rules as a service's health (index, pacing, backoff, a cached first
+error, stale-on-error) on the same loop and transport, and its refusals are mapped by
+the one shared mapping (``consul_connection.refusals``). The endpoint answers for any
+service name, with Consul's default chain when no config entry names it.
 
-An answer that cannot be read as a chain is not an error for calls: ``interpret``
-returns a plain router whose ``problems`` say why (the service is called without its
-chain), so a Consul upgrade that changes the format never fails a call.
+An answer that cannot be read as a chain is not an error for calls: ``read`` returns a
+plain router whose ``problems`` say why (the service is called without its chain), so a
+Consul upgrade that changes the format never fails a call.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -26,23 +23,9 @@ from consul_discovery.client.chain.decide import ChainRouter, Random, compile_ch
 from consul_discovery.client.chain.model import Chain
 from consul_discovery.client.chain.parse import parse_chain
 from consul_discovery.client.chain.reading import ChainFormatError
-from consul_discovery.client.errors import (
-    ConsulPermissionError,
-    ConsulQueryError,
-    ConsulUnavailableError,
-)
-from consul_discovery.connection import acl_denial
-
-INDEX_HEADER = "X-Consul-Index"
-
-
-@dataclass(frozen=True, slots=True)
-class ChainRequest:
-    """One GET to make: a path under the agent's base URL and its query parameters."""
-
-    path: str
-    params: tuple[tuple[str, str], ...] = ()
-    method: str = "GET"
+from consul_discovery.client.health_query import DISCOVERY_ERRORS
+from consul_discovery.connection.exchange import Request, Response
+from consul_discovery.connection.resource import Poll, Resource
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +43,7 @@ class ChainAnswer:
 
 @dataclass(frozen=True, slots=True)
 class DiscoveryChainQuery:
-    """The watched resource ``/v1/discovery-chain/<service>`` (no I/O).
+    """The endpoint ``/v1/discovery-chain/<service>`` and what its answers mean (no I/O).
 
     ``datacenter`` asks the chain as compiled for that datacenter (``compile-dc``;
     None: the agent's own). ``random`` is the source of split draws handed to every
@@ -85,13 +68,6 @@ class DiscoveryChainQuery:
         """The query parameters besides the blocking ones (``compile-dc``)."""
         return (("compile-dc", self.datacenter),) if self.datacenter else ()
 
-    def request(self, index: int, wait: float) -> ChainRequest:
-        """The request for index ``index`` (0: a plain read) blocking at most ``wait`` s."""
-        blocking: tuple[tuple[str, str], ...] = ()
-        if index > 0:
-            blocking = (("index", str(index)), ("wait", f"{max(1, round(wait * 1000))}ms"))
-        return ChainRequest(self.path, blocking + self.params)
-
     def read(self, index: int | None, body: bytes | str) -> ChainAnswer:
         """A 200's body as a ChainAnswer; an unreadable one gives a plain router saying why."""
         try:
@@ -101,24 +77,40 @@ class DiscoveryChainQuery:
             return ChainAnswer(index, None, plain_router(self.service, problem))
         return ChainAnswer(index, chain, compile_chain(chain, random=self.random))
 
-    def interpret(self, status: int, headers: Mapping[str, str], body: bytes | str) -> ChainAnswer:
-        """The answer's index and router; raises the client's error for a refusal."""
-        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-        call = f"read the discovery chain of {self.service!r}"
-        if status == 403:
-            raise ConsulPermissionError(str(acl_denial(text, call)))
-        if status >= 500:
-            raise ConsulUnavailableError(f"Consul could not {call}: {status} {text.strip()[:200]}")
-        if status != 200:
-            raise ConsulQueryError(f"Consul refused to {call}: {status} {text.strip()[:200]}")
-        return self.read(_index(headers), text)
 
+class ChainWatch(Resource[ChainAnswer, ChainAnswer]):
+    """One service's compiled chain as a watched resource (no I/O).
 
-def _index(headers: Mapping[str, str]) -> int | None:
-    for name, value in headers.items():
-        if name.lower() == INDEX_HEADER.lower():
-            try:
-                return int(value)
-            except (TypeError, ValueError):
-                return None
-    return None
+    A refusal raises the discovery client's errors (403: ``ConsulPermissionError``
+    naming the permission; 5xx and no answer: ``ConsulUnavailableError``, so the watch
+    keeps the last good chain and backs off); only a change of the chain or of its
+    problems is a change.
+    """
+
+    def __init__(
+        self, query: DiscoveryChainQuery, address: str, request_timeout: float = 10.0
+    ) -> None:
+        what = f"the discovery chain of {query.service!r}"
+        super().__init__(f"chain {query.service}", what, address, DISCOVERY_ERRORS)
+        self.query = query
+        self._request_timeout = request_timeout
+
+    def request(self, poll: Poll) -> Request:
+        """The chain at ``poll``'s index (0: a plain read), blocking for its wait."""
+        return Request(
+            self.query.path,
+            poll.params() + self.query.params,
+            poll.timeout(self._request_timeout),
+        )
+
+    def decode(self, response: Response) -> ChainAnswer:
+        """The answer's chain and router."""
+        return self.query.read(response.index, response.body)
+
+    def same(self, old: ChainAnswer, new: ChainAnswer) -> bool:
+        """Same chain, same problems."""
+        return old.same(new)
+
+    def summary(self, value: ChainAnswer) -> str:
+        """For the outage log line."""
+        return "its last discovery chain"

@@ -88,7 +88,13 @@ def test_the_async_transport_makes_no_thread_per_service_and_closes_its_watches(
             assert {r.status_code for r in answers} == {200}
             assert threading.active_count() == threads
             watches = [t for t in asyncio.all_tasks() if t.get_name().startswith("consul-watch-")]
-            assert len(watches) == 3
+            # One health watch per service, and the source's one config-entry watch
+            # (which services have a discovery chain: none here, so no chain watch).
+            names = sorted(t.get_name() for t in watches)
+            assert names == [
+                "consul-watch-config-entries",
+                *(f"consul-watch-svc-{n}" for n in range(3)),
+            ], names
         assert all(t.done() for t in watches)  # aclose() cancelled every watch
         assert threading.active_count() == threads
 

@@ -44,3 +44,22 @@ def test_a_changed_service_or_node_is_rebuilt():
     renamed["Node"].update(Address="10.0.0.2", ModifyIndex=13)
     assert cache.instances([renamed])[0].address == "10.0.0.2"
     assert first[0].port == 80
+
+
+def test_another_datacenters_entry_is_reached_at_its_wan_address():
+    """``wan``: Service.TaggedAddresses.wan (address and port) wins; without one, the
+    address is the entry's own; the cache keeps the two readings apart."""
+    remote = entry("a")
+    remote["Service"]["TaggedAddresses"] = {
+        "lan": {"Address": "10.0.0.1", "Port": 80},
+        "wan": {"Address": "198.51.100.7", "Port": 8443},
+    }
+    (wan,) = instances_from_entries([remote], wan=True)
+    assert (wan.address, wan.port) == ("198.51.100.7", 8443)
+    (lan,) = instances_from_entries([remote])
+    assert (lan.address, lan.port) == ("10.0.0.1", 80)
+    (plain,) = instances_from_entries([entry("b")], wan=True)
+    assert (plain.address, plain.port) == ("10.0.0.1", 80)
+    cache = InstanceCache()
+    assert cache.instances([remote])[0].address == "10.0.0.1"
+    assert cache.instances([remote], wan=True)[0].address == "198.51.100.7"

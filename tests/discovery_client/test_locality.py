@@ -128,3 +128,25 @@ def test_instances_carry_the_locality_consul_reports():
         entries = requests.get(f"{agent.url}/v1/health/service/zoned", timeout=5).json()
     found = {i.id: (i.region, i.zone) for i in instances_from_entries(entries)}
     assert found == {"inherits": ("eu", "eu-1b"), "own": ("eu", "eu-1c")}
+
+
+def test_a_balancer_with_the_callers_zone_prefers_it_and_spills_when_it_empties():
+    """``ServiceConfig(zone=...)``: the Balancer picks through LocalityPicker; equal
+    capacity in two zones keeps every pick local; the local zone gone, the other serves."""
+    from consul_discovery.client.balancer import Balancer
+    from consul_discovery.client.config import ServiceConfig
+    from tests.discovery_client.fakes import resolution
+
+    clock = FakeClock()
+    members = [instance(f"a{n}", zone="a") for n in range(2)]
+    members += [instance(f"b{n}", zone="b") for n in range(2)]
+    balancer = Balancer(
+        "svc", ServiceConfig(policy="round_robin", zone="a"), clock=clock, rng=random.Random(3)
+    )
+    balancer.update(resolution(*members))
+    picks = Counter(balancer.pick().instance.zone for _ in range(2000))
+    assert picks == {"a": 2000}
+    balancer.update(resolution(*members[2:], index=2))
+    assert Counter(balancer.pick().instance.zone for _ in range(200)) == {"b": 200}
+    with pytest.raises(ValueError, match="ring_hash"):
+        ServiceConfig(policy="ring_hash", zone="a")

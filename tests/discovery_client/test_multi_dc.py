@@ -4,14 +4,23 @@ chain's failover target resolved through the local agent (real agents: dc1 and d
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 
 import pytest
 import requests
 
+from bench.loadgen import run_open_loop
 from consul_discovery.client.chain import DiscoveryChainQuery, RequestView
+from consul_discovery.client.client import ServiceClient
+from consul_discovery.client.config import ServiceConfig
+from consul_discovery.client.consul_source import ConsulSource
 from consul_discovery.client.health_entries import instances_from_entries
+from consul_discovery.client.retry import RetryPolicy
+from consul_discovery.client.target import Target
+from tests.discovery_client.chain.test_chain_calls_consul import _Echo
 from tests.harness.multi_dc import FederatedAgent, Federation, running_federation
 
 
@@ -105,6 +114,11 @@ def test_a_wan_address_without_wan_ipv4_is_not_translated(fed):
     assert tagged["wan"]["Address"] == "127.1.2.23"
     assert tagged["wan_ipv4"]["Address"] == dc2.host
     assert entry["Service"]["Address"] == dc2.host
+    # Read as another datacenter's entry, the instance is reached at its own WAN address.
+    (instance,) = instances_from_entries([entry], wan=True)
+    assert (instance.address, instance.port) == ("127.1.2.23", 9202)
+    (lan,) = instances_from_entries([entry])
+    assert lan.address == dc2.host
 
 
 def test_prepared_queries_fail_over_to_dc2_and_back(fed):
@@ -154,7 +168,8 @@ def test_a_chain_failover_target_in_dc2_resolves_through_dc1(fed):
     requests.put(f"{dc1.url}/v1/config", json=entry, timeout=5).raise_for_status()
     query = DiscoveryChainQuery("orders", random=random.Random(1).random)
     response = requests.get(f"{dc1.url}{query.path}", timeout=5)
-    router = query.interpret(response.status_code, response.headers, response.content).router
+    assert response.status_code == 200, response.text
+    router = query.read(int(response.headers["X-Consul-Index"]), response.content).router
     assert not router.plain, router.problems
     decision = router.decide(RequestView.of("GET", "/orders/1"))
     primary, failover = decision.targets
@@ -172,3 +187,179 @@ def test_a_chain_failover_target_in_dc2_resolves_through_dc1(fed):
         "127.1.2.44",
         "dc2",
     )
+
+
+def _echo(host: str, ident: str) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((host, 0), _Echo)
+    server.daemon_threads = True
+    server.ident, server.version = ident, "1"  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_calls_fail_over_to_dc2_by_the_chain_and_come_back(fed):
+    """The resolver's failover to dc2, through the client core: every dc1 instance
+    critical, calls are answered by dc2's instance at the WAN address it advertises;
+    dc1 passing again, calls come back. No call fails."""
+    dc1, dc2 = fed.agent("dc1"), fed.agent("dc2")
+    wan_host = "127.1.2.55"
+    local, remote = _echo(dc1.host, "billing-dc1"), _echo(wan_host, "billing-dc2")
+    try:
+        register(dc1, "billing", "billing-dc1", local.server_address[1])
+        register(dc2, "billing", "billing-dc2", remote.server_address[1], wan=wan_host)
+        entry = {
+            "Kind": "service-resolver",
+            "Name": "billing",
+            "Failover": {"*": {"Datacenters": ["dc2"]}},
+        }
+        requests.put(f"{dc1.url}/v1/config", json=entry, timeout=5).raise_for_status()
+        wait_for(lambda: health(dc1, "billing", dc="dc2"), what="dc2's billing seen from dc1")
+        with ServiceClient(dc1.url) as client:
+
+            def who() -> str:
+                response = client.get("billing", "/")
+                assert response.status_code == 200, response.text
+                return response.json()["instance"]
+
+            wait_for(lambda: who() and client.core.chain("billing") is not None, what="chain")
+            assert {who() for _ in range(20)} == {"billing-dc1"}
+            dc2_state = client.core.route("billing", RequestView.of("GET", "/")).states[1]
+            assert dc2_state.target == Target("billing", datacenter="dc2")
+            wait_for(lambda: dc2_state.ready, what="dc2's target resolved")
+            (instance,) = dc2_state.balancer.resolution.instances
+            assert (instance.address, instance.port) == (wan_host, remote.server_address[1])
+            primary = client.core.route("billing", RequestView.of("GET", "/")).states[0]
+            set_status(dc1, "billing-dc1", "critical")
+            started = time.monotonic()
+            wait_for(lambda: not primary.balancer.resolution.instances, what="dc1 emptied")
+            assert {who() for _ in range(20)} == {"billing-dc2"}
+            failed_over = time.monotonic() - started
+            set_status(dc1, "billing-dc1", "passing")
+            started = time.monotonic()
+            wait_for(lambda: primary.balancer.resolution.instances, what="dc1 back")
+            assert {who() for _ in range(20)} == {"billing-dc1"}
+            print(f"\nfailover seen in {failed_over * 1000:.0f} ms, back in "
+                  f"{(time.monotonic() - started) * 1000:.0f} ms")  # fmt: skip
+    finally:
+        local.shutdown()
+        remote.shutdown()
+        local.server_close()
+        remote.server_close()
+
+
+def test_a_prepared_query_target_is_watched_and_fails_over(fed):
+    """``ServiceConfig(prepared_query=...)``: the source polls the query's execution (it
+    does not block); dc1's instance critical, the query fails over to dc2 and the set
+    holds dc2's instance at its WAN address; dc1 passing again, the set comes back."""
+    dc1, dc2 = fed.agent("dc1"), fed.agent("dc2")
+    register(dc1, "pqw", "pqw-dc1", 9311)
+    register(dc2, "pqw", "pqw-dc2", 9312, wan="127.1.2.34")
+    wait_for(lambda: health(dc1, "pqw", dc="dc2"), what="dc2's pqw seen from dc1")
+    body = {"Name": "pqw-q", "Service": {"Service": "pqw", "OnlyPassing": True,
+                                         "Failover": {"Datacenters": ["dc2"]}}}  # fmt: skip
+    requests.post(f"{dc1.url}/v1/query", json=body, timeout=5).raise_for_status()
+    config = ServiceConfig(prepared_query="pqw-q")
+    with ConsulSource(dc1.url, service_config=lambda _n: config, min_interval=0.1) as source:
+        target = Target.of("pqw", config)
+        assert target.prepared_query == "pqw-q"
+
+        def where() -> set[tuple[str, str]]:
+            resolution = source.resolve(target, timeout=5)
+            return {(i.id, i.address) for i in resolution.instances}
+
+        assert where() == {("pqw-dc1", dc1.host)}
+        set_status(dc1, "pqw-dc1", "critical")
+        wait_for(lambda: where() == {("pqw-dc2", "127.1.2.34")}, what="the query's failover")
+        set_status(dc1, "pqw-dc1", "passing")
+        wait_for(lambda: where() == {("pqw-dc1", dc1.host)}, what="the query back in dc1")
+        stats = source.watch_stats(target)
+        assert stats is not None and stats.errors == 0, stats
+
+
+def _serve(host: str, ident: str, port: int = 0) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((host, port), _Echo)
+    server.daemon_threads = True
+    server.ident, server.version = ident, "1"  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _stop(server: ThreadingHTTPServer) -> None:
+    server.shutdown()
+    server.server_close()
+
+
+def test_drill_every_dc1_instance_stopped_and_started_under_open_loop_load(fed):
+    """Open-loop load (40 req/s) through the client core while both dc1 instances of a
+    service stop (their HTTP checks go critical) and start again, three times: 0 failed
+    calls; the time until calls go to dc2 without a failed attempt (Consul marked dc1
+    critical), and back to dc1 after the start."""
+    dc1, dc2 = fed.agent("dc1"), fed.agent("dc2")
+    wan_host, rate, cycle = "127.1.2.66", 40.0, 8.0
+    local = [_serve(dc1.host, f"ledger-dc1-{n}") for n in range(2)]
+    ports = [s.server_address[1] for s in local]
+    remote = _serve(wan_host, "ledger-dc2")
+    try:
+        for n, port in enumerate(ports):
+            body = {"Name": "ledger", "ID": f"ledger-dc1-{n}", "Address": dc1.host, "Port": port,
+                    "Check": {"HTTP": f"http://{dc1.host}:{port}/", "Interval": "1s",
+                              "Timeout": "500ms"}}  # fmt: skip
+            url = f"{dc1.url}/v1/agent/service/register"
+            requests.put(url, json=body, timeout=5).raise_for_status()
+        register(dc2, "ledger", "ledger-dc2", remote.server_address[1], wan=wan_host)
+        entry = {"Kind": "service-resolver", "Name": "ledger",
+                 "Failover": {"*": {"Datacenters": ["dc2"]}}}  # fmt: skip
+        requests.put(f"{dc1.url}/v1/config", json=entry, timeout=5).raise_for_status()
+        wait_for(lambda: len(health(dc1, "ledger", passing="1")) == 2, what="dc1 passing")
+        wait_for(lambda: health(dc2, "ledger", passing="1"), what="dc2 passing")
+        # Every call in the second before Consul marks dc1 critical needs its retries (dc1's
+        # other instance, then dc2): a retry budget of one retry per call lets them all
+        # through (the default, 20% of calls + 10/s, lost 1 call of 320 in a cycle).
+        retry = RetryPolicy(budget_ratio=1.0)
+        with ServiceClient(dc1.url, retry=retry) as client:
+            answers: list[tuple[float, str]] = []  # (when answered, instance)
+
+            def call(_seq: int) -> tuple[bool, str]:
+                response = client.get("ledger", "/", timeout=(1.0, 2.0))
+                ok = response.status_code == 200
+                if ok:
+                    answers.append((time.monotonic(), response.json()["instance"]))
+                return ok, str(response.status_code)
+
+            wait_for(lambda: call(0)[0] and client.core.chain("ledger") is not None, what="chain")
+            view = RequestView.of("GET", "/")
+            primary, backup = client.core.route("ledger", view).states
+            wait_for(lambda: backup.ready, what="dc2's target resolved")
+            figures = []
+            for _ in range(3):
+                answers.clear()
+                marks: dict[str, float] = {}
+
+                def fault(marks: dict[str, float] = marks) -> None:
+                    time.sleep(1.5)
+                    marks["stop"] = time.monotonic()
+                    for server in local:
+                        _stop(server)
+                    wait_for(lambda: not primary.balancer.resolution.instances, 10, "critical")
+                    marks["critical"] = time.monotonic()
+                    time.sleep(1.0)
+                    marks["start"] = time.monotonic()
+                    local[:] = [_serve(dc1.host, f"ledger-dc1-{n}", p) for n, p in enumerate(ports)]
+
+                thread = threading.Thread(target=fault, daemon=True)
+                thread.start()
+                report = run_open_loop(call, rate, cycle, max_workers=16)
+                thread.join(15)
+                assert not report.failures, [o.detail for o in report.failures[:3]]
+                assert len(report.outcomes) == int(rate * cycle)
+                back = [t for t, who in answers if t > marks["start"] and "dc1" in who]
+                assert back, "calls never came back to dc1"
+                during = [who for t, who in answers if marks["critical"] < t < marks["start"]]
+                assert during and all(who == "ledger-dc2" for who in during), during
+                figures.append((marks["critical"] - marks["stop"], back[0] - marks["start"]))
+                wait_for(lambda: len(primary.balancer.resolution.instances) == 2, 10, "dc1 back")
+            print("\nfail over (Consul marks dc1 critical) / fail back (first dc1 answer), s: "
+                  + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in figures))  # fmt: skip
+    finally:
+        for server in [*local, remote]:
+            _stop(server)

@@ -107,3 +107,12 @@ def test_zero_weight_is_out_of_rotation_unless_all_are_zero(policy):
     )
     p = build_picker(policy, "svc", zeros, rng=random.Random(1), clock=FakeClock())
     assert set(Counter(p.pick().id for _ in range(300))) == {"i1", "i2"}
+
+
+def test_only_passing_leaves_warning_instances_out():
+    """A chain subset's OnlyPassing (Target.only_passing): a warning instance is not
+    derated but left out; by default it stays in."""
+    everyone = build_resolution("svc", passing_warning_critical(), 1, 0.0)
+    assert sorted(i.id for i in everyone.instances) == ["pass", "warn"]
+    strict = build_resolution("svc", passing_warning_critical(), 1, 0.0, only_passing=True)
+    assert [i.id for i in strict.instances] == ["pass"]

@@ -217,6 +217,28 @@ def test_a_target_with_nothing_to_pick_fails_over_to_the_next_in_the_route():
     assert route.states[1].balancer.load_of(step.endpoint.id).picks == 1
 
 
+def test_when_every_instance_failed_the_call_the_next_target_is_tried():
+    """The primary's instances all refused this call (Consul has not marked them yet):
+    the retry goes to the route's next Target instead of an instance already tried."""
+    clock = FakeClock()
+    route = route_of(("primary", 2), ("backup", 1), clock=clock)
+    _plan, steps = start(route, clock)
+    first = next(steps)
+    assert isinstance(steps.throw(ConnectFailed()), Sleep)
+    second = next(steps)
+    assert isinstance(steps.throw(ConnectFailed()), Sleep)
+    third = next(steps)
+    assert {first.endpoint.id, second.endpoint.id} == {"primary0", "primary1"}
+    assert third.endpoint.id == "backup0"
+    assert isinstance(steps.send(Answer(200)), Done)
+    # A single Target keeps its old rule: the same instance again when none is left.
+    alone = route_of(("svc", 1), clock=clock)
+    _plan, steps = start(alone, clock)
+    once = next(steps)
+    assert isinstance(steps.throw(ConnectFailed()), Sleep)
+    assert next(steps).endpoint.id == once.endpoint.id
+
+
 def test_the_hash_key_reaches_every_pick():
     clock = FakeClock()
     route = route_of(("svc", 2), clock=clock)

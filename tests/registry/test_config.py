@@ -163,3 +163,30 @@ def test_durations(text: str, seconds: float) -> None:
 
 def test_format_duration() -> None:
     assert [format_duration(s) for s in (10, 60.0, 1.5, 0.25)] == ["10s", "60s", "1500ms", "250ms"]
+
+
+def test_a_wan_address_is_advertised_as_wan_and_wan_ipv4() -> None:
+    """SERVICE_WAN_ADDRESS: what instances in other datacenters are reached at
+    (``host`` with the service's port, ``host:port``, or ``[v6]:port``)."""
+    assert build().wan_address is None and "TaggedAddresses" not in build().service_definition()
+    reg = build(SERVICE_WAN_ADDRESS="198.51.100.7")
+    tagged = reg.service_definition()["TaggedAddresses"]
+    port = reg.port
+    assert tagged == {
+        "wan": {"Address": "198.51.100.7", "Port": port},
+        "wan_ipv4": {"Address": "198.51.100.7", "Port": port},
+    }
+    assert build(SERVICE_WAN_ADDRESS="198.51.100.7:8443").tagged_addresses()["wan"] == {
+        "Address": "198.51.100.7",
+        "Port": 8443,
+    }
+    v6 = build(SERVICE_WAN_ADDRESS="[2001:db8::7]:8443").tagged_addresses()
+    assert v6["wan_ipv6"] == {"Address": "2001:db8::7", "Port": 8443}
+    for bad, words in (
+        ("0.0.0.0", "wildcard"),
+        ("198.51.100.7:http", "not an integer"),
+        ("198.51.100.7:0", "out of range"),
+        ("[2001:db8::7", "not \\[address\\]:port"),
+    ):
+        with pytest.raises(RegistryConfigError, match=f"SERVICE_WAN_ADDRESS.*{words}"):
+            build(SERVICE_WAN_ADDRESS=bad)

@@ -29,7 +29,8 @@ def fetch(agent: ConsulAgent, service: str, seed: int = 1) -> tuple[dict[str, An
     """Consul's compiled chain of ``service`` (its JSON) and our router built from it."""
     query = DiscoveryChainQuery(service, random=random.Random(seed).random)
     response = requests.get(f"{agent.url}{query.path}", timeout=5)
-    answer = query.interpret(response.status_code, response.headers, response.content)
+    assert response.status_code == 200, response.text
+    answer = query.read(int(response.headers["X-Consul-Index"]), response.content)
     return response.json()["Chain"], answer.router
 
 

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import random
-import threading
 import time
 
-import requests
-
-from consul_discovery.client.chain import (
-    ChainAnswer,
-    DiscoveryChainQuery,
-)
-from consul_discovery.connection.blocking import next_index
+from consul_discovery.client.chain import ChainAnswer, ChainWatch, DiscoveryChainQuery
+from consul_discovery.connection.blocking import WatchTiming
+from consul_discovery.connection.sending import SessionSender
+from consul_discovery.connection.watch import WatchState
+from consul_discovery.connection.watch_drivers import WatchThread, poll_once
 from tests.discovery_client.chain.consul_chain import (
     http,
     write_entry,
@@ -20,38 +17,35 @@ from tests.discovery_client.chain.consul_chain import (
 
 
 def test_the_chain_is_watched_with_blocking_queries(chain_agent):
-    """The sans-IO query driven by a small loop (until the watch engine drives it):
-    a blocking read waits while nothing changes, and returns soon after an entry write."""
+    """ChainWatch driven by the shared engine (WatchState + a watch thread): a blocking
+    read waits while nothing changes, and a new chain arrives soon after an entry write."""
     name = "watched"
     write_entry(chain_agent, http(name))
     set_split(chain_agent, name, 100)
     query = DiscoveryChainQuery(name, random=random.Random(1).random)
-    session = requests.Session()
-
-    def get(index: int, wait: float) -> ChainAnswer:
-        req = query.request(index, wait)
-        response = session.get(f"{chain_agent.url}{req.path}", params=req.params, timeout=wait + 5)
-        return query.interpret(response.status_code, response.headers, response.content)
-
-    first = get(0, 1.0)
-    index = next_index(0, first.index)
-    started = time.monotonic()
-    idle = get(index, 0.5)  # nothing changes: Consul holds the request for the wait
-    assert time.monotonic() - started >= 0.4 and idle.index == first.index
-
+    sender = SessionSender(chain_agent.connection())
     seen: list[tuple[float, float]] = []  # (when, v1 weight) per chain delivered
-    stop = threading.Event()
 
-    def watch() -> None:
-        at = index
-        while not stop.is_set():
-            answer = get(at, 2.0)
-            at = next_index(at, answer.index)
-            splits = answer.chain.nodes[answer.chain.start_node].splits
-            seen.append((time.monotonic(), splits[0].weight))
+    def changed(answer: ChainAnswer) -> None:
+        splits = answer.chain.nodes[answer.chain.start_node].splits
+        seen.append((time.monotonic(), splits[0].weight))
 
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
+    # A first poll by hand, then an idle blocking one: Consul holds it for the wait.
+    probe = WatchState(ChainWatch(query, chain_agent.url), timing=WatchTiming(wait=0.5))
+    poll_once(probe, sender)
+    first = probe.value
+    assert first is not None and first.chain is not None and probe.index > 0
+    started = time.monotonic()
+    poll_once(probe, sender)
+    assert time.monotonic() - started >= 0.4 and probe.value.index == first.index
+
+    state = WatchState(
+        ChainWatch(query, chain_agent.url),
+        changed,
+        timing=WatchTiming(wait=2.0, min_interval=0.0),
+    )
+    watch = WatchThread(state, sender, name="chain-watch-test").start()
+    assert state.wait_first(5.0) and state.value is not None
     delays = []
     try:
         for weight in (0, 100, 10, 90, 50, 0, 100, 30, 70, 100):
@@ -67,11 +61,11 @@ def test_the_chain_is_watched_with_blocking_queries(chain_agent):
             assert when is not None, f"the watch never saw weight {weight}"
             delays.append(when - written)
     finally:
-        stop.set()
-        set_split(chain_agent, name, 100)  # ends the thread's blocking read
-        thread.join(timeout=10)
-        session.close()
-    assert not thread.is_alive()
+        watch.stop()
+        sender.interrupt()
+        watch.join(timeout=10)
+        sender.close()
+    assert state.requests >= len(delays) and state.errors == 0
     print(f"\nchain change -> watch: max {max(delays) * 1000:.1f} ms over {len(delays)} writes")
     assert max(delays) < 1.0, delays
 

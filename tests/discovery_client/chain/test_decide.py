@@ -13,6 +13,7 @@ from requests.structures import CaseInsensitiveDict
 
 from consul_discovery.client.chain import (
     ChainReporter,
+    ChainWatch,
     DiscoveryChainQuery,
     HashPolicy,
     RequestView,
@@ -26,6 +27,8 @@ from consul_discovery.client.errors import (
     ConsulQueryError,
     ConsulUnavailableError,
 )
+from consul_discovery.connection.exchange import Response
+from consul_discovery.connection.resource import Poll
 from tests.discovery_client.chain.chains import canary_chain, default_chain
 
 
@@ -151,7 +154,7 @@ def test_hash_policies_header_cookie_query_source_and_terminal():
     cookie = HashPolicy("cookie", "session")
     query = HashPolicy("query_parameter", "shard")
     source = HashPolicy(source_ip=True, terminal=True)
-    alice = RequestView("GET", "/", CaseInsensitiveDict({"X-User": "alice"}), "", "10.0.0.1")
+    alice = RequestView("GET", "/", CaseInsensitiveDict({"X-User": "alice"}), "10.0.0.1")
     assert request_hash((header,), alice) == request_hash((header,), alice)
     assert request_hash((header,), alice) != request_hash(
         (header,), RequestView("GET", "/", CaseInsensitiveDict({"x-user": "bob"}))
@@ -162,39 +165,48 @@ def test_hash_policies_header_cookie_query_source_and_terminal():
     assert request_hash((cookie,), with_cookie) == request_hash(
         (cookie,), view("/", cookie="session=s-1")
     )
-    assert request_hash((query,), RequestView("GET", "/", {}, "shard=3")) is not None
+    assert request_hash((query,), RequestView("GET", "/?shard=3", {})) is not None
     # Terminal: once the source IP gave a value, the header after it is not folded in.
     assert request_hash((source, header), alice) == request_hash((source,), alice)
     assert request_hash((header, source), alice) != request_hash((header,), alice)
 
 
-def test_the_query_builds_blocking_requests_and_maps_refusals():
+def _watch(query: DiscoveryChainQuery) -> ChainWatch:
+    return ChainWatch(query, "http://127.0.0.1:8500")
+
+
+def test_the_watch_builds_blocking_requests_and_maps_refusals():
     query = DiscoveryChainQuery("my svc", random=random.Random(1).random, datacenter="dc2")
-    first = query.request(0, 30.0)
+    watch = _watch(query)
+    first = watch.request(Poll(0, 30.0, resolved=False))
     assert first.path == "/v1/discovery-chain/my%20svc" and dict(first.params) == {
         "compile-dc": "dc2"
     }
-    blocking = query.request(42, 30.0)
+    blocking = watch.request(Poll(42, 30.0, resolved=True))
     assert dict(blocking.params) == {"index": "42", "wait": "30000ms", "compile-dc": "dc2"}
+    assert blocking.timeout > 30.0
     denied = (
         "Permission denied: token with AccessorID 'abc' lacks permission 'service:read' "
         'on "my svc"'
     )
     with pytest.raises(ConsulPermissionError, match="service:read"):
-        query.interpret(403, {}, denied)
+        watch.interpret(Response(403, {}, denied.encode()))
     with pytest.raises(ConsulUnavailableError):
-        query.interpret(500, {}, "No cluster leader")
+        watch.interpret(Response(500, {}, b"No cluster leader"))
     with pytest.raises(ConsulQueryError):
-        query.interpret(400, {}, "bad")
+        watch.interpret(Response(400, {}, b"bad"))
 
 
 def test_an_unreadable_answer_is_a_plain_router_not_an_error():
     query = DiscoveryChainQuery("web", random=random.random)
-    answer = query.interpret(200, {"X-Consul-Index": "9"}, b"{not json")
+    watch = _watch(query)
+    answer = watch.interpret(Response(200, {"X-Consul-Index": "9"}, b"{not json"))
     assert answer.index == 9 and answer.chain is None
     assert answer.router.plain and "unreadable" in answer.router.problems[0]
-    ok = query.interpret(200, {"x-consul-index": "10"}, json.dumps(default_chain()))
+    body = json.dumps(default_chain()).encode()
+    ok = watch.interpret(Response(200, {"x-consul-index": "10"}, body))
     assert ok.index == 10 and ok.router.plain and not ok.router.problems
+    assert watch.same(ok, query.read(11, body)) and not watch.same(ok, answer)
     again = query.read(11, json.dumps(default_chain()))
     assert again.same(ok) and not again.same(answer)
     canary = query.read(12, json.dumps(canary_chain()))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from requests.structures import CaseInsensitiveDict
 
-from consul_discovery.client.chain.match import RequestView, compile_match
+from consul_discovery.client.chain.match import compile_match
 from consul_discovery.client.chain.model import HeaderMatch, HttpMatch, QueryMatch
+from consul_discovery.client.route import RequestView
 
 
 def req(target: str = "/", method: str = "GET", **headers: str) -> RequestView:
@@ -93,7 +94,7 @@ def test_header_rules(rule, headers, expected):
     ],
 )
 def test_query_parameter_rules(rule, query, expected):
-    request = RequestView("GET", "/", {}, query)
+    request = RequestView("GET", f"/?{query}", {})
     assert matches(HttpMatch(query=(rule,)), request) is expected
 
 

@@ -252,12 +252,15 @@ def register(
     *,
     status: str = "passing",
     weights: tuple[int, int] | None = None,
+    meta: dict[str, str] | None = None,
 ) -> None:
     """An instance of ``service`` at 127.0.0.1:``port`` with a TTL check (``status``)."""
     body: dict[str, Any] = {
         "ID": ident, "Name": service, "Address": "127.0.0.1", "Port": port,
         "Check": {"CheckID": f"service:{ident}", "TTL": "1h", "Status": status},
     }  # fmt: skip
+    if meta is not None:
+        body["Meta"] = meta
     if weights is not None:
         body["Weights"] = {"Passing": weights[0], "Warning": weights[1]}
     requests.put(f"{agent.url}/v1/agent/service/register", json=body, timeout=5).raise_for_status()

@@ -1,0 +1,353 @@
+"""Calls routed by Consul's compiled chain, end to end, through all three transports.
+
+A real agent holds the config entries (service-defaults, a resolver with subsets v1/v2
+and a failover from v1 to v2, a 90/10 splitter, a router with a header route and a
+prefix rewrite); three in-process HTTP instances (two v1, one v2) answer with who they
+are, the path and the header they saw. The same checks run through ServiceClient
+(requests), the httpx transport and the asyncio httpx transport: the splitter's share,
+the header route (and its request header), the prefix rewrite, and a failover to the
+other subset when every v1 instance is critical (no call fails).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+import requests
+
+from consul_discovery.client.chain.model import SplitterNode
+from consul_discovery.client.client import ServiceClient
+from consul_discovery.client.consul_source import ConsulSource
+from consul_discovery.client.httpx_transport import AsyncDiscoveryTransport, DiscoveryTransport
+from tests.discovery_client.chain.consul_chain import write_entry
+from tests.discovery_client.test_source_drift import in_child
+from tests.harness.agent import ConsulAgent
+
+SERVICE = "shop"
+INSTANCES = (("shop-v1-a", "1"), ("shop-v1-b", "1"), ("shop-v2", "2"))
+SPLIT_CALLS = 1000
+
+
+class _Echo(BaseHTTPRequestHandler):
+    """Answers every GET with the instance's id and version, the path and x-routed seen."""
+
+    def do_GET(self) -> None:
+        server = self.server
+        body = json.dumps(
+            {
+                "instance": server.ident,  # type: ignore[attr-defined]
+                "version": server.version,  # type: ignore[attr-defined]
+                "path": self.path,
+                "routed": self.headers.get("x-routed"),
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        """Quiet."""
+
+
+@pytest.fixture(scope="module")
+def shop(chain_agent: ConsulAgent) -> Iterator[ConsulAgent]:
+    """The three instances, registered with TTL checks, and the service's config entries."""
+    servers = []
+    for ident, version in INSTANCES:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+        server.daemon_threads = True
+        server.ident, server.version = ident, version  # type: ignore[attr-defined]
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        body = {
+            "ID": ident, "Name": SERVICE, "Address": "127.0.0.1",
+            "Port": server.server_address[1], "Meta": {"version": version},
+            "Check": {"CheckID": f"service:{ident}", "TTL": "1h", "Status": "passing"},
+        }  # fmt: skip
+        url = f"{chain_agent.url}/v1/agent/service/register"
+        requests.put(url, json=body, timeout=5).raise_for_status()
+    write_entry(chain_agent, {"Kind": "service-defaults", "Name": SERVICE, "Protocol": "http"})
+    write_entry(
+        chain_agent,
+        {
+            "Kind": "service-resolver",
+            "Name": SERVICE,
+            "DefaultSubset": "v1",
+            "Subsets": {
+                "v1": {"Filter": 'Service.Meta.version == "1"'},
+                "v2": {"Filter": 'Service.Meta.version == "2"'},
+            },
+            "Failover": {"v1": {"ServiceSubset": "v2"}},
+        },
+    )
+    write_entry(
+        chain_agent,
+        {
+            "Kind": "service-splitter",
+            "Name": SERVICE,
+            "Splits": [
+                {"Weight": 90, "ServiceSubset": "v1"},
+                {"Weight": 10, "ServiceSubset": "v2"},
+            ],
+        },
+    )
+    write_entry(
+        chain_agent,
+        {
+            "Kind": "service-router",
+            "Name": SERVICE,
+            "Routes": [
+                {
+                    "Match": {"HTTP": {"Header": [{"Name": "x-canary", "Exact": "1"}]}},
+                    "Destination": {
+                        "ServiceSubset": "v2",
+                        "RequestHeaders": {"Set": {"x-routed": "canary"}},
+                        "ResponseHeaders": {"Add": {"x-served-by": "canary"}},
+                    },
+                },
+                {
+                    "Match": {"HTTP": {"PathPrefix": "/api/"}},
+                    "Destination": {"PrefixRewrite": "/"},
+                },
+            ],
+        },
+    )
+    try:
+        yield chain_agent
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+        for ident, _ in INSTANCES:
+            url = f"{chain_agent.url}/v1/agent/service/deregister/{ident}"
+            requests.put(url, timeout=5)
+
+
+def _ttl(agent: ConsulAgent, ident: str, status: str) -> None:
+    verb = {"passing": "pass", "critical": "fail"}[status]
+    url = f"{agent.url}/v1/agent/check/{verb}/service:{ident}"
+    requests.put(url, timeout=5).raise_for_status()
+
+
+Get = Callable[..., dict]
+
+
+@pytest.fixture(params=["requests", "httpx", "httpx-async"])
+def transport(request, shop) -> Iterator[tuple[Get, object, Callable[[float], object]]]:
+    """``get(path, headers=None) -> answer`` through one transport, its core, and a pause
+    that lets its watches run (the asyncio source's run on the test's event loop)."""
+    rng = random.Random(7)
+    if request.param == "requests":
+        client = ServiceClient(shop.url, rng=rng)
+
+        def get(path: str, headers: dict | None = None) -> dict:
+            response = client.get(SERVICE, path, headers=headers)
+            assert response.status_code == 200, response.text
+            return {**response.json(), "served_by": response.headers.get("x-served-by")}
+
+        try:
+            yield get, client.core, time.sleep
+        finally:
+            client.close()
+    elif request.param == "httpx":
+        sync = DiscoveryTransport(consul_addr=shop.url, only=[SERVICE], rng=rng)
+        with httpx.Client(transport=sync) as http:
+
+            def get(path: str, headers: dict | None = None) -> dict:
+                response = http.get(f"http://{SERVICE}{path}", headers=headers)
+                assert response.status_code == 200, response.text
+                return {**response.json(), "served_by": response.headers.get("x-served-by")}
+
+            yield get, sync.core, time.sleep
+    else:
+        loop = asyncio.new_event_loop()
+        box: dict[str, object] = {}
+
+        async def make() -> None:
+            box["transport"] = AsyncDiscoveryTransport(shop.url, only=[SERVICE], rng=rng)
+            box["http"] = httpx.AsyncClient(transport=box["transport"])
+
+        loop.run_until_complete(make())
+        http: httpx.AsyncClient = box["http"]  # type: ignore[assignment]
+
+        def get(path: str, headers: dict | None = None) -> dict:
+            async def one() -> dict:
+                response = await http.get(f"http://{SERVICE}{path}", headers=headers)
+                assert response.status_code == 200, response.text
+                return {**response.json(), "served_by": response.headers.get("x-served-by")}
+
+            return loop.run_until_complete(one())
+
+        try:
+
+            def pause(seconds: float) -> None:
+                loop.run_until_complete(asyncio.sleep(seconds))
+
+            yield get, box["transport"].core, pause  # type: ignore[attr-defined]
+        finally:
+            loop.run_until_complete(http.aclose())
+            loop.close()
+
+
+def _until_chained(get: Get, core: object, pause: Callable[[float], object]) -> None:
+    """Call until the core routes by the service's chain (the names' watch, then the
+    chain's, answered): calls before that go to the plain service and succeed."""
+    deadline = time.monotonic() + 10
+    while core.chain(SERVICE) is None:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "the chain was never installed"
+        get("/warm-up")
+        pause(0.02)
+
+
+def test_splitter_header_route_rewrite_and_failover(transport, shop):
+    get, core, pause = transport
+    _until_chained(get, core, pause)
+    # The splitter: 90/10 between the subsets.
+    versions = Counter(get("/x")["version"] for _ in range(SPLIT_CALLS))
+    share = versions["2"] / SPLIT_CALLS
+    print(f"\nv2 share {share:.3f} over {SPLIT_CALLS} calls")
+    assert 0.06 <= share <= 0.14, versions
+    # The header route: every call to v2, with the route's request header.
+    canary = [get("/x", headers={"x-canary": "1"}) for _ in range(20)]
+    assert {a["version"] for a in canary} == {"2"}
+    assert {a["routed"] for a in canary} == {"canary"}
+    assert {a["served_by"] for a in canary} == {"canary"}  # the response header added
+    assert get("/x")["served_by"] is None
+    # The prefix rewrite: /api/items reaches the instances as /items.
+    assert get("/api/items?n=1")["path"] == "/items?n=1"
+    # The failover: every v1 instance critical; v1's calls go to the v2 subset.
+    for ident, version in INSTANCES:
+        if version == "1":
+            _ttl(shop, ident, "critical")
+    try:
+        v1 = [s for s in core._states.states() if s.target.filter and '"1"' in s.target.filter]  # type: ignore[attr-defined]
+        assert len(v1) == 1, [s.target for s in core._states.states()]  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 10
+        while v1[0].balancer.resolution is None or v1[0].balancer.resolution.instances:
+            assert time.monotonic() < deadline, "v1's subset never emptied"
+            pause(0.01)
+        answers = [get("/x") for _ in range(100)]  # each asserts a 200
+        assert {a["version"] for a in answers} == {"2"}
+    finally:
+        for ident, version in INSTANCES:
+            if version == "1":
+                _ttl(shop, ident, "passing")
+
+
+def test_the_cli_shows_the_chain_and_where_a_request_goes(shop):
+    from consul_discovery.client.cli import main
+
+    def run(*argv: str) -> str:
+        out, err = io.StringIO(), io.StringIO()
+        assert main(["--consul", shop.url, *argv], out=out, err=err) == 0, err.getvalue()
+        return out.getvalue()
+
+    table = run("chain", SERVICE)
+    assert "x-canary=1" in table and "/api/*" in table and "90%" in table and "10%" in table
+    assert "v1.shop.default.default.dc1 > v2.shop.default.default.dc1" in table  # failover
+    data = json.loads(run("--json", "chain", SERVICE))
+    assert not data["plain"] and not data["problems"]
+    assert [r["route"] for r in data["routes"]] == [0, 1, 1, 2, 2]  # header, /api x2, default x2
+    canary = json.loads(run("--json", "route", SERVICE, "GET", "/x", "-H", "X-Canary: 1"))
+    assert canary["route"] == 0 and canary["targets"] == ["v2.shop.default.default.dc1"]
+    api = json.loads(run("--json", "route", SERVICE, "GET", "/api/items?n=1"))
+    assert api["route"] == 1 and api["path"] == "/items?n=1" and api["weight"] in (90, 10)
+    assert "route" in run("route", SERVICE, "GET", "/")
+    plain = run("chain", "nothing-configured")
+    assert "Consul's default chain" in plain
+
+
+def _split_weights(router) -> tuple[float, ...]:
+    chain = router.chain
+    splitter = next(n for n in chain.nodes.values() if isinstance(n, SplitterNode))
+    return tuple(s.weight for s in splitter.splits)
+
+
+def _set_split(agent: ConsulAgent, v1: float) -> None:
+    write_entry(
+        agent,
+        {
+            "Kind": "service-splitter",
+            "Name": SERVICE,
+            "Splits": [
+                {"Weight": v1, "ServiceSubset": "v1"},
+                {"Weight": 100 - v1, "ServiceSubset": "v2"},
+            ],
+        },
+    )
+
+
+def test_a_threaded_source_keeps_watching_chains_in_a_forked_child(shop):
+    routers: list = []
+    with ConsulSource(shop.url) as source:
+        source.watch_chain(SERVICE, routers.append)
+        deadline = time.monotonic() + 10
+        while not routers:
+            assert time.monotonic() < deadline, "no chain before the fork"
+            time.sleep(0.01)
+        assert _split_weights(routers[-1]) == (90, 10)
+
+        def child() -> bool:
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                if routers and _split_weights(routers[-1]) == (50, 50):
+                    return True
+                time.sleep(0.01)
+            return False
+
+        def parent() -> None:
+            time.sleep(0.3)  # the child runs its restarted watches by now
+            _set_split(shop, 50)
+
+        try:
+            in_child(child, parent)
+        finally:
+            _set_split(shop, 90)
+
+
+def test_a_chain_that_cannot_be_honoured_is_reported_once_and_calls_go_plain(shop, caplog):
+    """A resolver asking for something the client cannot do (least_request over three
+    choices): one WARNING naming it, and the service is called as a plain service."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    server.daemon_threads = True
+    server.ident, server.version = "odd-1", "1"  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    body = {"ID": "odd-1", "Name": "odd", "Address": "127.0.0.1",
+            "Port": server.server_address[1]}  # fmt: skip
+    requests.put(f"{shop.url}/v1/agent/service/register", json=body, timeout=5).raise_for_status()
+    write_entry(shop, {"Kind": "service-defaults", "Name": "odd", "Protocol": "http"})
+    write_entry(shop, {"Kind": "service-resolver", "Name": "odd", "LoadBalancer": {
+        "Policy": "least_request", "LeastRequestConfig": {"ChoiceCount": 3}}})  # fmt: skip
+    caplog.set_level(logging.WARNING, logger="consul_discovery.client.chain")
+    try:
+        with ServiceClient(shop.url) as client:
+
+            def warned() -> list[logging.LogRecord]:
+                return [r for r in caplog.records if "not honoured" in r.getMessage()]
+
+            deadline = time.monotonic() + 10
+            while not warned():
+                assert time.monotonic() < deadline, "the unhonoured chain was never reported"
+                assert client.get("odd", "/").status_code == 200
+                time.sleep(0.02)
+            assert "ChoiceCount 3" in warned()[0].getMessage()
+            assert client.core.chain("odd") is None  # routed as a plain service
+            assert {client.get("odd", "/").json()["instance"] for _ in range(5)} == {"odd-1"}
+            assert len(warned()) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+        requests.put(f"{shop.url}/v1/agent/service/deregister/odd", timeout=5)
