@@ -84,11 +84,26 @@ def test_ttl_mode_reports_real_health(consul_agent, consul_client, start_service
 def test_ttl_mode_reregisters_when_agent_forgets(consul_agent, consul_client, start_service):
     svc = start_service(consul_agent.address, check="ttl", check_interval="3s")
     wait_until(lambda: status_of(consul_client, svc) == "passing", 5)
+    first = _create_index(consul_client, svc)
     consul_client.agent.service.deregister(svc.service_id)  # agent forgets: next TTL update 404s
     gone = time.monotonic()
-    wait_until(lambda: status_of(consul_client, svc) is None, 2, 0.05)
-    wait_until(lambda: status_of(consul_client, svc) == "passing", 1.0 + 2, 0.05)
+    # Registered anew (a later CreateIndex: not the old entry still in the catalog) and
+    # passing within a heartbeat (half the 3 s TTL) plus slack.
+    wait_until(
+        lambda: (
+            (_create_index(consul_client, svc) or 0) > first
+            and status_of(consul_client, svc) == "passing"
+        ),
+        1.5 + 3,
+        0.05,
+    )
     print(f"TTL re-registered {time.monotonic() - gone:.2f}s after being forgotten")
+
+
+def _create_index(client, svc) -> int | None:  # type: ignore[no-untyped-def]
+    """The catalog entry's CreateIndex (None: absent): a new one means a new registration."""
+    _, nodes = client.catalog.service("regtest")
+    return next((n["CreateIndex"] for n in nodes if n["ServiceID"] == svc.service_id), None)
 
 
 def test_flapping_health_never_turns_critical(consul_agent, consul_client, start_service, tmp_path):
