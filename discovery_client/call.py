@@ -18,7 +18,9 @@ from urllib.parse import urlsplit
 import requests
 
 from consul_discovery.client.attempt import AttemptPlan
+from consul_discovery.client.connect import ConnectIdentityError
 from consul_discovery.client.load import Endpoint
+from consul_discovery.client.pool import SSL_CONTEXT_ATTR
 from consul_discovery.client.retry import ErrorKind, classify_error
 
 Timeout = float | tuple[float | None, float | None] | None
@@ -82,7 +84,12 @@ def sender(
         # PreparedRequest.copy() would copy headers and cookies for nothing.
         request = new(_PreparedRequest)
         request.__dict__.update(prepared.__dict__)
-        request.url = endpoint.dial.base_url + path
+        dial = endpoint.dial
+        request.url = dial.base_url + path
+        if dial.scheme == "https":  # a Connect endpoint: its pool is keyed by the context
+            if dial.ssl_context is None:
+                raise ConnectIdentityError("no mesh identity in force to dial " + dial.base_url)
+            setattr(request, SSL_CONTEXT_ATTR, dial.ssl_context)
         left = plan.remaining()  # each timeout cut to what is left of the deadline
         timeout = (
             left if connect is None or connect > left else connect,

@@ -28,7 +28,9 @@ class ServiceConfig:
     all registered instances instead (None: off; an empty passing set stays empty).
     ``vanish_grace`` is how long (seconds) instances that vanish right after Consul
     comes back (an agent restarted empty) are kept on trust; 0 believes Consul at once
-    (the rule: ``consul_discovery.client.preservation``).
+    (the rule: ``consul_discovery.client.preservation``). ``connect`` calls the
+    service through the mesh: its Connect-capable instances (native and sidecar proxies)
+    over mutual TLS as the caller's identity (``consul_discovery.client.connect``).
     """
 
     policy: str = "least_request"
@@ -37,6 +39,7 @@ class ServiceConfig:
     datacenter: str | None = None
     panic_threshold: float | None = None
     vanish_grace: float = DEFAULT_GRACE
+    connect: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.vanish_grace <= 3600.0:

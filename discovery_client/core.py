@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from consul_discovery.client.attempt import AttemptPlan
 from consul_discovery.client.config import ServiceConfig
+from consul_discovery.client.connect import ConnectTLS
 from consul_discovery.client.ejection import EjectionPolicy
 from consul_discovery.client.instance import Resolution
 from consul_discovery.client.pauses import GC_PAUSES, NO_PAUSES, PauseMeter
@@ -56,7 +57,9 @@ class DiscoveryCore:
 
     ``source`` is the client's InstanceSource (threaded or asyncio): the core subscribes
     each new Target's balancer to it and reads its cache for stats, nothing else.
-    ``pauses`` counts the time the process was stopped, left out of every
+    ``identity`` is the caller's mesh identity for Connect targets (default: the
+    process's of ``SERVICE_NAME``, leased on first use). ``pauses`` counts the time the
+    process was stopped, left out of every
     latency (default: garbage-collection stops, consul_discovery.client.pauses, when
     ``clock`` is the real monotonic clock; none with an injected one).
     """
@@ -74,6 +77,7 @@ class DiscoveryCore:
         rng: random.Random | None = None,
         registry: CollectorRegistry | None = None,
         pauses: PauseMeter | None = None,
+        identity: Any = None,
     ) -> None:
         if resolve_timeout < 0:
             raise ValueError(f"resolve_timeout must be >= 0 seconds; got {resolve_timeout!r}")
@@ -94,7 +98,11 @@ class DiscoveryCore:
             clock=clock,
             rng=self.rng,
             pauses=pauses,
+            connect_tls=lambda: self.connect,
         )
+        # The caller's mesh identity for Connect targets (consul_discovery.client.connect):
+        # ``identity`` (a ServiceIdentity) or, on first use, the process's of SERVICE_NAME.
+        self.connect = ConnectTLS(identity)
         # service -> its Route; written under _lock on first use, read lock-free
         self._routes: dict[str, Route] = {}
         self._lock = threading.Lock()  # guards _routes writes and _registry creation
@@ -226,5 +234,8 @@ class DiscoveryCore:
 
     def close(self) -> bool:
         """Refuse new Targets from now on; True the first time (the caller then closes
-        what it owns: source, session, pools)."""
-        return self._states.close()
+        what it owns: source, session, pools; a leased mesh identity is given back)."""
+        first = self._states.close()
+        if first:
+            self.connect.close()
+        return first

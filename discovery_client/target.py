@@ -47,12 +47,14 @@ class Target:
 
     @classmethod
     def of(cls, service: str, config: ServiceConfig) -> Target:
-        """The Target a service name means under its ServiceConfig (datacenter, filter, tag)."""
+        """The Target a service name means under its ServiceConfig (datacenter, filter, tag,
+        Connect)."""
         return cls(
             service,
             datacenter=config.datacenter or None,
             filter=config.filter or None,
             tag=config.tag or None,
+            connect=config.connect,
         )
 
     def __str__(self) -> str:
