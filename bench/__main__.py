@@ -36,6 +36,7 @@ BENCHMARKS = (
     "async_client",
     "conn_budget",
     "scale_10k",
+    "mesh_cost",
 )
 RESULTS = Path(__file__).with_name("results")
 
