@@ -61,6 +61,9 @@ class ConnectTLS:
         self._lock = threading.Lock()  # guards _identity/_lease creation and _redials
         self._redials: list[Callable[[], None]] = []  # under _lock
         self._subscribed = False  # under _lock
+        # The identity generation every Balancer has been re-dialled for (0: none yet);
+        # written by _changed (the identity's thread) and once when subscribing.
+        self._dialed = 0
         self.closed = False  # set by close()
 
     def _get(self) -> Any:
@@ -81,7 +84,10 @@ class ConnectTLS:
                 self._identity = self._lease.identity
             if not self._subscribed:
                 self._subscribed = True
-                self._identity.client_tls.subscribe(self._changed)
+                client_tls = self._identity.client_tls
+                client_tls.subscribe(self._changed)
+                # Already in force: every Balancer made from now on dials with it.
+                self._dialed = max(self._dialed, client_tls.generation)
             return self._identity
 
     @property
@@ -91,8 +97,11 @@ class ConnectTLS:
 
     @property
     def ready(self) -> bool:
-        """True once the caller's identity is in force."""
-        return bool(self._get().client_tls.generation)
+        """True once the caller's identity is in force and every Connect Balancer dials
+        with it (the identity's generation alone says so before the re-dials ran)."""
+        if not self._dialed:
+            self._get()
+        return bool(self._dialed)
 
     def dial_for(self, service: str, datacenter: str | None, redial: Callable[[], None]) -> Any:
         """The Balancer dial of one Connect target; ``redial`` is called on every change."""
@@ -111,20 +120,25 @@ class ConnectTLS:
     def wait_ready(self, timeout: float) -> None:
         """Block until the identity is in force (at most ``timeout``), else raise why."""
         identity = self._get()
-        if identity.client_tls.generation:
+        if self._dialed:
             return
+        deadline = time.monotonic() + max(0.0, timeout)
         try:
             identity.wait_ready(max(0.0, timeout))
         except Exception as exc:
             raise ConnectIdentityError(
                 f"no mesh identity for {_name(identity)} within {timeout:.3g}s: {exc}"
             ) from exc
+        while not self._dialed:  # the re-dials run right after the identity is set
+            if time.monotonic() >= deadline:
+                raise ConnectIdentityError(f"no mesh identity for {_name(identity)} in time")
+            time.sleep(0.001)
 
     async def await_ready(self, timeout: float) -> None:
         """``wait_ready`` without blocking the event loop (polls the identity's flag)."""
         identity = self._get()
         deadline = time.monotonic() + max(0.0, timeout)
-        while not identity.client_tls.generation:
+        while not self._dialed:
             problem = getattr(identity, "problem", lambda: None)()
             if problem is not None and not _transient(problem):
                 raise ConnectIdentityError(f"no mesh identity for {_name(identity)}: {problem}")
@@ -135,11 +149,12 @@ class ConnectTLS:
                 )
             await asyncio.sleep(0.01)
 
-    def _changed(self, _generation: int) -> None:
+    def _changed(self, generation: int) -> None:
         with self._lock:
             redials = list(self._redials)
         for redial in redials:
             redial()
+        self._dialed = max(self._dialed, generation)
 
     def close(self) -> None:
         """Give back a leased identity (one given to the client stays its owner's)."""
