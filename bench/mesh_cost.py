@@ -60,7 +60,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         guard = type(self).guard
         if guard is not None:
-            peer = peer_spiffe_id(self.connection.getpeercert())  # type: ignore[attr-defined]
+            peer = self.__dict__.get("peer")  # read once per connection, as the guards do
+            if peer is None:
+                peer = self.peer = peer_spiffe_id(self.connection.getpeercert())  # type: ignore[attr-defined]
             decision = guard.check(peer, RequestView("GET", self.path))
             if not decision.allowed:
                 body = guard.forbidden(decision)
