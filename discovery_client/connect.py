@@ -159,6 +159,12 @@ class ConnectTLS:
     def close(self) -> None:
         """Give back a leased identity (one given to the client stays its owner's)."""
         self.closed = True
+        with self._lock:
+            identity = self._identity if self._subscribed else None
+            self._subscribed = False
+            self._redials.clear()  # the Balancers of a closed client are not re-dialled
+        if identity is not None:
+            identity.client_tls.unsubscribe(self._changed)
         lease, self._lease = self._lease, None
         if lease is not None:
             lease.release()

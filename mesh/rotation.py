@@ -119,6 +119,11 @@ class ClientTLS:
         with self._lock:
             self._listeners.append(listener)
 
+    def unsubscribe(self, listener: Callable[[int], None]) -> None:
+        """Stop calling ``listener`` (a closed client's); unknown listeners are ignored."""
+        with self._lock:
+            self._listeners = [known for known in self._listeners if known != listener]
+
     def expected(
         self, service: str, *, datacenter: str | None = None, namespace: str = DEFAULT_NAMESPACE
     ) -> SpiffeId:

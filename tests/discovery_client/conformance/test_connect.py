@@ -193,3 +193,18 @@ def test_mesh_pools_trust_the_mesh_roots_only(
     for context, _ in _mesh_pools(caller).values():
         # requests' CA bundle (hundreds of roots) never reached the shared context.
         assert context.cert_store_stats()["x509_ca"] == mesh_roots
+
+
+def test_a_closed_client_stops_following_the_identity(
+    make: Make, agent: ConsulAgent, instances: int, caller_identity: ServiceIdentity
+) -> None:
+    kind = make().kind  # this test's transport
+    listeners = len(caller_identity.client_tls._listeners)
+    caller = Caller(kind, agent.address, services=CONNECT, identity=caller_identity)
+    try:
+        assert caller.call(SERVICE).status == 200
+        assert len(caller_identity.client_tls._listeners) == listeners + 1
+    finally:
+        caller.close()
+    assert len(caller_identity.client_tls._listeners) == listeners
+    assert caller_identity.ready  # a given identity stays its owner's
