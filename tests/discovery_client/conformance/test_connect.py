@@ -11,7 +11,9 @@ uvicorn, guarded by intentions) and a plain service behind Consul's built-in sid
 - a new identity (renewal/rotation) re-dials: new pools with the new context, the old
   ones dropped, nothing fails;
 - a caller whose identity is not in force yet waits for it, bounded by the deadline;
-- a Connect target's pools trust the mesh roots only (no CA bundle loaded into them).
+- a Connect target's pools trust the mesh roots only (no CA bundle loaded into them);
+- a server whose valid mesh certificate names another service is refused in the
+  handshake (no request reaches it); a closed client stops following the identity.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
-from consul_discovery.client import ServiceConfig
+from consul_discovery.client import AllAttemptsFailedError, ServiceConfig
 from consul_discovery.client.connect import ConnectIdentityError
 from consul_discovery.mesh import ServiceIdentity
 from tests.discovery_client.conformance.conftest import Caller, Make
@@ -208,3 +211,60 @@ def test_a_closed_client_stops_following_the_identity(
         caller.close()
     assert len(caller_identity.client_tls._listeners) == listeners
     assert caller_identity.ready  # a given identity stays its owner's
+
+
+class _Impostor(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    served = 0
+
+    def do_GET(self) -> None:
+        type(self).served += 1
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def impostor(agent: ConsulAgent) -> Iterator[type[_Impostor]]:
+    """A server with a valid mesh certificate of *another* service (cother), registered
+    as the only Connect-native instance of cfake: its SPIFFE ID does not name cfake."""
+    from consul_discovery.mesh import ServerTLS
+
+    handler = type("Impostor", (_Impostor,), {"served": 0})
+    with identity(agent, "cother") as other:
+        tls = ServerTLS()
+        tls.update(other.leaf, other.roots)  # type: ignore[arg-type]
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.socket = tls.front_context().wrap_socket(server.socket, server_side=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        body = {
+            "ID": "cfake-1", "Name": "cfake", "Address": "127.0.0.1",
+            "Port": server.server_address[1], "Connect": {"Native": True},
+        }  # fmt: skip
+        requests.put(
+            f"{agent.url}/v1/agent/service/register", json=body, timeout=5
+        ).raise_for_status()
+        try:
+            yield handler
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
+def test_a_server_whose_certificate_names_another_service_is_refused_in_the_handshake(
+    make: Make, impostor: type[_Impostor], caller_identity: ServiceIdentity
+) -> None:
+    services = {"cfake": ServiceConfig(connect=True)}
+    caller = make(services=services, identity=caller_identity)
+    with pytest.raises(AllAttemptsFailedError) as failed:
+        caller.call("cfake")
+    causes = " ".join(
+        f"{err!r} {err.__cause__!r} {err.__context__!r}" for _, err in failed.value.attempts
+    )
+    assert "mesh server identity mismatch" in causes, causes
+    assert "/svc/cfake, got " in causes and causes.count("/svc/cother") >= 1, causes
+    assert impostor.served == 0  # no request ever reached it
