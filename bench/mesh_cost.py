@@ -27,7 +27,7 @@ from typing import Any
 
 import requests
 
-from bench.result import Result, at_most, summary
+from bench.result import Chart, Result, at_most, summary
 from consul_discovery.client import ServiceClient, ServiceConfig
 from consul_discovery.connection import ConsulConnection
 from consul_discovery.mesh import Authorizer, Guard, RequestView, ServerTLS, ServiceIdentity
@@ -213,5 +213,14 @@ def run(p: Params) -> Result:
         f"handshake cost (p50): {hs['p50'] - tc['p50']:.2f} ms over a TCP connect",
         "client and server in one process (one GIL): both paths alike",
     ]
+    chart = Chart(
+        "Per call through the client core, kept-alive connections",
+        "ms",
+        ("p50", "p99"),
+        {
+            "plain HTTP": [plain_sum["p50"], plain_sum["p99"]],
+            "mTLS + guard": [mesh_sum["p50"], mesh_sum["p99"]],
+        },
+    )
     return Result("mesh_cost", "Mesh: mTLS vs plain, handshake, decision, flip", rows,
-                  checks, params={}, notes=notes)  # fmt: skip
+                  checks, charts=[chart], params={}, notes=notes)  # fmt: skip
