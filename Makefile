@@ -61,6 +61,9 @@ rolling-restart: venv ## Restart SERVICE's instances one at a time (make rolling
 	@test -n "$(SERVICE)" || { echo "usage: make rolling-restart SERVICE=order-service" >&2; exit 2; }
 	$(CLUSTER_ENV) $(PY) -m services.cluster rolling-restart $(SERVICE)
 
+intentions: venv ## Mesh intentions: make intentions [ARGS="list" | "allow SRC DST" | "deny SRC DST" | "delete SRC DST"] (operator token in PROFILE=secure)
+	@$(CLUSTER_ENV) $(PY) -m services.cluster intentions $(or $(ARGS),list)
+
 ui-token: venv ## Print the secure cluster's read-only operator token (last line), for the Consul UI
 	@$(CLUSTER_ENV) $(PY) -m services.cluster ui-token
 
@@ -72,7 +75,7 @@ clean: ## Remove the venv, caches and test artifacts (the Consul build cache sta
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: bench bench-quick
+.PHONY: bench bench-quick intentions
 bench: setup ## Every benchmark (< 10 min): tables, bench/results/latest.json, PNG charts
 	CONSUL_BIN="$$($(CONSUL_ENSURE) | tail -n 1)" $(PY) -m bench
 

@@ -37,6 +37,7 @@ BENCHMARKS = (
     "conn_budget",
     "scale_10k",
     "chain_cost",
+    "mesh_cost",
 )
 RESULTS = Path(__file__).with_name("results")
 

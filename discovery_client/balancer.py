@@ -43,7 +43,7 @@ class Balancer:
         pauses: PauseMeter = NO_PAUSES,
     ) -> None:
         self.service = service
-        self._dial = dial  # how to reach an instance (consul_discovery.client.dial)
+        self._dial = dial  # how to reach an instance (.dial); replaced under _lock by redial
         # Seconds the process has been stopped (GC) so far: not part of any latency.
         self._pauses = pauses
         self.config = config or ServiceConfig()
@@ -95,6 +95,17 @@ class Balancer:
             self._endpoints = tuple(endpoints)
             self.resolution = resolution
             self._rebuild(now)
+
+    def redial(self, dial: Callable[[Instance], Dial] | None = None) -> None:
+        """Make every endpoint's Dial again (the caller's TLS identity changed): loads
+        kept, a new picker swapped in; attempts already picked finish on their Dial."""
+        with self._lock:
+            if dial is not None:
+                self._dial = dial
+            self._endpoints = tuple(
+                Endpoint(e.instance, e.load, self._dial(e.instance)) for e in self._endpoints
+            )
+            self._rebuild(self._clock())
 
     def _log_membership(
         self, old: dict[str, Instance], new: dict[str, InstanceLoad], res: Resolution

@@ -18,7 +18,9 @@ from urllib.parse import urlsplit
 import requests
 
 from consul_discovery.client.attempt import AttemptPlan
+from consul_discovery.client.connect import ConnectIdentityError
 from consul_discovery.client.load import Endpoint
+from consul_discovery.client.pool import SSL_CONTEXT_ATTR
 from consul_discovery.client.retry import ErrorKind, classify_error
 
 Timeout = float | tuple[float | None, float | None] | None
@@ -84,12 +86,17 @@ def sender(
         request.__dict__.update(prepared.__dict__)
         route = plan.route
         changes = route.changes
+        dial = endpoint.dial
         if changes is None:
-            request.url = endpoint.dial.base_url + path
+            request.url = dial.base_url + path
         else:  # a chain route's prefix rewrite and header modifiers
-            request.url = endpoint.dial.base_url + changes.path(path)
+            request.url = dial.base_url + changes.path(path)
             request.headers = prepared.headers.copy()
             changes.request_headers(request.headers)
+        if dial.scheme == "https":  # a Connect endpoint: its pool is keyed by the context
+            if dial.ssl_context is None:
+                raise ConnectIdentityError("no mesh identity in force to dial " + dial.base_url)
+            setattr(request, SSL_CONTEXT_ATTR, dial.ssl_context)
         left = plan.remaining()  # each timeout cut to what is left of the deadline
         limit = connect if route.connect_timeout is None else route.connect_timeout
         timeout = (

@@ -67,7 +67,9 @@ class ServiceClient:
     ``trust_env = False``: instance addresses come from Consul and never go through
     environment proxies or netrc. ``metrics_registry`` is a Prometheus registry of this
     client's own (made on first use; ``registry`` to use another), so any number of
-    clients can coexist.
+    clients can coexist. ``identity`` is the caller's mesh identity (a started
+    ``ServiceIdentity``) for services with ``ServiceConfig(connect=True)``; default: the
+    process's own of ``SERVICE_NAME`` (consul_discovery.client.connect).
     """
 
     def __init__(
@@ -88,6 +90,7 @@ class ServiceClient:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        identity: Any = None,
     ) -> None:
         self.timeout = timeout
         self._owns_source = source is None
@@ -110,6 +113,7 @@ class ServiceClient:
             clock=clock,
             rng=rng,
             registry=registry,
+            identity=identity,
         )
         self.driver: SyncDriver[requests.Response] = SyncDriver(self.core, source.resolve, sleep)
         self._owns_session = session is None

@@ -35,6 +35,9 @@ class ServiceConfig:
     calls prefer instances of that zone (``Instance.zone``) by Envoy's zone-aware rule,
     spilling to other zones only when it is short (``consul_discovery.client.locality``;
     None: off; not with ``ring_hash``/``maglev``).
+    ``connect`` calls the service through the mesh: its Connect-capable instances
+    (native and sidecar proxies) over mutual TLS as the caller's identity
+    (``consul_discovery.client.connect``).
     """
 
     policy: str = "least_request"
@@ -45,6 +48,7 @@ class ServiceConfig:
     vanish_grace: float = DEFAULT_GRACE
     prepared_query: str | None = None
     zone: str | None = None
+    connect: bool = False
 
     def __post_init__(self) -> None:
         if self.zone is not None and (not isinstance(self.zone, str) or not self.zone):

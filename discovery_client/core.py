@@ -36,6 +36,7 @@ from consul_discovery.client.chain.decide import ChainRouter, Decider, plain_rou
 from consul_discovery.client.chain.report import ChainReporter
 from consul_discovery.client.chain.routes import chain_routes, follows_chain
 from consul_discovery.client.config import ServiceConfig
+from consul_discovery.client.connect import ConnectTLS
 from consul_discovery.client.ejection import EjectionPolicy
 from consul_discovery.client.instance import Resolution
 from consul_discovery.client.pauses import GC_PAUSES, NO_PAUSES, PauseMeter
@@ -62,7 +63,9 @@ class DiscoveryCore:
 
     ``source`` is the client's InstanceSource (threaded or asyncio): the core subscribes
     each new Target's balancer to it and reads its cache for stats, nothing else.
-    ``pauses`` counts the time the process was stopped, left out of every
+    ``identity`` is the caller's mesh identity for Connect targets (default: the
+    process's of ``SERVICE_NAME``, leased on first use). ``pauses`` counts the time the
+    process was stopped, left out of every
     latency (default: garbage-collection stops, consul_discovery.client.pauses, when
     ``clock`` is the real monotonic clock; none with an injected one).
     """
@@ -80,6 +83,7 @@ class DiscoveryCore:
         rng: random.Random | None = None,
         registry: CollectorRegistry | None = None,
         pauses: PauseMeter | None = None,
+        identity: Any = None,
     ) -> None:
         if resolve_timeout < 0:
             raise ValueError(f"resolve_timeout must be >= 0 seconds; got {resolve_timeout!r}")
@@ -100,7 +104,11 @@ class DiscoveryCore:
             clock=clock,
             rng=self.rng,
             pauses=pauses,
+            connect_tls=lambda: self.connect,
         )
+        # The caller's mesh identity for Connect targets (consul_discovery.client.connect):
+        # ``identity`` (a ServiceIdentity) or, on first use, the process's of SERVICE_NAME.
+        self.connect = ConnectTLS(identity)
         # service -> its Route, or its chain's Routes behind the chain's matching; written
         # under _lock (first use, a new chain on the source's loop), read lock-free
         self._routes: dict[str, Route | Decider[Route]] = {}
@@ -301,5 +309,8 @@ class DiscoveryCore:
 
     def close(self) -> bool:
         """Refuse new Targets from now on; True the first time (the caller then closes
-        what it owns: source, session, pools)."""
-        return self._states.close()
+        what it owns: source, session, pools; a leased mesh identity is given back)."""
+        first = self._states.close()
+        if first:
+            self.connect.close()
+        return first

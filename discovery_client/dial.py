@@ -2,11 +2,14 @@
 
 A ``Dial`` is made once per instance when a Balancer adopts a new set (never per call):
 scheme, host, port, the base URL the requests shell joins the path to, the ``Host``
-header value the httpx shells send, and the TLS context to connect with. Today every
-endpoint is plain HTTP (``ssl_context`` None). A Connect target will be dialled over
-mTLS: ``https``, with the client leaf certificate and CA roots as its SSL context and a
-SPIFFE URI check instead of a hostname check; the Balancer then makes new Dials (and the
-shells' per-instance pools are dropped) when the roots rotate. Shells never build an
+header value the httpx shells send, and the TLS context to connect with. A plain target's
+endpoints are plain HTTP (``ssl_context`` None). A Connect target's are dialled over
+mTLS (``consul_discovery.client.connect``): ``https``, with the caller's leaf and the
+mesh's CA roots as the SSL context and a SPIFFE URI check of the server instead of a
+hostname check; the Balancer re-dials (``Balancer.redial``) when the caller's identity
+changes, and the shells' per-instance pools are keyed by the context too, so a rotation
+opens new connections. Until the identity is in force a Connect Dial is ``https``
+without a context (``tls`` set): the shells refuse to send it. Shells never build an
 instance's address themselves.
 """
 
@@ -34,9 +37,12 @@ class Dial:
     ssl_context: ssl.SSLContext | None = None
 
     @classmethod
-    def of(cls, instance: Instance, ssl_context: ssl.SSLContext | None = None) -> Dial:
-        """The Dial of ``instance``: plain HTTP, or HTTPS with ``ssl_context``."""
-        scheme = "http" if ssl_context is None else "https"
+    def of(
+        cls, instance: Instance, ssl_context: ssl.SSLContext | None = None, *, tls: bool = False
+    ) -> Dial:
+        """The Dial of ``instance``: plain HTTP, or HTTPS with ``ssl_context`` (``tls``:
+        HTTPS even before a context exists, for a Connect target)."""
+        scheme = "https" if tls or ssl_context is not None else "http"
         host = bracket_host(instance.address)
         port = instance.port
         default = port == _DEFAULT_PORTS[scheme]

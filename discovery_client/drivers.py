@@ -9,6 +9,7 @@ transport. Each call:
 1. takes the start time (the deadline runs from it) and the Route of the service;
 2. if its Target is not resolved yet, waits for the first Resolution (``resolve``,
    blocking or awaited, at most ``core.first_wait``) and hands it to the Target's state;
+   a Connect target waits for the caller's mesh identity the same way (``core.connect``);
 3. carries out the steps: ``send(endpoint, plan)`` the request (the plan caps its
    timeouts), ``shell.release``/``shell.park`` superseded answers, ``sleep`` between
    attempts; anything a step raises is thrown into the loop, which decides what it means.
@@ -108,6 +109,8 @@ class SyncDriver(Generic[R]):
         state = route.states[0]
         if state.balancer.resolution is None:
             self.ready(state, started, retry)
+        if state.target.connect and not core.connect.ready:  # like a first resolve
+            core.connect.wait_ready(core.first_wait(started, retry))
         plan, steps = core.steps(route, request, shell.errors, shell.classify,
                                  replayable=replayable, retry=retry, started=started)  # fmt: skip
         step = next(steps)
@@ -178,6 +181,8 @@ class AsyncDriver(Generic[R]):
         state = route.states[0]
         if state.balancer.resolution is None:
             await self.ready(state, started, retry)
+        if state.target.connect and not core.connect.ready:  # like a first resolve
+            await core.connect.await_ready(core.first_wait(started, retry))
         plan, steps = core.steps(route, request, shell.errors, shell.classify,
                                  replayable=replayable, retry=retry, started=started)  # fmt: skip
         step = next(steps)

@@ -20,6 +20,12 @@ first pick, stalling every call in flight on that loop: their latencies, as the
 balancer measures them, jumped on every instance at once, and peak-EWMA kept that peak
 for seconds (the async transport sent a slow instance 8.6% of the calls where the
 threaded client sent it 0.3%).
+
+Connect (mTLS) endpoints: the httpx shells put each attempt's SSL context (its Dial's)
+in the request's extensions (``SSL_CONTEXT_EXTENSION``); the pool is then keyed by
+host:port *and* that context and made with it (``verify=context``: our leaf out, the
+mesh roots and the server's SPIFFE ID checked). When an instance is next used with
+another context (the caller's identity rotated), its pool of the old context is closed.
 """
 
 from __future__ import annotations
@@ -42,7 +48,11 @@ except ImportError as exc:
 DEFAULT_KEEPALIVE = 32
 DEFAULT_IDLE_AFTER = 60.0
 
+#: The request extension carrying a Connect attempt's SSL context.
+SSL_CONTEXT_EXTENSION = "consul_ssl_context"
+
 T = TypeVar("T")
+_Key = tuple[str, "int | None", "ssl.SSLContext | None"]  # host, port, mesh context
 
 
 # What httpcore imports lazily at its first connection, sync or asyncio (the last three
@@ -84,23 +94,44 @@ class _Pools(Generic[T]):
     and only pools nobody used for ``idle_after`` seconds are handed back.
     """
 
-    def __init__(self, make: Callable[[], T], idle_after: float, clock: Callable[[], float]):
-        self._make = make
+    def __init__(
+        self,
+        make: Callable[[ssl.SSLContext | None], T],
+        idle_after: float,
+        clock: Callable[[], float],
+    ):
+        self._make = make  # a transport, for a mesh context or (None) the default one
         self.idle_after = idle_after
         self._clock = clock
-        self._pools: dict[tuple[str, int | None], T] = {}
-        self._used: dict[tuple[str, int | None], float] = {}
+        self._pools: dict[_Key, T] = {}
+        self._used: dict[_Key, float] = {}
+        self._contexts: dict[tuple[str, int | None], ssl.SSLContext] = {}  # mesh, in force
         self._next_sweep = clock() + idle_after
 
-    def get(self, url: httpx.URL) -> tuple[T, list[T]]:
-        """The pool for ``url``'s host:port, and pools idle for ``idle_after`` (to close)."""
-        key = (url.host, url.port)
+    def get(self, request: httpx.Request | httpx.URL) -> tuple[T, list[T]]:
+        """The pool for the request's host:port (and mesh context), and pools idle for
+        ``idle_after`` or of an older mesh context of this instance (to close)."""
+        context: ssl.SSLContext | None = None
+        if isinstance(request, httpx.URL):
+            url = request
+        else:
+            url = request.url
+            context = request.extensions.get(SSL_CONTEXT_EXTENSION)
+        key = (url.host, url.port, context)
         now = self._clock()
         pool = self._pools.get(key)
-        if pool is None:
-            pool = self._pools.setdefault(key, self._make())
-        self._used[key] = now
         idle: list[T] = []
+        if pool is None:
+            pool = self._pools.setdefault(key, self._make(context))
+            if context is not None:
+                old = self._contexts.get(key[:2])
+                self._contexts[key[:2]] = context
+                if old is not None and old is not context:
+                    self._used.pop((url.host, url.port, old), None)
+                    stale = self._pools.pop((url.host, url.port, old), None)
+                    if stale is not None:
+                        idle.append(stale)
+        self._used[key] = now
         if now >= self._next_sweep:
             self._next_sweep = now + self.idle_after
             for old_key, last in list(self._used.items()):
@@ -136,12 +167,14 @@ class PerInstanceTransport(httpx.BaseTransport):
         context = default_ssl_context()  # made now, not at an instance's first pick
         preload_network_backend()
         self.pools: _Pools[httpx.HTTPTransport] = _Pools(
-            lambda: httpx.HTTPTransport(limits=per_instance, verify=context), idle_after, clock
+            lambda mesh: httpx.HTTPTransport(limits=per_instance, verify=mesh or context),
+            idle_after,
+            clock,
         )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send through the pool of the request's host:port."""
-        pool, idle = self.pools.get(request.url)
+        pool, idle = self.pools.get(request)
         for old in idle:
             old.close()
         return pool.handle_request(request)
@@ -166,14 +199,14 @@ class AsyncPerInstanceTransport(httpx.AsyncBaseTransport):
         context = default_ssl_context()  # made now: never on the event loop at a pick
         preload_network_backend()
         self.pools: _Pools[httpx.AsyncHTTPTransport] = _Pools(
-            lambda: httpx.AsyncHTTPTransport(limits=per_instance, verify=context),
+            lambda mesh: httpx.AsyncHTTPTransport(limits=per_instance, verify=mesh or context),
             idle_after,
             clock,
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send through the pool of the request's host:port."""
-        pool, idle = self.pools.get(request.url)
+        pool, idle = self.pools.get(request)
         for old in idle:
             await old.aclose()
         return await pool.handle_async_request(request)

@@ -134,13 +134,15 @@ class DiscoveryTransport(httpx.BaseTransport):
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         sleep: Callable[[float], Any] = time.sleep,
+        identity: Any = None,
     ) -> None:
         self.client = client
         self._owns_source = False
         if client is not None:
             given = [name for name, value in (("consul_addr", consul_addr),
                      ("connection", connection), ("source", source), ("services", services),
-                     ("registry", registry)) if value is not None]  # fmt: skip
+                     ("registry", registry), ("identity", identity))
+                     if value is not None]  # fmt: skip
             if given:
                 raise ValueError(
                     f"DiscoveryTransport(client, ...) shares the client's core; "
@@ -163,7 +165,7 @@ class DiscoveryTransport(httpx.BaseTransport):
             self.core = DiscoveryCore(
                 source, services=services, default_config=default_config, retry=retry,
                 ejection=ejection, resolve_timeout=resolve_timeout, clock=clock, rng=rng,
-                registry=registry,
+                registry=registry, identity=identity,
             )  # fmt: skip
             self.driver = SyncDriver(self.core, source.resolve, sleep)
         self.router = Router(only, self.core.services)
@@ -248,6 +250,7 @@ class AsyncDiscoveryTransport(httpx.AsyncBaseTransport):
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        identity: Any = None,
     ) -> None:
         self._owns_source = source is None
         if source is None:
@@ -262,7 +265,7 @@ class AsyncDiscoveryTransport(httpx.AsyncBaseTransport):
         self.core = DiscoveryCore(
             source, services=services, default_config=default_config, retry=retry,
             ejection=ejection, resolve_timeout=resolve_timeout, clock=clock, rng=rng,
-            registry=registry,
+            registry=registry, identity=identity,
         )  # fmt: skip
         self.driver: AsyncDriver[httpx.Response] = AsyncDriver(self.core, source.resolve, sleep)
         self.router = Router(only, self.core.services)

@@ -10,10 +10,20 @@ was used within ``idle_after`` seconds, it grows instead (doubling, up to ``max_
 so every instance in rotation keeps its pool; only pools idle that long (instances that
 left, or that nobody picks) are evicted, and an evicted pool's connections are closed.
 ``InstancePoolAdapter`` is an HTTPAdapter with that pool manager.
+
+Connect (mTLS) endpoints: the requests shell marks each attempt with its Dial's SSL
+context (``SSL_CONTEXT_ATTR``); the adapter then asks urllib3 for a pool keyed by
+host, port *and* that context (urllib3's PoolKey holds it), trusts only what the context
+holds (never requests' CA bundle, which would otherwise be loaded into the shared mesh
+context) and checks no hostname (the context checks the server's SPIFFE ID). A new
+context for an instance (the caller's identity rotated) gets a new pool; the instance's
+pool of the old context is closed at once.
 """
 
 from __future__ import annotations
 
+import ssl
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +35,9 @@ from urllib3.connectionpool import HTTPConnectionPool
 DEFAULT_INITIAL_POOLS = 16
 DEFAULT_MAX_POOLS = 4096
 DEFAULT_IDLE_AFTER = 60.0
+
+#: The attribute of a PreparedRequest naming the SSL context of a Connect attempt.
+SSL_CONTEXT_ATTR = "consul_ssl_context"
 
 
 def _close_pool(pool: HTTPConnectionPool) -> None:
@@ -101,6 +114,9 @@ class InstancePoolAdapter(HTTPAdapter):
         idle_after: float = DEFAULT_IDLE_AFTER,
     ) -> None:
         self._pool_settings = (initial_pools, max_pools, idle_after)
+        self._mesh_lock = threading.Lock()  # guards _mesh_contexts writes (no I/O under it)
+        # (host, port) -> the mesh context its pool uses now; read lock-free
+        self._mesh_contexts: dict[tuple[str, int | None], ssl.SSLContext] = {}
         super().__init__(pool_connections=initial_pools, pool_maxsize=pool_maxsize, max_retries=0)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
@@ -108,6 +124,54 @@ class InstancePoolAdapter(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
         initial, max_pools, idle_after = self._pool_settings
         self.poolmanager.pools = InstancePools(initial, max_pools=max_pools, idle_after=idle_after)
+
+    def build_connection_pool_key_attributes(
+        self, request: Any, verify: Any, cert: Any = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """requests' pool key, plus the attempt's mesh context for a Connect endpoint."""
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(
+            request, verify, cert
+        )
+        context: ssl.SSLContext | None = getattr(request, SSL_CONTEXT_ATTR, None)
+        if context is not None:
+            for key in ("ca_certs", "ca_cert_dir", "cert_file", "key_file"):
+                pool_kwargs.pop(key, None)
+            pool_kwargs.update(
+                ssl_context=context, cert_reqs="CERT_REQUIRED", assert_hostname=False
+            )
+            self._note_context(host_params["host"], host_params["port"], context)
+        return host_params, pool_kwargs
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        """requests' CA bundle for plain TLS pools; a mesh pool trusts its context only."""
+        if getattr(conn, "conn_kw", {}).get("ssl_context") is not None:
+            conn.cert_reqs = "CERT_REQUIRED"
+            conn.ca_certs = None
+            conn.ca_cert_dir = None
+            return
+        super().cert_verify(conn, url, verify, cert)
+
+    def _note_context(self, host: str, port: int | None, context: ssl.SSLContext) -> None:
+        """Close the instance's pool of an older mesh context (the identity rotated)."""
+        key = (host, port)
+        old = self._mesh_contexts.get(key)
+        if old is context:
+            return
+        with self._mesh_lock:
+            old = self._mesh_contexts.get(key)
+            if old is context:
+                return
+            self._mesh_contexts[key] = context
+        if old is None:
+            return
+        pools = self.poolmanager.pools
+        for pool_key in list(pools.keys()):
+            if (
+                getattr(pool_key, "key_ssl_context", None) is old
+                and pool_key.key_host == host
+                and pool_key.key_port == port
+            ):
+                del pools[pool_key]  # closes its idle connections; busy ones close on return
 
     @property
     def pools(self) -> InstancePools:

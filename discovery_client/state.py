@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from consul_discovery.client.balancer import Balancer
 from consul_discovery.client.budget import RetryBudget
@@ -24,6 +25,9 @@ from consul_discovery.client.retry import RetryPolicy
 from consul_discovery.client.source import Listener
 from consul_discovery.client.stats import TargetStats, WatchStats
 from consul_discovery.client.target import Target
+
+if TYPE_CHECKING:
+    from consul_discovery.client.connect import ConnectTLS
 
 Subscribe = Callable[[Target, Listener], None]
 
@@ -117,8 +121,10 @@ class TargetStates:
         clock: Callable[[], float],
         rng: random.Random,
         pauses: PauseMeter = NO_PAUSES,
+        connect_tls: Callable[[], ConnectTLS] | None = None,
     ) -> None:
         self._subscribe = subscribe
+        self.connect_tls = connect_tls or _no_connect  # the caller's mesh identity (Connect)
         self._pauses = pauses
         self.retry = retry
         self.ejection = ejection
@@ -147,6 +153,11 @@ class TargetStates:
                 rng=self._rng,
                 pauses=self._pauses,
             )
+            if target.connect:  # dialled over mTLS (consul_discovery.client.connect)
+                connect = self.connect_tls()
+                balancer.redial(
+                    connect.dial_for(target.service, target.datacenter, balancer.redial)
+                )
             budget = RetryBudget(
                 self.retry.budget_ratio, self.retry.budget_min_per_second, clock=self._clock
             )
@@ -166,3 +177,7 @@ class TargetStates:
                 return False
             self.closed = True
             return True
+
+
+def _no_connect() -> ConnectTLS:
+    raise RuntimeError("this client core was built without Connect support")

@@ -57,13 +57,14 @@ class Target:
     @classmethod
     def of(cls, service: str, config: ServiceConfig) -> Target:
         """The Target a service name means under its ServiceConfig (datacenter, filter, tag,
-        prepared query)."""
+        prepared query, Connect)."""
         return cls(
             service,
             datacenter=config.datacenter or None,
             filter=config.filter or None,
             tag=config.tag or None,
             prepared_query=config.prepared_query or None,
+            connect=config.connect,
         )
 
     def __str__(self) -> str:

@@ -4,9 +4,11 @@
   caller identity in an immutable snapshot; a cached decision costs a dict lookup.
 - The cache follows the intentions: a blocking query on the intentions that match the
   destination (``consul_api.IntentionsResource``, through the agent's cache, the same
-  entry the authorize endpoint reads) delivers each change; the watch thread then asks
-  the agent again for every caller it knows and swaps in the new snapshot whole, so
-  requests never wait for that and never see a half-updated cache.
+  entry the authorize endpoint reads; a watch on the process's event loop,
+  ``watches.MeshWatches``) delivers each change; a task on that loop then asks the agent
+  again for every caller it knows, all at once, and swaps in the new snapshot whole, so
+  requests never wait for that and never see a half-updated cache. Changes that arrive
+  while one is being applied are applied after it, the latest last.
 - **L7**: the agent denies any caller whose matching intention has permissions; for
   those the permissions are evaluated here (``l7.l7_action``), and a request no
   permission matches gets the default policy. The default is the agent's own answer for
@@ -21,6 +23,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -28,17 +31,20 @@ from dataclasses import dataclass, field
 
 from consul_discovery.connection import ConsulConnection
 from consul_discovery.connection.blocking import WatchTiming
+from consul_discovery.connection.forking import after_fork_in_child
+from consul_discovery.connection.watch import WatchState
 from consul_discovery.mesh.consul_api import (
     AuthorizeResult,
     IntentionsResource,
     authorize_answer,
+    authorize_call,
     authorize_request,
 )
-from consul_discovery.mesh.driver import BlockingWatch, send
 from consul_discovery.mesh.errors import MeshError, MeshUnavailableError
 from consul_discovery.mesh.intentions import ALLOW, Intention, IntentionSet
 from consul_discovery.mesh.l7 import RequestView, l7_action
 from consul_discovery.mesh.spiffe import SpiffeId
+from consul_discovery.mesh.watches import AfterFork, MeshWatches
 
 log = logging.getLogger("consul_discovery.mesh")
 
@@ -89,33 +95,45 @@ class Authorizer:
         *,
         health_path: str | None = None,
         timing: WatchTiming | None = None,
+        after_fork: AfterFork = "restart",
     ) -> None:
         self.destination = destination
         self.connection = connection or ConsulConnection.from_env()
         self.health_path = health_path
-        self._session = self.connection.session(pool_maxsize=4)
+        self._call = authorize_call(destination)
         self._lock = threading.Lock()  # guards _inflight and adds to a snapshot's entries
         self._inflight: dict[_Key, threading.Event] = {}  # under _lock
-        self._snapshot: _Snapshot | None = None  # swapped by the watch thread; read by any
+        self._snapshot: _Snapshot | None = None  # swapped by the loop thread; read by any
         self._ready = threading.Event()  # set once the first snapshot is in force
-        self.authorize_calls = 0  # request and watch threads, under _lock (read by tests)
-        self._watch = BlockingWatch(
-            IntentionsResource(destination), self.connection, self._refresh, timing=timing
+        self._pending: IntentionSet | None = None  # loop thread only: a change to apply
+        self._applying: asyncio.Task[None] | None = None  # loop thread only
+        self.authorize_calls = 0  # request threads and the loop, under _lock (read by tests)
+        self._state = WatchState(
+            IntentionsResource(destination, self.connection.address), self._changed, timing=timing
         )
+        self._watches = MeshWatches(
+            self.connection, name=f"intentions of {destination}", after_fork=after_fork
+        )
+        self._started = False  # set once by start()
+        after_fork_in_child(self._after_fork)  # after the watches': their loop is ours then
 
     # -- life ---------------------------------------------------------------------------
 
     def start(self) -> Authorizer:
         """Start watching the intentions; returns at once (see ``wait_ready``)."""
-        self._watch.start()
+        with self._lock:
+            if self._started:
+                return self
+            self._started = True
+        self._watches.watch(self._state)
         return self
 
     def wait_ready(self, timeout: float = 10.0) -> Authorizer:
         """Block until the first intentions are in force; raise why not (a refusal at once)."""
         deadline = time.monotonic() + timeout
         while not self._ready.wait(0.05):
-            error = self._watch.error
-            if error is not None and not isinstance(error, MeshUnavailableError):
+            error = self._state.first_error
+            if isinstance(error, MeshError) and not isinstance(error, MeshUnavailableError):
                 raise error
             if time.monotonic() >= deadline:
                 raise MeshUnavailableError(
@@ -125,9 +143,8 @@ class Authorizer:
         return self
 
     def close(self) -> None:
-        """Stop the intentions watch and close the agent session."""
-        self._watch.close()
-        self._session.close()
+        """Stop the intentions watch at once."""
+        self._watches.close()
 
     @property
     def intentions(self) -> IntentionSet | None:
@@ -193,37 +210,70 @@ class Authorizer:
         try:
             result = self._authorize(source)
         except MeshError as exc:
-            result = _local_result(snapshot, source)
-            log.warning(
-                "mesh: agent cannot authorize %s -> %s (%s); deciding from the intentions in "
-                "force: %s",
-                source.service,
-                self.destination,
-                exc,
-                result.reason,
-            )
-        if result.l7:
-            return _Entry(source, result, snapshot.intentions.match(source), None)
-        layer = "default" if result.by_default else "L4"
-        decision = Decision(result.authorized, result.reason, layer, source.service)
-        return _Entry(source, result, None, decision)
+            result = self._unanswered(snapshot, source, exc)
+        return _entry(snapshot, source, result)
 
     def _authorize(self, source: SpiffeId) -> AuthorizeResult:
-        request = authorize_request(self.destination, source.uri)
+        """Ask the agent (from a request thread)."""
         with self._lock:
             self.authorize_calls += 1
-        return authorize_answer(send(self._session, self.connection, request), request.call)
+        request = authorize_request(self.destination, source.uri)
+        response = self._watches.call(request, self._call)
+        return authorize_answer(response, self._call, self.connection.address)
 
-    # -- the watch thread ---------------------------------------------------------------
+    async def _aauthorize(self, source: SpiffeId) -> AuthorizeResult:
+        """Ask the agent (on the loop)."""
+        with self._lock:
+            self.authorize_calls += 1
+        request = authorize_request(self.destination, source.uri)
+        response = await self._watches.acall(request, self._call)
+        return authorize_answer(response, self._call, self.connection.address)
 
-    def _refresh(self, intentions: IntentionSet) -> None:
+    def _after_fork(self) -> None:
+        """In a forked child: fresh locks and no waits on the parent's threads; a change
+        the parent's loop was applying is applied again on the child's. No I/O here."""
+        self._lock = threading.Lock()
+        self._inflight = {}
+        ready, self._ready = self._ready.is_set(), threading.Event()
+        if ready:
+            self._ready.set()
+        self._applying = None  # a task of the parent's loop: it never ends here
+        snapshot, latest = self._snapshot, self._state.value
+        unapplied = snapshot is None or snapshot.intentions is not latest
+        if self._pending is None and latest is not None and unapplied:
+            self._pending = latest
+        if self._pending is not None and not self._watches.closed:
+            self._watches.loop.call(self._resume)
+
+    def _resume(self) -> None:
+        if self._pending is not None:
+            self._changed(self._pending)
+
+    # -- the loop thread ----------------------------------------------------------------
+
+    def _changed(self, intentions: IntentionSet) -> None:
+        """A new set of intentions (loop thread): applied by one task, the latest last."""
+        self._pending = intentions
+        if self._applying is None or self._applying.done():
+            self._applying = asyncio.get_running_loop().create_task(self._apply_pending())
+
+    async def _apply_pending(self) -> None:
+        while self._pending is not None:
+            intentions, self._pending = self._pending, None
+            try:
+                await self._refresh(intentions)
+            except Exception:  # the decisions in force stay; the next change tries again
+                log.exception("mesh: intentions for %s not applied", self.destination)
+
+    async def _refresh(self, intentions: IntentionSet) -> None:
         old = self._snapshot
-        default_allow = self._default_allow(intentions)
+        default_allow = await self._default_allow(intentions)
         fresh = _Snapshot(intentions, default_allow)
         with self._lock:
             known = list(old.entries.items()) if old else []
-        for key, entry in known:
-            fresh.entries[key] = self._ask(fresh, entry.source)
+        entries = await asyncio.gather(*(self._aask(fresh, entry.source) for _, entry in known))
+        for (key, _), entry in zip(known, entries, strict=True):
+            fresh.entries[key] = entry
         self._snapshot = fresh
         self._ready.set()
         log.info(
@@ -235,10 +285,17 @@ class Authorizer:
             len(fresh.entries),
         )
 
-    def _default_allow(self, intentions: IntentionSet) -> bool:
+    async def _aask(self, snapshot: _Snapshot, source: SpiffeId) -> _Entry:
+        try:
+            result = await self._aauthorize(source)
+        except MeshError as exc:
+            result = self._unanswered(snapshot, source, exc)
+        return _entry(snapshot, source, result)
+
+    async def _default_allow(self, intentions: IntentionSet) -> bool:
         probe = SpiffeId("probe.invalid", PROBE_NAMESPACE, "dc", "probe")
         try:
-            result = self._authorize(probe)
+            result: AuthorizeResult | None = await self._aauthorize(probe)
         except MeshError as exc:
             result = None
             log.warning("mesh: agent cannot state the default intention policy: %s", exc)
@@ -246,6 +303,26 @@ class Authorizer:
             return result.authorized
         # An Enterprise */* intention matched the probe, or no answer: ACLs' default.
         return (intentions.acl_default_policy or "allow").strip().lower() != "deny"
+
+    def _unanswered(self, snapshot: _Snapshot, source: SpiffeId, exc: MeshError) -> AuthorizeResult:
+        result = _local_result(snapshot, source)
+        log.warning(
+            "mesh: agent cannot authorize %s -> %s (%s); deciding from the intentions in force: %s",
+            source.service,
+            self.destination,
+            exc,
+            result.reason,
+        )
+        return result
+
+
+def _entry(snapshot: _Snapshot, source: SpiffeId, result: AuthorizeResult) -> _Entry:
+    """The cache entry for the agent's (or the local) answer about ``source``."""
+    if result.l7:
+        return _Entry(source, result, snapshot.intentions.match(source), None)
+    layer = "default" if result.by_default else "L4"
+    decision = Decision(result.authorized, result.reason, layer, source.service)
+    return _Entry(source, result, None, decision)
 
 
 def _local_result(snapshot: _Snapshot, source: SpiffeId) -> AuthorizeResult:

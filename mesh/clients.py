@@ -79,7 +79,8 @@ def self_probe_session(service: str, identity: Any, timeout: float = 10.0) -> re
 
     For the gunicorn master's TTL self-probe of ``/health`` (the authorizer lets a
     service's own identity read its health path). ``identity`` is a started
-    ``ServiceIdentity`` of ``service``; the session keeps it alive.
+    ``ServiceIdentity`` of ``service`` (e.g. ``shared.lease_identity(service).identity``:
+    under gunicorn the workers then reuse it); the session keeps it alive.
     """
     identity.wait_ready(timeout)
     session = requests.Session()

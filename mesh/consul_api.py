@@ -1,12 +1,17 @@
 """The agent's Connect endpoints, sans-IO: each call's request and the meaning of its answer.
 
-Watched resources (``LeafResource``, ``RootsResource``, ``IntentionsResource``) say which
-blocking query to send for an index and a wait, and turn a 200 answer into a value; the
-authorize call is ``authorize_request`` / ``authorize_answer``. ``refusal`` is the one
-mapping of a non-200 answer to our errors: 403 is a ``MeshPermissionError`` naming the
-permission (Consul's own words, through ``consul_discovery.connection.refusals``), another
-4xx a ``MeshQueryError``, a 5xx a ``MeshUnavailableError``. Whatever drives them (the
-thread driver in ``driver.py`` today, the generic watch engine later) only does the I/O.
+The three watched resources (``LeafResource``, ``RootsResource``, ``IntentionsResource``)
+are ``consul_connection.resource.Resource``s: the shared watch engine
+(``consul_connection.watch``, driven on the process's event loop by
+``consul_discovery.mesh.watches``) applies the blocking-query rules, this module only says
+which request a poll sends and what a 200 answer holds. The authorize call is
+``authorize_request`` / ``authorize_answer``.
+
+Errors go through the one mapping of ``consul_connection.refusals`` with the mesh's own
+classes (``MESH_ERRORS``): a 5xx or no answer is a ``MeshUnavailableError``, a 429 a
+``MeshRateLimitedError`` (the engine backs off longer and keeps what is in force), another
+4xx a ``MeshQueryError``. A 403 is a ``MeshPermissionError`` naming the permission and the
+policy rule that grants it (``refusal``), never the token.
 
 The agent endpoints ``/v1/agent/connect/ca/leaf/<service>`` and ``.../ca/roots`` are
 deprecated since Consul 1.16 in favour of proxies; Consul 1.22.3 still serves both
@@ -17,25 +22,37 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 from urllib.parse import quote
 
-from consul_discovery.connection.refusals import acl_denial
+from consul_discovery.connection.exchange import Request, Response
+from consul_discovery.connection.refusals import ErrorKinds, acl_denial, answer_error
+from consul_discovery.connection.resource import Poll, Resource
 from consul_discovery.mesh.errors import (
     MeshError,
     MeshPermissionError,
     MeshQueryError,
+    MeshRateLimitedError,
     MeshUnavailableError,
 )
 from consul_discovery.mesh.identity import CaRoots, Leaf
 from consul_discovery.mesh.intentions import IntentionSet
 
 T = TypeVar("T")
-T_co = TypeVar("T_co", covariant=True)
 
-INDEX_HEADER = "x-consul-index"
 DEFAULT_ACL_POLICY_HEADER = "x-consul-default-acl-policy"
+
+#: The mesh's classes for Consul's kinds of "no" (consul_connection.refusals).
+MESH_ERRORS = ErrorKinds(
+    unavailable=MeshUnavailableError,
+    refused=MeshQueryError,
+    denied=MeshPermissionError,
+    throttled=MeshRateLimitedError,
+)
+
+#: The read timeout of one call to the agent (a blocking query adds its wait).
+REQUEST_TIMEOUT = 10.0
 
 # What a token needs, in the policy language, for each permission a mesh call may lack.
 _POLICY_HINTS = {
@@ -44,72 +61,10 @@ _POLICY_HINTS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class ConsulRequest:
-    """One HTTP call to the agent: method, path, query parameters, JSON body."""
-
-    method: str
-    path: str
-    params: tuple[tuple[str, str], ...] = ()
-    json_body: Mapping[str, Any] | None = field(default=None, hash=False)
-    call: str = ""  # what it does, in words, for error messages
-
-
-@dataclass(frozen=True, slots=True)
-class ConsulAnswer:
-    """The agent's answer: status, headers (names in lower case) and body."""
-
-    status: int
-    headers: Mapping[str, str] = field(hash=False)
-    body: bytes = b""
-
-    @classmethod
-    def of(cls, status: int, headers: Mapping[str, str], body: bytes) -> ConsulAnswer:
-        """Build one, lower-casing the header names."""
-        return cls(status, {k.lower(): v for k, v in headers.items()}, body)
-
-    def header(self, name: str) -> str | None:
-        """A header's value (``name`` in lower case), or None."""
-        return self.headers.get(name)
-
-    def index(self) -> int | None:
-        """``X-Consul-Index`` as an int, or None when missing or not a number."""
-        raw = self.header(INDEX_HEADER)
-        try:
-            return int(raw) if raw is not None else None
-        except ValueError:
-            return None
-
-
-class WatchedResource(Protocol[T_co]):
-    """A blocking-query resource: the request for an index and wait, the answer's value."""
-
-    @property
-    def call(self) -> str:
-        """What the watch does, in words ("fetch the leaf certificate of 'web'")."""
-        ...
-
-    def request(self, index: int, wait: float) -> ConsulRequest:
-        """The blocking query to send (index 0: a plain read)."""
-        ...
-
-    def interpret(self, answer: ConsulAnswer) -> T_co:
-        """The value in a 200 answer; any other answer raises its MeshError."""
-        ...
-
-
-def blocking_params(index: int, wait: float) -> tuple[tuple[str, str], ...]:
-    """``index``/``wait`` query parameters (none for a plain read)."""
-    if index <= 0:
-        return ()
-    return (("index", str(index)), ("wait", f"{max(1, round(wait * 1000))}ms"))
-
-
-def refusal(answer: ConsulAnswer, call: str) -> MeshError:
-    """Our error for a non-200 answer to ``call`` (never includes a token)."""
-    text = answer.body.decode("utf-8", "replace").strip()
-    if answer.status == 403:
-        denial = acl_denial(text, call)
+def refusal(response: Response, call: str, address: str = "") -> MeshError:
+    """Our error for a non-2xx answer to ``call`` (never includes a token)."""
+    if response.status == 403:
+        denial = acl_denial(response.text.strip(), call)
         message = str(denial)
         hint = _POLICY_HINTS.get(denial.permission or "")
         if hint and denial.resource:
@@ -117,17 +72,17 @@ def refusal(answer: ConsulAnswer, call: str) -> MeshError:
                 f"; grant it with a policy rule such as {hint.format(resource=denial.resource)}"
             )
         return MeshPermissionError(message, denial.permission)
-    if 400 <= answer.status < 500:
-        return MeshQueryError(f"Consul refused to {call}: HTTP {answer.status}: {text[:300]}")
-    return MeshUnavailableError(f"Consul failed to {call}: HTTP {answer.status}: {text[:300]}")
+    error = answer_error(response, call, address or "the agent", MESH_ERRORS)
+    assert isinstance(error, MeshError), "refusal() is for non-2xx answers"
+    return error
 
 
-def json_of(answer: ConsulAnswer, call: str) -> Any:
-    """The JSON body of a 200 answer; the refusal otherwise."""
-    if answer.status != 200:
-        raise refusal(answer, call)
+def json_of(response: Response, call: str, address: str = "") -> Any:
+    """The JSON body of a 2xx answer; the refusal otherwise."""
+    if not 200 <= response.status < 300:
+        raise refusal(response, call, address)
     try:
-        return json.loads(answer.body or b"null")
+        return response.json()
     except ValueError:
         raise MeshQueryError(f"Consul's answer to {call} is not JSON") from None
 
@@ -138,44 +93,62 @@ def _name(value: str, what: str) -> str:
     return value
 
 
-class _Blocking(Generic[T]):
+class _MeshResource(Resource[T, T]):
     """Shared shape of the three watched resources: a GET with blocking parameters."""
 
     path: str
     extra: tuple[tuple[str, str], ...] = ()
-    call: str
 
-    def request(self, index: int, wait: float) -> ConsulRequest:
-        """The blocking query for ``index`` and ``wait``."""
-        params = self.extra + blocking_params(index, wait)
-        return ConsulRequest("GET", self.path, params, call=self.call)
+    def __init__(self, name: str, call: str, address: str) -> None:
+        super().__init__(name, call, address, MESH_ERRORS)
+        self.call = call  # what the watch does, in words, for error messages
+
+    def request(self, poll: Poll) -> Request:
+        """The blocking query for ``poll``."""
+        return Request(self.path, self.extra + poll.params(), poll.timeout(REQUEST_TIMEOUT))
+
+    def interpret(self, response: Response) -> T:
+        """The value of a 2xx answer; a 403 names the permission and the rule to grant."""
+        return self.decode_json(json_of(response, self.call, self.address), response)
+
+    def decode_json(self, body: Any, response: Response) -> T:
+        """The value of a parsed 2xx answer."""
+        raise NotImplementedError
+
+    def summary(self, value: T) -> str:
+        """How the outage log line names what stays in force."""
+        return "the one in force"
 
 
-class LeafResource(_Blocking[Leaf]):
+class LeafResource(_MeshResource[Leaf]):
     """The service's leaf certificate (needs ``service:write`` on the service)."""
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, address: str = "") -> None:
         self.service = _name(service, "service")
         self.path = f"/v1/agent/connect/ca/leaf/{quote(service, safe='')}"
-        self.call = f"fetch the leaf certificate of {service!r}"
+        super().__init__(
+            f"mesh-leaf-{service}", f"fetch the leaf certificate of {service!r}", address
+        )
 
-    def interpret(self, answer: ConsulAnswer) -> Leaf:
+    def decode_json(self, body: Any, response: Response) -> Leaf:
         """The Leaf in the agent's answer."""
-        return Leaf.from_json(json_of(answer, self.call))
+        return Leaf.from_json(body)
 
 
-class RootsResource(_Blocking[CaRoots]):
+class RootsResource(_MeshResource[CaRoots]):
     """The CA roots of the trust domain (any token may read them)."""
 
     path = "/v1/agent/connect/ca/roots"
-    call = "fetch the Connect CA roots"
 
-    def interpret(self, answer: ConsulAnswer) -> CaRoots:
+    def __init__(self, address: str = "") -> None:
+        super().__init__("mesh-roots", "fetch the Connect CA roots", address)
+
+    def decode_json(self, body: Any, response: Response) -> CaRoots:
         """The CaRoots in the agent's answer."""
-        return CaRoots.from_json(json_of(answer, self.call))
+        return CaRoots.from_json(body)
 
 
-class IntentionsResource(_Blocking[IntentionSet]):
+class IntentionsResource(_MeshResource[IntentionSet]):
     """The intentions that match ``destination``, in Consul's precedence order.
 
     Read through the agent's cache (``?cached``): the authorize endpoint reads the same
@@ -183,22 +156,24 @@ class IntentionsResource(_Blocking[IntentionSet]):
     Needs ``intention:read`` on the destination (a service identity token has it).
     """
 
-    def __init__(self, destination: str) -> None:
-        self.destination = _name(destination, "destination")
-        self.path = "/v1/connect/intentions/match"
-        self.extra = (("by", "destination"), ("name", destination), ("cached", ""))
-        self.call = f"read the intentions for {destination!r}"
+    path = "/v1/connect/intentions/match"
 
-    def interpret(self, answer: ConsulAnswer) -> IntentionSet:
+    def __init__(self, destination: str, address: str = "") -> None:
+        self.destination = _name(destination, "destination")
+        self.extra = (("by", "destination"), ("name", destination), ("cached", ""))
+        super().__init__(
+            f"mesh-intentions-{destination}", f"read the intentions for {destination!r}", address
+        )
+
+    def decode_json(self, body: Any, response: Response) -> IntentionSet:
         """The IntentionSet in the agent's answer."""
-        body = json_of(answer, self.call)
         if not isinstance(body, Mapping):
             raise MeshQueryError(f"Consul's answer to {self.call} is not an object")
         return IntentionSet.from_json(
             self.destination,
             body.get(self.destination) or [],
-            acl_default_policy=answer.header(DEFAULT_ACL_POLICY_HEADER),
-            index=answer.index() or 0,
+            acl_default_policy=response.header(DEFAULT_ACL_POLICY_HEADER),
+            index=response.index or 0,
         )
 
 
@@ -220,19 +195,26 @@ class AuthorizeResult:
         return self.reason.startswith("Matched L7")
 
 
-def authorize_request(destination: str, client_uri: str) -> ConsulRequest:
+def authorize_call(destination: str) -> str:
+    """What an authorize call does, in words."""
+    return f"authorize a connection to {destination!r}"
+
+
+def authorize_request(destination: str, client_uri: str) -> Request:
     """``POST /v1/agent/connect/authorize`` for a caller's URI towards ``destination``."""
-    return ConsulRequest(
-        "POST",
+    body = json.dumps({"Target": destination, "ClientCertURI": client_uri}).encode()
+    return Request(
         "/v1/agent/connect/authorize",
-        json_body={"Target": destination, "ClientCertURI": client_uri},
-        call=f"authorize a connection to {destination!r}",
+        timeout=REQUEST_TIMEOUT,
+        method="POST",
+        headers=(("Content-Type", "application/json"),),
+        body=body,
     )
 
 
-def authorize_answer(answer: ConsulAnswer, call: str) -> AuthorizeResult:
+def authorize_answer(response: Response, call: str, address: str = "") -> AuthorizeResult:
     """The decision in the agent's authorize answer."""
-    body = json_of(answer, call)
+    body = json_of(response, call, address)
     try:
         return AuthorizeResult(bool(body["Authorized"]), str(body.get("Reason", "")))
     except (KeyError, TypeError):

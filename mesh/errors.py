@@ -2,7 +2,8 @@
 
 ``MeshError`` is the root. Consul's refusals and outages while fetching the identity or
 the intentions are ``MeshPermissionError`` (names the ACL permission the token lacks),
-``MeshQueryError`` (another 4xx) and ``MeshUnavailableError`` (unreachable, 5xx). A peer
+``MeshQueryError`` (another 4xx) and ``MeshUnavailableError`` (unreachable, 5xx;
+``MeshRateLimitedError`` for a 429). A peer
 whose certificate carries no usable SPIFFE ID is ``PeerIdentityError``; a server that
 presents another service's identity fails the TLS handshake with
 ``ServerIdentityMismatch``, an ``ssl.SSLCertVerificationError``, so that requests, urllib3
@@ -13,6 +14,8 @@ private key or a certificate body.
 from __future__ import annotations
 
 import ssl
+
+from consul_discovery.connection.throttle import RateLimited
 
 
 class MeshError(Exception):
@@ -42,6 +45,10 @@ class MeshPermissionError(MeshQueryError):
 
 class MeshUnavailableError(MeshError):
     """The agent could not be reached or failed (connection error, timeout, 5xx)."""
+
+
+class MeshRateLimitedError(MeshUnavailableError, RateLimited):
+    """The agent answered 429 (it protects itself): back off, what is in force stays."""
 
 
 class IdentityNotReady(MeshError):

@@ -1,7 +1,7 @@
 """TLS contexts that follow the identity: swapped whole when the leaf or the roots change.
 
 An ``ssl.SSLContext`` is not changed once connections use it (OpenSSL does not make
-that safe); a renewal or a rotation builds new contexts on the watch thread and
+that safe); a renewal or a rotation builds new contexts on the loop thread (the watches') and
 publishes them by swapping one reference. New handshakes use the new ones; established
 connections keep the session they authenticated.
 
@@ -32,7 +32,7 @@ log = logging.getLogger("consul_discovery.mesh")
 
 
 class ServerTLS:
-    """The server side's context in force; ``update`` (a watch thread) replaces it."""
+    """The server side's context in force; ``update`` (the loop thread) replaces it."""
 
     def __init__(self, *, key_dir: str | None = None) -> None:
         self._key_dir = key_dir
@@ -110,10 +110,19 @@ class ClientTLS:
             except Exception:
                 log.exception("mesh: a client TLS listener failed")
 
+    def after_fork(self) -> None:
+        """In a forked child: a fresh lock (a parent thread may have held it)."""
+        self._lock = threading.Lock()
+
     def subscribe(self, listener: Callable[[int], None]) -> None:
-        """Call ``listener(generation)`` after every change (on the watch thread)."""
+        """Call ``listener(generation)`` after every change (on the loop thread)."""
         with self._lock:
             self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Callable[[int], None]) -> None:
+        """Stop calling ``listener`` (a closed client's); unknown listeners are ignored."""
+        with self._lock:
+            self._listeners = [known for known in self._listeners if known != listener]
 
     def expected(
         self, service: str, *, datacenter: str | None = None, namespace: str = DEFAULT_NAMESPACE

@@ -1,7 +1,9 @@
 """``MeshService``: one service's place in the mesh, started and stopped as one.
 
-It bundles the service's ``ServiceIdentity`` (leaf and roots, TLS contexts) and the
-``Guard`` over its ``Authorizer`` (intentions), read from the same settings the registry
+It bundles the service's ``ServiceIdentity`` (leaf and roots, TLS contexts: the process's
+shared one, ``shared.lease_identity``, so the service's discovery client and, under
+gunicorn, the master's self-probe use the same) and the ``Guard`` over its
+``Authorizer`` (intentions), read from the same settings the registry
 uses: ``SERVICE_NAME`` (the identity), ``SERVICE_HEALTH_PATH`` (the path the service's
 own identity may probe, default ``/health``) and Consul's ``CONSUL_*`` variables (the
 token needs ``service:write`` on the service, which also gives ``intention:read`` on
@@ -20,6 +22,7 @@ from consul_discovery.mesh.authorizer import Authorizer
 from consul_discovery.mesh.errors import MeshConfigError
 from consul_discovery.mesh.guard import Guard
 from consul_discovery.mesh.service_identity import ServiceIdentity
+from consul_discovery.mesh.shared import IdentityLease, lease_identity
 
 
 class MeshService:
@@ -36,7 +39,12 @@ class MeshService:
     ) -> None:
         connection = connection or ConsulConnection.from_env()
         self.service = service
-        self.identity = ServiceIdentity(service, connection, timing=timing, key_dir=key_dir)
+        self._lease: IdentityLease | None = None  # the shared identity's, when used
+        if key_dir is None:
+            self._lease = lease_identity(service, connection, timing=timing)
+            self.identity: ServiceIdentity = self._lease.identity
+        else:  # a private key directory: an identity of its own
+            self.identity = ServiceIdentity(service, connection, timing=timing, key_dir=key_dir)
         self.authorizer = Authorizer(service, connection, health_path=health_path, timing=timing)
         self.guard = Guard(self.authorizer)
 
@@ -71,9 +79,12 @@ class MeshService:
         return self
 
     def close(self) -> None:
-        """Stop every watch."""
+        """Stop the intentions watch and give the identity back (or close it)."""
         self.authorizer.close()
-        self.identity.close()
+        if self._lease is not None:
+            self._lease.release()
+        else:
+            self.identity.close()
 
     def __enter__(self) -> MeshService:
         return self.start().wait_ready()

@@ -1,12 +1,18 @@
 """``ServiceIdentity``: a service's Connect identity from its own agent, kept fresh.
 
-Two watches (``driver.BlockingWatch`` over ``consul_api.LeafResource`` and
-``RootsResource``) keep the leaf certificate and the CA roots current with blocking
-queries; each new (leaf, roots) pair builds new server and client contexts
-(``rotation.ServerTLS`` / ``ClientTLS``) on the watch thread and puts them in force, so a
-renewed leaf or a CA rotation needs no restart and fails no request. While the agent is
-away the identity in force is kept. The agent's leaf endpoint needs ``service:write`` on
-the service: without it, ``wait_ready`` raises ``MeshPermissionError`` naming it.
+Two watches on the process's event loop (``watches.MeshWatches`` over
+``consul_api.LeafResource`` and ``RootsResource``: the shared engine's blocking-query
+rules) keep the leaf certificate and the CA roots current; each new (leaf, roots) pair
+builds new server and client contexts (``rotation.ServerTLS`` / ``ClientTLS``) and puts
+them in force, so a renewed leaf or a CA rotation needs no restart and fails no request.
+While the agent is away the identity in force is kept. The agent's leaf endpoint needs
+``service:write`` on the service: without it, ``wait_ready`` raises
+``MeshPermissionError`` naming it.
+
+Building the contexts (two ``load_cert_chain``, a millisecond or two) runs on the loop
+thread when a change arrives: hours apart, and short enough for a listener there.
+Fork-safe: in a forked child the identity goes on from the one in force on the child's
+own loop (``after_fork="restart"``, default) or stops there (``"close"``).
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ from collections.abc import Callable
 
 from consul_discovery.connection import ConsulConnection
 from consul_discovery.connection.blocking import WatchTiming
+from consul_discovery.connection.forking import after_fork_in_child
+from consul_discovery.connection.watch import WatchState
 from consul_discovery.mesh.consul_api import LeafResource, RootsResource
-from consul_discovery.mesh.driver import BlockingWatch
 from consul_discovery.mesh.errors import IdentityNotReady, MeshError, MeshUnavailableError
 from consul_discovery.mesh.identity import CaRoots, Leaf
 from consul_discovery.mesh.rotation import ClientTLS, ServerTLS
 from consul_discovery.mesh.spiffe import SpiffeId
+from consul_discovery.mesh.watches import AfterFork, MeshWatches
 
 log = logging.getLogger("consul_discovery.mesh")
 
@@ -38,21 +46,24 @@ class ServiceIdentity:
         *,
         timing: WatchTiming | None = None,
         key_dir: str | None = None,
+        after_fork: AfterFork = "restart",
     ) -> None:
         self.service = service
         self.connection = connection or ConsulConnection.from_env()
         self.server_tls = ServerTLS(key_dir=key_dir)
         self.client_tls = ClientTLS(key_dir=key_dir)
         self._lock = threading.Lock()  # serialises applying a new pair (no I/O under it)
-        self._leaf: Leaf | None = None  # under _lock; written by the watch threads
-        self._roots: CaRoots | None = None  # under _lock; written by the watch threads
+        self._leaf: Leaf | None = None  # under _lock; written by the loop thread
+        self._roots: CaRoots | None = None  # under _lock; written by the loop thread
         self._ready = threading.Event()  # set once the first pair is in force
         self._listeners: list[Callable[[Leaf, CaRoots], None]] = []  # under _lock
-        self._leaf_watch = BlockingWatch(
-            LeafResource(service), self.connection, self._on_leaf, timing=timing
-        )
-        self._roots_watch = BlockingWatch(
-            RootsResource(), self.connection, self._on_roots, timing=timing
+        self._started = False  # set once by start() (the owner's thread)
+        after_fork_in_child(self._after_fork)  # before the watches': locks first
+        address = self.connection.address
+        self._leaf_state = WatchState(LeafResource(service, address), self._on_leaf, timing=timing)
+        self._roots_state = WatchState(RootsResource(address), self._on_roots, timing=timing)
+        self._watches = MeshWatches(
+            self.connection, name=f"identity of {service}", after_fork=after_fork
         )
 
     def __repr__(self) -> str:
@@ -85,29 +96,44 @@ class ServiceIdentity:
             raise IdentityNotReady(f"no leaf certificate for {self.service!r} yet")
         return leaf.spiffe_id
 
+    @property
+    def closed(self) -> bool:
+        """True once closed (the contexts in force stay usable, nothing rotates them)."""
+        return self._watches.closed
+
     def subscribe(self, listener: Callable[[Leaf, CaRoots], None]) -> None:
-        """Call ``listener(leaf, roots)`` after each change is in force (watch thread)."""
+        """Call ``listener(leaf, roots)`` after each change is in force (loop thread)."""
         with self._lock:
             self._listeners.append(listener)
+
+    def problem(self) -> MeshError | None:
+        """Why the identity is not in force yet, if a watch failed (None otherwise)."""
+        for state in (self._leaf_state, self._roots_state):
+            error = state.first_error
+            if isinstance(error, MeshError):
+                return error
+        return None
 
     # -- life ---------------------------------------------------------------------------
 
     def start(self) -> ServiceIdentity:
-        """Start both watches; returns at once (see ``wait_ready``)."""
-        self._leaf_watch.start()
-        self._roots_watch.start()
+        """Start both watches; returns at once (see ``wait_ready``). Idempotent."""
+        with self._lock:
+            if self._started:
+                return self
+            self._started = True
+        self._watches.watch(self._leaf_state)
+        self._watches.watch(self._roots_state)
         return self
 
     def wait_ready(self, timeout: float = 10.0) -> ServiceIdentity:
         """Block until the identity is in force; raise why not (at once for a refusal)."""
         deadline = time.monotonic() + timeout
         while not self._ready.wait(0.05):
-            errors = [w.error for w in (self._leaf_watch, self._roots_watch) if w.error]
-            refused = [e for e in errors if not isinstance(e, MeshUnavailableError)]
-            if refused:
-                raise refused[0]
+            last = self.problem()
+            if last is not None and not isinstance(last, MeshUnavailableError):
+                raise last
             if time.monotonic() >= deadline:
-                last: MeshError | None = errors[0] if errors else None
                 raise IdentityNotReady(
                     f"no Connect identity for {self.service!r} after {timeout:g}s"
                     + (f": {last}" if last else "")
@@ -115,9 +141,8 @@ class ServiceIdentity:
         return self
 
     def close(self) -> None:
-        """Stop both watches (the contexts in force stay usable)."""
-        self._leaf_watch.close()
-        self._roots_watch.close()
+        """Stop both watches at once (the contexts in force stay usable)."""
+        self._watches.close()
 
     def __enter__(self) -> ServiceIdentity:
         return self.start().wait_ready()
@@ -125,7 +150,15 @@ class ServiceIdentity:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    # -- watch threads ------------------------------------------------------------------
+    def _after_fork(self) -> None:
+        """In a forked child: fresh locks (a parent thread may have held one)."""
+        self._lock = threading.Lock()
+        ready, self._ready = self._ready.is_set(), threading.Event()
+        if ready:
+            self._ready.set()
+        self.client_tls.after_fork()
+
+    # -- the loop thread ----------------------------------------------------------------
 
     def _on_leaf(self, leaf: Leaf) -> None:
         self._apply(leaf=leaf)

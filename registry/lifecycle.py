@@ -285,9 +285,10 @@ class Lifecycle:
         url, session = http_url(host, port) + path, None
         if reg.connect_native:  # mTLS only: probe as the service itself
             from consul_discovery.mesh.clients import self_probe_session
-            from consul_discovery.mesh.service_identity import ServiceIdentity
+            from consul_discovery.mesh.shared import lease_identity
 
-            identity = ServiceIdentity(reg.name, reg.consul).start()
+            # The process's shared identity: forked workers go on with it (mesh/shared.py)
+            identity = lease_identity(reg.name, reg.consul).identity
             session = self_probe_session(reg.name, identity)
             url = "https" + url.removeprefix("http")
         return http_probe(url, timeout=min(2.0, reg.check.heartbeat), session=session)

@@ -1,4 +1,5 @@
-"""`python -m services.cluster up|status|logs|down|demo|rolling-restart SVC|ui-token|gateway-url`.
+"""`python -m services.cluster up|status|logs|down|demo|rolling-restart SVC|ui-token|gateway-url`,
+`... intentions list [DST] | allow|deny|delete SRC DST` (the mesh's intentions).
 
 PROFILE=secure or PROFILE=multi-dc (environment) selects that profile; see
 services.cluster.plan.
@@ -62,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     rolling.add_argument("service")
     sub.add_parser("ui-token", help="print the operator's read-only token (secure profile)")
     sub.add_parser("gateway-url", help="print the gateway's URL")
+    intentions = sub.add_parser(
+        "intentions", help="mesh intentions: list [DST] | allow|deny|delete SRC DST"
+    )
+    intentions.add_argument("words", nargs="*", default=["list"])
     sub.add_parser("demo", help="the seed's flow through the gateway, then a live KV setting")
     args = parser.parse_args(argv)
 
@@ -85,6 +90,15 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             control.down(plan)
             print("cluster stopped: instances drained and deregistered, Consul stopped")
+        elif args.command == "intentions":
+            from consul_discovery.mesh.intentions_cli import main as intentions_main
+
+            conn = (
+                secure.connection(plan, secure.MESH_ADMIN)
+                if plan.secure
+                else control.tooling_connection(plan)
+            )
+            return intentions_main(args.words or ["list"], conn)
         elif args.command == "gateway-url":
             print(plan.gateway_url)
         elif args.command == "demo":

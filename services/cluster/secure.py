@@ -29,6 +29,7 @@ from services.cluster.plan import APPS, REPO_ROOT, AgentPlan, ClusterPlan
 CONFIG_DIR = REPO_ROOT / "consul" / "config"
 OPERATOR = "operator"
 CONFIG_ADMIN = "config-admin"
+MESH_ADMIN = "mesh-admin"  # writes intentions (make intentions)
 MANAGEMENT = "management"
 
 #: What the operator's token may do: see everything, change nothing.
@@ -293,6 +294,25 @@ def issue_tokens(plan: ClusterPlan) -> None:
             },
         )
         write_secret(plan.token_file(CONFIG_ADMIN), made["SecretID"] + "\n")
+        _call(
+            session,
+            "PUT",
+            f"{api}/policy",
+            "the mesh admin policy",
+            {
+                "Name": "intentions-write",
+                "Description": "write the mesh's intentions (make intentions)",
+                "Rules": 'service_prefix "" { policy = "read" intentions = "write" }',
+            },
+        )
+        made = _call(
+            session,
+            "PUT",
+            f"{api}/token",
+            "the mesh admin token",
+            {"Description": "mesh admin (intentions)", "Policies": [{"Name": "intentions-write"}]},
+        )
+        write_secret(plan.token_file(MESH_ADMIN), made["SecretID"] + "\n")
     for agent in plan.agents():
         set_agent_token(plan, agent)
 

@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from consul_discovery.connection.exchange import Response
+from consul_discovery.connection.resource import Poll
+from consul_discovery.connection.sending import send_with_session
 from consul_discovery.mesh import ServiceIdentity
-from consul_discovery.mesh.consul_api import ConsulAnswer, LeafResource, RootsResource
-from consul_discovery.mesh.driver import send
+from consul_discovery.mesh.consul_api import LeafResource, RootsResource
 from tests.harness.agent import ConsulAgent
 from tests.mesh.conftest import FAST, active_root, connection, identity, rotate_ca
 
@@ -32,11 +34,14 @@ def _wait_for(predicate: object, timeout: float) -> None:
 def _blocking_read(agent: ConsulAgent, resource: LeafResource | RootsResource) -> tuple[float, int]:
     conn = connection(agent)
     with conn.session() as session:
-        first = send(session, conn, resource.request(0, 1.0))
-        index = first.index()
+        first = send_with_session(
+            session, conn.base_url, 3.0, resource.request(Poll(0, 1.0, False))
+        )
+        index = first.index
         assert first.status == 200 and index and index > 0
         started = time.monotonic()
-        again: ConsulAnswer = send(session, conn, resource.request(index, 1.0), extra_wait=2)
+        blocking = resource.request(Poll(index, 1.0, True))
+        again: Response = send_with_session(session, conn.base_url, 3.0, blocking)
         assert again.status == 200
         return time.monotonic() - started, index
 

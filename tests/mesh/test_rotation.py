@@ -181,7 +181,10 @@ def test_a_ca_rotation_under_load_fails_no_request(
                     break
                 time.sleep(0.5)
             else:
-                raise AssertionError(f"leaves not renewed: {before} -> {now}")
+                raise AssertionError(
+                    f"leaves not renewed: {before} -> {now}; our client TLS generation "
+                    f"{client_generation} -> {api.client_tls.generation}"
+                )
             time.sleep(1.0)
         assert active_root(agent) != root_before
         print(f"rotation under load: {load.sent} requests, {len(load.failures)} failed")
