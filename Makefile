@@ -5,6 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CONSUL_ENSURE := consul/ensure-consul
 PYTEST_ARGS ?=
+# make test's pytest-xdist workers (0: one process, no xdist)
+PYTEST_WORKERS ?= 2
 USERS ?= 3
 ORDERS ?= 3
 INVENTORIES ?= 2
@@ -37,7 +39,7 @@ consul: ## Find or build the pinned Consul; prints the binary's path last
 	@$(CONSUL_ENSURE)
 
 test: setup ## Run the whole test suite against a real Consul agent
-	CONSUL_BIN="$$($(CONSUL_ENSURE) | tail -n 1)" $(PY) -m pytest $(PYTEST_ARGS)
+	CONSUL_BIN="$$($(CONSUL_ENSURE) | tail -n 1)" $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # Every cluster target takes PROFILE=dev (default: one dev agent, everything open) or
 # PROFILE=secure (3 servers + 2 client agents, ACLs default-deny, TLS, gossip encryption),
