@@ -40,6 +40,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Group tests for pytest-xdist's ``--dist loadgroup`` (``make test`` runs two
     workers): a module's tests stay on one worker (its module-scoped agent or cluster is
     made once), the example cluster's modules all on one worker, started first."""
+
     def rank(item: pytest.Item) -> int:
         path = item.nodeid.split("::", 1)[0]
         if path.startswith(_CLUSTER):
