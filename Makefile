@@ -39,7 +39,7 @@ consul: ## Find or build the pinned Consul; prints the binary's path last
 	@$(CONSUL_ENSURE)
 
 test: setup ## Run the whole test suite against a real Consul agent
-	CONSUL_BIN="$$($(CONSUL_ENSURE) | tail -n 1)" $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	CONSUL_BIN="$$($(CONSUL_ENSURE) | tail -n 1)" $(PY) -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # Every cluster target takes PROFILE=dev (default: one dev agent, everything open) or
 # PROFILE=secure (3 servers + 2 client agents, ACLs default-deny, TLS, gossip encryption),

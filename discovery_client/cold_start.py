@@ -1,7 +1,7 @@
 """Cold start without Consul: the sources' use of ``snapshot_store`` (opt-in).
 
 ``ColdStart`` is what a source's ``WatchTable`` holds when snapshots are on
-(``ServiceClient``/source ``snapshot_dir=``, or ``DISCOVERY_SNAPSHOT_DIR``):
+(a source's ``snapshots=`` directory, or ``DISCOVERY_SNAPSHOT_DIR`` for every client):
 
 - **Written after each new live Resolution**, off the watch's path: ``saved`` hands it
   to ``SnapshotWriter``, one daemon thread that coalesces by target and writes each

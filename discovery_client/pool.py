@@ -32,6 +32,8 @@ from requests.adapters import HTTPAdapter
 from urllib3._collections import RecentlyUsedContainer  # PoolManager's own LRU type
 from urllib3.connectionpool import HTTPConnectionPool
 
+from consul_discovery.connection.forking import after_fork_in_child
+
 DEFAULT_INITIAL_POOLS = 16
 DEFAULT_MAX_POOLS = 4096
 DEFAULT_IDLE_AFTER = 60.0
@@ -118,6 +120,15 @@ class InstancePoolAdapter(HTTPAdapter):
         # (host, port) -> the mesh context its pool uses now; read lock-free
         self._mesh_contexts: dict[tuple[str, int | None], ssl.SSLContext] = {}
         super().__init__(pool_connections=initial_pools, pool_maxsize=pool_maxsize, max_retries=0)
+        after_fork_in_child(self._after_fork)
+
+    def _after_fork(self) -> None:
+        """In a forked child (a gunicorn worker of a ``--preload`` master): new, empty
+        pools and locks. The parent's connections stay the parent's: a child writing on a
+        shared socket would interleave requests, and reading would steal its answers."""
+        self._mesh_lock = threading.Lock()
+        self._mesh_contexts = {}
+        self.init_poolmanager(self._pool_connections, self._pool_maxsize, block=self._pool_block)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         """Build the PoolManager as HTTPAdapter does, then give it InstancePools."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -28,18 +29,23 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         pytest.exit(str(exc), returncode=3)
 
 
-#: Modules started first under ``make test``'s two workers (the longest, so that no
-#: worker is left with a long module at the end); the example cluster's modules form one
-#: group on one worker, one after another: two clusters at once would put 40 processes
-#: and two fault drills on two cores.
+#: ``make test`` runs two pytest-xdist workers. A module's tests stay on one worker (its
+#: module-scoped agent or cluster is made once); the example cluster's modules are one
+#: unit on one worker, one after another (two clusters at once would put 40 processes
+#: and two fault drills on two cores); the longest units are handed out first.
 _CLUSTER = "tests/services/cluster/"
 _LONG_FIRST = ("tests/bench/", "tests/packaging/", "tests/services/test_fuzz.py")
 
 
+def _unit(nodeid: str) -> str:
+    """The scheduling unit of a test: its module, or the example cluster's one unit."""
+    path = nodeid.split("::", 1)[0]
+    return "example-cluster" if path.startswith(_CLUSTER) else path
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group tests for pytest-xdist's ``--dist loadgroup`` (``make test`` runs two
-    workers): a module's tests stay on one worker (its module-scoped agent or cluster is
-    made once), the example cluster's modules all on one worker, started first."""
+    """The example cluster's modules first, then the longest modules (stable: each module
+    keeps its own order), so that no worker is left alone with a long unit at the end."""
 
     def rank(item: pytest.Item) -> int:
         path = item.nodeid.split("::", 1)[0]
@@ -47,11 +53,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             return 0
         return 1 if path.startswith(_LONG_FIRST) else 2
 
-    for item in items:
-        path = item.nodeid.split("::", 1)[0]
-        group = "example-cluster" if path.startswith(_CLUSTER) else path
-        item.add_marker(pytest.mark.xdist_group(group))
-    items.sort(key=rank)  # stable: each module keeps its own order
+    items.sort(key=rank)
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: absent without it
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Schedule by ``_unit`` in collection order (xdist's own ``loadgroup`` marks do not
+    reach its scheduler under pytest 9, which no longer reads ``Item._nodeid``)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class UnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit(nodeid)
+
+    config.option.loadscopereorder = False  # keep the order above, not by test count
+    return UnitScheduling(config, log)
 
 
 @pytest.fixture

@@ -38,6 +38,8 @@ def secure_plan(run_dir: Path, users: int = 2, orders: int = 2, **overrides: Any
             gateway_port=base,
             user_base_port=base + 10,
             order_base_port=base + 40,
+            inventory_base_port=base + 70,
+            prometheus_port=base + 98,
             check_interval="1s",
             drain_seconds=1.0,
             profile="secure",
