@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Literal
@@ -46,6 +47,8 @@ from typing import Any, Literal
 import requests
 
 from consul_discovery.client.catalog_reads import CatalogReads, ServiceSummary
+from consul_discovery.client.chain.decide import ChainRouter
+from consul_discovery.client.chain.query import DiscoveryChainQuery
 from consul_discovery.client.chain.watches import ChainListener, ChainWatches
 from consul_discovery.client.config import ServiceConfig
 from consul_discovery.client.errors import (
@@ -158,6 +161,11 @@ class ConsulSource(CatalogReads):
             self.address, self._start_chain_watch, timing=self._timing,
             options=self._options, clock=clock, rng=self._rng,
         )  # fmt: skip
+        # Chains followed through the master's relay (a gunicorn worker), under _chain_lock:
+        self._chain_lock = threading.Lock()
+        self._relayed_chains: dict[str, list[ChainListener]] = {}  # service -> listeners
+        self._relayed_routers: dict[str, ChainRouter] = {}  # service -> last router
+        self._chains_direct = False  # the relay went: chains are this process's own
         self._setup()  # the loop, sender, executor, throttle log and relay (again in a child)
         after_fork_in_child(self._after_fork)
 
@@ -182,6 +190,7 @@ class ConsulSource(CatalogReads):
                 self._io.loop,
                 on_resolution=self._table.notify,
                 on_gone=self._relay_gone,
+                on_chain=self._relayed_chain,
             )
 
     # -- InstanceSource -------------------------------------------------------------
@@ -232,12 +241,29 @@ class ConsulSource(CatalogReads):
     def watch_chain(self, service: str, listener: ChainListener) -> None:
         """Call ``listener`` (on the source's loop thread) with each new discovery-chain
         router of ``service`` (``consul_discovery.client.chain.watches``; no I/O here).
-        Not while the gunicorn master's relay serves this source: the relay carries
-        health watches only, and a worker's own chain watches would break the one
-        connection per process (its services are called as plain services)."""
-        if self.relayed:
+        While the gunicorn master's relay serves this source, the master watches the
+        chain once for all its workers and relays it (one connection per application);
+        if the relay goes, this process watches it itself."""
+        with self._chain_lock:
+            relayed = self.relayed and not self._chains_direct
+            if relayed:
+                listeners = self._relayed_chains.setdefault(service, [])
+                first = not listeners
+                listeners.append(listener)
+                router = self._relayed_routers.get(service)
+        if not relayed:
+            self._chains.watch(service, listener)
             return
-        self._chains.watch(service, listener)
+        relay = self._relay
+        if first and relay is not None:
+            relay.watch_chain(service)
+        if router is not None:
+            listener(router)
+
+    def chain_body(self, service: str) -> str | None:
+        """The body of the last discovery chain of ``service`` this source watched (for
+        the relay: its workers read and compile it themselves)."""
+        return self._chains.body(service)
 
     def prime(self, service: str | Target) -> None:
         """Start the target's watch if it is not running (no I/O, no wait)."""
@@ -315,14 +341,34 @@ class ConsulSource(CatalogReads):
         task = WatchTask(state, self._io.send, name=name, pause=self._io.pause)
         return task.start_on(self._io.loop.loop)
 
+    def _relayed_chain(self, service: str, body: str) -> None:
+        """A chain of ``service`` the master relayed (loop thread): read, compiled here."""
+        answer = DiscoveryChainQuery(service, random=self._rng.random).read(None, body)
+        with self._chain_lock:
+            if self._chains_direct:
+                return
+            self._relayed_routers[service] = answer.router
+            listeners = list(self._relayed_chains.get(service, ()))
+        for listener in listeners:
+            try:
+                listener(answer.router)
+            except Exception:
+                log.exception("chain listener of %s failed", service)
+
     def _relay_gone(self, reason: str, warn: bool) -> None:
         """The relay cannot serve us (loop thread): watch every relayed target directly,
-        from its last relayed Resolution on. Idempotent."""
+        from its last relayed Resolution on, and every relayed chain. Idempotent."""
         if reason:
             level = logging.WARNING if warn else logging.INFO
             log.log(level, "%s; watching Consul directly from this process", reason)
         if self._table.closed:
             return
+        with self._chain_lock:
+            self._chains_direct = True
+            chains, self._relayed_chains = self._relayed_chains, {}
+        for service, listeners in chains.items():
+            for listener in listeners:
+                self._chains.watch(service, listener)
         for key, entry in self._table.entries():
             if isinstance(entry, RelayedWatch):
                 direct = self._direct(key, entry.state.value)
@@ -340,11 +386,18 @@ class ConsulSource(CatalogReads):
             self._table.close()  # the parent's (a relay's source): nothing of it runs here
             self._chains.close()
             return
+        self._chain_lock = threading.Lock()  # the parent's may have been held
         self._setup()  # the parent's loop, connections and threads are not the child's
-        if self.relayed:  # as watch_chain: a relayed worker keeps to one connection
-            self._chains.close()
-        else:
-            self._chains.restart()  # the parent's tasks do not run here
+        # The parent's chain followers, asked again here: through this child's relay, or
+        # by this child's own watches (the parent's tasks do not run here).
+        _old, followers = self._chains.forget()
+        for service, listeners in self._relayed_chains.items():
+            followers.setdefault(service, []).extend(listeners)
+        self._relayed_chains, self._relayed_routers = {}, {}
+        self._chains_direct = False
+        for service, listeners in followers.items():
+            for listener in listeners:
+                self.watch_chain(service, listener)
         relay = self._relay
         for key, entry in self._table.entries():
             value = entry.state.value

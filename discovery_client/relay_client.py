@@ -224,12 +224,15 @@ class RelayLink:
         *,
         on_resolution: Callable[[WatchKey, Resolution], None],
         on_gone: Callable[[str, bool], None],
+        on_chain: Callable[[str, str], None] | None = None,
     ) -> None:
         self.path = path
         self._connection = connection
         self._loop = loop
         self._on_resolution = on_resolution
         self._on_gone = on_gone
+        self._on_chain = on_chain  # (service, chain body), on the loop thread
+        self._chain_ids: dict[int, str] = {}  # loop thread only: chain watch id -> service
         self.usable = True  # written by the loop thread (and close), read by any thread
         self._next_id = 0  # under _lock
         self._lock = threading.Lock()  # guards _ids and _next_id (callers' threads)
@@ -248,6 +251,14 @@ class RelayLink:
             watch_id = self._ids[key] = self._next_id
         self._loop.call(self._ask, watch_id, key, state)
         return RelayedWatch(state)
+
+    def watch_chain(self, service: str) -> None:
+        """Follow ``service``'s discovery chain through the master (no I/O here): each new
+        chain's body goes to ``on_chain``."""
+        with self._lock:
+            self._next_id += 1
+            watch_id = self._next_id
+        self._loop.call(self._ask_chain, watch_id, service)
 
     def touch(self, key: WatchKey, pin: bool = False) -> None:
         """Say again that ``key`` is wanted (keeps an unresolved watch alive; ``pin``:
@@ -276,6 +287,13 @@ class RelayLink:
         if pin:
             message["pin"] = True
         ask = line(message)
+        asyncio.get_running_loop().create_task(self._send(ask))
+
+    def _ask_chain(self, watch_id: int, service: str) -> None:
+        self._chain_ids[watch_id] = service
+        if not self.usable:
+            return  # the source, told the relay is gone, follows its chains itself
+        ask = line({"chain_watch": watch_id, "service": service})
         asyncio.get_running_loop().create_task(self._send(ask))
 
     async def _send(self, data: bytes) -> None:
@@ -319,6 +337,11 @@ class RelayLink:
         try:
             while raw := await reader.readline():
                 message = parse(raw)
+                if "chain" in message:
+                    service = self._chain_ids.get(int(message.get("id", 0)))
+                    if service is not None and self._on_chain is not None:
+                        self._on_chain(service, str(message["chain"]))
+                    continue
                 state = self._states.get(int(message.get("id", 0)))
                 if state is None:
                     continue

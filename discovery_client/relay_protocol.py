@@ -10,6 +10,9 @@ A gunicorn master watches each target once for all its workers
 - the worker asks ``{"watch": N, "key": K}`` (``encode_key``: the Target plus the config
   fields that shape its Resolution); asking again keeps an unresolved watch alive, and
   ``"pin": true`` keeps it for good (the worker serves a cold-start snapshot meanwhile);
+- the worker asks ``{"chain_watch": N, "service": S}`` to follow a service's discovery
+  chain; the master pushes ``{"id": N, "chain": BODY}`` (Consul's answer, which the
+  worker reads and compiles itself) for each new chain;
 - the master pushes ``{"id": N, "resolution": R, "refresh": F, "error": E, "stats":
   [requests, errors, index, rate_limited]}`` with whichever changed: a Resolution whose
   instances, panic or held set changed, whole (``encode_resolution``); one whose

@@ -103,6 +103,7 @@ class RelayServer:
         self._server: asyncio.AbstractServer | None = None  # loop thread only
         self._subscribers: dict[WatchKey, dict[_Worker, int]] = {}  # loop thread only
         self._pushed: dict[WatchKey, _Pushed] = {}  # loop thread only
+        self._chain_subscribers: dict[str, dict[_Worker, int]] = {}  # loop thread only
         self._workers: set[_Worker] = set()  # loop thread only
         self._closed = False  # the starting process only
 
@@ -153,12 +154,17 @@ class RelayServer:
                 if "watch" in message:
                     key = decode_key(message.get("key"))
                     self._watch(worker, int(message["watch"]), key, message.get("pin") is True)
+                elif "chain_watch" in message:
+                    service = str(message.get("service") or "")
+                    self._watch_chain(worker, int(message["chain_watch"]), service)
         except (OSError, TimeoutError, ValueError, RelayProtocolError) as exc:
             log.debug("relay: a worker's connection ended: %r", exc)
         finally:
             self._workers.discard(worker)
             for subscribers in self._subscribers.values():
                 subscribers.pop(worker, None)
+            for chain_subscribers in self._chain_subscribers.values():
+                chain_subscribers.pop(worker, None)
             writer.close()
 
     async def _admit(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
@@ -182,6 +188,34 @@ class RelayServer:
             message = self._full(state)
             if message:
                 worker.send(watch_id, line(message))
+
+    def _watch_chain(self, worker: _Worker, watch_id: int, service: str) -> None:
+        """A worker follows ``service``'s discovery chain: the master watches it once (its
+        one config-entry watch, then the chain's own) and pushes each new chain's body."""
+        if not service:
+            return
+        subscribers = self._chain_subscribers.get(service)
+        if subscribers is None:
+            subscribers = self._chain_subscribers[service] = {worker: watch_id}
+            # Called at once if a chain is known (then every subscriber gets it), else on
+            # the first; always on this loop.
+            self.source.watch_chain(service, lambda _router: self._chain_changed(service))
+            return
+        subscribers[worker] = watch_id
+        body = self.source.chain_body(service)
+        if body is not None:
+            worker.send(watch_id, line({"chain": body}))
+
+    def _chain_changed(self, service: str) -> None:
+        """A new chain of ``service``: its body to every worker that follows it."""
+        body = self.source.chain_body(service)
+        subscribers = self._chain_subscribers.get(service)
+        if body is None or not subscribers:
+            return
+        payload = line({"chain": body})
+        for worker, watch_id in list(subscribers.items()):
+            if not worker.send(watch_id, payload):
+                subscribers.pop(worker, None)
 
     def _outcome(self, key: WatchKey, state: HealthState) -> None:
         """After every poll of ``key``: push what changed to its workers."""

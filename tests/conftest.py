@@ -43,9 +43,25 @@ def _unit(nodeid: str) -> str:
     return "example-cluster" if path.startswith(_CLUSTER) else path
 
 
+#: Tests whose figure is a latency or a timing under load: a second worker beside them
+#: is noise they cannot tell from a defect (seen: a slow instance's share, a CA
+#: rotation's deadline). Marked ``alone``; ``make test`` runs them after the others, in
+#: one process.
+_ALONE = (
+    "tests/discovery_client/conformance/test_load.py",
+    "tests/mesh/test_rotation.py",
+    "tests/mesh/test_identity.py::test_a_ca_rotation_reaches_the_identity_without_a_restart",
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by the marks added here
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The example cluster's modules first, then the longest modules (stable: each module
-    keeps its own order), so that no worker is left alone with a long unit at the end."""
+    """Mark the ``_ALONE`` tests; order the example cluster's modules first, then the
+    longest modules (stable: each module keeps its own order), so that no worker is left
+    alone with a long unit at the end."""
+    for item in items:
+        if item.nodeid.startswith(_ALONE):
+            item.add_marker(pytest.mark.alone)
 
     def rank(item: pytest.Item) -> int:
         path = item.nodeid.split("::", 1)[0]

@@ -30,11 +30,13 @@ from consul_discovery.connection.resource import Poll, Resource
 
 @dataclass(frozen=True, slots=True)
 class ChainAnswer:
-    """What one answer says: Consul's index, the chain (None if unreadable), its router."""
+    """What one answer says: Consul's index, the chain (None if unreadable), its router,
+    and the body it was read from (what a gunicorn master relays to its workers)."""
 
     index: int | None
     chain: Chain | None
     router: ChainRouter
+    body: str = ""
 
     def same(self, other: ChainAnswer) -> bool:
         """True when ``other`` routes exactly as this one (same chain, same problems)."""
@@ -70,12 +72,13 @@ class DiscoveryChainQuery:
 
     def read(self, index: int | None, body: bytes | str) -> ChainAnswer:
         """A 200's body as a ChainAnswer; an unreadable one gives a plain router saying why."""
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
         try:
-            chain = parse_chain(json.loads(body))
+            chain = parse_chain(json.loads(text))
         except (ValueError, ChainFormatError) as exc:
             problem = f"the discovery chain of {self.service!r} is unreadable: {exc}"
-            return ChainAnswer(index, None, plain_router(self.service, problem))
-        return ChainAnswer(index, chain, compile_chain(chain, random=self.random))
+            return ChainAnswer(index, None, plain_router(self.service, problem), text)
+        return ChainAnswer(index, chain, compile_chain(chain, random=self.random), text)
 
 
 class ChainWatch(Resource[ChainAnswer, ChainAnswer]):

@@ -10,8 +10,9 @@ to the service's listeners, on the watches' loop. A service no entry names gets 
 watch and no call: it stays plain, exactly as a client without chains.
 
 The watches run on the shared engine like the health watches (``start`` is the source's
-own way to drive a ``WatchState``: a task on its loop). Not relayed: a gunicorn worker
-watches its chains itself (one long poll, plus one per chained service it calls).
+own way to drive a ``WatchState``: a task on its loop). A gunicorn worker served by its
+master's relay asks the master instead (``relay_protocol``: the master runs these
+watches once for all its workers and relays each chain's body).
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class ChainWatches:
         self._listeners: dict[str, list[ChainListener]] = {}  # any thread, under _lock
         self._names: Names = frozenset()  # written on the loop, under _lock
         self._routers: dict[str, ChainRouter] = {}  # service -> last router (loop, _lock)
+        self._bodies: dict[str, str] = {}  # service -> its last answer's body (as _routers)
         self._running: dict[str, Driven] = {}  # facts and chain watches by name (_lock)
         self._closed = False  # under _lock
 
@@ -92,6 +94,10 @@ class ChainWatches:
         """The last router of ``service`` (None: it has no chain watched)."""
         return self._routers.get(service)
 
+    def body(self, service: str) -> str | None:
+        """The body of ``service``'s last chain answer (None: none yet), for a relay."""
+        return self._bodies.get(service)
+
     def chained(self) -> frozenset[str]:
         """The services some resolver, router or splitter entry names (as last seen)."""
         return self._names
@@ -109,6 +115,15 @@ class ChainWatches:
                 if name != NAMES:
                     self._running[name] = self._start_chain(name)
         return list(old.values())
+
+    def forget(self) -> tuple[list[Driven], dict[str, list[ChainListener]]]:
+        """In a forked child whose chains a relay will serve: drop the parent's watches
+        (they do not run here) and hand back every listener; start nothing."""
+        self._lock = threading.Lock()  # a forked child's: the parent's may have been held
+        with self._lock:
+            old, self._running = self._running, {}
+            listeners, self._listeners = self._listeners, {}
+        return list(old.values()), listeners
 
     def close(self) -> list[Driven]:
         """Stop starting watches; the running ones, for the owner to ``aclose``."""
@@ -152,6 +167,7 @@ class ChainWatches:
     def _on_chain(self, service: str, answer: ChainAnswer) -> None:
         with self._lock:
             self._routers[service] = answer.router
+            self._bodies[service] = answer.body
             listeners = list(self._listeners.get(service, ()))
         for listener in listeners:
             try:

@@ -19,7 +19,7 @@ from services.cluster.plan import ClusterPlan
 
 pytestmark = pytest.mark.slow
 
-RATE = 50.0  # requests per second, mixed GET and POST
+RATE = 30.0  # requests per second, mixed GET and POST (1,200 in all; see below)
 DURATION = 40.0  # seconds; bounded: at most RATE * DURATION requests
 
 
