@@ -17,7 +17,9 @@
   is never used. Once loaded it is kept in memory (one disk read per target) and
   served, whatever the watch's later errors, until...
 - **the first live answer replaces it** (``live``): the watch publishes its first
-  value as for any target, listeners hear it, and the snapshot is forgotten.
+  value as for any target, listeners hear it, and the snapshot is forgotten; the watch
+  was told of the snapshot (``pin``), so self-preservation holds its instances that
+  Consul's first answer after the outage forgot (an agent restarted empty).
 
 Instances served from a snapshot are a process's last-known-good set like any stale
 set: once loaded they are used until Consul answers (the age limit applies when the

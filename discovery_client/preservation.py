@@ -62,6 +62,14 @@ class SelfPreservation:
         self._known: dict[str, Instance] = {}  # last healthy description of each instance
         self._window_until: float | None = None  # end of the open suspect window
 
+    def know(self, instances: Sequence[Instance]) -> None:
+        """Take ``instances`` as the last healthy set when none is known yet: a cold-start
+        snapshot served before any live answer, so that Consul's first answer after the
+        outage (an agent restarted empty) is suspect like any other. One store: safe
+        from the thread that serves the snapshot."""
+        if not self._known:
+            self._known = {i.id: i for i in instances if _vouched(i)}
+
     @property
     def window_until(self) -> float | None:
         """When the open suspect window ends (None: no window, Consul's word is final)."""

@@ -37,6 +37,7 @@ from consul_discovery.client.instance import Resolution
 from consul_discovery.client.relay_protocol import (
     RelayProtocolError,
     decode_key,
+    decode_resolution,
     encode_error,
     encode_resolution,
     line,
@@ -153,7 +154,10 @@ class RelayServer:
                 message = parse(raw)
                 if "watch" in message:
                     key = decode_key(message.get("key"))
-                    self._watch(worker, int(message["watch"]), key, message.get("pin") is True)
+                    pin = message.get("pin") is True
+                    held = message.get("stand_in")
+                    stand_in = decode_resolution(held, None) if pin and held else None
+                    self._watch(worker, int(message["watch"]), key, pin, stand_in)
                 elif "chain_watch" in message:
                     service = str(message.get("service") or "")
                     self._watch_chain(worker, int(message["chain_watch"]), service)
@@ -179,10 +183,19 @@ class RelayServer:
         writer.write(line({"refused": why} if why else {"ok": True}))
         return why is None
 
-    def _watch(self, worker: _Worker, watch_id: int, key: WatchKey, pin: bool) -> None:
+    def _watch(
+        self,
+        worker: _Worker,
+        watch_id: int,
+        key: WatchKey,
+        pin: bool = False,
+        stand_in: Resolution | None = None,
+    ) -> None:
         state = self.source.watch_key(key)  # starts the watch, or keeps it alive (no I/O)
         if pin and state is not None:
-            state.pin()  # the worker serves a snapshot until this watch answers
+            # the worker serves a snapshot until this watch answers; the watch holds its
+            # instances if Consul's first answer forgot them (self-preservation)
+            state.pin(stand_in)
         self._subscribers.setdefault(key, {})[worker] = watch_id
         if state is not None and state.first_done:
             message = self._full(state)

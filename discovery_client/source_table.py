@@ -160,7 +160,7 @@ class WatchTable(Generic[E]):
         resolution = cold.load(key, error, entry.state.now()) if cold is not None else None
         if resolution is None:
             raise error.with_traceback(None)
-        entry.state.pin()  # its callers hold the snapshot: it must live to replace it
+        entry.state.pin(resolution)  # its callers hold the snapshot: it must replace it
         return resolution
 
     def cached(self, key: WatchKey) -> Resolution | None:

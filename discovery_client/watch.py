@@ -105,6 +105,11 @@ class HealthWatch(Resource[Registered, Resolution]):
             _log_membership(self.name, previous, fresh)
         return fresh
 
+    def remember(self, stand_in: Resolution) -> None:
+        """Callers were handed ``stand_in`` (a snapshot) before any live answer: it is
+        what self-preservation holds if Consul's first answer forgot instances."""
+        self._preservation.know(stand_in.instances)
+
     def same(self, old: Resolution, new: Resolution) -> bool:
         """Same instances, health, panic and held set."""
         return same_membership(old, new)

@@ -58,6 +58,21 @@ def test_continuous_removals_are_believed_at_once():
     assert rule.window_until is None
 
 
+def test_a_snapshot_served_before_any_answer_is_held_when_consul_comes_back_empty():
+    """Seen in the cold-start drill: a service restarted while Consul was down served its
+    dependencies from the snapshot; the agent came back empty, and its first answer (no
+    instances) replaced the snapshot: 503s until the registrars re-registered."""
+    clock = FakeClock()
+    rule = SelfPreservation(20.0, clock)
+    rule.know(ABC)  # the snapshot the callers hold
+    believed, held = rule.apply([inst("b")], continuous=False)  # first answer, after errors
+    assert ids(believed) == {"a", "b", "c"} and held == ("a", "c")
+    rule.know([inst("z")])  # once something is known, a later stand-in changes nothing
+    clock.advance(21)
+    believed, held = rule.apply([inst("b")], continuous=True)
+    assert ids(believed) == {"b"} and held == ()
+
+
 def test_restart_empty_holds_everything_until_it_is_back():
     clock = FakeClock()
     rule = SelfPreservation(20.0, clock)

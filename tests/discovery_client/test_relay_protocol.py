@@ -81,11 +81,11 @@ def test_bad_lines_are_protocol_errors():
 
 
 def test_a_relayed_state_mirrors_the_masters_watch():
-    touched: list[tuple[WatchKey, bool]] = []
+    touched: list[tuple[WatchKey, object]] = []
     key = WatchKey(Target("web"), None, 20.0)
-    state = RelayedState(key, lambda k, pin: touched.append((k, pin)))
+    state = RelayedState(key, lambda k, stand_in: touched.append((k, stand_in)))
     state.touch()
-    assert touched == [(key, False)]  # unresolved: "still wanted" goes to the master
+    assert touched == [(key, None)]  # unresolved: "still wanted" goes to the master
     limited = encode_error(ConsulRateLimitedError("429"))
     assert state.apply({"error": limited, "stats": [3, 3, 0, 3]}) is None
     assert not state.first_done and isinstance(state.first_error, ConsulRateLimitedError)
@@ -106,25 +106,27 @@ class _DirectWatch:
 
     value = None
     first_error = None
-    pinned = False
+    pinned: object = None
 
-    def pin(self) -> None:
-        self.pinned = True
+    def pin(self, stand_in: object = None) -> None:
+        self.pinned = stand_in or True
 
 
 def test_a_pinned_relayed_state_pins_the_masters_watch_and_the_direct_one_after_it():
     """Seen in the cold-start drill: a gunicorn worker serving a snapshot called ``pin``
-    on its relayed state (AttributeError: every call failed with a 500)."""
-    touched: list[tuple[WatchKey, bool]] = []
+    on its relayed state (AttributeError: every call failed with a 500); and the master's
+    watch must know the snapshot, to hold its instances if Consul comes back empty."""
+    touched: list[tuple[WatchKey, object]] = []
     key = WatchKey(Target("web"), None, 20.0)
-    state = RelayedState(key, lambda k, pin: touched.append((k, pin)))
-    state.pin()
-    assert touched == [(key, True)]  # the master keeps its watch for good
+    snapshot = resolution("a")
+    state = RelayedState(key, lambda k, stand_in: touched.append((k, stand_in)))
+    state.pin(snapshot)
+    assert touched == [(key, snapshot)]  # the master keeps its watch, knowing the set
     direct = _DirectWatch()
     state.redirect(direct)  # type: ignore[arg-type]
-    assert direct.pinned  # the master went: the worker's own watch is pinned too
+    assert direct.pinned is snapshot  # the master went: the worker's own watch too
     again = _DirectWatch()
-    state2 = RelayedState(key, lambda k, pin: touched.append((k, pin)))
+    state2 = RelayedState(key, lambda k, stand_in: touched.append((k, stand_in)))
     state2.redirect(again)  # type: ignore[arg-type]
     state2.pin()
-    assert again.pinned and touched == [(key, True)]  # redirected: no relay message
+    assert again.pinned is True and len(touched) == 1  # redirected: no relay message
