@@ -11,6 +11,7 @@ figure: the routing's one log line per switch ("... answered instead, N ms later
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -153,10 +154,10 @@ def kill_server_in_use(
     was_leader = secure_cluster.leader(plan) == victim
     if was_leader != (role == "leader"):
         raise RuntimeError(f"{victim.program} is no longer the {role}: the drill's setup moved")
-    killed = kill_and_hold(plan, victim.program, pid, timeout)
-    try:
+    try:  # whatever happens, the next drill starts with every server up
+        killed = kill_and_hold(plan, victim.program, pid, timeout)
         return _after_the_kill(plan, program, victim, was_leader, killed, before, hold, timeout)
-    finally:  # whatever happened, the next drill starts with every server up
+    finally:
         control.start_programs(plan, [victim.program])
         wait_for_servers(plan, timeout=60)
 
@@ -182,7 +183,10 @@ def kill_and_hold(plan: ClusterPlan, program: str, pid: int, timeout: float) -> 
             os.kill(pid, signal.SIGKILL)
             raise TimeoutError(f"supervisord never asked {program} to stop")
         time.sleep(0.002)
-    os.kill(pid, signal.SIGKILL)
+    # Gone before our SIGKILL (it was exiting: a zombie takes the SIGSTOP; or
+    # supervisord's own stop deadline came first)? Down and stopped all the same.
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
     killed = time.monotonic()
     stopper.join(timeout)
     return killed

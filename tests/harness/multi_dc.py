@@ -10,9 +10,7 @@ service instances under supervisord) on free ports.
 
 from __future__ import annotations
 
-import random
 import shutil
-import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,9 +24,11 @@ import requests
 
 from services.cluster import control
 from services.cluster.multi_dc import DcAgent, DcPorts, federation, write_agent_config
-from services.cluster.plan import ClusterPlan, ConsulPorts
+from services.cluster.plan import ClusterPlan
 from tests.harness.agent import AgentPorts, ConsulAgent
 from tests.harness.binary import consul_binary
+from tests.harness.cluster_ports import free_cluster_plan
+from tests.harness.ports import block_bases, is_free
 
 HARNESS_BASE = "127.1"  # addresses 127.1.N.x: apart from the cluster profiles' 127.0.x.x
 
@@ -154,28 +154,13 @@ class Federation:
 
 def free_federation_ports(hosts: list[str], attempts: int = 200) -> DcPorts:
     """Five ports free (TCP, and UDP for DNS and serf) on every one of ``hosts``."""
-    rng = random.Random()
-    for _ in range(attempts):
-        # Below Linux's ephemeral range, where outgoing connections would take our ports.
-        base = rng.randrange(10000, 32000, 10)
+    for base in block_bases(5, step=10, attempts=attempts):
         ports = DcPorts(
             http=base, dns=base + 1, serf_lan=base + 2, serf_wan=base + 3, server=base + 4
         )
-        if all(_free(host, port) for host in hosts for port in ports.all()):
+        if all(is_free(port, hosts) for port in ports.all()):
             return ports
     raise RuntimeError(f"no set of 5 free ports on {', '.join(hosts)} after {attempts} tries")
-
-
-def _free(host: str, port: int) -> bool:
-    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-        with socket.socket(socket.AF_INET, kind) as sock:
-            if kind == socket.SOCK_STREAM:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((host, port))
-            except OSError:
-                return False
-    return True
 
 
 @contextmanager
@@ -191,32 +176,19 @@ def running_federation(timeout: float = 60.0) -> Iterator[Federation]:
 
 def multi_dc_plan(run_dir: Path, **overrides: Any) -> ClusterPlan:
     """A multi-dc profile plan (``PROFILE=multi-dc``) whose every (address, port) is free."""
-    rng = random.Random()
-    for _ in range(100):
-        # Below Linux's ephemeral range, where outgoing connections would take our ports.
-        base = rng.randrange(10000, 32000, 100)
-        consul = ConsulPorts(
-            http=base + 90, dns=base + 91, serf_lan=base + 92, serf_wan=base + 93,
-            server=base + 94, grpc=base + 95, https=base + 96,
-        )  # fmt: skip
-        settings: dict[str, Any] = {
-            "users": 1,
-            "orders": 1,
-            "inventories": 1,
-            "consul": consul,
-            "gateway_port": base,
-            "user_base_port": base + 10,
-            "order_base_port": base + 40,
-            "inventory_base_port": base + 70,
-            "prometheus_port": base + 98,
-            "check_interval": "1s",
-            "drain_seconds": 1.0,
-            **overrides,
-        }
-        plan = ClusterPlan(run_dir=run_dir, profile="multi-dc", **settings)
-        if not control.busy_ports(plan.endpoints()):
-            return plan
-    raise RuntimeError("could not find free ports for a multi-dc test cluster")
+    settings: dict[str, Any] = {
+        "users": 1,
+        "orders": 1,
+        "inventories": 1,
+        "check_interval": "1s",
+        "drain_seconds": 1.0,
+        "profile": "multi-dc",
+        **overrides,
+    }
+    return free_cluster_plan(
+        lambda ports: ClusterPlan(run_dir=run_dir, **{**ports, **settings}),
+        "multi-dc test cluster",
+    )
 
 
 @contextmanager

@@ -1,5 +1,5 @@
 """Free loopback ports: the library's test helpers (``consul_discovery.testing.ports``)."""
 
-from consul_discovery.testing.ports import free_port, free_ports
+from consul_discovery.testing.ports import block_bases, free_port, free_ports, is_free
 
-__all__ = ["free_port", "free_ports"]
+__all__ = ["block_bases", "free_port", "free_ports", "is_free"]

@@ -7,7 +7,6 @@ their host's address. Started and stopped through ``services.cluster.control``, 
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,37 +16,24 @@ import requests
 
 from consul_discovery.connection import ConsulConnection
 from services.cluster import control, secure
-from services.cluster.plan import AgentPlan, ClusterPlan, ConsulPorts
+from services.cluster.plan import AgentPlan, ClusterPlan
+from tests.harness.cluster_ports import free_cluster_plan
 
 
 def secure_plan(run_dir: Path, users: int = 2, orders: int = 2, **overrides: Any) -> ClusterPlan:
     """A secure-profile plan whose every (address, port) is free right now."""
-    rng = random.Random()
-    for _ in range(100):
-        # Below Linux's ephemeral range, where outgoing connections would take our ports.
-        base = rng.randrange(10000, 32000, 100)
-        consul = ConsulPorts(
-            http=base + 90, dns=base + 91, serf_lan=base + 92, serf_wan=base + 93,
-            server=base + 94, grpc=base + 95, https=base + 96,
-        )  # fmt: skip
-        plan = ClusterPlan(
-            run_dir=run_dir,
-            users=users,
-            orders=orders,
-            consul=consul,
-            gateway_port=base,
-            user_base_port=base + 10,
-            order_base_port=base + 40,
-            inventory_base_port=base + 70,
-            prometheus_port=base + 98,
-            check_interval="1s",
-            drain_seconds=1.0,
-            profile="secure",
-            **overrides,
-        )
-        if not control.busy_ports(plan.endpoints()):
-            return plan
-    raise RuntimeError("could not find free ports for a secure test cluster")
+    settings: dict[str, Any] = {
+        "check_interval": "1s",
+        "drain_seconds": 1.0,
+        "profile": "secure",
+        **overrides,
+    }
+    return free_cluster_plan(
+        lambda ports: ClusterPlan(
+            run_dir=run_dir, users=users, orders=orders, **{**ports, **settings}
+        ),
+        "secure test cluster",
+    )
 
 
 @contextmanager

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import os
-import random
 import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from services.cluster import control
-from services.cluster.plan import ClusterPlan, ConsulPorts
-from tests.harness.ports import free_ports
+from services.cluster.plan import ClusterPlan
+from tests.harness.cluster_ports import free_cluster_plan
 
 
 def free_plan(run_dir: Path, users: int = 2, orders: int = 2, **overrides: object) -> ClusterPlan:
@@ -22,31 +22,18 @@ def free_plan(run_dir: Path, users: int = 2, orders: int = 2, **overrides: objec
     Prometheus gets a free port and a 1 s scrape interval; every cluster starts it, and
     ``control.up`` fails, saying how to install it, when its binary is missing.
     """
-    rng = random.Random()
-    for _ in range(100):
-        # Below Linux's ephemeral range (32768-60999), where outgoing connections of
-        # this and other tests would otherwise take our ports between plan and bind.
-        base = rng.randrange(10000, 32000, 100)
-        plan = ClusterPlan(
-            run_dir=run_dir,
-            users=users,
-            orders=orders,
-            consul=ConsulPorts(*free_ports(6)),
-            gateway_port=base,
-            user_base_port=base + 10,
-            order_base_port=base + 40,
-            **{  # type: ignore[arg-type]
-                "prometheus_port": free_ports(1)[0],
-                "scrape_interval": "1s",
-                "inventory_base_port": base + 70,
-                "check_interval": "1s",
-                "drain_seconds": 1.0,
-                **overrides,
-            },
-        )
-        if not control.busy_ports(plan.ports()):
-            return plan
-    raise RuntimeError("could not find free ports for a test cluster")
+    settings: dict[str, Any] = {
+        "scrape_interval": "1s",
+        "check_interval": "1s",
+        "drain_seconds": 1.0,
+        **overrides,
+    }
+    return free_cluster_plan(
+        lambda ports: ClusterPlan(
+            run_dir=run_dir, users=users, orders=orders, **{**ports, **settings}
+        ),
+        "test cluster",
+    )
 
 
 def _live_members(pgid: int) -> list[int]:

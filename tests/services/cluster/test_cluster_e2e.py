@@ -48,9 +48,23 @@ def test_demo_flow_survives_a_killed_user_service_instance(small_cluster: Cluste
     assert pid is not None
     kill_group_and_wait(pid)  # the gunicorn master and its workers, no drain
 
-    for _ in range(3):  # right away, while Consul may still list the dead instance
-        again = run_demo(PlatformClient.via_gateway(plan.gateway_url), io.StringIO())
+    for run in range(3):  # right away, while Consul may still list the dead instance
+        try:
+            again = run_demo(PlatformClient.via_gateway(plan.gateway_url), io.StringIO())
+        except Exception as exc:  # say which attempts failed how: the gateway logs them
+            raise AssertionError(
+                f"demo run {run + 1} after the kill failed: {exc}\n{upstream_failures(plan)}"
+            ) from exc
         assert again["id"] != first["id"]
+
+
+def upstream_failures(plan: ClusterPlan) -> str:
+    """The gateway's log lines about failed upstream calls (each attempt's cause)."""
+    lines: list[str] = []
+    for log in sorted(plan.log_dir.glob("gateway*.log")):
+        text = log.read_text(errors="replace").splitlines()
+        lines += [f"{log.name}: {line}" for line in text if "fail" in line.lower()]
+    return "\n".join(lines[-20:]) or "(the gateway logged no failed upstream call)"
 
 
 def test_status_and_cli_report_a_running_cluster(small_cluster: ClusterPlan) -> None:
