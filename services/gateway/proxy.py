@@ -1,7 +1,10 @@
 """Relaying one public request to a service instance and its answer back, faithfully.
 
 The upstream's status, body and content type pass through unchanged (its JSON errors
-included); only the headers a client needs are copied each way, hop-by-hop ones never.
+included). Toward the upstream, every end-to-end request header passes, as Envoy and
+other edge proxies do, so that the discovery chain's routes and hash policies (a
+header, a cookie) see what the client sent; hop-by-hop headers and those the gateway
+owns never do. Back to the client, only the response headers it needs are copied.
 When discovery finds no healthy instance the gateway answers 503 JSON; when every
 attempt failed, 502 JSON.
 """
@@ -18,8 +21,20 @@ from services.common.discovery import get_caller
 from services.common.upstream import UPSTREAM_ERRORS, outage_log, upstream_error
 from services.gateway.routes import Target, public_location
 
-#: Request headers passed to the upstream (everything else stays at the gateway).
-FORWARDED_REQUEST_HEADERS = ("Authorization", "Content-Type", "Accept")
+#: Hop-by-hop request headers (RFC 9110 7.6.1; and any that ``Connection`` names), which
+#: concern this connection only, never the upstream's.
+HOP_BY_HOP_HEADERS = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "proxy-authenticate",
+     "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"}
+)  # fmt: skip
+#: Request headers the gateway sets itself, or that describe the client's own message:
+#: never copied from the client. The trace context is the gateway's span's own
+#: (``services.common.tracing``); ``Failure-Origin`` is an answer's, not a request's; the
+#: gateway negotiates its own content coding with the upstream (it relays decoded bodies).
+GATEWAY_OWNED_HEADERS = frozenset(
+    {"host", "content-length", "expect", "accept-encoding", "x-forwarded-for",
+     REQUEST_ID_HEADER.lower(), "traceparent", "tracestate", FAILURE_ORIGIN_HEADER.lower()}
+)  # fmt: skip
 #: Passed on only to routes that honour it (``Route.honours_idempotency_key``).
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 #: Response headers passed back to the client.
@@ -35,10 +50,23 @@ _BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 
 def _upstream_headers(target: Target) -> dict[str, str]:
-    names = FORWARDED_REQUEST_HEADERS
-    if target.honours_idempotency_key:
-        names = (*names, IDEMPOTENCY_HEADER)
-    headers = {name: request.headers[name] for name in names if name in request.headers}
+    """The request's end-to-end headers for the upstream, plus the gateway's own."""
+    dropped = HOP_BY_HOP_HEADERS | GATEWAY_OWNED_HEADERS
+    named = request.headers.get("Connection")
+    if named:
+        dropped = dropped | {n.strip().lower() for n in named.split(",")}
+    if not target.honours_idempotency_key:
+        dropped = dropped | {IDEMPOTENCY_HEADER.lower()}
+    headers: dict[str, str] = {}
+    for name, value in request.headers.items():
+        key = name.lower()
+        if key in dropped:
+            continue
+        # Repeated fields join with a comma (RFC 9110 5.3); cookies with "; " (RFC 6265).
+        if name in headers:
+            headers[name] += ("; " if key == "cookie" else ", ") + value
+        else:
+            headers[name] = value
     headers[REQUEST_ID_HEADER] = request_id()
     forwarded_for = request.headers.get("X-Forwarded-For")
     client = request.remote_addr or ""

@@ -68,16 +68,18 @@ def test_the_seed_flow_through_the_gateway(gateway_app: Flask, caller: FlaskCall
     assert created.status_code == 201
     assert created.headers["Location"] == f"/api/users/{created.json['id']}"
     token = client.post("/api/users/login", json=creds).json["token"]
-    headers = {**auth(token), "Idempotency-Key": "k-1", "Cookie": "secret=1"}
+    headers = {**auth(token), "Idempotency-Key": "k-1", "X-Canary": "1"}
+    client.set_cookie("session", "1")
     order = client.post("/api/orders", json=ITEMS, headers=headers)
     assert order.status_code == 201
     assert order.headers["Location"] == f"/api/orders/{order.json['id']}"
-    # auth and Idempotency-Key go upstream; cookies do not
+    # end-to-end headers go upstream (routes and hash policies match on them)
     service, method, path, kwargs = next(c for c in caller.calls if c[0] == "order-service")
     assert (service, method, path) == ("order-service", "POST", "/orders")
     assert kwargs["headers"]["Authorization"] == f"Bearer {token}"
     assert kwargs["headers"]["Idempotency-Key"] == "k-1"
-    assert "Cookie" not in kwargs["headers"]
+    assert kwargs["headers"]["Cookie"] == "session=1"
+    assert kwargs["headers"]["X-Canary"] == "1"
     assert kwargs["headers"]["X-Request-Id"] == order.headers["X-Request-Id"]
 
     replay = client.post("/api/orders", json=ITEMS, headers=headers)
@@ -88,6 +90,36 @@ def test_the_seed_flow_through_the_gateway(gateway_app: Flask, caller: FlaskCall
     assert fetched.json == order.json
     assert client.get("/api/orders?limit=5", headers=auth(token)).json["orders"] == [order.json]
     assert client.get(f"/api/users/{created.json['id']}", headers=auth(token)).json == created.json
+
+
+def test_hop_by_hop_and_gateway_owned_headers_stay_at_the_gateway(
+    gateway_app: Flask, caller: FlaskCaller
+) -> None:
+    client = gateway_app.test_client()
+    headers = {
+        "Connection": "keep-alive, X-Private-Hop",
+        "X-Private-Hop": "only for this hop",
+        "Keep-Alive": "timeout=5",
+        "Proxy-Authorization": "Basic c2VjcmV0",
+        "TE": "trailers",
+        "Traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "X-Request-Id": "from-the-client",
+        "Failure-Origin": "dependency",
+        "Accept-Encoding": "br",
+        "X-Forwarded-For": "203.0.113.9",
+        "Idempotency-Key": "not-for-register",
+        "X-Tenant": "acme",
+    }
+    client.post("/api/users/register", json={"username": "x", "password": "y"}, headers=headers)
+    sent = next(c[3]["headers"] for c in caller.calls if c[2] == "/register")
+    names = {name.lower() for name in sent}
+    for gone in ("connection", "x-private-hop", "keep-alive", "proxy-authorization", "te",
+                 "traceparent", "failure-origin", "accept-encoding", "idempotency-key", "host",
+                 "content-length"):  # fmt: skip
+        assert gone not in names, gone
+    assert sent["X-Tenant"] == "acme"
+    assert sent["X-Forwarded-For"] == "203.0.113.9, 127.0.0.1"
+    assert sent["X-Request-Id"] != "" and "Basic" not in str(sent)
 
 
 def test_upstream_errors_are_relayed_byte_for_byte(gateway_app: Flask, caller: FlaskCaller) -> None:
