@@ -10,6 +10,8 @@ PYTEST_WORKERS ?= 2
 USERS ?= 3
 ORDERS ?= 3
 INVENTORIES ?= 2
+# order-service canaries (version 2.0.0) for make demo's canary; empty: 1 in the dev profile
+CANARIES ?=
 SERVICE ?=
 PROFILE ?= dev
 PORT_OFFSET ?=
@@ -51,7 +53,7 @@ test: setup ## Run the whole test suite against a real Consul agent
 # PROFILE=secure (3 servers + 2 client agents, ACLs default-deny, TLS, gossip encryption),
 # and PORT_OFFSET=N to move every port by N when the defaults are taken.
 run-cluster: setup ## Start Consul + Prometheus + gateway + USERS/ORDERS/INVENTORIES instances in the background (PROFILE=secure: ACL+TLS)
-	$(CLUSTER_ENV) USERS=$(USERS) ORDERS=$(ORDERS) INVENTORIES=$(INVENTORIES) $(PY) -m services.cluster up
+	$(CLUSTER_ENV) USERS=$(USERS) ORDERS=$(ORDERS) INVENTORIES=$(INVENTORIES) CANARIES=$(CANARIES) $(PY) -m services.cluster up
 
 status: venv ## Supervisor state and Consul health of every cluster instance
 	@$(CLUSTER_ENV) $(PY) -m services.cluster status
@@ -62,7 +64,7 @@ logs: venv ## The last lines of every cluster log
 stop-cluster: venv ## Drain and deregister every instance, then stop Consul
 	$(CLUSTER_ENV) $(PY) -m services.cluster down
 
-demo: venv ## The seed's flow through the gateway, then a live KV setting (either profile)
+demo: venv ## The seed's flow through the gateway, a live KV setting (either profile), then the canary (dev)
 	$(CLUSTER_ENV) $(PY) -m services.cluster demo
 
 rolling-restart: venv ## Restart SERVICE's instances one at a time (make rolling-restart SERVICE=order-service)

@@ -164,6 +164,25 @@ class AsyncServerListSender:
                 raise result
 
 
+def _server_senders(
+    connection: ConsulConnection,
+    single: Callable[..., Any],
+    given: Any,
+    make: Callable[[ConsulConnection], Any] | None,
+    what: str,
+) -> dict[str, Any]:
+    """One sender per server of ``connection``: ``make`` each, by default ``single``
+    (sharing ``given``, the caller's own client, which only one address may have)."""
+    if given is not None and connection.servers:
+        raise ValueError(
+            f"a {what} is pointed at one Consul address; with several, "
+            "let the client make one per server"
+        )
+    if make is None:
+        make = single if given is None else (lambda conn: single(conn, given))
+    return {s: make(connection.for_server(s)) for s in connection.server_addresses}
+
+
 def session_sender(
     connection: ConsulConnection,
     session: requests.Session | None = None,
@@ -178,20 +197,7 @@ def session_sender(
 
     if not connection.routed:
         return SessionSender(connection, session)
-    if session is not None and connection.servers:
-        raise ValueError(
-            "a requests Session is pointed at one Consul address; with several, "
-            "let the client make one per server"
-        )
-    if make is None:
-        if session is not None:
-            only = session
-
-            def make(conn: ConsulConnection) -> SyncSender:
-                return SessionSender(conn, only)
-        else:
-            make = SessionSender
-    senders = {s: make(connection.for_server(s)) for s in connection.server_addresses}
+    senders = _server_senders(connection, SessionSender, session, make, "requests Session")
     return ServerListSender(routing_for(connection, rng=rng), senders)
 
 
@@ -209,20 +215,7 @@ def httpx_sender(
 
     if not connection.routed:
         return HttpxSender(connection, client)
-    if client is not None and connection.servers:
-        raise ValueError(
-            "an httpx client is pointed at one Consul address; with several, "
-            "let the source make one per server"
-        )
-    if make is None:
-        if client is not None:
-            given = client
-
-            def make(conn: ConsulConnection) -> AsyncSender:
-                return HttpxSender(conn, given)
-        else:
-            make = HttpxSender
-    senders = {s: make(connection.for_server(s)) for s in connection.server_addresses}
+    senders = _server_senders(connection, HttpxSender, client, make, "httpx client")
     sender = AsyncServerListSender(routing_for(connection, rng=rng), senders)
     if client is not None:
         sender.owns_client = False
@@ -237,7 +230,7 @@ def agent_sender(connection: ConsulConnection) -> AsyncSender:
 
     if not connection.routed:
         return AgentSender(connection)
-    senders = {s: AgentSender(connection.for_server(s)) for s in connection.server_addresses}
+    senders = _server_senders(connection, AgentSender, None, None, "")
     return AsyncServerListSender(routing_for(connection), senders)
 
 

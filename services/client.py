@@ -148,9 +148,11 @@ class PlatformClient:
             headers={"Idempotency-Key": key},
         )
 
-    def get_order(self, order_id: int) -> dict[str, Any]:
-        """One of the caller's orders."""
-        return self._call("order-service", "GET", f"/orders/{int(order_id)}")
+    def get_order(self, order_id: int, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """One of the caller's orders (``headers``: extra request headers, e.g. a route's)."""
+        return self._call(
+            "order-service", "GET", f"/orders/{int(order_id)}", headers=dict(headers or {})
+        )
 
     def stock(self, sku: str) -> int:
         """How many of ``sku`` inventory-service has available."""

@@ -40,14 +40,24 @@ def _logs(plan: ClusterPlan, lines: int) -> None:
 
 def _demo(plan: ClusterPlan) -> int:
     """Run services.demo against this cluster; its KV step gets Consul's variables (secure:
-    a server, the CA and the config admin token, which may write only under config/)."""
+    a server, the CA and the config admin token, which may write only under config/).
+    The dev profile then runs the canary (``services.cluster.canary``)."""
     from services import demo
 
     if plan.secure:
         os.environ.update(secure.reader_env(plan, secure.CONFIG_ADMIN))
     else:
         os.environ["CONSUL_HTTP_ADDR"] = plan.consul_address
-    return demo.main(["--gateway", plan.gateway_url])
+    code = demo.main(["--gateway", plan.gateway_url])
+    if code or plan.profile != "dev":
+        return code
+    if not plan.order_canaries:
+        print("(no order-service canary in this cluster: make run-cluster CANARIES=1 adds one)")
+        return 0
+    from consul_discovery.connection import ConsulConnection
+    from services.cluster import canary
+
+    return canary.main(ConsulConnection.from_env({}, address=plan.consul_address), plan.gateway_url)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         "intentions", help="mesh intentions: list [DST] | allow|deny|delete SRC DST"
     )
     intentions.add_argument("words", nargs="*", default=["list"])
-    sub.add_parser("demo", help="the seed's flow through the gateway, then a live KV setting")
+    sub.add_parser(
+        "demo", help="the seed's flow through the gateway, a live KV setting, the canary"
+    )
     args = parser.parse_args(argv)
 
     try:

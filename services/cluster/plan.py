@@ -38,6 +38,11 @@ PROFILES = ("dev", "secure", "multi-dc")
 DC2_SERVICES = ("user-service", "order-service", "inventory-service")
 
 
+#: The version every instance runs, and the one a canary runs (``order_canaries``).
+STABLE_VERSION = "1.0.0"
+CANARY_VERSION = "2.0.0"
+
+
 class ClusterConfigError(ValueError):
     """A cluster setting is invalid; the message names it."""
 
@@ -51,6 +56,7 @@ class InstancePlan:
     port: int
     host: str = "127.0.0.1"
     datacenter: str = ""  # multi-dc profile: "dc1" or "dc2" ("": the only one)
+    version: str = STABLE_VERSION  # SERVICE_VERSION, registered as meta ``version``
 
     @property
     def instance_id(self) -> str:
@@ -110,6 +116,9 @@ class ClusterPlan:
     orders: int = 3
     inventories: int = 2
     gateways: int = 1
+    #: How many of the order-service instances (the last ones) are canaries running
+    #: ``CANARY_VERSION``: what `make demo` splits traffic to (``services.cluster.canary``).
+    order_canaries: int = 0
     consul: ConsulPorts = ConsulPorts()
     gateway_port: int = 8080
     user_base_port: int = 8101
@@ -141,10 +150,15 @@ class ClusterPlan:
             value = getattr(self, name)
             if not 1 <= value <= 20:
                 raise ClusterConfigError(f"{name.upper()} must be between 1 and 20; got {value}")
+        if not 0 <= self.order_canaries <= self.orders:
+            raise ClusterConfigError(
+                f"CANARIES must be between 0 and ORDERS ({self.orders}); got {self.order_canaries}"
+            )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ClusterPlan:
         """Build a plan from the Makefile's knobs: PROFILE, USERS, ORDERS, INVENTORIES,
+        CANARIES (order-service canaries; the dev profile's default: 1 of its 2 or more),
         PORT_OFFSET and
         CLUSTER_RUN_DIR (default ``.run/cluster``, or ``.run/secure`` for the secure profile).
         """
@@ -157,6 +171,7 @@ class ClusterPlan:
             ("USERS", "users"),
             ("ORDERS", "orders"),
             ("INVENTORIES", "inventories"),
+            ("CANARIES", "order_canaries"),
             ("PORT_OFFSET", "port_offset"),
         ):
             raw = env.get(key, "").strip()
@@ -167,6 +182,9 @@ class ClusterPlan:
                     raise ClusterConfigError(f"{key} must be a whole number; got {raw!r}") from exc
         if env.get("CLUSTER_RUN_DIR"):
             kwargs["run_dir"] = Path(env["CLUSTER_RUN_DIR"]).resolve()
+        if profile == "dev" and "order_canaries" not in kwargs:
+            orders = kwargs.get("orders", cls.__dataclass_fields__["orders"].default)
+            kwargs["order_canaries"] = 1 if isinstance(orders, int) and orders >= 2 else 0
         offset = int(kwargs.pop("port_offset", 0))  # type: ignore[call-overload]
         if offset:
             if not 0 < offset <= 20000:
@@ -213,6 +231,7 @@ class ClusterPlan:
             "orders": self.orders,
             "inventories": self.inventories,
             "gateways": self.gateways,
+            "order_canaries": self.order_canaries,
             "consul": asdict(self.consul),
             "gateway_port": self.gateway_port,
             "user_base_port": self.user_base_port,
@@ -297,10 +316,13 @@ class ClusterPlan:
                 for i in range(count)
             ]
 
+        orders = spread("order-service", self.orders, self.order_base_port)
+        stable = len(orders) - self.order_canaries
+        orders[stable:] = [replace(i, version=CANARY_VERSION) for i in orders[stable:]]
         return (
             spread("gateway", self.gateways, self.gateway_port)
             + spread("user-service", self.users, self.user_base_port)
-            + spread("order-service", self.orders, self.order_base_port)
+            + orders
             + spread("inventory-service", self.inventories, self.inventory_base_port)
         )
 

@@ -78,7 +78,7 @@ def instance_env(plan: ClusterPlan, inst: InstancePlan) -> dict[str, str]:
         "SERVICE_ID": inst.instance_id,
         "SERVICE_ADDRESS": inst.host,
         "SERVICE_PORT": str(inst.port),
-        "SERVICE_VERSION": "1.0.0",
+        "SERVICE_VERSION": inst.version,
         "SERVICE_CHECK": "http",
         "SERVICE_CHECK_INTERVAL": plan.check_interval,
         "SERVICE_CHECK_TIMEOUT": "1s",

@@ -35,7 +35,13 @@ class ParkedSource(ConsulSource):
     """A ConsulSource whose watch sleeps until ``parked`` is set; close() releases it."""
 
     def __init__(self, parked: threading.Event, **kwargs: Any) -> None:
-        super().__init__("127.0.0.1:8500", sleep=lambda _s: parked.wait(10), **kwargs)
+        self.sleeping = threading.Event()  # set once the watch has parked
+
+        def park(_seconds: float) -> None:
+            self.sleeping.set()
+            parked.wait(10)
+
+        super().__init__("127.0.0.1:8500", sleep=park, **kwargs)
         self.parked = parked
 
     def close(self, timeout: float = 2.0) -> None:
@@ -43,7 +49,7 @@ class ParkedSource(ConsulSource):
         super().close(timeout)
 
 
-def source(fake: FakeConsul, parked: threading.Event, **kwargs: Any) -> ConsulSource:
+def source(fake: FakeConsul, parked: threading.Event, **kwargs: Any) -> ParkedSource:
     return ParkedSource(parked, send=fake, **kwargs)
 
 
@@ -63,10 +69,10 @@ def test_first_resolve_fetches_then_cache_serves_without_io(parked):
     src = source(fake, parked)
     try:
         first = src.resolve("web")
-        # The watch goes straight on to its blocking query (the 2nd call), then parks.
-        deadline = time.monotonic() + 5
-        while len(fake.requests) < 2 and time.monotonic() < deadline:
-            time.sleep(0.001)
+        # The watch goes straight on to its blocking query (the 2nd call), publishes its
+        # answer, then parks: only then is the cache settled (seen: a resolve() between
+        # the 2nd request and its answer got the Resolution the answer replaced).
+        assert src.sleeping.wait(5)
         calls = len(fake.requests)
         cached = src.resolve("web")
         assert cached.instances == first.instances and cached.fetched_at >= first.fetched_at

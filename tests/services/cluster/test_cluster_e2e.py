@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -15,9 +16,10 @@ from consul_discovery.config.kv import KVStore
 from consul_discovery.connection import ConsulConnection
 from services.client import PlatformClient
 from services.cluster import control
+from services.cluster.canary import run_canary
 from services.cluster.plan import REPO_ROOT, ClusterPlan
 from services.demo import live_config_demo, run_demo
-from tests.services.cluster.conftest import free_plan, kill_group_and_wait
+from tests.services.cluster.conftest import free_plan, kill_group_and_wait, stop_cluster
 
 pytestmark = pytest.mark.slow
 
@@ -27,8 +29,23 @@ def passing_ids(plan: ClusterPlan, service: str) -> set[str]:
     return {e["Service"]["ID"] for e in requests.get(url, params={"passing": 1}, timeout=5).json()}
 
 
-def test_demo_flow_survives_a_killed_user_service_instance(small_cluster: ClusterPlan) -> None:
-    plan = small_cluster
+@pytest.fixture
+def canary_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterPlan]:
+    """The small cluster with one of its two order-service instances a canary (2.0.0)."""
+    plan = free_plan(tmp_path_factory.mktemp("canary"), autorestart=False, order_canaries=1)
+    try:
+        control.up(plan, timeout=90)
+        yield plan
+    finally:
+        stop_cluster(plan)
+
+
+def test_demo_flow_and_canary_survive_a_killed_user_service_instance(
+    canary_cluster: ClusterPlan,
+) -> None:
+    """`make demo`: the seed's flow, a live KV setting, the canary steered by Consul's
+    config entries through the gateway; then a user-service instance is killed."""
+    plan = canary_cluster
     expected = {i.instance_id for i in plan.instances_of("user-service")}
     assert passing_ids(plan, "user-service") == expected
     assert len(passing_ids(plan, "order-service")) == 2
@@ -42,6 +59,18 @@ def test_demo_flow_survives_a_killed_user_service_instance(small_cluster: Cluste
     live_config_demo(client, store, out)
     store.close()
     assert "422 too_many_items" in out.getvalue() and "live config OK" in out.getvalue()
+    conn = ConsulConnection.from_env({}, address=plan.consul_address)
+    figures = run_canary(conn, plan.gateway_url, out)
+    print("\n" + out.getvalue())
+    assert "canary OK" in out.getvalue()
+    assert figures["header"].v1 == 0 and figures["header"].v2 == 50
+    assert figures["0/100"].v1 == 0 and figures["100/0"].v2 == 0
+    assert 0.02 <= figures["90/10"].v2_share <= 0.25
+    for kind in ("service-router", "service-splitter", "service-resolver", "service-defaults"):
+        gone = requests.get(
+            f"http://{plan.consul_address}/v1/config/{kind}/order-service", timeout=5
+        )
+        assert gone.status_code == 404, kind
 
     victim = plan.instances_of("user-service")[0]
     pid = control.program_pid(plan, victim.program)

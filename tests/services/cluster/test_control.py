@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from services.cluster import control
-from services.cluster.plan import ClusterConfigError, ClusterPlan, InstancePlan
+from services.cluster.plan import (
+    CANARY_VERSION,
+    STABLE_VERSION,
+    ClusterConfigError,
+    ClusterPlan,
+    InstancePlan,
+)
+from services.cluster.supervisor_conf import instance_env
 
 
 def plan_in(tmp_path: Path, **kwargs: object) -> ClusterPlan:
@@ -77,11 +84,29 @@ def test_plan_counts_ports_and_ids(tmp_path: Path) -> None:
         ({"USERS": "0"}, "USERS must be between 1 and 20; got 0"),
         ({"ORDERS": "many"}, "ORDERS must be a whole number; got 'many'"),
         ({"USERS": "21"}, "USERS must be between 1 and 20; got 21"),
+        ({"ORDERS": "2", "CANARIES": "3"}, "CANARIES must be between 0 and ORDERS \\(2\\); got 3"),
     ],
 )
 def test_bad_counts_name_the_setting(env: dict[str, str], message: str) -> None:
     with pytest.raises(ClusterConfigError, match=message):
         ClusterPlan.from_env(env)
+
+
+def test_the_dev_profile_runs_one_order_service_canary_by_default() -> None:
+    plan = ClusterPlan.from_env({})
+    assert [(i.program, i.version) for i in plan.instances_of("order-service")] == [
+        ("order-service-1", STABLE_VERSION),
+        ("order-service-2", STABLE_VERSION),
+        ("order-service-3", CANARY_VERSION),
+    ]
+    assert {i.version for i in plan.instances() if i.service != "order-service"} == {STABLE_VERSION}
+    assert instance_env(plan, plan.instances_of("order-service")[2])["SERVICE_VERSION"] == (
+        CANARY_VERSION
+    )
+    assert ClusterPlan.from_env({"ORDERS": "1"}).order_canaries == 0
+    assert ClusterPlan.from_env({"CANARIES": "0"}).order_canaries == 0
+    assert ClusterPlan.from_env({"PROFILE": "secure"}).order_canaries == 0
+    assert ClusterPlan().order_canaries == 0  # test plans: none unless asked
 
 
 def test_unknown_service_lists_the_known_ones(tmp_path: Path) -> None:
@@ -92,9 +117,9 @@ def test_unknown_service_lists_the_known_ones(tmp_path: Path) -> None:
 
 
 def test_saved_counts_win_for_later_commands(tmp_path: Path) -> None:
-    plan_in(tmp_path, users=4, orders=2).save()
+    plan_in(tmp_path, users=4, orders=2, order_canaries=1).save()
     later = plan_in(tmp_path).with_saved_counts()
-    assert (later.users, later.orders) == (4, 2)
+    assert (later.users, later.orders, later.order_canaries) == (4, 2, 1)
 
 
 def test_format_table_aligns_columns() -> None:
