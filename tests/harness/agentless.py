@@ -241,32 +241,9 @@ def _after_the_kill(
 
 
 def wait_for_servers(plan: ClusterPlan, timeout: float = 60.0) -> None:
-    """Wait until every server is up, they agree on one leader, and autopilot counts
-    every one a healthy *voter*.
-
-    A server back from a kill may have been removed from Raft meanwhile (autopilot's
-    dead-server cleanup) and rejoins as a non-voter until it has been stable for
-    ``server_stabilization_time`` (10 s). Killing the leader before then leaves one
-    voter of two: no quorum, no new leader (seen: "no new leader" in the third drill).
-    """
-    conn = secure_cluster.connection(plan, "management")
-    deadline = time.monotonic() + timeout
-    want = len(servers(plan))
-    while True:
-        leaders = {secure_cluster.leader(plan, via=s) for s in servers(plan)}
-        if len(leaders) == 1 and None not in leaders:
-            with conn.session() as session:
-                health = session.get(f"{conn.base_url}/v1/operator/autopilot/health", timeout=5)
-            members = health.json().get("Servers") or [] if health.ok else []
-            voters = [m for m in members if m.get("Voter") and m.get("Healthy")]
-            if len(voters) == want:
-                return
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"the servers did not agree on a leader with {want} healthy voters "
-                f"within {timeout}s"
-            )
-        time.sleep(0.2)
+    """Wait until every server is up, as a healthy voter under one leader
+    (``secure_cluster.wait_for_voters``)."""
+    secure_cluster.wait_for_voters(plan, timeout)
 
 
 def gateway(plan: ClusterPlan) -> str:

@@ -151,6 +151,7 @@ def kill_leader(plan: ClusterPlan, election_timeout: float = 30.0) -> dict[str, 
     between, which ``control.stop_in_parallel`` handles (it stops it again), within the
     bound the server's own stop settings give (``stopping.parallel_stop_bound``).
     """
+    secure_cluster.wait_for_voters(plan)  # every server votes: a kill leaves a quorum
     old = secure_cluster.leader(plan)
     if old is None:
         raise RuntimeError("no leader before the drill")

@@ -7,6 +7,7 @@ their host's address. Started and stopped through ``services.cluster.control``, 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,6 +63,35 @@ def connection(plan: ClusterPlan, token: str | None, host: str | None = None) ->
 def token(plan: ClusterPlan, name: str) -> str:
     """The secret of one of the cluster's tokens (for tests that must send it themselves)."""
     return plan.token_file(name).read_text().strip()
+
+
+def wait_for_voters(plan: ClusterPlan, timeout: float = 60.0) -> None:
+    """Wait until the servers agree on one leader and autopilot counts every one of them
+    a healthy *voter*, so that any one may be killed and the rest still have a quorum.
+
+    A server back from a kill may have been removed from Raft meanwhile (autopilot's
+    dead-server cleanup) and rejoins as a non-voter until it has been stable for
+    ``server_stabilization_time`` (10 s); ``/v1/status/peers`` lists it all the same.
+    Killing the leader before then leaves one voter of two: no leader until the
+    stabilization ends (seen: a drill's new leader after 15.5 s, another's never).
+    """
+    servers = [a for a in plan.agents() if a.server]
+    conn = connection(plan, "management")
+    deadline = time.monotonic() + timeout
+    while True:
+        leaders = {leader(plan, via=s) for s in servers}
+        if len(leaders) == 1 and None not in leaders:
+            with conn.session() as session:
+                health = session.get(f"{conn.base_url}/v1/operator/autopilot/health", timeout=5)
+            members = (health.json().get("Servers") or []) if health.ok else []
+            if len([m for m in members if m.get("Voter") and m.get("Healthy")]) == len(servers):
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"the servers did not agree on a leader with {len(servers)} healthy voters "
+                f"within {timeout}s"
+            )
+        time.sleep(0.2)
 
 
 def leader(plan: ClusterPlan, via: AgentPlan | None = None) -> AgentPlan | None:

@@ -37,16 +37,29 @@ def free_plan(run_dir: Path, users: int = 2, orders: int = 2, **overrides: objec
 
 
 def _live_members(pgid: int) -> list[int]:
-    """PIDs in process group ``pgid`` that are not yet zombies (their sockets still open)."""
+    """PIDs in process group ``pgid`` with a thread that has not exited yet.
+
+    Every thread counts, not only the main one: a multi-threaded process's main thread
+    shows as a zombie while its other threads are still exiting, and its sockets close
+    only when the last of them has gone (seen: a gthread worker's kept-alive connection
+    reset *after* the kill was thought done, failing a POST that could not be resent).
+    """
     live = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[-1].split()
         except OSError:
             continue
-        state, pgrp = fields[0], int(fields[2])
-        if pgrp == pgid and state != "Z":
-            live.append(int(stat.parent.name))
+        if int(fields[2]) != pgid:
+            continue
+        for task in stat.parent.glob("task/[0-9]*/stat"):
+            try:
+                state = task.read_text().rsplit(")", 1)[-1].split()[0]
+            except OSError:
+                continue
+            if state not in ("Z", "X"):
+                live.append(int(stat.parent.name))
+                break
     return live
 
 
