@@ -197,26 +197,38 @@ def _wrap_run(app: Flask, ext: ConsulRegistry) -> None:
 
 
 def _install_sigterm_drain() -> None:
-    """On SIGTERM: drain, then SIGINT ourselves (the dev server stops on
-    KeyboardInterrupt; ``run``'s finally or ``atexit`` deregisters)."""
+    """On SIGTERM: drain, then stop the dev server with a KeyboardInterrupt in the main
+    thread (``run``'s finally or ``atexit`` deregisters).
+
+    The interrupt is raised by our own SIGTERM handler, sent again once the drain is
+    over, not by a SIGINT: a process whose parent ignores SIGINT (a shell's background
+    job, ``nohup``) inherits SIG_IGN, Python then installs no SIGINT handler, and the
+    server would drain and go on serving for ever (seen under a backgrounded test run).
+    """
     if threading.current_thread() is not threading.main_thread():
         return
     cut_short = threading.Event()  # set by a second SIGTERM
     draining = threading.Event()  # set by the first
+    drained = threading.Event()  # set when the drain is over: the next SIGTERM stops
 
-    def drain_then_interrupt() -> None:
+    def stop() -> None:
+        drained.set()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def drain_then_stop() -> None:
         lifecycle = _process
-        interrupt = lambda: os.kill(os.getpid(), signal.SIGINT)  # noqa: E731
         if lifecycle is None:
-            interrupt()
+            stop()
         else:
-            lifecycle.drain_then(interrupt, cut_short=cut_short)
+            lifecycle.drain_then(stop, cut_short=cut_short)
 
     def on_term(signum: int, frame: object) -> None:
+        if drained.is_set():
+            raise KeyboardInterrupt  # in the main thread: the dev server's loop ends
         if draining.is_set():
             cut_short.set()
             return
         draining.set()
-        threading.Thread(target=drain_then_interrupt, name="registry-drain", daemon=True).start()
+        threading.Thread(target=drain_then_stop, name="registry-drain", daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_term)

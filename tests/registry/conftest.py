@@ -139,6 +139,7 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
         workers: int = 1,
         app: str | None = None,
         extra_args: list[str] | None = None,
+        ignore_sigint: bool = False,
         **settings: Any,
     ) -> ServiceProcess:
         port = free_port()
@@ -181,9 +182,12 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
         log = open(log_path, "ab")  # noqa: SIM115 - closed in cleanup()
         svc = ServiceProcess(port=port, env=env, log_path=log_path, _log=log)
         started.append(svc)
+        # ignore_sigint: started as a shell's background job or under nohup is (SIGINT
+        # ignored, inherited through exec)
+        ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
         svc.process = subprocess.Popen(
             cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=ignore,
         )  # fmt: skip
         if wait:
             try:

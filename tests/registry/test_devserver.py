@@ -19,9 +19,17 @@ from tests.registry.conftest import (
 )
 
 
-@pytest.mark.parametrize("server", ["dev", "flask-cli"])
-def test_dev_server_registers_and_drains(consul_agent, consul_client, start_service, server):
-    svc = start_service(consul_agent.address, server=server, drain_seconds=2)
+@pytest.mark.parametrize(
+    ("server", "ignore_sigint"), [("dev", False), ("flask-cli", False), ("dev", True)]
+)
+def test_dev_server_registers_and_drains(
+    consul_agent, consul_client, start_service, server, ignore_sigint
+):
+    """SIGTERM drains, then stops and deregisters, also in a process that inherited an
+    ignored SIGINT (a shell's background job, nohup): the stop is not a SIGINT."""
+    svc = start_service(
+        consul_agent.address, server=server, drain_seconds=2, ignore_sigint=ignore_sigint
+    )
     wait_until(lambda: instance_status(consul_client, "regtest", svc.service_id) == "passing", 4)
     svc.signal(signal.SIGTERM)
     sent = time.monotonic()
