@@ -190,8 +190,11 @@ def test_c_intentions_decide_both_directions_like_our_own_calls(
     roots = api.roots
     assert roots is not None
     client_uri = f"spiffe://{roots.trust_domain}/ns/default/dc/dc1/svc/legacy-client"
-    assert _agent_allows(deny_agent, api, "legacy") is allowed
-    assert _agent_allows(deny_agent, client_uri, native.service) is allowed
+    # The agent answers authorize from its intentions cache, refreshed by a blocking
+    # query: a write shows there a moment later, not at once (seen: a stale answer beside
+    # another test worker).
+    _eventually(lambda: _agent_allows(deny_agent, api, "legacy") is allowed)
+    _eventually(lambda: _agent_allows(deny_agent, client_uri, native.service) is allowed)
 
     def sidecar_decides() -> bool:  # (a): the built-in proxy authorizes us
         try:
