@@ -102,6 +102,10 @@ class Resource(Generic[A, V]):
         """True when ``new`` is no change from ``old`` (listeners are not called)."""
         return old == new
 
+    def remember(self, stand_in: V) -> None:
+        """Callers were handed ``stand_in`` before any answer (e.g. a cold-start
+        snapshot); a resource that holds things on trust takes note (default: nothing)."""
+
     def mark_stale(self, value: V, error: BaseException) -> V | None:
         """``value`` marked as served stale because of ``error`` (None: no marking)."""
         return None

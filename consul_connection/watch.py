@@ -77,7 +77,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Generic
+from typing import Generic
 
 from consul_discovery.connection.backoff import JitterBackoff
 from consul_discovery.connection.blocking import WatchTiming, next_index
@@ -176,14 +176,13 @@ class WatchState(Generic[A, V]):
         """A caller asked for the value now (keeps a watch with no value yet alive)."""
         self._asked_at = self._clock()
 
-    def pin(self, stand_in: Any = None) -> None:
+    def pin(self, stand_in: V | None = None) -> None:
         """Callers depend on this watch without asking again (they were handed
         ``stand_in``, e.g. a cold-start snapshot): it never stops for want of a caller,
         and a resource that can ``remember`` the stand-in is told of it."""
         self._unresolved_ttl = None  # any thread: a single store, read by the driver
-        remember = getattr(self.resource, "remember", None)
-        if stand_in is not None and remember is not None:
-            remember(stand_in)
+        if stand_in is not None:
+            self.resource.remember(stand_in)
 
     def now(self) -> float:
         """The watch's clock (monotonic seconds), for ages comparable with its values."""

@@ -44,8 +44,6 @@ from consul_discovery.connection.watch import WatchState
 
 log = logging.getLogger(__name__)
 
-#: ``pin`` without a stand-in to send (a caller that holds none).
-_PINNED: Any = object()
 _TOUCH_EVERY = 1.0  # seconds: how often an unresolved target's "still wanted" is relayed
 _HANDSHAKE_TIMEOUT = 10.0  # a master busy starting its app answers late; resolve waits meanwhile
 
@@ -57,12 +55,13 @@ class RelayedState:
     (the relay is gone) every read goes to the direct watch that replaced it.
     """
 
-    def __init__(self, key: WatchKey, touch: Callable[[WatchKey, Resolution | None], None]) -> None:
+    def __init__(self, key: WatchKey, touch: Callable[..., None]) -> None:
         self.key = key
-        # touch(key, stand_in): asks the master again; with the stand-in callers hold (a
-        # snapshot), for good, and the master's watch remembers it for self-preservation
+        # touch(key, pin=, stand_in=): asks the master again; pinned: for good, and the
+        # master's watch remembers the stand-in callers hold (self-preservation)
         self._touch = touch
-        self._pinned: Resolution | bool = False  # any thread (one store): pin()'s stand-in
+        self._pinned = False  # any thread (a bool store): pin() was called
+        self._stand_in: Resolution | None = None  # any thread (one store): pin()'s stand-in
         self._value: Resolution | None = None  # loop thread writes, any thread reads
         self._first_error: BaseException | None = None  # loop thread writes
         self._first = threading.Event()  # set by the loop thread: first outcome, or redirect
@@ -140,18 +139,19 @@ class RelayedState:
         now = time.monotonic()
         if self._value is None and now - self._touched >= _TOUCH_EVERY:
             self._touched = now
-            self._touch(self.key, None)
+            self._touch(self.key)
 
     def pin(self, stand_in: Resolution | None = None) -> None:
         """Callers hold ``stand_in`` (a cold-start snapshot) and will not ask again: the
         master's watch must never stop for want of a caller (nor the direct one after a
         redirect), and it remembers the stand-in for self-preservation."""
-        self._pinned = True if stand_in is None else stand_in
+        self._stand_in = stand_in
+        self._pinned = True
         delegate = self._delegate
         if delegate is not None:
             delegate.pin(stand_in)
         else:
-            self._touch(self.key, _PINNED if stand_in is None else stand_in)
+            self._touch(self.key, pin=True, stand_in=stand_in)
 
     def seed(self, value: Resolution) -> None:
         """Serve ``value`` (obtained before a fork) until the relay's first answer."""
@@ -190,7 +190,7 @@ class RelayedState:
         """From now on read ``state`` (a direct watch); wake whoever waits."""
         self._delegate = state
         if self._pinned:
-            state.pin(self._pinned if isinstance(self._pinned, Resolution) else None)
+            state.pin(self._stand_in)
         self._first.set()
 
 
@@ -265,13 +265,13 @@ class RelayLink:
             watch_id = self._next_id
         self._loop.call(self._ask_chain, watch_id, service)
 
-    def touch(self, key: WatchKey, stand_in: Resolution | None = None) -> None:
-        """Say again that ``key`` is wanted (keeps an unresolved watch alive; with the
-        ``stand_in`` its callers hold: for good, whether or not anyone asks again)."""
+    def touch(self, key: WatchKey, pin: bool = False, stand_in: Resolution | None = None) -> None:
+        """Say again that ``key`` is wanted (keeps an unresolved watch alive; ``pin``: for
+        good, whether or not anyone asks again, with the ``stand_in`` its callers hold)."""
         with self._lock:
             watch_id = self._ids.get(key)
         if watch_id is not None:
-            self._loop.call(self._ask, watch_id, key, None, stand_in)
+            self._loop.call(self._ask, watch_id, key, None, pin, stand_in)
 
     def close(self) -> None:
         """Stop using the relay, without handing anything back (the source is closing)."""
@@ -285,6 +285,7 @@ class RelayLink:
         watch_id: int,
         key: WatchKey,
         state: RelayedState | None,
+        pin: bool = False,
         stand_in: Resolution | None = None,
     ) -> None:
         if state is not None:
@@ -293,9 +294,9 @@ class RelayLink:
             self._on_gone("", False)  # a target asked for while the link went: hand it back
             return
         message: dict[str, Any] = {"watch": watch_id, "key": encode_key(key)}
-        if stand_in is not None:
+        if pin:
             message["pin"] = True
-            if stand_in is not _PINNED:
+            if stand_in is not None:
                 message["stand_in"] = encode_resolution(stand_in)
         ask = line(message)
         asyncio.get_running_loop().create_task(self._send(ask))

@@ -81,11 +81,13 @@ def test_bad_lines_are_protocol_errors():
 
 
 def test_a_relayed_state_mirrors_the_masters_watch():
-    touched: list[tuple[WatchKey, object]] = []
+    touched: list[tuple[WatchKey, bool, object]] = []
     key = WatchKey(Target("web"), None, 20.0)
-    state = RelayedState(key, lambda k, stand_in: touched.append((k, stand_in)))
+    state = RelayedState(
+        key, lambda k, pin=False, stand_in=None: touched.append((k, pin, stand_in))
+    )
     state.touch()
-    assert touched == [(key, None)]  # unresolved: "still wanted" goes to the master
+    assert touched == [(key, False, None)]  # unresolved: "still wanted" goes to the master
     limited = encode_error(ConsulRateLimitedError("429"))
     assert state.apply({"error": limited, "stats": [3, 3, 0, 3]}) is None
     assert not state.first_done and isinstance(state.first_error, ConsulRateLimitedError)
@@ -116,17 +118,21 @@ def test_a_pinned_relayed_state_pins_the_masters_watch_and_the_direct_one_after_
     """Seen in the cold-start drill: a gunicorn worker serving a snapshot called ``pin``
     on its relayed state (AttributeError: every call failed with a 500); and the master's
     watch must know the snapshot, to hold its instances if Consul comes back empty."""
-    touched: list[tuple[WatchKey, object]] = []
+    touched: list[tuple[WatchKey, bool, object]] = []
+
+    def touch(k: WatchKey, pin: bool = False, stand_in: object = None) -> None:
+        touched.append((k, pin, stand_in))
+
     key = WatchKey(Target("web"), None, 20.0)
     snapshot = resolution("a")
-    state = RelayedState(key, lambda k, stand_in: touched.append((k, stand_in)))
+    state = RelayedState(key, touch)
     state.pin(snapshot)
-    assert touched == [(key, snapshot)]  # the master keeps its watch, knowing the set
+    assert touched == [(key, True, snapshot)]  # the master keeps its watch, knowing the set
     direct = _DirectWatch()
     state.redirect(direct)  # type: ignore[arg-type]
     assert direct.pinned is snapshot  # the master went: the worker's own watch too
     again = _DirectWatch()
-    state2 = RelayedState(key, lambda k, stand_in: touched.append((k, stand_in)))
+    state2 = RelayedState(key, touch)
     state2.redirect(again)  # type: ignore[arg-type]
     state2.pin()
     assert again.pinned is True and len(touched) == 1  # redirected: no relay message
