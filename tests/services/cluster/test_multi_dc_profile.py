@@ -98,6 +98,7 @@ def test_the_profile_runs_and_dc1_sees_dc2s_instances(multi_dc_cluster: ClusterP
 #: The drill's open-loop load through the gateway and its length: every request (an
 #: order created or read) has order-service verify its token with user-service.
 RATE, SECONDS, RUNS = 16.0, 22.0, 2
+FAULT_AFTER = 3.0  # the load runs this long before the fault
 
 
 def _verifies(plan: ClusterPlan, program: str) -> int:
@@ -146,6 +147,7 @@ def test_drill_every_dc1_user_service_down_fails_over_to_dc2_and_back(
         passing = time.monotonic() - restarted
         time.sleep(3.0)  # served by dc1 again
         return {
+            "fault_s": time.monotonic() - began,
             "down_s": down,
             "passing_again_s": passing,
             "dc2_checks": away_during - away_before,
@@ -153,7 +155,9 @@ def test_drill_every_dc1_user_service_down_fails_over_to_dc2_and_back(
         }
 
     for run in range(1, RUNS + 1):
-        result = drills.run_drill(load, f"dc1 user-service {how} #{run}", fault, RATE, SECONDS)
+        result = drills.run_drill(
+            load, f"dc1 user-service {how} #{run}", fault, RATE, SECONDS, FAULT_AFTER
+        )
         figures = result.figures
         print(
             f"\n{result.name}: {result.requests} requests, {len(result.failures)} failed, "
@@ -163,6 +167,7 @@ def test_drill_every_dc1_user_service_down_fails_over_to_dc2_and_back(
         assert result.failures == (), result.failures[:5]
         assert result.duplicates == 0
         assert result.requests == int(RATE * SECONDS)
+        assert figures["fault_s"] < SECONDS - FAULT_AFTER, "the fault outlasted the load"
         assert figures["dc2_checks"] > 0, "dc2 never answered"
         assert figures["dc1_checks_after"] > 0, "calls never came back to dc1"
     requests.delete(f"{dc1}/v1/config/service-resolver/user-service", timeout=5)
