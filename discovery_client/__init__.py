@@ -20,7 +20,7 @@ from consul_discovery.client.adapter import DiscoveryAdapter
 from consul_discovery.client.balancer import Balancer
 from consul_discovery.client.budget import RetryBudget
 from consul_discovery.client.client import ServiceClient
-from consul_discovery.client.config import POLICIES, ServiceConfig
+from consul_discovery.client.config import AGENT_ZONE, POLICIES, ServiceConfig
 from consul_discovery.client.consul_source import ConsulSource
 from consul_discovery.client.ejection import EjectionPolicy
 from consul_discovery.client.errors import (
@@ -65,6 +65,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AGENT_ZONE",
     "IDEMPOTENT_METHODS",
     "POLICIES",
     "RETRYABLE_STATUSES",

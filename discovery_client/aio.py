@@ -30,9 +30,10 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from consul_discovery.client.agent_zone import AgentZoneReader, ZoneListener
 from consul_discovery.client.chain.watches import ChainListener, ChainWatches
 from consul_discovery.client.config import ServiceConfig
 from consul_discovery.client.health_query import Consistency
@@ -122,6 +123,10 @@ class AsyncConsulSource:
             options=self._options, clock=clock, rng=self._rng,
         )  # fmt: skip
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop the watches run on
+        self._zone = AgentZoneReader(
+            self.address, self._options, self._timing, rng=self._rng,
+            start=self._on_loop, send=lambda: self._send,
+        )  # fmt: skip
         self._forked = False  # set in a forked child, cleared on the loop by _revive
         self._forked_since_use = False  # set in a forked child, cleared by _revive
         after_fork_in_child(self._after_fork)
@@ -172,6 +177,13 @@ class AsyncConsulSource:
         self._revive()
         self._chains.watch(service, listener)
 
+    def agent_zone(self, listener: ZoneListener) -> None:
+        """Call ``listener`` with the zone of the agent this source reads from (its
+        ``locality``; None: it has none, or may not be read), once known: read once, on
+        the event loop (``consul_discovery.client.agent_zone``); call from the loop."""
+        self._revive()
+        self._zone.want(listener)
+
     def prime(self, service: str | Target) -> None:
         """Start the target's watch if it is not running (no I/O, no wait); call from
         the loop."""
@@ -181,6 +193,7 @@ class AsyncConsulSource:
     async def aclose(self) -> None:
         """Cancel every watch (a blocking query in flight is abandoned); give the shared
         transport back (the last user closes its connections)."""
+        self._zone.close()
         for entry in [*self._table.close(), *self._chains.close()]:
             await entry.aclose()
         if self._sender is not None:
@@ -218,9 +231,18 @@ class AsyncConsulSource:
         # On the loop (watch_chain is called from it, and the names' callbacks run there).
         return WatchTask(state, self._send_now, name=name).start()
 
+    def _on_loop(self, read: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+        """The agent-zone read as a task of the running loop (None, closed, off a loop)."""
+        try:
+            return asyncio.get_running_loop().create_task(read, name="consul-agent-zone")
+        except RuntimeError:
+            read.close()
+            return None
+
     def _after_fork(self) -> None:
         """In a forked child (no loop runs yet): a new lock; watches restart on next use."""
         self._table.after_fork()
+        self._zone.after_fork()
         if self._own_rng:
             self._rng.seed()  # workers forked from one master must not share jitter
         self._forked = True
@@ -237,6 +259,8 @@ class AsyncConsulSource:
         if (loop is self._loop and not self._forked) or self._table.closed:
             return
         first_use, self._loop, self._forked = self._loop is None, loop, False
+        self._zone.loop_gone()  # a read on the old loop ended with it
+        self._zone.resume()  # (and one wanted off any loop starts now)
         if first_use:
             return
         if self._owns_transport and self._forked_since_use:

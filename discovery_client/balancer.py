@@ -47,6 +47,9 @@ class Balancer:
         # Seconds the process has been stopped (GC) so far: not part of any latency.
         self._pauses = pauses
         self.config = config or ServiceConfig()
+        # The caller's zone (None: no preference): the config's, or the agent's once read
+        # (set_zone). Under _lock.
+        self._zone: str | None = self.config.zone if isinstance(self.config.zone, str) else None
         self.ejection = ejection or EjectionPolicy()
         self._clock = clock
         self._rng = rng or random.Random()
@@ -107,6 +110,15 @@ class Balancer:
             )
             self._rebuild(self._clock())
 
+    def set_zone(self, zone: str | None) -> None:
+        """Prefer ``zone`` from now on (None: no preference): a new picker, loads kept."""
+        with self._lock:
+            if zone == self._zone:
+                return
+            self._zone = zone
+            self._rebuild(self._clock())
+        log.info("%s: calls prefer zone %r", self.service, zone)
+
     def _log_membership(
         self, old: dict[str, Instance], new: dict[str, InstanceLoad], res: Resolution
     ) -> None:
@@ -138,7 +150,7 @@ class Balancer:
         if not eligible and self._endpoints:
             log.warning("%s: every instance is ejected; ignoring ejection", self.service)
             eligible = list(self._endpoints)
-        zone = self.config.zone
+        zone = self._zone
         if zone is not None and eligible:  # prefer the caller's zone (locality.py)
             from consul_discovery.client.locality import LocalityPicker
 

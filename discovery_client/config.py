@@ -17,6 +17,23 @@ POLICIES = (
 )
 
 
+class _AgentZone:
+    """The type of ``AGENT_ZONE`` (one instance)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "AGENT_ZONE"
+
+    def __reduce__(self) -> str:
+        return "AGENT_ZONE"  # pickles as the module's one instance
+
+
+#: ``ServiceConfig(zone=AGENT_ZONE)``: the caller's zone is its Consul agent's locality
+#: zone, read once from the agent (``consul_discovery.client.agent_zone``).
+AGENT_ZONE = _AgentZone()
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceConfig:
     """How the client resolves and balances one service.
@@ -34,7 +51,9 @@ class ServiceConfig:
     ``min_interval``, Consul does not block on it). ``zone`` is the caller's own zone:
     calls prefer instances of that zone (``Instance.zone``) by Envoy's zone-aware rule,
     spilling to other zones only when it is short (``consul_discovery.client.locality``;
-    None: off; not with ``ring_hash``/``maglev``).
+    None: off; not with ``ring_hash``/``maglev``); ``AGENT_ZONE``: the zone of the
+    Consul agent the client reads from (its ``locality``, read once; no preference
+    until it is known, none if the agent has no locality).
     ``connect`` calls the service through the mesh: its Connect-capable instances
     (native and sidecar proxies) over mutual TLS as the caller's identity
     (``consul_discovery.client.connect``).
@@ -47,12 +66,16 @@ class ServiceConfig:
     panic_threshold: float | None = None
     vanish_grace: float = DEFAULT_GRACE
     prepared_query: str | None = None
-    zone: str | None = None
+    zone: str | _AgentZone | None = None
     connect: bool = False
 
     def __post_init__(self) -> None:
-        if self.zone is not None and (not isinstance(self.zone, str) or not self.zone):
-            raise ValueError(f"zone must be None or a zone name; got {self.zone!r}")
+        if (
+            self.zone is not None
+            and self.zone is not AGENT_ZONE
+            and (not isinstance(self.zone, str) or not self.zone)
+        ):
+            raise ValueError(f"zone must be None, a zone name or AGENT_ZONE; got {self.zone!r}")
         if self.zone is not None and self.policy in ("ring_hash", "maglev"):
             raise ValueError(f"zone-aware routing does not combine with {self.policy!r}")
         if self.prepared_query is not None and (

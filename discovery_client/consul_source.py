@@ -46,6 +46,7 @@ from typing import Any, Literal
 
 import requests
 
+from consul_discovery.client.agent_zone import AgentZoneReader, ZoneListener
 from consul_discovery.client.catalog_reads import CatalogReads, ServiceSummary
 from consul_discovery.client.chain.decide import ChainRouter
 from consul_discovery.client.chain.query import DiscoveryChainQuery
@@ -167,6 +168,10 @@ class ConsulSource(CatalogReads):
         self._relayed_routers: dict[str, ChainRouter] = {}  # service -> last router
         self._chains_direct = False  # the relay went: chains are this process's own
         self._setup()  # the loop, sender, executor, throttle log and relay (again in a child)
+        self._zone = AgentZoneReader(
+            self.address, self._options, self._timing, rng=self._rng,
+            start=lambda read: self._io.loop.submit(read), send=lambda: self._io.send,
+        )  # fmt: skip
         after_fork_in_child(self._after_fork)
 
     def _setup(self) -> None:
@@ -260,6 +265,12 @@ class ConsulSource(CatalogReads):
         if router is not None:
             listener(router)
 
+    def agent_zone(self, listener: ZoneListener) -> None:
+        """Call ``listener`` with the zone of the agent this source reads from (its
+        ``locality``; None: it has none, or may not be read), once known: read once, on
+        the source's loop (``consul_discovery.client.agent_zone``; no I/O here)."""
+        self._zone.want(listener)
+
     def chain_body(self, service: str) -> str | None:
         """The body of the last discovery chain of ``service`` this source watched (for
         the relay: its workers read and compile it themselves)."""
@@ -272,6 +283,7 @@ class ConsulSource(CatalogReads):
     def close(self, timeout: float = 2.0) -> None:
         """Stop every watch: cut in-flight long polls short, wait for them (``timeout``)."""
         entries: list[Any] = [*self._table.close(), *self._chains.close()]
+        self._zone.close()
         if self._relay is not None:
             self._relay.close()
         self._io.close(_aclose_all(entries), timeout)
@@ -388,6 +400,8 @@ class ConsulSource(CatalogReads):
             return
         self._chain_lock = threading.Lock()  # the parent's may have been held
         self._setup()  # the parent's loop, connections and threads are not the child's
+        self._zone.after_fork()
+        self._zone.resume()  # a read the parent had in flight, asked again here
         # The parent's chain followers, asked again here: through this child's relay, or
         # by this child's own watches (the parent's tasks do not run here).
         _old, followers = self._chains.forget()

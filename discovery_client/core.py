@@ -105,6 +105,7 @@ class DiscoveryCore:
             rng=self.rng,
             pauses=pauses,
             connect_tls=lambda: self.connect,
+            agent_zone=getattr(source, "agent_zone", None),  # a Consul source's reader
         )
         # The caller's mesh identity for Connect targets (consul_discovery.client.connect):
         # ``identity`` (a ServiceIdentity) or, on first use, the process's of SERVICE_NAME.

@@ -10,6 +10,7 @@ to ``adopt``. The table and its states belong to one ``DiscoveryCore``
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from consul_discovery.client.balancer import Balancer
 from consul_discovery.client.budget import RetryBudget
-from consul_discovery.client.config import ServiceConfig
+from consul_discovery.client.config import AGENT_ZONE, ServiceConfig
 from consul_discovery.client.ejection import EjectionPolicy
 from consul_discovery.client.instance import Resolution
 from consul_discovery.client.pauses import NO_PAUSES, PauseMeter
@@ -25,6 +26,8 @@ from consul_discovery.client.retry import RetryPolicy
 from consul_discovery.client.source import Listener
 from consul_discovery.client.stats import TargetStats, WatchStats
 from consul_discovery.client.target import Target
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from consul_discovery.client.connect import ConnectTLS
@@ -122,8 +125,11 @@ class TargetStates:
         rng: random.Random,
         pauses: PauseMeter = NO_PAUSES,
         connect_tls: Callable[[], ConnectTLS] | None = None,
+        agent_zone: Callable[[Callable[[str | None], None]], None] | None = None,
     ) -> None:
         self._subscribe = subscribe
+        # The source's reading of its agent's zone (AGENT_ZONE configs); None: it has none.
+        self._agent_zone = agent_zone
         self.connect_tls = connect_tls or _no_connect  # the caller's mesh identity (Connect)
         self._pauses = pauses
         self.retry = retry
@@ -164,7 +170,19 @@ class TargetStates:
             state = TargetState(target, config, balancer, budget)
             self._states[target] = state
         self._subscribe(target, balancer.update)
+        if config.zone is AGENT_ZONE:
+            self._want_agent_zone(balancer)
         return state
+
+    def _want_agent_zone(self, balancer: Balancer) -> None:
+        if self._agent_zone is None:
+            log.warning(
+                "%s: zone=AGENT_ZONE but this client's source does not read a Consul "
+                "agent: no zone preference (name the zone instead)",
+                balancer.service,
+            )
+            return
+        self._agent_zone(balancer.set_zone)
 
     def states(self) -> list[TargetState]:
         """A snapshot of the states, in creation order."""

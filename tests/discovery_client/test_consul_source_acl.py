@@ -11,6 +11,8 @@ under default-deny (no token) are permission errors too, never "no instances" or
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -177,3 +179,39 @@ def test_one_shot_reads_say_the_same(acl: AclAgent) -> None:
         pytest.raises(ConsulPermissionError, match="no service at all"),
     ):
         anonymous.list_services()
+
+
+@pytest.mark.parametrize("kind", SOURCES)
+def test_a_token_without_agent_read_turns_agent_zone_off_once_with_the_fix(
+    kind: str, acl: AclAgent, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``ServiceConfig(zone=AGENT_ZONE)`` needs ``agent:read`` to read the agent's locality:
+    without it, no zone preference (calls still resolve), said once, naming the fix."""
+    caplog.set_level(logging.INFO, "consul_discovery.client.agent_zone")
+    token = acl.tokens["reader"]
+    zones: list[str | None] = []
+    heard = threading.Event()
+
+    def listener(zone: str | None) -> None:
+        zones.append(zone)
+        heard.set()
+
+    if kind == "threaded":
+        with ConsulSource(acl.agent.address, token=token) as source:
+            source.agent_zone(listener)
+            assert heard.wait(10)
+    else:
+
+        async def scenario() -> None:
+            async with AsyncConsulSource(acl.agent.address, token=token) as source:
+                source.agent_zone(listener)
+                deadline = time.monotonic() + 10
+                while not heard.is_set():
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.02)
+
+        asyncio.run(scenario())
+    assert zones == [None]
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "'agent:read'" in said[0] and "ServiceConfig(zone=" in said[0]
+    assert token not in said[0]
