@@ -8,6 +8,7 @@ reference and never take the lock; the lock guards membership, ejection and rebu
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -109,6 +110,15 @@ class Balancer:
                 Endpoint(e.instance, e.load, self._dial(e.instance)) for e in self._endpoints
             )
             self._rebuild(self._clock())
+
+    def set_policy(self, policy: str) -> None:
+        """Balance by ``policy`` from now on (a chain's resolver chose it): a new picker,
+        loads kept; ValueError for a policy ``ServiceConfig`` refuses."""
+        config = dataclasses.replace(self.config, policy=policy)
+        with self._lock:
+            self.config = config
+            self._rebuild(self._clock())
+        log.info("%s: balancing by %s", self.service, policy)
 
     def set_zone(self, zone: str | None) -> None:
         """Prefer ``zone`` from now on (None: no preference): a new picker, loads kept."""

@@ -172,19 +172,22 @@ class ServiceClient:
         path: str,
         *,
         retry: RetryPolicy | None = None,
+        source_ip: str | None = None,
         **kwargs: Any,
     ) -> requests.Response:
         """Call ``method path`` on an instance of ``service``; kwargs as ``requests.request``.
 
         ``retry`` overrides the client's RetryPolicy for this call. ``timeout`` defaults
         to the client's and is cut to what is left of the call's deadline.
+        ``source_ip``: the address the call comes from on behalf of (a gateway's client),
+        for a resolver's ``SourceIP`` hash policy; it is not sent.
         """
         send_kwargs = {k: kwargs.pop(k) for k in _SEND_KWARGS if k in kwargs}
         if not path.startswith("/"):
             path = "/" + path
         request = requests.Request(method=method.upper(), url=f"http://{service}{path}", **kwargs)
         prepared = self.session.prepare_request(request)
-        return self.send(service, prepared, retry=retry, **send_kwargs)
+        return self.send(service, prepared, retry=retry, source_ip=source_ip, **send_kwargs)
 
     def send(
         self,
@@ -194,6 +197,7 @@ class ServiceClient:
         retry: RetryPolicy | None = None,
         timeout: Timeout = None,
         stream: bool = False,
+        source_ip: str | None = None,
         **send_kwargs: Any,
     ) -> requests.Response:
         """Send a prepared request to ``service``; its URL's scheme and host are replaced.
@@ -202,6 +206,7 @@ class ServiceClient:
         allow_redirects). This is the seam DiscoveryAdapter uses. Headers propagated in
         the current context (trace context: ``consul_discovery.client.propagation``) are
         added. Unless ``stream``, the final answer's body is read before it is returned.
+        ``source_ip`` as for ``request``.
         """
         headers = prepared.headers
         inject(headers)  # type: ignore[arg-type]
@@ -210,7 +215,7 @@ class ServiceClient:
         timeout = self.timeout if timeout is None else timeout
         response = self.driver.call(
             service,
-            RequestView(prepared.method or "GET", path, headers),  # type: ignore[arg-type]
+            RequestView(prepared.method or "GET", path, headers, source_ip),  # type: ignore[arg-type]
             SHELL,
             sender(self.session, prepared, path, timeout, send_kwargs),
             # A streamed or file body cannot be sent twice.

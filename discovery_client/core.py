@@ -184,6 +184,7 @@ class DiscoveryCore:
         self._reporter.report(router)
         plain = self._plain[service]
         if router.plain:
+            self._states.get(plain.primary.target, self.config_for(service))  # its own policy
             with self._lock:
                 self._routes[service] = plain
                 self._chains.pop(service, None)

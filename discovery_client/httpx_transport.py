@@ -95,9 +95,20 @@ async def _changed(sent: Awaitable[httpx.Response], changes: RequestChanges) -> 
     return response
 
 
+#: ``httpx`` request extension naming the address a call comes from on behalf of (a
+#: gateway's client), for a resolver's ``SourceIP`` hash policy:
+#: ``client.get(url, extensions={"source_ip": "203.0.113.9"})``. It is not sent.
+SOURCE_IP_EXTENSION = "source_ip"
+
+
 def _view(request: httpx.Request) -> RequestView:
     url = request.url
-    return RequestView(request.method, lambda: url.raw_path.decode("ascii"), request.headers)
+    return RequestView(
+        request.method,
+        lambda: url.raw_path.decode("ascii"),
+        request.headers,
+        request.extensions.get(SOURCE_IP_EXTENSION),
+    )
 
 
 class DiscoveryTransport(httpx.BaseTransport):

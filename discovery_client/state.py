@@ -89,7 +89,7 @@ class TargetState:
             failed_calls, no_instance = self.failed_calls, self.no_instance
         return TargetStats(
             target=self.target,
-            policy=self.config.policy,
+            policy=self.balancer.config.policy,
             index=res.index if res else None,
             cache_age=current.age(now) if current else None,
             stale=current.stale if current else None,
@@ -141,9 +141,16 @@ class TargetStates:
         self.closed = False  # set under _lock
 
     def get(self, target: Target, config: ServiceConfig) -> TargetState:
-        """The Target's state, created on first use without any I/O."""
+        """The Target's state, created on first use without any I/O.
+
+        A Target asked for with another load-balancing policy than its balancer has (a
+        discovery chain's resolver sets one; the chain gone, the service's own again)
+        switches its balancer to it: one balancer, and load, per Target.
+        """
         state = self._states.get(target)
         if state is not None:
+            if state.balancer.config.policy != config.policy:
+                state.balancer.set_policy(config.policy)
             return state
         with self._lock:  # held for a few allocations only: never across the network
             state = self._states.get(target)

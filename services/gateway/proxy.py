@@ -89,8 +89,10 @@ def forward(target: Target, names: Mapping[str, str]) -> Response:
         kwargs["data"] = request.get_data(cache=False)  # 413 past MAX_CONTENT_LENGTH
     try:
         upstream = get_caller(current_app).request(
-            target.service, request.method, target.path, **kwargs
-        )
+            target.service, request.method, target.path,
+            source_ip=request.remote_addr or None,  # for a resolver's SourceIP hash policy
+            **kwargs,
+        )  # fmt: skip
     except UPSTREAM_ERRORS as exc:
         detail = f"{request.method} {request.path} -> {target.path}: {exc}"
         outage_log(current_app, target.service).failed(detail)

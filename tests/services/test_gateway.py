@@ -119,6 +119,9 @@ def test_hop_by_hop_and_gateway_owned_headers_stay_at_the_gateway(
         assert gone not in names, gone
     assert sent["X-Tenant"] == "acme"
     assert sent["X-Forwarded-For"] == "203.0.113.9, 127.0.0.1"
+    # The client's address goes to discovery (a SourceIP hash policy), not upstream.
+    call = next(c[3] for c in caller.calls if c[2] == "/register")
+    assert call["source_ip"] == "127.0.0.1" and "source_ip" not in names
     assert sent["X-Request-Id"] != "" and "Basic" not in str(sent)
 
 
