@@ -15,8 +15,10 @@ and two times, both on the wall clock of this one machine:
   Consul answers it as the set changes) to the first token check answered by a dc1
   instance after the start request (their access logs).
 
-Also: from the stop request to dc1 having no passing instance in Consul, and from the
-start request to dc1 passing again.
+Also: from the stop request to dc1 having no passing instance in Consul and to the
+instances stopped, and from the start request to dc1's first instance registered again
+and passing again (the same blocking query, without and with ``passing``). The token
+checks come at the load's rate, so both times include up to one request interval.
 """
 
 from __future__ import annotations
@@ -86,17 +88,20 @@ def answered_at(log: Path, since: float) -> list[float]:
 
 
 class PassingWatch:
-    """Times (wall clock) the first answer where dc1's passing set meets ``predicate``.
+    """Times (wall clock) the first answer where dc1's instances meet ``predicate``.
 
-    A blocking query on ``/v1/health/service/user-service?passing=1`` on dc1's agent, in
-    its own thread: Consul answers as soon as the set's index moves, so the time is that
-    of the change plus one answer. Owned by the thread that starts it; ``at`` is written
-    by the watch thread once and read after ``join``.
+    A blocking query on ``/v1/health/service/user-service`` (``passing``: only passing
+    instances) on dc1's agent, in its own thread: Consul answers as soon as the set's
+    index moves, so the time is that of the change plus one answer. Owned by the thread
+    that starts it; ``at`` is written by the watch thread once and read after ``join``.
     """
 
-    def __init__(self, plan: ClusterPlan, predicate: Callable[[list[Any]], bool]) -> None:
+    def __init__(
+        self, plan: ClusterPlan, predicate: Callable[[list[Any]], bool], passing: bool = True
+    ) -> None:
         self.url = f"http://{plan.consul_address}/v1/health/service/{SERVICE}"
         self.predicate = predicate
+        self.passing = passing
         self.at: float | None = None  # watch thread writes once; read after join
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dc1-passing-watch", daemon=True)
@@ -111,7 +116,9 @@ class PassingWatch:
         with requests.Session() as session:
             session.trust_env = False
             while not self._done.is_set():
-                params = {"passing": "1", "dc": "dc1", "index": index, "wait": "2s"}
+                params = {"dc": "dc1", "index": index, "wait": "2s"}
+                if self.passing:
+                    params["passing"] = "1"
                 try:
                     answer = session.get(self.url, params=params, timeout=10)
                     answer.raise_for_status()
@@ -128,7 +135,7 @@ class PassingWatch:
         self._thread.join(timeout)
         self._done.set()
         if self.at is None:
-            raise TimeoutError(f"dc1's passing {SERVICE} set did not change within {timeout:g}s")
+            raise TimeoutError(f"dc1's {SERVICE} set did not change within {timeout:g}s")
         return self.at
 
 
@@ -143,10 +150,12 @@ def _fault(plan: ClusterPlan, p: Params) -> dict[str, float]:
     time.sleep(p.hold_down)  # served by dc2 only
     out_of_consul = gone.join(timeout=5) - stop_at
     dc2 = answered_at(plan.log_dir / f"{away.program}.log", stop_at)
+    registered = PassingWatch(plan, lambda entries: bool(entries), passing=False).start()
     back = PassingWatch(plan, lambda entries: bool(entries)).start()
     start_at = time.time()
     control.start_programs(plan, [i.program for i in home])
     passing_at = back.join(timeout=60)
+    registered_at = registered.join(timeout=5)
     control.wait_passing(plan, home, timeout=60)
     time.sleep(p.settle)  # served by dc1 again
     dc1 = sorted(t for i in home for t in answered_at(plan.log_dir / f"{i.program}.log", start_at))
@@ -156,6 +165,7 @@ def _fault(plan: ClusterPlan, p: Params) -> dict[str, float]:
         "fail_over_s": dc2[0] - stop_at if dc2 else math.nan,
         "dc1_out_of_consul_s": out_of_consul,
         "stopped_s": stopped_at - stop_at,
+        "start_to_registered_s": registered_at - start_at,
         "start_to_passing_s": passing_at - start_at,
         "fail_back_s": dc1[0] - passing_at if dc1 else math.nan,
         "fault_s": time.time() - stop_at,
