@@ -203,8 +203,8 @@ def run(p: Params) -> Result:
     return Result(
         name="dc_failover",
         title=(
-            f"Cross-datacenter failover: every dc1 {SERVICE} instance stopped "
-            f"{p.hold_down:g} s and started, {p.rate:g} req/s through the gateway"
+            f"Cross-DC failover: dc1's {SERVICE} down {p.hold_down:g} s, "
+            f"{p.rate:g} req/s via the gateway"
         ),
         rows=rows,
         checks=[
