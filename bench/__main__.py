@@ -38,6 +38,8 @@ BENCHMARKS = (
     "scale_10k",
     "chain_cost",
     "mesh_cost",
+    "locality",
+    "dc_failover",
 )
 RESULTS = Path(__file__).with_name("results")
 
