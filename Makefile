@@ -89,5 +89,5 @@ clean: ## Remove the venv, caches and test artifacts (the Consul build cache sta
 bench: setup ## Every benchmark (< 10 min): tables, bench/results/latest.json, PNG charts
 	CONSUL_BIN="$$($(CONSUL_ENSURE) | tail -n 1)" $(PY) -m bench
 
-bench-quick: setup ## Every benchmark at tiny size (< 1 min; proves they run, no targets enforced)
+bench-quick: setup ## Every benchmark at tiny size (about 3 min; proves they run, no targets enforced)
 	CONSUL_BIN="$$($(CONSUL_ENSURE) | tail -n 1)" $(PY) -m bench --quick
