@@ -4,7 +4,9 @@ Ours: ``Balancer.pick()`` over a Resolution already in memory (what every call d
 each pick timed alone with ``perf_counter_ns`` (the timer's own cost, ~0.1 µs, is
 included). Naive: what a client without a cache does on every call, through py-consul:
 ``health.service(name, passing=True)`` on a real dev agent holding that many instances,
-then ``random.choice``.
+then ``random.choice``. Hash policies (``ring_hash``, ``maglev``) pick with a request's
+hash key, as their calls do; and for them, the share of 10,000 keys that move to another
+instance when one of 10 leaves (ideal: the tenth it owned, and no other).
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ from dataclasses import dataclass
 from bench.env import consul_agent, register_instances
 from bench.result import Chart, Result, at_least, at_most, summary
 from consul_discovery.client import POLICIES, Balancer, Instance, Resolution, ServiceConfig
+from consul_discovery.client.hashing import hash64
+
+HASH_POLICIES = ("ring_hash", "maglev")
+KEYS = [hash64(f"user-{n}") for n in range(10_000)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,14 +48,16 @@ def resolution(service: str, count: int) -> Resolution:
 
 
 def time_picks(balancer: Balancer, picks: int) -> list[float]:
-    """Seconds taken by each of ``picks`` consecutive picks (after a short warm-up)."""
+    """Seconds taken by each of ``picks`` consecutive picks (after a short warm-up); a hash
+    policy's picks carry a request's hash key."""
     pick, clock = balancer.pick, time.perf_counter_ns
+    key = KEYS[0] if balancer.config.policy in HASH_POLICIES else None
     for _ in range(min(1000, picks)):
-        pick()
+        pick((), key)
     samples = [0] * picks
     for n in range(picks):
         t0 = clock()
-        pick()
+        pick((), key)
         samples[n] = clock() - t0
     return [s / 1e9 for s in samples]
 
@@ -64,6 +72,18 @@ def time_naive(client, service: str, calls: int, seconds: float, rng: random.Ran
         rng.choice(entries)
         samples.append(time.perf_counter() - t0)
     return samples
+
+
+def keys_moved(policy: str) -> float:
+    """The share of ``KEYS`` whose instance changes when one of 10 instances leaves."""
+    balancer = Balancer("moves", ServiceConfig(policy=policy), rng=random.Random(1))
+    balancer.update(resolution("moves", 10))
+    before = [balancer.pick((), key).instance.id for key in KEYS]
+    ten = resolution("moves", 10)
+    balancer.update(Resolution("moves", ten.instances[:4] + ten.instances[5:], index=2,
+                               fetched_at=time.monotonic()))  # fmt: skip
+    after = [balancer.pick((), key).instance.id for key in KEYS]
+    return sum(a != b for a, b in zip(before, after, strict=True)) / len(KEYS)
 
 
 def run(p: Params) -> Result:
@@ -109,6 +129,10 @@ def run(p: Params) -> Result:
                     "naive/ours p50": ratio,
                 }
             )
+    moved = {policy: keys_moved(policy) for policy in HASH_POLICIES}
+    for policy, share in moved.items():
+        rows.append({"instances": 10, "policy": f"{policy}: keys moved, 1 of 10 leaves",
+                     "moved": share})  # fmt: skip
     labels = tuple(str(size) for size in p.sizes)
     return Result(
         name="pick_cost",
@@ -122,6 +146,13 @@ def run(p: Params) -> Result:
                 100,
                 "×",
                 "ours = the slowest policy's median at that size",
+            ),
+            at_most(
+                "hash policies: keys moved when 1 of 10 leaves, farthest from 1/10",
+                max(abs(share - 0.1) for share in moved.values()),
+                0.02,
+                "",
+                "10,000 keys; the leaving instance owned about a tenth",
             ),
         ],
         charts=[
