@@ -43,7 +43,7 @@ a bad setting stops startup under each of them with ``registry: bad configuratio
 """
 
 from consul_discovery.registry.checks import CheckSpec, HttpCheck, TcpCheck, TtlCheck
-from consul_discovery.registry.config import ConsulSettings, Registration, Weights
+from consul_discovery.registry.config import ConsulSettings, Locality, Registration, Weights
 from consul_discovery.registry.errors import (
     ConsulRejected,
     ConsulUnavailable,
@@ -63,6 +63,7 @@ __all__ = [
     "HealthReport",
     "HttpCheck",
     "InstanceUnknown",
+    "Locality",
     "Registrar",
     "Registration",
     "RegistryConfigError",

@@ -52,6 +52,14 @@ class Weights:
 
 
 @dataclass(frozen=True)
+class Locality:
+    """Where an instance runs (Consul's ``Locality``): ``region``, and a ``zone`` in it."""
+
+    region: str
+    zone: str = ""
+
+
+@dataclass(frozen=True)
 class Registration:
     """One service instance as it is registered with Consul (a value; build with from_env)."""
 
@@ -68,6 +76,7 @@ class Registration:
     connect_native: bool = False  # SERVICE_CONNECT=native: serves mTLS (consul_discovery.mesh)
     wan_address: str | None = None  # SERVICE_WAN_ADDRESS: reached from other datacenters
     wan_port: int | None = None  # its port (None: ``port``)
+    locality: Locality | None = None  # SERVICE_REGION/SERVICE_ZONE (None: the agent's)
 
     @property
     def check_id(self) -> str:
@@ -78,6 +87,8 @@ class Registration:
         """The JSON body of PUT /v1/agent/service/register for this instance."""
         connect = {"Connect": {"Native": True}} if self.connect_native else {}
         tagged = {"TaggedAddresses": self.tagged_addresses()} if self.wan_address else {}
+        where = self.locality
+        locality = {"Locality": {"Region": where.region, "Zone": where.zone}} if where else {}
         return {
             "ID": self.service_id,
             "Name": self.name,
@@ -91,6 +102,7 @@ class Registration:
             ],
             **connect,
             **tagged,
+            **locality,
         }
 
     def tagged_addresses(self) -> dict[str, dict[str, Any]]:
@@ -232,6 +244,9 @@ def _build(
         "SERVICE_DRAIN_SECONDS", _get(env, ov, "drain_seconds", "SERVICE_DRAIN_SECONDS") or 5
     )
     wan_address, wan_port = _wan(_get(env, ov, "wan_address", "SERVICE_WAN_ADDRESS"))
+    locality = _locality(
+        _get(env, ov, "region", "SERVICE_REGION"), _get(env, ov, "zone", "SERVICE_ZONE")
+    )
     if ov:
         raise TypeError(f"unknown Registration override(s): {', '.join(sorted(ov))}")
     return Registration(
@@ -248,7 +263,22 @@ def _build(
         connect_native=connect_native,
         wan_address=wan_address,
         wan_port=wan_port,
+        locality=locality,
     )
+
+
+def _locality(region: Any, zone: Any) -> Locality | None:
+    """SERVICE_REGION and SERVICE_ZONE (None: neither; the instance inherits its agent's)."""
+    if region is None and zone is None:
+        return None
+    if region is None:
+        raise RegistryConfigError(
+            "SERVICE_ZONE", f"{zone!r} needs SERVICE_REGION too (Consul refuses a zone without one)"
+        )
+    for setting, value in (("SERVICE_REGION", region), ("SERVICE_ZONE", zone)):
+        if value is not None and not str(value).isprintable():
+            raise RegistryConfigError(setting, f"{value!r} is not a printable name")
+    return Locality(str(region), str(zone or ""))
 
 
 def _wan(value: Any) -> tuple[str | None, int | None]:

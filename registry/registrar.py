@@ -293,6 +293,8 @@ class Registrar:
                     weights=body["Weights"],
                     check=body["Checks"][0],
                     connect=body.get("Connect"),
+                    tagged_addresses=body.get("TaggedAddresses"),
+                    locality=body.get("Locality"),
                     replace_existing_checks=True,
                     token=reg.consul.token,
                 )

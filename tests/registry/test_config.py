@@ -190,3 +190,15 @@ def test_a_wan_address_is_advertised_as_wan_and_wan_ipv4() -> None:
     ):
         with pytest.raises(RegistryConfigError, match=f"SERVICE_WAN_ADDRESS.*{words}"):
             build(SERVICE_WAN_ADDRESS=bad)
+
+
+def test_region_and_zone_become_the_registrations_locality() -> None:
+    assert build().locality is None and "Locality" not in build().service_definition()
+    reg = build(SERVICE_REGION="eu", SERVICE_ZONE="eu-1b")
+    assert reg.service_definition()["Locality"] == {"Region": "eu", "Zone": "eu-1b"}
+    assert build(SERVICE_REGION="eu").service_definition()["Locality"] == {
+        "Region": "eu",
+        "Zone": "",
+    }
+    with pytest.raises(RegistryConfigError, match=r"SERVICE_ZONE.*needs SERVICE_REGION"):
+        build(SERVICE_ZONE="eu-1b")

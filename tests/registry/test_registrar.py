@@ -63,3 +63,25 @@ def test_drain_enters_maintenance_and_waits_with_injected_sleep(consul_agent, co
         registrar.close()
         registrar.close()  # idempotent
     wait_until(lambda: instance_status(consul_client, "inproc", "inproc-1") is None, 2, 0.05)
+
+
+def test_wan_address_and_locality_reach_the_agent(consul_agent, consul_client):
+    """SERVICE_WAN_ADDRESS (TaggedAddresses wan and wan_ipv4) and SERVICE_REGION/ZONE
+    (Locality) are in the registration Consul holds, not only in the definition."""
+    reg = registration(
+        consul_agent,
+        SERVICE_CHECK="ttl",
+        SERVICE_WAN_ADDRESS="198.51.100.7:8443",
+        SERVICE_REGION="eu",
+        SERVICE_ZONE="eu-1b",
+    )
+    registrar = Registrar(reg, health=HealthChecks().evaluate, rng=random.Random(3)).start()
+    try:
+        assert registrar.wait_registered(5)
+        service = consul_client.agent.services()["inproc-1"]
+        wan = {"Address": "198.51.100.7", "Port": 8443}
+        assert service["TaggedAddresses"]["wan"] == wan
+        assert service["TaggedAddresses"]["wan_ipv4"] == wan
+        assert service["Locality"] == {"Region": "eu", "Zone": "eu-1b"}
+    finally:
+        registrar.close()
