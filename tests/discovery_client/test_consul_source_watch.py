@@ -146,10 +146,12 @@ def test_broken_index_never_busy_loops(answer):
     script = Script(answer)
     watch, seen = make_watch(script, clock, min_interval=1.0)
     drive(watch, clock, 60.0)
-    # <= 1 request per second (plus the first, quick follow-up after the plain read).
-    assert len(script.calls) <= 62
+    # <= 1 request per second, plus the first, quick follow-up after the plain read and
+    # at most one quick poll after the first answer whose index moved with no change.
+    assert len(script.calls) <= 63
     gaps = [b[0] - a[0] for a, b in zip(script.calls[1:], script.calls[2:], strict=False)]
-    assert min(gaps) >= 1.0 - 1e-9
+    assert sum(gap < 1.0 - 1e-9 for gap in gaps) <= 1
+    assert min(gaps[1:]) >= 1.0 - 1e-9
     assert len(seen) == 1, "listener must only hear about real changes"
 
 
@@ -174,17 +176,41 @@ def test_blocking_index_is_at_least_one():
 
 def test_real_change_is_emitted_and_followed_quickly():
     clock = FakeClock()
-    sets = {1: [inst("a"), inst("b")], 2: [inst("a"), inst("b")], 3: [inst("a")]}
-    script = Script(lambda n, idx: (10 + n, sets.get(n, [inst("a")])))
+    ab, a = [inst("a"), inst("b")], [inst("a")]
+    sets = {1: ab, 2: ab, 3: ab, 4: a}
+    script = Script(lambda n, idx: (10 + n, sets.get(n, a)))
     watch, seen = make_watch(script, clock, min_interval=1.0, min_change_interval=0.05)
     delays = []
-    for _ in range(4):
+    for _ in range(7):
         delay = watch.poll_once()
         delays.append(delay)
         clock.advance(delay or 0.0)
     assert [tuple(i.id for i in r.instances) for r in seen] == [("a", "b"), ("a",)]
-    assert delays[2] == pytest.approx(0.05)  # after the real change: quick
-    assert delays[1] == pytest.approx(1.0) and delays[3] == pytest.approx(1.0)
+    assert delays[0] == 0.0  # the first read was plain: block at once
+    # The index moved with no change: one quick poll (something is in motion), then
+    # rate limited.
+    assert delays[1] == pytest.approx(0.05) and delays[2] == pytest.approx(1.0)
+    assert delays[3] == pytest.approx(0.05)  # after the real change: quick
+    assert delays[4] == pytest.approx(0.05)  # the first quiet answer after it: quick
+    assert delays[5] == pytest.approx(1.0) and delays[6] == pytest.approx(1.0)
+
+
+def test_an_instance_that_registers_then_passes_is_seen_without_the_rate_limit():
+    """A restarted instance registers with a critical check (Consul's index moves, the
+    passing set does not), then passes a moment later: the poll after the registration
+    is a quick one, so the instance is seen then, not up to min_interval later."""
+    clock = FakeClock()
+    healths = {1: None, 2: "critical"}  # 1: not registered yet; then critical; then passing
+
+    def answer(n: int, idx: int):
+        health = healths.get(n, "passing")
+        return 10 + n, [inst("a")] + ([] if health is None else [inst("b", health)])
+
+    script = Script(answer)
+    watch, seen = make_watch(script, clock, min_interval=1.0, min_change_interval=0.05)
+    delays = [watch.poll_once() for _ in range(3)]
+    assert delays[1] == pytest.approx(0.05)  # registered critical: poll again quickly
+    assert [i.id for i in seen[-1].instances] == ["a", "b"]
 
 
 def test_health_change_alone_is_a_change():
