@@ -18,6 +18,9 @@ class WatchTiming:
 
     ``throttle_base``/``throttle_cap`` are the backoff after the agent answered 429 (it
     protects itself: a longer floor than an outage's; ``consul_connection.throttle``).
+    ``settle_burst``: how many answers whose index moved with nothing seen changed may
+    get a quick poll (``min_change_interval``) in a burst; the allowance refills at one
+    per ``min_interval`` (``consul_connection.watch``'s pacing).
     """
 
     wait: float = 30.0
@@ -27,11 +30,12 @@ class WatchTiming:
     backoff_cap: float = 5.0
     throttle_base: float = 1.0
     throttle_cap: float = 30.0
+    settle_burst: int = 5
 
     def __post_init__(self) -> None:
         if self.wait <= 0 or self.min_interval < 0 or self.backoff_base <= 0:
             raise ValueError(f"invalid watch timing: {self}")
-        if self.throttle_base <= 0:
+        if self.throttle_base <= 0 or self.settle_burst < 0:
             raise ValueError(f"invalid watch timing: {self}")
 
 

@@ -14,12 +14,13 @@ I/O:
 - Pacing (``WatchTiming``): an answer is no proof of change. Unless it carried a real
   change, the next request starts ``min_interval`` after the previous one started (a
   broken or restarting Consul can never make the loop spin); after a real change it may
-  start ``min_change_interval`` after (a flapping value stays bounded). So may the one
-  after the first answer since a change whose index moved on with nothing we see
-  changed: Consul is in motion (a restarted instance registers critical, then passes
-  within the second), and waiting ``min_interval`` there delayed the instance's return
-  by up to a second; a second such answer in a row waits ``min_interval`` again. After
-  the first answer (a plain read) blocking starts at once.
+  start ``min_change_interval`` after (a flapping value stays bounded). So may the poll
+  after an answer whose index moved on with nothing we see changed, while an allowance
+  of ``settle_burst`` such polls lasts (refilled at one per ``min_interval``): Consul
+  is in motion (restarted instances register, their checks report critical, then pass
+  within the second: several index moves), and waiting ``min_interval`` there delayed
+  their return by up to a second. With the allowance spent they wait ``min_interval``.
+  After the first answer (a plain read) blocking starts at once.
 - Errors back off exponentially with equal jitter (``consul_connection.backoff``), capped.
 - Before the first answer an error is cached (``first_error``: callers raise it without
   asking Consul again) and the watch keeps retrying with that backoff: many callers of an
@@ -133,7 +134,11 @@ class WatchState(Generic[A, V]):
         self._started = 0.0  # driver only: when the poll in progress began
         self._stale = False  # driver only: the last poll failed and value is last-known-good
         self._marked = False  # driver only: the published value is the resource's stale mark
-        self._quiet = 0  # driver only: answers without a real change since the last one
+        # driver only: quick polls left for answers whose index moved with no change
+        # (a token bucket: settle_burst, refilled at one per min_interval), and when
+        # it was last refilled
+        self._settle_tokens = float(timing.settle_burst)
+        self._settle_at = clock()
         self._value: V | None = None  # written by the driver, read by any thread
         self._first_error: BaseException | None = None  # written by the driver, read by any
         self._first_done = threading.Event()  # set by the driver after the 1st outcome
@@ -252,15 +257,29 @@ class WatchState(Generic[A, V]):
         self._value = fresh
         if changed:
             self._emit(fresh)
-        self._quiet = 0 if changed else self._quiet + 1
-        # A real change earns a quick next poll (not the end of an outage), and so does
-        # the first answer after it whose index moved on without a change we see:
-        # something is in motion (an instance registered critical, about to pass). Any
-        # further such answer waits min_interval, so index churn cannot make it spin.
+        # A real change earns a quick next poll (not the end of an outage). So does an
+        # answer whose index moved on without a change we see, while the settle
+        # allowance lasts: something is in motion (instances register, their checks
+        # report, then pass: several index moves within a second). The allowance refills
+        # at one per min_interval, so index churn cannot spin the loop (at most one extra
+        # poll per min_interval in the long run).
         moved = previous_index != 0 and self._index > previous_index
-        quick = (changed and not marked) or (self._quiet == 1 and moved)
+        settling = not changed and moved and self._take_settle_token()
+        quick = (changed and not marked) or settling
         gap = self._timing.min_change_interval if quick else self._timing.min_interval
         return max(0.0, started + gap - self._clock())
+
+    def _take_settle_token(self) -> bool:
+        timing = self._timing
+        now = self._clock()
+        if timing.min_interval > 0:
+            refill = (now - self._settle_at) / timing.min_interval
+            self._settle_tokens = min(float(timing.settle_burst), self._settle_tokens + refill)
+        self._settle_at = now
+        if self._settle_tokens < 1.0:
+            return False
+        self._settle_tokens -= 1.0
+        return True
 
     def on_error(self, exc: BaseException) -> float | None:
         """The poll failed: cache the error or serve stale; the backoff before the next
