@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from consul_discovery.client.chain import ChainRouter
+from consul_discovery.client.chain.model import SplitterNode
 from consul_discovery.client.consul_source import ConsulSource
 from consul_discovery.client.relay_protocol import RELAY_ENV
 from consul_discovery.client.relay_server import RelayServer
@@ -39,8 +40,10 @@ def v1_weight(router: ChainRouter) -> float | None:
     chain = router.chain
     if chain is None:
         return None
-    splits = chain.nodes[chain.start_node].splits
-    return splits[0].weight if splits else None
+    start = chain.nodes[chain.start_node]  # a resolver while the splitter is not written yet
+    if not isinstance(start, SplitterNode) or not start.splits:
+        return None
+    return start.splits[0].weight
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
