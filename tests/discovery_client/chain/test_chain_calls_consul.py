@@ -11,26 +11,22 @@ other subset when every v1 instance is critical (no call fails).
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
-import random
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 
-import httpx
 import pytest
 import requests
 
 from consul_discovery.client.chain.model import SplitterNode
 from consul_discovery.client.client import ServiceClient
 from consul_discovery.client.consul_source import ConsulSource
-from consul_discovery.client.httpx_transport import AsyncDiscoveryTransport, DiscoveryTransport
 from tests.discovery_client.chain.consul_chain import write_entry
+from tests.discovery_client.chain.transports import TRANSPORTS, Calling, calling, serve_json
 from tests.discovery_client.test_source_drift import in_child
 from tests.harness.agent import ConsulAgent
 
@@ -39,27 +35,15 @@ INSTANCES = (("shop-v1-a", "1"), ("shop-v1-b", "1"), ("shop-v2", "2"))
 SPLIT_CALLS = 1000
 
 
-class _Echo(BaseHTTPRequestHandler):
-    """Answers every GET with the instance's id and version, the path and x-routed seen."""
-
-    def do_GET(self) -> None:
-        server = self.server
-        body = json.dumps(
-            {
-                "instance": server.ident,  # type: ignore[attr-defined]
-                "version": server.version,  # type: ignore[attr-defined]
-                "path": self.path,
-                "routed": self.headers.get("x-routed"),
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        """Quiet."""
+def _echo(handler: BaseHTTPRequestHandler) -> dict:
+    """The instance's id and version, the path and the x-routed header it saw."""
+    server = handler.server
+    return {
+        "instance": server.ident,  # type: ignore[attr-defined]
+        "version": server.version,  # type: ignore[attr-defined]
+        "path": handler.path,
+        "routed": handler.headers.get("x-routed"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +51,7 @@ def shop(chain_agent: ConsulAgent) -> Iterator[ConsulAgent]:
     """The three instances, registered with TTL checks, and the service's config entries."""
     servers = []
     for ident, version in INSTANCES:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-        server.daemon_threads = True
-        server.ident, server.version = ident, version  # type: ignore[attr-defined]
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        server = serve_json(_echo, ident=ident, version=version)
         servers.append(server)
         body = {
             "ID": ident, "Name": SERVICE, "Address": "127.0.0.1",
@@ -142,79 +123,16 @@ def _ttl(agent: ConsulAgent, ident: str, status: str) -> None:
     requests.put(url, timeout=5).raise_for_status()
 
 
-Get = Callable[..., dict]
-
-
-@pytest.fixture(params=["requests", "httpx", "httpx-async"])
-def transport(request, shop) -> Iterator[tuple[Get, object, Callable[[float], object]]]:
-    """``get(path, headers=None) -> answer`` through one transport, its core, and a pause
-    that lets its watches run (the asyncio source's run on the test's event loop)."""
-    rng = random.Random(7)
-    if request.param == "requests":
-        client = ServiceClient(shop.url, rng=rng)
-
-        def get(path: str, headers: dict | None = None) -> dict:
-            response = client.get(SERVICE, path, headers=headers)
-            assert response.status_code == 200, response.text
-            return {**response.json(), "served_by": response.headers.get("x-served-by")}
-
-        try:
-            yield get, client.core, time.sleep
-        finally:
-            client.close()
-    elif request.param == "httpx":
-        sync = DiscoveryTransport(consul_addr=shop.url, only=[SERVICE], rng=rng)
-        with httpx.Client(transport=sync) as http:
-
-            def get(path: str, headers: dict | None = None) -> dict:
-                response = http.get(f"http://{SERVICE}{path}", headers=headers)
-                assert response.status_code == 200, response.text
-                return {**response.json(), "served_by": response.headers.get("x-served-by")}
-
-            yield get, sync.core, time.sleep
-    else:
-        loop = asyncio.new_event_loop()
-        box: dict[str, object] = {}
-
-        async def make() -> None:
-            box["transport"] = AsyncDiscoveryTransport(shop.url, only=[SERVICE], rng=rng)
-            box["http"] = httpx.AsyncClient(transport=box["transport"])
-
-        loop.run_until_complete(make())
-        http: httpx.AsyncClient = box["http"]  # type: ignore[assignment]
-
-        def get(path: str, headers: dict | None = None) -> dict:
-            async def one() -> dict:
-                response = await http.get(f"http://{SERVICE}{path}", headers=headers)
-                assert response.status_code == 200, response.text
-                return {**response.json(), "served_by": response.headers.get("x-served-by")}
-
-            return loop.run_until_complete(one())
-
-        try:
-
-            def pause(seconds: float) -> None:
-                loop.run_until_complete(asyncio.sleep(seconds))
-
-            yield get, box["transport"].core, pause  # type: ignore[attr-defined]
-        finally:
-            loop.run_until_complete(http.aclose())
-            loop.close()
-
-
-def _until_chained(get: Get, core: object, pause: Callable[[float], object]) -> None:
-    """Call until the core routes by the service's chain (the names' watch, then the
-    chain's, answered): calls before that go to the plain service and succeed."""
-    deadline = time.monotonic() + 10
-    while core.chain(SERVICE) is None:  # type: ignore[attr-defined]
-        assert time.monotonic() < deadline, "the chain was never installed"
-        get("/warm-up")
-        pause(0.02)
+@pytest.fixture(params=TRANSPORTS)
+def transport(request, shop) -> Iterator[Calling]:
+    """Calls to SERVICE through one transport (``tests.discovery_client.chain.transports``)."""
+    with calling(request.param, shop.url, SERVICE) as through:
+        yield through
 
 
 def test_splitter_header_route_rewrite_and_failover(transport, shop):
-    get, core, pause = transport
-    _until_chained(get, core, pause)
+    get, core, pause = transport.get, transport.core, transport.pause
+    transport.until_chained(SERVICE)
     # The splitter: 90/10 between the subsets.
     versions = Counter(get("/x")["version"] for _ in range(SPLIT_CALLS))
     share = versions["2"] / SPLIT_CALLS
@@ -321,10 +239,7 @@ def test_a_threaded_source_keeps_watching_chains_in_a_forked_child(shop):
 def test_a_chain_that_cannot_be_honoured_is_reported_once_and_calls_go_plain(shop, caplog):
     """A resolver asking for something the client cannot do (least_request over three
     choices): one WARNING naming it, and the service is called as a plain service."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    server.daemon_threads = True
-    server.ident, server.version = "odd-1", "1"  # type: ignore[attr-defined]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = serve_json(_echo, ident="odd-1", version="1")
     body = {"ID": "odd-1", "Name": "odd", "Address": "127.0.0.1",
             "Port": server.server_address[1]}  # fmt: skip
     requests.put(f"{shop.url}/v1/agent/service/register", json=body, timeout=5).raise_for_status()
