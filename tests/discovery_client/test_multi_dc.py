@@ -20,7 +20,7 @@ from consul_discovery.client.consul_source import ConsulSource
 from consul_discovery.client.health_entries import instances_from_entries
 from consul_discovery.client.retry import RetryPolicy
 from consul_discovery.client.target import Target
-from tests.discovery_client.chain.test_chain_calls_consul import _Echo
+from tests.discovery_client.chain.transports import echo, serve_json
 from tests.harness.multi_dc import FederatedAgent, Federation, running_federation
 
 
@@ -190,11 +190,7 @@ def test_a_chain_failover_target_in_dc2_resolves_through_dc1(fed):
 
 
 def _echo(host: str, ident: str) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((host, 0), _Echo)
-    server.daemon_threads = True
-    server.ident, server.version = ident, "1"  # type: ignore[attr-defined]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    return serve_json(echo, host, ident=ident, version="1")
 
 
 def test_calls_fail_over_to_dc2_by_the_chain_and_come_back(fed):
@@ -277,11 +273,7 @@ def test_a_prepared_query_target_is_watched_and_fails_over(fed):
 
 
 def _serve(host: str, ident: str, port: int = 0) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((host, port), _Echo)
-    server.daemon_threads = True
-    server.ident, server.version = ident, "1"  # type: ignore[attr-defined]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    return serve_json(echo, host, port, ident=ident, version="1")
 
 
 def _stop(server: ThreadingHTTPServer) -> None:

@@ -17,7 +17,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 
 import pytest
 import requests
@@ -26,7 +25,7 @@ from consul_discovery.client.chain.model import SplitterNode
 from consul_discovery.client.client import ServiceClient
 from consul_discovery.client.consul_source import ConsulSource
 from tests.discovery_client.chain.consul_chain import write_entry
-from tests.discovery_client.chain.transports import TRANSPORTS, Calling, calling, serve_json
+from tests.discovery_client.chain.transports import TRANSPORTS, Calling, calling, echo, serve_json
 from tests.discovery_client.test_source_drift import in_child
 from tests.harness.agent import ConsulAgent
 
@@ -35,23 +34,12 @@ INSTANCES = (("shop-v1-a", "1"), ("shop-v1-b", "1"), ("shop-v2", "2"))
 SPLIT_CALLS = 1000
 
 
-def _echo(handler: BaseHTTPRequestHandler) -> dict:
-    """The instance's id and version, the path and the x-routed header it saw."""
-    server = handler.server
-    return {
-        "instance": server.ident,  # type: ignore[attr-defined]
-        "version": server.version,  # type: ignore[attr-defined]
-        "path": handler.path,
-        "routed": handler.headers.get("x-routed"),
-    }
-
-
 @pytest.fixture(scope="module")
 def shop(chain_agent: ConsulAgent) -> Iterator[ConsulAgent]:
     """The three instances, registered with TTL checks, and the service's config entries."""
     servers = []
     for ident, version in INSTANCES:
-        server = serve_json(_echo, ident=ident, version=version)
+        server = serve_json(echo, ident=ident, version=version)
         servers.append(server)
         body = {
             "ID": ident, "Name": SERVICE, "Address": "127.0.0.1",
@@ -239,7 +227,7 @@ def test_a_threaded_source_keeps_watching_chains_in_a_forked_child(shop):
 def test_a_chain_that_cannot_be_honoured_is_reported_once_and_calls_go_plain(shop, caplog):
     """A resolver asking for something the client cannot do (least_request over three
     choices): one WARNING naming it, and the service is called as a plain service."""
-    server = serve_json(_echo, ident="odd-1", version="1")
+    server = serve_json(echo, ident="odd-1", version="1")
     body = {"ID": "odd-1", "Name": "odd", "Address": "127.0.0.1",
             "Port": server.server_address[1]}  # fmt: skip
     requests.put(f"{shop.url}/v1/agent/service/register", json=body, timeout=5).raise_for_status()

@@ -1,10 +1,11 @@
 """The chain tests' shared parts: in-process JSON instances, and calls through each transport.
 
 ``serve_json(answer)`` starts an HTTP instance whose every GET is answered with
-``answer(handler)`` as JSON. ``calling(kind, consul_url, service)`` yields a ``Calling``
-for ``kind`` (``TRANSPORTS``: requests' ServiceClient, the httpx transport, the asyncio
-httpx transport): ``get(path, headers=None, source_ip=None)`` sends one GET through
-discovery and returns the answer (asserting a 200), ``core`` is the client's core and
+``answer(handler)`` as JSON (``echo``: who answered, the path and a routing header).
+``calling(kind, consul_url, service)`` yields a ``Calling`` for ``kind``
+(``TRANSPORTS``: requests' ServiceClient, the httpx transport, the asyncio httpx
+transport): ``get(path, headers=None, source_ip=None)`` sends one GET through discovery
+and returns the answer (asserting a 200), ``core`` is the client's core and
 ``pause(seconds)`` lets its watches run (the asyncio source's run on the caller's loop).
 """
 
@@ -35,10 +36,24 @@ TRANSPORTS = ("requests", "httpx", "httpx-async")
 Answer = Callable[[BaseHTTPRequestHandler], dict[str, Any]]
 
 
-def serve_json(answer: Answer, **attributes: Any) -> ThreadingHTTPServer:
-    """A running instance on 127.0.0.1 answering every GET with ``answer(handler)``;
-    ``attributes`` are set on the server (the handler reads them as ``self.server.x``).
-    Stop it with ``shutdown()`` and ``server_close()``."""
+def echo(handler: BaseHTTPRequestHandler) -> dict[str, Any]:
+    """An answer naming the instance (its server's ``ident`` and ``version``), the path
+    and the ``x-routed`` header it saw."""
+    server = handler.server
+    return {
+        "instance": server.ident,  # type: ignore[attr-defined]
+        "version": server.version,  # type: ignore[attr-defined]
+        "path": handler.path,
+        "routed": handler.headers.get("x-routed"),
+    }
+
+
+def serve_json(
+    answer: Answer, host: str = "127.0.0.1", port: int = 0, **attributes: Any
+) -> ThreadingHTTPServer:
+    """A running instance on ``host:port`` (0: a free port) answering every GET with
+    ``answer(handler)``; ``attributes`` are set on the server (the handler reads them as
+    ``self.server.x``). Stop it with ``shutdown()`` and ``server_close()``."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -52,7 +67,7 @@ def serve_json(answer: Answer, **attributes: Any) -> ThreadingHTTPServer:
         def log_message(self, *args: object) -> None:
             """Quiet."""
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
     for name, value in attributes.items():
         setattr(server, name, value)
