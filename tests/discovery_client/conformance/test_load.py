@@ -29,32 +29,46 @@ SETTLE = 0.3  # seconds after the first slow answer was due before counting
 MAX_SLOW_SHARE = 0.05  # the threaded client's figure in the full bench is 0.003-0.007
 
 
+ATTEMPTS = 2  # a run whose slowdown took effect too late to leave a second is run again
+
+
 def test_peak_ewma_keeps_a_slow_instance_s_share_low(agent, procs, make):
     for n, proc in enumerate(procs):
         register(agent, "ewma", f"ewma-{n}", proc.port)
-        proc.control(delay=DELAY)
     slow = procs[0]
-    caller = make(services={"ewma": ServiceConfig(policy="peak_ewma")})
-    on = threading.Timer(SECONDS / 3, slow.control, kwargs={"delay": DELAY * SLOW_FACTOR})
-    stalls = StallMonitor()
-    on.start()
-    try:
-        with stalls:
-            report = caller.open_loop("ewma", RATE, SECONDS)
-    finally:
-        on.cancel()
-        on.join()
+    for attempt in range(1, ATTEMPTS + 1):
         for proc in procs:
-            proc.control(delay=0)
-    assert not report.failures, report.failures[:3]
-    slow_answers = [
-        o.intended
-        for o in report.outcomes
-        if o.detail == slow.id and o.latency >= DELAY * SLOW_FACTOR and o.intended >= SECONDS / 3
-    ]
-    assert slow_answers, "the slowdown never took effect"
-    window = [o for o in report.outcomes if o.intended >= min(slow_answers) + SETTLE]
-    assert len(window) >= RATE, len(window)  # at least a second's worth of calls
+            proc.control(delay=DELAY)
+        caller = make(services={"ewma": ServiceConfig(policy="peak_ewma")})
+        on = threading.Timer(SECONDS / 3, slow.control, kwargs={"delay": DELAY * SLOW_FACTOR})
+        stalls = StallMonitor()
+        on.start()
+        try:
+            with stalls:
+                report = caller.open_loop("ewma", RATE, SECONDS)
+        finally:
+            on.cancel()
+            on.join()
+            for proc in procs:
+                proc.control(delay=0)
+        assert not report.failures, report.failures[:3]
+        slow_answers = [
+            o.intended
+            for o in report.outcomes
+            if o.detail == slow.id
+            and o.latency >= DELAY * SLOW_FACTOR
+            and o.intended >= SECONDS / 3
+        ]
+        assert slow_answers, "the slowdown never took effect"
+        window = [o for o in report.outcomes if o.intended >= min(slow_answers) + SETTLE]
+        if len(window) >= RATE or attempt == ATTEMPTS:
+            break
+        # Not what is measured (see the module): the switch came late (seen once in CI:
+        # the first slow answer over 1 s after the switch was due), so measure again.
+        print(f"\n{caller.kind}: first slow answer at {min(slow_answers):.2f}s, only "
+              f"{len(window)} calls after it; longest stall {stalls.longest * 1e3:.0f} ms: "
+              "measuring again")  # fmt: skip
+    assert len(window) >= RATE, (len(window), min(slow_answers), stalls.longest)
     share = sum(1 for o in window if o.detail == slow.id) / len(window)
     print(f"\n{caller.kind}: slow instance's share {share:.3f} of {len(window)} calls; "
           f"longest stall of this process {stalls.longest * 1e3:.0f} ms")  # fmt: skip
