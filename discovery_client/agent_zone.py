@@ -127,9 +127,8 @@ class AgentZoneReader:
         with self._lock:
             if self._known or self._closed or self._running is not None or not self._listeners:
                 return
-            self._running = running = self._start(self._read())
-            if running is None:
-                return  # no loop to run it now: the source resumes it from its loop
+            # None: no loop can run it now; the source resumes it from its loop
+            self._running = self._start(self._read())
 
     def loop_gone(self) -> None:
         """The loop a read ran on is gone (an ended event loop): ``resume`` starts another."""

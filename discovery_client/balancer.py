@@ -114,9 +114,8 @@ class Balancer:
     def set_policy(self, policy: str) -> None:
         """Balance by ``policy`` from now on (a chain's resolver chose it): a new picker,
         loads kept; ValueError for a policy ``ServiceConfig`` refuses."""
-        config = dataclasses.replace(self.config, policy=policy)
-        with self._lock:
-            self.config = config
+        with self._lock:  # two switches at once: the last one wins, whole
+            self.config = dataclasses.replace(self.config, policy=policy)
             self._rebuild(self._clock())
         log.info("%s: balancing by %s", self.service, policy)
 
