@@ -190,11 +190,16 @@ class AttemptPlan:
 
     # ---- the decision ---------------------------------------------------------------
 
+    def final_answer(self, status: int) -> bool:
+        """True if an answer with ``status`` ends the call whatever else holds: no policy
+        retries it (``decide``'s first rule, without its side effects)."""
+        return status not in self.policy.retry_statuses
+
     def decide(self) -> bool:
         """Decide, once per attempt, whether another follows; if so ``delay`` says when."""
         policy = self.policy
         status = self.last_status
-        if status is not None and status not in policy.retry_statuses:
+        if status is not None and self.final_answer(status):
             return False  # the common case: an answer no policy retries
         if self.no_instance is not None:
             return False

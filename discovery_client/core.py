@@ -13,7 +13,7 @@ by name that does not depend on how bytes move:
   (consul_discovery.client.chain.routes);
 * readiness: how long a call may wait for a first resolution (``first_wait``; the shell
   only blocks or awaits the source for that long and hands the answer to the state);
-* the attempt plan and its loop (consul_discovery.client.attempt and .steps);
+* the attempt plan (consul_discovery.client.attempt; its loop: .steps);
 * a typed, frozen stats snapshot (consul_discovery.client.stats) and, when asked for,
   a Prometheus registry with a collector over it (prometheus_client is optional: the
   core imports without it).
@@ -44,12 +44,9 @@ from consul_discovery.client.retry import RetryPolicy
 from consul_discovery.client.route import RequestView, Route
 from consul_discovery.client.state import TargetState, TargetStates
 from consul_discovery.client.stats import ClientStats, WatchStats
-from consul_discovery.client.steps import Classify, Step, attempt_steps
 from consul_discovery.client.target import Target
 
 if TYPE_CHECKING:
-    from collections.abc import Generator
-
     from prometheus_client import CollectorRegistry
 
 # Frozen values, so shared defaults are safe.
@@ -228,24 +225,23 @@ class DiscoveryCore:
         budget = min(self.resolve_timeout, policy.deadline)
         return max(0.0, budget - (self.clock() - started))
 
-    def steps(
+    def plan(
         self,
         route: Route,
         request: RequestView,
-        errors: tuple[type[BaseException], ...],
-        classify: Classify,
         *,
         replayable: bool,
         retry: RetryPolicy | None = None,
         started: float | None = None,
-    ) -> tuple[AttemptPlan, Generator[Step, Any, None]]:
-        """The call's plan and its attempt loop (consul_discovery.client.steps).
+    ) -> AttemptPlan:
+        """The call's plan (consul_discovery.client.attempt), for its attempt loop
+        (consul_discovery.client.steps).
 
         ``retry`` overrides the route's and the client's policy for this call;
         ``replayable`` is false for a body that cannot be sent twice.
         """
         hash_policy = route.hash_policy
-        plan = AttemptPlan(
+        return AttemptPlan(
             route,
             retry or route.retry or self.retry,
             request.method,
@@ -256,7 +252,6 @@ class DiscoveryCore:
             started=started,
             hash_key=None if hash_policy is None else hash_policy(request),
         )
-        return plan, attempt_steps(plan, errors, classify)
 
     # ---- observability and lifecycle ----------------------------------------------
 

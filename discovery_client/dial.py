@@ -16,7 +16,8 @@ instance's address themselves.
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from consul_discovery.client.instance import Instance
 from consul_discovery.connection.addresses import bracket_host
@@ -35,6 +36,15 @@ class Dial:
     authority: str  # the Host header: host[:port] (default port left out)
     url_port: int | None  # the port as a URL spells it: None for the scheme's default
     ssl_context: ssl.SSLContext | None = None
+    # The httpx shells' ``Host`` entry, encoded once (never per call).
+    host_entry: tuple[bytes, bytes, bytes] = field(init=False, compare=False, repr=False)
+    # The shells' memo of what they derive from this Dial per call shape (the httpx
+    # shells: an instance URL per path); any thread (dict operations are atomic).
+    memo: dict[Any, Any] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "host_entry", (b"Host", b"host", self.authority.encode("ascii")))
+        object.__setattr__(self, "memo", {})
 
     @classmethod
     def of(

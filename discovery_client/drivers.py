@@ -10,9 +10,12 @@ transport. Each call:
 2. if its Target is not resolved yet, waits for the first Resolution (``resolve``,
    blocking or awaited, at most ``core.first_wait``) and hands it to the Target's state;
    a Connect target waits for the caller's mesh identity the same way (``core.connect``);
-3. carries out the steps: ``send(endpoint, plan)`` the request (the plan caps its
-   timeouts), ``shell.release``/``shell.park`` superseded answers, ``sleep`` between
-   attempts; anything a step raises is thrown into the loop, which decides what it means.
+3. sends the first attempt itself (``send(endpoint, plan)``; the plan caps its
+   timeouts) and returns an answer the plan calls final (most calls end there, without
+   the loop's machinery); otherwise hands the outcome to the loop
+   (``steps.resume_steps``) and carries out its steps: ``send`` again,
+   ``shell.release``/``shell.park`` superseded answers, ``sleep`` between attempts;
+   anything a step raises is thrown into the loop, which decides what it means.
 
 A shell is the transport's side: its exception classes (``errors``), ``classify`` (where
 in the exchange one happened), ``release`` and ``park`` (blocking or async).
@@ -32,7 +35,7 @@ from consul_discovery.client.load import Endpoint
 from consul_discovery.client.retry import ErrorKind, RetryPolicy
 from consul_discovery.client.route import RequestView
 from consul_discovery.client.state import TargetState
-from consul_discovery.client.steps import Done, Release, Send, Sleep
+from consul_discovery.client.steps import Done, Release, Send, Sleep, resume_steps
 
 R = TypeVar("R")
 
@@ -111,9 +114,23 @@ class SyncDriver(Generic[R]):
             self.ready(state, started, retry)
         if state.target.connect and not core.connect.ready:  # like a first resolve
             core.connect.wait_ready(core.first_wait(started, retry))
-        plan, steps = core.steps(route, request, shell.errors, shell.classify,
-                                 replayable=replayable, retry=retry, started=started)  # fmt: skip
-        step = next(steps)
+        plan = core.plan(route, request, replayable=replayable, retry=retry, started=started)
+        endpoint = plan.next_endpoint()
+        if endpoint is None:  # nothing to pick: the loop says what that means
+            steps, step = resume_steps(plan, shell.errors, shell.classify, None)
+        else:  # the first attempt, without the loop unless it needs one
+            try:
+                answer = send(endpoint, plan)
+            except BaseException as exc:  # the loop decides what it means
+                steps, step = resume_steps(plan, shell.errors, shell.classify, endpoint,
+                                           error=exc)  # fmt: skip
+            else:
+                status = answer.status_code  # type: ignore[attr-defined]
+                if plan.final_answer(status):  # the common case: no retry can follow
+                    plan.answered(status, answer.headers)  # type: ignore[attr-defined]
+                    return answer
+                steps, step = resume_steps(plan, shell.errors, shell.classify, endpoint,
+                                           answer)  # fmt: skip
         while True:
             kind = type(step)
             if kind is Send:
@@ -183,9 +200,23 @@ class AsyncDriver(Generic[R]):
             await self.ready(state, started, retry)
         if state.target.connect and not core.connect.ready:  # like a first resolve
             await core.connect.await_ready(core.first_wait(started, retry))
-        plan, steps = core.steps(route, request, shell.errors, shell.classify,
-                                 replayable=replayable, retry=retry, started=started)  # fmt: skip
-        step = next(steps)
+        plan = core.plan(route, request, replayable=replayable, retry=retry, started=started)
+        endpoint = plan.next_endpoint()
+        if endpoint is None:  # nothing to pick: the loop says what that means
+            steps, step = resume_steps(plan, shell.errors, shell.classify, None)
+        else:  # the first attempt, without the loop unless it needs one
+            try:
+                answer = await send(endpoint, plan)
+            except BaseException as exc:  # a cancellation too: the loop abandons
+                steps, step = resume_steps(plan, shell.errors, shell.classify, endpoint,
+                                           error=exc)  # fmt: skip
+            else:
+                status = answer.status_code  # type: ignore[attr-defined]
+                if plan.final_answer(status):  # the common case: no retry can follow
+                    plan.answered(status, answer.headers)  # type: ignore[attr-defined]
+                    return answer
+                steps, step = resume_steps(plan, shell.errors, shell.classify, endpoint,
+                                           answer)  # fmt: skip
         while True:
             kind = type(step)
             if kind is Send:

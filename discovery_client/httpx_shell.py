@@ -66,23 +66,38 @@ _FAST_URLS = _fast_urls()
 _new_tuple = tuple.__new__
 
 
+#: How many instance URLs one Dial remembers (one per path and query called) before it
+#: forgets them all.
+MAX_URLS_PER_DIAL = 256
+
+
 def instance_url(url: httpx.URL, dial: Dial) -> httpx.URL:
     """``url`` with its scheme, host and port replaced by ``dial``'s.
 
     ``URL.copy_with`` parses and validates the whole URL again (about a third of the
     transport's own cost per call), and even a NamedTuple's ``_replace`` is slow; an
     already parsed URL only needs a new parse result with the endpoint's scheme, host and
-    port. IPv6 hosts, and any httpx whose URL is kept otherwise, take ``copy_with``.
+    port, and a Dial remembers the URL it made for each path and query (URLs are
+    immutable: requests may share one). IPv6 hosts, and any httpx whose URL is kept
+    otherwise, take ``copy_with``.
     """
     host = dial.host
     if not _FAST_URLS or ":" in host:
         return url.copy_with(scheme=dial.scheme, host=host, port=dial.port)
     parsed = url._uri_reference
-    fast = _new_url(httpx.URL)
-    # (scheme, userinfo, host, port) swapped; path, query and fragment kept.
-    fast._uri_reference = _new_tuple(
-        type(parsed), (dial.scheme, parsed[1], host, dial.url_port, *parsed[4:])
-    )
+    tail = parsed[4:]  # path, query, fragment
+    key = (parsed[1], *tail)
+    memo = dial.memo
+    fast = memo.get(key)
+    if fast is None:
+        fast = _new_url(httpx.URL)
+        # (scheme, userinfo, host, port) swapped; path, query and fragment kept.
+        fast._uri_reference = _new_tuple(
+            type(parsed), (dial.scheme, parsed[1], host, dial.url_port, *tail)
+        )
+        if len(memo) >= MAX_URLS_PER_DIAL:
+            memo.clear()
+        memo[key] = fast
     return fast
 
 
@@ -99,14 +114,14 @@ def url_parts(url: httpx.URL) -> tuple[str, str | None, int | None]:
     return url.scheme, url.host, url.port
 
 
-def _with_host(headers: httpx.Headers, authority: str) -> httpx.Headers:
-    """A copy of ``headers`` with ``Host`` set to ``authority``."""
+def _with_host(headers: httpx.Headers, dial: Dial) -> httpx.Headers:
+    """A copy of ``headers`` with ``Host`` set to ``dial``'s authority."""
     raw = getattr(headers, "_list", None)
     if raw is None:  # another httpx: the public way
         copy = headers.copy()
-        copy["Host"] = authority
+        copy["Host"] = dial.authority
         return copy
-    host = (b"Host", b"host", authority.encode("ascii"))
+    host = dial.host_entry
     if raw and raw[0][1] == b"host":  # where httpx puts it
         entries = [host, *raw[1:]]
     else:
@@ -167,7 +182,7 @@ def attempt_request(request: httpx.Request, endpoint: Endpoint, plan: AttemptPla
     attempt = _new_request(httpx.Request)
     attempt.__dict__.update(request.__dict__)
     attempt.url = instance_url(request.url, dial)
-    attempt.headers = _with_host(request.headers, dial.authority)
+    attempt.headers = _with_host(request.headers, dial)
     changes = route.changes
     if changes is not None:  # a chain route's prefix rewrite and header modifiers
         raw = attempt.url.raw_path.decode("ascii")

@@ -86,13 +86,26 @@ class Done:
 Step = Send | Release | Park | Sleep | Done
 
 
+_NOT_PICKED: Any = object()
+
+
 def attempt_steps(
-    plan: AttemptPlan, errors: tuple[type[BaseException], ...], classify: Classify
+    plan: AttemptPlan,
+    errors: tuple[type[BaseException], ...],
+    classify: Classify,
+    picked: Endpoint | None = _NOT_PICKED,
 ) -> Generator[Step, Any, None]:
-    """The loop: pick, send, account, decide, retry; see the module docstring."""
+    """The loop: pick, send, account, decide, retry; see the module docstring.
+
+    ``picked``: the first attempt's ``plan.next_endpoint()``, when the driver already
+    picked it (``resume_steps``); the loop then starts from that pick.
+    """
     response: Any = None
     while True:
-        endpoint = plan.next_endpoint()
+        if picked is _NOT_PICKED:
+            endpoint = plan.next_endpoint()
+        else:
+            endpoint, picked = picked, _NOT_PICKED
         if endpoint is not None:
             try:
                 answer = yield Send(endpoint)
@@ -122,3 +135,28 @@ def attempt_steps(
     if response is None:
         plan.raise_failure()
     yield Done(response)
+
+
+def resume_steps(
+    plan: AttemptPlan,
+    errors: tuple[type[BaseException], ...],
+    classify: Classify,
+    endpoint: Endpoint | None,
+    answer: Any = None,
+    error: BaseException | None = None,
+) -> tuple[Generator[Step, Any, None], Step]:
+    """The loop and its next step, entered after a driver made the first attempt itself.
+
+    Drivers send a call's first attempt without the loop (``endpoint`` is the plan's
+    first ``next_endpoint()``), and return an answer the plan calls final at once
+    (``AttemptPlan.final_answer``, the first rule of ``decide``). Anything else comes
+    here: the attempt's ``answer`` or ``error`` is handed to the loop as if it had yielded
+    ``Send(endpoint)`` for it (no endpoint: the loop decides what an empty pick means).
+    """
+    steps = attempt_steps(plan, errors, classify, endpoint)
+    step = next(steps)
+    if endpoint is None:
+        return steps, step
+    if error is not None:
+        return steps, steps.throw(error)
+    return steps, steps.send(answer)
