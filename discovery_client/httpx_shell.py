@@ -26,6 +26,7 @@ from consul_discovery.client.errors import AllAttemptsFailedError, DiscoveryErro
 from consul_discovery.client.httpx_pools import SSL_CONTEXT_EXTENSION
 from consul_discovery.client.load import Endpoint
 from consul_discovery.client.retry import ErrorKind
+from consul_discovery.client.routing import UNSEEN, Router
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _TIMEOUT_KEYS = ("connect", "read", "write", "pool")
@@ -84,20 +85,18 @@ def instance_url(url: httpx.URL, dial: Dial) -> httpx.URL:
     host = dial.host
     if not _FAST_URLS or ":" in host:
         return url.copy_with(scheme=dial.scheme, host=host, port=dial.port)
-    parsed = url._uri_reference
-    tail = parsed[4:]  # path, query, fragment
-    key = (parsed[1], *tail)
+    parsed = url._uri_reference  # a NamedTuple: hashable, the memo's key
     memo = dial.memo
-    fast = memo.get(key)
+    fast = memo.get(parsed)
     if fast is None:
         fast = _new_url(httpx.URL)
         # (scheme, userinfo, host, port) swapped; path, query and fragment kept.
         fast._uri_reference = _new_tuple(
-            type(parsed), (dial.scheme, parsed[1], host, dial.url_port, *tail)
+            type(parsed), (dial.scheme, parsed[1], host, dial.url_port, *parsed[4:])
         )
         if len(memo) >= MAX_URLS_PER_DIAL:
             memo.clear()
-        memo[key] = fast
+        memo[parsed] = fast
     return fast
 
 
@@ -114,13 +113,31 @@ def url_parts(url: httpx.URL) -> tuple[str, str | None, int | None]:
     return url.scheme, url.host, url.port
 
 
+def url_service(router: Router, url: httpx.URL) -> str | None:
+    """The service ``url`` names by ``router``'s rule, or None (an ordinary address).
+
+    Remembered by the URL's parsed origin (scheme, userinfo, host, port: one tuple
+    slice), so a call asks no more than a dict lookup.
+    """
+    if _FAST_URLS:
+        key = url._uri_reference[:4]
+        found = router.seen(key)
+        if found is not UNSEEN:
+            return found  # type: ignore[return-value]
+        return router.remember(key, *url_parts(url))
+    return router.service(*url_parts(url))
+
+
+_FAST_HEADERS = isinstance(getattr(httpx.Headers(), "_list", None), list)
+
+
 def _with_host(headers: httpx.Headers, dial: Dial) -> httpx.Headers:
     """A copy of ``headers`` with ``Host`` set to ``dial``'s authority."""
-    raw = getattr(headers, "_list", None)
-    if raw is None:  # another httpx: the public way
+    if not _FAST_HEADERS:  # another httpx: the public way
         copy = headers.copy()
         copy["Host"] = dial.authority
         return copy
+    raw = headers._list
     host = dial.host_entry
     if raw and raw[0][1] == b"host":  # where httpx puts it
         entries = [host, *raw[1:]]

@@ -69,7 +69,7 @@ from consul_discovery.client.httpx_shell import (
     classify_httpx_error,
     raise_as_httpx,
     replayable,
-    url_parts,
+    url_service,
 )
 from consul_discovery.client.load import Endpoint
 from consul_discovery.client.propagation import inject
@@ -190,11 +190,11 @@ class DiscoveryTransport(httpx.BaseTransport):
 
     def service_for(self, url: httpx.URL) -> str | None:
         """The service a URL names, or None when it should go to ``fallback``."""
-        return self.router.service(*url_parts(url))
+        return url_service(self.router, url)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send through discovery if the host is a service name, else through ``fallback``."""
-        service = self.service_for(request.url)
+        service = url_service(self.router, request.url)
         if service is None:
             return self.fallback.handle_request(request)
         inject(request.headers)
@@ -299,11 +299,11 @@ class AsyncDiscoveryTransport(httpx.AsyncBaseTransport):
 
     def service_for(self, url: httpx.URL) -> str | None:
         """The service a URL names, or None when it should go to ``fallback``."""
-        return self.router.service(*url_parts(url))
+        return url_service(self.router, url)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send through discovery if the host is a service name, else through ``fallback``."""
-        service = self.service_for(request.url)
+        service = url_service(self.router, request.url)
         if service is None:
             return await self.fallback.handle_async_request(request)
         inject(request.headers)

@@ -9,7 +9,7 @@ service names are DNS labels; ordinary hosts have dots).
 from __future__ import annotations
 
 import re
-from collections.abc import Container, Iterable
+from collections.abc import Container, Hashable, Iterable
 
 _SERVICE_LABEL = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -49,7 +49,7 @@ class Router:
         self.known = known
         self.max_hosts = max_hosts
         # (scheme, host, port) -> service or None; any thread (dict operations are atomic)
-        self._seen: dict[tuple[str, str | None, int | None], str | None] = {}
+        self._seen: dict[Hashable, str | None] = {}
 
     def service(self, scheme: str, host: str | None, port: int | None) -> str | None:
         """The service a URL's parts name, or None when it is an ordinary address."""
@@ -58,8 +58,27 @@ class Router:
             return self._seen[key]
         except KeyError:
             pass
+        return self.remember(key, scheme, host, port)
+
+    def seen(self, key: Hashable) -> str | _Unseen | None:
+        """The answer remembered under ``key`` (a shell's own key for a URL's origin:
+        ``remember`` stores it), else ``UNSEEN``."""
+        return self._seen.get(key, UNSEEN)
+
+    def remember(
+        self, key: Hashable, scheme: str, host: str | None, port: int | None
+    ) -> str | None:
+        """The service a URL's parts name, remembered under ``key`` from now on."""
         found = service_for(scheme, host, port, only=self.only, known=self.known)
         if len(self._seen) >= self.max_hosts:
             self._seen.clear()
         self._seen[key] = found
         return found
+
+
+class _Unseen:
+    """The type of ``UNSEEN``."""
+
+
+#: What ``Router.seen`` answers for a key it has no answer for.
+UNSEEN = _Unseen()

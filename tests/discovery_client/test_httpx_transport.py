@@ -209,3 +209,30 @@ def test_the_sync_transport_stands_alone_or_shares_a_client_core_but_not_both():
     assert shared.core is client.core
     shared.close()
     client.close()
+
+
+def test_a_dial_remembers_its_attempt_urls_and_forgets_them_past_its_bound(monkeypatch):
+    import consul_discovery.client.httpx_shell as shell
+
+    dial = Dial.of(Instance("i", "svc", "127.0.0.1", 8080))
+    first = instance_url(httpx.URL("http://svc/a?x=1"), dial)
+    assert instance_url(httpx.URL("http://svc/a?x=1"), dial) is first  # one URL per path
+    other = instance_url(httpx.URL("http://svc/a?x=2"), dial)
+    assert other is not first and str(other) == "http://127.0.0.1:8080/a?x=2"
+    monkeypatch.setattr(shell, "MAX_URLS_PER_DIAL", 3)
+    for n in range(10):
+        instance_url(httpx.URL(f"http://svc/{n}"), dial)
+        assert len(dial.memo) <= 3
+
+
+def test_the_transport_remembers_which_origins_name_a_service():
+    from consul_discovery.client.httpx_shell import url_service
+    from consul_discovery.client.routing import Router
+
+    router = Router(None, ())
+    for _ in range(2):  # asked, then remembered: the same answers
+        assert url_service(router, httpx.URL("http://orders/x")) == "orders"
+        assert url_service(router, httpx.URL("http://orders:8080/x")) is None
+        assert url_service(router, httpx.URL("https://orders/x")) is None
+        assert url_service(router, httpx.URL("http://example.com/")) is None
+    assert len(router._seen) == 4

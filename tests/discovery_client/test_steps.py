@@ -296,3 +296,61 @@ def test_the_gc_meter_counts_collections():
     before = GC_PAUSES.total
     gc.collect()
     assert GC_PAUSES.total > before
+
+
+def _trace(steps: Any, first: Any, outcomes: list[Any]) -> list[str]:
+    """Play a loop to its end: each Send answered or thrown from ``outcomes`` in order."""
+    seen, step = [], first
+    while True:
+        seen.append(type(step).__name__)
+        if isinstance(step, Done):
+            return seen
+        if isinstance(step, Send):
+            outcome = outcomes.pop(0)
+            step = steps.throw(outcome) if isinstance(outcome, Exception) else steps.send(outcome)
+        elif isinstance(step, Park):
+            step = steps.send(step.response)
+        else:
+            step = next(steps)
+
+
+@pytest.mark.parametrize(
+    "outcomes",
+    [
+        [Answer(503), Answer(200)],
+        [ConnectFailed("refused"), Answer(200)],
+        [ReadFailed("reset"), Answer(502), Answer(200)],
+    ],
+    ids=["retried answer", "connect error", "read error then 502"],
+)
+def test_a_loop_resumed_after_the_drivers_first_attempt_is_the_loop_from_the_start(outcomes):
+    """The drivers send the first attempt themselves; the loop they resume must do what
+    it would have done had it sent it (same steps, same accounting)."""
+    from consul_discovery.client.steps import resume_steps
+
+    def run(resumed: bool) -> tuple[list[str], dict[str, tuple[int, int, int]]]:
+        clock = FakeClock()
+        route = route_of(("svc", 3), clock=clock)
+        plan, steps = start(route, clock, method="POST", headers={"Idempotency-Key": "k"})
+        left = list(outcomes)
+        if resumed:
+            endpoint = plan.next_endpoint()
+            first = left.pop(0)
+            error = first if isinstance(first, Exception) else None
+            steps, step = resume_steps(plan, ERRORS, classify, endpoint,
+                                       None if error else first, error)  # fmt: skip
+            trace = ["Send", *_trace(steps, step, left)]
+        else:
+            trace = _trace(steps, next(steps), left)
+        accounted = {i: (lo.picks, lo.failures, lo.in_flight) for i, lo in loads(route).items()}
+        return trace, accounted
+
+    assert run(resumed=True) == run(resumed=False)
+
+
+def test_the_drivers_take_only_an_answer_no_policy_retries_as_final():
+    clock = FakeClock()
+    route = route_of(("svc", 2), clock=clock)
+    plan, _steps = start(route, clock)
+    assert plan.final_answer(200) and plan.final_answer(404)
+    assert not plan.final_answer(503)  # decide() may retry it: the loop's to judge
