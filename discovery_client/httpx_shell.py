@@ -122,9 +122,9 @@ def url_service(router: Router, url: httpx.URL) -> str | None:
     if _FAST_URLS:
         key = url._uri_reference[:4]
         found = router.seen(key)
-        if found is not UNSEEN:
-            return found  # type: ignore[return-value]
-        return router.remember(key, *url_parts(url))
+        if found is UNSEEN:
+            return router.remember(key, *url_parts(url))
+        return found  # type: ignore[return-value]
     return router.service(*url_parts(url))
 
 
@@ -154,14 +154,6 @@ def _with_host(headers: httpx.Headers, dial: Dial) -> httpx.Headers:
 _new_headers = httpx.Headers.__new__
 
 
-def _within(timeouts: dict[str, float | None] | None, remaining: float) -> bool:
-    """True if each of httpx' four timeouts is set and no longer than ``remaining``."""
-    try:
-        return len(timeouts) == len(_TIMEOUT_KEYS) and max(timeouts.values()) <= remaining  # type: ignore[arg-type, type-var]
-    except TypeError:  # no timeouts, or an unbounded (None) one
-        return False
-
-
 def _capped(timeouts: dict[str, float | None] | None, remaining: float) -> dict[str, float]:
     """Each of httpx' four timeouts, None (unbounded) or not, cut to ``remaining``."""
     timeouts = timeouts or {}
@@ -188,7 +180,11 @@ def attempt_request(request: httpx.Request, endpoint: Endpoint, plan: AttemptPla
         timeouts = {**(timeouts or {}), "connect": route.connect_timeout}
         extensions = dict(extensions)
         extensions["timeout"] = timeouts
-    if not _within(timeouts, remaining):
+    try:  # each of httpx' four timeouts set and no longer than what is left
+        within = len(timeouts) == 4 and max(timeouts.values()) <= remaining  # type: ignore[arg-type, type-var]
+    except TypeError:  # no timeouts, or an unbounded (None) one
+        within = False
+    if not within:
         extensions = dict(extensions)
         extensions["timeout"] = _capped(timeouts, remaining)
     if dial.scheme == "https":  # a Connect endpoint: the pool is keyed by its context
