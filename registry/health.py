@@ -77,6 +77,9 @@ class HealthChecks:
         return HealthReport(overall, results)
 
 
+_CLOSE = {"Connection": "close"}
+
+
 def http_probe(
     url: str, timeout: float = 2.0, session: requests.Session | None = None
 ) -> Callable[[], HealthReport]:
@@ -89,7 +92,10 @@ def http_probe(
 
     def probe() -> HealthReport:
         try:
-            response = session.get(url, timeout=timeout)
+            # A connection per probe: an idle kept-alive one from the master would be
+            # inherited by every worker forked after it, and the worker serving it would
+            # wait on it at shutdown until gunicorn's graceful timeout kills it.
+            response = session.get(url, timeout=timeout, headers=_CLOSE)
         except requests.RequestException as exc:
             return HealthReport(CRITICAL, {"http": {"status": CRITICAL, "error": str(exc)}})
         try:
