@@ -9,8 +9,11 @@ deny the rest; Prometheus scrapes the mesh instances with a ``prometheus`` ident
 from __future__ import annotations
 
 import io
+import os
 import socket
 import ssl
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,7 +28,7 @@ from consul_discovery.mesh.intentions_cli import list_intentions, set_intention
 from consul_discovery.mesh.service_identity import ServiceIdentity
 from services.client import ApiError, PlatformClient
 from services.cluster import control, mesh
-from services.cluster.plan import MESH_SERVICES, ClusterPlan
+from services.cluster.plan import MESH_SERVICES, REPO_ROOT, ClusterPlan
 from services.demo import run_demo
 from tests.services.cluster.conftest import free_plan, stop_cluster
 
@@ -69,6 +72,31 @@ def test_the_seed_flow_works_through_the_gateway_and_the_mesh(cluster: ClusterPl
     out = io.StringIO()
     run_demo(PlatformClient.via_gateway(cluster.gateway_url), out)
     assert "demo OK" in out.getvalue()
+
+
+def test_make_demo_also_shows_a_direct_call_refused(cluster: ClusterPlan) -> None:
+    """`make demo` on a MESH=1 cluster: the seed flow, the live setting, then a direct
+    call to order-service without a certificate, refused; MESH comes from the saved plan."""
+    env = {**os.environ, "CLUSTER_RUN_DIR": str(cluster.run_dir), "MESH": ""}
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cluster", "demo"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    print(result.stdout, result.stderr)
+    assert result.returncode == 0
+    order = cluster.instances_of("order-service")[0]
+    for shown in (
+        "demo OK",
+        "live config OK",
+        f"[mesh] GET /health on order-service at {order.address}, no certificate",
+        "-> refused at the TLS handshake",
+        "mesh OK",
+    ):
+        assert shown in result.stdout, shown
 
 
 def test_every_mesh_instance_is_connect_native_and_passing(cluster: ClusterPlan) -> None:
