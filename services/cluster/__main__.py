@@ -42,7 +42,7 @@ def _demo(plan: ClusterPlan) -> int:
     """Run services.demo against this cluster; its KV step gets Consul's variables (secure:
     a server, the CA and the config admin token, which may write only under config/).
     With MESH=1, a direct call without a certificate is shown refused. The dev profile
-    then runs the canary (``services.cluster.canary``; not in the mesh)."""
+    then runs the canary (``services.cluster.canary``)."""
     from services import demo
     from services.client import ClientError
 
@@ -60,16 +60,14 @@ def _demo(plan: ClusterPlan) -> int:
             return 1
     if code or plan.profile != "dev":
         return code
-    if plan.mesh:  # it reads each order-service instance's /metrics in plain HTTP
-        print("(the canary is not run in the mesh yet: make run-cluster without MESH=1)")
-        return 0
     if not plan.order_canaries:
         print("(no order-service canary in this cluster: make run-cluster CANARIES=1 adds one)")
         return 0
     from consul_discovery.connection import ConsulConnection
     from services.cluster import canary
 
-    return canary.main(ConsulConnection.from_env({}, address=plan.consul_address), plan.gateway_url)
+    conn = ConsulConnection.from_env({}, address=plan.consul_address)
+    return canary.main(conn, plan.gateway_url, mesh=plan.mesh)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,7 +37,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterPlan]:
-    plan = free_plan(tmp_path_factory.mktemp("mesh"), mesh=True, autorestart=False)
+    # One of the two order-service instances is a canary (2.0.0): `make demo` runs the
+    # canary through the mesh.
+    plan = free_plan(
+        tmp_path_factory.mktemp("mesh"), mesh=True, autorestart=False, order_canaries=1
+    )
     try:
         control.up(plan, timeout=120)
         yield plan
@@ -75,8 +79,9 @@ def test_the_seed_flow_works_through_the_gateway_and_the_mesh(cluster: ClusterPl
 
 
 def test_make_demo_also_shows_a_direct_call_refused(cluster: ClusterPlan) -> None:
-    """`make demo` on a MESH=1 cluster: the seed flow, the live setting, then a direct
-    call to order-service without a certificate, refused; MESH comes from the saved plan."""
+    """`make demo` on a MESH=1 cluster: the seed flow, the live setting, a direct call to
+    order-service without a certificate, refused, then the canary (its split routed by
+    the gateway's calls through the mesh); MESH comes from the saved plan."""
     env = {**os.environ, "CLUSTER_RUN_DIR": str(cluster.run_dir), "MESH": ""}
     result = subprocess.run(
         [sys.executable, "-m", "services.cluster", "demo"],
@@ -95,6 +100,7 @@ def test_make_demo_also_shows_a_direct_call_refused(cluster: ClusterPlan) -> Non
         f"[mesh] GET /health on order-service at {order.address}, no certificate",
         "-> refused at the TLS handshake",
         "mesh OK",
+        "canary OK",
     ):
         assert shown in result.stdout, shown
 
