@@ -21,6 +21,8 @@ def _print_summary(plan: ClusterPlan, rows: list[control.InstanceStatus]) -> Non
     print(f"Gateway:   {plan.gateway_url}")
     print(f"Consul UI: {plan.consul_ui_url}")
     print(f"Prometheus: {plan.prometheus_url}   (targets found through Consul)")
+    if plan.mesh:
+        print("Mesh:      on, mTLS between services   (make intentions: who may call whom)")
     if plan.secure:
         print(f"CA:        {plan.ca_file}   (add it to your browser, or accept the warning)")
         print("UI token:  make ui-token PROFILE=secure   (paste it into the UI's Log in)")

@@ -1,5 +1,6 @@
 """MESH=1 as configuration: the plan, the supervisord programs, Prometheus' jobs, the
-intentions, the discovery client's setting and Prometheus' identity files (no Consul)."""
+intentions, the discovery client's setting, Prometheus' identity files and a mesh
+denial's error (no Consul)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import requests
 
+from consul_discovery.client.failure_origin import dependency_failure_headers
 from consul_discovery.mesh.identity import CaRoot, CaRoots, Leaf, PrivateKeyPem
 from consul_discovery.mesh.spiffe import SpiffeId
 from services.cluster import control, mesh, prometheus, stopping
@@ -19,6 +22,7 @@ from services.cluster.plan import MESH_SERVICES, ClusterConfigError, ClusterPlan
 from services.cluster.scrape_identity import IdentityFiles
 from services.cluster.supervisor_conf import SCRAPE_IDENTITY, instance_env, render
 from services.common.discovery import connect_setting
+from services.common.upstream import mesh_denial
 
 
 def programs(plan: ClusterPlan) -> dict[str, configparser.SectionProxy]:
@@ -185,3 +189,25 @@ def test_identity_files_are_private_rewritten_whole_and_removed(tmp_path: Path) 
     assert sorted(p.name for p in files.directory.iterdir()) == ["ca.pem", "cert.pem", "key.pem"]
     files.remove()
     assert not files.directory.exists()
+
+
+def _response(status: int, body: bytes) -> requests.Response:
+    response = requests.Response()
+    response.status_code = status
+    response._content = body
+    return response
+
+
+def test_a_mesh_denial_becomes_the_callers_own_403_and_nothing_else_does() -> None:
+    body = b'{"error": "forbidden", "caller": "gateway", "destination": "order-service", '
+    body += b'"reason": "denied by intention gateway -> order-service"}'
+    denied = mesh_denial("order-service", _response(403, body))
+    assert denied is not None
+    assert denied.status == 403 and denied.code == "forbidden"
+    assert "gateway" in denied.message and "order-service" in denied.message
+    assert denied.extra == {"service": "order-service", "caller": "gateway"}
+    assert denied.headers == dependency_failure_headers()  # not this instance's fault
+    platform_403 = b'{"error": {"status": 403, "code": "forbidden", "message": "not yours"}}'
+    assert mesh_denial("order-service", _response(403, platform_403)) is None
+    assert mesh_denial("order-service", _response(403, b"<html>")) is None
+    assert mesh_denial("order-service", _response(200, body)) is None
