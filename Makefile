@@ -15,7 +15,9 @@ CANARIES ?=
 SERVICE ?=
 PROFILE ?= dev
 PORT_OFFSET ?=
-CLUSTER_ENV = PROFILE=$(PROFILE) PORT_OFFSET=$(PORT_OFFSET)
+# MESH=1: every service but the gateway serves in Consul's mesh (mTLS, intentions)
+MESH ?=
+CLUSTER_ENV = PROFILE=$(PROFILE) PORT_OFFSET=$(PORT_OFFSET) MESH=$(MESH)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup debian-packages venv consul test lint clean run-cluster status logs stop-cluster demo rolling-restart ui-token
@@ -51,7 +53,8 @@ test: setup ## Run the whole test suite against a real Consul agent
 
 # Every cluster target takes PROFILE=dev (default: one dev agent, everything open) or
 # PROFILE=secure (3 servers + 2 client agents, ACLs default-deny, TLS, gossip encryption),
-# and PORT_OFFSET=N to move every port by N when the defaults are taken.
+# and PORT_OFFSET=N to move every port by N when the defaults are taken; MESH=1 puts the
+# services in Consul's mesh (mTLS only, intentions written at up; the gateway stays HTTP).
 run-cluster: setup ## Start Consul + Prometheus + gateway + USERS/ORDERS/INVENTORIES instances in the background (PROFILE=secure: ACL+TLS)
 	$(CLUSTER_ENV) USERS=$(USERS) ORDERS=$(ORDERS) INVENTORIES=$(INVENTORIES) CANARIES=$(CANARIES) $(PY) -m services.cluster up
 

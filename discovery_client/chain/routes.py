@@ -45,13 +45,16 @@ def follows_chain(config: ServiceConfig) -> bool:
     return not (config.datacenter or config.filter or config.tag or config.prepared_query)
 
 
-def target_of(target: ChainTarget) -> Target:
-    """The client's Target for one chain target (service, datacenter, subset filter)."""
+def target_of(target: ChainTarget, connect: bool = False) -> Target:
+    """The client's Target for one chain target (service, datacenter, subset filter);
+    ``connect``: the service's ServiceConfig calls it through the mesh, so every target
+    of its chain is reached over Connect mTLS too."""
     return Target(
         target.service,
         datacenter=target.remote_datacenter,
         filter=target.filter,
         only_passing=target.only_passing,
+        connect=connect,
     )
 
 
@@ -80,7 +83,7 @@ def decision_route(
 ) -> Route:
     """The Route of one Decision (see the module)."""
     chosen = policy_config(config, decision)
-    states = tuple(state_of(target_of(t), chosen) for t in decision.targets)
+    states = tuple(state_of(target_of(t, config.connect), chosen) for t in decision.targets)
     hashing = chosen.policy in ("ring_hash", "maglev") and decision.hash_policies
     connect = decision.target.connect_timeout or decision.connect_timeout
     name = f"route {decision.route}" if decision.route is not None else "default"

@@ -21,6 +21,8 @@ def _print_summary(plan: ClusterPlan, rows: list[control.InstanceStatus]) -> Non
     print(f"Gateway:   {plan.gateway_url}")
     print(f"Consul UI: {plan.consul_ui_url}")
     print(f"Prometheus: {plan.prometheus_url}   (targets found through Consul)")
+    if plan.mesh:
+        print("Mesh:      on, mTLS between services   (make intentions: who may call whom)")
     if plan.secure:
         print(f"CA:        {plan.ca_file}   (add it to your browser, or accept the warning)")
         print("UI token:  make ui-token PROFILE=secure   (paste it into the UI's Log in)")
@@ -41,14 +43,23 @@ def _logs(plan: ClusterPlan, lines: int) -> None:
 def _demo(plan: ClusterPlan) -> int:
     """Run services.demo against this cluster; its KV step gets Consul's variables (secure:
     a server, the CA and the config admin token, which may write only under config/).
-    The dev profile then runs the canary (``services.cluster.canary``)."""
+    With MESH=1, a direct call without a certificate is shown refused. The dev profile
+    then runs the canary (``services.cluster.canary``)."""
     from services import demo
+    from services.client import ClientError
 
     if plan.secure:
         os.environ.update(secure.reader_env(plan, secure.CONFIG_ADMIN))
     else:
         os.environ["CONSUL_HTTP_ADDR"] = plan.consul_address
     code = demo.main(["--gateway", plan.gateway_url])
+    if not code and plan.mesh:
+        target = plan.instances_of("order-service")[0]
+        try:
+            demo.mesh_refusal_demo(target.service, target.host, target.port)
+        except ClientError as exc:
+            print(f"demo FAILED: {exc}", file=sys.stderr)
+            return 1
     if code or plan.profile != "dev":
         return code
     if not plan.order_canaries:
@@ -57,7 +68,8 @@ def _demo(plan: ClusterPlan) -> int:
     from consul_discovery.connection import ConsulConnection
     from services.cluster import canary
 
-    return canary.main(ConsulConnection.from_env({}, address=plan.consul_address), plan.gateway_url)
+    conn = ConsulConnection.from_env({}, address=plan.consul_address)
+    return canary.main(conn, plan.gateway_url, mesh=plan.mesh)
 
 
 def main(argv: list[str] | None = None) -> int:

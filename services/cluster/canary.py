@@ -13,6 +13,10 @@ then sends GETs through the gateway, whose discovery client routes each one by t
 Consul compiles, and counts which version answered from each instance's own request
 counter (``/metrics``). The split changes live to 0/100 (promote) and back to 100/0
 (roll back), then the entries are deleted, leaving the cluster as it was.
+
+In the mesh (``MESH=1``) the counters of Connect-native instances are read over mTLS
+with the ``prometheus`` identity, the one the intentions let read every service's
+``/metrics`` (``services.cluster.mesh``); the gateway's calls go through the mesh.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from consul_discovery.connection import ConsulConnection
+from consul_discovery.mesh.clients import MeshAdapter
+from consul_discovery.mesh.errors import MeshError
+from consul_discovery.mesh.service_identity import ServiceIdentity
 from services.client import ClientError, PlatformClient
 from services.cluster.plan import CANARY_VERSION, STABLE_VERSION
 
@@ -91,13 +98,21 @@ def splitter(v2_weight: float) -> dict[str, Any]:
 class Canary:
     """The demo's view of the cluster: Consul (config entries, instances) and the gateway."""
 
-    def __init__(self, conn: ConsulConnection, gateway_url: str, out: TextIO) -> None:
+    def __init__(
+        self,
+        conn: ConsulConnection,
+        gateway_url: str,
+        out: TextIO,
+        identity: ServiceIdentity | None = None,
+    ) -> None:
         self.conn = conn
         self.consul = conn.session()
         self.out = out
         self.client = PlatformClient.via_gateway(gateway_url)
         self.metrics = requests.Session()
         self.metrics.trust_env = False
+        if identity is not None:  # Connect-native instances: /metrics over mTLS
+            self.metrics.mount("https://", MeshAdapter(identity.client_tls, SERVICE))
 
     def say(self, line: str) -> None:
         """One line of the demo's output."""
@@ -113,7 +128,8 @@ class Canary:
         for entry in answer.json():
             svc = entry["Service"]
             address = svc["Address"] or entry["Node"]["Address"]
-            found[f"http://{address}:{svc['Port']}/metrics"] = (svc.get("Meta") or {}).get(
+            scheme = "https" if (svc.get("Connect") or {}).get("Native") else "http"
+            found[f"{scheme}://{address}:{svc['Port']}/metrics"] = (svc.get("Meta") or {}).get(
                 "version", ""
             )
         return found
@@ -186,10 +202,12 @@ def config_entries(canary: Canary, v2_weight: float) -> Iterator[None]:
 
 
 def run_canary(conn: ConsulConnection, gateway_url: str, out: TextIO | None = None,
-               calls: int = 200) -> dict[str, Served]:  # fmt: skip
+               calls: int = 200, identity: ServiceIdentity | None = None,
+               ) -> dict[str, Served]:  # fmt: skip
     """Run the canary; return what each step measured (raises CanaryError if routing is
-    not what the entries say)."""
-    canary = Canary(conn, gateway_url, out or sys.stdout)
+    not what the entries say). ``identity``: the mesh identity reading the counters of
+    Connect-native instances."""
+    canary = Canary(conn, gateway_url, out or sys.stdout, identity)
     versions = sorted(canary.versions().values())
     stable, canaries = versions.count(STABLE_VERSION), versions.count(CANARY_VERSION)
     if not stable or not canaries:
@@ -242,11 +260,19 @@ def check(figures: Mapping[str, Served]) -> None:
         raise CanaryError(f"a full split leaked: {figures['0/100']}; {figures['100/0']}")
 
 
-def main(conn: ConsulConnection, gateway_url: str) -> int:
-    """`make demo`'s canary step; the exit code."""
+def main(conn: ConsulConnection, gateway_url: str, mesh: bool = False) -> int:
+    """`make demo`'s canary step; the exit code. ``mesh``: the cluster runs MESH=1."""
+    identity = None
     try:
-        run_canary(conn, gateway_url)
-    except (CanaryError, ClientError, requests.RequestException) as exc:
+        if mesh:  # imported here: services.cluster.mesh imports the plan, as we do
+            from services.cluster.mesh import PROMETHEUS
+
+            identity = ServiceIdentity(PROMETHEUS, conn).start().wait_ready(15)
+        run_canary(conn, gateway_url, identity=identity)
+    except (CanaryError, ClientError, MeshError, requests.RequestException) as exc:
         print(f"canary failed: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if identity is not None:
+            identity.close()
     return 0

@@ -15,14 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import requests
 from supervisor.xmlrpc import SupervisorTransport
 
 from consul_discovery.client import ConsulSource, DiscoveryError, ServiceConfig
 from consul_discovery.client.table import format_table as table_text
 from consul_discovery.connection import ConsulConnection
-from services.cluster import multi_dc, prometheus, secure, stopping
-from services.cluster.plan import REPO_ROOT, ClusterPlan, InstancePlan
-from services.cluster.supervisor_conf import render, targets_file
+from services.cluster import mesh, multi_dc, prometheus, secure, stopping
+from services.cluster.plan import MESH_SERVICES, REPO_ROOT, ClusterPlan, InstancePlan
+from services.cluster.scrape_identity import IdentityFiles
+from services.cluster.supervisor_conf import SCRAPE_IDENTITY, render, targets_file
 
 ENSURE_CONSUL = REPO_ROOT / "consul" / "ensure-consul"
 
@@ -248,6 +250,43 @@ def wait_passing(plan: ClusterPlan, instances: Iterable[InstancePlan], timeout: 
 METRICS_PROGRAMS = ("prometheus", "prometheus-targets")
 
 
+def metrics_programs(plan: ClusterPlan) -> tuple[str, ...]:
+    """METRICS_PROGRAMS, and with the mesh on the program keeping Prometheus' identity."""
+    return (*METRICS_PROGRAMS, SCRAPE_IDENTITY) if plan.mesh else METRICS_PROGRAMS
+
+
+def write_mesh_intentions(plan: ClusterPlan, timeout: float = 30.0) -> None:
+    """MESH=1: the platform's intentions (``services.cluster.mesh``), written with the
+    mesh admin token in the secure profile. Retried while Consul is still settling."""
+    from consul_discovery.mesh.intentions_cli import IntentionsCliError
+
+    conn = secure.connection(plan, secure.MESH_ADMIN) if plan.secure else tooling_connection(plan)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            mesh.write_intentions(conn)
+            return
+        except (IntentionsCliError, requests.RequestException) as exc:
+            if time.monotonic() > deadline:
+                reason = exc if isinstance(exc, IntentionsCliError) else type(exc).__name__
+                raise ClusterError(f"could not write the mesh's intentions: {reason}") from exc
+            time.sleep(0.5)
+
+
+def start_prometheus_in_mesh(plan: ClusterPlan, timeout: float = 30.0) -> None:
+    """Start Prometheus once its mesh identity's files exist (it reads them at start)."""
+    files = IdentityFiles(plan.mesh_identity_dir)
+    try:
+        wait_until(
+            lambda: all(p.is_file() for p in (files.cert_file, files.key_file, files.ca_file)),
+            timeout,
+            "Prometheus' mesh identity",
+        )
+    except ClusterError as exc:
+        raise ClusterError(f"{exc}:\n{log_tail(plan, SCRAPE_IDENTITY)}") from exc
+    start_programs(plan, ["prometheus"])
+
+
 def write_prometheus_config(plan: ClusterPlan, consul_sd: bool) -> None:
     """Prometheus' config and rules (and an empty target file for file_sd) in the run dir."""
     if plan.secure:
@@ -260,7 +299,13 @@ def write_prometheus_config(plan: ClusterPlan, consul_sd: bool) -> None:
     else:
         access = prometheus.ConsulAccess(plan.consul_address)
     targets = None if consul_sd else targets_file(plan)
-    prometheus.write_config(plan.prometheus_dir, access, plan.scrape_interval, targets)
+    scrape = None
+    if plan.mesh:
+        files = IdentityFiles(plan.mesh_identity_dir)
+        scrape = prometheus.MeshScrape(
+            files.cert_file, files.key_file, files.ca_file, MESH_SERVICES
+        )
+    prometheus.write_config(plan.prometheus_dir, access, plan.scrape_interval, targets, scrape)
     if targets is not None and not targets.exists():
         targets.write_text("[]\n")
 
@@ -305,8 +350,16 @@ def up(plan: ClusterPlan, timeout: float = 120.0) -> list[InstanceStatus]:
                 f"--- {a.program}:\n{log_tail(plan, a.program)}" for a in plan.agents()
             )
             raise ClusterError(f"{exc}\n{tails}\n(`make stop-cluster` stops it)") from exc
-        start_programs(plan, [*(inst.program for inst in plan.instances()), *METRICS_PROGRAMS])
+        if plan.mesh:  # before any instance serves: nothing is allowed by default
+            write_mesh_intentions(plan)
+        later = ("prometheus",) if plan.mesh else ()  # after its identity files
+        metrics = [name for name in metrics_programs(plan) if name not in later]
+        start_programs(plan, [*(inst.program for inst in plan.instances()), *metrics])
     wait_until(lambda: consul_ready(plan), 30, "Consul to elect a leader")
+    if plan.mesh:
+        if not plan.secure:  # dev: the agent is up only now (instances start with it)
+            write_mesh_intentions(plan)
+        start_prometheus_in_mesh(plan)
     wait_passing(plan, plan.instances(), timeout)
     return table(plan)
 
@@ -331,7 +384,7 @@ def down(plan: ClusterPlan, timeout: float = 120.0) -> None:
     if pid is None:
         return
     stop_in_parallel(plan, [inst.program for inst in plan.instances()])
-    supervisorctl(plan, "stop", *METRICS_PROGRAMS, check=False)
+    supervisorctl(plan, "stop", *metrics_programs(plan), check=False)
     # Client agents first, then the servers (one at a time, so quorum goes last).
     agents = sorted(plan.agents(), key=lambda a: a.server)
     supervisorctl(plan, "stop", *(a.program for a in agents))
@@ -433,7 +486,7 @@ def kill_everything(plan: ClusterPlan) -> None:
         return
     programs = [
         *(a.program for a in plan.agents()),
-        *METRICS_PROGRAMS,
+        *metrics_programs(plan),
         *(i.program for i in plan.instances()),
     ]
     children = [child for name in programs if (child := program_pid(plan, name)) is not None]

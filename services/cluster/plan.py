@@ -32,6 +32,10 @@ APPS = {
 #: are WSGI under gunicorn.
 ASGI_SERVICES = frozenset({"inventory-service"})
 
+#: With MESH=1, the services that serve Connect-native mTLS only (every one but the
+#: gateway, the one plain-HTTP entry point; it calls into the mesh as ``gateway``).
+MESH_SERVICES = frozenset(APPS) - {"gateway"}
+
 PROFILES = ("dev", "secure", "multi-dc")
 
 #: The multi-dc profile's backend services that also run in dc2 (one instance each).
@@ -45,6 +49,16 @@ CANARY_VERSION = "2.0.0"
 
 class ClusterConfigError(ValueError):
     """A cluster setting is invalid; the message names it."""
+
+
+def mesh_flag(raw: str) -> bool:
+    """MESH's value: ``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off``/empty."""
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    raise ClusterConfigError(f"MESH must be 1 or 0; got {raw!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,12 +152,17 @@ class ClusterPlan:
     # (service, variable, value): extra environment of that service's instances, over
     # the profile's own (drills: agentless reads, cold-start snapshots)
     service_env: tuple[tuple[str, str, str], ...] = ()
+    #: MESH=1: the services in MESH_SERVICES serve in Consul's mesh (mTLS, intentions),
+    #: every caller goes through it (``services.cluster.mesh``). Off by default.
+    mesh: bool = False
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
             raise ClusterConfigError(
                 f"PROFILE must be one of {', '.join(PROFILES)}; got {self.profile!r}"
             )
+        if self.mesh and self.multi_dc:
+            raise ClusterConfigError("MESH=1 works with PROFILE=dev or secure, not multi-dc")
         if self.secure and (len(self.server_hosts) not in (1, 3, 5) or not self.client_hosts):
             raise ClusterConfigError("the secure profile needs 1, 3 or 5 servers and a client")
         for name in ("users", "orders", "inventories", "gateways"):
@@ -160,11 +179,12 @@ class ClusterPlan:
         """Build a plan from the Makefile's knobs: PROFILE, USERS, ORDERS, INVENTORIES,
         CANARIES (order-service canaries; the dev profile's default: 1 of its 2 or more),
         PORT_OFFSET and
-        CLUSTER_RUN_DIR (default ``.run/cluster``, or ``.run/secure`` for the secure profile).
+        CLUSTER_RUN_DIR (default ``.run/cluster``, or ``.run/secure`` for the secure profile)
+        and MESH (``1`` serves the services in the mesh; ``0`` or empty: not).
         """
         env = os.environ if environ is None else environ
         profile = env.get("PROFILE", "").strip() or "dev"
-        kwargs: dict[str, object] = {"profile": profile}
+        kwargs: dict[str, object] = {"profile": profile, "mesh": mesh_flag(env.get("MESH", ""))}
         if profile in ("secure", "multi-dc"):
             kwargs["run_dir"] = REPO_ROOT / ".run" / profile
         for key, field_name in (
@@ -199,6 +219,15 @@ class ClusterPlan:
                 prometheus_port=defaults.prometheus_port + offset,
             )
         return cls(**kwargs)  # type: ignore[arg-type]
+
+    def in_mesh(self, service: str) -> bool:
+        """Whether ``service``'s instances serve Connect-native mTLS in this cluster."""
+        return self.mesh and service in MESH_SERVICES
+
+    @property
+    def mesh_identity_dir(self) -> Path:
+        """Where Prometheus' mesh client identity is kept (0700; cert, key, CA 0600)."""
+        return self.run_dir / "prometheus-identity"
 
     @property
     def secure(self) -> bool:
@@ -238,6 +267,7 @@ class ClusterPlan:
             "order_base_port": self.order_base_port,
             "inventory_base_port": self.inventory_base_port,
             "prometheus_port": self.prometheus_port,
+            "mesh": self.mesh,
         }
         self.saved_plan.write_text(json.dumps(saved))
 
@@ -250,7 +280,8 @@ class ClusterPlan:
         try:
             saved = json.loads(self.saved_plan.read_text())
             consul = ConsulPorts(**saved.pop("consul", asdict(self.consul)))
-            return replace(self, consul=consul, **{k: int(v) for k, v in saved.items()})
+            mesh = bool(saved.pop("mesh", self.mesh))
+            return replace(self, consul=consul, mesh=mesh, **{k: int(v) for k, v in saved.items()})
         except (OSError, ValueError, TypeError):
             return self
 

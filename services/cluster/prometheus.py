@@ -12,6 +12,10 @@ The Consul connection takes an optional token file, scheme and CA file, for a cl
 with ACLs and TLS (the token is referenced by file, never written into the config).
 Configs are JSON, which is YAML, so no YAML library is needed.
 
+With the mesh on (``MESH=1``) the mesh instances serve mTLS only, to callers the
+intentions allow: a second job scrapes them over https presenting the ``prometheus``
+identity's leaf (``MeshScrape``: files kept by ``services.cluster.scrape_identity``).
+
 Debian's build (bookworm's 2.42) has Consul SD compiled out. For such a binary the
 targets come from a file_sd file that ``services.cluster.targets`` keeps equal to the
 Consul catalog, with the very ``__meta_consul_*`` labels, so the relabelling is the
@@ -77,14 +81,49 @@ class ConsulAccess:
         return config
 
 
+@dataclass(frozen=True, slots=True)
+class MeshScrape:
+    """How Prometheus scrapes the mesh's instances: its leaf, key and the CA roots (files),
+    and the services that serve mTLS only."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+    services: frozenset[str]
+
+    def tls_config(self) -> dict[str, Any]:
+        """The job's ``tls_config``.
+
+        Consul's leaf certificates name their service only in a URI SAN (its SPIFFE ID:
+        ``spiffe://<trust domain>/ns/default/dc/dc1/svc/<service>``), with no DNS or IP
+        SAN and an empty subject. Prometheus (Go's TLS) checks a server's certificate
+        against a host name or IP only, so with verification on every scrape would fail
+        ("not valid for any names"); it cannot check a URI SAN. So Prometheus does not
+        verify the server (``insecure_skip_verify``, which also skips the chain), and
+        still presents its own leaf: the instances verify *it* (the mesh roots) and the
+        intentions (``prometheus -> <service>``) decide. The risk left: something else
+        listening on a target's loopback port could feed Prometheus wrong metrics.
+        """
+        return {
+            "cert_file": str(self.cert_file),
+            "key_file": str(self.key_file),
+            "ca_file": str(self.ca_file),
+            "insecure_skip_verify": True,
+        }
+
+
 def _relabel(source: str, target: str) -> dict[str, Any]:
     return {"source_labels": [source], "target_label": target}
 
 
 def scrape_config(
-    access: ConsulAccess, interval: str, targets_file: Path | None = None
+    access: ConsulAccess,
+    interval: str,
+    targets_file: Path | None = None,
+    mesh: MeshScrape | None = None,
 ) -> dict[str, Any]:
-    """The one scrape job: every Consul service instance that serves metrics.
+    """The scrape job ``services``: every Consul service instance that serves metrics
+    (with ``mesh``: but the mesh's services, ``mesh_scrape_config``'s).
 
     Targets from Consul SD, or from ``targets_file`` (file_sd, same labels) when given.
     """
@@ -94,19 +133,47 @@ def scrape_config(
         if targets_file is None
         else {"file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": interval}]}
     )
+    keep: list[dict[str, Any]] = [{"source_labels": [meta], "regex": "/.*", "action": "keep"}]
+    if mesh is not None:
+        keep.append(
+            {
+                "source_labels": ["__meta_consul_service"],
+                "regex": "|".join(sorted(mesh.services)),
+                "action": "drop",
+            }
+        )
     return {
         "job_name": "services",
         "scrape_interval": interval,
         "scrape_timeout": interval,
         **discovery,
         "relabel_configs": [
-            {"source_labels": [meta], "regex": "/.*", "action": "keep"},
+            *keep,
             _relabel(meta, "__metrics_path__"),
             _relabel("__meta_consul_service", "service"),
             _relabel("__meta_consul_service_id", "instance_id"),
             _relabel("__meta_consul_tags", "tags"),
             _relabel("__meta_consul_service_metadata_version", "version"),
         ],
+    }
+
+
+def mesh_scrape_config(
+    access: ConsulAccess, interval: str, mesh: MeshScrape, targets_file: Path | None = None
+) -> dict[str, Any]:
+    """The scrape job ``services-mesh``: the mesh's instances over mTLS, same labels."""
+    plain = scrape_config(access, interval, targets_file)
+    only_mesh = {
+        "source_labels": ["__meta_consul_service"],
+        "regex": "|".join(sorted(mesh.services)),
+        "action": "keep",
+    }
+    return {
+        **plain,
+        "job_name": "services-mesh",
+        "scheme": "https",
+        "tls_config": mesh.tls_config(),
+        "relabel_configs": [only_mesh, *plain["relabel_configs"]],
     }
 
 
@@ -146,25 +213,36 @@ def rules() -> dict[str, Any]:
 
 
 def config(
-    access: ConsulAccess, rules_file: Path, interval: str, targets_file: Path | None = None
+    access: ConsulAccess,
+    rules_file: Path,
+    interval: str,
+    targets_file: Path | None = None,
+    mesh: MeshScrape | None = None,
 ) -> dict[str, Any]:
     """The whole prometheus.yml: scrape and evaluate every ``interval``."""
+    jobs = [scrape_config(access, interval, targets_file, mesh)]
+    if mesh is not None:
+        jobs.append(mesh_scrape_config(access, interval, mesh, targets_file))
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "rule_files": [str(rules_file)],
-        "scrape_configs": [scrape_config(access, interval, targets_file)],
+        "scrape_configs": jobs,
     }
 
 
 def write_config(
-    directory: Path, access: ConsulAccess, interval: str, targets_file: Path | None = None
+    directory: Path,
+    access: ConsulAccess,
+    interval: str,
+    targets_file: Path | None = None,
+    mesh: MeshScrape | None = None,
 ) -> Path:
     """Write prometheus.yml and rules.yml into ``directory``; return the config's path."""
     directory.mkdir(parents=True, exist_ok=True)
     rules_file = directory / "rules.yml"
     rules_file.write_text(json.dumps(rules(), indent=2) + "\n")
     config_file = directory / "prometheus.yml"
-    body = config(access, rules_file, interval, targets_file)
+    body = config(access, rules_file, interval, targets_file, mesh)
     config_file.write_text(json.dumps(body, indent=2) + "\n")
     return config_file
 

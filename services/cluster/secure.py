@@ -31,6 +31,8 @@ OPERATOR = "operator"
 CONFIG_ADMIN = "config-admin"
 MESH_ADMIN = "mesh-admin"  # writes intentions (make intentions)
 MANAGEMENT = "management"
+#: MESH=1: the service identity Prometheus scrapes the mesh with (services.cluster.mesh).
+PROMETHEUS_IDENTITY = "prometheus"
 
 #: What the operator's token may do: see everything, change nothing.
 OPERATOR_RULES = """
@@ -313,6 +315,20 @@ def issue_tokens(plan: ClusterPlan) -> None:
             {"Description": "mesh admin (intentions)", "Policies": [{"Name": "intentions-write"}]},
         )
         write_secret(plan.token_file(MESH_ADMIN), made["SecretID"] + "\n")
+        if plan.mesh:
+            # Prometheus' mesh identity (services.cluster.scrape_identity): the leaf of
+            # ``prometheus`` needs service:write on it, which its service identity gives.
+            made = _call(
+                session,
+                "PUT",
+                f"{api}/token",
+                f"token for the mesh identity {PROMETHEUS_IDENTITY}",
+                {
+                    "Description": f"mesh identity {PROMETHEUS_IDENTITY} (Prometheus' scrapes)",
+                    "ServiceIdentities": [{"ServiceName": PROMETHEUS_IDENTITY}],
+                },
+            )
+            write_secret(plan.token_file(PROMETHEUS_IDENTITY), made["SecretID"] + "\n")
     for agent in plan.agents():
         set_agent_token(plan, agent)
 

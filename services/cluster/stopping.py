@@ -52,14 +52,15 @@ def instance_stop_wait(plan: ClusterPlan) -> int:
 
 def stop_wait(plan: ClusterPlan, program: str) -> int:
     """The ``stopwaitsecs`` supervisord is given for ``program`` (an instance, an agent,
-    Prometheus or the targets bridge); ValueError for a program the plan does not have."""
+    Prometheus, the targets bridge or Prometheus' mesh identity); ValueError for a
+    program the plan does not have."""
     if any(inst.program == program for inst in plan.instances()):
         return instance_stop_wait(plan)
     if any(agent.program == program for agent in plan.agents()):
         return AGENT_STOP_WAIT
     if program == "prometheus":
         return PROMETHEUS_STOP_WAIT
-    if program == "prometheus-targets":
+    if program == "prometheus-targets" or (plan.mesh and program == "prometheus-identity"):
         return TARGETS_STOP_WAIT
     raise ValueError(f"{program!r} is not a program of this cluster")
 

@@ -6,7 +6,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from services.cluster import multi_dc, prometheus, secure, stopping
+from services.cluster import mesh, multi_dc, prometheus, secure, stopping
 from services.cluster.plan import (
     APPS,
     ASGI_SERVICES,
@@ -19,6 +19,8 @@ from services.common.metrics import METRICS_PATH
 
 #: The Flask services' gunicorn config: the registry's hooks and JSON error pages.
 GUNICORN_CONFIG = "python:services.common.gunicorn_conf"
+#: The same with the mesh's hooks (mTLS with the leaf, intentions): MESH=1.
+MESH_GUNICORN_CONFIG = "python:services.common.mesh_gunicorn_conf"
 #: uvicorn's HTTP protocol answering the requests it refuses in the JSON error shape.
 UVICORN_HTTP = "services.common.server_errors:JsonErrorH11Protocol"
 
@@ -95,6 +97,9 @@ def instance_env(plan: ClusterPlan, inst: InstancePlan) -> dict[str, str]:
     if inst.service in ASGI_SERVICES:
         # One uvicorn process: its metrics live in its own registry, no files to merge.
         del env["PROMETHEUS_MULTIPROC_DIR"]
+    if plan.in_mesh(inst.service):
+        del env["SERVICE_CHECK"]  # Connect-native: the TTL check fed from inside
+    env.update(mesh.instance_env(plan, inst))
     env.update({name: value for svc, name, value in plan.service_env if svc == inst.service})
     return env
 
@@ -105,9 +110,12 @@ def instance_command(plan: ClusterPlan, inst: InstancePlan) -> list[str]:
     whose SIGTERM consul_discovery.registry.asgi turns into a drain. Both stop within
     ``stopping.GRACEFUL_SECONDS`` of the drain's end."""
     graceful = str(stopping.GRACEFUL_SECONDS)
+    in_mesh = plan.in_mesh(inst.service)
     if inst.service in ASGI_SERVICES:
+        # In the mesh: the same server and settings behind the mesh's mTLS and guard.
+        server = "services.common.mesh_uvicorn" if in_mesh else "uvicorn"
         return [
-            sys.executable, "-m", "uvicorn", "--factory", APPS[inst.service],
+            sys.executable, "-m", server, "--factory", APPS[inst.service],
             "--host", inst.host, "--port", str(inst.port),
             "--http", UVICORN_HTTP,
             "--timeout-graceful-shutdown", graceful, "--no-server-header",
@@ -117,7 +125,7 @@ def instance_command(plan: ClusterPlan, inst: InstancePlan) -> list[str]:
     return [
         gunicorn,
         "-c",
-        GUNICORN_CONFIG,
+        MESH_GUNICORN_CONFIG if in_mesh else GUNICORN_CONFIG,
         "--bind",
         inst.address,
         "--workers",
@@ -147,18 +155,58 @@ def targets_file(plan: ClusterPlan) -> Path:
     return plan.prometheus_dir / "targets.json"
 
 
+def scrape_identity_program(plan: ClusterPlan) -> str:
+    """MESH=1: the program keeping Prometheus' mesh identity in files (its leaf as
+    ``prometheus``), started before Prometheus (``control.up`` waits for the files)."""
+    command = [
+        sys.executable,
+        "-m",
+        "services.cluster.scrape_identity",
+        "--dir",
+        str(plan.mesh_identity_dir),
+        "--service",
+        mesh.PROMETHEUS,
+    ]
+    env = {"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
+    if plan.secure:  # its own service-identity token: the leaf of ``prometheus``
+        env.update(secure.reader_env(plan, mesh.PROMETHEUS))
+    else:
+        env["CONSUL_HTTP_ADDR"] = plan.consul_address
+    return f"""[program:{SCRAPE_IDENTITY}]
+command={shlex.join(command)}
+environment={_env_line(env)}
+directory={REPO_ROOT}
+priority=12
+autostart={"false" if plan.secure else "true"}
+startsecs=1
+stopsignal=TERM
+stopwaitsecs={stopping.stop_wait(plan, SCRAPE_IDENTITY)}
+autorestart=true
+redirect_stderr=true
+stdout_logfile={plan.log_dir / (SCRAPE_IDENTITY + ".log")}
+"""
+
+
+#: The supervised program name of ``scrape_identity_program``.
+SCRAPE_IDENTITY = "prometheus-identity"
+
+
 def prometheus_programs(plan: ClusterPlan, prometheus_bin: str, consul_sd: bool) -> list[str]:
-    """Prometheus' program section, plus the Consul->file_sd bridge when it needs one."""
+    """Prometheus' program section, plus the Consul->file_sd bridge when it needs one and,
+    with the mesh on, the program keeping its mesh identity."""
     logs = plan.log_dir
     config_file = plan.prometheus_dir / "prometheus.yml"
     command = prometheus.command(
         prometheus_bin, config_file, plan.prometheus_dir / "data", plan.prometheus_port
     )
+    # Mesh: started once its identity files exist (control.up).
+    autostart = "false" if plan.mesh else "true"
     sections = [
         f"""[program:prometheus]
 command={shlex.join(command)}
 directory={plan.prometheus_dir}
 priority=20
+autostart={autostart}
 startsecs=1
 stopsignal=TERM
 stopwaitsecs={stopping.PROMETHEUS_STOP_WAIT}
@@ -197,6 +245,8 @@ redirect_stderr=true
 stdout_logfile={logs / "prometheus-targets.log"}
 """
         )
+    if plan.mesh:
+        sections.append(scrape_identity_program(plan))
     return sections
 
 

@@ -5,17 +5,27 @@ Tests inject any object with ``request(service, method, path, **kwargs)`` as
 on first use (so under gunicorn each worker builds its own after the fork, and its
 watch threads live in that worker) against ``CONSUL_HTTP_ADDR``, and its counts are
 published to the service's ``/metrics`` (``consul_discovery.client.metrics``).
+
+``DISCOVERY_CONNECT`` (environment) says which upstreams are called through Consul's
+mesh (``ServiceConfig(connect=True)``: their Connect-native instances, mTLS with this
+process's identity, the leaf of ``SERVICE_NAME``): ``1`` every one, a comma-separated
+list of service names those, empty or ``0`` none (the default: plain HTTP, as before).
 """
 
 from __future__ import annotations
 
+import os
 import threading
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 import requests
 from flask import Flask
 
 from services.common.metrics import before_render
+
+if TYPE_CHECKING:
+    from consul_discovery.client import ServiceClient
 
 
 class Caller(Protocol):
@@ -28,6 +38,38 @@ class Caller(Protocol):
 
 _lock = threading.Lock()
 
+_ALL = ("1", "true", "yes", "on")
+_NONE = ("", "0", "false", "no", "off")
+
+
+def connect_setting(environ: Mapping[str, str] | None = None) -> bool | frozenset[str]:
+    """DISCOVERY_CONNECT: True (every upstream in the mesh), the service names, or False."""
+    env = os.environ if environ is None else environ
+    raw = env.get("DISCOVERY_CONNECT", "").strip()
+    if raw.lower() in _ALL:
+        return True
+    if raw.lower() in _NONE:
+        return False
+    names = frozenset(name.strip() for name in raw.split(","))
+    if "" in names:
+        raise ValueError(f"DISCOVERY_CONNECT has an empty service name: {raw!r}")
+    return names
+
+
+def build_client(
+    consul_addr: str | None, environ: Mapping[str, str] | None = None
+) -> ServiceClient:
+    """A ServiceClient calling the upstreams DISCOVERY_CONNECT names through the mesh."""
+    from consul_discovery.client import ServiceClient, ServiceConfig
+
+    connect = connect_setting(environ)
+    if connect is True:
+        return ServiceClient(consul_addr, default_config=ServiceConfig(connect=True))
+    if connect:
+        mesh = ServiceConfig(connect=True)
+        return ServiceClient(consul_addr, services={name: mesh for name in sorted(connect)})
+    return ServiceClient(consul_addr)
+
 
 def get_caller(app: Flask) -> Caller:
     """The app's discovery client, injected or built once on first use."""
@@ -39,10 +81,9 @@ def get_caller(app: Flask) -> Caller:
         if caller is None:
             caller = app.config.get("DISCOVERY_CLIENT")
             if caller is None:
-                from consul_discovery.client import ServiceClient
                 from consul_discovery.client.metrics import ClientMetricsPublisher
 
-                caller = ServiceClient(app.config.get("CONSUL_HTTP_ADDR") or None)
+                caller = build_client(app.config.get("CONSUL_HTTP_ADDR") or None)
                 before_render(ClientMetricsPublisher(caller).start().publish)
             app.extensions["discovery_caller"] = caller
     return caller

@@ -80,6 +80,28 @@ def upstream_error(service: str, exc: BaseException) -> ApiError:
 UPSTREAM_ERRORS = (DiscoveryError, requests.RequestException)
 
 
+def mesh_denial(service: str, response: requests.Response) -> ApiError | None:
+    """The ApiError (403) reporting that the mesh refused this caller at ``service``
+    (``consul_discovery.mesh``'s 403 body: ``{"error": "forbidden", "caller": ...}``,
+    not the platform's error shape), or None for any other answer."""
+    if response.status_code != 403:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or body.get("error") != "forbidden" or "caller" not in body:
+        return None
+    caller = body.get("caller")
+    return dependency_error(
+        service,
+        403,
+        "forbidden",
+        f"the mesh does not allow {caller} to call {service}: {body.get('reason')}",
+        extra={"caller": caller},
+    )
+
+
 _outage_lock = threading.Lock()
 
 
@@ -106,9 +128,9 @@ def call_upstream(
 ) -> requests.Response:
     """Call ``service`` through the app's discovery client with this request's id and the
     configured timeouts (``CONNECT_TIMEOUT``, ``timeout_key``); a failure to reach it
-    raises the ApiError (502/503) that reports it."""
+    raises the ApiError (502/503) that reports it, a mesh denial the 403 (``mesh_denial``)."""
     try:
-        return get_caller(current_app).request(
+        response = get_caller(current_app).request(
             service,
             method,
             path,
@@ -121,3 +143,7 @@ def call_upstream(
         )
     except UPSTREAM_ERRORS as exc:
         raise upstream_error(service, exc) from exc
+    denied = mesh_denial(service, response)
+    if denied is not None:
+        raise denied
+    return response

@@ -6,7 +6,7 @@ other edge proxies do, so that the discovery chain's routes and hash policies (a
 header, a cookie) see what the client sent; hop-by-hop headers and those the gateway
 owns never do. Back to the client, only the response headers it needs are copied.
 When discovery finds no healthy instance the gateway answers 503 JSON; when every
-attempt failed, 502 JSON.
+attempt failed, 502 JSON; when the mesh refuses the gateway (an intention), 403 JSON.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from flask import Response, current_app, request
 from consul_discovery.client.failure_origin import FAILURE_ORIGIN_HEADER
 from services.common.access_log import REQUEST_ID_HEADER, request_id
 from services.common.discovery import get_caller
-from services.common.upstream import UPSTREAM_ERRORS, outage_log, upstream_error
+from services.common.upstream import UPSTREAM_ERRORS, mesh_denial, outage_log, upstream_error
 from services.gateway.routes import Target, public_location
 
 #: Hop-by-hop request headers (RFC 9110 7.6.1; and any that ``Connection`` names), which
@@ -98,6 +98,9 @@ def forward(target: Target, names: Mapping[str, str]) -> Response:
         outage_log(current_app, target.service).failed(detail)
         raise upstream_error(target.service, exc) from exc
     outage_log(current_app, target.service).ok()
+    denied = mesh_denial(target.service, upstream)  # the mesh's own 403: ours, not relayed
+    if denied is not None:
+        raise denied
     response = Response(upstream.content, status=upstream.status_code)
     content_type = upstream.headers.get("Content-Type")
     if content_type:
