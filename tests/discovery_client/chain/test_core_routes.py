@@ -88,3 +88,33 @@ def test_a_service_whose_config_picks_its_instances_watches_no_chain():
     source.answer("pinned")
     source.answer("free")
     assert list(source.chain_listeners) == ["free"]
+
+
+def test_a_connect_service_s_chain_targets_are_reached_through_the_mesh_too():
+    """A ServiceConfig(connect=True) service with a chain (subsets, splits): every target
+    of its chain is a Connect target (before: plain HTTP to mTLS instances, each reset)."""
+
+    class NoIdentityYet:  # a ServiceIdentity whose leaf has not come: nothing is dialled
+        class client_tls:
+            generation = 0
+
+            @staticmethod
+            def subscribe(_listener: Any) -> None:
+                pass
+
+    source = ChainSource()
+    core = DiscoveryCore(
+        source,
+        services={"web": ServiceConfig(connect=True)},
+        clock=FakeClock(),
+        identity=NoIdentityYet(),
+    )
+    target = core.route("web", view("/")).primary.target
+    assert target.connect
+    for listener in list(source.held[target]):  # Consul's first answer for it
+        listener(resolution(instance(1)))
+    router = compile_chain(parse_chain(canary_chain()), random=random.Random(3).random)
+    source.chain_listeners["web"](router)
+    canary = core.route("web", view("/x", x_canary="1"))
+    assert [s.target.connect for s in canary.states] == [True]
+    assert all(t.connect for t in source.primed) and source.primed
