@@ -11,8 +11,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
+
+from consul_discovery.registry.inherited import forget_in_children
 
 PASSING = "passing"
 CRITICAL = "critical"
@@ -89,6 +92,9 @@ def http_probe(
     else (or no answer) is critical. ``session``: a Connect-native instance's mesh session.
     """
     session = session or requests.Session()
+    parts = urlsplit(url)
+    if parts.hostname is not None:  # a worker forked mid-probe must not keep it open
+        forget_in_children(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
 
     def probe() -> HealthReport:
         try:
