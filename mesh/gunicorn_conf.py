@@ -12,7 +12,8 @@ once in the master, drain on SIGTERM, deregister), each worker:
   with the permission named, and gunicorn stops), then wraps the app in ``MeshWSGI``;
 - ``ssl_context``: gunicorn asks for the server context per accepted connection; it
   gets the one in force, so a renewed leaf or rotated roots apply to the next handshake
-  with no restart;
+  with no restart; its sockets give a silent peer ``MESH_IO_TIMEOUT`` seconds (default
+  10) to make progress, so a stalled handshake cannot pin a thread or a sync worker;
 - ``worker_exit``: stops the watches.
 
 There is no plain-HTTP listener: every request arrives over mTLS and passes the
@@ -30,6 +31,7 @@ from typing import Any
 
 from consul_discovery.mesh.errors import MeshError
 from consul_discovery.mesh.runtime import MeshService
+from consul_discovery.mesh.tls import io_timeout
 from consul_discovery.mesh.wsgi import MeshWSGI
 from consul_discovery.registry import gunicorn_conf as _registry
 from consul_discovery.registry.gunicorn_conf import child_exit, on_exit, on_starting
@@ -73,6 +75,7 @@ def post_worker_init(worker: Any) -> None:
     _adopt_logging(worker.log)
     timeout = float(os.environ.get("MESH_READY_TIMEOUT", "15") or 15)
     try:
+        io_timeout()  # a bad MESH_IO_TIMEOUT stops startup here, named
         service = MeshService.from_env().start()
         service.wait_ready(timeout)
     except MeshError as exc:

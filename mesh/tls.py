@@ -19,10 +19,14 @@ stack. Each client context is for one target service.
 from __future__ import annotations
 
 import functools
+import math
+import os
+import socket
 import ssl
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from consul_discovery.mesh.errors import PeerIdentityError, ServerIdentityMismatch
+from consul_discovery.mesh.errors import MeshConfigError, PeerIdentityError, ServerIdentityMismatch
 from consul_discovery.mesh.identity import CaRoots, Leaf
 from consul_discovery.mesh.keyfile import load_leaf
 from consul_discovery.mesh.spiffe import SpiffeId, peer_spiffe_id
@@ -42,8 +46,66 @@ def _base(protocol: int, leaf: Leaf, roots: CaRoots, key_dir: str | None) -> ssl
 
 
 def server_context(leaf: Leaf, roots: CaRoots, *, key_dir: str | None = None) -> ssl.SSLContext:
-    """A server context: our leaf, and a client certificate chaining to ``roots`` required."""
-    return _base(ssl.PROTOCOL_TLS_SERVER, leaf, roots, key_dir)
+    """A server context: our leaf, and a client certificate chaining to ``roots`` required.
+
+    Its blocking sockets (gunicorn's) time out after ``MESH_IO_TIMEOUT`` seconds without
+    progress (``io_timeout``): see ``_TimedServerSocket``.
+    """
+    context = _base(ssl.PROTOCOL_TLS_SERVER, leaf, roots, key_dir)
+    context.sslsocket_class = _timed_server_socket(io_timeout())
+    return context
+
+
+#: Seconds a blocking server connection may make no progress (``MESH_IO_TIMEOUT``).
+DEFAULT_IO_TIMEOUT = 10.0
+
+
+def io_timeout(environ: Mapping[str, str] = os.environ) -> float:
+    """``MESH_IO_TIMEOUT`` (seconds, > 0; default ``DEFAULT_IO_TIMEOUT``), or MeshConfigError."""
+    raw = environ.get("MESH_IO_TIMEOUT", "").strip()
+    if not raw:
+        return DEFAULT_IO_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise MeshConfigError("MESH_IO_TIMEOUT", f"{raw!r} is not a positive number of seconds")
+    return value
+
+
+class _TimedServerSocket(ssl.SSLSocket):
+    """A server-side SSLSocket that never blocks for good on a silent peer.
+
+    gunicorn serves TLS on blocking sockets with no timeout: the handshake runs on the
+    first read, in the worker (sync) or in one of its threads (gthread), so a peer that
+    sends a ClientHello and then nothing pins that thread (or the whole sync worker)
+    forever, and a worker stopping waits for it until its graceful timeout. Here a
+    blocking socket (``setblocking(True)``, what gunicorn asks before each request) has a
+    timeout instead: the handshake and every read or write must make progress within it.
+    Non-blocking use (gunicorn's keep-alive poller, asyncio) is unchanged.
+    """
+
+    mesh_io_timeout: ClassVar[float]
+
+    @classmethod
+    def _create(cls, sock: socket.socket, *args: Any, **kwargs: Any) -> ssl.SSLSocket:  # type: ignore[override]
+        if sock.gettimeout() is None:  # blocking: bounded from the handshake on
+            sock.settimeout(cls.mesh_io_timeout)
+        return super()._create(sock, *args, **kwargs)  # type: ignore[misc, no-any-return]
+
+    def setblocking(self, flag: bool) -> None:
+        """Blocking means blocking for at most ``mesh_io_timeout`` at a time."""
+        if flag:
+            self.settimeout(self.mesh_io_timeout)
+        else:
+            super().setblocking(flag)
+
+
+@functools.lru_cache(maxsize=16)
+def _timed_server_socket(timeout: float) -> type[ssl.SSLSocket]:
+    attrs = {"mesh_io_timeout": timeout, "__module__": __name__}
+    return type("TimedServerSocket", (_TimedServerSocket,), attrs)
 
 
 def client_context(

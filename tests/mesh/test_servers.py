@@ -156,3 +156,53 @@ def test_consul_sees_a_connect_native_instance_passing_on_a_ttl_check(
     ).json()
     assert json.dumps(definition).count(str(server.port)) >= 1
     assert "http://" not in json.dumps(checks)
+
+
+def _stalled_handshake(port: int) -> socket.socket:
+    """A connection that sends a ClientHello, then nothing (a peer gone silent)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing)
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    raw.sendall(outgoing.read())
+    return raw
+
+
+@pytest.mark.parametrize("kind", ["sync", "gthread"])
+def test_silent_peers_cannot_pin_the_servers_threads(
+    kind: str, deny_agent: ConsulAgent, log_dir: Path, api: ServiceIdentity
+) -> None:
+    """gunicorn serves TLS on blocking sockets: without MESH_IO_TIMEOUT a peer that sends a
+    ClientHello and then nothing holds a thread (or a sync worker) for good."""
+    server_kind, threads = KINDS[kind]
+    service = f"stall-{kind}"
+    write_intentions(deny_agent.url, service, [{"Name": "api", "Action": "allow"}])
+    instance = start_mesh_server(deny_agent, service, log_dir, server=server_kind,
+                                 threads=threads, env={"MESH_IO_TIMEOUT": "1.5"})  # fmt: skip
+    try:
+        session = mesh_session(api, service)
+        url = f"https://127.0.0.1:{instance.port}/hello"
+        assert session.get(url, timeout=5).status_code == 200
+        session.close()  # its kept-alive connection would be served first
+        stalled = [_stalled_handshake(instance.port) for _ in range(threads)]
+        time.sleep(0.3)  # every thread took a stalled connection
+        started = time.monotonic()
+        answer = mesh_session(api, service).get(url, timeout=8)
+        waited = time.monotonic() - started
+        assert answer.status_code == 200
+        assert waited < 5, f"served only after {waited:.1f}s"
+        for raw in stalled:  # each was dropped by the server
+            raw.settimeout(3)
+            try:
+                leftover = raw.recv(65536)
+                while leftover:
+                    leftover = raw.recv(65536)
+            except ConnectionResetError:
+                pass
+            raw.close()
+    finally:
+        instance.stop()
