@@ -36,7 +36,8 @@ def private_base() -> str:
     return tempfile.gettempdir()
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
+    """Create ``path`` (which must not exist, nor be a link) 0600 with ``text`` in it."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(path, flags, 0o600)
     try:
@@ -53,8 +54,8 @@ def private_files(
     directory = Path(tempfile.mkdtemp(prefix=PREFIX, dir=base or private_base()))
     cert_path, key_path = directory / "leaf.pem", directory / "leaf.key"
     try:
-        _write_private(cert_path, cert_pem)
-        _write_private(key_path, key_pem)
+        write_private(cert_path, cert_pem)
+        write_private(key_path, key_pem)
         yield str(cert_path), str(key_path)
     finally:
         for path in (key_path, cert_path):

@@ -87,17 +87,25 @@ def serve(app: Any, *, ready_timeout: float = 15.0, **uvicorn_kwargs: Any) -> No
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m consul_discovery.mesh.uvicorn APP [--factory] [--host H] [--port P]``."""
+    """``python -m consul_discovery.mesh.uvicorn APP [--factory] [--host H] [--port P]``,
+    and the uvicorn options a service usually sets: ``--http``, ``--log-level``,
+    ``--timeout-graceful-shutdown``, ``--timeout-keep-alive``, ``--no-server-header``."""
     parser = argparse.ArgumentParser(prog="python -m consul_discovery.mesh.uvicorn")
     parser.add_argument("app", help="module:attribute of the ASGI app (or factory)")
     parser.add_argument("--factory", action="store_true", help="APP is a factory to call")
     parser.add_argument("--host", default=os.environ.get("SERVICE_ADDRESS") or "127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("SERVICE_PORT") or 0))
     parser.add_argument(
-        "--http", default="auto", help="uvicorn HTTP protocol (auto, h11, httptools)"
+        "--http",
+        default="auto",
+        help="uvicorn HTTP protocol: auto, h11, httptools, or module:Class of your own "
+        "(the mesh's peer mixin goes on top of it)",
     )
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--ready-timeout", type=float, default=15.0)
+    parser.add_argument("--timeout-graceful-shutdown", type=int, default=None)
+    parser.add_argument("--timeout-keep-alive", type=int, default=5)
+    parser.add_argument("--no-server-header", action="store_true")
     args = parser.parse_args(argv)
     try:
         serve(
@@ -108,6 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             http=args.http,
             log_level=args.log_level,
             ready_timeout=args.ready_timeout,
+            timeout_graceful_shutdown=args.timeout_graceful_shutdown,
+            timeout_keep_alive=args.timeout_keep_alive,
+            server_header=not args.no_server_header,
         )
     except MeshError as exc:
         print(f"mesh: cannot serve in the mesh: {exc}", file=sys.stderr)

@@ -32,6 +32,7 @@ from types import FrameType
 
 from consul_discovery.mesh.errors import MeshError
 from consul_discovery.mesh.identity import CaRoots, Leaf
+from consul_discovery.mesh.keyfile import write_private
 from consul_discovery.mesh.service_identity import ServiceIdentity
 
 log = logging.getLogger("services.cluster.scrape_identity")
@@ -81,12 +82,7 @@ class IdentityFiles:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-        fd = os.open(tmp, flags, 0o600)
-        try:
-            os.write(fd, text.encode("ascii"))
-        finally:
-            os.close(fd)
+        write_private(tmp, text)
         tmp.replace(path)
 
     def remove(self) -> None:

@@ -113,7 +113,7 @@ def instance_command(plan: ClusterPlan, inst: InstancePlan) -> list[str]:
     in_mesh = plan.in_mesh(inst.service)
     if inst.service in ASGI_SERVICES:
         # In the mesh: the same server and settings behind the mesh's mTLS and guard.
-        server = "services.common.mesh_uvicorn" if in_mesh else "uvicorn"
+        server = "consul_discovery.mesh.uvicorn" if in_mesh else "uvicorn"
         return [
             sys.executable, "-m", server, "--factory", APPS[inst.service],
             "--host", inst.host, "--port", str(inst.port),

@@ -89,7 +89,7 @@ def test_mesh_instances_serve_connect_native_and_everyone_calls_through_the_mesh
         else:
             assert env["SERVICE_CONNECT"] == "native" and "SERVICE_CHECK" not in env
             server = (
-                "-m services.common.mesh_uvicorn"
+                "-m consul_discovery.mesh.uvicorn"
                 if inst.service == "inventory-service"
                 else "python:services.common.mesh_gunicorn_conf"
             )
