@@ -15,7 +15,8 @@ CANARIES ?=
 SERVICE ?=
 PROFILE ?= dev
 PORT_OFFSET ?=
-# MESH=1: every service but the gateway serves in Consul's mesh (mTLS, intentions)
+# MESH=1: every service but the gateway serves in Consul's mesh (mTLS, intentions);
+# the secure profile's default (MESH=0 turns it off there)
 MESH ?=
 CLUSTER_ENV = PROFILE=$(PROFILE) PORT_OFFSET=$(PORT_OFFSET) MESH=$(MESH)
 
@@ -54,7 +55,8 @@ test: setup ## Run the whole test suite against a real Consul agent
 # Every cluster target takes PROFILE=dev (default: one dev agent, everything open) or
 # PROFILE=secure (3 servers + 2 client agents, ACLs default-deny, TLS, gossip encryption),
 # and PORT_OFFSET=N to move every port by N when the defaults are taken; MESH=1 puts the
-# services in Consul's mesh (mTLS only, intentions written at up; the gateway stays HTTP).
+# services in Consul's mesh (mTLS only, intentions written at up; the gateway stays HTTP):
+# the secure profile's default, MESH=0 there to run it without.
 run-cluster: setup ## Start Consul + Prometheus + gateway + USERS/ORDERS/INVENTORIES instances in the background (PROFILE=secure: ACL+TLS)
 	$(CLUSTER_ENV) USERS=$(USERS) ORDERS=$(ORDERS) INVENTORIES=$(INVENTORIES) CANARIES=$(CANARIES) $(PY) -m services.cluster up
 

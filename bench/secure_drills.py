@@ -40,7 +40,8 @@ def run(p: Params) -> Result:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-secure-") as tmp:
         started = time.monotonic()
-        with secure_cluster.running_secure_cluster(Path(tmp)) as plan:
+        # In the mesh, the profile's default (make run-cluster PROFILE=secure).
+        with secure_cluster.running_secure_cluster(Path(tmp), mesh=True) as plan:
             startup = time.monotonic() - started
             # What every wait for a stop allows: from the programs' own stop settings.
             stop_bound = stopping.parallel_stop_bound(plan, [i.program for i in plan.instances()])

@@ -51,12 +51,15 @@ class ClusterConfigError(ValueError):
     """A cluster setting is invalid; the message names it."""
 
 
-def mesh_flag(raw: str) -> bool:
-    """MESH's value: ``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off``/empty."""
+def mesh_flag(raw: str, default: bool = False) -> bool:
+    """MESH's value: ``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off``;
+    empty: ``default``."""
     value = raw.strip().lower()
+    if not value:
+        return default
     if value in ("1", "true", "yes", "on"):
         return True
-    if value in ("", "0", "false", "no", "off"):
+    if value in ("0", "false", "no", "off"):
         return False
     raise ClusterConfigError(f"MESH must be 1 or 0; got {raw!r}")
 
@@ -153,7 +156,8 @@ class ClusterPlan:
     # the profile's own (drills: agentless reads, cold-start snapshots)
     service_env: tuple[tuple[str, str, str], ...] = ()
     #: MESH=1: the services in MESH_SERVICES serve in Consul's mesh (mTLS, intentions),
-    #: every caller goes through it (``services.cluster.mesh``). Off by default.
+    #: every caller goes through it (``services.cluster.mesh``). ``from_env``: on by
+    #: default in the secure profile, off in the others.
     mesh: bool = False
 
     def __post_init__(self) -> None:
@@ -180,11 +184,14 @@ class ClusterPlan:
         CANARIES (order-service canaries; the dev profile's default: 1 of its 2 or more),
         PORT_OFFSET and
         CLUSTER_RUN_DIR (default ``.run/cluster``, or ``.run/secure`` for the secure profile)
-        and MESH (``1`` serves the services in the mesh; ``0`` or empty: not).
+        and MESH (``1`` serves the services in the mesh, ``0`` not; unset: the secure
+        profile does, the others do not).
         """
         env = os.environ if environ is None else environ
         profile = env.get("PROFILE", "").strip() or "dev"
-        kwargs: dict[str, object] = {"profile": profile, "mesh": mesh_flag(env.get("MESH", ""))}
+        # The secure profile runs in the mesh unless MESH=0; dev only with MESH=1.
+        mesh = mesh_flag(env.get("MESH", ""), default=profile == "secure")
+        kwargs: dict[str, object] = {"profile": profile, "mesh": mesh}
         if profile in ("secure", "multi-dc"):
             kwargs["run_dir"] = REPO_ROOT / ".run" / profile
         for key, field_name in (

@@ -35,11 +35,14 @@ def programs(plan: ClusterPlan) -> dict[str, configparser.SectionProxy]:
     }
 
 
-def test_mesh_is_off_by_default_and_read_from_the_environment() -> None:
-    assert ClusterPlan.from_env({}).mesh is False
+def test_mesh_is_the_secure_profiles_default_and_read_from_the_environment() -> None:
+    assert ClusterPlan.from_env({}).mesh is False  # dev: only with MESH=1
     assert ClusterPlan.from_env({"MESH": "0"}).mesh is False
     assert ClusterPlan.from_env({"MESH": "1"}).mesh is True
-    assert ClusterPlan.from_env({"MESH": "1", "PROFILE": "secure"}).mesh is True
+    assert ClusterPlan.from_env({"PROFILE": "secure"}).mesh is True
+    assert ClusterPlan.from_env({"MESH": " ", "PROFILE": "secure"}).mesh is True
+    assert ClusterPlan.from_env({"MESH": "0", "PROFILE": "secure"}).mesh is False
+    assert ClusterPlan.from_env({"PROFILE": "multi-dc"}).mesh is False
     with pytest.raises(ClusterConfigError, match="MESH must be 1 or 0; got 'maybe'"):
         ClusterPlan.from_env({"MESH": "maybe"})
     with pytest.raises(ClusterConfigError, match="not multi-dc"):

@@ -20,6 +20,7 @@ import requests
 from consul_discovery.client import ConsulPermissionError, ConsulSource, ServiceClient
 from consul_discovery.connection import ConsulConnection, acl_denial, filtered_by_acls
 from consul_discovery.registry import Registrar, Registration
+from consul_discovery.registry.health import HealthChecks
 from services.cluster import control, secure
 from services.cluster.plan import ClusterPlan
 from services.cluster.supervisor_conf import instance_env
@@ -34,9 +35,10 @@ SECONDS = 20.0  # per drill; bounded: RATE * SECONDS requests
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterPlan]:
-    """The secure cluster, all instances passing; supervisord restarts what dies."""
+    """The secure cluster in the mesh (the profile's default), all instances passing;
+    supervisord restarts what dies."""
     started = time.monotonic()
-    with secure_cluster.running_secure_cluster(tmp_path_factory.mktemp("secure")) as plan:
+    with secure_cluster.running_secure_cluster(tmp_path_factory.mktemp("secure"), mesh=True) as plan:
         print(f"secure cluster all passing after {time.monotonic() - started:.1f}s")
         yield plan
 
@@ -134,7 +136,8 @@ def test_the_registrar_with_another_services_token_never_registers(cluster: Clus
         "SERVICE_ID": "order-service-impostor",
         "SERVICE_PORT": "9",
     }
-    registrar = Registrar(Registration.from_env(env)).start()  # user-service's token
+    # user-service's token; a mesh instance's TTL check needs a health function
+    registrar = Registrar(Registration.from_env(env), health=HealthChecks().evaluate).start()
     try:
         assert not registrar.wait_registered(timeout=3)
     finally:
