@@ -38,7 +38,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterPlan]:
     """The secure cluster in the mesh (the profile's default), all instances passing;
     supervisord restarts what dies."""
     started = time.monotonic()
-    with secure_cluster.running_secure_cluster(tmp_path_factory.mktemp("secure"), mesh=True) as plan:
+    run_dir = tmp_path_factory.mktemp("secure")
+    with secure_cluster.running_secure_cluster(run_dir, mesh=True) as plan:
         print(f"secure cluster all passing after {time.monotonic() - started:.1f}s")
         yield plan
 
