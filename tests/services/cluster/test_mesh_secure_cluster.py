@@ -155,7 +155,7 @@ def test_drill_restart_a_client_agent_in_the_mesh(cluster: ClusterPlan) -> None:
         result = drills.run_drill(
             load,
             "restart a client agent (secure mesh)",
-            lambda: drills.client_agent_away(cluster, 1, while_away),
+            lambda: drills.client_agent_away(cluster, 1, while_away, hold=6.0),
             rate=RATE,
             seconds=SECONDS,
         )
