@@ -11,20 +11,31 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import ssl
+import subprocess
+import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import requests
 
 from bench.loadgen import LoadReport, run_open_loop
+from consul_discovery.connection import ConsulConnection
+from consul_discovery.mesh.identity import CaRoots
+from consul_discovery.mesh.service_identity import ServiceIdentity
+from consul_discovery.mesh.tls import client_context
 from services.client import PlatformClient
 from services.cluster import control
-from services.cluster.plan import ClusterPlan
+from services.cluster.plan import ClusterPlan, InstancePlan
 from tests.harness import secure_cluster
+from tests.harness.binary import consul_binary
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,3 +236,285 @@ def rolling_restart(plan: ClusterPlan, service: str) -> dict[str, float]:
     started = time.monotonic()
     control.rolling_restart(plan, service, log=lambda _line: None)
     return {"restart_s": time.monotonic() - started}
+
+
+# ---- drills whose fault takes as long as it takes (mesh) ----------------------------
+
+
+def run_drill_through(
+    load: GatewayLoad,
+    name: str,
+    fault: Callable[[], dict[str, float]],
+    rate: float,
+    max_seconds: float,
+    fault_after: float = 3.0,
+    tail: float = 2.0,
+) -> DrillResult:
+    """Like ``run_drill``, but the load runs until ``tail`` s after ``fault`` returns.
+
+    For faults of unknown length (a CA rotation: the agent renews each leaf within a
+    30 s jitter window): the load covers the whole window, then stops. Bounded by
+    ``max_seconds`` of load; a fault still running when the load ends fails the drill
+    loudly (the window was not covered). Figures add ``fault_end_s`` and ``load_end_s``
+    (seconds from the load's start).
+    """
+    figures: dict[str, float] = {}
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    started = time.perf_counter()
+    ended: list[float] = []  # the fault's end, seconds from ``started``; the fault thread's
+
+    def fire() -> None:
+        try:
+            figures.update(fault())
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            ended.append(time.perf_counter() - started)
+        time.sleep(tail)
+        stop.set()
+
+    timer = threading.Timer(fault_after, fire)
+    timer.start()
+    try:
+        report = run_open_loop(load.call, rate=rate, duration=max_seconds, stop=stop)
+    finally:
+        stop.set()  # fire's tail does not matter any more
+        timer.join(timeout=120)
+    if timer.is_alive():
+        raise TimeoutError(f"drill {name!r}: the fault did not finish within 120 s")
+    if errors:
+        raise RuntimeError(f"drill {name!r}: the fault failed: {errors[0]}") from errors[0]
+    load_end = max((o.intended for o in report.outcomes), default=0.0)
+    if not ended or load_end < ended[0]:
+        raise AssertionError(
+            f"drill {name!r}: the load ({max_seconds}s at most) ended at {load_end:.1f}s, "
+            f"before the fault did ({ended}); raise max_seconds"
+        )
+    duplicates, missing = load.duplicates_and_missing()
+    failures = tuple(f"#{o.seq} at {o.intended:.1f}s: {o.detail}" for o in report.failures)
+    if missing:
+        failures += (f"{missing} successful-looking POSTs made no order",)
+    latencies = sorted(o.latency for o in report.outcomes)
+    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else 0.0
+    figures.update(fault_end_s=ended[0], load_end_s=load_end)
+    return DrillResult(name, len(report.outcomes), failures, duplicates, p99 * 1e3, figures)
+
+
+def rotate_connect_ca(conn: ConsulConnection) -> str:
+    """Rotate the Connect CA to a new private key (Consul cross-signs the new root).
+
+    ``conn``'s token needs ``operator:write``. Returns the new active root's ID, once
+    Consul's roots answer names it (the same rotation as ``tests/mesh/conftest.rotate_ca``).
+    """
+    with conn.session() as session:
+        old = _active_root(session, conn)
+        with tempfile.TemporaryDirectory() as work:
+            subprocess.run(
+                [consul_binary(), "tls", "ca", "create", "-domain", "rotation"],
+                cwd=work, check=True, capture_output=True, timeout=30,
+            )  # fmt: skip
+            key = (Path(work) / "rotation-agent-ca-key.pem").read_text()
+        response = session.put(
+            f"{conn.base_url}/v1/connect/ca/configuration",
+            json={"Provider": "consul", "Config": {"LeafCertTTL": "72h", "PrivateKey": key}},
+            timeout=10,
+        )
+        if not response.ok:
+            raise RuntimeError(f"CA rotation refused: {response.status_code} {response.text}")
+        new = _active_root(session, conn)
+    if new == old:
+        raise RuntimeError(f"the CA rotation left the active root unchanged ({old})")
+    return new
+
+
+def _active_root(session: requests.Session, conn: ConsulConnection) -> str:
+    response = session.get(f"{conn.base_url}/v1/connect/ca/roots", timeout=5)
+    response.raise_for_status()
+    return str(response.json()["ActiveRootID"])
+
+
+def served_by_root(caller: ServiceIdentity, inst: InstancePlan, roots: CaRoots) -> tuple[bool, str]:
+    """Whether ``inst``'s mTLS listener serves a leaf that chains to ``roots`` alone.
+
+    A TLS handshake as ``caller`` with a context trusting only ``roots``: it verifies iff
+    the served leaf was signed by one of them. Returns (verified, the leaf's issuer CN or
+    the verification error).
+    """
+    leaf = caller.leaf
+    if leaf is None:
+        raise RuntimeError(f"{caller!r} has no leaf")
+    expected = caller.client_tls.expected(inst.service)
+    context = client_context(leaf, roots, expected)
+    try:
+        with (
+            socket.create_connection((inst.host, inst.port), timeout=5) as raw,
+            context.wrap_socket(raw) as tls,
+        ):
+            issuer = dict(pair[0] for pair in (tls.getpeercert() or {}).get("issuer", ()))
+            return True, str(issuer.get("commonName", "?"))
+    except ssl.SSLCertVerificationError as exc:
+        return False, exc.verify_message
+
+
+def ca_rotation(
+    plan: ClusterPlan, conn: ConsulConnection, caller: ServiceIdentity, timeout: float = 45.0
+) -> dict[str, float]:
+    """Rotate the Connect CA, then wait until every mesh instance serves a new leaf.
+
+    "New" is checked on the wire (``served_by_root`` with only the new root trusted), for
+    every instance of every mesh service. Figures: seconds from the rotation to the
+    first and to the last instance serving a leaf of the new root.
+    """
+    started = time.monotonic()
+    new_id = rotate_connect_ca(conn)
+    with conn.session() as session:
+        body = session.get(f"{conn.base_url}/v1/connect/ca/roots", timeout=5).json()
+    roots = CaRoots.from_json(body)
+    only_new = replace(roots, roots=tuple(r for r in roots.roots if r.id == new_id))
+    pending = {i.instance_id: i for i in plan.instances() if plan.in_mesh(i.service)}
+    first: float | None = None
+    seen: dict[str, str] = {}
+    while pending:
+        for inst_id, inst in list(pending.items()):
+            verified, detail = served_by_root(caller, inst, only_new)
+            seen[inst_id] = detail
+            if verified:
+                del pending[inst_id]
+                first = first if first is not None else time.monotonic() - started
+        if not pending:
+            break
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(
+                f"{sorted(pending)} still serve a leaf of the old root {timeout}s after the "
+                f"rotation (last seen: {seen})"
+            )
+        time.sleep(0.5)
+    return {"first_new_leaf_s": first or 0.0, "all_new_leaves_s": time.monotonic() - started}
+
+
+# ---- intention flips ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FlipTiming:
+    """How long one intention change took to show through the gateway."""
+
+    write_s: float  # the intention write's own round trip (polls run meanwhile)
+    first_s: float  # write start -> intended send time of the first poll answered anew
+    settled_s: float  # write start -> from here on, every poll answered anew
+    others: tuple[str, ...]  # answers that were neither the old nor the new one
+
+
+def time_flip(
+    write: Callable[[], None],
+    poll: Callable[[], int],
+    old: int,
+    new: int,
+    interval: float = 0.01,
+    settle: int = 10,
+    timeout: float = 5.0,
+) -> FlipTiming:
+    """Start ``write`` and, from the same moment, ``poll`` every ``interval`` s open loop
+    until ``settle`` consecutive polls (by intended send time) answer ``new``.
+
+    Polls start at fixed intended times whether or not earlier ones (or the write)
+    returned, so a slow answer does not delay the measurement; times are from the
+    write's start to a poll's intended send time. A poll's status that is neither
+    ``old`` nor ``new`` (or an exception) is reported in ``others``. Fails after
+    ``timeout`` s without settling.
+    """
+    answers: dict[int, tuple[float, int | str]] = {}  # seq -> (intended, status); poll threads
+
+    def one(seq: int, intended: float) -> None:
+        try:
+            status: int | str = poll()
+        except Exception as exc:  # every failure is reported, whatever it is
+            status = f"{type(exc).__name__}: {exc}"
+        answers[seq] = (intended, status)
+
+    def settled_at() -> float | None:
+        run: list[float] = []
+        seq = 0
+        while seq in answers:
+            intended, status = answers[seq]
+            run = [*run, intended] if status == new else []
+            seq += 1
+        return run[0] if len(run) >= settle else None
+
+    start = time.perf_counter()
+    wrote: list[float] = []  # the write's end, seconds from ``start``; the writer's
+    write_errors: list[BaseException] = []
+
+    def do_write() -> None:
+        try:
+            write()
+        except BaseException as exc:
+            write_errors.append(exc)
+        finally:
+            wrote.append(time.perf_counter() - start)
+
+    # The polls do not wait for the write: they start with it, at their fixed times.
+    writer = threading.Thread(target=do_write, name="intention-write")
+    writer.start()
+    settled: float | None = None
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        seq = 0
+        while settled is None:
+            intended = start + seq * interval
+            if intended - start > timeout:
+                break
+            delay = intended - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            pool.submit(one, seq, intended)
+            seq += 1
+            settled = settled_at()
+    writer.join(timeout=30)
+    if write_errors:
+        raise RuntimeError(f"the write failed: {write_errors[0]}") from write_errors[0]
+    if not wrote:
+        raise TimeoutError("the write did not return within 30 s")
+    settled = settled_at() if settled is None else settled
+    done = [answers[s] for s in sorted(answers)]
+    if settled is None:
+        raise TimeoutError(
+            f"the change to {new} did not settle within {timeout}s: "
+            f"{[status for _, status in done][-20:]}"
+        )
+    first = min(intended for intended, status in done if status == new)
+    others = tuple(str(status) for _, status in done if status not in (old, new))
+    return FlipTiming(wrote[0], first - start, settled - start, others)
+
+
+# ---- a client agent away (mesh) -------------------------------------------------------
+
+
+def client_agent_away(
+    plan: ClusterPlan,
+    index: int,
+    while_away: Callable[[], None],
+    hold: float = 3.0,
+    timeout: float = 40.0,
+) -> dict[str, float]:
+    """Restart one host's client agent with a checked gap: stop it, check its API is
+    gone, run ``while_away`` (probes of what must hold without it), keep it down for at
+    least ``hold`` s, start it; its instances must stay or come back passing.
+    """
+    agent = [a for a in plan.agents() if not a.server][index]
+    started = time.monotonic()
+    control.stop_in_parallel(plan, [agent.program])
+    try:
+        with socket.socket() as sock:
+            sock.settimeout(2)
+            if sock.connect_ex((agent.host, plan.consul.https)) == 0:
+                raise RuntimeError(f"{agent.program} still accepts connections after its stop")
+        while_away()
+        remaining = hold - (time.monotonic() - started)
+        if remaining > 0:
+            time.sleep(remaining)
+    finally:
+        control.start_programs(plan, [agent.program])
+    down = time.monotonic() - started
+    control.wait_passing(plan, [i for i in plan.instances() if i.host == agent.host], timeout)
+    return {"agent_down_s": down, "back_passing_s": time.monotonic() - started}

@@ -226,6 +226,63 @@ def test_denying_gateway_to_order_service_fails_gateway_calls_until_allowed_agai
     wait_for(lambda: orders_status() == 200, 10, "the gateway's calls to be allowed again")
 
 
+FLIPS = 20  # deny-then-allow cycles of gateway -> order-service
+FLIP_BOUND_S = 1.0  # p99 of the write -> first answer with the new decision
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+
+def test_intention_flips_show_through_the_gateway_within_a_second(
+    cluster: ClusterPlan, consul: ConsulConnection
+) -> None:
+    """20 times: deny gateway -> order-service, poll an order through the gateway every
+    10 ms (open loop, from the intended send time) until it is refused (403 forbidden),
+    then allow and poll until it is served again. p99 of write -> first refused and of
+    write -> first served <= 1 s; no other answer than 200 or 403 forbidden."""
+    load = drills.GatewayLoad(cluster, users=1)
+    url = f"{cluster.gateway_url}/api/orders/{load.first_orders[0]}"
+    headers = {"Authorization": f"Bearer {load.tokens[0]}"}
+
+    def poll() -> int:
+        response = load.session.get(url, headers=headers, timeout=5)
+        mesh_403 = response.status_code == 403 and response.json()["error"]["code"] == "forbidden"
+        if response.status_code != 200 and not mesh_403:
+            raise AssertionError(f"{response.status_code} {response.text[:300]}")
+        return response.status_code
+
+    def flip(action: str) -> Callable[[], None]:
+        return lambda: set_intention(consul, "gateway", "order-service", action)
+
+    denies: list[drills.FlipTiming] = []
+    allows: list[drills.FlipTiming] = []
+    assert poll() == 200
+    try:
+        for _ in range(FLIPS):
+            denies.append(drills.time_flip(flip("deny"), poll, old=200, new=403))
+            allows.append(drills.time_flip(flip("allow"), poll, old=403, new=200))
+    finally:
+        set_intention(consul, "gateway", "order-service", "allow")
+        wait_for(lambda: poll() == 200, 10, "the gateway's calls to be allowed again")
+    for name, timings in (("deny -> first 403", denies), ("allow -> first 200", allows)):
+        firsts = [t.first_s * 1e3 for t in timings]
+        settled = [t.settled_s * 1e3 for t in timings]
+        writes = [t.write_s * 1e3 for t in timings]
+        print(
+            f"intention flip {name}: {len(timings)} flips, first p50 "
+            f"{sorted(firsts)[len(firsts) // 2]:.0f} ms p99 {p99(firsts):.0f} ms max "
+            f"{max(firsts):.0f} ms; every poll anew p99 {p99(settled):.0f} ms; "
+            f"the write itself p99 {p99(writes):.0f} ms"
+        )
+    others = [(n, o) for n, t in enumerate(denies + allows) for o in t.others]
+    assert others == [], others[:10]
+    assert len(denies) == len(allows) == FLIPS
+    assert p99([t.first_s for t in denies]) <= FLIP_BOUND_S
+    assert p99([t.first_s for t in allows]) <= FLIP_BOUND_S
+
+
 def prometheus_targets(plan: ClusterPlan) -> dict[str, dict[str, Any]]:
     """Prometheus' active targets by instance_id label."""
     body = requests.get(f"{plan.prometheus_url}/api/v1/targets", timeout=5).json()
@@ -305,3 +362,36 @@ def test_drill_rolling_restart_of_order_service_in_the_mesh(cluster: ClusterPlan
     assert result.requests == int(RATE * SECONDS)
     assert not result.failures, result.failures[:10]
     assert result.duplicates == 0
+
+
+ROTATIONS = 2  # each up to ~35 s: the agent renews leaves within a 30 s jitter window
+ROTATION_MAX_S = 55.0  # the load's bound per rotation (the fault must end within it)
+
+
+def test_drill_ca_rotation_under_load(cluster: ClusterPlan, consul: ConsulConnection) -> None:
+    """Rotate the Connect CA (a new key, cross-signed) twice under open-loop order
+    traffic through the gateway; each time the load runs until every mesh instance
+    serves a leaf of the new root (checked on the wire: a handshake trusting the new
+    root alone) and 2 s beyond: every request 2xx, no order made twice. Last here: it
+    changes the CA."""
+    caller = identity_of(cluster, "gateway")
+    load = drills.GatewayLoad(cluster)
+    try:
+        for n in range(1, ROTATIONS + 1):
+            result = drills.run_drill_through(
+                load,
+                f"CA rotation {n} (mesh)",
+                lambda: drills.ca_rotation(cluster, consul, caller),
+                rate=RATE,
+                max_seconds=ROTATION_MAX_S,
+            )
+            print(
+                f"{result.name}: {result.requests} requests, {len(result.failures)} failed, "
+                f"{result.duplicates} duplicate orders, p99 {result.p99_ms:.0f} ms, "
+                f"{ {k: round(v, 1) for k, v in result.figures.items()} }"
+            )
+            assert not result.failures, result.failures[:10]
+            assert result.duplicates == 0
+            assert result.requests >= int(RATE * result.figures["fault_end_s"])
+    finally:
+        caller.close()

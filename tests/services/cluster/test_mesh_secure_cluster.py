@@ -10,6 +10,7 @@ scrapes with the ``prometheus`` identity's own token.
 from __future__ import annotations
 
 import io
+import socket
 import time
 from collections.abc import Iterator
 
@@ -25,9 +26,9 @@ from consul_discovery.mesh.intentions_cli import (
 from consul_discovery.mesh.service_identity import ServiceIdentity
 from services.client import PlatformClient
 from services.cluster import mesh, secure
-from services.cluster.plan import MESH_SERVICES, ClusterPlan
+from services.cluster.plan import MESH_SERVICES, ClusterPlan, InstancePlan
 from services.demo import run_demo
-from tests.harness import secure_cluster
+from tests.harness import drills, secure_cluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
@@ -103,3 +104,70 @@ def test_prometheus_scrapes_every_instance_with_its_own_token(cluster: ClusterPl
         job = "services-mesh" if inst.service in MESH_SERVICES else "services"
         assert found[inst.instance_id][1] == job
     assert cluster.token_file("prometheus").stat().st_mode & 0o777 == 0o600
+
+
+# ---- a drill under load ---------------------------------------------------------------
+
+RATE = 16.0  # requests per second through the gateway during the drill
+SECONDS = 20.0  # bounded: RATE * SECONDS requests
+
+
+def served_serial(caller: ServiceIdentity, inst: InstancePlan) -> str:
+    """The serial number of the leaf ``inst`` serves, from a handshake as ``caller``."""
+    context = caller.client_tls.context_for(inst.service)
+    with (
+        socket.create_connection((inst.host, inst.port), timeout=5) as raw,
+        context.wrap_socket(raw) as tls,
+    ):
+        return str((tls.getpeercert() or {})["serialNumber"])
+
+
+def test_drill_restart_a_client_agent_in_the_mesh(cluster: ClusterPlan) -> None:
+    """Host 2's client agent stops and starts again under open-loop order traffic
+    through the gateway (on host 1; order-service on host 2 answers through the mesh):
+    every request 2xx, no order made twice. While the agent is away, order-service on
+    host 2 keeps its identity (the same leaf on the wire) and its decisions: a stranger's
+    leaf still gets 403, the gateway's reaches the app."""
+    away = [a for a in cluster.agents() if not a.server][1]
+    order = next(i for i in cluster.instances_of("order-service") if i.host == away.host)
+    home = cluster.client_hosts[0]
+    assert away.host != home
+    gateway = ServiceIdentity("gateway", secure.connection(cluster, "gateway", host=home))
+    stranger = ServiceIdentity(
+        "inventory-service", secure.connection(cluster, "inventory-service", host=home)
+    )
+    gateway.start().wait_ready(15)
+    stranger.start().wait_ready(15)
+    seen: dict[str, object] = {}  # what the probes saw while the agent was away
+
+    def while_away() -> None:
+        seen["serial"] = served_serial(gateway, order)
+        url = f"https://{order.address}/orders"
+        with httpx.Client(verify=stranger.client_tls.context_for(order.service)) as client:
+            denied = client.get(url, timeout=5)
+            seen["stranger"] = (denied.status_code, denied.json().get("caller"))
+        with httpx.Client(verify=gateway.client_tls.context_for(order.service)) as client:
+            seen["gateway"] = client.get(url, timeout=5).status_code  # 401: the app's
+
+    try:
+        before = served_serial(gateway, order)
+        load = drills.GatewayLoad(cluster)
+        result = drills.run_drill(
+            load,
+            "restart a client agent (secure mesh)",
+            lambda: drills.client_agent_away(cluster, 1, while_away, hold=6.0),
+            rate=RATE,
+            seconds=SECONDS,
+        )
+    finally:
+        gateway.close()
+        stranger.close()
+    print(
+        f"drill {result.name}: {result.requests} requests, {len(result.failures)} failed, "
+        f"{result.duplicates} duplicate orders, p99 {result.p99_ms:.0f} ms, "
+        f"{ {k: round(v, 1) for k, v in result.figures.items()} }; while away: {seen}"
+    )
+    assert result.requests == int(RATE * SECONDS)
+    assert result.failures == (), result.failures[:10]
+    assert result.duplicates == 0
+    assert seen == {"serial": before, "stranger": (403, "inventory-service"), "gateway": 401}
