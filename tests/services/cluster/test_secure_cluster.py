@@ -1,29 +1,42 @@
 """The secure profile: ACLs default-deny, TLS, gossip encryption, servers and client agents.
 
 One module-scoped secure cluster (3 servers, 2 client agents, gateway + 2 user-service +
-2 order-service instances spread over the two hosts) serves every test here: what each
-token may and may not do, what the discovery client says when ACLs hide an answer, the
-UI over HTTPS after logging in, and four failure drills under open-loop load through
-the gateway, each with 0 failed requests and no duplicate order.
+2 order-service instances spread over the two hosts), in Consul's mesh as the profile
+runs by default, serves every test here: the mesh (Connect-native instances, the
+intentions written with the ``mesh-admin`` token and no service's, another service's
+leaf refused, Prometheus scraping with its own identity), what each token may and may
+not do, what the discovery client says when ACLs hide an answer, the UI over HTTPS
+after logging in, and five failure drills under open-loop load through the gateway,
+each with 0 failed requests and no duplicate order.
 """
 
 from __future__ import annotations
 
+import io
 import socket
 import ssl
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 import requests
 
 from consul_discovery.client import ConsulPermissionError, ConsulSource, ServiceClient
 from consul_discovery.connection import ConsulConnection, acl_denial, filtered_by_acls
+from consul_discovery.mesh.intentions_cli import (
+    IntentionsCliError,
+    list_intentions,
+    set_intention,
+)
+from consul_discovery.mesh.service_identity import ServiceIdentity
 from consul_discovery.registry import Registrar, Registration
 from consul_discovery.registry.health import HealthChecks
-from services.cluster import control, secure
-from services.cluster.plan import ClusterPlan
+from services.client import PlatformClient
+from services.cluster import control, mesh, secure
+from services.cluster.plan import MESH_SERVICES, ClusterPlan, InstancePlan
 from services.cluster.supervisor_conf import instance_env
+from services.demo import run_demo
 from tests.harness import drills, secure_cluster
 from tests.harness.browser import chromium, log_in, screenshot, wait_for_services_health
 
@@ -39,9 +52,77 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterPlan]:
     supervisord restarts what dies."""
     started = time.monotonic()
     run_dir = tmp_path_factory.mktemp("secure")
-    with secure_cluster.running_secure_cluster(run_dir, mesh=True) as plan:
+    with secure_cluster.running_secure_cluster(run_dir, mesh=True, scrape_interval="1s") as plan:
         print(f"secure cluster all passing after {time.monotonic() - started:.1f}s")
         yield plan
+
+
+# ---- the mesh (the secure profile's default) -------------------------------------------
+
+
+def test_the_seed_flow_works_through_the_gateway_and_the_mesh(cluster: ClusterPlan) -> None:
+    out = io.StringIO()
+    run_demo(PlatformClient.via_gateway(cluster.gateway_url), out)
+    assert "demo OK" in out.getvalue()
+
+
+def test_mesh_instances_are_connect_native_and_the_intentions_are_the_call_graph(
+    cluster: ClusterPlan,
+) -> None:
+    operator = secure.connection(cluster, secure.OPERATOR)
+    with operator.session() as session:
+        for service in sorted(MESH_SERVICES):
+            url = f"{operator.base_url}/v1/health/connect/{service}"
+            entries = session.get(url, params={"passing": 1}, timeout=5).json()
+            planned = {i.instance_id for i in cluster.instances_of(service)}
+            assert {e["Service"]["ID"] for e in entries} == planned, service
+    admin = secure.connection(cluster, secure.MESH_ADMIN)
+    found = {(r["SourceName"], r["DestinationName"], r["Action"]) for r in list_intentions(admin)}
+    assert found == {(i.source, i.destination, i.action) for i in mesh.intentions()}
+
+
+def test_a_service_token_cannot_change_the_intentions(cluster: ClusterPlan) -> None:
+    gateway = secure.connection(cluster, "gateway")
+    with pytest.raises(IntentionsCliError, match="403"):
+        set_intention(gateway, "gateway", "user-service", "deny")
+    with pytest.raises(IntentionsCliError, match="403"):
+        set_intention(gateway, "*", "*", "allow")
+
+
+def test_another_services_leaf_gets_403_naming_the_caller(cluster: ClusterPlan) -> None:
+    order = cluster.instances_of("order-service")[0]
+    conn = secure.connection(cluster, "inventory-service", host=order.host)
+    stranger = ServiceIdentity("inventory-service", conn).start().wait_ready(15)
+    try:
+        context = stranger.client_tls.context_for("order-service")
+        with httpx.Client(verify=context, timeout=5) as client:
+            denied = client.get(f"https://{order.address}/orders")
+        assert denied.status_code == 403
+        assert denied.json()["caller"] == "inventory-service"
+    finally:
+        stranger.close()
+
+
+def test_prometheus_scrapes_every_instance_with_its_own_token(cluster: ClusterPlan) -> None:
+    def targets() -> dict[str, tuple[str, str, str]]:
+        body = requests.get(f"{cluster.prometheus_url}/api/v1/targets", timeout=5).json()
+        return {
+            t["labels"].get("instance_id", "?"): (t["health"], t["labels"]["job"], t["lastError"])
+            for t in body["data"]["activeTargets"]
+        }
+
+    deadline = time.monotonic() + 30
+    wanted = {i.instance_id for i in cluster.instances()}
+    while True:
+        found = targets()
+        if set(found) == wanted and all(h == "up" for h, _, _ in found.values()):
+            break
+        assert time.monotonic() < deadline, f"targets not all up: {found}"
+        time.sleep(0.5)
+    for inst in cluster.instances():
+        job = "services-mesh" if inst.service in MESH_SERVICES else "services"
+        assert found[inst.instance_id][1] == job
+    assert cluster.token_file("prometheus").stat().st_mode & 0o777 == 0o600
 
 
 @pytest.fixture(scope="module")
@@ -230,13 +311,65 @@ def test_drill_kill_the_raft_leader(cluster: ClusterPlan, load: drills.GatewayLo
     assert result.figures["new_leader_s"] < 15
 
 
-def test_drill_restart_a_client_agent(cluster: ClusterPlan, load: drills.GatewayLoad) -> None:
-    # Host 2's agent: the gateway (on host 1) calls instances on host 2 throughout.
-    result = drills.run_drill(
-        load, "restart client agent", lambda: drills.restart_client_agent(cluster, 1), RATE,
-        SECONDS,
-    )  # fmt: skip
-    _assert_clean(result, cluster)
+def served_serial(caller: ServiceIdentity, inst: InstancePlan) -> str:
+    """The serial number of the leaf ``inst`` serves, from a handshake as ``caller``."""
+    context = caller.client_tls.context_for(inst.service)
+    with (
+        socket.create_connection((inst.host, inst.port), timeout=5) as raw,
+        context.wrap_socket(raw) as tls,
+    ):
+        return str((tls.getpeercert() or {})["serialNumber"])
+
+
+def test_drill_restart_a_client_agent_in_the_mesh(cluster: ClusterPlan) -> None:
+    """Host 2's client agent stops and starts again under open-loop order traffic
+    through the gateway (on host 1; order-service on host 2 answers through the mesh):
+    every request 2xx, no order made twice. While the agent is away, order-service on
+    host 2 keeps its identity (the same leaf on the wire) and its decisions: a stranger's
+    leaf still gets 403, the gateway's reaches the app."""
+    away = [a for a in cluster.agents() if not a.server][1]
+    order = next(i for i in cluster.instances_of("order-service") if i.host == away.host)
+    home = cluster.client_hosts[0]
+    assert away.host != home
+    gateway = ServiceIdentity("gateway", secure.connection(cluster, "gateway", host=home))
+    stranger = ServiceIdentity(
+        "inventory-service", secure.connection(cluster, "inventory-service", host=home)
+    )
+    gateway.start().wait_ready(15)
+    stranger.start().wait_ready(15)
+    seen: dict[str, object] = {}  # what the probes saw while the agent was away
+
+    def while_away() -> None:
+        seen["serial"] = served_serial(gateway, order)
+        url = f"https://{order.address}/orders"
+        with httpx.Client(verify=stranger.client_tls.context_for(order.service)) as client:
+            denied = client.get(url, timeout=5)
+            seen["stranger"] = (denied.status_code, denied.json().get("caller"))
+        with httpx.Client(verify=gateway.client_tls.context_for(order.service)) as client:
+            seen["gateway"] = client.get(url, timeout=5).status_code  # 401: the app's
+
+    try:
+        before = served_serial(gateway, order)
+        load = drills.GatewayLoad(cluster)
+        result = drills.run_drill(
+            load,
+            "restart a client agent (secure mesh)",
+            lambda: drills.client_agent_away(cluster, 1, while_away, hold=6.0),
+            rate=RATE,
+            seconds=SECONDS,
+        )
+    finally:
+        gateway.close()
+        stranger.close()
+    print(
+        f"drill {result.name}: {result.requests} requests, {len(result.failures)} failed, "
+        f"{result.duplicates} duplicate orders, p99 {result.p99_ms:.0f} ms, "
+        f"{ {k: round(v, 1) for k, v in result.figures.items()} }; while away: {seen}"
+    )
+    assert result.requests == int(RATE * SECONDS)
+    assert result.failures == (), result.failures[:10]
+    assert result.duplicates == 0
+    assert seen == {"serial": before, "stranger": (403, "inventory-service"), "gateway": 401}
 
 
 def test_drill_restart_the_gateways_own_client_agent(
