@@ -305,7 +305,7 @@ def rotate_connect_ca(conn: ConsulConnection) -> str:
     """Rotate the Connect CA to a new private key (Consul cross-signs the new root).
 
     ``conn``'s token needs ``operator:write``. Returns the new active root's ID, once
-    Consul's roots answer names it (the same rotation as ``tests/mesh/conftest.rotate_ca``).
+    Consul's roots answer names it.
     """
     with conn.session() as session:
         old = _active_root(session, conn)

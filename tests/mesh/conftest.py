@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
@@ -13,8 +10,8 @@ import requests
 from consul_discovery.connection import ConsulConnection
 from consul_discovery.connection.blocking import WatchTiming
 from consul_discovery.mesh import MeshAdapter, ServiceIdentity
+from tests.harness import drills
 from tests.harness.agent import ConsulAgent
-from tests.harness.binary import consul_binary
 from tests.harness.connect import connect_agent
 
 #: Quick pacing for watches in tests (the blocking wait stays real).
@@ -56,18 +53,7 @@ def mesh_session(ident: ServiceIdentity, target: str) -> requests.Session:
 
 def rotate_ca(agent: ConsulAgent) -> None:
     """Rotate the Connect CA to a new private key (Consul cross-signs the new root)."""
-    with tempfile.TemporaryDirectory() as work:
-        subprocess.run(
-            [consul_binary(), "tls", "ca", "create", "-domain", "rotation"],
-            cwd=work, check=True, capture_output=True, timeout=30,
-        )  # fmt: skip
-        key = (Path(work) / "rotation-agent-ca-key.pem").read_text()
-    response = requests.put(
-        f"{agent.url}/v1/connect/ca/configuration",
-        json={"Provider": "consul", "Config": {"LeafCertTTL": "72h", "PrivateKey": key}},
-        timeout=10,
-    )
-    response.raise_for_status()
+    drills.rotate_connect_ca(connection(agent))
 
 
 def active_root(agent: ConsulAgent) -> str:
