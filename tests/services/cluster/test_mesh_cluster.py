@@ -343,27 +343,6 @@ def test_prometheus_scrapes_the_mesh_instances_with_its_own_identity(
     wait_for(lambda: users_health() == {("up", "")}, 15, "user-service's targets up again")
 
 
-def test_drill_rolling_restart_of_order_service_in_the_mesh(cluster: ClusterPlan) -> None:
-    """Open-loop order traffic through the gateway (every call gateway -> order-service
-    -> user- and inventory-service over mTLS) while order-service restarts in turn:
-    every request answered 2xx, no order made twice. Last here: it restarts instances."""
-    load = drills.GatewayLoad(cluster)
-    result = drills.run_drill(
-        load,
-        "rolling restart of order-service (mesh)",
-        lambda: drills.rolling_restart(cluster, "order-service"),
-        rate=RATE,
-        seconds=SECONDS,
-    )
-    print(
-        f"{result.name}: {result.requests} requests, {len(result.failures)} failed, "
-        f"{result.duplicates} duplicate orders, p99 {result.p99_ms:.0f} ms, {result.figures}"
-    )
-    assert result.requests == int(RATE * SECONDS)
-    assert not result.failures, result.failures[:10]
-    assert result.duplicates == 0
-
-
 ROTATIONS = 2  # each up to ~35 s: the agent renews leaves within a 30 s jitter window
 ROTATION_MAX_S = 55.0  # the load's bound per rotation (the fault must end within it)
 
