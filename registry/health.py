@@ -80,9 +80,6 @@ class HealthChecks:
         return HealthReport(overall, results)
 
 
-_CLOSE = {"Connection": "close"}
-
-
 def http_probe(
     url: str, timeout: float = 2.0, session: requests.Session | None = None
 ) -> Callable[[], HealthReport]:
@@ -98,10 +95,7 @@ def http_probe(
 
     def probe() -> HealthReport:
         try:
-            # A connection per probe: an idle kept-alive one from the master would be
-            # inherited by every worker forked after it, and the worker serving it would
-            # wait on it at shutdown until gunicorn's graceful timeout kills it.
-            response = session.get(url, timeout=timeout, headers=_CLOSE)
+            response = session.get(url, timeout=timeout)
         except requests.RequestException as exc:
             return HealthReport(CRITICAL, {"http": {"status": CRITICAL, "error": str(exc)}})
         try:

@@ -139,6 +139,13 @@ def run_drill(
         raise TimeoutError(f"drill {name!r}: the fault did not finish within 120 s")
     if errors:
         raise RuntimeError(f"drill {name!r}: the fault failed: {errors[0]}") from errors[0]
+    return _result(load, name, report, figures)
+
+
+def _result(
+    load: GatewayLoad, name: str, report: LoadReport, figures: dict[str, float]
+) -> DrillResult:
+    """What a drill's load saw: failures, duplicate orders (and POSTs that made none), p99."""
     duplicates, missing = load.duplicates_and_missing()
     failures = tuple(f"#{o.seq} at {o.intended:.1f}s: {o.detail}" for o in report.failures)
     if missing:
@@ -291,14 +298,8 @@ def run_drill_through(
             f"drill {name!r}: the load ({max_seconds}s at most) ended at {load_end:.1f}s, "
             f"before the fault did ({ended}); raise max_seconds"
         )
-    duplicates, missing = load.duplicates_and_missing()
-    failures = tuple(f"#{o.seq} at {o.intended:.1f}s: {o.detail}" for o in report.failures)
-    if missing:
-        failures += (f"{missing} successful-looking POSTs made no order",)
-    latencies = sorted(o.latency for o in report.outcomes)
-    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else 0.0
     figures.update(fault_end_s=ended[0], load_end_s=load_end)
-    return DrillResult(name, len(report.outcomes), failures, duplicates, p99 * 1e3, figures)
+    return _result(load, name, report, figures)
 
 
 def rotate_connect_ca(conn: ConsulConnection) -> str:

@@ -31,6 +31,7 @@ from services.cluster import control, mesh
 from services.cluster.plan import MESH_SERVICES, REPO_ROOT, ClusterPlan
 from services.demo import run_demo
 from tests.harness import drills
+from tests.harness.waiting import wait_for
 from tests.services.cluster.conftest import free_plan, stop_cluster
 
 pytestmark = pytest.mark.slow
@@ -56,18 +57,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterPlan]:
 @pytest.fixture(scope="module")
 def consul(cluster: ClusterPlan) -> ConsulConnection:
     return ConsulConnection.from_env({}, address=cluster.consul_address)
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll until ``condition()`` is truthy; return it, or fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def consul_get(plan: ClusterPlan, path: str, **params: Any) -> Any:

@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from services.cluster import control
 from services.cluster.plan import ClusterPlan, InstancePlan
 from services.demo import run_demo
 from tests.harness.browser import chromium, screenshot
+from tests.harness.waiting import wait_for
 from tests.services.cluster.conftest import free_plan, kill_group_and_wait, stop_cluster
 
 pytestmark = pytest.mark.slow
@@ -39,18 +40,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterPlan]:
         yield plan
     finally:
         stop_cluster(plan)
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll until ``condition()`` is truthy; return it, or fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def targets(plan: ClusterPlan) -> dict[str, dict[str, Any]]:
