@@ -1,11 +1,17 @@
 """2. Client overhead: keep-alive GETs to one real instance, requests.Session vs ServiceClient.
 
 Both paths use one pooled ``requests.Session`` (trust_env off, same pool size) against
-the same gunicorn backend (no delay). Latency: open-loop at a fixed rate well below
-capacity (bench/loadgen.py, measured from each request's intended send time).
-Throughput: closed loop, a fixed number of GETs from a few threads, as fast as they go;
-the figure is the median of each round's ratio. The two paths alternate, round after
-round, so drift on a shared machine hits both.
+the same gunicorn backend (no delay). This machine's speed drifts (a shared VM: the same
+call can take twice as long a second later), so the two paths are measured side by side:
+
+* Latency: open loop at a fixed rate well below capacity (bench/loadgen.py, measured
+  from each request's intended send time), the two paths taking turns on one schedule
+  (even sends one path, odd sends the other; which is first alternates by round), so
+  both see the same moments of the machine.
+* Throughput: closed loop, a fixed number of GETs from a few threads, as fast as they
+  go, one path at a time (sharing the threads would hide a path's cost in the other's
+  waits); many short runs in ABBA order, and the figure is the median of the pairs'
+  ratios.
 
 Also measured: the discovery layer's own CPU per call, for each transport, over the raw
 client with a canned in-memory transport (no socket, no server): ``requests.Session``
@@ -41,18 +47,23 @@ POOL = 32
 
 @dataclass(frozen=True, slots=True)
 class Params:
-    """Rounds, open-loop rate and duration, closed-loop request count and threads."""
+    """Latency rounds (the shared open-loop schedule's rate and seconds), closed-loop
+    pairs of runs (requests per run, threads), and the calls of the CPU-per-call pairs."""
 
     rounds: int = 4
-    rate: float = 150.0
-    seconds: float = 3.5
-    throughput_requests: int = 1500
+    rate: float = 150.0  # requests/s of the shared schedule: half of them per path
+    seconds: float = 7.0
+    throughput_pairs: int = 16  # ABBA: each pair is one run of each path
+    throughput_requests: int = 400  # per run
     threads: int = 4
     no_io_calls: int = 4000  # per path, in alternating batches of BATCH
 
 
 FULL = Params()
-QUICK = Params(rounds=1, rate=50.0, seconds=0.5, throughput_requests=60, threads=2, no_io_calls=100)
+QUICK = Params(
+    rounds=1, rate=50.0, seconds=1.0, throughput_pairs=2, throughput_requests=60, threads=2,
+    no_io_calls=100,
+)  # fmt: skip
 
 
 class CannedAdapter(BaseAdapter):
@@ -253,13 +264,20 @@ def run(p: Params) -> Result:
             for get in paths.values():  # warm up: connections, resolution, code paths
                 for _ in range(30):
                     get().raise_for_status()
-            for n in range(p.rounds):
+            for n in range(p.rounds):  # the paths take turns on one open-loop schedule
                 order = list(paths) if n % 2 == 0 else list(reversed(paths))
-                for name in order:
-                    get = paths[name]
-                    report = run_open_loop(lambda _seq, get=get: _ok(get()), p.rate, p.seconds)
-                    latencies[name] += [o.latency for o in report.outcomes if o.ok]
-                    failures[name] += len(report.failures)
+                gets = [paths[name] for name in order]
+                report = run_open_loop(
+                    lambda seq, gets=gets: _ok(gets[seq % 2]()), p.rate, p.seconds
+                )
+                for outcome in report.outcomes:
+                    name = order[outcome.seq % 2]
+                    if outcome.ok:
+                        latencies[name].append(outcome.latency)
+                    else:
+                        failures[name] += 1
+            for n in range(p.throughput_pairs):  # ABBA
+                order = list(paths) if n % 2 == 0 else list(reversed(paths))
                 for name in order:
                     rates[name].append(throughput(paths[name], p.throughput_requests, p.threads))
         no_io = cpu_per_call(p, agent.address, url, timeout)
@@ -281,7 +299,7 @@ def run(p: Params) -> Result:
         )
     direct, ours = stats["requests.Session"][0], stats["ServiceClient"][0]
     p50_ratio, p99_ratio = ours["p50"] / direct["p50"], ours["p99"] / direct["p99"]
-    # Each round measured both paths back to back: the median of the rounds' ratios is
+    # Each pair measured both paths back to back: the median of the pairs' ratios is
     # what a shared machine's drift moves least.
     rps_ratio = statistics.median(
         o / r for r, o in zip(rates["requests.Session"], rates["ServiceClient"], strict=True)

@@ -6,9 +6,10 @@ rotating context (``ServerTLS.front_context``) whose handler reads the caller's 
 ID from its verified certificate and asks the ``Guard`` (cached decision), as the WSGI
 and ASGI guards do. The caller is one ``ServiceClient`` with two services over the same
 core: ``bplain`` (plain) and ``bmesh`` (``ServiceConfig(connect=True)``: Connect-native,
-dialled over mTLS as ``bclient``), requests interleaved in blocks, keep-alive
-connections (one per instance), each call timed alone. So the ratio is what the mesh
-adds to a whole call through the client core: TLS records both ways, the guard.
+dialled over mTLS as ``bclient``), the two taking turns call by call (ABBA: this
+machine's speed drifts within seconds, so both paths must see the same moments of it),
+keep-alive connections (one per instance), each call timed alone. So the ratio is what
+the mesh adds to a whole call through the client core: TLS records both ways, the guard.
 
 Also: the cost of a new TLS handshake (TCP connect + mTLS handshake, vs TCP connect
 alone), ``Authorizer.cached`` (a cached decision, target <= 5 us), and the time from an
@@ -39,15 +40,14 @@ from tests.harness.connect import connect_agent, write_intentions
 class Params:
     """How many timed requests, handshakes, decisions and intention flips."""
 
-    requests: int = 4000  # per path (plain, mTLS)
-    block: int = 200  # requests per path before switching (interleaved)
+    requests: int = 4000  # per path (plain, mTLS), taking turns call by call
     handshakes: int = 300
     decisions: int = 50_000
     flips: int = 10  # deny + allow each
 
 
 FULL = Params()
-QUICK = Params(requests=200, block=50, handshakes=20, decisions=2000, flips=2)
+QUICK = Params(requests=200, handshakes=20, decisions=2000, flips=2)
 
 BODY = b'{"ok": true}'
 
@@ -102,6 +102,18 @@ def _timed(call: Any, n: int) -> list[float]:
         call()
         samples.append(clock() - t0)
     return samples
+
+
+def _taking_turns(a: Any, b: Any, n: int) -> tuple[list[float], list[float]]:
+    """``n`` timed calls of each, in ABBA order (each pair's first call alternates)."""
+    clock = time.perf_counter
+    times: tuple[list[float], list[float]] = ([], [])
+    for k in range(2 * n):
+        side = (k + k // 2) % 2  # 0, 1, 1, 0, 0, 1, 1, 0, ...
+        t0 = clock()
+        (a, b)[side]()
+        times[side].append(clock() - t0)
+    return times
 
 
 def _handshakes(port: int, context: Any, n: int) -> tuple[list[float], list[float]]:
@@ -159,13 +171,11 @@ def run(p: Params) -> Result:
             for name in ("bplain", "bmesh"):  # resolve, connect, warm up
                 for _ in range(50):
                     client.get(name, "/").raise_for_status()
-            plain_s: list[float] = []
-            mesh_s: list[float] = []
-            done = 0
-            while done < p.requests:
-                plain_s += _timed(lambda: client.get("bplain", "/").content, p.block)
-                mesh_s += _timed(lambda: client.get("bmesh", "/").content, p.block)
-                done += p.block
+            plain_s, mesh_s = _taking_turns(
+                lambda: client.get("bplain", "/").content,
+                lambda: client.get("bmesh", "/").content,
+                p.requests,
+            )
             context = client_id.client_tls.context_for("bmesh")
             tcp, handshake = _handshakes(mesh.server_address[1], context, p.handshakes)
             source = client_id.spiffe_id

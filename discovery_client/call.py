@@ -78,6 +78,9 @@ def sender(
         connect = read = timeout
     session_send = session.send
     new = object.__new__
+    # Session.send would work these out per attempt (resolve_proxies: a URL parse), and
+    # without the environment they are only a copy of the session's own.
+    own_proxies = "proxies" not in send_kwargs and not session.trust_env
 
     def send(endpoint: Endpoint, plan: AttemptPlan) -> requests.Response:
         # A shallow copy: the same headers, body and hooks (none is changed per attempt);
@@ -103,7 +106,12 @@ def sender(
             left if limit is None or limit > left else limit,
             left if read is None or read > left else read,
         )
-        response = session_send(request, timeout=timeout, stream=True, **send_kwargs)
+        if own_proxies:
+            proxies = dict(session.proxies or ())
+            response = session_send(request, timeout=timeout, stream=True, proxies=proxies,
+                                    **send_kwargs)  # fmt: skip
+        else:
+            response = session_send(request, timeout=timeout, stream=True, **send_kwargs)
         if changes is not None:
             changes.response_headers(response.headers)
         return response

@@ -182,7 +182,7 @@ class ServiceClient:
         ``source_ip``: the address the call comes from on behalf of (a gateway's client),
         for a resolver's ``SourceIP`` hash policy; it is not sent.
         """
-        send_kwargs = {k: kwargs.pop(k) for k in _SEND_KWARGS if k in kwargs}
+        send_kwargs = {k: kwargs.pop(k) for k in _SEND_KWARGS if k in kwargs} if kwargs else {}
         if not path.startswith("/"):
             path = "/" + path
         request = requests.Request(method=method.upper(), url=f"http://{service}{path}", **kwargs)

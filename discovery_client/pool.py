@@ -75,8 +75,10 @@ class InstancePools(RecentlyUsedContainer[Any, HTTPConnectionPool]):
         return self._maxsize
 
     def __getitem__(self, key: Any) -> HTTPConnectionPool:
-        with self.lock:
-            item = super().__getitem__(key)
+        with self.lock:  # RecentlyUsedContainer's move to the end, under one acquisition
+            container = self._container
+            item = container.pop(key)
+            container[key] = item
             self._used[key] = self._clock()
             return item
 

@@ -161,6 +161,45 @@ def test_given_session_is_used_and_left_open():
     session.close()
 
 
+class _ProxiesSeen(requests.adapters.BaseAdapter):
+    """An adapter recording the ``proxies`` each attempt is sent with; answers 200."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[dict[str, str]] = []
+
+    def send(self, request, **kwargs):  # type: ignore[no-untyped-def]
+        self.seen.append(kwargs["proxies"])
+        response = requests.Response()
+        response.status_code, response._content = 200, b"ok"
+        response.request, response.url = request, request.url
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("trust_env", [False, True])
+def test_each_attempt_gets_the_proxies_session_send_would_give_it(trust_env, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    session = requests.Session()
+    session.trust_env = trust_env
+    session.proxies = {"https": "http://tls-proxy.invalid:3128"}
+    adapter = _ProxiesSeen()
+    session.mount("http://", adapter)
+    with client_for(8080, session=session) as client:
+        client.get("svc", "/")
+        client.get("svc", "/", proxies={"http": "http://mine.invalid:1"})
+    expected = requests.utils.resolve_proxies(
+        requests.Request("GET", "http://127.0.0.1:8080/").prepare(), session.proxies, trust_env
+    )
+    assert adapter.seen == [expected, {"http": "http://mine.invalid:1"}]
+    assert ("http" in expected) is trust_env  # the environment's proxy only when trusted
+    assert adapter.seen[0] is not session.proxies  # a copy, as Session.send passes
+
+
 def test_concurrent_calls_keep_counts_consistent():
     calls_per_thread, threads = 40, 8
     with (
