@@ -411,17 +411,34 @@ def stop_in_parallel(plan: ClusterPlan, programs: list[str], timeout: float | No
     supervisord's own signal handler, which swallows the signal. The program then starts
     normally and runs until supervisord's SIGKILL, ``stopwaitsecs`` later (seen: a drill
     whose instances, autorestarted after a kill -9, took 32 s to stop instead of 0.1 s).
+    The process asked about may still die and be respawned before supervisord reads the
+    request (seen in CI: asked right after a kill -9, the stop took the whole
+    ``stopwaitsecs``): a program STOPPING under another pid than the one asked about
+    gets its SIGTERM again from here once that process has exec'd.
     """
     if timeout is None:
         timeout = stopping.parallel_stop_bound(plan, programs)
     rpc = _rpc(plan)
     exited_since: dict[str, float] = {}  # program -> when it was first seen EXITED
+    asked: dict[str, int] = {}  # program -> the pid it had when it was last asked
 
     def ask(name: str, info: Mapping[str, Any]) -> None:
-        if info["statename"] == "STARTING" and _exec_pending(int(info["pid"])):
+        pid = int(info["pid"])
+        if info["statename"] == "STARTING" and _exec_pending(pid):
             return  # asked again on the next poll, once it has exec'd
         with contextlib.suppress(xmlrpc.client.Fault):  # NOT_RUNNING: nothing to stop
             rpc.stopProcess(name, False)
+        asked[name] = pid
+
+    def resend(name: str, pid: int) -> None:
+        """The stop reached another process than the one asked about: the old one had
+        died and supervisord respawned it in between (asked right after a kill -9), so
+        the SIGTERM may have landed before the new one's exec and been swallowed. Once
+        it has exec'd, it gets its SIGTERM again, from here."""
+        if pid and asked.get(name, pid) != pid and not _exec_pending(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            asked[name] = pid
 
     def stopped(name: str, info: Mapping[str, Any] | None, now: float) -> bool:
         state = info["statename"] if info else None
@@ -430,6 +447,8 @@ def stop_in_parallel(plan: ClusterPlan, programs: list[str], timeout: float | No
         exited_since.pop(name, None)
         if info is not None and state in _RUNNING_STATES:  # running (again): ask
             ask(name, info)
+        elif info is not None and state == "STOPPING":
+            resend(name, int(info["pid"]))
         return state in _STOPPED_STATES
 
     def all_stopped() -> bool:
