@@ -68,6 +68,7 @@ class GatewayLoad:
             self.tokens.append(client.token)
             self.first_orders.append(client.create_order([("seed", 1)])["id"])
         self.keys: dict[str, int] = {}  # key -> user index; written by load threads
+        self.posted_skus: list[str] = []  # one SKU per POST (its own); load threads append
 
     def call(self, seq: int) -> tuple[bool, str]:
         """One request: even ``seq`` creates an order (new key), odd reads one."""
@@ -77,7 +78,9 @@ class GatewayLoad:
         if seq % 2 == 0:
             key = f"k-{seq}-{uuid.uuid4().hex[:10]}"
             self.keys[key] = who
-            items = {"items": [{"sku": f"sku-{seq}", "quantity": 1}]}
+            sku = f"sku-{seq}"
+            self.posted_skus.append(sku)
+            items = {"items": [{"sku": sku, "quantity": 1}]}
             response = self.session.post(
                 url, json=items, headers={**headers, "Idempotency-Key": key}, timeout=10
             )
