@@ -31,7 +31,7 @@ from consul_discovery.client.errors import AllAttemptsFailedError, NoHealthyInst
 from consul_discovery.client.failure_origin import is_relayed_failure
 from consul_discovery.client.load import Endpoint
 from consul_discovery.client.retry import ErrorKind, RetryPolicy, parse_retry_after
-from consul_discovery.client.route import Route
+from consul_discovery.client.route import RequestView, Route
 from consul_discovery.client.state import TargetState
 
 MIN_TIMEOUT = 0.001
@@ -40,8 +40,9 @@ MIN_TIMEOUT = 0.001
 class AttemptPlan:
     """The attempts of one call; lives on one calling thread or task.
 
-    Creating it counts the call (and deposits in the retry budget). ``started`` is when
-    the call began (before any wait for a first resolution); the deadline runs from it.
+    Creating it counts the call (and deposits in the retry budget). ``request`` is the
+    call as routing sees it (its method and headers decide retries); ``started`` is when
+    the call began (before any wait for a first resolution): the deadline runs from it.
     ``hash_key`` is the call's request hash for consistent-hashing policies.
     """
 
@@ -58,32 +59,33 @@ class AttemptPlan:
     delay = 0.0  # the wait decide() chose before the next attempt
     _endpoint: Endpoint | None = None  # the attempt in flight
     _started = 0.0
+    hash_key: int | None = None  # the call's request hash (consistent hashing only)
 
     def __init__(
         self,
         route: Route,
         policy: RetryPolicy,
-        method: str,
-        headers: Mapping[str, str] | None,
-        *,
+        request: RequestView,
         replayable: bool,
         clock: Callable[[], float],
         rng: random.Random,
-        started: float | None = None,
+        started: float,
         hash_key: int | None = None,
     ) -> None:
+        # Positional and few: a plan is made per call (the method and headers are read
+        # from ``request`` only when a retry is considered).
         self.route = route
         self.state: TargetState = route.states[0]  # the Target being picked from
         self.policy = policy
-        self.method = method.upper()
-        self.headers = headers
+        self.request = request  # its method is upper case (RequestView's rule)
         self.replayable = replayable  # a streamed body cannot be sent twice
         self.clock = clock
         self.rng = rng
-        self.hash_key = hash_key
+        if hash_key is not None:
+            self.hash_key = hash_key
         # From when the call began (``started``: before any wait for a first resolution),
         # so waiting for the service never stretches the call past its deadline.
-        self.deadline_at = (clock() if started is None else started) + policy.deadline
+        self.deadline_at = started + policy.deadline
         self.state.budget.deposit()  # counts the call too
 
     # ---- one attempt ----------------------------------------------------------------
@@ -97,8 +99,20 @@ class AttemptPlan:
         (``answered``/``failed``) or ``abandon`` it.
         """
         self.attempts += 1
-        balancer = self.state.balancer
         tried = self.tried
+        if not tried:  # the call's first pick, most calls' only one: picked and begun at once
+            try:
+                endpoint, self._started = self.state.balancer.start(self.hash_key)
+            except NoHealthyInstanceError as exc:
+                found = self._fail_over(exc)
+                if found is None:
+                    return None
+                balancer, endpoint = found
+                self._started = balancer.begin(endpoint)
+            self.tried = (endpoint.instance.id,)
+            self._endpoint = endpoint
+            return endpoint
+        balancer = self.state.balancer
         try:
             endpoint = balancer.pick(tried, self.hash_key)
         except NoHealthyInstanceError as exc:
@@ -113,7 +127,7 @@ class AttemptPlan:
                 balancer, endpoint = self._next_target(balancer, endpoint)
         self.no_instance = None
         self.tried = (*tried, endpoint.instance.id)
-        self._started = balancer.begin(endpoint, retry=bool(tried))
+        self._started = balancer.begin(endpoint, retry=True)
         self._endpoint = endpoint
         return endpoint
 
@@ -147,7 +161,19 @@ class AttemptPlan:
         self.last_status = status
         self.last_headers = headers
         failed = status >= 500 and not is_relayed_failure(status, headers)
-        self.state.balancer.finish(endpoint, self._started, failed=failed, responded=True)  # type: ignore[arg-type]
+        self.state.balancer.answered(endpoint, self._started, failed)  # type: ignore[arg-type]
+
+    def settled(self, status: int, headers: Mapping[str, str]) -> bool:
+        """If an answer with ``status`` ends the call whatever else holds (``final_answer``),
+        hand it in (``answered``) and return True; else False, the answer not handed in
+        (the loop does, then decides). A driver asks this of its first attempt's answer."""
+        if status in self.policy.retry_statuses:
+            return False
+        endpoint = self._endpoint  # (no decide follows: last_status and headers unused)
+        self._endpoint = None
+        failed = status >= 500 and not is_relayed_failure(status, headers)
+        self.state.balancer.answered(endpoint, self._started, failed)  # type: ignore[arg-type]
+        return True
 
     def failed(self, kind: ErrorKind, error: BaseException) -> None:
         """The attempt in flight raised a transport error of ``kind``.
@@ -206,14 +232,15 @@ class AttemptPlan:
         if self.attempts >= policy.max_attempts or not self.replayable:
             return False
         retry_after: float | None = None
+        request = self.request
         if status is None:
             assert self.last_kind is not None
-            if not policy.retries_kind(self.method, self.headers, self.last_kind):
+            if not policy.retries_kind(request.method, request.headers, self.last_kind):
                 return False
         else:
             headers = self.last_headers
             assert headers is not None
-            if not policy.retries_answer(self.method, self.headers, status, headers):
+            if not policy.retries_answer(request.method, request.headers, status, headers):
                 return False
             if policy.respect_retry_after:
                 retry_after = parse_retry_after(headers.get("Retry-After"))

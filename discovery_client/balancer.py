@@ -207,11 +207,31 @@ class Balancer:
                 self._rebuild(now)
             return self._picker
 
+    def start(self, hash_key: int | None = None) -> tuple[Endpoint, float]:
+        """A call's first pick counted as started: ``pick`` (nothing to exclude) and
+        ``begin`` at once; the endpoint and its start time for ``answered``/``finish``."""
+        now = self._clock()
+        picker = self._picker
+        if picker.expires_at <= now:
+            picker = self._expire_ejections()
+        endpoint = picker.pick((), hash_key)
+        endpoint.load.begin(False)
+        return endpoint, now - self._pauses.total
+
     def begin(self, endpoint: Endpoint, *, retry: bool = False) -> float:
         """Count a call starting on ``endpoint``; return its start time for ``finish``
         (on a clock that stands still while the process is stopped in GC)."""
-        endpoint.load.begin(retry=retry)
+        endpoint.load.begin(retry)
         return self._clock() - self._pauses.total
+
+    def answered(self, endpoint: Endpoint, started: float, failed: bool) -> None:
+        """Count a call on ``endpoint`` ending with an answer (its status and headers came
+        back): the time since ``started`` is its latency; ``failed``: its own 5xx."""
+        now = self._clock()
+        elapsed = now - self._pauses.total - started  # GC stops: nobody's latency
+        streak = endpoint.load.finish(now, elapsed if elapsed > 0.0 else 0.0, failed)
+        if failed and self.ejection.enabled and streak >= self.ejection.consecutive_failures:
+            self._consider_ejection(endpoint.load, now)
 
     def finish(
         self,
@@ -225,18 +245,17 @@ class Balancer:
         """Count a call ending: feed the latency metric and the outlier detector.
 
         ``failed``: a connect error, timeout or 5xx. ``responded``: an answer's status and
-        headers came back: the time since ``started`` is the instance's latency.
-        ``lower_bound``: no answer, but the request may have reached the instance (a read
-        timeout, a cancelled attempt): the time since ``started`` is a lower bound on its
-        latency, which only ever raises the estimate.
+        headers came back: the time since ``started`` is the instance's latency
+        (``answered``). ``lower_bound``: no answer, but the request may have reached the
+        instance (a read timeout, a cancelled attempt): the time since ``started`` is a
+        lower bound on its latency, which only ever raises the estimate.
         """
-        now = self._clock()
-        elapsed = max(0.0, now - self._pauses.total - started)  # GC stops: nobody's latency
         if responded:
-            streak = endpoint.load.finish(now, elapsed, failed=failed)
-        else:
-            bound = elapsed if lower_bound else None
-            streak = endpoint.load.finish(now, None, failed=failed, at_least=bound)
+            self.answered(endpoint, started, failed)
+            return
+        now = self._clock()
+        bound = max(0.0, now - self._pauses.total - started) if lower_bound else None
+        streak = endpoint.load.finish(now, None, failed=failed, at_least=bound)
         if failed and self.ejection.enabled and streak >= self.ejection.consecutive_failures:
             self._consider_ejection(endpoint.load, now)
 

@@ -229,28 +229,27 @@ class DiscoveryCore:
         self,
         route: Route,
         request: RequestView,
-        *,
         replayable: bool,
-        retry: RetryPolicy | None = None,
-        started: float | None = None,
+        retry: RetryPolicy | None,
+        started: float,
     ) -> AttemptPlan:
         """The call's plan (consul_discovery.client.attempt), for its attempt loop
         (consul_discovery.client.steps).
 
         ``retry`` overrides the route's and the client's policy for this call;
-        ``replayable`` is false for a body that cannot be sent twice.
+        ``replayable`` is false for a body that cannot be sent twice; ``started`` is when
+        the call began (its deadline runs from it).
         """
         hash_policy = route.hash_policy
         return AttemptPlan(
             route,
             retry or route.retry or self.retry,
-            request.method,
-            request.headers,
-            replayable=replayable,
-            clock=self.clock,
-            rng=self.rng,
-            started=started,
-            hash_key=None if hash_policy is None else hash_policy(request),
+            request,
+            replayable,
+            self.clock,
+            self.rng,
+            started,
+            None if hash_policy is None else hash_policy(request),
         )
 
     # ---- observability and lifecycle ----------------------------------------------

@@ -114,7 +114,7 @@ class SyncDriver(Generic[R]):
             self.ready(state, started, retry)
         if state.target.connect and not core.connect.ready:  # like a first resolve
             core.connect.wait_ready(core.first_wait(started, retry))
-        plan = core.plan(route, request, replayable=replayable, retry=retry, started=started)
+        plan = core.plan(route, request, replayable, retry, started)
         endpoint = plan.next_endpoint()
         if endpoint is None:  # nothing to pick: the loop says what that means
             steps, step = resume_steps(plan, shell.errors, shell.classify, None)
@@ -125,9 +125,8 @@ class SyncDriver(Generic[R]):
                 steps, step = resume_steps(plan, shell.errors, shell.classify, endpoint,
                                            error=exc)  # fmt: skip
             else:
-                status = answer.status_code  # type: ignore[attr-defined]
-                if plan.final_answer(status):  # the common case: no retry can follow
-                    plan.answered(status, answer.headers)  # type: ignore[attr-defined]
+                # the common case: an answer no retry can follow, handed in at once
+                if plan.settled(answer.status_code, answer.headers):  # type: ignore[attr-defined]
                     return answer
                 steps, step = resume_steps(plan, shell.errors, shell.classify, endpoint,
                                            answer)  # fmt: skip
@@ -200,7 +199,7 @@ class AsyncDriver(Generic[R]):
             await self.ready(state, started, retry)
         if state.target.connect and not core.connect.ready:  # like a first resolve
             await core.connect.await_ready(core.first_wait(started, retry))
-        plan = core.plan(route, request, replayable=replayable, retry=retry, started=started)
+        plan = core.plan(route, request, replayable, retry, started)
         endpoint = plan.next_endpoint()
         if endpoint is None:  # nothing to pick: the loop says what that means
             steps, step = resume_steps(plan, shell.errors, shell.classify, None)
@@ -211,9 +210,8 @@ class AsyncDriver(Generic[R]):
                 steps, step = resume_steps(plan, shell.errors, shell.classify, endpoint,
                                            error=exc)  # fmt: skip
             else:
-                status = answer.status_code  # type: ignore[attr-defined]
-                if plan.final_answer(status):  # the common case: no retry can follow
-                    plan.answered(status, answer.headers)  # type: ignore[attr-defined]
+                # the common case: an answer no retry can follow, handed in at once
+                if plan.settled(answer.status_code, answer.headers):  # type: ignore[attr-defined]
                     return answer
                 steps, step = resume_steps(plan, shell.errors, shell.classify, endpoint,
                                            answer)  # fmt: skip

@@ -70,7 +70,7 @@ class InstanceLoad:
         self.ejected_until: float | None = None
         self.ejections = 0  # times ejected; Balancer, under the Balancer's lock
 
-    def begin(self, *, retry: bool) -> None:
+    def begin(self, retry: bool) -> None:
         """Count one request starting on this instance."""
         with self.lock:
             self.in_flight += 1
@@ -79,7 +79,7 @@ class InstanceLoad:
                 self.retries += 1
 
     def finish(
-        self, now: float, latency: float | None, *, failed: bool, at_least: float | None = None
+        self, now: float, latency: float | None, failed: bool, at_least: float | None = None
     ) -> int:
         """Count one request ending; return the current consecutive-failure streak.
 

@@ -149,7 +149,7 @@ def resume_steps(
 
     Drivers send a call's first attempt without the loop (``endpoint`` is the plan's
     first ``next_endpoint()``), and return an answer the plan calls final at once
-    (``AttemptPlan.final_answer``, the first rule of ``decide``). Anything else comes
+    (``AttemptPlan.settled``: ``decide``'s first rule). Anything else comes
     here: the attempt's ``answer`` or ``error`` is handed to the loop as if it had yielded
     ``Send(endpoint)`` for it (no endpoint: the loop decides what an empty pick means).
     """

@@ -20,7 +20,7 @@ from consul_discovery.client.ejection import EjectionPolicy
 from consul_discovery.client.errors import AllAttemptsFailedError, NoHealthyInstanceError
 from consul_discovery.client.load import InstanceLoad
 from consul_discovery.client.retry import ErrorKind, RetryPolicy
-from consul_discovery.client.route import Route
+from consul_discovery.client.route import RequestView, Route
 from consul_discovery.client.state import TargetStates
 from consul_discovery.client.steps import Done, Park, Release, Send, Sleep, attempt_steps
 from consul_discovery.client.target import Target
@@ -74,8 +74,9 @@ def route_of(*targets: tuple[str, int], clock: FakeClock, policy: str = "round_r
 
 def start(route: Route, clock: FakeClock, method: str = "GET", **kwargs: Any):
     policy = kwargs.pop("policy", RetryPolicy(backoff_base=0.01, backoff_max=0.01))
-    plan = AttemptPlan(route, policy, method, kwargs.pop("headers", {}), replayable=True,
-                       clock=clock, rng=random.Random(1), **kwargs)  # fmt: skip
+    request = RequestView.of(method, "/", kwargs.pop("headers", {}))
+    plan = AttemptPlan(route, policy, request, True, clock, random.Random(1),
+                       kwargs.pop("started", clock()), **kwargs)  # fmt: skip
     return plan, attempt_steps(plan, ERRORS, classify)
 
 
@@ -250,7 +251,14 @@ def test_the_hash_key_reaches_every_pick():
         seen.append(hash_key)
         return real(exclude, hash_key)
 
+    first = balancer.start
+
+    def spy_first(hash_key=None):  # the call's first pick
+        seen.append(hash_key)
+        return first(hash_key)
+
     balancer.pick = spy  # type: ignore[method-assign]
+    balancer.start = spy_first  # type: ignore[method-assign]
     _plan, steps = start(route, clock, hash_key=1234)
     next(steps)
     steps.send(Answer(503))
