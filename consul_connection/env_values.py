@@ -3,6 +3,13 @@
 The small readers ``ConsulConnection.from_env`` is built from: a boolean, a file or
 directory that must exist, a token file, a duration, and CONSUL_HTTP_ADDR's one or
 several addresses. Each raises ``ConsulConfigError`` naming the variable.
+
+An ACL token travels in the ``X-Consul-Token`` header, so ``check_token`` refuses one
+with a character a header cannot carry (a line break would inject a header; requests
+refuses it with an error quoting the value): printable ASCII only, no whitespace. The
+error names the setting and never shows the token. A token file is trimmed of
+surrounding whitespace first, as the consul CLI does (Go's ``strings.TrimSpace``);
+``CONSUL_HTTP_TOKEN`` is taken as it is, as by the CLI (which then fails every request).
 """
 
 from __future__ import annotations
@@ -77,11 +84,55 @@ def env_path(env: Mapping[str, str], name: str, *, directory: bool) -> str | Non
     return value
 
 
-def read_token(path: str, setting: str) -> str | None:
-    """The token in the file at ``path`` (None: empty); ``setting`` names the source."""
+#: What Go's ``strings.TrimSpace`` trims (``unicode.IsSpace``): the consul CLI's token file.
+_GO_SPACE = (
+    " \t\n\v\f\r\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000"
+)
+
+
+def read_token(path: str, setting: str) -> str:
+    """The token in the file at ``path``, trimmed as by the consul CLI; ``setting`` names
+    the source in a ``ConsulConfigError`` for a file that cannot be read, holds no token
+    (the CLI would quietly use CONSUL_HTTP_TOKEN or anonymous instead) or a bad one."""
     try:
         with open(path, encoding="utf-8") as handle:
-            token = handle.read().strip()
+            token = handle.read().strip(_GO_SPACE)
     except OSError as exc:
         raise ConsulConfigError(setting, f"cannot read {path}: {exc.strerror}") from exc
-    return token or None
+    except UnicodeDecodeError:
+        raise ConsulConfigError(setting, f"{path} is not UTF-8 text") from None
+    if not token:
+        raise ConsulConfigError(setting, f"{path} holds no token (it is empty or only whitespace)")
+    check_token(token, setting)
+    return token
+
+
+def check_token(token: str | None, setting: str) -> str | None:
+    """``token`` (None when empty or None) if a header can carry it, else
+    ``ConsulConfigError`` naming ``setting`` and the kind of character, not the value."""
+    if not token:
+        return None
+    problem = token_problem(token)
+    if problem is not None:
+        raise ConsulConfigError(setting, f"the ACL token {problem} (the value is not shown)")
+    return token
+
+
+def token_problem(token: str) -> str | None:
+    """Why ``token`` cannot travel in an HTTP header (None: it can), without its value."""
+    if _sendable(token):
+        return None
+    where = "at its start or end" if _sendable(token.strip()) else "in it"
+    if "\r" in token or "\n" in token:
+        return f"has a line break (CR or LF) {where}, which an HTTP header cannot carry"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in token):
+        return f"has a control character {where}, which an HTTP header cannot carry"
+    if any(c.isspace() for c in token):
+        return f"has whitespace {where} (Consul's tokens have none)"
+    return f"has a non-ASCII character {where}, which an HTTP header cannot carry reliably"
+
+
+def _sendable(token: str) -> bool:
+    """True for visible ASCII only (0x21-0x7E): every UUID, the common case."""
+    return token.isascii() and token.isprintable() and " " not in token

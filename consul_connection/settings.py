@@ -11,9 +11,11 @@ CONSUL_HTTP_ADDR            ``host:port``, ``http(s)://host:port`` or ``[v6]:por
 CONSUL_HTTP_SSL             ``true``: https, even for an ``http://`` address (the CLI
                             never reverts to http when TLS was asked for)
 CONSUL_HTTP_SSL_VERIFY      ``false``: do not verify the agent's certificate
-CONSUL_HTTP_TOKEN           ACL token
+CONSUL_HTTP_TOKEN           ACL token, used as it is (as by the CLI)
 CONSUL_HTTP_TOKEN_FILE      file holding the ACL token; wins over CONSUL_HTTP_TOKEN,
-                            as in Consul's own API client
+                            as in Consul's own API client. Trimmed of surrounding
+                            whitespace, as by the CLI; an empty file is an error (the
+                            CLI would quietly fall back to CONSUL_HTTP_TOKEN or none)
 CONSUL_CACERT               CA bundle (PEM file) to verify the agent with
 CONSUL_CAPATH               directory of CA certificates (PEM files)
 CONSUL_CLIENT_CERT / _KEY   client certificate and key (``verify_incoming`` agents)
@@ -39,7 +41,9 @@ instance needs an agent, so the registrar talks to the first address only
 An explicit keyword argument of ``from_env`` beats the environment (py-consul lets
 ``CONSUL_HTTP_TOKEN`` override an explicit token; we do not). Bad values raise
 ``ConsulConfigError`` naming the variable. The token never appears in a repr, a log line
-or a URL: it travels in the ``X-Consul-Token`` header only.
+or a URL: it travels in the ``X-Consul-Token`` header only, so one with a character a
+header cannot carry (a line break, a control character, whitespace, non-ASCII) is refused
+wherever it comes from (``env_values.check_token``), its value never shown.
 
 The clients this module builds (requests ``Session``, py-consul ``Consul``, httpx
 keyword arguments) are the only way the rest of the platform reaches Consul.
@@ -59,6 +63,7 @@ from requests.adapters import HTTPAdapter
 from consul_discovery.connection.addresses import host_port
 from consul_discovery.connection.env_values import (
     ConsulConfigError,
+    check_token,
     env_duration,
     env_flag,
     env_path,
@@ -106,6 +111,7 @@ class ConsulConnection:
     max_stale: float | None = None
 
     def __post_init__(self) -> None:
+        check_token(self.token, "token")  # a header must carry it (from_env names the source)
         if self.servers:
             _check_servers(self)
         if self.max_stale is not None and not self.max_stale >= 0:
@@ -186,20 +192,10 @@ class ConsulConnection:
             "client_cert": env_path(env, "CONSUL_CLIENT_CERT", directory=False),
             "client_key": env_path(env, "CONSUL_CLIENT_KEY", directory=False),
             "tls_server_name": env.get("CONSUL_TLS_SERVER_NAME") or None,
-            "token_file": env.get("CONSUL_HTTP_TOKEN_FILE") or None,
-            "token": env.get("CONSUL_HTTP_TOKEN") or None,
         }
-        explicit_token = ov.pop("token", None)
-        explicit_file = ov.pop("token_file", None)
+        chosen = _token_and_file(env, ov.pop("token", None), ov.pop("token_file", None))
+        values["token"], values["token_file"] = chosen
         values.update(ov)
-        if explicit_token is not None:
-            values["token"] = explicit_token or None
-            values["token_file"] = None
-        elif explicit_file is not None:
-            values["token_file"] = explicit_file
-            values["token"] = read_token(explicit_file, "token_file")
-        elif values["token_file"]:
-            values["token"] = read_token(values["token_file"], "CONSUL_HTTP_TOKEN_FILE")
         return cls(**values)
 
     @classmethod
@@ -355,6 +351,22 @@ class ConsulConnection:
         if self.scheme == "https" and self.tls_server_name:
             return {"sni_hostname": self.tls_server_name}
         return {}
+
+
+def _token_and_file(
+    env: Mapping[str, str], token: str | None, token_file: str | None
+) -> tuple[str | None, str | None]:
+    """(token, token file): an explicit ``token`` ("" for none), else an explicit
+    ``token_file``, else CONSUL_HTTP_TOKEN_FILE, else CONSUL_HTTP_TOKEN; each checked,
+    an error naming where it came from."""
+    if token is not None:
+        return check_token(token, "token"), None
+    if token_file is not None:
+        return read_token(token_file, "token_file"), token_file
+    env_file = env.get("CONSUL_HTTP_TOKEN_FILE") or None
+    if env_file is not None:
+        return read_token(env_file, "CONSUL_HTTP_TOKEN_FILE"), env_file
+    return check_token(env.get("CONSUL_HTTP_TOKEN"), "CONSUL_HTTP_TOKEN"), None
 
 
 class _ServerNameAdapter(HTTPAdapter):

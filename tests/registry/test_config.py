@@ -148,6 +148,15 @@ def test_dns_names_pass() -> None:
     )
 
 
+@pytest.mark.parametrize("token", ["LEAKME-tok\n", "LEAKME-tok\r\nX-Injected: yes"])
+def test_a_token_a_header_cannot_carry_stops_startup_unshown(token: str) -> None:
+    with pytest.raises(RegistryConfigError) as caught:
+        build(CONSUL_HTTP_TOKEN=token)
+    assert caught.value.setting == "CONSUL_HTTP_TOKEN"
+    assert "line break" in str(caught.value)
+    assert "LEAKME" not in str(caught.value) and "LEAKME" not in repr(caught.value)
+
+
 def test_unknown_override_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="colour"):
         Registration.from_env(BASE, colour="blue")
