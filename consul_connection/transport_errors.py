@@ -42,6 +42,10 @@ _RESET_NAMES = frozenset(
 )  # fmt: skip
 _NAME_NAMES = frozenset({"NameResolutionError"})  # urllib3's, for a host that does not resolve
 _CLOSED_NAMES = frozenset({"ClosedPoolError"})  # urllib3's: our own close cut the request
+#: What requests (always a header) and h11/httpx (a header, when it says so) raise for a
+#: header value they will not send: their messages quote the value.
+_HEADER_NAMES = frozenset({"InvalidHeader"})
+_HEADER_SAYING_NAMES = frozenset({"LocalProtocolError", "ValueError"})
 
 
 class TransportFailure(enum.Enum):
@@ -146,6 +150,11 @@ def describe_transport_error(exc: BaseException, connection: ConsulConnection | 
     """One sentence saying what failed and what to check; names the agent, never a token."""
     kind = classify_transport_error(exc)
     where = f"the agent at {connection.base_url}" if connection is not None else "the agent"
+    if refused_header(exc):  # its message quotes the header's value: the token, perhaps
+        return (
+            f"cannot send a request to {where}: a header's value has characters HTTP "
+            "forbids (not shown: check CONSUL_HTTP_TOKEN / CONSUL_HTTP_TOKEN_FILE)"
+        )
     if kind is TransportFailure.NOT_TLS:
         return (
             f"{where} does not speak TLS (it answered in plain HTTP): use an http:// "
@@ -174,6 +183,18 @@ def describe_transport_error(exc: BaseException, connection: ConsulConnection | 
     if kind is TransportFailure.RESET:
         return f"{where} dropped the connection"
     return f"cannot reach {where}: {type(exc).__name__}: {_root(exc)}"
+
+
+def refused_header(exc: BaseException) -> bool:
+    """True when the HTTP library refused to send a header value (requests' InvalidHeader,
+    h11's or httpx's LocalProtocolError, http.client's ValueError): never show its words."""
+    for item in exception_chain(exc):
+        names = {type(item).__name__}
+        if names & _HEADER_NAMES:
+            return True
+        if names & _HEADER_SAYING_NAMES and "header" in str(item).lower():
+            return True
+    return False
 
 
 def is_http_to_https_port(status: int, body: str) -> bool:

@@ -9,11 +9,20 @@ the CLI. An empty token file is an error, not a quiet fall-back to anonymous.
 
 from __future__ import annotations
 
+import http.client
+import logging
 from pathlib import Path
 
+import httpx
 import pytest
+import requests
 
-from consul_discovery.connection import ConsulConfigError, ConsulConnection
+from consul_discovery.connection import (
+    ConsulConfigError,
+    ConsulConnection,
+    describe_transport_error,
+)
+from consul_discovery.connection.transport_errors import refused_header
 
 GOOD = "0b7c9a1e-5d2f-4c8b-9e61-2a7f3d9c0b11"
 LEAK = "LEAKME-tok"
@@ -143,3 +152,35 @@ def test_an_explicit_token_beats_a_bad_environment(tmp_path: Path) -> None:
     path.write_text("")
     env = {"CONSUL_HTTP_TOKEN": f"{LEAK}\n", "CONSUL_HTTP_TOKEN_FILE": str(path)}
     assert ConsulConnection.from_env(env, token=GOOD).token == GOOD
+
+
+# -- an HTTP library's refusal of a header value is never repeated --------------------
+
+
+def test_requests_invalid_header_is_described_without_its_value(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    session = requests.Session()
+    session.headers["X-Consul-Token"] = f"{LEAK}\n"  # set behind the connection's back
+    with pytest.raises(requests.RequestException) as caught:
+        session.get("http://127.0.0.1:9/v1/agent/self", timeout=1)
+    assert LEAK in str(caught.value)  # requests quotes the value: what must not reach a log
+    assert refused_header(caught.value)
+    text = describe_transport_error(caught.value, ConsulConnection())
+    assert LEAK not in text and "CONSUL_HTTP_TOKEN" in text
+    with caplog.at_level(logging.DEBUG):
+        logging.getLogger("test").warning("cannot reach: %s", text)
+    assert LEAK not in caplog.text
+
+
+def test_httpx_and_http_client_header_refusals_are_recognised() -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", 9)
+    connection.putrequest("GET", "/")
+    with pytest.raises(ValueError) as from_http_client:
+        connection.putheader("X-Consul-Token", f"{LEAK}\r\nX-Injected: yes")
+    from_httpx = httpx.LocalProtocolError(f"Illegal header value b'{LEAK}\\r\\n'")
+    for error in (from_http_client.value, from_httpx):
+        assert refused_header(error)
+        assert LEAK not in describe_transport_error(error)
+    assert not refused_header(httpx.LocalProtocolError("Can't send data in state ERROR"))
+    assert not refused_header(ConnectionRefusedError(111, "Connection refused"))

@@ -317,6 +317,26 @@ def test_https_to_a_plain_http_agent_is_named_not_reported_as_down(
     assert "Max retries" not in caplog.text  # no raw urllib3 text
 
 
+def test_a_header_the_http_library_refuses_is_logged_without_its_value(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """requests' InvalidHeader quotes the header's value; the registrar's line must not.
+    (The connection refuses such a token; this client's session is changed behind its back.)"""
+    caplog.set_level(logging.DEBUG)
+    reg = registration("127.0.0.1:9", SERVICE_CHECK="tcp")
+    client = reg.consul.py_consul()
+    client.http.session.headers["X-Consul-Token"] = "LEAKME-tok\n"
+    registrar = Registrar(reg, client=client, max_backoff=0.2).start()
+    try:
+        wait_until(lambda: registrar.consul_errors >= 2, 5)
+    finally:
+        registrar.close()
+    client.http.session.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "a header's value has characters HTTP forbids" in warnings[0], warnings
+    assert "LEAKME" not in caplog.text
+
+
 def test_a_drain_during_an_outage_is_not_reported_as_the_agent_coming_back(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
