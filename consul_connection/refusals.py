@@ -8,6 +8,9 @@ true``. ``acl_denial`` turns a 403 into a sentence that names the permission and
 call, and never the token (the accessor id, which is not a secret, is kept: it tells the
 operator which token to fix).
 
+``acl_denial`` is the one reading of a 403 for every client here, the registrar's (which
+uses ``AclDenial.reason`` in its ``ConsulRejected``) included.
+
 ``answer_error`` and ``transport_error`` are the one error mapping of every Consul client
 here (the threaded and asyncio discovery sources, the KV watch, future watches), from an
 HTTP answer or from a ``TransportFailure``; each client names its own exception classes
@@ -67,16 +70,21 @@ class AclDenial:
     unknown_token: bool = False  # "ACL not found": Consul does not know the token at all
 
     def __str__(self) -> str:
+        return f"Consul denied {self.call}: {self.reason}"
+
+    @property
+    def reason(self) -> str:
+        """Why, without the call: the one wording of a 403 for every client here."""
         if self.unknown_token:
             return (
-                f"Consul denied {self.call}: it does not know the ACL token (ACL not found; "
+                "it does not know the ACL token (ACL not found; "
                 "check CONSUL_HTTP_TOKEN / CONSUL_HTTP_TOKEN_FILE)"
             )
         if self.permission is None:
-            return f"Consul denied {self.call}: the ACL token lacks a permission for it"
+            return "the ACL token lacks a permission for it"
         on = f" on {self.resource!r}" if self.resource else ""
         who = f" (token accessor {self.accessor})" if self.accessor else ""
-        return f"Consul denied {self.call}: the ACL token lacks {self.permission!r}{on}{who}"
+        return f"the ACL token lacks {self.permission!r}{on}{who}"
 
 
 def acl_denial(body: str, call: str) -> AclDenial:

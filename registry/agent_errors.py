@@ -29,18 +29,14 @@ def agent_error(
 ) -> ConsulRejected | ConsulUnavailable:
     """The registry error for an agent call that raised ``exc``: rejected, or unavailable.
 
-    A 403's message names the missing permission and resource, not the token's
-    AccessorID or anything else of the body; a 400's keeps the agent's reason. A
+    A 403 is read as every client here reads it (``consul_connection.refusals``): the
+    missing permission, its resource and the token's accessor id (not a secret), or a
+    token the agent does not know; never the token. A 400's keeps the agent's reason. A
     transport failure says what failed on the wire, naming ``connection``'s agent.
     """
     if isinstance(exc, consul.exceptions.ACLPermissionDenied):
-        denial = acl_denial(str(exc), call)
-        if denial.permission is None:
-            return ConsulRejected(call, 403, "the token lacks a needed ACL permission")
-        on = f' on "{denial.resource}"' if denial.resource else ""
-        return ConsulRejected(
-            call, 403, f"the token lacks permission '{denial.permission}'{on}", denial.permission
-        )
+        denial = acl_denial(str(exc), call)  # the one reading of a 403 (consul_connection)
+        return ConsulRejected(call, 403, denial.reason, denial.permission)
     if isinstance(exc, consul.exceptions.BadRequest):
         detail = str(exc).removeprefix("400 ").strip() or "bad request"
         if is_http_to_https_port(400, detail) and connection is not None:

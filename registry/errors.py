@@ -4,7 +4,8 @@
   ``RegistryConfigError``   bad settings, raised at startup; ``.setting`` names the culprit
   ``ConsulUnavailable``     the agent could not be reached, or failed (5xx): retried
   ``ConsulRejected``        the agent refused the call (400 bad field, 403 missing ACL
-                            permission): retrying cannot help, so it is never retried
+                            permission or unknown token): retrying cannot help, so it is
+                            never retried
   ``InstanceUnknown``       the agent no longer knows our service or check (it lost its state)
 """
 
@@ -29,10 +30,12 @@ class ConsulUnavailable(RegistryError):
 
 
 class ConsulRejected(RegistryError):
-    """The agent refused ``call`` for good: 400 (a bad field) or 403 (an ACL permission).
+    """The agent refused ``call`` for good: 400 (a bad field) or 403 (ACLs).
 
     ``permission`` is the missing ACL permission a 403 names (``service:write``), else
-    None. The message names the call and the permission or field, never the token.
+    None (a token the agent does not know, or no permission named). A 403's ``detail`` is
+    ``consul_connection.refusals.AclDenial.reason``, the CLIs' wording. The message names
+    the call and the permission or field, never the token.
     """
 
     def __init__(self, call: str, status: int, detail: str, permission: str | None = None):

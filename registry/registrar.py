@@ -22,8 +22,9 @@ that lands after a drain is put back in maintenance, one after a stop is deregis
 The fork guard (``no_fork``) covers the worker's agent calls only, never the TTL
 self-probe, and not the SIGTERM path (it runs on the thread that forks).
 
-A 400 or 403 from the agent (a bad field, a missing ACL permission) is not an outage:
-it raises/logs ``ConsulRejected`` naming the call and the permission or field, once,
+A 400 or 403 from the agent (a bad field, a missing ACL permission, an unknown token) is
+not an outage: it raises/logs ``ConsulRejected`` naming the call and the field or, in the
+words every client here uses (``consul_connection.refusals``), the 403's reason, once,
 and the worker stops instead of retrying forever (``Registrar.error`` keeps it). An
 unreachable agent is logged once when it goes and once when it is back (OutageLog), in
 words that say why (``describe_transport_error``: refused, timed out, "does not speak

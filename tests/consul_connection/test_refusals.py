@@ -24,6 +24,26 @@ def test_acl_denial_without_details_still_says_what_was_denied():
     assert "read the catalog" in str(denial)
 
 
+def test_the_reason_is_the_sentence_without_the_call():
+    """The registrar's ConsulRejected uses ``reason``; the CLIs ``str``: one wording."""
+    unknown = acl_denial("ACL not found", "register web-1")
+    assert unknown.unknown_token and unknown.permission is None
+    assert unknown.reason == (
+        "it does not know the ACL token (ACL not found; "
+        "check CONSUL_HTTP_TOKEN / CONSUL_HTTP_TOKEN_FILE)"
+    )
+    for denial in (
+        unknown,
+        acl_denial("Permission denied", "x"),
+        acl_denial(
+            "Permission denied: token with AccessorID 'a1' lacks permission 'service:write' "
+            'on "web"',
+            "register web-1",
+        ),
+    ):
+        assert str(denial) == f"Consul denied {denial.call}: {denial.reason}"
+
+
 def test_filtered_header_is_case_insensitive():
     assert filtered_by_acls({"x-consul-results-filtered-by-acls": "true"})
     assert not filtered_by_acls({"X-Consul-Results-Filtered-By-ACLs": "false"})

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import requests
 
+from consul_discovery.connection import acl_denial
 from consul_discovery.registry import ConsulRejected, HealthReport, Registrar, Registration, State
 from consul_discovery.registry.forksafe import _guard
 from consul_discovery.registry.outage import OutageLog
@@ -101,11 +102,37 @@ def test_a_403_names_the_permission_and_the_call_never_the_token(
         assert isinstance(error, ConsulRejected) and error.status == 403
         assert error.permission == "service:write"
         assert str(error).startswith("register edge-1: Consul refused it (403")
-        assert "lacks permission 'service:write' on \"edge\"" in str(error)
+        assert "the ACL token lacks 'service:write' on 'edge'" in str(error)
     finally:
         registrar.close()
     assert secret not in caplog.text and secret not in repr(error)
-    assert caplog.text.count("lacks permission") == 1  # the give-up line, once
+    assert caplog.text.count("lacks 'service:write'") == 1  # the give-up line, once
+
+
+def test_an_unknown_token_is_named_as_the_clis_name_it(
+    acl_agent: tuple[ConsulAgent, str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Consul answers a token it does not know with 403 "ACL not found": the registrar
+    says so in the CLIs' words (consul_connection.refusals), not "lacks a permission"."""
+    agent, _secret, _management = acl_agent
+    unknown = str(uuid.uuid4())
+    caplog.set_level(logging.DEBUG)
+    registrar = Registrar(registration(agent.address, CONSUL_HTTP_TOKEN=unknown)).start()
+    try:
+        wait_until(lambda: registrar.error is not None, 5)
+        error = registrar.error
+    finally:
+        registrar.close()
+    assert isinstance(error, ConsulRejected) and error.status == 403
+    assert error.permission is None
+    shared = acl_denial("ACL not found", "register edge-1")
+    assert (
+        str(error) == f"register edge-1: Consul refused it (403 permission denied): {shared.reason}"
+    )
+    assert "does not know the ACL token (ACL not found; check CONSUL_HTTP_TOKEN" in str(error)
+    gave_up = [r.getMessage() for r in caplog.records if "giving up on edge-1" in r.getMessage()]
+    assert len(gave_up) == 1 and "does not know the ACL token" in gave_up[0], gave_up
+    assert "lacks" not in caplog.text and unknown not in caplog.text
 
 
 def _set_policy(agent: ConsulAgent, management: str, token_id: str, rules: str | None) -> None:

@@ -1,15 +1,19 @@
-"""Pure logic: backoff, health evaluation, the Flask /health route, non-blocking start."""
+"""Pure logic: backoff, health evaluation, the Flask /health route, non-blocking start,
+the reading of a 403."""
 
 from __future__ import annotations
 
 import random
 import time
 
+import consul.exceptions
 import pytest
 from flask import Flask
 from tenacity import RetryCallState
 
-from consul_discovery.registry import HealthChecks, Registrar, Registration, State
+from consul_discovery.connection import acl_denial
+from consul_discovery.registry import ConsulRejected, HealthChecks, Registrar, Registration, State
+from consul_discovery.registry.agent_errors import agent_error
 from consul_discovery.registry.backoff import CappedJitterBackoff
 from consul_discovery.registry.flask import ConsulRegistry
 from tests.harness.ports import free_port
@@ -93,3 +97,20 @@ def test_ttl_registration_needs_a_health_function() -> None:
     reg = Registration.from_env({"SERVICE_NAME": "x", "SERVICE_PORT": "1", "SERVICE_CHECK": "ttl"})
     with pytest.raises(ValueError, match="health"):
         Registrar(reg)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "ACL not found",
+        "Permission denied",
+        "Permission denied: token with AccessorID 'a1' lacks permission 'service:write' "
+        'on "users"',
+    ],
+)
+def test_a_403_is_read_by_the_shared_mapping(body: str) -> None:
+    """The registrar words a 403 as the CLIs do: ``AclDenial.reason``, one mapping."""
+    error = agent_error("register users-1", consul.exceptions.ACLPermissionDenied(body))
+    shared = acl_denial(body, "register users-1")
+    assert isinstance(error, ConsulRejected) and error.status == 403
+    assert (error.detail, error.permission) == (shared.reason, shared.permission)
