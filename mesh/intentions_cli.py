@@ -22,7 +22,7 @@ from typing import Any
 
 import requests
 
-from consul_discovery.connection import ConsulConfigError, ConsulConnection
+from consul_discovery.connection import ConsulConfigError, ConsulConnection, acl_denial
 
 
 class IntentionsCliError(Exception):
@@ -30,9 +30,10 @@ class IntentionsCliError(Exception):
 
 
 def _check(response: requests.Response, what: str, needs: str = "") -> Any:
-    if response.status_code == 403:
-        hint = f"; the token needs {needs}" if needs else ""
-        raise IntentionsCliError(f"Consul refused to {what} (403): {response.text.strip()}{hint}")
+    if response.status_code == 403:  # read as every client reads a 403 (consul_connection)
+        denial = acl_denial(response.text.strip(), what)
+        hint = f"; the token needs {needs}" if needs and not denial.unknown_token else ""
+        raise IntentionsCliError(f"Consul refused to {what} (403): {denial.reason}{hint}")
     if not response.ok:
         raise IntentionsCliError(
             f"Consul could not {what} (HTTP {response.status_code}): {response.text.strip()}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -66,6 +67,16 @@ def test_a_token_without_intention_write_is_refused_naming_why(
     err = capsys.readouterr().err
     assert "403" in err and "intention:write" in err, err
     assert token not in err and MANAGEMENT_TOKEN not in err
+
+
+def test_an_unknown_token_is_named_as_unknown_not_as_lacking_a_permission(
+    acl_agent: ConsulAgent, capsys: pytest.CaptureFixture[str]
+) -> None:
+    unknown = str(uuid.uuid4())
+    assert main(["list", "orders"], connection(acl_agent, unknown)) == 1
+    err = capsys.readouterr().err
+    assert "(403): it does not know the ACL token (ACL not found; check" in err, err
+    assert "needs" not in err and unknown not in err
 
 
 def test_bad_names_and_usage_are_clear_errors(
