@@ -218,9 +218,8 @@ class ServiceClient:
             RequestView(prepared.method or "GET", path, headers, source_ip),  # type: ignore[arg-type]
             SHELL,
             sender(self.session, prepared, path, timeout, send_kwargs),
-            # A streamed or file body cannot be sent twice.
-            replayable=body is None or isinstance(body, bytes | str),
-            retry=retry,
+            body is None or isinstance(body, bytes | str),  # replayable: not streamed
+            retry,
         )
         if not stream:
             _ = response.content

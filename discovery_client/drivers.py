@@ -101,11 +101,14 @@ class SyncDriver(Generic[R]):
         request: RequestView,
         shell: SyncShell[R],
         send: Callable[[Endpoint, AttemptPlan], R],
-        *,
         replayable: bool,
         retry: RetryPolicy | None = None,
     ) -> R:
-        """One call to ``service``: the answer of its final attempt, or raise."""
+        """One call to ``service``: the answer of its final attempt, or raise.
+
+        ``replayable``: false for a body that cannot be sent twice; ``retry`` overrides
+        the route's and the client's policy (positional: a call per request).
+        """
         core = self.core
         started = core.clock()
         route = core.route(service, request)
@@ -186,11 +189,14 @@ class AsyncDriver(Generic[R]):
         request: RequestView,
         shell: AsyncShell[R],
         send: Callable[[Endpoint, AttemptPlan], Awaitable[R]],
-        *,
         replayable: bool,
         retry: RetryPolicy | None = None,
     ) -> R:
-        """One call to ``service``: the answer of its final attempt, or raise."""
+        """One call to ``service``: the answer of its final attempt, or raise.
+
+        ``replayable``: false for a body that cannot be sent twice; ``retry`` overrides
+        the route's and the client's policy (positional: a call per request).
+        """
         core = self.core
         started = core.clock()
         route = core.route(service, request)

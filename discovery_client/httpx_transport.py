@@ -222,7 +222,7 @@ class DiscoveryTransport(httpx.BaseTransport):
 
         try:
             return self.driver.call(service, HttpxView(request), SYNC_SHELL, send,
-                                    replayable=replayable(request))  # fmt: skip
+                                    replayable(request))  # fmt: skip
         except DiscoveryError as exc:
             raise_as_httpx(exc, request)
 
@@ -329,7 +329,7 @@ class AsyncDiscoveryTransport(httpx.AsyncBaseTransport):
 
         try:
             return await self.driver.call(service, HttpxView(request), ASYNC_SHELL, send,
-                                          replayable=replayable(request))  # fmt: skip
+                                          replayable(request))  # fmt: skip
         except DiscoveryError as exc:
             raise_as_httpx(exc, request)
 
