@@ -207,7 +207,9 @@ class ConsulConnection:
         token: str | None = None,
     ) -> ConsulConnection:
         """``connection`` (default: ``from_env()``) with ``address``/``token``, when given,
-        overriding its own: how a client that takes all three decides where to go."""
+        overriding its own: how a client that takes all three decides where to go.
+        A wrong type raises TypeError naming the argument (``_check_resolve_arguments``)."""
+        _check_resolve_arguments(connection, address, token)
         if connection is None:
             return cls.from_env(address=address, token=token)
         if address is not None:
@@ -396,3 +398,22 @@ def _check_servers(connection: ConsulConnection) -> None:
         raise ConsulConfigError(
             "addresses", f"scheme, host and port ({first}) must be the first of servers"
         )
+
+
+def _check_resolve_arguments(connection: Any, address: Any, token: Any) -> None:
+    """TypeError naming ``connection``, ``address`` or ``token`` when one has a wrong
+    type (else it would fail later, as an AttributeError naming neither)."""
+    if connection is not None and not isinstance(connection, ConsulConnection):
+        hint = " (an address string is the first argument)" if isinstance(connection, str) else ""
+        raise TypeError(
+            f"connection must be a ConsulConnection or None{hint}; "
+            f"got {type(connection).__name__} {connection!r}"
+        )
+    if address is not None and not isinstance(address, str):
+        raise TypeError(
+            "the Consul address (first argument) must be a str ('host:port', "
+            "'https://host:port', several comma-separated) or None; "
+            f"got {type(address).__name__} {address!r}"
+        )
+    if token is not None and not isinstance(token, str):
+        raise TypeError(f"token must be a str or None; got {type(token).__name__}")

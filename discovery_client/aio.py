@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Coroutine
@@ -88,7 +89,7 @@ class AsyncConsulSource:
         backoff_cap: float = 5.0,
         unresolved_ttl: float | None = DEFAULT_UNRESOLVED_TTL,
         consistency: Consistency = "default",
-        snapshots: SnapshotStore | str | None = FROM_ENV,
+        snapshots: SnapshotStore | str | os.PathLike[str] | None = FROM_ENV,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         client: httpx.AsyncClient | None = None,

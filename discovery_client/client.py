@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
+from consul_discovery.client.arguments import request_timeout
 from consul_discovery.client.balancer import Balancer
 from consul_discovery.client.call import SHELL, Timeout, path_of, sender
 from consul_discovery.client.config import ServiceConfig
@@ -92,7 +93,7 @@ class ServiceClient:
         sleep: Callable[[float], None] = time.sleep,
         identity: Any = None,
     ) -> None:
-        self.timeout = timeout
+        self.timeout = request_timeout("timeout", timeout)
         self._owns_source = source is None
         if source is None:
             from consul_discovery.client.consul_source import ConsulSource
@@ -103,18 +104,23 @@ class ServiceClient:
                 service_config=lambda name: self.core.config_for(name),
             )
         self.source: InstanceSource = source
-        self.core = DiscoveryCore(
-            source,
-            services=services,
-            default_config=default_config,
-            retry=retry,
-            ejection=ejection,
-            resolve_timeout=resolve_timeout,
-            clock=clock,
-            rng=rng,
-            registry=registry,
-            identity=identity,
-        )
+        try:  # the core checks its knobs: a source made for it is closed if one is wrong
+            self.core = DiscoveryCore(
+                source,
+                services=services,
+                default_config=default_config,
+                retry=retry,
+                ejection=ejection,
+                resolve_timeout=resolve_timeout,
+                clock=clock,
+                rng=rng,
+                registry=registry,
+                identity=identity,
+            )
+        except (TypeError, ValueError):
+            if self._owns_source:
+                source.close()
+            raise
         self.driver: SyncDriver[requests.Response] = SyncDriver(self.core, source.resolve, sleep)
         self._owns_session = session is None
         if session is None:

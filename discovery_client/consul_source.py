@@ -38,6 +38,7 @@ executor threads, so they cannot stall the loop.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -47,6 +48,7 @@ from typing import Any, Literal
 import requests
 
 from consul_discovery.client.agent_zone import AgentZoneReader, ZoneListener
+from consul_discovery.client.arguments import one_of
 from consul_discovery.client.catalog_reads import CatalogReads, ServiceSummary
 from consul_discovery.client.chain.decide import ChainRouter
 from consul_discovery.client.chain.query import DiscoveryChainQuery
@@ -85,6 +87,8 @@ from consul_discovery.connection.watch_drivers import WatchTask
 log = logging.getLogger(__name__)
 
 Entry = WatchTask | RelayedWatch
+#: ``after_fork``'s choices: what a forked child does with the parent's watches.
+AFTER_FORK = ("restart", "close")
 Observer = Callable[[WatchKey, HealthState], None]
 
 
@@ -127,7 +131,7 @@ class ConsulSource(CatalogReads):
         backoff_cap: float = 5.0,
         unresolved_ttl: float | None = DEFAULT_UNRESOLVED_TTL,
         consistency: Consistency = "default",
-        snapshots: SnapshotStore | str | None = FROM_ENV,
+        snapshots: SnapshotStore | str | os.PathLike[str] | None = FROM_ENV,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         sleep: Callable[[float], object] | None = None,
@@ -137,6 +141,7 @@ class ConsulSource(CatalogReads):
         relay: bool | None = None,
         after_fork: Literal["restart", "close"] = "restart",
     ) -> None:
+        self._fork_policy = one_of("after_fork", after_fork, AFTER_FORK)
         connection = ConsulConnection.resolve(connection, address=address, token=token)
         self.connection = connection
         self.address = connection.address
@@ -153,7 +158,6 @@ class ConsulSource(CatalogReads):
         injected = (send, asend, session)
         self._relay_wanted = relay is not False and all(x is None for x in injected)
         self._relay_wanted = self._relay_wanted and consistency == "default"
-        self._fork_policy = after_fork
         self._observer: Observer | None = None  # set once by a relay server, before use
         self._table: WatchTable[Entry] = WatchTable(
             service_config, self.address, "ConsulSource", snapshots=snapshots

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from consul_discovery.client.arguments import instance_of, per_name, seconds
 from consul_discovery.client.attempt import AttemptPlan
 from consul_discovery.client.chain.decide import ChainRouter, Decider, plain_router
 from consul_discovery.client.chain.report import ChainReporter
@@ -64,7 +65,9 @@ class DiscoveryCore:
     process's of ``SERVICE_NAME``, leased on first use). ``pauses`` counts the time the
     process was stopped, left out of every
     latency (default: garbage-collection stops, consul_discovery.client.pauses, when
-    ``clock`` is the real monotonic clock; none with an injected one).
+    ``clock`` is the real monotonic clock; none with an injected one). The knobs every
+    shell passes through are checked here, once (consul_discovery.client.arguments): a
+    wrong one raises TypeError or ValueError naming it.
     """
 
     def __init__(
@@ -82,14 +85,12 @@ class DiscoveryCore:
         pauses: PauseMeter | None = None,
         identity: Any = None,
     ) -> None:
-        if resolve_timeout < 0:
-            raise ValueError(f"resolve_timeout must be >= 0 seconds; got {resolve_timeout!r}")
         self.source = source
-        self.services: Mapping[str, ServiceConfig] = dict(services or {})
-        self.default_config = default_config
-        self.retry = retry
-        self.ejection = ejection
-        self.resolve_timeout = resolve_timeout
+        self.services: Mapping[str, ServiceConfig] = per_name("services", services, ServiceConfig)
+        self.default_config = instance_of("default_config", default_config, ServiceConfig)
+        self.retry = instance_of("retry", retry, RetryPolicy)
+        self.ejection = instance_of("ejection", ejection, EjectionPolicy)
+        self.resolve_timeout = seconds("resolve_timeout", resolve_timeout)
         self.clock = clock
         self.rng = rng or random.Random()
         if pauses is None:  # GC stops leave latencies alone; an injected clock has none

@@ -186,11 +186,16 @@ class DiscoveryTransport(httpx.BaseTransport):
                 )
                 self._owns_source = True
             self.source = source
-            self.core = DiscoveryCore(
-                source, services=services, default_config=default_config, retry=retry,
-                ejection=ejection, resolve_timeout=resolve_timeout, clock=clock, rng=rng,
-                registry=registry, identity=identity,
-            )  # fmt: skip
+            try:  # the core checks its knobs: a source made for it is closed if one is wrong
+                self.core = DiscoveryCore(
+                    source, services=services, default_config=default_config, retry=retry,
+                    ejection=ejection, resolve_timeout=resolve_timeout, clock=clock, rng=rng,
+                    registry=registry, identity=identity,
+                )  # fmt: skip
+            except (TypeError, ValueError):
+                if self._owns_source:
+                    source.close()
+                raise
             self.driver = SyncDriver(self.core, source.resolve, sleep)
         self.router = Router(only, self.core.services)
         self.inner = inner or PerInstanceTransport(limits)

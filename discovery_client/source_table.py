@@ -24,10 +24,12 @@ awaiting). Everything else is here, once:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
+from consul_discovery.client.arguments import is_path
 from consul_discovery.client.cold_start import ColdStart, store_from_env
 from consul_discovery.client.config import ServiceConfig
 from consul_discovery.client.errors import ConsulQueryError, ConsulUnavailableError, DiscoveryError
@@ -76,6 +78,21 @@ def source_settings(
     return timing, QueryOptions(request_timeout=request_timeout, consistency=consistency)
 
 
+def snapshot_store(
+    snapshots: SnapshotStore | str | os.PathLike[str] | None,
+) -> SnapshotStore | None:
+    """A source's ``snapshots`` argument as its store (None: off): a directory (a str or
+    an os.PathLike) or a SnapshotStore; anything else is a TypeError naming it."""
+    if snapshots is None or isinstance(snapshots, SnapshotStore):
+        return snapshots
+    if is_path(snapshots):
+        return SnapshotStore(snapshots)
+    raise TypeError(
+        "snapshots must be a directory (str or os.PathLike), a SnapshotStore or None; "
+        f"got {type(snapshots).__name__} {snapshots!r}"
+    )
+
+
 class WatchTable(Generic[E]):
     """A source's watches and listeners by WatchKey (safe across threads; no I/O).
 
@@ -89,14 +106,12 @@ class WatchTable(Generic[E]):
         address: str,
         owner: str,
         *,
-        snapshots: SnapshotStore | str | None = FROM_ENV,
+        snapshots: SnapshotStore | str | os.PathLike[str] | None = FROM_ENV,
     ) -> None:
         self._service_config = service_config or (lambda _name: ServiceConfig())
         self.address = address
         self._owner = owner
-        store = store_from_env() if snapshots is FROM_ENV else snapshots
-        if isinstance(store, str):
-            store = SnapshotStore(store)
+        store = store_from_env() if snapshots is FROM_ENV else snapshot_store(snapshots)
         # Fixed at construction (None: snapshots off); thread-safe itself.
         self.cold: ColdStart | None = None
         if store is not None:

@@ -254,3 +254,16 @@ def test_stale_reads_and_max_stale_from_the_environment():
     with pytest.raises(ConsulConfigError) as info:
         ConsulConnection.from_env({"CONSUL_DISCOVERY_MAX_STALE": "soon"})
     assert info.value.setting == "CONSUL_DISCOVERY_MAX_STALE"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"connection": "127.0.0.1:8500"}, "connection must be a ConsulConnection or None"),
+        ({"address": 8500}, r"Consul address \(first argument\) must be a str"),
+        ({"token": 42}, "token must be a str or None; got int"),
+    ],
+)
+def test_resolve_names_an_argument_of_the_wrong_type(kwargs: dict, message: str):
+    with pytest.raises(TypeError, match=message):
+        ConsulConnection.resolve(**kwargs)

@@ -1,0 +1,137 @@
+"""Public constructors refuse a wrong argument at once, naming it (discovery_client/arguments.py):
+the core's knobs (shared by ServiceClient and both httpx transports, checked once in
+DiscoveryCore), ServiceClient's requests timeout, and the sources' own (connection,
+address, after_fork, snapshots). No Consul is needed: nothing here does I/O."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from consul_discovery.client import (
+    AsyncDiscoveryTransport,
+    ConsulSource,
+    DiscoveryTransport,
+    RetryPolicy,
+    ServiceClient,
+    ServiceConfig,
+)
+from consul_discovery.client.aio import AsyncConsulSource
+from consul_discovery.client.arguments import per_name, request_timeout, seconds
+from consul_discovery.client.snapshot_store import SnapshotStore
+from tests.discovery_client.fakes import StaticSource
+
+# (keyword arguments, the error, what its message must say)
+CORE_KNOBS = [
+    ({"services": {"orders": "peak_ewma"}}, TypeError, r"services\['orders'\] must be a Serv"),
+    ({"services": ["orders"]}, TypeError, "services must be a mapping"),
+    ({"default_config": {}}, TypeError, "default_config must be a ServiceConfig; got dict"),
+    ({"retry": 3}, TypeError, "retry must be a RetryPolicy; got int 3"),
+    ({"ejection": "off"}, TypeError, "ejection must be an EjectionPolicy"),
+    ({"resolve_timeout": "5"}, TypeError, "resolve_timeout must be a number of seconds"),
+    ({"resolve_timeout": -1}, ValueError, "resolve_timeout must be >= 0 seconds"),
+]
+
+TIMEOUTS = [
+    ("5", TypeError, "timeout must be seconds, a \\(connect, read\\) pair or None; got str"),
+    (-1, ValueError, "timeout must be > 0 seconds; got -1"),
+    (0, ValueError, "timeout must be > 0 seconds"),
+    (True, TypeError, "timeout must be seconds"),
+    ((1.0, 2.0, 3.0), TypeError, "a tuple of 3"),
+    ((0.5, -2), ValueError, "timeout's read must be > 0 seconds"),
+    (("1", 2), TypeError, "timeout's connect must be a number of seconds"),
+    ([0.5, 5.0], TypeError, "got list"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), CORE_KNOBS)
+def test_service_client_names_a_bad_knob_at_construction(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        ServiceClient(source=StaticSource(), **kwargs)
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), CORE_KNOBS)
+def test_the_httpx_transports_name_a_bad_knob_at_construction(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        DiscoveryTransport(source=StaticSource(), **kwargs)
+
+    async def make() -> None:
+        AsyncDiscoveryTransport(source=StaticSource(), **kwargs)  # type: ignore[arg-type]
+
+    with pytest.raises(error, match=message):
+        asyncio.run(make())
+
+
+def test_a_source_made_for_a_refused_client_is_closed(monkeypatch):
+    closed: list[Any] = []
+    monkeypatch.setattr(ConsulSource, "close", lambda self, timeout=2.0: closed.append(self))
+    with pytest.raises(TypeError, match="retry"):
+        ServiceClient("127.0.0.1:8500", retry=3)
+    with pytest.raises(TypeError, match="retry"):
+        DiscoveryTransport(consul_addr="127.0.0.1:8500", retry=3)
+    assert len(closed) == 2
+
+
+@pytest.mark.parametrize(("timeout", "error", "message"), TIMEOUTS)
+def test_service_client_refuses_a_timeout_requests_would_refuse_later(timeout, error, message):
+    with pytest.raises(error, match=message):
+        ServiceClient(source=StaticSource(), timeout=timeout)
+
+
+@pytest.mark.parametrize("timeout", [5, 2.5, (0.5, 5.0), (None, 5.0), (0.5, None), None])
+def test_service_client_takes_every_timeout_requests_takes(timeout):
+    with ServiceClient(source=StaticSource(), timeout=timeout) as client:
+        assert client.timeout == timeout
+
+
+def test_good_knobs_are_kept_as_given():
+    services = {"orders": ServiceConfig(policy="peak_ewma")}
+    retry = RetryPolicy(max_attempts=2)
+    with ServiceClient(source=StaticSource(), services=services, retry=retry) as client:
+        assert client.services == services and client.retry is retry
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"connection": "127.0.0.1:18500"}, "connection must be a ConsulConnection or None"),
+        ({"consul_addr": 123}, r"Consul address \(first argument\) must be a str"),
+        ({"consul_addr": ["h1:8500"]}, "got list"),
+    ],
+)
+def test_service_client_names_a_bad_connection_or_address(kwargs, message):
+    with pytest.raises(TypeError, match=message):
+        ServiceClient(**kwargs)
+
+
+@pytest.mark.parametrize("source", [ConsulSource, AsyncConsulSource])
+def test_the_sources_name_bad_snapshots(source):
+    with pytest.raises(TypeError, match=r"snapshots must be a directory .* got int 5"):
+        source("127.0.0.1:8500", snapshots=5)
+
+
+def test_snapshots_may_be_a_path(tmp_path: Path):
+    source = ConsulSource("127.0.0.1:8500", snapshots=tmp_path / "snaps")
+    try:
+        cold = source._table.cold
+        assert cold is not None and isinstance(cold.store, SnapshotStore)
+        assert cold.store.directory == tmp_path / "snaps"
+    finally:
+        source.close()
+
+
+def test_consul_source_names_a_bad_after_fork():
+    with pytest.raises(ValueError, match="after_fork must be 'restart' or 'close'; got 'bogus'"):
+        ConsulSource("127.0.0.1:8500", after_fork="bogus")  # type: ignore[arg-type]
+
+
+def test_the_checks_return_what_they_were_given():
+    assert per_name("services", None, ServiceConfig) == {}
+    assert seconds("wait", 0) == 0 and request_timeout("timeout", (1, None)) == (1, None)
+    with pytest.raises(TypeError, match="keys must be service names"):
+        per_name("services", {1: ServiceConfig()}, ServiceConfig)
+    with pytest.raises(TypeError, match="number of seconds"):
+        seconds("wait", float("nan"))
