@@ -46,6 +46,7 @@ from consul_discovery.client.route import RequestView, Route
 from consul_discovery.client.state import TargetState, TargetStates
 from consul_discovery.client.stats import ClientStats, WatchStats
 from consul_discovery.client.target import Target
+from consul_discovery.extras import missing
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -284,9 +285,7 @@ class DiscoveryCore:
         with self._lock:
             registry = self._registry
         if registry is None:
-            from prometheus_client import CollectorRegistry
-
-            registry = self._register(CollectorRegistry())
+            registry = self._register(_new_registry())
         return registry
 
     def _register(self, registry: CollectorRegistry) -> CollectorRegistry:
@@ -311,3 +310,13 @@ class DiscoveryCore:
         if first:
             self.connect.close()
         return first
+
+
+def _new_registry() -> CollectorRegistry:
+    """An empty Prometheus registry; without prometheus_client, the library's error that
+    names the extra to install (consul_discovery.extras)."""
+    try:
+        from prometheus_client import CollectorRegistry
+    except ImportError as exc:
+        raise missing("the discovery client's metrics_registry", "prometheus", exc) from exc
+    return CollectorRegistry()

@@ -20,6 +20,7 @@ from consul_discovery.client.retry import RetryPolicy
 from consul_discovery.client.route import RequestView
 from consul_discovery.client.stats import ClientStats, WatchStats
 from consul_discovery.client.target import Target, service_of
+from consul_discovery.extras import ExtraMissingError
 from tests.discovery_client.fakes import FakeClock, instance, resolution
 
 PACKAGE = Path(__file__).resolve().parents[2] / "discovery_client"
@@ -144,6 +145,16 @@ def test_the_client_imports_and_calls_without_prometheus_client():
     done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True,
                           text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_metrics_registry_without_prometheus_client_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # any import of it fails
+    core = DiscoveryCore(RecordingSource(), clock=FakeClock())
+    with pytest.raises(ExtraMissingError) as raised:
+        core.metrics_registry  # noqa: B018
+    assert raised.value.extra == "prometheus"
+    assert "pip install 'consul-discovery[prometheus]'" in str(raised.value)
+    assert "metrics_registry needs prometheus_client" in str(raised.value)
 
 
 def _imports(path: Path) -> set[str]:
