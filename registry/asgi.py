@@ -29,8 +29,10 @@ this module only tells it how uvicorn serves:
   uvicorn_worker.UvicornWorker``): nothing here; the master registers once and drains.
 * anything else (tests, other servers): ``/health`` only; ``start_registrar`` yourself.
 
-Check functions are the synchronous ones of ``consul_discovery.registry.health``;
-``/health`` evaluates them in a worker thread so a slow check never blocks the event loop.
+Check functions are those of ``consul_discovery.registry.health``, plain or ``async def``:
+``/health`` evaluates the plain ones in a worker thread, so a slow one never blocks the
+event loop, and awaits the async ones on the loop; the TTL heartbeat's thread has them
+awaited on the app's loop too.
 """
 
 from __future__ import annotations
@@ -44,7 +46,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Mutable
 from typing import Any
 
 from consul_discovery.registry.errors import RegistryConfigError
-from consul_discovery.registry.health import CheckFn, HealthChecks, HealthReport
+from consul_discovery.registry.health import (
+    CheckFn,
+    HealthChecks,
+    HealthReport,
+    close_unawaited,
+)
 from consul_discovery.registry.lifecycle import (
     Lifecycle,
     Listener,
@@ -73,6 +80,21 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: How often the lifespan looks whether uvicorn has bound its listener yet.
 _BIND_POLL_SECONDS = 0.02
+#: How long ``health()`` waits for an async check on the app's loop (then: critical).
+ASYNC_CHECK_WAIT = 10.0
+
+
+async def _awaiting(awaitable: Awaitable[object]) -> object:
+    """``awaitable``'s result, as a coroutine (what run_coroutine_threadsafe takes)."""
+    return await awaitable
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    """The loop running in this thread, if any."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class ConsulRegistry:
@@ -85,7 +107,8 @@ class ConsulRegistry:
         health_path: str | None = None,
         **overrides: Any,
     ) -> None:
-        self.checks = HealthChecks()
+        self.checks = HealthChecks(asynchronous=True)
+        self._loop: asyncio.AbstractEventLoop | None = None  # the app's, once it runs
         self._environ = environ  # None means os.environ at start time
         env = os.environ if environ is None else environ
         self.health_path = health_path or env.get("SERVICE_HEALTH_PATH") or "/health"
@@ -99,12 +122,33 @@ class ConsulRegistry:
         return self._lifecycle.registrar
 
     def add_check(self, name: str, fn: CheckFn) -> None:
-        """Add a dependency check: ``fn`` returns None/True when fine, raises or False if not."""
+        """Add a dependency check: ``fn`` (plain or ``async def``) returns None/True when
+        fine, raises or returns False if not; TypeError if ``fn`` is not callable."""
         self.checks.add(name, fn)
 
     def health(self) -> HealthReport:
-        """Evaluate every check now (blocking; ``/health`` runs it in a thread)."""
-        return self.checks.evaluate()
+        """Evaluate every check now, blocking (the TTL heartbeat's thread): async checks
+        run on the app's event loop (``_wait_for``). On the loop: ``await health_async()``."""
+        return self.checks.evaluate(self._wait_for)
+
+    async def health_async(self) -> HealthReport:
+        """Evaluate every check now (what ``/health`` answers): plain checks in a worker
+        thread, async ones awaited on this loop."""
+        self._loop = asyncio.get_running_loop()
+        return await self.checks.evaluate_async()
+
+    def _wait_for(self, awaitable: Awaitable[object]) -> object:
+        """An async check's result, from a thread other than the app's loop: awaited on
+        that loop (its resources are bound to it), at most ``ASYNC_CHECK_WAIT`` seconds;
+        before the app runs, on a loop of its own."""
+        if _running_loop() is not None:  # blocking here would stall (or deadlock) it
+            close_unawaited(awaitable)
+            raise RuntimeError("health() blocks: on an event loop, await health_async()")
+        loop = self._loop
+        if loop is None or loop.is_closed() or not loop.is_running():
+            return asyncio.run(_awaiting(awaitable))
+        future = asyncio.run_coroutine_threadsafe(_awaiting(awaitable), loop)
+        return future.result(ASYNC_CHECK_WAIT)
 
     # -- wiring -------------------------------------------------------------------------
 
@@ -114,7 +158,7 @@ class ConsulRegistry:
         from starlette.responses import JSONResponse
 
         async def health_view(request: Request) -> JSONResponse:
-            report = await asyncio.to_thread(self.health)
+            report = await self.health_async()
             return JSONResponse(report.to_json(), status_code=200 if report.passing else 503)
 
         app.router.add_route(self.health_path, health_view, methods=["GET"], name="health")
@@ -167,6 +211,7 @@ class ConsulRegistry:
 
         Raises ``RegistryConfigError`` for a bad setting (before uvicorn binds).
         """
+        self._loop = asyncio.get_running_loop()  # where async checks run (TTL heartbeat)
         role = serving_role(self._environ)
         if role is Role.GUNICORN_UNHOOKED:
             warn_unhooked()
@@ -215,7 +260,7 @@ class ConsulRegistry:
         self._drain.install()
 
     async def _send_health(self, scope: Scope, send: Send) -> None:
-        report = await asyncio.to_thread(self.health)
+        report = await self.health_async()
         body = json.dumps(report.to_json()).encode()
         await send(
             {

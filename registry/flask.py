@@ -85,7 +85,8 @@ class ConsulRegistry:
         return _process.registrar if _process is not None else None
 
     def add_check(self, name: str, fn: CheckFn) -> None:
-        """Add a dependency check: ``fn`` returns None/True when fine, raises or False if not."""
+        """Add a dependency check: ``fn`` returns None/True when fine, raises or False if not
+        (TypeError for an ``async def`` one, which nothing here would await, or a non-callable)."""
         self.checks.add(name, fn)
 
     def health(self) -> HealthReport:
