@@ -17,13 +17,20 @@ class ConfigValueError(ConfigError, ValueError):
 
 
 class MissingSettingError(ConfigError, KeyError):
-    """A setting was asked for with no default and is not configured."""
+    """A setting was asked for with no default and is not configured; ``declared`` is
+    False when the schema does not declare it either (a typo?)."""
 
-    def __init__(self, key: str) -> None:
+    def __init__(self, key: str, *, declared: bool = True) -> None:
         self.key = key
+        self.declared = declared
         super().__init__(key)
 
     def __str__(self) -> str:
+        if not self.declared:
+            return (
+                f"setting {self.key!r} is not configured and not declared in the schema "
+                "(is the name right?), and no default was given"
+            )
         return f"setting {self.key!r} is not configured and has no default"
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from consul_discovery.config.errors import ConfigValueError
+from consul_discovery.connection.names import service_name_problem
 from consul_discovery.extras import install_command
 
 DEFAULT_ROOT = "config"
@@ -41,9 +42,11 @@ class Layers:
     shared: str = "application"
 
     def __post_init__(self) -> None:
-        for name in (self.service, self.shared, *self.profiles):
-            if not name or "/" in name or "," in name:
-                raise ConfigValueError("layers", f"{name!r} is not a valid service/profile name")
+        for name in (self.service, self.shared):
+            check_service_name(name)
+        for name in self.profiles:
+            if not isinstance(name, str) or not name or "/" in name or "," in name:
+                raise ConfigValueError("layers", f"{name!r} is not a valid profile name")
 
     @property
     def prefixes(self) -> tuple[str, ...]:
@@ -51,6 +54,15 @@ class Layers:
         names = [self.shared, *(f"{self.shared},{p}" for p in self.profiles)]
         names += [self.service, *(f"{self.service},{p}" for p in self.profiles)]
         return tuple(f"{self.root.strip('/')}/{name}/" for name in names)
+
+
+def check_service_name(name: str) -> str:
+    """``name`` if it can be a service's name in Consul (the registry's rule for
+    SERVICE_NAME, ``consul_discovery.connection.names``); else ConfigValueError."""
+    problem = service_name_problem(name) if isinstance(name, str) else f"{name!r} is not a str"
+    if problem is not None:
+        raise ConfigValueError("layers", f"not a valid service name: {problem}")
+    return name
 
 
 def parse_document(key: str, text: str) -> dict[str, Any]:

@@ -72,6 +72,26 @@ class Setting:
     validate: Callable[[Any], None] | None = None
     doc: str = ""
 
+    def __post_init__(self) -> None:
+        """Refuse a declaration that cannot work: a key that is not a non-empty str, a
+        ``kind`` that is not a type (``"int"``), a ``validate`` that is not callable, or a
+        default the setting itself would refuse (ConfigValueError naming the key; a
+        default of None is taken as it is: the setting reads None when not configured)."""
+        if not isinstance(self.key, str) or not self.key:
+            raise TypeError(f"a setting's key must be a non-empty str; got {self.key!r}")
+        if not isinstance(self.kind, type):
+            raise TypeError(
+                f"{self.key}: kind must be a type such as int, float, bool, str or tuple; "
+                f"got {type(self.kind).__name__} {self.kind!r}"
+            )
+        if self.validate is not None and not callable(self.validate):
+            raise TypeError(f"{self.key}: validate must be callable; got {self.validate!r}")
+        if self.default is not _MISSING and self.default is not None:  # None: reads as None
+            try:
+                self.parse(self.default)
+            except ConfigValueError as exc:
+                raise ConfigValueError(self.key, f"its default {exc.problem}") from exc
+
     def parse(self, value: Any) -> Any:
         """The value coerced and validated, or ``ConfigValueError`` naming the key."""
         typed = coerce(self.key, value, self.kind)
@@ -115,6 +135,10 @@ class Schema:
                 typed[setting.key] = setting.parse(raw[setting.key])
         return typed
 
+    def declares(self, key: str) -> bool:
+        """True when ``key`` is one of the declared settings."""
+        return any(s.key == key for s in self.settings)
+
     def defaults(self) -> dict[str, Any]:
         """Each declared setting's default (those that have one)."""
         return {s.key: s.default for s in self.settings if s.default is not _MISSING}
@@ -141,25 +165,24 @@ class Settings(Mapping[str, Any]):
         return len(self.values)
 
     @overload
-    def get(self, key: str, kind: None = None, default: Any = None) -> Any: ...
+    def get(self, key: str, kind: None = None, default: Any = _MISSING) -> Any: ...
     @overload
     def get(self, key: str, kind: type[T], default: Any = _MISSING) -> T: ...
 
     def get(self, key: str, kind: type | None = None, default: Any = _MISSING) -> Any:  # type: ignore[override]
         """The setting ``key`` (as ``kind`` when given), else its declared default, else
-        ``default``; with no default at all, ``MissingSettingError`` (a bad value raises
+        ``default``; with no value and no default at all (an undeclared key included),
+        ``MissingSettingError``, a KeyError naming the key (a bad value raises
         ``ConfigValueError`` naming the key)."""
         if key in self.values:
             value = self.values[key]
             return value if kind is None else coerce(key, value, kind)
-        if default is _MISSING:
-            declared = self.schema.defaults()
-            if key in declared:
-                return declared[key]
-            if kind is None:
-                return None
-            raise MissingSettingError(key)
-        return default
+        if default is not _MISSING:
+            return default
+        declared = self.schema.defaults()
+        if key in declared:
+            return declared[key]
+        raise MissingSettingError(key, declared=self.schema.declares(key))
 
     def section(self, prefix: str) -> dict[str, Any]:
         """The settings under ``prefix.`` with that prefix stripped."""

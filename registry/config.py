@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from consul_discovery.connection import ConsulConfigError, ConsulConnection
+from consul_discovery.connection.names import SERVICE_NAME_RULE
 from consul_discovery.registry.checks import (
     MIN_DEREGISTER_AFTER,
     MIN_INTERVAL,
@@ -202,7 +203,7 @@ def _build(
         raise RegistryConfigError(
             "SERVICE_NAME",
             f"{name!r} {problem}; Consul serves it as <name>.service.consul, so it must be "
-            "one DNS label (RFC 1123: letters, digits, hyphens, at most 63)",
+            f"{SERVICE_NAME_RULE}",
         )
 
     port_raw = _get(env, ov, "port", "SERVICE_PORT")

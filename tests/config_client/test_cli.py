@@ -109,7 +109,8 @@ def test_put_writes_a_setting_where_get_reads_it(kv_agent: ConsulAgent, kv: KV) 
         (["put", "--service", "{name}", "a..b", "v"], "is not a setting name"),
         (["put", "--service", "{name}", "data", "v"], "document key"),
         (["put", "--raw-key", "--service", "{name}", "k", "v"], "--raw-key takes a KV path"),
-        (["put", "--service", "bad/name", "limit", "v"], "not a valid service/profile name"),
+        (["put", "--service", "bad/name", "limit", "v"], "not a valid service name"),
+        (["put", "--service", "bad name!", "limit", "v"], "not a valid service name"),
     ],
 )
 def test_put_refuses_what_is_not_a_setting_of_a_service(

@@ -6,6 +6,7 @@ import pytest
 
 from consul_discovery.config import (
     ABSENT,
+    ConfigClient,
     ConfigValueError,
     Layers,
     MissingSettingError,
@@ -17,6 +18,7 @@ from consul_discovery.config import (
 from consul_discovery.config.client import Debounce
 from consul_discovery.config.layers import layer_settings, merge
 from consul_discovery.config.settings import coerce, diff
+from consul_discovery.connection import names
 
 
 def test_layer_prefixes_most_specific_last() -> None:
@@ -30,6 +32,23 @@ def test_layer_prefixes_most_specific_last() -> None:
     )
     with pytest.raises(ConfigValueError, match="layers"):
         Layers("a/b")
+
+
+@pytest.mark.parametrize("name", ["bad name!", "", "a,b", "x/y", "-orders", "a" * 64, "ördersß"])
+def test_a_service_name_follows_the_registrys_service_name_rule(name: str) -> None:
+    with pytest.raises(ConfigValueError, match=r"not a valid service name: .*one DNS label"):
+        Layers(name)
+    with pytest.raises(ConfigValueError, match="not a valid service name"):
+        ConfigClient(name)  # refused before anything reaches Consul
+
+
+def test_the_config_client_and_the_registry_share_one_service_name_rule() -> None:
+    from consul_discovery.registry import dns
+
+    assert dns.dns_label_problem is names.dns_label_problem
+    assert Layers("order-service-2").service == "order-service-2"
+    with pytest.raises(ConfigValueError, match="'prod/eu' is not a valid profile name"):
+        Layers("orders", ("prod/eu",))
 
 
 def test_key_value_and_document_layers_flatten_and_merge() -> None:
@@ -92,6 +111,39 @@ def test_typed_access_defaults_and_schema() -> None:
     assert settings.section("retry") == {"budget": 0.5}
     with pytest.raises(TypeError):
         settings.values["x"] = 1  # type: ignore[index]
+
+
+def test_a_setting_with_no_value_and_no_default_raises_declared_or_not() -> None:
+    schema = Schema(Setting("name", str), Setting("optional", int, None))
+    settings = Settings({"there": "x"}, 0, schema)
+    with pytest.raises(MissingSettingError, match="'nope' is not configured and not declared"):
+        settings.get("nope")
+    with pytest.raises(KeyError):
+        settings.get("nope", int)
+    with pytest.raises(MissingSettingError, match="'name' is not configured and has no default"):
+        settings.get("name")
+    assert settings.get("nope", default=None) is None and settings.get("there") == "x"
+    assert settings.get("optional") is None  # a declared default of None
+    assert Settings({}, 0).get("nope", str, "dflt") == "dflt"
+
+
+@pytest.mark.parametrize(
+    ("declare", "error", "says"),
+    [
+        (lambda: Setting("a.b", float, 5.0, validate=between(0.0, 1.0)), ConfigValueError,
+         r"^a\.b: its default 5\.0 rejected: must be <= 1\.0"),
+        (lambda: Setting("a.b", int, "many"), ConfigValueError,
+         r"^a\.b: its default 'many' is not a valid int"),
+        (lambda: Setting("a.b", "int", 1), TypeError,
+         r"a\.b: kind must be a type .* got str 'int'"),
+        (lambda: Setting("a.b", int, 1, validate="positive"), TypeError,
+         r"a\.b: validate must be callable"),
+        (lambda: Setting("", int, 1), TypeError, "key must be a non-empty str"),
+    ],
+)  # fmt: skip
+def test_a_setting_that_cannot_work_is_refused_when_declared(declare, error, says) -> None:
+    with pytest.raises(error, match=says):
+        declare()
 
 
 def test_diff_reports_old_and_new_of_every_changed_key() -> None:
