@@ -41,10 +41,14 @@ from consul_discovery.config.kv import KVStore
 from consul_discovery.config.layers import DEFAULT_ROOT, DOCUMENT_KEY, Layers, to_json_text
 from consul_discovery.connection import ConsulConfigError, ConsulConnection
 
+#: The usage line's name: the console script's, or (``python -m``) the module's.
+PROG = "consul-config"
+MODULE_PROG = "python -m consul_discovery.config"
 
-def _parser() -> argparse.ArgumentParser:
+
+def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m consul_discovery.config",
+        prog=prog,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -85,10 +89,12 @@ def main(
     out: TextIO | None = None,
     *,
     before_write: Callable[[Plan], None] | None = None,
+    prog: str = PROG,
 ) -> int:
-    """Run one command; ``before_write`` (tests) runs between push's read and its write."""
+    """Run one command; ``before_write`` (tests) runs between push's read and its write.
+    ``prog`` is the name usage shows (the console script's; ``__main__`` passes MODULE_PROG)."""
     out = out or sys.stdout
-    args = _parser().parse_args(argv)
+    args = _parser(prog).parse_args(argv)
     try:
         connection = ConsulConnection.from_env(**({"address": args.consul} if args.consul else {}))
         store = KVStore(connection)

@@ -2,6 +2,6 @@
 
 import sys
 
-from consul_discovery.client.cli import main
+from consul_discovery.client.cli import MODULE_PROG, main
 
-sys.exit(main())
+sys.exit(main(prog=MODULE_PROG))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from consul_discovery.client.consul_source import ConsulSource
 from consul_discovery.client.errors import DiscoveryError
 from consul_discovery.client.instance import Instance, Resolution
 from consul_discovery.client.table import format_table
+from consul_discovery.connection.names import service_name_problem
 
 
 def instance_dict(instance: Instance) -> dict[str, Any]:
@@ -60,16 +62,42 @@ def _instance_rows(instances: Sequence[Instance]) -> str:
     return format_table(("ID", "ADDRESS", "HEALTH", "WEIGHT", "NODE", "DC", "TAGS"), rows)
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: The usage line's name: the console script's, or (``python -m``) the module's.
+PROG = "consul-discovery"
+MODULE_PROG = "python -m consul_discovery.client"
+
+
+def positive_seconds(text: str) -> float:
+    """``--timeout``'s type: a number of seconds > 0 (argparse's error otherwise)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, not {text}")
+    return value
+
+
+def service_name(text: str) -> str:
+    """A NAME argument: a service's name in Consul, by the registry's rule for
+    SERVICE_NAME (``consul_discovery.connection.names``; argparse's error otherwise)."""
+    problem = service_name_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and shell completion)."""
     parser = argparse.ArgumentParser(
-        prog="python -m consul_discovery.client",
+        prog=prog,
         description="Inspect Consul services and call them through the discovery client.",
     )
     parser.add_argument("--consul", metavar="ADDR", help="Consul HTTP address "
                         "(default: $CONSUL_HTTP_ADDR, then 127.0.0.1:8500)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds for Consul lookups")
+    parser.add_argument("--timeout", type=positive_seconds, default=5.0,
+                        help="seconds for Consul lookups (> 0)")  # fmt: skip
     parser.add_argument("--filter", help="Consul filter expression on instances")
     parser.add_argument("--tag", help="only instances with this tag")
     parser.add_argument("--dc", help="Consul datacenter to ask")
@@ -84,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         "service", metavar="NAME"
     )
     call = commands.add_parser("call", help="send one HTTP request to a service by name")
-    call.add_argument("service", metavar="NAME")
+    call.add_argument("service", metavar="NAME", type=service_name)
     call.add_argument("method", metavar="METHOD")
     call.add_argument("path", metavar="PATH")
     call.add_argument("-d", "--data", help="request body (JSON bodies get a JSON content type)")
@@ -208,11 +236,12 @@ COMMANDS = {"services": _services, "instances": _instances, "resolve": _resolve,
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None,
-         err: TextIO | None = None) -> int:  # fmt: skip
-    """Run the CLI; return the exit status (errors are one line on ``err``)."""
+         err: TextIO | None = None, *, prog: str = PROG) -> int:  # fmt: skip
+    """Run the CLI; return the exit status (errors are one line on ``err``). ``prog`` is
+    the name usage shows (the console script's; ``__main__`` passes MODULE_PROG)."""
     out = out or sys.stdout
     err = err or sys.stderr
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     try:
         return COMMANDS[args.command](args, out)
     except (DiscoveryError, ValueError) as exc:

@@ -36,16 +36,16 @@ from consul_discovery.client.consul_source import ConsulSource
 from consul_discovery.client.relay_protocol import RELAY_ENV, SHARED_WATCHES_ENV
 from consul_discovery.client.relay_server import RelayServer
 from consul_discovery.connection import ConsulConfigError, ConsulConnection
+from consul_discovery.connection.env_values import env_flag
 
 log = logging.getLogger(__name__)
 
-_OFF = {"0", "false", "no", "off"}
-
 
 def shared_watches_enabled(environ: MutableMapping[str, str] | None = None) -> bool:
-    """False when ``DISCOVERY_SHARED_WATCHES`` turns the relay off."""
+    """False when ``DISCOVERY_SHARED_WATCHES`` turns the relay off; a value that is not a
+    boolean raises ConsulConfigError naming it (read as the CONSUL_* booleans are)."""
     env = os.environ if environ is None else environ
-    return env.get(SHARED_WATCHES_ENV, "").strip().lower() not in _OFF
+    return env_flag(env, SHARED_WATCHES_ENV, True)
 
 
 def start_master_relay(
@@ -55,12 +55,13 @@ def start_master_relay(
     ``environ`` (default ``os.environ``, which the workers inherit); None when turned
     off or Consul's settings are invalid (the workers then say why themselves)."""
     env = os.environ if environ is None else environ
-    if not shared_watches_enabled(env):
-        env.pop(RELAY_ENV, None)
-        return None
     try:
+        if not shared_watches_enabled(env):
+            env.pop(RELAY_ENV, None)
+            return None
         connection = ConsulConnection.from_env(env)
     except ConsulConfigError as exc:
+        env.pop(RELAY_ENV, None)
         log.warning("discovery relay not started: %s", exc)
         return None
     source = ConsulSource(connection=connection, relay=False, after_fork="close")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,6 +16,7 @@ from consul_discovery.config.cli import main
 from consul_discovery.config.files import Plan
 from tests.config_client.conftest import KV, service_name
 from tests.harness.agent import ConsulAgent
+from tests.harness.binary import REPO_ROOT
 
 
 def run(agent: ConsulAgent, *argv: str, **kw) -> tuple[int, str]:
@@ -145,3 +148,15 @@ def test_get_of_a_service_nothing_configures_fails_and_says_so(
         assert f"note: {name} has no layer of its own (config/{name}/)" in capsys.readouterr().err
     finally:
         kv.delete("config/application", recurse=True)
+
+
+def test_usage_names_the_console_script_or_the_module(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert capsys.readouterr().out.startswith("usage: consul-config ")
+    done = subprocess.run(
+        [sys.executable, "-m", "consul_discovery.config", "--help"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: python -m consul_discovery.config ")

@@ -1,0 +1,59 @@
+"""The CLI's arguments, refused before anything reaches Consul: the usage line names the
+console script (``python -m`` when run so), ``--timeout`` must be > 0, a service NAME to
+call follows the registry's SERVICE_NAME rule. No agent: parsing fails first."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import pytest
+
+from consul_discovery.client.cli import build_parser, main
+from tests.harness.binary import REPO_ROOT
+
+
+def refused(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """What the CLI says on stderr as it exits 2 on ``argv`` (Consul at a closed port)."""
+    with pytest.raises(SystemExit) as exited:
+        main(["--consul", "127.0.0.1:1", *argv], out=io.StringIO(), err=io.StringIO())
+    assert exited.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_usage_names_the_console_script(capsys):
+    assert build_parser().prog == "consul-discovery"
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert capsys.readouterr().out.startswith("usage: consul-discovery ")
+
+
+def test_usage_under_python_m_names_the_module():
+    done = subprocess.run(
+        [sys.executable, "-m", "consul_discovery.client", "--help"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: python -m consul_discovery.client ")
+
+
+@pytest.mark.parametrize("timeout", ["-1", "0", "nan", "inf"])
+def test_a_timeout_that_is_not_positive_is_refused(capsys, timeout):
+    err = refused(capsys, "--timeout", timeout, "resolve", "orders")
+    assert "argument --timeout: must be > 0 seconds" in err
+
+
+def test_a_timeout_that_is_not_a_number_is_refused(capsys):
+    assert "'soon' is not a number of seconds" in refused(capsys, "--timeout", "soon", "services")
+
+
+@pytest.mark.parametrize("name", ["bad name!", "a/b", "ends-", ""])
+def test_call_refuses_a_name_no_service_can_have(capsys, name):
+    err = refused(capsys, "call", name, "GET", "/")
+    assert "argument NAME: " in err and "one DNS label" in err
+
+
+def test_good_arguments_parse():
+    args = build_parser().parse_args(["--timeout", "0.5", "call", "order-service", "GET", "/"])
+    assert args.timeout == 0.5 and args.service == "order-service"
