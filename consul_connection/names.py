@@ -1,6 +1,7 @@
 """What a service's name in Consul may be: one DNS label (RFC 1123). One rule for every
-part of the library that takes a service name (the registry's ``SERVICE_NAME``, the
-config client's layers and CLI, the discovery CLI).
+part of the library that names a service of its own (the registry's ``SERVICE_NAME``,
+the config client's layers and CLI); calling a service takes any name a URL's host can
+carry (``callable_name_problem``: another tool may have registered ``my_service``).
 
 Consul serves every service as ``<name>.service.consul``, so a name must be one DNS
 label: letters, digits and hyphens, 1-63 characters, no leading or trailing hyphen.
@@ -42,3 +43,18 @@ def service_name_problem(name: str) -> str | None:
     if problem is None:
         return None
     return f"{name!r} {problem}; a service's name in Consul must be {SERVICE_NAME_RULE}"
+
+
+_URL_HOST_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def callable_name_problem(name: str) -> str | None:
+    """Why a call cannot name the service ``name`` in its URL (``http://NAME/...``), or
+    None: letters, digits, ``-``, ``_`` and ``.`` (looser than the DNS rule: Consul
+    registers ``my_service`` from other tools, and a call still reaches it)."""
+    if _URL_HOST_NAME.fullmatch(name):
+        return None
+    return (
+        f"{name!r} cannot be called by name: a service's name in a URL may have "
+        "letters, digits, '-', '_' and '.' only"
+    )

@@ -30,7 +30,7 @@ from consul_discovery.client.consul_source import ConsulSource
 from consul_discovery.client.errors import DiscoveryError
 from consul_discovery.client.instance import Instance, Resolution
 from consul_discovery.client.table import format_table
-from consul_discovery.connection.names import service_name_problem
+from consul_discovery.connection.names import callable_name_problem
 
 
 def instance_dict(instance: Instance) -> dict[str, Any]:
@@ -79,9 +79,9 @@ def positive_seconds(text: str) -> float:
 
 
 def service_name(text: str) -> str:
-    """A NAME argument: a service's name in Consul, by the registry's rule for
-    SERVICE_NAME (``consul_discovery.connection.names``; argparse's error otherwise)."""
-    problem = service_name_problem(text)
+    """``call``'s NAME: a service's name a URL can carry
+    (``consul_discovery.connection.names``; argparse's error otherwise)."""
+    problem = callable_name_problem(text)
     if problem is not None:
         raise argparse.ArgumentTypeError(problem)
     return text

@@ -48,10 +48,15 @@ def test_a_timeout_that_is_not_a_number_is_refused(capsys):
     assert "'soon' is not a number of seconds" in refused(capsys, "--timeout", "soon", "services")
 
 
-@pytest.mark.parametrize("name", ["bad name!", "a/b", "ends-", ""])
-def test_call_refuses_a_name_no_service_can_have(capsys, name):
+@pytest.mark.parametrize("name", ["bad name!", "a/b", "x:80", ""])
+def test_call_refuses_a_name_no_url_can_carry(capsys, name):
     err = refused(capsys, "call", name, "GET", "/")
-    assert "argument NAME: " in err and "one DNS label" in err
+    assert "argument NAME: " in err and "cannot be called by name" in err
+
+
+@pytest.mark.parametrize("name", ["my_service", "ends-", "v1.orders"])
+def test_call_takes_names_consul_registers_from_other_tools(name):
+    assert build_parser().parse_args(["call", name, "GET", "/"]).service == name
 
 
 def test_good_arguments_parse():
