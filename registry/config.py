@@ -28,6 +28,7 @@ from consul_discovery.registry.checks import (
 from consul_discovery.registry.dns import dns_label_problem
 from consul_discovery.registry.durations import parse_duration
 from consul_discovery.registry.errors import RegistryConfigError
+from consul_discovery.registry.meta import MAX_PAIRS, meta_problem
 
 _WILDCARDS = {"0.0.0.0", "::", ""}
 
@@ -166,6 +167,19 @@ def _pairs(setting: str, value: Any) -> dict[str, str]:
     return result
 
 
+def _meta(value: Any, version: Any) -> dict[str, str]:
+    """SERVICE_META's pairs and SERVICE_VERSION (as ``version``), as Consul accepts them."""
+    meta = _pairs("SERVICE_META", value or {})
+    if version:
+        meta["version"] = str(version)
+    problem = meta_problem(meta)
+    if problem is not None:
+        if version and len(meta) > MAX_PAIRS:
+            problem += " (SERVICE_VERSION adds the pair 'version')"
+        raise RegistryConfigError("SERVICE_META", problem)
+    return meta
+
+
 def _check_address(setting: str, address: str) -> str:
     if address in _WILDCARDS:
         raise RegistryConfigError(
@@ -230,10 +244,7 @@ def _build(
         if isinstance(tags_raw, str)
         else tuple(tags_raw)
     )
-    meta = _pairs("SERVICE_META", _get(env, ov, "meta", "SERVICE_META") or {})
-    version = _get(env, ov, "version", "SERVICE_VERSION")
-    if version:
-        meta["version"] = str(version)
+    meta = _meta(_get(env, ov, "meta", "SERVICE_META"), _get(env, ov, "version", "SERVICE_VERSION"))
     weights = ov.pop("weights", None) or Weights(
         passing=_int("SERVICE_WEIGHT_PASSING", env.get("SERVICE_WEIGHT_PASSING") or 1, 1, 65535),
         warning=_int("SERVICE_WEIGHT_WARNING", env.get("SERVICE_WEIGHT_WARNING") or 1, 1, 65535),

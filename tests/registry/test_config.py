@@ -123,6 +123,17 @@ def test_precedence_override_beats_env_beats_bind() -> None:
         ({"SERVICE_CHECK": "grpc"}, "SERVICE_CHECK: 'grpc' is not one of http, tcp, ttl"),
         ({"SERVICE_HEALTH_PATH": "health"}, "SERVICE_HEALTH_PATH: 'health' must start with"),
         ({"SERVICE_META": "team"}, "SERVICE_META: 'team' is not key=value"),
+        ({"SERVICE_META": "a b=1"}, "SERVICE_META: key 'a b' has ' ': Consul allows only ASCII"),
+        ({"SERVICE_META": "k.v=1"}, "SERVICE_META: key 'k.v' has '.'"),
+        ({"SERVICE_META": "é=1"}, "SERVICE_META: key 'é' has 'é'"),
+        ({"SERVICE_META": "consul-x=1"}, "SERVICE_META: key 'consul-x' starts with 'consul-'"),
+        ({"SERVICE_META": "k" * 129 + "=1"}, "SERVICE_META: key 'kkkk"),
+        ({"SERVICE_META": "k=" + "é" * 257}, "SERVICE_META: the value of 'k' is 514 bytes long"),
+        ({"SERVICE_META": "=1"}, "SERVICE_META: '=1' is not key=value"),
+        (
+            {"SERVICE_META": ",".join(f"k{n}=v" for n in range(64)), "SERVICE_VERSION": "1"},
+            "SERVICE_META: 65 pairs; Consul allows at most 64 (SERVICE_VERSION adds the pair",
+        ),
         ({"SERVICE_WEIGHT_PASSING": "0"}, "SERVICE_WEIGHT_PASSING: 0 is out of range"),
         ({"SERVICE_FAILURES_BEFORE_CRITICAL": "-1"}, "SERVICE_FAILURES_BEFORE_CRITICAL: -1"),
         ({"SERVICE_DRAIN_SECONDS": "-3"}, "SERVICE_DRAIN_SECONDS: '-3' is negative"),
@@ -136,6 +147,17 @@ def test_bad_config_names_the_setting(env: dict[str, str], message: str) -> None
         build(**env)
     assert str(caught.value).startswith(message), str(caught.value)
     assert caught.value.setting == message.split(":")[0]
+
+
+def test_meta_at_consuls_limits_passes() -> None:
+    """The largest meta Consul accepts (tests/registry/test_registrar_edges.py registers
+    it with a real agent) is accepted as it is."""
+    meta = {f"k{n}": "v" for n in range(62)} | {"K_-9" * 32: "é" * 256}
+    env = ",".join(f"{k}={v}" for k, v in meta.items())
+    assert build(SERVICE_META=env, SERVICE_VERSION="1.2").meta == {**meta, "version": "1.2"}
+    assert Registration.from_env(BASE, meta=meta).meta == meta  # an override is checked alike
+    with pytest.raises(RegistryConfigError, match="SERVICE_META: key 'consul-a'"):
+        Registration.from_env(BASE, meta={"consul-a": "1"})
 
 
 def test_dns_names_pass() -> None:

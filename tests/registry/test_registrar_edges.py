@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ import requests
 from consul_discovery.connection import acl_denial
 from consul_discovery.registry import ConsulRejected, HealthReport, Registrar, Registration, State
 from consul_discovery.registry.forksafe import _guard
+from consul_discovery.registry.meta import meta_problem
 from consul_discovery.registry.outage import OutageLog
 from tests.harness.agent import ConsulAgent
 from tests.registry.conftest import wait_until
@@ -38,7 +40,8 @@ def registration(address: str, **settings: str) -> Registration:
 def test_a_400_fails_once_and_clearly_instead_of_retrying(
     consul_agent: ConsulAgent, caplog: pytest.LogCaptureFixture
 ) -> None:
-    reg = registration(consul_agent.address, SERVICE_META="k" * 200 + "=v")
+    # from_env refuses such meta (registry.meta): only a Registration made by hand has it
+    reg = replace(registration(consul_agent.address), meta={"k" * 200: "v"})
     registrar = Registrar(reg).start()
     try:
         wait_until(lambda: registrar.error is not None, 5)
@@ -52,6 +55,38 @@ def test_a_400_fails_once_and_clearly_instead_of_retrying(
         assert failures[0].levelno == logging.ERROR
     finally:
         registrar.close()
+
+
+def _agent_answer(agent: ConsulAgent, meta: dict[str, str]) -> tuple[int, str]:
+    body = {"ID": f"meta-{uuid.uuid4().hex[:8]}", "Name": "meta", "Port": 9, "Meta": meta}
+    answer = requests.put(f"{agent.url}/v1/agent/service/register", json=body, timeout=5)
+    if answer.status_code == 200:
+        requests.put(f"{agent.url}/v1/agent/service/deregister/{body['ID']}", timeout=5)
+    return answer.status_code, answer.text
+
+
+@pytest.mark.parametrize(
+    ("meta", "agent_says"),
+    [
+        ({"a b": "1"}, "Key contains invalid characters"),
+        ({"é": "1"}, "Key contains invalid characters"),
+        ({"k" * 129: "1"}, "Key is too long"),
+        ({"consul-x": "1"}, "reserved for internal use"),
+        ({"k": "é" * 257}, "Value is too long"),
+        ({f"k{n}": "v" for n in range(65)}, "cannot contain more than 64"),
+    ],
+)
+def test_the_meta_the_settings_refuse_is_what_the_agent_refuses(
+    consul_agent: ConsulAgent, meta: dict[str, str], agent_says: str
+) -> None:
+    """registry.meta's rules are the agent's: what it refuses the agent refuses, and the
+    largest meta it accepts the agent registers."""
+    assert meta_problem(meta) is not None
+    status, text = _agent_answer(consul_agent, meta)
+    assert status == 400 and agent_says in text, (status, text)
+    largest = {f"k{n}": "v" for n in range(63)} | {"K_-9" * 32: "é" * 256}
+    assert meta_problem(largest) is None
+    assert _agent_answer(consul_agent, largest)[0] == 200
 
 
 ACL_HCL = (
