@@ -28,6 +28,7 @@ from consul_discovery.registry.checks import (
 from consul_discovery.registry.dns import dns_label_problem
 from consul_discovery.registry.durations import parse_duration
 from consul_discovery.registry.errors import RegistryConfigError
+from consul_discovery.registry.hosts import address_problem
 from consul_discovery.registry.meta import MAX_PAIRS, meta_problem
 
 _WILDCARDS = {"0.0.0.0", "::", ""}
@@ -181,10 +182,14 @@ def _meta(value: Any, version: Any) -> dict[str, str]:
 
 
 def _check_address(setting: str, address: str) -> str:
+    """``address`` if it is one IP address or host name (``registry.hosts``)."""
     if address in _WILDCARDS:
         raise RegistryConfigError(
             setting, f"{address!r} is a wildcard bind address, not one consumers can reach"
         )
+    problem = address_problem(address)
+    if problem is not None:
+        raise RegistryConfigError(setting, f"{address!r} {problem}")
     return address
 
 
@@ -298,6 +303,8 @@ def _wan(value: Any) -> tuple[str | None, int | None]:
     if value is None:
         return None, None
     text = str(value).strip()
+    if "://" in text:  # a URL: said as such, not as a port that is no number
+        _check_address("SERVICE_WAN_ADDRESS", text)
     host, port = text, None
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")

@@ -116,6 +116,22 @@ def test_precedence_override_beats_env_beats_bind() -> None:
         ({"SERVICE_PORT": "0"}, "SERVICE_PORT: 0 is out of range 1-65535"),
         ({"SERVICE_PORT": "http"}, "SERVICE_PORT: 'http' is not an integer"),
         ({"SERVICE_ADDRESS": "0.0.0.0"}, "SERVICE_ADDRESS: '0.0.0.0' is a wildcard"),
+        (
+            {"SERVICE_ADDRESS": "http://127.0.0.1:18013"},
+            "SERVICE_ADDRESS: 'http://127.0.0.1:18013' is a URL: give the host only, "
+            "without 'http://'",
+        ),
+        ({"SERVICE_ADDRESS": "not an ip!"}, "SERVICE_ADDRESS: 'not an ip!' has a space"),
+        ({"SERVICE_ADDRESS": "10.0.0.7:8080"}, "SERVICE_ADDRESS: '10.0.0.7:8080' has a port"),
+        ({"SERVICE_ADDRESS": "[::1]"}, "SERVICE_ADDRESS: '[::1]' has brackets"),
+        ({"SERVICE_ADDRESS": "10.0.0.256"}, "SERVICE_ADDRESS: '10.0.0.256' is not a valid IPv4"),
+        (
+            {"SERVICE_ADDRESS": "2001:db8::zz"},
+            "SERVICE_ADDRESS: '2001:db8::zz' is not a valid IPv6",
+        ),
+        ({"SERVICE_ADDRESS": "host!"}, "SERVICE_ADDRESS: 'host!' has '!'"),
+        ({"SERVICE_ADDRESS": "a..example"}, "SERVICE_ADDRESS: 'a..example' has the label ''"),
+        ({"SERVICE_ADDRESS": "::"}, "SERVICE_ADDRESS: '::' is a wildcard"),
         ({"SERVICE_CHECK_INTERVAL": "500ms"}, "SERVICE_CHECK_INTERVAL: 0.5s is below Consul's"),
         ({"SERVICE_CHECK_INTERVAL": "soon"}, "SERVICE_CHECK_INTERVAL: 'soon' is not a duration"),
         ({"SERVICE_CHECK_TIMEOUT": "0s"}, "SERVICE_CHECK_TIMEOUT: 0.0s must be positive"),
@@ -147,6 +163,14 @@ def test_bad_config_names_the_setting(env: dict[str, str], message: str) -> None
         build(**env)
     assert str(caught.value).startswith(message), str(caught.value)
     assert caught.value.setting == message.split(":")[0]
+
+
+def test_ip_addresses_and_host_names_are_advertised_as_given() -> None:
+    for address in ("10.0.0.7", "2001:db8::7", "fe80::1%eth0", "localhost", "svc.example.",
+                    "orders_db", "a" * 63 + ".example"):  # fmt: skip
+        assert build(SERVICE_ADDRESS=address).address == address
+    with pytest.raises(RegistryConfigError, match="SERVICE_WAN_ADDRESS: 'https://w' is a URL"):
+        build(SERVICE_WAN_ADDRESS="https://w")
 
 
 def test_meta_at_consuls_limits_passes() -> None:
