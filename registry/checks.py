@@ -18,6 +18,11 @@ from consul_discovery.registry.durations import format_duration
 MIN_INTERVAL = 1.0
 #: Consul's floor for DeregisterCriticalServiceAfter.
 MIN_DEREGISTER_AFTER = 60.0
+#: The longest check interval (TTL) and timeout the settings take: longer is a typo.
+#: (Consul reads them as Go durations, which end near 292 years.)
+MAX_INTERVAL = 24 * 3600.0
+#: The longest a crashed instance may stay registered before Consul removes it.
+MAX_DEREGISTER_AFTER = 30 * 24 * 3600.0
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ from typing import Any
 from consul_discovery.connection import ConsulConfigError, ConsulConnection
 from consul_discovery.connection.names import SERVICE_NAME_RULE
 from consul_discovery.registry.checks import (
+    MAX_DEREGISTER_AFTER,
+    MAX_INTERVAL,
     MIN_DEREGISTER_AFTER,
     MIN_INTERVAL,
     CheckSpec,
@@ -26,12 +28,14 @@ from consul_discovery.registry.checks import (
     TtlCheck,
 )
 from consul_discovery.registry.dns import dns_label_problem
-from consul_discovery.registry.durations import parse_duration
+from consul_discovery.registry.durations import check_at_most, parse_duration
 from consul_discovery.registry.errors import RegistryConfigError
 from consul_discovery.registry.hosts import address_problem
 from consul_discovery.registry.meta import MAX_PAIRS, meta_problem
 
 _WILDCARDS = {"0.0.0.0", "::", ""}
+#: The longest SIGTERM drain the settings take: longer is a typo, not a choice.
+MAX_DRAIN_SECONDS = 3600.0
 
 
 #: The registry's name for the one Consul connection value (consul_connection owns it).
@@ -145,6 +149,10 @@ def _get(env: Mapping[str, str], overrides: dict[str, Any], key: str, var: str) 
 
 
 def _int(setting: str, value: Any, low: int, high: int) -> int:
+    """``value`` (an int, or a string of one) if it is in ``low``-``high``; a float or a
+    bool is no integer here, though int() would take it (80.5 -> 80, True -> 1)."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise RegistryConfigError(setting, f"{value!r} is not an integer")
     try:
         number = int(value)
     except (TypeError, ValueError):
@@ -225,12 +233,13 @@ def _build(
             f"{SERVICE_NAME_RULE}",
         )
 
+    port_setting = "port" if ov.get("port") is not None else "SERVICE_PORT"  # as given
     port_raw = _get(env, ov, "port", "SERVICE_PORT")
     if port_raw is None and bind is not None:
         port_raw = bind[1]
     if port_raw is None:
         raise RegistryConfigError("SERVICE_PORT", "required (the port consumers should call)")
-    port = _int("SERVICE_PORT", port_raw, 1, 65535)
+    port = _int(port_setting, port_raw, 1, 65535)
 
     address = _get(env, ov, "address", "SERVICE_ADDRESS")
     if address is not None:
@@ -260,6 +269,7 @@ def _build(
     drain = parse_duration(
         "SERVICE_DRAIN_SECONDS", _get(env, ov, "drain_seconds", "SERVICE_DRAIN_SECONDS") or 5
     )
+    check_at_most("SERVICE_DRAIN_SECONDS", drain, MAX_DRAIN_SECONDS)
     wan_address, wan_port = _wan(_get(env, ov, "wan_address", "SERVICE_WAN_ADDRESS"))
     locality = _locality(
         _get(env, ov, "region", "SERVICE_REGION"), _get(env, ov, "zone", "SERVICE_ZONE")
@@ -377,6 +387,11 @@ def _check_from_env(
 
 
 def _validate_check(check: CheckSpec) -> None:
+    """Consul's floors and our ceilings for the check's durations (also for ``check=``)."""
+    check_at_most("SERVICE_CHECK_INTERVAL", check.interval, MAX_INTERVAL)
+    if check.timeout is not None:
+        check_at_most("SERVICE_CHECK_TIMEOUT", check.timeout, MAX_INTERVAL)
+    check_at_most("SERVICE_DEREGISTER_AFTER", check.deregister_after, MAX_DEREGISTER_AFTER)
     setting = "SERVICE_CHECK_INTERVAL"
     if check.interval < MIN_INTERVAL:
         raise RegistryConfigError(

@@ -134,6 +134,15 @@ def test_precedence_override_beats_env_beats_bind() -> None:
         ({"SERVICE_ADDRESS": "::"}, "SERVICE_ADDRESS: '::' is a wildcard"),
         ({"SERVICE_CHECK_INTERVAL": "500ms"}, "SERVICE_CHECK_INTERVAL: 0.5s is below Consul's"),
         ({"SERVICE_CHECK_INTERVAL": "soon"}, "SERVICE_CHECK_INTERVAL: 'soon' is not a duration"),
+        ({"SERVICE_CHECK_INTERVAL": "inf"}, "SERVICE_CHECK_INTERVAL: 'inf' is not a finite"),
+        ({"SERVICE_CHECK_INTERVAL": "1e400"}, "SERVICE_CHECK_INTERVAL: '1e400' is not a finite"),
+        ({"SERVICE_CHECK_INTERVAL": "25h"}, "SERVICE_CHECK_INTERVAL: 90000s is longer than 24h"),
+        ({"SERVICE_CHECK_TIMEOUT": "nan"}, "SERVICE_CHECK_TIMEOUT: 'nan' is not a finite"),
+        ({"SERVICE_CHECK_TIMEOUT": "48h"}, "SERVICE_CHECK_TIMEOUT: 172800s is longer than 24h"),
+        ({"SERVICE_DEREGISTER_AFTER": "Infinity"}, "SERVICE_DEREGISTER_AFTER: 'Infinity' is"),
+        ({"SERVICE_DEREGISTER_AFTER": "721h"}, "SERVICE_DEREGISTER_AFTER: 2595600s is longer than"),
+        ({"SERVICE_DRAIN_SECONDS": "nan"}, "SERVICE_DRAIN_SECONDS: 'nan' is not a finite duration"),
+        ({"SERVICE_DRAIN_SECONDS": "2h"}, "SERVICE_DRAIN_SECONDS: 7200s is longer than 1h"),
         ({"SERVICE_CHECK_TIMEOUT": "0s"}, "SERVICE_CHECK_TIMEOUT: 0.0s must be positive"),
         ({"SERVICE_DEREGISTER_AFTER": "30s"}, "SERVICE_DEREGISTER_AFTER: 30s is below"),
         ({"SERVICE_CHECK": "grpc"}, "SERVICE_CHECK: 'grpc' is not one of http, tcp, ttl"),
@@ -201,6 +210,35 @@ def test_a_token_a_header_cannot_carry_stops_startup_unshown(token: str) -> None
     assert caught.value.setting == "CONSUL_HTTP_TOKEN"
     assert "line break" in str(caught.value)
     assert "LEAKME" not in str(caught.value) and "LEAKME" not in repr(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"port": 80.5}, "port: 80.5 is not an integer"),
+        ({"port": True}, "port: True is not an integer"),
+        ({"port": 80.0}, "port: 80.0 is not an integer"),
+        ({"port": 70000}, "port: 70000 is out of range 1-65535"),
+        ({"drain_seconds": float("nan")}, "SERVICE_DRAIN_SECONDS: nan is not a finite duration"),
+        ({"check": HttpCheck(interval=float("inf"))}, "SERVICE_CHECK_INTERVAL: inf is not a"),
+        ({"success_before_passing": 1.5}, "SERVICE_SUCCESS_BEFORE_PASSING: 1.5 is not an integer"),
+    ],
+)
+def test_bad_overrides_name_the_parameter_or_setting(overrides: dict, message: str) -> None:
+    with pytest.raises(RegistryConfigError) as caught:
+        Registration.from_env({}, **{"name": "x", "address": "10.0.0.7", "port": 80, **overrides})
+    assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_durations_at_the_ceilings_pass() -> None:
+    reg = build(
+        SERVICE_CHECK_INTERVAL="24h", SERVICE_CHECK_TIMEOUT="24h", SERVICE_DEREGISTER_AFTER="720h",
+        SERVICE_DRAIN_SECONDS="1h",
+    )  # fmt: skip
+    assert (reg.check.interval, reg.check.deregister_after, reg.drain_seconds) == (
+        86400, 2592000, 3600,
+    )  # fmt: skip
+    assert Registration.from_env({}, name="x", address="10.0.0.7", port=80).port == 80
 
 
 def test_unknown_override_is_a_type_error() -> None:
