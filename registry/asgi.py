@@ -41,7 +41,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
@@ -56,6 +55,7 @@ from consul_discovery.registry.lifecycle import (
     Lifecycle,
     Listener,
     Role,
+    health_route,
     serving_role,
     show_log,
     startup_error,
@@ -110,8 +110,10 @@ class ConsulRegistry:
         self.checks = HealthChecks(asynchronous=True)
         self._loop: asyncio.AbstractEventLoop | None = None  # the app's, once it runs
         self._environ = environ  # None means os.environ at start time
-        env = os.environ if environ is None else environ
-        self.health_path = health_path or env.get("SERVICE_HEALTH_PATH") or "/health"
+        # health_path= is the route's and so the HTTP check's path; a bad one stops
+        # startup here, before Starlette or wrap() routes it
+        overrides = {**overrides, "health_path": health_path}
+        self.health_path = health_route(environ, overrides)
         self._lifecycle = Lifecycle(environ=environ, overrides=overrides, health=self.health)
         self._drain: SigtermDrain | None = None  # set/cleared on the event loop only
         self._bind_task: asyncio.Task[None] | None = None  # event loop only

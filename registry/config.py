@@ -201,6 +201,26 @@ def _check_address(setting: str, address: str) -> str:
     return address
 
 
+def health_path(environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None) -> str:
+    """The health route's path, which Consul's HTTP check GETs: the ``health_path``
+    override, else SERVICE_HEALTH_PATH, else ``/health``.
+
+    The one check of it, shared by ``Registration.from_env`` and the adapters (which
+    call it before they add the route): raises ``RegistryConfigError`` naming where the
+    path came from unless it starts with '/' and has no space, '?' or '#'.
+    """
+    given = (overrides or {}).get("health_path") or None
+    setting = "health_path" if given is not None else "SERVICE_HEALTH_PATH"
+    path = str(given if given is not None else environ.get(setting, "").strip() or "/health")
+    if not path.startswith("/"):
+        raise RegistryConfigError(setting, f"{path!r} must start with '/'")
+    bad = sorted({c for c in path if c.isspace() or c in "?#"})
+    if bad:
+        shown = " ".join(repr(c) for c in bad)
+        raise RegistryConfigError(setting, f"{path!r} has {shown}: give a path only")
+    return path
+
+
 def detect_address(consul: ConsulConnection) -> str:
     """The local IP on the route towards the Consul agent (no packet is sent)."""
     try:
@@ -264,7 +284,10 @@ def _build(
         warning=_int("SERVICE_WEIGHT_WARNING", env.get("SERVICE_WEIGHT_WARNING") or 1, 1, 65535),
     )
     connect_native = _connect(_get(env, ov, "connect", "SERVICE_CONNECT"))
-    check = ov.pop("check", None) or _check_from_env(env, ov, connect_native)
+    # Checked whatever the check: the adapters serve the health route there all the same.
+    path = health_path(env, ov)
+    ov.pop("health_path", None)
+    check = ov.pop("check", None) or _check_from_env(env, ov, path, connect_native)
     _validate_check(check)
     drain = parse_duration(
         "SERVICE_DRAIN_SECONDS", _get(env, ov, "drain_seconds", "SERVICE_DRAIN_SECONDS") or 5
@@ -338,7 +361,7 @@ def _connect(value: Any) -> bool:
 
 
 def _check_from_env(
-    env: Mapping[str, str], ov: dict[str, Any], connect_native: bool = False
+    env: Mapping[str, str], ov: dict[str, Any], path: str, connect_native: bool = False
 ) -> CheckSpec:
     # A Connect-native instance serves mTLS only: Consul's HTTP check has no client
     # certificate, so its health is a TTL check fed from inside (no other path to the app).
@@ -374,10 +397,7 @@ def _check_from_env(
             100,
         ),
     }
-    path = str(_get(env, ov, "health_path", "SERVICE_HEALTH_PATH") or "/health")
     if kind == "http":
-        if not path.startswith("/"):
-            raise RegistryConfigError("SERVICE_HEALTH_PATH", f"{path!r} must start with '/'")
         return HttpCheck(path=path, **common)
     if kind == "tcp":
         return TcpCheck(**common)

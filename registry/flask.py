@@ -43,6 +43,7 @@ from consul_discovery.registry.lifecycle import (
     Lifecycle,
     Listener,
     Role,
+    health_route,
     serving_role,
     show_log,
     startup_error,
@@ -74,8 +75,9 @@ class ConsulRegistry:
     ) -> None:
         self.checks = HealthChecks()
         self._environ = environ  # None means os.environ at start time
-        self._health_path = health_path
-        self._overrides = overrides  # Registration.from_env overrides, e.g. name=...
+        # Registration.from_env overrides, e.g. name=...; health_path= is the route's and
+        # so the HTTP check's path
+        self._overrides = {**overrides, "health_path": health_path}
         if app is not None:
             self.init_app(app)
 
@@ -96,7 +98,7 @@ class ConsulRegistry:
     def init_app(self, app: Flask) -> None:
         """Add the health route and arrange registration for how the app is served."""
         env = os.environ if self._environ is None else self._environ
-        path = self._health_path or env.get("SERVICE_HEALTH_PATH") or "/health"
+        path = health_route(env, self._overrides)  # checked before Flask sees it
 
         def health_view() -> tuple[Response, int]:
             report = self.health()

@@ -42,7 +42,7 @@ from typing import Any
 
 from consul_discovery.connection.addresses import http_url
 from consul_discovery.registry.checks import TtlCheck
-from consul_discovery.registry.config import Registration
+from consul_discovery.registry.config import Registration, health_path
 from consul_discovery.registry.dns import undiscoverable_tags
 from consul_discovery.registry.errors import RegistryConfigError
 from consul_discovery.registry.health import HealthReport, http_probe
@@ -63,6 +63,20 @@ HealthFn = Callable[[], HealthReport]
 def startup_error(exc: RegistryConfigError) -> str:
     """The one line every server prints when a setting stops startup."""
     return f"registry: bad configuration: {exc}"
+
+
+def health_route(
+    environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> str:
+    """The health route's path for an adapter about to add it (``config.health_path``).
+
+    A bad one stops startup here, before the web framework sees it (its own refusal
+    would be a traceback): ``SystemExit`` with the one line, whatever the server.
+    """
+    try:
+        return health_path(os.environ if environ is None else environ, overrides)
+    except RegistryConfigError as exc:
+        raise SystemExit(startup_error(exc)) from None
 
 
 class Role(enum.Enum):
@@ -281,7 +295,7 @@ class Lifecycle:
         host = listener.host if listener is not None else None
         host = "127.0.0.1" if not host or host in _WILDCARDS else host
         port = listener.bind[1] if listener is not None and listener.bind else reg.port
-        path = self.environ.get("SERVICE_HEALTH_PATH", "").strip() or "/health"
+        path = health_path(self.environ, self._overrides)
         url, session = http_url(host, port) + path, None
         if reg.connect_native:  # mTLS only: probe as the service itself
             from consul_discovery.mesh.clients import self_probe_session

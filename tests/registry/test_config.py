@@ -147,6 +147,12 @@ def test_precedence_override_beats_env_beats_bind() -> None:
         ({"SERVICE_DEREGISTER_AFTER": "30s"}, "SERVICE_DEREGISTER_AFTER: 30s is below"),
         ({"SERVICE_CHECK": "grpc"}, "SERVICE_CHECK: 'grpc' is not one of http, tcp, ttl"),
         ({"SERVICE_HEALTH_PATH": "health"}, "SERVICE_HEALTH_PATH: 'health' must start with"),
+        (
+            {"SERVICE_HEALTH_PATH": "health", "SERVICE_CHECK": "ttl"},
+            "SERVICE_HEALTH_PATH: 'health' must start with '/'",
+        ),
+        ({"SERVICE_HEALTH_PATH": "/he alth"}, "SERVICE_HEALTH_PATH: '/he alth' has ' ': give a"),
+        ({"SERVICE_HEALTH_PATH": "/h?x=1"}, "SERVICE_HEALTH_PATH: '/h?x=1' has '?'"),
         ({"SERVICE_META": "team"}, "SERVICE_META: 'team' is not key=value"),
         ({"SERVICE_META": "a b=1"}, "SERVICE_META: key 'a b' has ' ': Consul allows only ASCII"),
         ({"SERVICE_META": "k.v=1"}, "SERVICE_META: key 'k.v' has '.'"),
@@ -216,6 +222,8 @@ def test_a_token_a_header_cannot_carry_stops_startup_unshown(token: str) -> None
     ("overrides", "message"),
     [
         ({"port": 80.5}, "port: 80.5 is not an integer"),
+        ({"health_path": "hz"}, "health_path: 'hz' must start with '/'"),
+        ({"health_path": "hz", "check": HttpCheck()}, "health_path: 'hz' must start with '/'"),
         ({"port": True}, "port: True is not an integer"),
         ({"port": 80.0}, "port: 80.0 is not an integer"),
         ({"port": 70000}, "port: 70000 is out of range 1-65535"),

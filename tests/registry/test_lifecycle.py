@@ -31,6 +31,29 @@ def test_check_stands_in_for_a_port_not_bound_yet() -> None:
     assert lifecycle.check(Listener("127.0.0.1", (8000,), "uvicorn --port")).port == 8000
 
 
+def test_the_health_route_is_where_consuls_check_goes_and_is_checked_first() -> None:
+    """Both adapters take the route's path from ``health_route`` (one check, before the
+    framework sees it) and register the HTTP check on that same path."""
+    from flask import Flask
+
+    from consul_discovery.registry.asgi import ConsulRegistry as AsgiRegistry
+    from consul_discovery.registry.flask import ConsulRegistry as FlaskRegistry
+
+    env = {**BASE, "SERVICE_PORT": "8001", "CONSUL_HTTP_ADDR": "127.0.0.1:1"}
+    asgi = AsgiRegistry(environ=env, health_path="/hz")
+    assert asgi.health_path == "/hz"
+    assert asgi._lifecycle.check().check.path == "/hz"
+    app = Flask(__name__)
+    FlaskRegistry(app, environ={**env, "SERVICE_HEALTH_PATH": "/ready"})
+    assert {r.rule for r in app.url_map.iter_rules()} >= {"/ready"}
+    for make in (AsgiRegistry, lambda **kw: FlaskRegistry(Flask(__name__), **kw)):
+        with pytest.raises(SystemExit) as caught:
+            make(environ={**env, "SERVICE_HEALTH_PATH": "health"})
+        assert caught.value.code == startup_error(
+            RegistryConfigError("SERVICE_HEALTH_PATH", "'health' must start with '/'")
+        )
+
+
 @pytest.mark.parametrize(
     ("env", "listener", "message"),
     [
