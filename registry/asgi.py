@@ -18,7 +18,11 @@ this module only tells it how uvicorn serves:
   (through its SIGTERM handler), shows the registry's lines the way uvicorn shows its
   own, and checks the settings and that an explicit ``SERVICE_PORT`` is uvicorn's
   ``--port``. A bad one fails the startup (uvicorn exits before it binds) with
-  ``registry: bad configuration: <SETTING>: ...``. Once the listener is bound it
+  ``registry: bad configuration: <SETTING>: ...`` as the lifespan's failure message,
+  not an exception (Starlette would add a traceback), so uvicorn prints that line and
+  its own "Application startup failed. Exiting.". A bad ``SERVICE_HEALTH_PATH`` is
+  refused earlier still, by ``ConsulRegistry()``, before anything routes it. Once the
+  listener is bound it
   registers (the real port, even ``--port 0``) and replaces uvicorn's SIGTERM handler
   with a drain: maintenance, keep serving for ``SERVICE_DRAIN_SECONDS`` (a second
   SIGTERM or a SIGINT cuts it short), then hand the signal to uvicorn, which stops
@@ -155,7 +159,13 @@ class ConsulRegistry:
     # -- wiring -------------------------------------------------------------------------
 
     def init_app(self, app: Any) -> None:
-        """Add the health route to a Starlette/FastAPI app and chain its lifespan."""
+        """Add the health route to a Starlette/FastAPI app, and registration around its
+        lifespan.
+
+        Registration runs in a middleware around the app's own lifespan, as ``wrap``'s
+        does, not inside it: Starlette answers an exception in a lifespan with a
+        traceback, so a bad setting would not be one line.
+        """
         from starlette.requests import Request
         from starlette.responses import JSONResponse
 
@@ -164,14 +174,7 @@ class ConsulRegistry:
             return JSONResponse(report.to_json(), status_code=200 if report.passing else 503)
 
         app.router.add_route(self.health_path, health_view, methods=["GET"], name="health")
-        inner = app.router.lifespan_context
-
-        @contextlib.asynccontextmanager
-        async def lifespan(app_: Any) -> AsyncIterator[Any]:
-            async with self.lifespan(), inner(app_) as state:
-                yield state
-
-        app.router.lifespan_context = lifespan
+        app.add_middleware(_LifespanMiddleware, registry=self)
         app.state.consul_registry = self
 
     def wrap(self, app: ASGIApp) -> ASGIApp:
@@ -195,8 +198,9 @@ class ConsulRegistry:
     async def lifespan(self) -> AsyncIterator[None]:
         """Register (under uvicorn) for the life of the block; deregister at its end.
 
-        A bad setting is logged as ``registry: bad configuration: ...`` and raised, so
-        the server's startup fails.
+        For composing lifespans by hand (``init_app`` and ``wrap`` do not use it): a
+        bad setting is logged as ``registry: bad configuration: ...`` and raised, so
+        the server's startup fails (under Starlette, with its traceback).
         """
         try:
             await self.startup()
@@ -281,36 +285,61 @@ class ConsulRegistry:
     async def _lifespan_protocol(
         self, app: ASGIApp, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        """Our startup after the inner app's, our shutdown before it reports done.
+        """Our startup before the inner app's, our shutdown after it reports done.
 
-        A bad setting turns the inner app's ``startup.complete`` into
-        ``startup.failed`` (an exception instead would make uvicorn, in its default
-        ``--lifespan auto``, decide lifespan is unsupported and serve anyway).
+        A bad setting answers ``lifespan.startup`` with ``startup.failed`` and the one
+        line, before the inner app starts: an exception instead would be a traceback, or
+        make uvicorn, in its default ``--lifespan auto``, decide lifespan is unsupported
+        and serve anyway.
         """
+        first = await receive()
+        if first["type"] == "lifespan.startup":
+            try:
+                await self.startup()
+            except RegistryConfigError as exc:
+                await send({"type": "lifespan.startup.failed", "message": startup_error(exc)})
+                return
         sent_any = False
+        pending: list[Message] = [first]  # handed to the inner app before anything else
+
+        async def inner_receive() -> Message:
+            return pending.pop() if pending else await receive()
 
         async def relay(message: Message) -> None:
             nonlocal sent_any
             sent_any = True
-            if message["type"] == "lifespan.startup.complete":
-                try:
-                    await self.startup()
-                except RegistryConfigError as exc:
-                    message = {"type": "lifespan.startup.failed", "message": startup_error(exc)}
-            elif message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
                 await self.shutdown()
             await send(message)
 
         try:
-            await app(scope, receive, relay)
+            await app(scope, inner_receive, relay)
         except Exception:
             if sent_any:
                 raise
-            # The inner app does not speak lifespan: speak it for both of us.
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await relay({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await relay({"type": "lifespan.shutdown.complete"})
-                    return
+            await self._speak_lifespan(first, receive, relay)
+
+    async def _speak_lifespan(self, first: Message, receive: Receive, relay: Send) -> None:
+        """The inner app does not speak lifespan: speak it for both of us."""
+        message = first
+        while True:
+            if message["type"] == "lifespan.startup":
+                await relay({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await relay({"type": "lifespan.shutdown.complete"})
+                return
+            message = await receive()
+
+
+class _LifespanMiddleware:
+    """Starlette middleware of ``init_app``: the registry's lifespan around the app's."""
+
+    def __init__(self, app: ASGIApp, registry: ConsulRegistry) -> None:
+        self.app = app
+        self._registry = registry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._registry._lifespan_protocol(self.app, scope, receive, send)
+        else:
+            await self.app(scope, receive, send)

@@ -89,9 +89,10 @@ def _configured_listener(server: Any) -> Listener:
 
 
 def _fail(server: Any, exc: RegistryConfigError) -> NoReturn:
-    message = startup_error(exc)
-    server.log.error(message)
-    raise SystemExit(message) from exc
+    """Say the one line in gunicorn's error log and exit 1 (a SystemExit carrying the
+    line would have Python print it a second time, bare)."""
+    server.log.error(startup_error(exc))
+    raise SystemExit(1) from exc
 
 
 def on_starting(server: Any) -> None:

@@ -44,6 +44,13 @@ def start_refused(start_service, server: str, **kw):  # type: ignore[no-untyped-
     return svc, log
 
 
+def assert_one_line(log: str, expected: str) -> None:
+    """``expected`` is in ``log``, said once, with no traceback around it."""
+    assert expected in log, log
+    assert log.count("registry: bad configuration") == 1, log
+    assert "Traceback" not in log, log
+
+
 @pytest.mark.parametrize("server", SERVERS)
 def test_a_bad_setting_stops_startup_with_one_message(start_service, server: str) -> None:
     log = failed_startup(start_service, server, check_interval="10x")
@@ -51,7 +58,42 @@ def test_a_bad_setting_stops_startup_with_one_message(start_service, server: str
         "registry: bad configuration: SERVICE_CHECK_INTERVAL: '10x' is not a duration "
         "(use e.g. '10s', '1m30s', '500ms')"
     )
-    assert expected in log, log
+    assert_one_line(log, expected)
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_health_path_the_framework_would_refuse_is_the_registrys_line(
+    start_service, server: str
+) -> None:
+    """Checked before the route is added: Starlette's and Flask's own refusals were
+    tracebacks (uvicorn, flask run)."""
+    log = failed_startup(start_service, server, extra_env={"SERVICE_HEALTH_PATH": "health"})
+    expected = "registry: bad configuration: SERVICE_HEALTH_PATH: 'health' must start with '/'"
+    assert_one_line(log, expected)
+
+
+#: Values that got past the checks and then broke the registration, and their lines.
+CONSUL_WOULD_FAIL = {
+    "meta": ({"SERVICE_META": "a b=1"}, "SERVICE_META: key 'a b' has ' '"),
+    "address": (
+        {"SERVICE_ADDRESS": "http://127.0.0.1"},
+        "SERVICE_ADDRESS: 'http://127.0.0.1' is a URL: give the host only, without 'http://'",
+    ),
+    "interval": (
+        {"SERVICE_CHECK_INTERVAL": "inf"},
+        "SERVICE_CHECK_INTERVAL: 'inf' is not a finite duration",
+    ),
+}
+
+
+@pytest.mark.parametrize("setting", CONSUL_WOULD_FAIL)
+@pytest.mark.parametrize("server", ["gunicorn", "uvicorn-fastapi"])
+def test_a_value_the_registration_would_fail_on_stops_startup(
+    start_service, server: str, setting: str
+) -> None:
+    env, problem = CONSUL_WOULD_FAIL[setting]
+    log = failed_startup(start_service, server, extra_env=env)
+    assert_one_line(log, f"registry: bad configuration: {problem}")
 
 
 @pytest.mark.parametrize("server", ["gunicorn", "gunicorn-uvicorn", "uvicorn-fastapi"])
