@@ -242,7 +242,9 @@ class Lifecycle:
         ``poll`` seconds meanwhile (the gunicorn master keeps its workers going).
         """
         registrar = self.registrar
-        if registrar is None:
+        if registrar is None or not registrar.ever_registered:
+            if registrar is not None:
+                registrar.begin_drain()  # stops registering; says there is nothing to drain
             hand_over()
             return
         delay = registrar.registration.drain_seconds

@@ -135,12 +135,28 @@ class Registrar:
         """Block until the first successful registration (True) or ``timeout`` (False)."""
         return self._registered.wait(timeout)
 
+    @property
+    def ever_registered(self) -> bool:
+        """True once a register call has taken (the agent may hold the instance)."""
+        with self._lock:
+            return self.registrations > 0
+
     def begin_drain(self, reason: str = "draining before shutdown") -> None:
-        """Put the instance in maintenance so consumers stop picking it; returns at once."""
+        """Put the instance in maintenance so consumers stop picking it; returns at once.
+
+        An instance never registered (the agent refused it, or was never reached) is
+        in no one's passing set: registering stops and nothing is drained.
+        """
         with self._lock:
             if self._state in (State.DRAINING, State.STOPPED):
                 return
             self._state = State.DRAINING
+            registered = self.registrations > 0
+        if not registered:  # a register landing after this puts itself in maintenance
+            log.info(
+                "registry: %s was never registered: nothing to drain", self.registration.service_id
+            )
+            return
         self._maintenance(reason)
 
     def _maintenance(self, reason: str) -> None:
@@ -149,17 +165,23 @@ class Registrar:
             # No fork guard on the SIGTERM path: it runs on the thread that forks (the
             # gunicorn master's), and waiting for the worker's unit would make a drain
             # wait for a register stuck on a slow agent.
-            self._client.agent.service.maintenance(
+            known = self._client.agent.service.maintenance(
                 rid, "true", reason=reason, token=self.registration.consul.token
             )
-            log.info("registry: %s in maintenance (%s)", rid, reason)
         except _AGENT_ERRORS as exc:
             log.warning("registry: %s", self._agent_error(f"maintenance of {rid}", exc))
+            return
+        if known:  # py-consul answers False for a 404: the agent does not know the instance
+            log.info("registry: %s in maintenance (%s)", rid, reason)
+        else:
+            log.warning("registry: %s not put in maintenance: the agent does not know it", rid)
 
     def drain(self, delay: float | None = None) -> None:
-        """Maintenance, then wait ``delay`` (default: the registration's drain_seconds)."""
+        """Maintenance, then wait ``delay`` (default: the registration's drain_seconds);
+        no wait for an instance never registered."""
         self.begin_drain()
-        self._sleep(self.registration.drain_seconds if delay is None else delay)
+        if self.ever_registered:
+            self._sleep(self.registration.drain_seconds if delay is None else delay)
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the background thread, deregister the instance (best effort), close."""
@@ -195,8 +217,13 @@ class Registrar:
         rid = self.registration.service_id
         for attempt in (1, 2):
             try:
-                self._client.agent.service.deregister(rid, token=self.registration.consul.token)
-                log.info("registry: deregistered %s", rid)
+                known = self._client.agent.service.deregister(
+                    rid, token=self.registration.consul.token
+                )
+                if known:  # False for a 404: the agent does not know the instance
+                    log.info("registry: deregistered %s", rid)
+                else:
+                    log.info("registry: %s was not registered (the agent does not know it)", rid)
                 return
             except _AGENT_ERRORS as exc:
                 err = self._agent_error(f"deregister {rid}", exc)

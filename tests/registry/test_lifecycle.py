@@ -102,10 +102,27 @@ def test_drain_hands_over_at_once_before_start() -> None:
     assert handed == ["stop"]
 
 
-def test_a_second_signal_cuts_the_drain_short() -> None:
+def test_an_instance_never_registered_is_not_drained() -> None:
+    """Nothing can be routing to it (the agent was never reached): the server's stop
+    comes at once, not after SERVICE_DRAIN_SECONDS."""
     env = {**BASE, "SERVICE_PORT": "9", "CONSUL_HTTP_ADDR": f"127.0.0.1:{free_port()}"}
     lifecycle = Lifecycle(environ={**env, "SERVICE_DRAIN_SECONDS": "30"})
     registrar = lifecycle.start()
+    handed: list[float] = []
+    began = time.monotonic()
+    try:
+        lifecycle.drain_then(lambda: handed.append(time.monotonic()))
+        assert registrar.state is State.DRAINING  # it stopped trying to register
+    finally:
+        lifecycle.close()
+    assert len(handed) == 1 and handed[0] - began < 1, handed
+
+
+def test_a_second_signal_cuts_the_drain_short(consul_agent) -> None:
+    env = {**BASE, "SERVICE_PORT": "9", "SERVICE_CHECK": "tcp", "SERVICE_DRAIN_SECONDS": "30"}
+    lifecycle = Lifecycle(environ={**env, "CONSUL_HTTP_ADDR": consul_agent.address})
+    registrar = lifecycle.start()
+    assert registrar.wait_registered(5)
     cut = threading.Event()
     ticks: list[float] = []
     handed: list[float] = []

@@ -4,6 +4,7 @@ the client's session is closed, and an outage is two log lines, not one per seco
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 import uuid
@@ -170,6 +171,28 @@ def test_an_unknown_token_is_named_as_the_clis_name_it(
     assert "lacks" not in caplog.text and unknown not in caplog.text
 
 
+@pytest.mark.parametrize("server", ["uvicorn", "gunicorn"])
+def test_sigterm_after_a_refused_registration_says_nothing_was_registered(
+    acl_agent: tuple[ConsulAgent, str, str], start_service: Any, server: str
+) -> None:
+    """The registrar gave up (403): no drain, no maintenance, and no 'deregistered' for
+    an instance the agent never had (py-consul answers its 404 with False)."""
+    agent, secret, _management = acl_agent
+    svc = start_service(
+        agent.address, server=server, drain_seconds=5, extra_env={"CONSUL_HTTP_TOKEN": secret}
+    )
+    wait_until(lambda: "registry: giving up on" in svc.log(), 10)
+    sent = time.monotonic()
+    svc.signal(signal.SIGTERM)
+    assert svc.wait_exit(15) in (0, -signal.SIGTERM), svc.log()
+    assert time.monotonic() - sent < 4, svc.log()  # no 5 s drain
+    log = svc.log()
+    assert f"{svc.service_id} was never registered: nothing to drain" in log, log
+    assert f"{svc.service_id} was not registered (the agent does not know it)" in log, log
+    assert "in maintenance" not in log and "draining for" not in log, log
+    assert f"deregistered {svc.service_id}" not in log, log
+
+
 def _set_policy(agent: ConsulAgent, management: str, token_id: str, rules: str | None) -> None:
     """Give the token ``token_id`` a policy of ``rules`` (None: no policy at all)."""
     headers = {"X-Consul-Token": management}
@@ -270,9 +293,10 @@ def test_sigterm_path_never_waits_on_an_agent_call_and_follows_up() -> None:
     registrar.begin_drain()  # SIGTERM: must not wait for the register
     assert time.monotonic() - began < 0.5
     assert registrar.state is State.DRAINING
+    assert slow.calls == []  # nothing registered yet: nothing to put in maintenance
     slow.release.set()
-    # The register landed after the maintenance call: maintenance is applied again.
-    wait_until(lambda: slow.calls == ["maintenance", "register", "maintenance"], 5)
+    # The register landed after the drain began: it is put in maintenance then.
+    wait_until(lambda: slow.calls == ["register", "maintenance"], 5)
     registrar.close()
     assert slow.calls[-1] == "deregister"
 
