@@ -289,9 +289,8 @@ def _build(
     ov.pop("health_path", None)
     check = ov.pop("check", None) or _check_from_env(env, ov, path, connect_native)
     _validate_check(check)
-    drain = parse_duration(
-        "SERVICE_DRAIN_SECONDS", _get(env, ov, "drain_seconds", "SERVICE_DRAIN_SECONDS") or 5
-    )
+    given = _get(env, ov, "drain_seconds", "SERVICE_DRAIN_SECONDS")
+    drain = parse_duration("SERVICE_DRAIN_SECONDS", 5 if given is None else given)  # 0: none
     check_at_most("SERVICE_DRAIN_SECONDS", drain, MAX_DRAIN_SECONDS)
     wan_address, wan_port = _wan(_get(env, ov, "wan_address", "SERVICE_WAN_ADDRESS"))
     locality = _locality(

@@ -238,6 +238,12 @@ def test_bad_overrides_name_the_parameter_or_setting(overrides: dict, message: s
     assert str(caught.value).startswith(message), str(caught.value)
 
 
+def test_a_drain_of_zero_is_kept_not_the_default() -> None:
+    given = Registration.from_env({}, name="x", address="10.0.0.7", port=80, drain_seconds=0)
+    assert given.drain_seconds == 0
+    assert build(SERVICE_DRAIN_SECONDS="0").drain_seconds == 0
+
+
 def test_durations_at_the_ceilings_pass() -> None:
     reg = build(
         SERVICE_CHECK_INTERVAL="24h", SERVICE_CHECK_TIMEOUT="24h", SERVICE_DEREGISTER_AFTER="720h",
