@@ -461,7 +461,9 @@ def stop_in_parallel(plan: ClusterPlan, programs: list[str], timeout: float | No
 
 def _exec_pending(pid: int) -> bool:
     """Whether ``pid`` is a child forked but not yet exec'd: its command line is still
-    its parent's (supervisord's). False once it has exec'd, or when /proc cannot say."""
+    its parent's (supervisord's). False once it has exec'd (an empty command line, read
+    mid-exec, is past the point where the copy's handlers could take a signal), or when
+    /proc cannot say."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         parent = int(stat.rsplit(")", 1)[1].split()[1])  # the field after the state
