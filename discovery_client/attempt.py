@@ -169,10 +169,7 @@ class AttemptPlan:
         (the loop does, then decides). A driver asks this of its first attempt's answer."""
         if status in self.policy.retry_statuses:
             return False
-        endpoint = self._endpoint  # (no decide follows: last_status and headers unused)
-        self._endpoint = None
-        failed = status >= 500 and not is_relayed_failure(status, headers)
-        self.state.balancer.answered(endpoint, self._started, failed)  # type: ignore[arg-type]
+        self.answered(status, headers)
         return True
 
     def failed(self, kind: ErrorKind, error: BaseException) -> None:
