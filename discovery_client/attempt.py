@@ -11,7 +11,8 @@ asyncio), so that load-aware policies (least_request, peak_ewma) see the same nu
 
 * it is in flight from ``next_endpoint`` until the shell hands in its outcome;
 * its latency runs until the answer's **status and headers** are in (each shell hands
-  the answer over then; the body is the caller's to read) and feeds the peak EWMA;
+  the answer over then; the body is the caller's to read, except in a requests call
+  that does not stream, which reads it within the attempt) and feeds the peak EWMA;
 * a read error (timeout, reset after sending) or an abandoned attempt (a cancelled
   task, an interrupt, a failing hook) gives a **lower bound** on the latency: it only
   ever raises the estimate, so an instance whose calls time out is not thought fast;

@@ -3,10 +3,15 @@
 What is requests' own in a call, and nothing else (the core decides everything else):
 the attempt's request (a shallow copy of the caller's PreparedRequest with the endpoint's
 URL), its timeouts cut to what is left of the deadline, sending it with
-``stream=True`` so the attempt is over when the answer's status and headers are in (as
-for httpx: latency is accounted the same way for every transport; the body is read
-after, unless the caller asked to stream), classifying requests' exceptions
-(``retry.classify_error``), closing a superseded answer and reading a parked one.
+``stream=True``, classifying requests' exceptions (``retry.classify_error``), closing a
+superseded answer and reading a parked one.
+
+A call that does not stream reads the answer's body within its attempt: a body cut
+short (an instance killed between the head and the body of its answer: gunicorn writes
+them apart) is that attempt's read error, retried on another instance when the retry
+rule allows, instead of an error the caller meets after the call has ended. Its latency
+then runs to the body's end; a streamed call's to the status and headers (as httpx',
+whose client reads the body after the transport has answered).
 """
 
 from __future__ import annotations
@@ -70,8 +75,10 @@ def sender(
     path: str,
     timeout: Timeout,
     send_kwargs: dict[str, Any],
+    whole: bool = False,
 ) -> Callable[[Endpoint, AttemptPlan], requests.Response]:
-    """``send(endpoint, plan)`` for one call: the attempt's request, sent once."""
+    """``send(endpoint, plan)`` for one call: the attempt's request, sent once; with
+    ``whole`` (a call that does not stream) its answer's body read too."""
     if isinstance(timeout, tuple):
         connect, read = timeout
     else:
@@ -114,6 +121,8 @@ def sender(
             response = session_send(request, timeout=timeout, stream=True, **send_kwargs)
         if changes is not None:
             changes.response_headers(response.headers)
+        if whole:  # a body cut short is this attempt's read error (ChunkedEncodingError)
+            _ = response.content
         return response
 
     return send

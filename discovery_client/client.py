@@ -211,7 +211,8 @@ class ServiceClient:
         ``send_kwargs`` are those of ``Session.send`` (verify, cert, proxies,
         allow_redirects). This is the seam DiscoveryAdapter uses. Headers propagated in
         the current context (trace context: ``consul_discovery.client.propagation``) are
-        added. Unless ``stream``, the final answer's body is read before it is returned.
+        added. Unless ``stream``, each attempt reads its answer's body: a body cut short
+        is that attempt's read error, retried as the retry rule allows.
         ``source_ip`` as for ``request``.
         """
         headers = prepared.headers
@@ -223,13 +224,11 @@ class ServiceClient:
             service,
             RequestView(prepared.method or "GET", path, headers, source_ip),  # type: ignore[arg-type]
             SHELL,
-            sender(self.session, prepared, path, timeout, send_kwargs),
+            sender(self.session, prepared, path, timeout, send_kwargs, not stream),
             body is None or isinstance(body, bytes | str),  # replayable: not streamed
             retry,
         )
-        if not stream:
-            _ = response.content
-        return response
+        return response  # unless ``stream``, its body was read within the final attempt
 
     def get(self, service: str, path: str, **kwargs: Any) -> requests.Response:
         """GET ``path`` on ``service``."""

@@ -10,9 +10,12 @@ transports, injected clock) and against a real agent in conformance/.
 
 from __future__ import annotations
 
+import contextlib
 import random
+import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 import requests
@@ -51,6 +54,57 @@ def client_for(*ports: int, policy: str = "round_robin", clock=None, **kw) -> Se
         rng=random.Random(3),
         **kw,
     )
+
+
+@contextlib.contextmanager
+def cut_body_server() -> Iterator[int]:
+    """A port whose server answers each request with a head promising 42 bytes of body,
+    then hangs up: an instance killed between the two writes of its answer."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)  # accept wakes to see ``stop``
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.settimeout(5)
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(timeout=5)
+
+
+def test_a_body_cut_after_its_head_is_retried_on_another_instance():
+    with (
+        cut_body_server() as cut,
+        http_backend(ok("good")) as good,
+        client_for(cut, good.port) as client,  # round robin: each instance in turn
+    ):
+        answers = [client.get("svc", "/") for _ in range(4)]
+        stats = client.stats().targets[0]
+    assert [a.text for a in answers] == ["good"] * 4
+    assert stats.retries >= 2  # every call that went to the cut instance first
+
+
+def test_a_streamed_body_cut_after_its_head_is_the_callers_to_read():
+    with cut_body_server() as cut, client_for(cut) as client:
+        answer = client.get("svc", "/", stream=True)
+        assert answer.status_code == 200
+        with pytest.raises(requests.exceptions.ChunkedEncodingError):
+            _ = answer.content
 
 
 def test_query_headers_and_json_pass_through():
