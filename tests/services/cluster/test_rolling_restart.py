@@ -37,7 +37,10 @@ def test_rolling_restart_of_every_backend_under_load(small_cluster: ClusterPlan)
     assert result.failures == (), result.failures[:5]
     assert result.duplicates == 0
 
-    assert {row.health for row in control.table(plan)} == {"passing"}
+    # Every instance is back and passing: each was when its restart ended; under a loaded
+    # machine (CI: the restarts took 58.8 s, not 29) a check may time out for a moment
+    # after, so they get a bounded while to say so (a dead instance fails at once).
+    control.wait_passing(plan, plan.instances(), timeout=30)
     # Each POSTed order reserved its one item exactly once (an order's SKU is its own).
     with sqlite3.connect(plan.data_dir / "inventory.sqlite3") as conn:
         taken = dict(conn.execute("SELECT sku, 1000000 - available FROM stock").fetchall())
