@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 import pytest
 
@@ -20,37 +17,7 @@ from consul_discovery.connection import ConsulConnection
 from consul_discovery.connection.agent_transport import AgentTransport
 from consul_discovery.connection.exchange import Request, TransportError, TransportFailure
 from consul_discovery.connection.sending import HttpxSender, SessionSender
-
-
-@contextmanager
-def server(behaviour: Callable[[socket.socket], None]) -> Iterator[int]:
-    """A loopback listener that hands each connection to ``behaviour``; yields its port."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.05)
-    stop = threading.Event()
-    held: list[socket.socket] = []
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            held.append(conn)
-            behaviour(conn)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(2)
-        listener.close()
-        for conn in held:
-            conn.close()
+from tests.harness.socket_server import socket_server
 
 
 def silent(_conn: socket.socket) -> None:
@@ -112,17 +79,17 @@ def test_a_closed_port_is_refused_for_both():
 
 
 def test_a_listener_that_never_answers_is_a_timeout_for_both():
-    with server(silent) as port:
+    with socket_server(silent) as port:
         assert failure_kinds(f"127.0.0.1:{port}") == (TransportFailure.TIMEOUT,) * 3
 
 
 def test_a_hang_up_mid_request_is_a_reset_for_both():
-    with server(hang_up) as port:
+    with socket_server(hang_up) as port:
         assert failure_kinds(f"127.0.0.1:{port}") == (TransportFailure.RESET,) * 3
 
 
 def test_https_to_a_plain_http_agent_is_a_tls_mismatch_for_both():
-    with server(plain_http) as port:
+    with socket_server(plain_http) as port:
         kinds = failure_kinds(f"https://127.0.0.1:{port}")
     assert kinds == (TransportFailure.NOT_TLS,) * 3
 

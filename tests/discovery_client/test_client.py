@@ -10,12 +10,10 @@ transports, injected clock) and against a real agent in conformance/.
 
 from __future__ import annotations
 
-import contextlib
 import random
 import socket
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import requests
@@ -40,6 +38,7 @@ from tests.discovery_client.fakes import (
     ok,
     resolution,
 )
+from tests.harness.socket_server import socket_server
 
 
 def client_for(*ports: int, policy: str = "round_robin", clock=None, **kw) -> ServiceClient:
@@ -56,40 +55,18 @@ def client_for(*ports: int, policy: str = "round_robin", clock=None, **kw) -> Se
     )
 
 
-@contextlib.contextmanager
-def cut_body_server() -> Iterator[int]:
-    """A port whose server answers each request with a head promising 42 bytes of body,
-    then hangs up: an instance killed between the two writes of its answer."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.05)  # accept wakes to see ``stop``
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            conn.settimeout(5)
-            with conn:
-                conn.recv(65536)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n")
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stop.set()
-        listener.close()
-        thread.join(timeout=5)
+def cut_body(conn: socket.socket) -> None:
+    """Answer with a head promising 42 bytes of body, then hang up: an instance killed
+    between the two writes of its answer."""
+    conn.settimeout(5)
+    with conn:
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n")
 
 
 def test_a_body_cut_after_its_head_is_retried_on_another_instance():
     with (
-        cut_body_server() as cut,
+        socket_server(cut_body) as cut,
         http_backend(ok("good")) as good,
         client_for(cut, good.port) as client,  # round robin: each instance in turn
     ):
@@ -100,7 +77,7 @@ def test_a_body_cut_after_its_head_is_retried_on_another_instance():
 
 
 def test_a_streamed_body_cut_after_its_head_is_the_callers_to_read():
-    with cut_body_server() as cut, client_for(cut) as client:
+    with socket_server(cut_body) as cut, client_for(cut) as client:
         answer = client.get("svc", "/", stream=True)
         assert answer.status_code == 200
         with pytest.raises(requests.exceptions.ChunkedEncodingError):
