@@ -14,6 +14,7 @@ kind or an HTTP answer into an error, whichever transport carried it.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -28,6 +29,14 @@ except ImportError:
 T = TypeVar("T")
 
 INDEX_HEADER = "x-consul-index"
+
+# What cannot go on a request line or in a header field as written (the same characters
+# http.client refuses): a space or control character in the quoted path, a line break or
+# NUL in a header. Checked once here, so every transport (the asyncio HTTP/1.1 and HTTP/2
+# ones write the head themselves) refuses alike.
+_PATH_REFUSED = re.compile(r"[\x00-\x20\x7f]")
+_FIELD_REFUSED = re.compile(r"[\r\n\x00]")
+_NAME_REFUSED = re.compile(r"[\x00-\x20\x7f:]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +58,15 @@ class Request:
     def __post_init__(self) -> None:
         if not self.path.startswith("/"):
             raise ValueError(f"a Consul API path starts with '/'; got {self.path!r}")
+        if _PATH_REFUSED.search(self.path):
+            raise ValueError(
+                f"a Consul API path is quoted (no space or control character); got {self.path!r}"
+            )
+        for name, value in self.headers:
+            if not name or _NAME_REFUSED.search(name):
+                raise ValueError(f"bad header name {name!r} in a Consul API request")
+            if _FIELD_REFUSED.search(value):  # the value is never quoted: it may be a secret
+                raise ValueError(f"header {name!r} of a Consul API request has a line break or NUL")
         if self.timeout <= 0:
             raise ValueError(f"timeout must be > 0 seconds; got {self.timeout!r}")
 
