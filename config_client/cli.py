@@ -40,6 +40,7 @@ from consul_discovery.config.files import Plan, layer_files, plan
 from consul_discovery.config.kv import KVStore
 from consul_discovery.config.layers import DEFAULT_ROOT, DOCUMENT_KEY, Layers, to_json_text
 from consul_discovery.connection import ConsulConfigError, ConsulConnection
+from consul_discovery.connection.cli_arguments import positive_count, positive_seconds
 
 #: The usage line's name: the console script's, or (``python -m``) the module's.
 PROG = "consul-config"
@@ -79,8 +80,8 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     push.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     watch = sub.add_parser("watch", help="print each change of a service's settings")
     layered(watch)
-    watch.add_argument("--count", type=int, help="exit after this many updates")
-    watch.add_argument("--timeout", type=float, help="exit after this many seconds")
+    watch.add_argument("--count", type=positive_count, help="exit after this many updates")
+    watch.add_argument("--timeout", type=positive_seconds, help="exit after this many seconds")
     return parser
 
 

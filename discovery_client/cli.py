@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from consul_discovery.client.consul_source import ConsulSource
 from consul_discovery.client.errors import DiscoveryError
 from consul_discovery.client.instance import Instance, Resolution
 from consul_discovery.client.table import format_table
+from consul_discovery.connection.cli_arguments import positive_seconds
 from consul_discovery.connection.names import callable_name_problem
 
 
@@ -65,17 +65,6 @@ def _instance_rows(instances: Sequence[Instance]) -> str:
 #: The usage line's name: the console script's, or (``python -m``) the module's.
 PROG = "consul-discovery"
 MODULE_PROG = "python -m consul_discovery.client"
-
-
-def positive_seconds(text: str) -> float:
-    """``--timeout``'s type: a number of seconds > 0 (argparse's error otherwise)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be > 0 seconds, not {text}")
-    return value
 
 
 def service_name(text: str) -> str:

@@ -36,6 +36,7 @@ try:
 except ImportError as exc:
     raise missing(__name__, "uvicorn", exc) from exc
 
+from consul_discovery.connection.cli_arguments import port_number, positive_seconds
 from consul_discovery.mesh.asgi import MeshASGI, mesh_protocol
 from consul_discovery.mesh.errors import MeshError
 from consul_discovery.mesh.runtime import MeshService
@@ -94,7 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("app", help="module:attribute of the ASGI app (or factory)")
     parser.add_argument("--factory", action="store_true", help="APP is a factory to call")
     parser.add_argument("--host", default=os.environ.get("SERVICE_ADDRESS") or "127.0.0.1")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("SERVICE_PORT") or 0))
+    parser.add_argument(
+        "--port", type=port_number, default=int(os.environ.get("SERVICE_PORT") or 0)
+    )
     parser.add_argument(
         "--http",
         default="auto",
@@ -102,9 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(the mesh's peer mixin goes on top of it)",
     )
     parser.add_argument("--log-level", default="info")
-    parser.add_argument("--ready-timeout", type=float, default=15.0)
-    parser.add_argument("--timeout-graceful-shutdown", type=int, default=None)
-    parser.add_argument("--timeout-keep-alive", type=int, default=5)
+    parser.add_argument("--ready-timeout", type=positive_seconds, default=15.0)
+    parser.add_argument("--timeout-graceful-shutdown", type=positive_seconds, default=None)
+    parser.add_argument("--timeout-keep-alive", type=positive_seconds, default=5)
     parser.add_argument("--no-server-header", action="store_true")
     args = parser.parse_args(argv)
     try:
