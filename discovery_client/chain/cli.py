@@ -23,10 +23,12 @@ from requests.structures import CaseInsensitiveDict
 from consul_discovery.client.chain.decide import ChainRouter, Decision
 from consul_discovery.client.chain.model import Chain, HttpMatch, RouterNode, SplitterNode
 from consul_discovery.client.chain.query import ChainAnswer, ChainWatch, DiscoveryChainQuery
+from consul_discovery.client.errors import UnknownServiceError
+from consul_discovery.client.health_query import QueryOptions, services_exchange
 from consul_discovery.client.route import RequestView
 from consul_discovery.client.table import format_table
 from consul_discovery.connection import ConsulConnection
-from consul_discovery.connection.exchange import Request
+from consul_discovery.connection.exchange import Request, TransportError, run
 from consul_discovery.connection.sending import SessionSender
 
 
@@ -44,16 +46,27 @@ def add_commands(commands: Any) -> None:
 
 
 def read_chain(args: argparse.Namespace) -> ChainAnswer:
-    """The service's chain, read once (raises the client's error for a refusal)."""
+    """The service's chain, read once (raises the client's error for a refusal, for no
+    answer, and, ``UnknownServiceError``, for a name Consul knows nothing of: Consul
+    compiles its default chain for any name, so a default chain of a service the catalog
+    does not hold is checked against the catalog, as ``resolve`` does)."""
     connection = ConsulConnection.resolve(None, address=args.consul)
     query = DiscoveryChainQuery(args.service, random=random.random, datacenter=args.dc)
     watch = ChainWatch(query, connection.address, args.timeout)
     sender = SessionSender(connection)
     try:
-        response = sender(Request(query.path, query.params, args.timeout))
+        try:
+            answer = watch.interpret(sender(Request(query.path, query.params, args.timeout)))
+            if answer.chain is None or answer.chain.default:
+                options = QueryOptions(request_timeout=args.timeout)
+                names = run(services_exchange(args.dc, options, connection.address), sender)
+                if args.service not in names:
+                    raise UnknownServiceError(args.service, names)
+        except TransportError as exc:
+            raise watch.failure(exc) from exc
     finally:
         sender.close()
-    return watch.interpret(response)
+    return answer
 
 
 def match_text(match: HttpMatch | None) -> str:

@@ -101,8 +101,21 @@ def test_errors_are_one_line_and_non_zero(consul_agent, echo):
     assert code == 1 and "bad header" in err
 
 
-def test_unreachable_consul_is_one_line(consul_agent_unstarted):
-    code, _, err = run("--consul", consul_agent_unstarted.address, "--timeout", "2", "services")
+@pytest.mark.parametrize("command", [("chain",), ("route", "GET", "/")])
+def test_chain_and_route_of_an_unknown_service_fail_in_one_line(consul_agent, echo, command):
+    name, *rest = command
+    code, out, err = run("--consul", consul_agent.address, name, "nope", *rest)
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and "unknown service 'nope'" in err and "echo" in err
+    code, out, _ = run("--consul", consul_agent.address, name, "echo", *rest)
+    assert code == 0 and out  # a known service with Consul's default chain
+
+
+@pytest.mark.parametrize(
+    "command", [("services",), ("chain", "echo"), ("route", "echo", "GET", "/")]
+)
+def test_unreachable_consul_is_one_line(consul_agent_unstarted, command):
+    code, _, err = run("--consul", consul_agent_unstarted.address, "--timeout", "2", *command)
     assert code == 1 and err.count("\n") == 1 and "unreachable" in err
 
 

@@ -172,8 +172,11 @@ def test_the_cli_shows_the_chain_and_where_a_request_goes(shop):
     api = json.loads(run("--json", "route", SERVICE, "GET", "/api/items?n=1"))
     assert api["route"] == 1 and api["path"] == "/items?n=1" and api["weight"] in (90, 10)
     assert "route" in run("route", SERVICE, "GET", "/")
-    plain = run("chain", "nothing-configured")
+    plain = run("chain", "consul")  # registered, no config entry: Consul's default chain
     assert "Consul's default chain" in plain
+    out, err = io.StringIO(), io.StringIO()  # a name Consul knows nothing of
+    assert main(["--consul", shop.url, "chain", "nothing-configured"], out=out, err=err) == 1
+    assert "unknown service 'nothing-configured'" in err.getvalue() and out.getvalue() == ""
 
 
 def _split_weights(router) -> tuple[float, ...]:
