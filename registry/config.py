@@ -13,7 +13,7 @@ import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from consul_discovery.connection import ConsulConfigError, ConsulConnection
 from consul_discovery.connection.names import SERVICE_NAME_RULE
@@ -140,12 +140,22 @@ class Registration:
         return _build(os.environ if environ is None else environ, bind, overrides)
 
 
-def _get(env: Mapping[str, str], overrides: dict[str, Any], key: str, var: str) -> Any:
+class Given(NamedTuple):
+    """One setting's value (None: not given) and the name it was given by: the keyword
+    override's when it came from one, else the environment variable's. Errors name
+    ``setting``, so they name what the user actually wrote."""
+
+    value: Any
+    setting: str
+
+
+def _get(env: Mapping[str, str], overrides: dict[str, Any], key: str, var: str) -> Given:
+    """The one reading of a setting: keyword override ``key`` > variable ``var``."""
     if key in overrides and overrides[key] is not None:
-        return overrides.pop(key)
+        return Given(overrides.pop(key), key)
     overrides.pop(key, None)
     value = env.get(var, "").strip()
-    return value or None
+    return Given(value or None, var)
 
 
 def _int(setting: str, value: Any, low: int, high: int) -> int:
@@ -176,16 +186,16 @@ def _pairs(setting: str, value: Any) -> dict[str, str]:
     return result
 
 
-def _meta(value: Any, version: Any) -> dict[str, str]:
+def _meta(given: Given, version: Given) -> dict[str, str]:
     """SERVICE_META's pairs and SERVICE_VERSION (as ``version``), as Consul accepts them."""
-    meta = _pairs("SERVICE_META", value or {})
-    if version:
-        meta["version"] = str(version)
+    meta = _pairs(given.setting, given.value or {})
+    if version.value:
+        meta["version"] = str(version.value)
     problem = meta_problem(meta)
     if problem is not None:
-        if version and len(meta) > MAX_PAIRS:
-            problem += " (SERVICE_VERSION adds the pair 'version')"
-        raise RegistryConfigError("SERVICE_META", problem)
+        if version.value and len(meta) > MAX_PAIRS:
+            problem += f" ({version.setting} adds the pair 'version')"
+        raise RegistryConfigError(given.setting, problem)
     return meta
 
 
@@ -242,37 +252,36 @@ def _build(
     ov = dict(ov)
     consul = ov.pop("consul", None) or consul_from_env(env)
 
-    name = _get(env, ov, "name", "SERVICE_NAME")
+    name, name_setting = _get(env, ov, "name", "SERVICE_NAME")
     if not name:
         raise RegistryConfigError("SERVICE_NAME", "required (the service's name in Consul)")
     problem = dns_label_problem(str(name))
     if problem is not None:
         raise RegistryConfigError(
-            "SERVICE_NAME",
+            name_setting,
             f"{name!r} {problem}; Consul serves it as <name>.service.consul, so it must be "
             f"{SERVICE_NAME_RULE}",
         )
 
-    port_setting = "port" if ov.get("port") is not None else "SERVICE_PORT"  # as given
-    port_raw = _get(env, ov, "port", "SERVICE_PORT")
+    port_raw, port_setting = _get(env, ov, "port", "SERVICE_PORT")
     if port_raw is None and bind is not None:
         port_raw = bind[1]
     if port_raw is None:
         raise RegistryConfigError("SERVICE_PORT", "required (the port consumers should call)")
     port = _int(port_setting, port_raw, 1, 65535)
 
-    address = _get(env, ov, "address", "SERVICE_ADDRESS")
+    address, address_setting = _get(env, ov, "address", "SERVICE_ADDRESS")
     if address is not None:
-        address = _check_address("SERVICE_ADDRESS", str(address))
+        address = _check_address(address_setting, str(address))
     elif bind is not None and bind[0] not in _WILDCARDS:
         address = bind[0]
     else:
         address = detect_address(consul)
 
-    service_id = _get(env, ov, "service_id", "SERVICE_ID") or (
+    service_id = _get(env, ov, "service_id", "SERVICE_ID").value or (
         f"{name}-{socket.gethostname()}-{port}"
     )
-    tags_raw = _get(env, ov, "tags", "SERVICE_TAGS") or ()
+    tags_raw = _get(env, ov, "tags", "SERVICE_TAGS").value or ()
     tags = (
         tuple(t.strip() for t in tags_raw.split(",") if t.strip())
         if isinstance(tags_raw, str)
@@ -287,11 +296,14 @@ def _build(
     # Checked whatever the check: the adapters serve the health route there all the same.
     path = health_path(env, ov)
     ov.pop("health_path", None)
-    check = ov.pop("check", None) or _check_from_env(env, ov, path, connect_native)
-    _validate_check(check)
-    given = _get(env, ov, "drain_seconds", "SERVICE_DRAIN_SECONDS")
-    drain = parse_duration("SERVICE_DRAIN_SECONDS", 5 if given is None else given)  # 0: none
-    check_at_most("SERVICE_DRAIN_SECONDS", drain, MAX_DRAIN_SECONDS)
+    check = ov.pop("check", None)
+    if check is not None:  # a CheckSpec of the caller's: its fields are named as such
+        _validate_check(check, {f: f"check.{f}" for f in _CHECK_DURATIONS})
+    else:
+        check = _check_from_env(env, ov, path, connect_native)
+    given, drain_setting = _get(env, ov, "drain_seconds", "SERVICE_DRAIN_SECONDS")
+    drain = parse_duration(drain_setting, 5 if given is None else given)  # 0: none
+    check_at_most(drain_setting, drain, MAX_DRAIN_SECONDS)
     wan_address, wan_port = _wan(_get(env, ov, "wan_address", "SERVICE_WAN_ADDRESS"))
     locality = _locality(
         _get(env, ov, "region", "SERVICE_REGION"), _get(env, ov, "zone", "SERVICE_ZONE")
@@ -316,46 +328,48 @@ def _build(
     )
 
 
-def _locality(region: Any, zone: Any) -> Locality | None:
+def _locality(region: Given, zone: Given) -> Locality | None:
     """SERVICE_REGION and SERVICE_ZONE (None: neither; the instance inherits its agent's)."""
-    if region is None and zone is None:
+    if region.value is None and zone.value is None:
         return None
-    if region is None:
+    if region.value is None:  # asked for in the zone's own terms: keyword or variable
+        wanted = "region" if zone.setting == "zone" else region.setting
         raise RegistryConfigError(
-            "SERVICE_ZONE", f"{zone!r} needs SERVICE_REGION too (Consul refuses a zone without one)"
+            zone.setting, f"{zone.value!r} needs {wanted} too (Consul refuses a zone without one)"
         )
-    for setting, value in (("SERVICE_REGION", region), ("SERVICE_ZONE", zone)):
+    for value, setting in (region, zone):
         if value is not None and not str(value).isprintable():
             raise RegistryConfigError(setting, f"{value!r} is not a printable name")
-    return Locality(str(region), str(zone or ""))
+    return Locality(str(region.value), str(zone.value or ""))
 
 
-def _wan(value: Any) -> tuple[str | None, int | None]:
+def _wan(given: Given) -> tuple[str | None, int | None]:
     """SERVICE_WAN_ADDRESS: ``host``, ``host:port`` or ``[v6]:port`` (None: not set)."""
+    value, setting = given
     if value is None:
         return None, None
     text = str(value).strip()
     if "://" in text:  # a URL: said as such, not as a port that is no number
-        _check_address("SERVICE_WAN_ADDRESS", text)
+        _check_address(setting, text)
     host, port = text, None
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
         if not sep or (rest and not rest.startswith(":")):
-            raise RegistryConfigError("SERVICE_WAN_ADDRESS", f"{text!r} is not [address]:port")
+            raise RegistryConfigError(setting, f"{text!r} is not [address]:port")
         port = rest[1:] or None
     elif text.count(":") == 1:
         host, _, port = text.partition(":")
-    host = _check_address("SERVICE_WAN_ADDRESS", host.strip())
+    host = _check_address(setting, host.strip())
     if port is None:
         return host, None
-    return host, _int("SERVICE_WAN_ADDRESS", port, 1, 65535)
+    return host, _int(setting, port, 1, 65535)
 
 
-def _connect(value: Any) -> bool:
+def _connect(given: Given) -> bool:
     """SERVICE_CONNECT: ``native`` (serves Connect mTLS itself) or ``none`` (default)."""
-    kind = str(value or "none").strip().lower()
+    kind = str(given.value or "none").strip().lower()
     if kind not in ("native", "none"):
-        raise RegistryConfigError("SERVICE_CONNECT", f"{value!r} is not one of native, none")
+        raise RegistryConfigError(given.setting, f"{given.value!r} is not one of native, none")
     return kind == "native"
 
 
@@ -365,61 +379,61 @@ def _check_from_env(
     # A Connect-native instance serves mTLS only: Consul's HTTP check has no client
     # certificate, so its health is a TTL check fed from inside (no other path to the app).
     default_kind = "ttl" if connect_native else "http"
-    kind = str(_get(env, ov, "check_kind", "SERVICE_CHECK") or default_kind).lower()
+    given_kind, kind_setting = _get(env, ov, "check_kind", "SERVICE_CHECK")
+    kind = str(given_kind or default_kind).lower()
     if connect_native and kind == "http":
         raise RegistryConfigError(
-            "SERVICE_CHECK", "http cannot reach a Connect-native (mTLS-only) instance; use ttl"
+            kind_setting, "http cannot reach a Connect-native (mTLS-only) instance; use ttl"
         )
-    interval = parse_duration(
-        "SERVICE_CHECK_INTERVAL", _get(env, ov, "interval", "SERVICE_CHECK_INTERVAL") or "10s"
-    )
-    timeout_raw = _get(env, ov, "timeout", "SERVICE_CHECK_TIMEOUT")
-    timeout = parse_duration("SERVICE_CHECK_TIMEOUT", timeout_raw) if timeout_raw else None
+    interval, interval_setting = _get(env, ov, "interval", "SERVICE_CHECK_INTERVAL")
+    timeout, timeout_setting = _get(env, ov, "timeout", "SERVICE_CHECK_TIMEOUT")
+    deregister, deregister_setting = _get(env, ov, "deregister_after", "SERVICE_DEREGISTER_AFTER")
+    names = {
+        "interval": interval_setting,
+        "timeout": timeout_setting,
+        "deregister_after": deregister_setting,
+    }
+    successes = _get(env, ov, "success_before_passing", "SERVICE_SUCCESS_BEFORE_PASSING")
+    failures = _get(env, ov, "failures_before_critical", "SERVICE_FAILURES_BEFORE_CRITICAL")
     common: dict[str, Any] = {
-        "interval": interval,
-        "timeout": timeout,
-        "check_id": _get(env, ov, "check_id", "SERVICE_CHECK_ID"),
-        "deregister_after": parse_duration(
-            "SERVICE_DEREGISTER_AFTER",
-            _get(env, ov, "deregister_after", "SERVICE_DEREGISTER_AFTER") or "1m",
-        ),
-        "success_before_passing": _int(
-            "SERVICE_SUCCESS_BEFORE_PASSING",
-            _get(env, ov, "success_before_passing", "SERVICE_SUCCESS_BEFORE_PASSING") or 0,
-            0,
-            100,
-        ),
-        "failures_before_critical": _int(
-            "SERVICE_FAILURES_BEFORE_CRITICAL",
-            _get(env, ov, "failures_before_critical", "SERVICE_FAILURES_BEFORE_CRITICAL") or 0,
-            0,
-            100,
-        ),
+        "interval": parse_duration(interval_setting, interval or "10s"),
+        "timeout": parse_duration(timeout_setting, timeout) if timeout else None,
+        "check_id": _get(env, ov, "check_id", "SERVICE_CHECK_ID").value,
+        "deregister_after": parse_duration(deregister_setting, deregister or "1m"),
+        "success_before_passing": _int(successes.setting, successes.value or 0, 0, 100),
+        "failures_before_critical": _int(failures.setting, failures.value or 0, 0, 100),
     }
     if kind == "http":
-        return HttpCheck(path=path, **common)
-    if kind == "tcp":
-        return TcpCheck(**common)
-    if kind == "ttl":
-        return TtlCheck(**common)
-    raise RegistryConfigError("SERVICE_CHECK", f"{kind!r} is not one of http, tcp, ttl")
+        check: CheckSpec = HttpCheck(path=path, **common)
+    elif kind == "tcp":
+        check = TcpCheck(**common)
+    elif kind == "ttl":
+        check = TtlCheck(**common)
+    else:
+        raise RegistryConfigError(kind_setting, f"{kind!r} is not one of http, tcp, ttl")
+    _validate_check(check, names)
+    return check
 
 
-def _validate_check(check: CheckSpec) -> None:
-    """Consul's floors and our ceilings for the check's durations (also for ``check=``)."""
-    check_at_most("SERVICE_CHECK_INTERVAL", check.interval, MAX_INTERVAL)
+#: The check's durations, by field: what ``_validate_check`` names.
+_CHECK_DURATIONS = ("interval", "timeout", "deregister_after")
+
+
+def _validate_check(check: CheckSpec, names: Mapping[str, str]) -> None:
+    """Consul's floors and our ceilings for the check's durations (also for ``check=``);
+    ``names`` says what each field was given as (its keyword, variable or ``check.*``)."""
+    check_at_most(names["interval"], check.interval, MAX_INTERVAL)
     if check.timeout is not None:
-        check_at_most("SERVICE_CHECK_TIMEOUT", check.timeout, MAX_INTERVAL)
-    check_at_most("SERVICE_DEREGISTER_AFTER", check.deregister_after, MAX_DEREGISTER_AFTER)
-    setting = "SERVICE_CHECK_INTERVAL"
+        check_at_most(names["timeout"], check.timeout, MAX_INTERVAL)
+    check_at_most(names["deregister_after"], check.deregister_after, MAX_DEREGISTER_AFTER)
     if check.interval < MIN_INTERVAL:
         raise RegistryConfigError(
-            setting, f"{check.interval}s is below Consul's minimum of {MIN_INTERVAL:g}s"
+            names["interval"], f"{check.interval}s is below Consul's minimum of {MIN_INTERVAL:g}s"
         )
     if check.timeout is not None and check.timeout <= 0:
-        raise RegistryConfigError("SERVICE_CHECK_TIMEOUT", f"{check.timeout}s must be positive")
+        raise RegistryConfigError(names["timeout"], f"{check.timeout}s must be positive")
     if check.deregister_after < MIN_DEREGISTER_AFTER:
         raise RegistryConfigError(
-            "SERVICE_DEREGISTER_AFTER",
+            names["deregister_after"],
             f"{check.deregister_after:g}s is below Consul's minimum of 1m",
         )

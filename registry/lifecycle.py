@@ -276,7 +276,11 @@ class Lifecycle:
 
     def _check_port(self, listener: Listener) -> None:
         env = self.environ
-        explicit = self._overrides.get("port") or env.get("SERVICE_PORT", "").strip()
+        keyword = self._overrides.get("port")  # named as given: the keyword, or the variable
+        setting, unset = (
+            ("port", "Drop port=") if keyword else ("SERVICE_PORT", "Unset SERVICE_PORT")
+        )
+        explicit = keyword or env.get("SERVICE_PORT", "").strip()
         if not explicit or not listener.ports or _forwarded(env):
             return
         port = int(explicit)  # from_env has validated it
@@ -284,9 +288,9 @@ class Lifecycle:
             return
         listening = ", ".join("a free port (0)" if p == 0 else str(p) for p in listener.ports)
         raise RegistryConfigError(
-            "SERVICE_PORT",
+            setting,
             f"{port}, but {listener.option} listens on {listening}: Consul would send "
-            f"callers to a port nothing listens on. Unset SERVICE_PORT to register the "
+            f"callers to a port nothing listens on. {unset} to register the "
             f"listening port, make the two agree, or set {FORWARDED_ENV}=true if {port} "
             "is forwarded to it (NAT, a container's port mapping)",
         )

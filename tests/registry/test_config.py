@@ -195,7 +195,7 @@ def test_meta_at_consuls_limits_passes() -> None:
     env = ",".join(f"{k}={v}" for k, v in meta.items())
     assert build(SERVICE_META=env, SERVICE_VERSION="1.2").meta == {**meta, "version": "1.2"}
     assert Registration.from_env(BASE, meta=meta).meta == meta  # an override is checked alike
-    with pytest.raises(RegistryConfigError, match="SERVICE_META: key 'consul-a'"):
+    with pytest.raises(RegistryConfigError, match=r"^meta: key 'consul-a'"):  # as given
         Registration.from_env(BASE, meta={"consul-a": "1"})
 
 
@@ -227,14 +227,46 @@ def test_a_token_a_header_cannot_carry_stops_startup_unshown(token: str) -> None
         ({"port": True}, "port: True is not an integer"),
         ({"port": 80.0}, "port: 80.0 is not an integer"),
         ({"port": 70000}, "port: 70000 is out of range 1-65535"),
-        ({"drain_seconds": float("nan")}, "SERVICE_DRAIN_SECONDS: nan is not a finite duration"),
-        ({"check": HttpCheck(interval=float("inf"))}, "SERVICE_CHECK_INTERVAL: inf is not a"),
-        ({"success_before_passing": 1.5}, "SERVICE_SUCCESS_BEFORE_PASSING: 1.5 is not an integer"),
+        ({"drain_seconds": float("nan")}, "drain_seconds: nan is not a finite duration"),
+        ({"check": HttpCheck(interval=float("inf"))}, "check.interval: inf is not a"),
+        ({"check": HttpCheck(deregister_after=5)}, "check.deregister_after: 5s is below"),
+        ({"success_before_passing": 1.5}, "success_before_passing: 1.5 is not an integer"),
+        ({"interval": "10x"}, "interval: '10x' is not a duration"),
+        ({"interval": "1ms"}, "interval: 0.001s is below Consul's minimum"),
+        ({"timeout": "soon"}, "timeout: 'soon' is not a duration"),
+        ({"deregister_after": "1000h"}, "deregister_after: 3600000s is longer than 720h"),
+        ({"failures_before_critical": 101}, "failures_before_critical: 101 is out of range"),
+        ({"check_kind": "udp"}, "check_kind: 'udp' is not one of http, tcp, ttl"),
+        ({"connect": "mtls"}, "connect: 'mtls' is not one of native, none"),
+        ({"connect": "native", "check_kind": "http"}, "check_kind: http cannot reach"),
+        ({"address": "0.0.0.0"}, "address: '0.0.0.0' is a wildcard"),
+        ({"name": "bad name"}, "name: 'bad name' has ' '"),
+        ({"meta": "a"}, "meta: 'a' is not key=value"),
+        ({"wan_address": "10.0.0.8:x"}, "wan_address: 'x' is not an integer"),
+        ({"zone": "z"}, "zone: 'z' needs region too"),
+        ({"region": "r\x00"}, "region: 'r\\x00' is not a printable name"),
     ],
 )
 def test_bad_overrides_name_the_parameter_or_setting(overrides: dict, message: str) -> None:
     with pytest.raises(RegistryConfigError) as caught:
         Registration.from_env({}, **{"name": "x", "address": "10.0.0.7", "port": 80, **overrides})
+    assert str(caught.value).startswith(message), str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("SERVICE_CHECK_INTERVAL", "10x", "SERVICE_CHECK_INTERVAL: '10x' is not a duration"),
+        ("SERVICE_DRAIN_SECONDS", "nan", "SERVICE_DRAIN_SECONDS: 'nan' is not a finite"),
+        ("SERVICE_DEREGISTER_AFTER", "5s", "SERVICE_DEREGISTER_AFTER: 5s is below"),
+        ("SERVICE_ZONE", "z", "SERVICE_ZONE: 'z' needs SERVICE_REGION too"),
+    ],
+)
+def test_bad_variables_name_the_variable(variable: str, value: str, message: str) -> None:
+    """The same values from the environment are named by their variable."""
+    env = {"SERVICE_NAME": "x", "SERVICE_ADDRESS": "10.0.0.7", "SERVICE_PORT": "80"}
+    with pytest.raises(RegistryConfigError) as caught:
+        Registration.from_env({**env, variable: value})
     assert str(caught.value).startswith(message), str(caught.value)
 
 

@@ -84,6 +84,15 @@ def test_check_refuses_what_cannot_work(
     assert startup_error(caught.value) == f"registry: bad configuration: {caught.value}"
 
 
+def test_a_port_keyword_other_than_the_listeners_is_named_as_given() -> None:
+    lifecycle = Lifecycle(environ=BASE, overrides={"port": 8001})
+    with pytest.raises(RegistryConfigError) as caught:
+        lifecycle.check(Listener("127.0.0.1", (8002,), "uvicorn --port"))
+    text = str(caught.value)
+    assert text.startswith("port: 8001, but uvicorn --port listens on 8002"), text
+    assert "Drop port=" in text and "Unset SERVICE_PORT" not in text
+
+
 def test_several_listeners_agree_when_one_is_the_service_port() -> None:
     env = {**BASE, "SERVICE_PORT": "8002", "SERVICE_PORT_FORWARDED": ""}
     assert Lifecycle(environ=env).check(Listener("127.0.0.1", (8001, 8002), "gunicorn -b"))
