@@ -17,7 +17,7 @@ from consul_discovery.connection import ConsulConnection
 from consul_discovery.connection.agent_transport import AgentTransport
 from consul_discovery.connection.exchange import Request, TransportError, TransportFailure
 from consul_discovery.connection.sending import HttpxSender, SessionSender
-from tests.harness.socket_server import socket_server
+from tests.harness.socket_server import closed_port, socket_server
 
 
 def silent(_conn: socket.socket) -> None:
@@ -33,12 +33,6 @@ def hang_up(conn: socket.socket) -> None:
 def plain_http(conn: socket.socket) -> None:
     conn.recv(4096)
     conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def failure_kinds(address: str) -> tuple[TransportFailure, ...]:

@@ -7,7 +7,6 @@ tiny real HTTP server in a thread (werkzeug on 127.0.0.1:0) whose answers a test
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -128,10 +127,3 @@ def http_backend(handler: Callable[[Request], Response]) -> Iterator[Backend]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
-
-
-def closed_port() -> int:
-    """A loopback port with nothing listening (connections are refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

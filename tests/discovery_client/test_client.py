@@ -32,13 +32,12 @@ from consul_discovery.client.target import service_of
 from tests.discovery_client.fakes import (
     FakeClock,
     StaticSource,
-    closed_port,
     http_backend,
     instance,
     ok,
     resolution,
 )
-from tests.harness.socket_server import socket_server
+from tests.harness.socket_server import closed_port, socket_server
 
 
 def client_for(*ports: int, policy: str = "round_robin", clock=None, **kw) -> ServiceClient:

@@ -37,7 +37,7 @@ from consul_discovery.client.source import WatchKey
 from consul_discovery.client.target import Target
 from consul_discovery.connection.exchange import Response
 from tests.discovery_client.fake_consul import REFUSED, FakeAgent, entry
-from tests.discovery_client.fakes import closed_port
+from tests.harness.socket_server import closed_port
 
 KEY = WatchKey.of("web", lambda _n: ServiceConfig())
 SAVED = (

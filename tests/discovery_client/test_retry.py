@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import threading
-from collections.abc import Iterator
 from email.utils import formatdate
 
 import pytest
@@ -13,50 +11,23 @@ import requests
 
 from consul_discovery.client.budget import RetryBudget
 from consul_discovery.client.retry import ErrorKind, RetryPolicy, classify_error, parse_retry_after
-from tests.discovery_client.fakes import FakeClock, closed_port
+from tests.discovery_client.fakes import FakeClock
+from tests.harness.socket_server import closed_port, socket_server
 
 IDEMPOTENT = ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]
 UNSAFE = ["POST", "PATCH"]
 KEY = {"Idempotency-Key": "abc-123"}
 
 
-@contextlib.contextmanager
-def silent_listener() -> Iterator[int]:
-    """A port that accepts connections (kernel backlog) but never answers."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(8)
-        yield s.getsockname()[1]
+def silent(_conn: socket.socket) -> None:
+    """Accept and never answer."""
 
 
-@contextlib.contextmanager
-def hanging_up_listener() -> Iterator[int]:
-    """A port that accepts each connection, reads the request and closes without a reply."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(8)
-    srv.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                continue
-            with conn:
-                conn.settimeout(1.0)
-                with contextlib.suppress(OSError):
-                    conn.recv(65536)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield srv.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        srv.close()
+def hang_up_after_reading(conn: socket.socket) -> None:
+    """Read the request and close without a reply."""
+    conn.settimeout(1.0)
+    with conn, contextlib.suppress(OSError):
+        conn.recv(65536)
 
 
 def raised(fn) -> BaseException:
@@ -71,11 +42,11 @@ def raised(fn) -> BaseException:
 def real_errors() -> dict[str, BaseException]:
     """One genuine requests exception of each kind, produced over loopback."""
     errors = {"refused": raised(lambda: requests.get(f"http://127.0.0.1:{closed_port()}/"))}
-    with silent_listener() as port:
+    with socket_server(silent) as port:
         errors["read_timeout"] = raised(
             lambda: requests.get(f"http://127.0.0.1:{port}/", timeout=(1.0, 0.2))
         )
-    with hanging_up_listener() as port:
+    with socket_server(hang_up_after_reading) as port:
         errors["aborted"] = raised(lambda: requests.post(f"http://127.0.0.1:{port}/", data=b"x"))
     errors["connect_timeout"] = requests.ConnectTimeout("synthetic")
     return errors

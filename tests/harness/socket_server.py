@@ -1,5 +1,9 @@
-"""A loopback listener whose connections a test's function handles (refuse, stay silent,
-hang up, answer half): for behaviour no HTTP server produces on purpose."""
+"""Loopback sockets that misbehave on purpose, for behaviour no HTTP server produces.
+
+- ``socket_server(behaviour)``: a listener whose connections a test's function handles
+  (stay silent, hang up, answer half);
+- ``closed_port()``: a port with nothing listening (connections are refused).
+"""
 
 from __future__ import annotations
 
@@ -39,3 +43,10 @@ def socket_server(behaviour: Callable[[socket.socket], None]) -> Iterator[int]:
         listener.close()
         for conn in held:
             conn.close()
+
+
+def closed_port() -> int:
+    """A loopback port with nothing listening (connections are refused)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
