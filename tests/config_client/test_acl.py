@@ -4,8 +4,6 @@ CONSUL_HTTP_TOKEN_FILE reads the configuration; no token is refused; the token i
 from __future__ import annotations
 
 import io
-import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -14,53 +12,16 @@ import requests
 from consul_discovery.config import ConfigClient, ConfigError, Layers
 from consul_discovery.config.cli import main
 from consul_discovery.connection import ConsulConnection
-from tests.harness.agent import ConsulAgent
-
-MANAGEMENT = str(uuid.uuid4())
-ACL = (
-    'acl { enabled = true default_policy = "deny" '
-    f'tokens {{ initial_management = "{MANAGEMENT}" }} }}'
-)
-
-
-def _acl_agent() -> ConsulAgent:
-    agent = ConsulAgent(extra_args=["-hcl", ACL])
-    agent.start(wait_for_leader=False)
-    deadline = time.monotonic() + 30
-    headers = {"X-Consul-Token": MANAGEMENT}
-    while True:  # the harness waits on catalog reads the deny policy hides: wait here
-        try:
-            response = requests.get(f"{agent.url}/v1/acl/token/self", headers=headers, timeout=2)
-            if response.ok:
-                return agent
-        except requests.RequestException:
-            pass
-        if time.monotonic() > deadline:
-            agent.cleanup()
-            raise TimeoutError(f"ACL agent not ready:\n{agent.tail_log()}")
-        time.sleep(0.2)
+from tests.harness.acl import MANAGEMENT_HEADERS, create_token, running_acl_agent
 
 
 def test_read_token_from_file_reads_config_and_no_token_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    agent = _acl_agent()
-    try:
-        admin = {"X-Consul-Token": MANAGEMENT}
-        policy = requests.put(
-            f"{agent.url}/v1/acl/policy",
-            json={"Name": "config-read", "Rules": 'key_prefix "config/" { policy = "read" }'},
-            headers=admin,
-            timeout=5,
-        )
-        policy.raise_for_status()
-        token = requests.put(
-            f"{agent.url}/v1/acl/token",
-            json={"Policies": [{"Name": "config-read"}]},
-            headers=admin,
-            timeout=5,
-        ).json()["SecretID"]
-        requests.put(f"{agent.url}/v1/kv/config/orders/limit", data="7", headers=admin, timeout=5)
+    with running_acl_agent() as agent:
+        token = create_token(agent, rules='key_prefix "config/" { policy = "read" }')
+        url = f"{agent.url}/v1/kv/config/orders/limit"
+        requests.put(url, data="7", headers=MANAGEMENT_HEADERS, timeout=5).raise_for_status()
         token_file = tmp_path / "token"
         token_file.write_text(token + "\n")
 
@@ -84,5 +45,3 @@ def test_read_token_from_file_reads_config_and_no_token_is_refused(
         assert main(["put", "--service", "orders", "limit", "8"], out) == 2  # read-only token
         err = capsys.readouterr().err
         assert "denied" in err and token not in err and token not in out.getvalue()
-    finally:
-        agent.cleanup()

@@ -27,13 +27,9 @@ from consul_discovery.client.errors import DiscoveryError
 from consul_discovery.client.instance import Resolution
 from consul_discovery.client.source import WatchStats
 from consul_discovery.client.target import Target
+from tests.harness.acl import MANAGEMENT_HEADERS, create_token, running_acl_agent
 from tests.harness.agent import ConsulAgent
 
-MANAGEMENT = str(uuid.uuid4())
-ACL = (
-    'acl { enabled = true default_policy = "deny" '
-    f'tokens {{ initial_management = "{MANAGEMENT}" }} }}'
-)
 SOURCES = ("threaded", "asyncio")
 
 
@@ -45,56 +41,29 @@ class AclAgent:
     tokens: dict[str, str]
 
 
-def _admin(agent: ConsulAgent, method: str, path: str, body: object) -> requests.Response:
-    headers = {"X-Consul-Token": MANAGEMENT}
-    response = requests.request(method, agent.url + path, json=body, headers=headers, timeout=5)
-    response.raise_for_status()
-    return response
-
-
-def _token(agent: ConsulAgent, rules: str) -> str:
-    name = f"p-{uuid.uuid4().hex[:8]}"
-    _admin(agent, "PUT", "/v1/acl/policy", {"Name": name, "Rules": rules})
-    return str(
-        _admin(agent, "PUT", "/v1/acl/token", {"Policies": [{"Name": name}]}).json()["SecretID"]
-    )
-
-
 @pytest.fixture(scope="module")
 def acl() -> Iterator[AclAgent]:
-    agent = ConsulAgent(extra_args=["-hcl", ACL])
-    agent.start(wait_for_leader=False)
-    try:
-        deadline = time.monotonic() + 30
-        while True:  # the harness waits on catalog reads the deny policy hides: wait here
-            try:
-                if requests.get(
-                    f"{agent.url}/v1/acl/token/self",
-                    headers={"X-Consul-Token": MANAGEMENT},
-                    timeout=2,
-                ).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"ACL agent not ready:\n{agent.tail_log()}")
-            time.sleep(0.2)
-        _admin(
-            agent, "PUT", "/v1/agent/service/register", {"ID": "web-1", "Name": "web", "Port": 9}
-        )
+    with running_acl_agent() as agent:
+        web = {"ID": "web-1", "Name": "web", "Port": 9}
+        requests.put(
+            f"{agent.url}/v1/agent/service/register",
+            json=web,
+            headers=MANAGEMENT_HEADERS,
+            timeout=5,
+        ).raise_for_status()
         tokens = {
-            "reader": _token(
-                agent, 'service_prefix "" { policy = "read" } node_prefix "" { policy = "read" }'
+            "reader": create_token(
+                agent,
+                rules='service_prefix "" { policy = "read" } node_prefix "" { policy = "read" }',
             ),
-            "no-node-read": _token(agent, 'service_prefix "" { policy = "read" }'),
-            "other-service": _token(
-                agent, 'service "other" { policy = "read" } node_prefix "" { policy = "read" }'
+            "no-node-read": create_token(agent, rules='service_prefix "" { policy = "read" }'),
+            "other-service": create_token(
+                agent,
+                rules='service "other" { policy = "read" } node_prefix "" { policy = "read" }',
             ),
             "unknown": str(uuid.uuid4()),
         }
         yield AclAgent(agent, tokens)
-    finally:
-        agent.cleanup()
 
 
 def resolve(

@@ -1,8 +1,8 @@
 """Consul Connect in tests: Connect agents, intentions, mesh servers and Consul's built-in proxy.
 
 - ``connect_agent(...)``: a dev agent (Connect is on in dev mode) with an optional
-  ``default_intention_policy`` or ACLs (default deny, a management token; anonymous sees
-  nothing, so readiness is checked with the token); stopped by PID.
+  ``default_intention_policy`` or ACLs (``tests.harness.acl``: default deny, a management
+  token, ``create_token``); stopped by PID.
 - ``write_intentions`` / ``set_protocol``: config entries through the HTTP API.
 - ``MeshServer``: a Connect-native instance of a test app under gunicorn (sync or
   gthread) or ``python -m consul_discovery.mesh.uvicorn``, in its own process group,
@@ -30,12 +30,12 @@ from typing import Any
 
 import requests
 
-from tests.harness.agent import ConsulAgent
+from tests.harness.acl import running_acl_agent
+from tests.harness.agent import ConsulAgent, running_agent
 from tests.harness.binary import consul_binary
 from tests.harness.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-MANAGEMENT_TOKEN = "mesh-test-management-token"  # a throwaway agent's, never a real secret
 
 
 def _wait(predicate: Any, timeout: float, what: str, log: Any = None) -> Any:
@@ -63,49 +63,11 @@ def connect_agent(
     if default_intention_policy:
         hcl.append(f'default_intention_policy = "{default_intention_policy}"')
     if acl:
-        hcl.append(
-            'acl { enabled = true\n default_policy = "deny"\n'
-            f' tokens {{ initial_management = "{MANAGEMENT_TOKEN}" }} }}'
-        )
-    agent = ConsulAgent(extra_args=[arg for h in hcl for arg in ("-hcl", h)])
-    try:
-        agent.start(wait_for_leader=not acl)
-        if acl:
-            _wait(lambda: _ready_with_token(agent), 30, "ACL agent ready", agent.tail_log)
-        yield agent
-    finally:
-        agent.cleanup()
-
-
-def _ready_with_token(agent: ConsulAgent) -> bool:
-    if agent.process is not None and agent.process.poll() is not None:
-        raise RuntimeError(f"consul agent exited; log:\n{agent.tail_log()}")
-    try:
-        nodes = requests.get(
-            f"{agent.url}/v1/catalog/nodes", headers=_headers(MANAGEMENT_TOKEN), timeout=1
-        )
-        return nodes.ok and any(n.get("Node") == agent.name for n in nodes.json())
-    except (requests.RequestException, ValueError):
-        return False
-
-
-def create_token(agent: ConsulAgent, *, services: Sequence[str] = (), rules: str = "") -> str:
-    """A token with service identities for ``services`` and/or a policy of ``rules``."""
-    body: dict[str, Any] = {"ServiceIdentities": [{"ServiceName": s} for s in services]}
-    if rules:
-        policy = requests.put(
-            f"{agent.url}/v1/acl/policy",
-            headers=_headers(MANAGEMENT_TOKEN),
-            json={"Name": f"p{time.monotonic_ns()}", "Rules": rules},
-            timeout=5,
-        )
-        policy.raise_for_status()
-        body["Policies"] = [{"ID": policy.json()["ID"]}]
-    token = requests.put(
-        f"{agent.url}/v1/acl/token", headers=_headers(MANAGEMENT_TOKEN), json=body, timeout=5
-    )
-    token.raise_for_status()
-    return str(token.json()["SecretID"])
+        with running_acl_agent(hcl=hcl) as agent:
+            yield agent
+    else:
+        with running_agent(extra_args=[arg for h in hcl for arg in ("-hcl", h)]) as agent:
+            yield agent
 
 
 def write_intentions(

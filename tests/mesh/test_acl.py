@@ -17,8 +17,9 @@ from collections.abc import Iterator
 import pytest
 
 from consul_discovery.mesh import Authorizer, MeshPermissionError, ServiceIdentity
+from tests.harness.acl import create_token
 from tests.harness.agent import ConsulAgent
-from tests.harness.connect import REPO_ROOT, connect_agent, create_token
+from tests.harness.connect import REPO_ROOT, connect_agent
 from tests.harness.ports import free_port
 from tests.mesh.conftest import FAST, connection
 

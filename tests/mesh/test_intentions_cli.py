@@ -17,8 +17,9 @@ import pytest
 
 from consul_discovery.mesh import Authorizer, RequestView, SpiffeId
 from consul_discovery.mesh.intentions_cli import list_intentions, main
+from tests.harness.acl import MANAGEMENT_TOKEN, create_token
 from tests.harness.agent import ConsulAgent
-from tests.harness.connect import MANAGEMENT_TOKEN, connect_agent, create_token
+from tests.harness.connect import connect_agent
 from tests.mesh.conftest import FAST, connection
 
 MESH_ADMIN_RULES = 'service_prefix "" { policy = "read" intentions = "write" }'

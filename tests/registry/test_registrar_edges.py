@@ -20,6 +20,7 @@ from consul_discovery.registry import ConsulRejected, HealthReport, Registrar, R
 from consul_discovery.registry.forksafe import _guard
 from consul_discovery.registry.meta import meta_problem
 from consul_discovery.registry.outage import OutageLog
+from tests.harness.acl import MANAGEMENT_TOKEN, create_token, running_acl_agent
 from tests.harness.agent import ConsulAgent
 from tests.registry.conftest import wait_until
 
@@ -90,40 +91,12 @@ def test_the_meta_the_settings_refuse_is_what_the_agent_refuses(
     assert _agent_answer(consul_agent, largest)[0] == 200
 
 
-ACL_HCL = (
-    'acl {{ enabled = true\n default_policy = "deny"\n tokens {{ initial_management = "{}" }} }}'
-)
-
-
 @pytest.fixture(scope="module")
 def acl_agent() -> Iterator[tuple[ConsulAgent, str, str]]:
     """A dev agent with ACLs on, default deny; yields it, a token with no policy and the
     management token."""
-    management = str(uuid.uuid4())
-    agent = ConsulAgent(extra_args=["-hcl", ACL_HCL.format(management)])
-    try:
-        # The harness's leader wait reads the catalog, which default deny forbids:
-        # wait instead until the management token can create a token (needs a leader).
-        agent.start(wait_for_leader=False)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                answer = requests.put(
-                    f"{agent.url}/v1/acl/token",
-                    json={"Description": "no permissions"},
-                    headers={"X-Consul-Token": management},
-                    timeout=5,
-                )
-                if answer.status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"ACL agent not ready:\n{agent.tail_log()}")
-            time.sleep(0.2)
-        yield agent, answer.json()["SecretID"], management
-    finally:
-        agent.cleanup()
+    with running_acl_agent() as agent:
+        yield agent, create_token(agent), MANAGEMENT_TOKEN
 
 
 def test_a_403_names_the_permission_and_the_call_never_the_token(

@@ -28,6 +28,7 @@ from consul_discovery.client import (
 )
 from consul_discovery.connection import ConsulConnection
 from tests.discovery_client.conformance.conftest import register
+from tests.harness.acl import MANAGEMENT_HEADERS, create_token, running_acl_agent
 from tests.harness.agent import ConsulAgent
 
 ROUND_ROBIN = ServiceConfig(policy="round_robin")
@@ -79,50 +80,16 @@ def test_an_agent_restarting_empty_takes_no_instance_away_within_the_grace(
 
 # ---- ACLs ----------------------------------------------------------------------------
 
-MANAGEMENT = str(uuid.uuid4())
-ACL = (
-    'acl { enabled = true default_policy = "deny" '
-    f'tokens {{ initial_management = "{MANAGEMENT}" }} }}'
-)
-
 
 @pytest.fixture(scope="module")
 def acl_agent() -> Iterator[ConsulAgent]:
     """A dev agent with ACLs on, default deny; ``alpha`` registered with the management token."""
-    agent = ConsulAgent(name="acl", extra_args=["-hcl", ACL])
-    try:
-        agent.start(wait_for_leader=False)  # its leader check reads what deny hides
-        admin = {"X-Consul-Token": MANAGEMENT}
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(f"{agent.url}/v1/acl/token/self", headers=admin, timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"ACL agent not ready:\n{agent.tail_log()}")
-            time.sleep(0.2)
+    with running_acl_agent(name="acl") as agent:
         body = {"ID": "alpha-0", "Name": "alpha", "Address": "127.0.0.1", "Port": 1,
                 "Check": {"TTL": "1h", "Status": "passing"}}  # fmt: skip
         url = f"{agent.url}/v1/agent/service/register"
-        requests.put(url, json=body, headers=admin, timeout=5).raise_for_status()
+        requests.put(url, json=body, headers=MANAGEMENT_HEADERS, timeout=5).raise_for_status()
         yield agent
-    finally:
-        agent.cleanup()
-
-
-def _token(agent: ConsulAgent, rules: str) -> str:
-    admin = {"X-Consul-Token": MANAGEMENT}
-    name = f"policy-{uuid.uuid4().hex[:8]}"
-    policy = {"Name": name, "Rules": rules}
-    requests.put(
-        f"{agent.url}/v1/acl/policy", json=policy, headers=admin, timeout=5
-    ).raise_for_status()
-    created = requests.put(f"{agent.url}/v1/acl/token", json={"Policies": [{"Name": name}]},
-                           headers=admin, timeout=5)  # fmt: skip
-    created.raise_for_status()
-    return created.json()["SecretID"]
 
 
 def _connection(agent: ConsulAgent, token: str) -> ConsulConnection:
@@ -139,7 +106,7 @@ def test_a_refused_token_is_a_permission_error_not_no_instances(acl_agent, make)
 
 def test_an_answer_emptied_by_acls_is_a_permission_error_not_no_instances(acl_agent, make):
     # service:read on alpha but no node:read: Consul filters every entry out and says so.
-    token = _token(acl_agent, 'service "alpha" { policy = "read" }')
+    token = create_token(acl_agent, rules='service "alpha" { policy = "read" }')
     caller = make(on=acl_agent, connection=_connection(acl_agent, token))
     with pytest.raises(ConsulPermissionError, match="ACL"):
         caller.call("alpha")
