@@ -21,7 +21,8 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -44,6 +45,9 @@ from consul_discovery.connection.server_sending import (
 from consul_discovery.connection.servers import ServerAddress
 from tests.harness.agent import ConsulAgent
 from tests.harness.cluster import ConsulCluster
+from tests.harness.waiting import wait_for
+
+wait_until = partial(wait_for, interval=0.005)  # polls every 5 ms
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -133,16 +137,6 @@ def deregister(via: ConsulAgent, ident: str) -> None:
 
 def ids(resolution: Resolution | None) -> set[str]:
     return {i.id for i in resolution.instances} if resolution else set()
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.005)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from functools import partial
 
 import pytest
 
@@ -18,21 +18,13 @@ from consul_discovery.client.errors import ConsulUnavailableError, UnknownServic
 from consul_discovery.client.instance import Resolution
 from tests.harness.agent import ConsulAgent
 from tests.harness.backends import Backend, start_backends, wait_until_passing
+from tests.harness.waiting import wait_for_async
+
+until = partial(wait_for_async, interval=0.01)  # on the loop, every 10 ms
 
 
 def ids(resolution: Resolution | None) -> set[str]:
     return {i.id for i in resolution.instances} if resolution else set()
-
-
-async def until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``predicate`` on the loop until truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,9 @@ from consul_discovery.client.target import Target
 from consul_discovery.connection.exchange import Response
 from tests.discovery_client.fake_consul import REFUSED, FakeAgent, entry
 from tests.harness.socket_server import closed_port
+from tests.harness.waiting import wait_for
+
+wait_until = partial(wait_for, interval=0.01)  # polls every 10 ms
 
 KEY = WatchKey.of("web", lambda _n: ServiceConfig())
 SAVED = (
@@ -45,16 +48,6 @@ SAVED = (
     Instance("web-b", "web", "10.0.0.2", 8080, node="n2", datacenter="dc1", zone="b"),
 )
 FAST = {"wait": 0.2, "min_interval": 0.05, "backoff_base": 0.05, "backoff_cap": 0.1}
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def saved_store(directory: Path, age: float = 120.0, **kwargs: Any) -> SnapshotStore:

@@ -10,6 +10,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -22,19 +23,11 @@ from consul_discovery.client.errors import ConsulUnavailableError, UnknownServic
 from consul_discovery.client.instance import Resolution
 from tests.harness.agent import ConsulAgent
 from tests.harness.backends import Backend, start_backends, wait_until_passing
+from tests.harness.waiting import wait_for
+
+wait_until = partial(wait_for, interval=0.01)  # polls every 10 ms
 
 PROPAGATION_BUDGET = 0.200  # seconds from Consul marking an instance to the client
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``predicate`` until truthy; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class ConsulPoller:

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -29,32 +30,16 @@ from consul_discovery.client.instance import Resolution
 from tests.discovery_client.loop_tasks import watch_tasks
 from tests.harness.agent import ConsulAgent
 from tests.harness.backends import REPO_ROOT, Backend, start_backends
+from tests.harness.waiting import wait_for, wait_for_async
+
+wait_until = partial(wait_for, interval=0.01)  # polls every 10 ms
+until = partial(wait_for_async, interval=0.01)  # on the loop, every 10 ms
 
 SOURCES = ("threaded", "asyncio")
 
 
 def ids(resolution: Resolution | None) -> set[str]:
     return {i.id for i in resolution.instances} if resolution else set()
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-async def until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def register(agent: ConsulAgent, service: str, ident: str) -> None:
