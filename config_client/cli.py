@@ -40,7 +40,11 @@ from consul_discovery.config.files import Plan, layer_files, plan
 from consul_discovery.config.kv import KVStore
 from consul_discovery.config.layers import DEFAULT_ROOT, DOCUMENT_KEY, Layers, to_json_text
 from consul_discovery.connection import ConsulConfigError, ConsulConnection
-from consul_discovery.connection.cli_arguments import positive_count, positive_seconds
+from consul_discovery.connection.cli_arguments import (
+    modify_index,
+    positive_count,
+    positive_seconds,
+)
 
 #: The usage line's name: the console script's, or (``python -m``) the module's.
 PROG = "consul-config"
@@ -70,7 +74,7 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     put.add_argument("--raw-key", action="store_true", help="NAME is a raw KV path")
     put.add_argument("name", metavar="SETTING", help="e.g. retry.budget (--raw-key: a KV path)")
     put.add_argument("value")
-    put.add_argument("--cas", type=int, help="only if the key's ModifyIndex is still this")
+    put.add_argument("--cas", type=modify_index, help="only if the key's ModifyIndex is still this")
     for name, text in (("diff", "compare files with KV"), ("push", "make KV match files")):
         p = sub.add_parser(name, help=text)
         p.add_argument("directory", type=Path, help="one <layer>.yaml/.json per layer")

@@ -84,6 +84,15 @@ def _decode(raw: str | None) -> str | None:
     return base64.b64decode(raw).decode("utf-8", errors="replace")
 
 
+def _cas_params(cas: int | None) -> tuple[tuple[str, str], ...]:
+    """The ``cas`` query parameter (none for None); a ModifyIndex is a whole number >= 0."""
+    if cas is None:
+        return ()
+    if isinstance(cas, bool) or not isinstance(cas, int) or cas < 0:
+        raise ValueError(f"cas is a key's ModifyIndex, a whole number >= 0; got {cas!r}")
+    return (("cas", str(cas)),)
+
+
 def _key_path(key: str) -> str:
     return f"/v1/kv/{quote(key, safe='/,')}"
 
@@ -224,7 +233,7 @@ class KVStore:
 
     def put(self, key: str, value: str, cas: int | None = None) -> None:
         """Write one key (``cas``: only if its ModifyIndex is still that; 0: only if new)."""
-        params = () if cas is None else (("cas", str(cas)),)
+        params = _cas_params(cas)
         request = Request(
             _key_path(key), params, self.connection.read_timeout, "PUT", body=value.encode()
         )
@@ -234,8 +243,7 @@ class KVStore:
 
     def delete(self, key: str, cas: int | None = None) -> None:
         """Delete one key (``cas`` as for ``put``)."""
-        params = () if cas is None else (("cas", str(cas)),)
-        request = Request(_key_path(key), params, self.connection.read_timeout, "DELETE")
+        request = Request(_key_path(key), _cas_params(cas), self.connection.read_timeout, "DELETE")
         response = self._call(request, key, "delete")
         if response.text.strip() != "true":
             raise CasConflictError([key], f"its ModifyIndex is no longer {cas}")

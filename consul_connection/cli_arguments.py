@@ -35,6 +35,17 @@ def positive_count(text: str) -> int:
     return value
 
 
+def modify_index(text: str) -> int:
+    """A Consul ModifyIndex, a whole number >= 0 (``--cas``; 0: only if the key is new)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a ModifyIndex (whole number)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a ModifyIndex >= 0, not {text}")
+    return value
+
+
 def port_number(text: str) -> int:
     """A TCP port, 0-65535 (0: one the system picks)."""
     try:

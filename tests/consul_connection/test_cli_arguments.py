@@ -11,6 +11,8 @@ from collections.abc import Callable
 import pytest
 
 from consul_discovery.config.cli import main as config_main
+from consul_discovery.config.kv import KVStore
+from consul_discovery.connection import ConsulConnection
 from consul_discovery.connection.cli_arguments import (
     port_number,
     positive_count,
@@ -73,6 +75,24 @@ def test_config_watch_refuses_a_count_below_one(
     assert "argument --count: must be 1 or more" in err
 
 
+@pytest.mark.parametrize("cas", ["-5", "3.5", "latest"])
+def test_config_put_refuses_a_cas_that_is_no_modify_index(
+    capsys: pytest.CaptureFixture[str], cas: str
+) -> None:
+    argv = ["--consul", "127.0.0.1:1", "put", "--raw-key", "k", "v", "--cas", cas]
+    err = refused(capsys, lambda a: config_main(a, io.StringIO()), argv)
+    assert "argument --cas: " in err
+    assert "ModifyIndex" in err
+
+
+@pytest.mark.parametrize("cas", [-1, True, 2.0, "3"])
+def test_the_kv_store_refuses_a_cas_that_is_no_modify_index_before_sending(cas: object) -> None:
+    store = KVStore(ConsulConnection.from_env({}, address="127.0.0.1:1"))
+    for write in (lambda: store.put("k", "v", cas=cas), lambda: store.delete("k", cas=cas)):  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="cas is a key's ModifyIndex, a whole number >= 0"):
+            write()
+
+
 @pytest.mark.parametrize(
     ("option", "value", "words"),
     [("--ready-timeout", "0", "must be > 0 seconds"),
@@ -83,6 +103,7 @@ def test_config_watch_refuses_a_count_below_one(
 def test_mesh_uvicorn_refuses_bad_numbers(
     capsys: pytest.CaptureFixture[str], option: str, value: str, words: str
 ) -> None:
-    mesh_uvicorn = pytest.importorskip("consul_discovery.mesh.uvicorn")
+    from consul_discovery.mesh import uvicorn as mesh_uvicorn
+
     err = refused(capsys, mesh_uvicorn.main, ["app:app", option, value])
     assert f"argument {option}: {words}" in err
