@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
@@ -30,6 +30,7 @@ from consul_discovery.client.instance import Resolution
 from tests.discovery_client.loop_tasks import watch_tasks
 from tests.harness.agent import ConsulAgent
 from tests.harness.backends import REPO_ROOT, Backend, start_backends
+from tests.harness.forking import in_child
 from tests.harness.waiting import wait_for, wait_for_async
 
 wait_until = partial(wait_for, interval=0.01)  # polls every 10 ms
@@ -196,38 +197,6 @@ def test_an_unknown_services_watch_stops_when_nobody_asks_and_resolve_restarts_i
 # -- fork safety ----------------------------------------------------------------------------
 
 
-def in_child(body: Callable[[], bool], parent: Callable[[], None], timeout: float = 20.0) -> None:
-    """Fork; the child runs ``body`` and exits 0 if it returned True; the parent runs
-    ``parent`` meanwhile, then waits (bounded) for the child and asserts its status."""
-    pid = os.fork()
-    if pid == 0:  # the child: never return into pytest
-        code = 1
-        try:
-            code = 0 if body() else 2
-        except BaseException:
-            import traceback
-
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    try:
-        parent()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                assert os.waitstatus_to_exitcode(status) == 0, "the child saw a frozen set"
-                return
-            time.sleep(0.02)
-        raise AssertionError(f"the forked child did not finish within {timeout}s")
-    finally:
-        try:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
-
-
 def test_a_threaded_source_created_before_a_fork_keeps_watching_in_the_child(consul_agent):
     register(consul_agent, "forked", "forked-a")
     with ConsulSource(consul_agent.address) as source:
@@ -247,7 +216,7 @@ def test_a_threaded_source_created_before_a_fork_keeps_watching_in_the_child(con
             time.sleep(0.2)  # the child runs its restarted watch by now
             register(consul_agent, "forked", "forked-b")
 
-        in_child(child, parent)
+        in_child(child, parent, 20.0, "the child saw a frozen set")
         wait_until(lambda: len(ids(source.cached("forked"))) == 2, 5, "the parent's own watch")
 
 
@@ -268,7 +237,7 @@ def test_an_async_source_resolved_before_a_fork_keeps_watching_in_the_child(cons
         time.sleep(0.5)
         register(consul_agent, "forked", "forked-b")
 
-    in_child(child, parent)
+    in_child(child, parent, 20.0, "the child saw a frozen set")
 
     async def again() -> None:  # the parent itself, from yet another loop
         await until(lambda: len(ids(source.cached("forked"))) == 2, 5, "a new loop's watch")

@@ -19,6 +19,7 @@ from consul_discovery.connection.loop_thread import process_loop
 from consul_discovery.mesh import Authorizer, ServiceIdentity
 from tests.harness.agent import ConsulAgent
 from tests.harness.connect import delete_intentions, write_intentions
+from tests.harness.forking import in_child
 from tests.mesh.conftest import connection, rotate_ca
 
 #: A long blocking wait: a close that waited for it would take 30 s.
@@ -68,38 +69,6 @@ def test_closing_cuts_the_long_polls_in_flight_short(agent: ConsulAgent) -> None
     ident.client_tls.context_for("other")
 
 
-def _in_child(body: Callable[[], bool], parent: Callable[[], None], timeout: float = 40.0) -> None:
-    """Fork; the child exits 0 if ``body()`` is True; the parent runs ``parent`` then
-    waits (bounded) for the child."""
-    pid = os.fork()
-    if pid == 0:  # the child: never return into pytest
-        code = 1
-        try:
-            code = 0 if body() else 2
-        except BaseException:
-            import traceback
-
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    try:
-        parent()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                assert os.waitstatus_to_exitcode(status) == 0, "the child saw frozen watches"
-                return
-            time.sleep(0.02)
-        raise AssertionError(f"the forked child did not finish within {timeout}s")
-    finally:
-        try:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
-
-
 def _until(predicate: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -145,7 +114,7 @@ def test_an_identity_and_authorizer_made_before_a_fork_go_on_in_the_child(
         write_intentions(agent.url, "forked", [{"Name": "api", "Action": "allow"}])
 
     try:
-        _in_child(child, parent)
+        in_child(child, parent, 40.0, "the child saw frozen watches")
     finally:
         ident.close()
         authz.close()
@@ -162,7 +131,7 @@ def test_after_fork_close_stops_the_watches_in_the_child(agent: ConsulAgent) -> 
         return ident.closed and ident.ready and not ident._watches._tasks
 
     try:
-        _in_child(child, lambda: None)
+        in_child(child, lambda: None, 40.0, "the child saw frozen watches")
         assert not ident.closed  # the parent's go on
     finally:
         ident.close()
