@@ -4,7 +4,8 @@
       gunicorn -c python:consul_discovery.mesh.gunicorn_conf "myapp:create_app()"
 
 Sync and gthread workers. On top of ``consul_discovery.registry.gunicorn_conf`` (register
-once in the master, drain on SIGTERM, deregister), each worker:
+once in the master, drain on SIGTERM, deregister), ``on_starting`` refuses a bad
+``MESH_*`` setting before gunicorn binds, and each worker:
 
 - ``post_worker_init``: starts a ``MeshService`` (the leaf and CA roots watches, the
   intentions watch), waits until both are in force (``MESH_READY_TIMEOUT``, default
@@ -29,12 +30,12 @@ import os
 import ssl
 from typing import Any
 
-from consul_discovery.mesh.errors import MeshError
+from consul_discovery.mesh.errors import MeshConfigError, MeshError
 from consul_discovery.mesh.runtime import MeshService
-from consul_discovery.mesh.tls import io_timeout
+from consul_discovery.mesh.settings import check_env, ready_timeout
 from consul_discovery.mesh.wsgi import MeshWSGI
 from consul_discovery.registry import gunicorn_conf as _registry
-from consul_discovery.registry.gunicorn_conf import child_exit, on_exit, on_starting
+from consul_discovery.registry.gunicorn_conf import child_exit, on_exit
 
 __all__ = ["child_exit", "on_exit", "on_starting", "post_worker_init", "ssl_context", "when_ready",
            "worker_exit"]  # fmt: skip
@@ -63,6 +64,17 @@ def _adopt_logging(gunicorn_log: Any) -> None:
     log.propagate = False
 
 
+def on_starting(server: Any) -> None:
+    """Refuse a bad mesh setting before gunicorn binds (one line, exit 1), then the
+    registry's ``on_starting`` (its own settings checked the same way)."""
+    try:
+        check_env()
+    except MeshConfigError as exc:
+        server.log.error("mesh: bad configuration: %s", exc)
+        raise SystemExit(1) from None
+    _registry.on_starting(server)
+
+
 def when_ready(server: Any) -> None:
     """The registry's ``when_ready`` (register in the master), with our log lines shown."""
     _adopt_logging(server.log)
@@ -73,9 +85,8 @@ def post_worker_init(worker: Any) -> None:
     """Start this worker's mesh identity and guard, then put the guard in front of the app."""
     global _service
     _adopt_logging(worker.log)
-    timeout = float(os.environ.get("MESH_READY_TIMEOUT", "15") or 15)
     try:
-        io_timeout()  # a bad MESH_IO_TIMEOUT stops startup here, named
+        timeout = ready_timeout()  # checked by on_starting already; named if not
         service = MeshService.from_env().start()
         service.wait_ready(timeout)
     except MeshError as exc:

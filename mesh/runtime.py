@@ -22,6 +22,7 @@ from consul_discovery.mesh.authorizer import Authorizer
 from consul_discovery.mesh.errors import MeshConfigError
 from consul_discovery.mesh.guard import Guard
 from consul_discovery.mesh.service_identity import ServiceIdentity
+from consul_discovery.mesh.settings import check_env
 from consul_discovery.mesh.shared import IdentityLease, lease_identity
 
 
@@ -50,8 +51,11 @@ class MeshService:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> MeshService:
-        """Build from SERVICE_NAME, SERVICE_HEALTH_PATH and CONSUL_*; keywords win."""
+        """Build from SERVICE_NAME, SERVICE_HEALTH_PATH, MESH_* and CONSUL_*; keywords win.
+
+        A bad setting raises MeshConfigError naming it, before anything starts."""
         env = os.environ if environ is None else environ
+        check_env(env)  # e.g. MESH_IO_TIMEOUT, read again by every server context
         service = overrides.pop("service", None) or env.get("SERVICE_NAME", "").strip()
         if not service:
             raise MeshConfigError("SERVICE_NAME", "required (the service's identity in the mesh)")

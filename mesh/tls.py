@@ -19,16 +19,14 @@ stack. Each client context is for one target service.
 from __future__ import annotations
 
 import functools
-import math
-import os
 import socket
 import ssl
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from consul_discovery.mesh.errors import MeshConfigError, PeerIdentityError, ServerIdentityMismatch
+from consul_discovery.mesh.errors import PeerIdentityError, ServerIdentityMismatch
 from consul_discovery.mesh.identity import CaRoots, Leaf
 from consul_discovery.mesh.keyfile import load_leaf
+from consul_discovery.mesh.settings import io_timeout
 from consul_discovery.mesh.spiffe import SpiffeId, peer_spiffe_id
 
 MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
@@ -54,24 +52,6 @@ def server_context(leaf: Leaf, roots: CaRoots, *, key_dir: str | None = None) ->
     context = _base(ssl.PROTOCOL_TLS_SERVER, leaf, roots, key_dir)
     context.sslsocket_class = _timed_server_socket(io_timeout())
     return context
-
-
-#: Seconds a blocking server connection may make no progress (``MESH_IO_TIMEOUT``).
-DEFAULT_IO_TIMEOUT = 10.0
-
-
-def io_timeout(environ: Mapping[str, str] = os.environ) -> float:
-    """``MESH_IO_TIMEOUT`` (seconds, > 0; default ``DEFAULT_IO_TIMEOUT``), or MeshConfigError."""
-    raw = environ.get("MESH_IO_TIMEOUT", "").strip()
-    if not raw:
-        return DEFAULT_IO_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (value > 0 and math.isfinite(value)):
-        raise MeshConfigError("MESH_IO_TIMEOUT", f"{raw!r} is not a positive number of seconds")
-    return value
 
 
 class _TimedServerSocket(ssl.SSLSocket):

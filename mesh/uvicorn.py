@@ -37,8 +37,9 @@ except ImportError as exc:
     raise missing(__name__, "uvicorn", exc) from exc
 
 from consul_discovery.connection.cli_arguments import port_number, positive_seconds
+from consul_discovery.mesh import settings
 from consul_discovery.mesh.asgi import MeshASGI, mesh_protocol
-from consul_discovery.mesh.errors import MeshError
+from consul_discovery.mesh.errors import MeshConfigError, MeshError
 from consul_discovery.mesh.runtime import MeshService
 
 log = logging.getLogger("consul_discovery.mesh")
@@ -73,13 +74,14 @@ def _adopt_logging() -> None:
     log.propagate = False
 
 
-def serve(app: Any, *, ready_timeout: float = 15.0, **uvicorn_kwargs: Any) -> None:
-    """Run uvicorn with ``app`` in the mesh until it stops (settings from the environment)."""
+def serve(app: Any, *, ready_timeout: float | None = None, **uvicorn_kwargs: Any) -> None:
+    """Run uvicorn with ``app`` in the mesh until it stops (settings from the environment;
+    ``ready_timeout`` defaults to ``MESH_READY_TIMEOUT``, 15 s)."""
     config = mesh_config(app, **uvicorn_kwargs)  # sets up uvicorn's logging
     _adopt_logging()
-    service = MeshService.from_env().start()
+    service = MeshService.from_env().start()  # a bad MESH_* setting is refused here, named
     try:
-        service.wait_ready(ready_timeout)
+        service.wait_ready(settings.ready_timeout() if ready_timeout is None else ready_timeout)
         apply_mesh(config, service)
         log.info("mesh: serving mTLS as %s", service.identity.spiffe_id)
         uvicorn.Server(config).run()
@@ -96,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--factory", action="store_true", help="APP is a factory to call")
     parser.add_argument("--host", default=os.environ.get("SERVICE_ADDRESS") or "127.0.0.1")
     parser.add_argument(
-        "--port", type=port_number, default=int(os.environ.get("SERVICE_PORT") or 0)
+        "--port", type=port_number, default=None, help="default: SERVICE_PORT, else 0"
     )
     parser.add_argument(
         "--http",
@@ -105,17 +107,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(the mesh's peer mixin goes on top of it)",
     )
     parser.add_argument("--log-level", default="info")
-    parser.add_argument("--ready-timeout", type=positive_seconds, default=15.0)
+    parser.add_argument(
+        "--ready-timeout", type=positive_seconds, default=None,
+        help="default: MESH_READY_TIMEOUT, 15",
+    )  # fmt: skip
     parser.add_argument("--timeout-graceful-shutdown", type=positive_seconds, default=None)
     parser.add_argument("--timeout-keep-alive", type=positive_seconds, default=5)
     parser.add_argument("--no-server-header", action="store_true")
     args = parser.parse_args(argv)
     try:
+        port = args.port if args.port is not None else _env_port()
         serve(
             args.app,
             factory=args.factory,
             host=args.host,
-            port=args.port,
+            port=port,
             http=args.http,
             log_level=args.log_level,
             ready_timeout=args.ready_timeout,
@@ -127,6 +133,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mesh: cannot serve in the mesh: {exc}", file=sys.stderr)
         return 3
     return 0
+
+
+def _env_port() -> int:
+    """``SERVICE_PORT`` (unset: 0), or MeshConfigError naming it."""
+    raw = os.environ.get("SERVICE_PORT", "").strip()
+    try:
+        return port_number(raw) if raw else 0
+    except argparse.ArgumentTypeError as exc:
+        raise MeshConfigError("SERVICE_PORT", str(exc)) from None
 
 
 if __name__ == "__main__":

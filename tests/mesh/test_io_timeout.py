@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from consul_discovery.mesh.errors import MeshConfigError
-from consul_discovery.mesh.tls import DEFAULT_IO_TIMEOUT, io_timeout
+from consul_discovery.mesh.settings import DEFAULT_IO_TIMEOUT, io_timeout
 
 
 def test_the_default_and_a_given_value() -> None:

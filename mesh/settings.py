@@ -1,0 +1,58 @@
+"""The mesh's own environment settings, read and checked in one place.
+
+- ``MESH_IO_TIMEOUT``: seconds a blocking mesh server connection may make no progress
+  (handshake, each read or write; default 10): ``tls._TimedServerSocket``;
+- ``MESH_READY_TIMEOUT``: seconds a server waits for its identity and intentions before
+  it refuses to start (default 15): the gunicorn workers, and the default of
+  ``python -m consul_discovery.mesh.uvicorn --ready-timeout``.
+
+``check_env`` reads both, so that the server adapters refuse a bad value before they
+bind (one line naming the setting) instead of failing later, elsewhere, less clearly.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+
+from consul_discovery.mesh.errors import MeshConfigError
+
+#: Seconds a blocking server connection may make no progress (``MESH_IO_TIMEOUT``).
+DEFAULT_IO_TIMEOUT = 10.0
+
+#: Seconds a server waits for its identity and intentions (``MESH_READY_TIMEOUT``).
+DEFAULT_READY_TIMEOUT = 15.0
+
+
+def seconds(setting: str, raw: str, default: float) -> float:
+    """``raw`` as a positive, finite number of seconds (blank: ``default``), or
+    MeshConfigError naming ``setting``."""
+    raw = raw.strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise MeshConfigError(setting, f"{raw!r} is not a positive number of seconds")
+    return value
+
+
+def io_timeout(environ: Mapping[str, str] = os.environ) -> float:
+    """``MESH_IO_TIMEOUT`` (seconds, > 0; default ``DEFAULT_IO_TIMEOUT``), or MeshConfigError."""
+    return seconds("MESH_IO_TIMEOUT", environ.get("MESH_IO_TIMEOUT", ""), DEFAULT_IO_TIMEOUT)
+
+
+def ready_timeout(environ: Mapping[str, str] = os.environ) -> float:
+    """``MESH_READY_TIMEOUT`` (seconds, > 0; default ``DEFAULT_READY_TIMEOUT``), or
+    MeshConfigError."""
+    raw = environ.get("MESH_READY_TIMEOUT", "")
+    return seconds("MESH_READY_TIMEOUT", raw, DEFAULT_READY_TIMEOUT)
+
+
+def check_env(environ: Mapping[str, str] = os.environ) -> None:
+    """Raise MeshConfigError for the first mesh setting that cannot work."""
+    io_timeout(environ)
+    ready_timeout(environ)
