@@ -42,7 +42,7 @@ from consul_discovery.mesh.consul_api import (
     authorize_call,
     authorize_request,
 )
-from consul_discovery.mesh.errors import MeshError, MeshUnavailableError
+from consul_discovery.mesh.errors import MeshError, MeshPermissionError, MeshUnavailableError
 from consul_discovery.mesh.intentions import ALLOW, Intention, IntentionSet
 from consul_discovery.mesh.l7 import RequestView, l7_action
 from consul_discovery.mesh.spiffe import SpiffeId
@@ -117,6 +117,8 @@ class Authorizer:
             self.connection, name=f"intentions of {destination}", after_fork=after_fork
         )
         self._started = False  # set once by start()
+        # The agent's ACL refusal of the authorize call (loop thread; read by wait_ready).
+        self._refused: MeshPermissionError | None = None
         after_fork_in_child(self._after_fork)  # after the watches': their loop is ours then
 
     # -- life ---------------------------------------------------------------------------
@@ -131,7 +133,11 @@ class Authorizer:
         return self
 
     def wait_ready(self, timeout: float = 10.0) -> Authorizer:
-        """Block until the first intentions are in force; raise why not (a refusal at once)."""
+        """Block until the first intentions are in force; raise why not (a refusal at once).
+
+        A token the agent refuses the authorize call (no ``service:write`` on the
+        destination) is refused here too: every caller would be decided without the agent.
+        """
         deadline = time.monotonic() + timeout
         while not self._ready.wait(0.05):
             error = self._state.first_error
@@ -142,6 +148,9 @@ class Authorizer:
                     f"no intentions for {self.destination!r} after {timeout:g}s"
                     + (f": {error}" if error else "")
                 ) from error
+        refused = self._refused  # the token cannot ask the agent: every decision local
+        if refused is not None:
+            raise refused
         return self
 
     def close(self) -> None:
@@ -335,6 +344,10 @@ class Authorizer:
         except MeshError as exc:
             result = None
             log.warning("mesh: agent cannot state the default intention policy: %s", exc)
+            if isinstance(exc, MeshPermissionError):
+                self._refused = exc
+        else:
+            self._refused = None
         if result is not None and result.by_default:
             return result.authorized
         # An Enterprise */* intention matched the probe, or no answer: ACLs' default.

@@ -80,10 +80,55 @@ def test_a_gunicorn_worker_without_the_permission_stops_the_server_naming_it(
     # A service no other test asked a leaf for: Consul 1.22.3 checks service:write when it
     # signs a leaf, and serves one its agent already caches without asking again.
     token = create_token(acl_agent, rules='service "web-unsigned" { policy = "read" }')
+    code, output = _gunicorn_output(acl_agent, "web-unsigned", token)
+    assert code != 0, output
+    assert "lacks 'service:write' on 'web-unsigned'" in output, output
+    assert token not in output
+
+
+def test_a_token_without_service_write_cannot_authorize(acl_agent: ConsulAgent) -> None:
+    # intention:read but no service:write: the intentions come, the authorize calls are
+    # refused; before, wait_ready passed with a warning and every caller was decided
+    # without the agent.
+    token = create_token(
+        acl_agent, rules='service "web-noauth" { policy = "read"\n intentions = "read" }'
+    )
+    auth = Authorizer("web-noauth", connection(acl_agent, token), timing=FAST).start()
+    try:
+        with pytest.raises(MeshPermissionError) as caught:
+            auth.wait_ready(10)
+    finally:
+        auth.close()
+    assert caught.value.permission == "service:write"
+    assert "lacks 'service:write' on 'web-noauth'" in str(caught.value)
+    assert token not in str(caught.value)
+
+
+def test_a_worker_stops_without_service_write_even_when_the_agent_caches_the_leaf(
+    acl_agent: ConsulAgent,
+) -> None:
+    # Consul 1.22.3 hands a leaf its agent caches to any token (see the README): another
+    # instance's rightful token has the leaf cached; this one only reads. Before, gunicorn
+    # served (registration refused, the worker up, decisions local).
+    rightful = create_token(acl_agent, services=["web-cached"])
+    with ServiceIdentity("web-cached", connection(acl_agent, rightful), timing=FAST):
+        pass  # the agent now caches web-cached's leaf
+    token = create_token(
+        acl_agent, rules='service "web-cached" { policy = "read"\n intentions = "read" }'
+    )
+    code, output = _gunicorn_output(acl_agent, "web-cached", token)
+    assert code != 0, output
+    assert "worker cannot join the mesh" in output, output
+    assert "lacks 'service:write' on 'web-cached'" in output, output
+    assert token not in output and rightful not in output
+
+
+def _gunicorn_output(agent: ConsulAgent, service: str, token: str) -> tuple[int, str]:
+    """Run a mesh gunicorn of ``service`` with ``token`` until it stops (60 s at most)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SERVICE_", "CONSUL_"))}
     env.update(
-        PYTHONPATH=str(REPO_ROOT), CONSUL_HTTP_ADDR=acl_agent.address, CONSUL_HTTP_TOKEN=token,
-        SERVICE_NAME="web-unsigned", SERVICE_PORT=str(free_port()), SERVICE_ADDRESS="127.0.0.1",
+        PYTHONPATH=str(REPO_ROOT), CONSUL_HTTP_ADDR=agent.address, CONSUL_HTTP_TOKEN=token,
+        SERVICE_NAME=service, SERVICE_PORT=str(free_port()), SERVICE_ADDRESS="127.0.0.1",
         SERVICE_CONNECT="native", MESH_READY_TIMEOUT="10",
     )  # fmt: skip
     server = subprocess.Popen(
@@ -100,6 +145,4 @@ def test_a_gunicorn_worker_without_the_permission_stops_the_server_naming_it(
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGKILL)  # workers too, if any were left
         server.wait(10)
-    assert server.returncode != 0, output
-    assert "lacks 'service:write' on 'web-unsigned'" in output, output
-    assert token not in output
+    return server.returncode, output
