@@ -9,9 +9,12 @@ from consul_discovery.mesh.intentions_cli import main
 
 def run(argv: list[str]) -> int:
     """Dispatch the one command group there is: ``intentions``."""
+    usage = "usage: python -m consul_discovery.mesh intentions list|allow|deny|delete ..."
+    if argv and argv[0] in ("-h", "--help"):
+        print(usage)
+        return 0
     if not argv or argv[0] != "intentions":
-        print("usage: python -m consul_discovery.mesh intentions list|allow|deny|delete ...",
-              file=sys.stderr)  # fmt: skip
+        print(usage, file=sys.stderr)
         return 2
     return main(argv[1:])
 

@@ -7,10 +7,14 @@ destination (the operator token in the secure profile), listing ``intention:read
 - ``list [DESTINATION]``: every intention (or a destination's), highest precedence first;
 - ``allow SOURCE DESTINATION`` / ``deny SOURCE DESTINATION``: create or replace the L4
   intention of the pair (``PUT /v1/connect/intentions/exact``);
-- ``delete SOURCE DESTINATION``: remove it (the default policy decides again).
+- ``delete SOURCE DESTINATION``: remove it (the default policy decides again); a pair
+  with no intention is an error (a mistyped name deletes nothing, and says so).
 
-A refusal prints Consul's reason (403: the permission the token lacks) and exits 1;
-the token never appears in the output.
+A name Consul's catalog has no instance of is written all the same
+(an intention may come before its service) with a warning on stderr: a typo shows. Under
+ACLs Consul lists only the intentions the token may read, and an empty list says so.
+A refusal prints Consul's reason (403: the permission the token lacks) and exits 1, as
+does an unreachable Consul (its address named); the token never appears in the output.
 """
 
 from __future__ import annotations
@@ -43,23 +47,48 @@ def _check(response: requests.Response, what: str, needs: str = "") -> Any:
 
 def _pair(source: str, destination: str) -> dict[str, str]:
     for name, value in (("source", source), ("destination", destination)):
-        if not value or "/" in value or value.strip() != value:
+        bad_wildcard = "*" in value and value != "*"
+        if not value or "/" in value or bad_wildcard or any(c.isspace() for c in value):
             raise IntentionsCliError(f"{name} {value!r} is not a service name (or '*')")
     return {"source": source, "destination": destination}
 
 
-def list_intentions(conn: ConsulConnection, destination: str | None = None) -> list[dict[str, Any]]:
-    """Every intention (or ``destination``'s), as Consul returns them."""
+_LIST_RULE = 'intention:read on the destinations (service_prefix "" { intentions = "read" })'
+
+
+def list_view(
+    conn: ConsulConnection, destination: str | None = None
+) -> tuple[list[dict[str, Any]], bool]:
+    """The intentions the token may read (or ``destination``'s), and whether ACLs filter
+    the list (Consul drops what the token may not read, without saying so)."""
     with conn.session() as session:
-        answer = _check(
-            session.get(f"{conn.base_url}/v1/connect/intentions", timeout=conn.read_timeout),
-            "list the intentions",
-            'intention:read on the destinations (service_prefix "" { intentions = "read" })',
-        )
+        response = session.get(f"{conn.base_url}/v1/connect/intentions", timeout=conn.read_timeout)
+        answer = _check(response, "list the intentions", _LIST_RULE)
     rows = [dict(row) for row in answer or []]
     if destination is not None:
         rows = [row for row in rows if row.get("DestinationName") == destination]
-    return rows
+    filtered = response.headers.get("X-Consul-Default-Acl-Policy", "").lower() == "deny"
+    return rows, filtered
+
+
+def list_intentions(conn: ConsulConnection, destination: str | None = None) -> list[dict[str, Any]]:
+    """Every intention (or ``destination``'s) the token may read, as Consul returns them."""
+    return list_view(conn, destination)[0]
+
+
+def unknown_services(conn: ConsulConnection, *names: str) -> list[str]:
+    """Those of ``names`` (but ``*``) Consul's catalog has no instance of. An answer ACLs
+    filtered (instances the token may not see: they exist) or refused says nothing."""
+    unknown = []
+    with conn.session() as session:
+        for name in dict.fromkeys(n for n in names if n != "*"):
+            response = session.get(
+                f"{conn.base_url}/v1/catalog/service/{name}", timeout=conn.read_timeout
+            )
+            filtered = response.headers.get("X-Consul-Results-Filtered-By-ACLs", "") == "true"
+            if response.ok and not filtered and not response.json():
+                unknown.append(name)
+    return unknown
 
 
 def set_intention(conn: ConsulConnection, source: str, destination: str, action: str) -> None:
@@ -80,12 +109,20 @@ def set_intention(conn: ConsulConnection, source: str, destination: str, action:
 
 
 def delete_intention(conn: ConsulConnection, source: str, destination: str) -> None:
-    """Remove the intention ``source -> destination``."""
+    """Remove the intention ``source -> destination``; IntentionsCliError when there is none
+    (Consul's DELETE answers 200 for a pair it never had)."""
+    pair = _pair(source, destination)
     with conn.session() as session:
+        found = session.get(
+            f"{conn.base_url}/v1/connect/intentions/exact", params=pair, timeout=conn.read_timeout
+        )
+        if found.status_code == 404:
+            raise IntentionsCliError(f"no intention {source} -> {destination}: nothing deleted")
+        _check(found, f"read {source} -> {destination}", _write_rule(destination))
         _check(
             session.delete(
                 f"{conn.base_url}/v1/connect/intentions/exact",
-                params=_pair(source, destination),
+                params=pair,
                 timeout=conn.read_timeout,
             ),
             f"delete {source} -> {destination}",
@@ -111,7 +148,8 @@ def _describe(row: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None, conn: ConsulConnection | None = None) -> int:
     """Run the CLI; 0 on success, 1 when Consul refused, 2 on bad usage."""
     parser = argparse.ArgumentParser(
-        prog="python -m consul_discovery.mesh intentions", description=__doc__.split("\n")[0]
+        prog="python -m consul_discovery.mesh intentions",
+        description="List, allow, deny and delete Consul intentions (CONSUL_* settings).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     listing = sub.add_parser("list", help="list intentions")
@@ -124,21 +162,28 @@ def main(argv: Sequence[str] | None = None, conn: ConsulConnection | None = None
     try:
         conn = conn or ConsulConnection.from_env()
         if args.command == "list":
-            rows = list_intentions(conn, args.destination)
+            rows, filtered = list_view(conn, args.destination)
             for row in rows:
                 print(_describe(row))
             if not rows:
                 print("(no intentions: the default policy decides)")
+            if filtered:
+                print(f"note: ACLs on: Consul lists only what the token may read ({_LIST_RULE})",
+                      file=sys.stderr)  # fmt: skip
         elif args.command == "delete":
             delete_intention(conn, args.source, args.destination)
             print(f"deleted {args.source} -> {args.destination}")
         else:
             set_intention(conn, args.source, args.destination, args.command)
             print(f"{args.command} {args.source} -> {args.destination}")
+            for name in unknown_services(conn, args.source, args.destination):
+                print(f"warning: Consul knows no service {name!r}; "
+                      "the intention applies once one registers", file=sys.stderr)  # fmt: skip
     except (IntentionsCliError, ConsulConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except requests.RequestException as exc:
-        print(f"error: Consul unreachable: {type(exc).__name__}", file=sys.stderr)
+        where = conn.address if conn is not None else "?"
+        print(f"error: Consul at {where} unreachable: {type(exc).__name__}", file=sys.stderr)
         return 1
     return 0

@@ -14,12 +14,15 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+import requests
 
+from consul_discovery.connection import ConsulConnection
 from consul_discovery.mesh import Authorizer, RequestView, SpiffeId
 from consul_discovery.mesh.intentions_cli import list_intentions, main
 from tests.harness.acl import MANAGEMENT_TOKEN, create_token
 from tests.harness.agent import ConsulAgent
 from tests.harness.connect import connect_agent
+from tests.harness.ports import free_port
 from tests.mesh.conftest import FAST, connection
 
 MESH_ADMIN_RULES = 'service_prefix "" { policy = "read" intentions = "write" }'
@@ -90,3 +93,84 @@ def test_bad_names_and_usage_are_clear_errors(
         [sys.executable, "-m", "consul_discovery.mesh"], capture_output=True, text=True, timeout=30
     )
     assert usage.returncode == 2 and "intentions list|allow|deny|delete" in usage.stderr
+
+
+def test_deleting_a_pair_with_no_intention_says_nothing_was_deleted(
+    acl_agent: ConsulAgent, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Consul's DELETE answers 200 for a pair it never had: before, "deleted nobody -> orders".
+    admin = connection(acl_agent, create_token(acl_agent, rules=MESH_ADMIN_RULES))
+    assert main(["delete", "nobody", "orders"], admin) == 1
+    captured = capsys.readouterr()
+    assert "error: no intention nobody -> orders: nothing deleted" in captured.err
+    assert "deleted" not in captured.out
+
+
+def test_a_name_consul_knows_no_service_by_is_written_with_a_warning(
+    acl_agent: ConsulAgent, capsys: pytest.CaptureFixture[str]
+) -> None:
+    admin = connection(acl_agent, create_token(acl_agent, rules=MESH_ADMIN_RULES))
+    register = requests.put(
+        f"{acl_agent.url}/v1/agent/service/register",
+        headers={"X-Consul-Token": MANAGEMENT_TOKEN},
+        json={"Name": "known-dest", "Port": 1},
+        timeout=5,
+    )
+    register.raise_for_status()
+    assert main(["allow", "known-dest", "known-dest"], admin) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert main(["allow", "gatewya", "known-dest"], admin) == 0  # a typo of the source
+    err = capsys.readouterr().err
+    assert "warning: Consul knows no service 'gatewya'" in err, err
+    assert "known-dest" not in err
+    assert main(["allow", "*", "ordres"], admin) == 0  # '*' is never unknown
+    err = capsys.readouterr().err
+    assert "'ordres'" in err and "'*'" not in err, err
+    for source, destination in (("known-dest", "known-dest"), ("gatewya", "known-dest"),
+                                ("*", "ordres")):  # fmt: skip
+        assert main(["delete", source, destination], admin) == 0
+
+
+def test_an_empty_list_under_acls_says_the_token_may_not_see_them(
+    acl_agent: ConsulAgent, capsys: pytest.CaptureFixture[str]
+) -> None:
+    admin = connection(acl_agent, create_token(acl_agent, rules=MESH_ADMIN_RULES))
+    assert main(["allow", "gateway", "hidden"], admin) == 0
+    capsys.readouterr()
+    try:
+        # A service's own token may read no intention of "hidden": Consul lists nothing.
+        own = connection(acl_agent, create_token(acl_agent, services=["other"]))
+        assert main(["list"], own) == 0
+        captured = capsys.readouterr()
+        assert "Consul lists only what the token may read" in captured.err, captured
+        assert "intention:read" in captured.err
+    finally:
+        assert main(["delete", "gateway", "hidden"], admin) == 0
+
+
+@pytest.mark.parametrize("name", ["a b", "x*y", " a"])
+def test_a_name_with_space_or_a_partial_wildcard_is_refused_locally(
+    acl_agent: ConsulAgent, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    admin = connection(acl_agent, create_token(acl_agent, rules=MESH_ADMIN_RULES))
+    assert main(["allow", name, "orders"], admin) == 1
+    assert f"source {name!r} is not a service name (or '*')" in capsys.readouterr().err
+
+
+def test_an_unreachable_consul_is_named_by_its_address(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    port = free_port()  # nothing listens there
+    conn = ConsulConnection.from_env({}, address=f"127.0.0.1:{port}")
+    assert main(["list"], conn) == 1
+    assert f"error: Consul at 127.0.0.1:{port} unreachable: ConnectionError" in (
+        capsys.readouterr().err
+    )
+
+
+def test_help_is_not_a_usage_error() -> None:
+    shown = subprocess.run(
+        [sys.executable, "-m", "consul_discovery.mesh", "--help"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert shown.returncode == 0 and "intentions list|allow|deny|delete" in shown.stdout
