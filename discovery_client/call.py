@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import requests
 
 from consul_discovery.client.attempt import AttemptPlan
-from consul_discovery.client.connect import ConnectIdentityError
+from consul_discovery.client.connect import unsendable
 from consul_discovery.client.load import Endpoint
 from consul_discovery.client.pool import SSL_CONTEXT_ATTR
 from consul_discovery.client.retry import ErrorKind, classify_error
@@ -105,7 +105,7 @@ def sender(
             changes.request_headers(request.headers)
         if dial.scheme == "https":  # a Connect endpoint: its pool is keyed by the context
             if dial.ssl_context is None:
-                raise ConnectIdentityError("no mesh identity in force to dial " + dial.base_url)
+                raise unsendable(dial)
             setattr(request, SSL_CONTEXT_ATTR, dial.ssl_context)
         left = plan.remaining()  # each timeout cut to what is left of the deadline
         limit = connect if route.connect_timeout is None else route.connect_timeout

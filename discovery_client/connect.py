@@ -46,6 +46,17 @@ class ConnectIdentityError(DiscoveryError):
     """A Connect target was called without a mesh identity in force (names why)."""
 
 
+class ConnectRequiredError(DiscoveryError):
+    """A plain call reached a Connect-native instance (mTLS only): use ``connect=True``."""
+
+
+def unsendable(dial: Dial) -> DiscoveryError:
+    """Why the shells cannot send over ``dial``, an ``https`` Dial without a TLS context."""
+    if dial.refusal is not None:
+        return ConnectRequiredError(dial.refusal)
+    return ConnectIdentityError("no mesh identity in force to dial " + dial.base_url)
+
+
 class ConnectTLS:
     """The caller's mesh identity, shared by every Connect target of one client core.
 

@@ -9,8 +9,9 @@ mesh's CA roots as the SSL context and a SPIFFE URI check of the server instead 
 hostname check; the Balancer re-dials (``Balancer.redial``) when the caller's identity
 changes, and the shells' per-instance pools are keyed by the context too, so a rotation
 opens new connections. Until the identity is in force a Connect Dial is ``https``
-without a context (``tls`` set): the shells refuse to send it. Shells never build an
-instance's address themselves.
+without a context (``tls`` set): the shells refuse to send it (``connect.unsendable``),
+as they refuse a plain target's Dial of a Connect-native instance (``refusal``). Shells
+never build an instance's address themselves.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class Dial:
     authority: str  # the Host header: host[:port] (default port left out)
     url_port: int | None  # the port as a URL spells it: None for the scheme's default
     ssl_context: ssl.SSLContext | None = None
+    # Why a plain call may not use this endpoint (a Connect-native instance serves mTLS
+    # only): such a Dial is ``https`` without a context, which the shells refuse.
+    refusal: str | None = None
     # The httpx shells' ``Host`` entry, encoded once (never per call).
     host_entry: tuple[bytes, bytes, bytes] = field(init=False, compare=False, repr=False)
     # The shells' memo of what they derive from this Dial per call shape (the httpx
@@ -51,14 +55,23 @@ class Dial:
         cls, instance: Instance, ssl_context: ssl.SSLContext | None = None, *, tls: bool = False
     ) -> Dial:
         """The Dial of ``instance``: plain HTTP, or HTTPS with ``ssl_context`` (``tls``:
-        HTTPS even before a context exists, for a Connect target)."""
+        HTTPS even before a context exists, for a Connect target). A Connect-native
+        instance for a plain target is a refusal: the server would drop a plain request
+        (after its TLS handshake fails), which only says "connection aborted"."""
+        refusal = None
+        if instance.connect_native and not tls and ssl_context is None:
+            tls = True
+            refusal = (
+                f"{instance.service} instance {instance.id} is Connect-native (serves mTLS "
+                f"only): call {instance.service!r} with ServiceConfig(connect=True)"
+            )
         scheme = "https" if tls or ssl_context is not None else "http"
         host = bracket_host(instance.address)
         port = instance.port
         default = port == _DEFAULT_PORTS[scheme]
         authority = host if default else f"{host}:{port}"
         return cls(scheme, instance.address, port, f"{scheme}://{host}:{port}", authority,
-                   None if default else port, ssl_context)  # fmt: skip
+                   None if default else port, ssl_context, refusal)  # fmt: skip
 
     def __repr__(self) -> str:
         """The base URL (and whether TLS), never the context's contents."""

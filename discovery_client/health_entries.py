@@ -84,6 +84,7 @@ def instance_from_entry(entry: Entry, wan: bool = False) -> Instance:
         maintenance=in_maintenance(entry),
         region=str(locality.get("Region") or ""),
         zone=str(locality.get("Zone") or ""),
+        connect_native=bool((service.get("Connect") or {}).get("Native")),
     )
 
 

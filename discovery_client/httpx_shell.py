@@ -20,7 +20,7 @@ except ImportError as exc:
     raise missing(__name__, "httpx", exc) from exc
 
 from consul_discovery.client.attempt import AttemptPlan
-from consul_discovery.client.connect import ConnectIdentityError
+from consul_discovery.client.connect import unsendable
 from consul_discovery.client.dial import Dial
 from consul_discovery.client.errors import AllAttemptsFailedError, DiscoveryError
 from consul_discovery.client.httpx_pools import SSL_CONTEXT_EXTENSION
@@ -189,7 +189,7 @@ def attempt_request(request: httpx.Request, endpoint: Endpoint, plan: AttemptPla
         extensions["timeout"] = _capped(timeouts, remaining)
     if dial.scheme == "https":  # a Connect endpoint: the pool is keyed by its context
         if dial.ssl_context is None:
-            raise ConnectIdentityError("no mesh identity in force to dial " + dial.base_url)
+            raise unsendable(dial)
         extensions = dict(extensions)
         extensions[SSL_CONTEXT_EXTENSION] = dial.ssl_context
     attempt = _new_request(httpx.Request)

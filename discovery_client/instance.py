@@ -34,6 +34,9 @@ class Instance:
     maintenance: bool = False  # the service or its node is in Consul maintenance mode
     region: str = ""  # Consul's locality: the service's own, else its node's ("": none)
     zone: str = ""
+    # Registered Connect-native (``Connect.Native``): it serves mTLS only, so a plain
+    # target cannot call it (``Dial.of`` makes its Dial a refusal naming the fix).
+    connect_native: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "meta", _frozen_map(self.meta))

@@ -52,7 +52,7 @@ MAX_CLOCK_SKEW = 300.0
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _FIELDS = (
     "id", "service", "address", "port", "tags", "meta", "weight_passing", "weight_warning",
-    "health", "node", "datacenter", "maintenance", "region", "zone",
+    "health", "node", "datacenter", "maintenance", "region", "zone", "connect_native",
 )  # fmt: skip
 
 

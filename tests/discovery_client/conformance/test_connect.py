@@ -30,7 +30,7 @@ import pytest
 import requests
 
 from consul_discovery.client import AllAttemptsFailedError, ServiceConfig
-from consul_discovery.client.connect import ConnectIdentityError
+from consul_discovery.client.connect import ConnectIdentityError, ConnectRequiredError
 from consul_discovery.mesh import ServiceIdentity
 from tests.discovery_client.conformance.conftest import Caller, Make
 from tests.harness.agent import ConsulAgent
@@ -184,6 +184,21 @@ def test_a_caller_whose_identity_never_comes_fails_within_the_deadline(
     started = time.monotonic()
     with pytest.raises(ConnectIdentityError, match="capi"):
         caller.call(SERVICE)
+    assert time.monotonic() - started < 2.0
+
+
+def test_a_plain_call_to_connect_native_instances_says_to_use_connect(
+    make: Make, instances: int
+) -> None:
+    # Before: every attempt's TLS-only server dropped the plain request, and the call
+    # failed with "all 3 attempts to 'cweb' failed: ... Connection aborted".
+    caller = make(services={SERVICE: ServiceConfig(policy="round_robin")})
+    started = time.monotonic()
+    with pytest.raises(ConnectRequiredError) as caught:
+        caller.call(SERVICE)
+    message = str(caught.value)
+    assert "is Connect-native (serves mTLS only)" in message, message
+    assert "call 'cweb' with ServiceConfig(connect=True)" in message, message
     assert time.monotonic() - started < 2.0
 
 
