@@ -32,7 +32,7 @@ from consul_discovery.extras import missing
 try:
     import uvicorn
     from uvicorn.config import HTTP_PROTOCOLS
-    from uvicorn.importer import import_from_string
+    from uvicorn.importer import ImportFromStringError, import_from_string
 except ImportError as exc:
     raise missing(__name__, "uvicorn", exc) from exc
 
@@ -48,7 +48,10 @@ log = logging.getLogger("consul_discovery.mesh")
 def mesh_config(app: Any, **uvicorn_kwargs: Any) -> uvicorn.Config:
     """A uvicorn Config for ``app`` whose HTTP protocol puts the TLS peer in the scope."""
     http = uvicorn_kwargs.pop("http", "auto")
-    base = import_from_string(HTTP_PROTOCOLS.get(http, http)) if isinstance(http, str) else http
+    try:
+        base = import_from_string(HTTP_PROTOCOLS.get(http, http)) if isinstance(http, str) else http
+    except (ImportError, ImportFromStringError) as exc:  # e.g. httptools not installed
+        raise MeshConfigError("--http", f"{http!r} cannot be loaded: {exc}") from None
     return uvicorn.Config(app, http=mesh_protocol(base), **uvicorn_kwargs)
 
 

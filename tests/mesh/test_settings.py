@@ -1,5 +1,5 @@
-"""The mesh's own settings (MESH_IO_TIMEOUT, MESH_READY_TIMEOUT): a bad value stops a
-server before it binds, with one line naming it.
+"""The mesh's own settings (MESH_IO_TIMEOUT, MESH_READY_TIMEOUT) and the servers' options:
+a bad value stops a server before it binds, with one line naming it.
 
 Before: gunicorn bound, registered, then waited 10 s for an identity that was never
 applied ("new identity ... not applied, keeping the old: MESH_IO_TIMEOUT ...") and died
@@ -128,3 +128,14 @@ def test_uvicorn_names_a_bad_service_port_and_a_bad_ready_timeout_option(
     code, output, _ = _run(agent, [*UVICORN, "--ready-timeout", "-1"], SERVICE_NAME="asgi-bad-port")
     assert code == 2, output
     assert "argument --ready-timeout: '-1' is not a positive number of seconds" in output
+
+
+def test_uvicorn_names_an_http_protocol_it_cannot_load(agent: ConsulAgent) -> None:
+    # Before: a ModuleNotFoundError traceback (e.g. --http httptools without httptools).
+    code, output, _ = _run(
+        agent, [*UVICORN, "--port", str(free_port()), "--http", "nosuchmod:Protocol"],
+        SERVICE_NAME="asgi-bad-http",
+    )  # fmt: skip
+    assert code == 3, output
+    assert "mesh: cannot serve in the mesh: --http: 'nosuchmod:Protocol' cannot be loaded" in output
+    assert "Traceback" not in output, output
