@@ -184,6 +184,12 @@ class Balancer:
             return "not resolved yet"
         if res.stale:
             return f"Consul unreachable ({res.error}) and the last known set is empty"
+        if self.config.connect:  # /v1/health/connect lists only Connect-capable instances
+            return (
+                "Consul reports no passing Connect-capable instance (a service none of whose "
+                "instances is Connect-native or has a sidecar proxy has none: call it "
+                "without connect=True)"
+            )
         return "Consul reports no passing instance"
 
     # ---- picks and outcomes ---------------------------------------------------------

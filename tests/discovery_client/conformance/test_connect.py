@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 import requests
 
-from consul_discovery.client import AllAttemptsFailedError, ServiceConfig
+from consul_discovery.client import AllAttemptsFailedError, NoHealthyInstanceError, ServiceConfig
 from consul_discovery.client.connect import ConnectIdentityError, ConnectRequiredError
 from consul_discovery.mesh import ServiceIdentity
 from tests.discovery_client.conformance.conftest import Caller, Make
@@ -200,6 +200,27 @@ def test_a_plain_call_to_connect_native_instances_says_to_use_connect(
     assert "is Connect-native (serves mTLS only)" in message, message
     assert "call 'cweb' with ServiceConfig(connect=True)" in message, message
     assert time.monotonic() - started < 2.0
+
+
+def test_connect_to_a_plain_service_says_it_has_no_connect_capable_instance(
+    make: Make, agent: ConsulAgent, caller_identity: ServiceIdentity
+) -> None:
+    # Before: "no healthy instance of 'cplain': Consul reports no passing instance", of a
+    # service whose one instance was passing (plain: /v1/health/connect lists nothing).
+    requests.put(
+        f"{agent.url}/v1/agent/service/register",
+        json={"Name": "cplain", "Address": "127.0.0.1", "Port": 9},
+        timeout=5,
+    ).raise_for_status()
+    caller = make(
+        services={"cplain": ServiceConfig(connect=True)}, identity=caller_identity,
+        resolve_timeout=2.0,
+    )  # fmt: skip
+    with pytest.raises(NoHealthyInstanceError) as caught:
+        caller.call("cplain")
+    message = str(caught.value)
+    assert "no passing Connect-capable instance" in message, message
+    assert "call it without connect=True" in message, message
 
 
 def test_mesh_pools_trust_the_mesh_roots_only(
