@@ -5,7 +5,8 @@
 
 Sync and gthread workers. On top of ``consul_discovery.registry.gunicorn_conf`` (register
 once in the master, drain on SIGTERM, deregister), ``on_starting`` refuses a bad
-``MESH_*`` setting before gunicorn binds, and each worker:
+``MESH_*`` setting before gunicorn binds (and sets ``SERVICE_CONNECT=native`` when it is
+unset, refusing another value), and each worker:
 
 - ``post_worker_init``: starts a ``MeshService`` (the leaf and CA roots watches, the
   intentions watch), waits until both are in force (``MESH_READY_TIMEOUT``, default
@@ -32,7 +33,7 @@ from typing import Any
 
 from consul_discovery.mesh.errors import MeshConfigError, MeshError
 from consul_discovery.mesh.runtime import MeshService
-from consul_discovery.mesh.settings import check_env, ready_timeout
+from consul_discovery.mesh.settings import ready_timeout, server_env
 from consul_discovery.mesh.wsgi import MeshWSGI
 from consul_discovery.registry import gunicorn_conf as _registry
 from consul_discovery.registry.gunicorn_conf import child_exit, on_exit
@@ -65,10 +66,11 @@ def _adopt_logging(gunicorn_log: Any) -> None:
 
 
 def on_starting(server: Any) -> None:
-    """Refuse a bad mesh setting before gunicorn binds (one line, exit 1), then the
-    registry's ``on_starting`` (its own settings checked the same way)."""
+    """Refuse a bad mesh setting before gunicorn binds (one line, exit 1; SERVICE_CONNECT
+    unset means native), then the registry's ``on_starting`` (its own settings checked the
+    same way)."""
     try:
-        check_env()
+        server_env()
     except MeshConfigError as exc:
         server.log.error("mesh: bad configuration: %s", exc)
         raise SystemExit(1) from None

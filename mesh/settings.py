@@ -8,13 +8,16 @@
 
 ``check_env`` reads both, so that the server adapters refuse a bad value before they
 bind (one line naming the setting) instead of failing later, elsewhere, less clearly.
+``server_env`` adds what the adapters need of the registry's ``SERVICE_CONNECT``: they
+serve mTLS only, so unset means ``native`` and another value is refused (a plain
+registration's HTTP check could never pass, and no Connect caller would find it).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 
 from consul_discovery.mesh.errors import MeshConfigError
 
@@ -56,3 +59,18 @@ def check_env(environ: Mapping[str, str] = os.environ) -> None:
     """Raise MeshConfigError for the first mesh setting that cannot work."""
     io_timeout(environ)
     ready_timeout(environ)
+
+
+def server_env(environ: MutableMapping[str, str] = os.environ) -> None:
+    """``check_env``, then ``SERVICE_CONNECT`` for a mesh server: set to ``native`` when
+    unset, MeshConfigError for any other value."""
+    check_env(environ)
+    raw = environ.get("SERVICE_CONNECT", "")
+    if not raw.strip():
+        environ["SERVICE_CONNECT"] = "native"
+    elif raw.strip().lower() != "native":
+        raise MeshConfigError(
+            "SERVICE_CONNECT",
+            f"{raw!r} under a mesh server, which serves mTLS only: set it to native (or "
+            "leave it unset), or serve without the mesh",
+        )

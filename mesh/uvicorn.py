@@ -82,6 +82,7 @@ def serve(app: Any, *, ready_timeout: float | None = None, **uvicorn_kwargs: Any
     ``ready_timeout`` defaults to ``MESH_READY_TIMEOUT``, 15 s)."""
     config = mesh_config(app, **uvicorn_kwargs)  # sets up uvicorn's logging
     _adopt_logging()
+    settings.server_env()  # SERVICE_CONNECT=native unless set (then refused if not native)
     service = MeshService.from_env().start()  # a bad MESH_* setting is refused here, named
     try:
         service.wait_ready(settings.ready_timeout() if ready_timeout is None else ready_timeout)

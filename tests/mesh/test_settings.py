@@ -16,14 +16,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import requests
 
 from consul_discovery.mesh import MeshService
 from consul_discovery.mesh.errors import MeshConfigError
 from consul_discovery.mesh.settings import DEFAULT_READY_TIMEOUT, check_env, ready_timeout
 from tests.harness.agent import ConsulAgent
-from tests.harness.connect import REPO_ROOT, connect_agent
+from tests.harness.connect import REPO_ROOT, connect_agent, start_mesh_server
 from tests.harness.ports import free_port
 
 
@@ -60,8 +62,9 @@ def _run(agent: ConsulAgent, command: list[str], **env: str) -> tuple[int, str, 
     }
     environment.update(
         PYTHONPATH=str(REPO_ROOT), CONSUL_HTTP_ADDR=agent.address, SERVICE_ADDRESS="127.0.0.1",
-        SERVICE_CONNECT="native", **env,
+        SERVICE_CONNECT="native",
     )  # fmt: skip
+    environment.update(env)
     started = time.monotonic()
     server = subprocess.Popen(
         command, cwd=REPO_ROOT, env=environment, stdout=subprocess.PIPE,
@@ -139,3 +142,36 @@ def test_uvicorn_names_an_http_protocol_it_cannot_load(agent: ConsulAgent) -> No
     assert code == 3, output
     assert "mesh: cannot serve in the mesh: --http: 'nosuchmod:Protocol' cannot be loaded" in output
     assert "Traceback" not in output, output
+
+
+@pytest.mark.parametrize("server", ["gunicorn", "uvicorn"])
+def test_a_mesh_server_without_service_connect_registers_connect_native(
+    agent: ConsulAgent, tmp_path: Path, server: str
+) -> None:
+    # Before: registered plain, with an HTTP check that could never pass over mTLS
+    # (gunicorn logged "Invalid request ... http request" at every interval) and nothing
+    # in /v1/health/connect: no caller could ever reach it.
+    instance = start_mesh_server(
+        agent, f"web-unset-{server}", tmp_path, server=server, env={"SERVICE_CONNECT": ""}
+    )
+    try:
+        entries = requests.get(
+            f"{agent.url}/v1/health/connect/web-unset-{server}", params={"passing": "1"}, timeout=5
+        ).json()
+        assert [e["Service"]["ID"] for e in entries] == [instance.service_id]
+        assert entries[0]["Service"]["Connect"] == {"Native": True}
+    finally:
+        instance.stop()
+
+
+@pytest.mark.parametrize("command", [GUNICORN, UVICORN], ids=["gunicorn", "uvicorn"])
+def test_a_mesh_server_refuses_service_connect_other_than_native(
+    agent: ConsulAgent, command: list[str]
+) -> None:
+    code, output, _ = _run(
+        agent, command, SERVICE_NAME="web-none", SERVICE_PORT=str(free_port()),
+        SERVICE_CONNECT="none",
+    )  # fmt: skip
+    assert code in (1, 3), output
+    assert "SERVICE_CONNECT: 'none' under a mesh server, which serves mTLS only" in output
+    assert "registered" not in output and "Traceback" not in output, output
