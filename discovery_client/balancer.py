@@ -159,6 +159,12 @@ class Balancer:
         if not eligible and self._endpoints:
             log.warning("%s: every instance is ejected; ignoring ejection", self.service)
             eligible = list(self._endpoints)
+        # A plain target skips the Connect-native instances (mTLS only: a plain request
+        # cannot reach them) while any other serves, as in a move into the mesh; with
+        # only those left, a pick of one makes the shells say to call with connect=True.
+        usable = [e for e in eligible if e.dial.refusal is None]
+        if usable and len(usable) < len(eligible):
+            eligible = usable
         zone = self._zone
         if zone is not None and eligible:  # prefer the caller's zone (locality.py)
             from consul_discovery.client.locality import LocalityPicker

@@ -112,6 +112,27 @@ def test_older_resolution_is_ignored():
     assert {bal.pick().id for _ in range(4)} == {"i1", "i2"}
 
 
+@pytest.mark.parametrize("policy", ["round_robin", "least_request", "peak_ewma", "random"])
+def test_a_plain_target_skips_connect_native_instances_while_another_serves(policy: str):
+    """A move into the mesh: Connect-native instances serve mTLS only, so a plain
+    target's picks (and retries) go to the others; with only those left, a pick is one
+    of them and its Dial carries the refusal the shells raise (ConnectRequiredError)."""
+    bal = make(policy)
+    bal.update(
+        resolution(instance(1, connect_native=True), instance(2), instance(3, connect_native=True))
+    )
+    assert {bal.pick().id for _ in range(30)} == {"i2"}
+    assert bal.pick(exclude={"i2"}).id == "i2"  # never a native one, even on a retry
+    bal.update(
+        resolution(
+            instance(1, connect_native=True), instance(3, connect_native=True), fetched_at=1.0
+        )
+    )
+    endpoint = bal.pick()
+    assert endpoint.id in {"i1", "i3"}
+    assert endpoint.dial.refusal is not None and "connect=True" in endpoint.dial.refusal
+
+
 def test_empty_passing_set_raises_with_a_reason():
     bal = make()
     with pytest.raises(NoHealthyInstanceError, match="not resolved yet"):
