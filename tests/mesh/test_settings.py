@@ -130,7 +130,7 @@ def test_uvicorn_names_a_bad_service_port_and_a_bad_ready_timeout_option(
     assert "Traceback" not in output, output
     code, output, _ = _run(agent, [*UVICORN, "--ready-timeout", "-1"], SERVICE_NAME="asgi-bad-port")
     assert code == 2, output
-    assert "argument --ready-timeout: '-1' is not a positive number of seconds" in output
+    assert "argument --ready-timeout: must be > 0 seconds, not -1" in output
 
 
 def test_uvicorn_names_an_http_protocol_it_cannot_load(agent: ConsulAgent) -> None:
