@@ -70,7 +70,7 @@ class AclDenial:
     unknown_token: bool = False  # "ACL not found": Consul does not know the token at all
 
     def __str__(self) -> str:
-        return f"Consul denied {self.call}: {self.reason}"
+        return f"Consul denied permission to {self.call}: {self.reason}"
 
     @property
     def reason(self) -> str:
@@ -130,7 +130,7 @@ def answer_error(
     """The error an HTTP answer to ``verb what`` means (None for a 2xx): see the table.
 
     ``what`` names the thing ("service 'web'", "config/orders/"); ``verb`` what was
-    done to it, for a 403's sentence ("Consul denied read service 'web': ...").
+    done to it, for a 403's sentence ("Consul denied permission to read service 'web': ...").
     """
     status = response.status
     if 200 <= status < 300:

@@ -41,7 +41,7 @@ def test_the_reason_is_the_sentence_without_the_call():
             "register web-1",
         ),
     ):
-        assert str(denial) == f"Consul denied {denial.call}: {denial.reason}"
+        assert str(denial) == f"Consul denied permission to {denial.call}: {denial.reason}"
 
 
 def test_filtered_header_is_case_insensitive():
@@ -88,7 +88,12 @@ DENIED = (
 @pytest.mark.parametrize(
     ("status", "body", "kind", "words"),
     [
-        (403, DENIED, Denied, "Consul denied read service 'x': the ACL token lacks 'service:read'"),
+        (
+            403,
+            DENIED,
+            Denied,
+            "Consul denied permission to read service 'x': the ACL token lacks 'service:read'",
+        ),
         (403, b"ACL not found", Denied, "does not know the ACL token (ACL not found"),
         (400, b"Client sent an HTTP request to an HTTPS server.\n", Unavailable, "use https://"),
         (429, b"rate limit exceeded", Unavailable, "rate limited"),
@@ -111,7 +116,9 @@ def test_a_2xx_is_no_error_and_a_write_denial_names_the_write():
     assert answer_error(Response(200, {}, b"[]"), "x", "a:1", KINDS) is None
     body = DENIED.replace(b"service:read", b"key:write")
     error = answer_error(Response(403, {}, body), "config/a", "a:1", KINDS, verb="write")
-    assert "Consul denied write config/a: the ACL token lacks 'key:write'" in str(error)
+    assert "Consul denied permission to write config/a: the ACL token lacks 'key:write'" in str(
+        error
+    )
 
 
 @pytest.mark.parametrize(

@@ -119,7 +119,7 @@ def test_a_403_on_the_connect_endpoint_is_a_permission_error(kind: str, acl: Acl
     token = acl.tokens["other-service"]
     outcome, _ = resolve(kind, acl, token, Target("web", connect=True))
     message = str(refused(outcome, token))
-    assert "Consul denied read service 'web[connect]'" in message
+    assert "Consul denied permission to read service 'web[connect]'" in message
 
 
 @pytest.mark.parametrize("kind", SOURCES)
