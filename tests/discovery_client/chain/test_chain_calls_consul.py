@@ -26,8 +26,8 @@ from consul_discovery.client.client import ServiceClient
 from consul_discovery.client.consul_source import ConsulSource
 from tests.discovery_client.chain.consul_chain import write_entry
 from tests.discovery_client.chain.transports import TRANSPORTS, Calling, calling, echo, serve_json
-from tests.discovery_client.test_source_drift import in_child
 from tests.harness.agent import ConsulAgent
+from tests.harness.forking import in_child
 
 SERVICE = "shop"
 INSTANCES = (("shop-v1-a", "1"), ("shop-v1-b", "1"), ("shop-v2", "2"))
@@ -222,7 +222,7 @@ def test_a_threaded_source_keeps_watching_chains_in_a_forked_child(shop):
             _set_split(shop, 50)
 
         try:
-            in_child(child, parent)
+            in_child(child, parent, 20.0, "the child saw a frozen chain")
         finally:
             _set_split(shop, 90)
 
