@@ -240,8 +240,11 @@ class DiscoveryCore:
 
         ``retry`` overrides the route's and the client's policy for this call;
         ``replayable`` is false for a body that cannot be sent twice; ``started`` is when
-        the call began (its deadline runs from it).
+        the call began (its deadline runs from it). A closed client plans nothing:
+        RuntimeError, as for a service it never called (its pools and watches are gone).
         """
+        if self._states.closed:
+            raise RuntimeError(f"client is closed (service {route.service!r})")
         hash_policy = route.hash_policy
         return AttemptPlan(
             route,

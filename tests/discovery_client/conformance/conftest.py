@@ -193,11 +193,17 @@ class Caller:
         raise AssertionError(f"{self.kind}: timed out after {timeout}s waiting for {what}")
 
     def close(self) -> None:
-        """Close the client (and so the transport and what it made)."""
+        """Close the client (and so the transport and what it made); the async one's
+        loop stays up for calls after it (``shutdown`` stops it)."""
         if self.loop is None:
             self.client.close()
         else:
             self.loop.run(self.client.aclose())
+
+    def shutdown(self) -> None:
+        """Close the client and stop the async one's loop (the fixture's teardown)."""
+        self.close()
+        if self.loop is not None:
             self.loop.close()
 
 
@@ -241,7 +247,7 @@ def make(request: pytest.FixtureRequest, agent: ConsulAgent) -> Iterator[Make]:
         yield factory
     finally:
         for caller in callers:
-            caller.close()
+            caller.shutdown()
 
 
 def register(

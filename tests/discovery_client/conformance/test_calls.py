@@ -117,3 +117,18 @@ def test_no_passing_instance_is_a_clear_error(agent, procs, make):
     with pytest.raises(NoHealthyInstanceError, match="allcritical"):
         caller.call("allcritical")
     assert caller.stats().target("allcritical").no_instance == 1
+
+
+def test_a_call_after_close_is_refused_for_a_service_called_before_and_a_new_one(
+    agent, procs, make
+):
+    """Closing releases the pools, watches and mesh identity: no call goes out after it.
+    Before, the requests client went on calling a service it had called (its Session
+    reopens pools) and refused only a new one."""
+    register(agent, "closing", "closing-0", procs[0].port)
+    caller = make()
+    assert caller.call("closing").status == 200
+    caller.close()
+    for service in ("closing", "never-called"):
+        with pytest.raises(RuntimeError, match="closed"):
+            caller.call(service)

@@ -244,7 +244,7 @@ def test_a_closed_client_stops_following_the_identity(
         assert caller.call(SERVICE).status == 200
         assert len(caller_identity.client_tls._listeners) == listeners + 1
     finally:
-        caller.close()
+        caller.shutdown()
     assert len(caller_identity.client_tls._listeners) == listeners
     assert caller_identity.ready  # a given identity stays its owner's
 
