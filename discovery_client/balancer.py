@@ -97,8 +97,10 @@ class Balancer:
             self._log_membership(old_instances, loads, resolution)
             self._loads = loads
             self._endpoints = tuple(endpoints)
+            self._rebuild(now, resolution)
+            # Published after its picker: a call that reads it lock-free (readiness) and
+            # picks at once must not find the picker of before ("not resolved yet").
             self.resolution = resolution
-            self._rebuild(now)
 
     def redial(self, dial: Callable[[Instance], Dial] | None = None) -> None:
         """Make every endpoint's Dial again (the caller's TLS identity changed): loads
@@ -147,8 +149,8 @@ class Balancer:
                 ", panic mode" if res.panic else "",
             )
 
-    def _rebuild(self, now: float) -> None:
-        # Caller holds _lock.
+    def _rebuild(self, now: float, resolution: Resolution | None = None) -> None:
+        # Caller holds _lock. ``resolution``: the one being adopted (else the current).
         eligible: list[Endpoint] = []
         next_return = math.inf
         for e in self._endpoints:
@@ -181,11 +183,10 @@ class Balancer:
             rng=self._rng,
             clock=self._clock,
             expires_at=next_return,
-            empty_detail=self._empty_detail(),
+            empty_detail=self._empty_detail(self.resolution if resolution is None else resolution),
         )
 
-    def _empty_detail(self) -> str:
-        res = self.resolution
+    def _empty_detail(self, res: Resolution | None) -> str:
         if res is None:
             return "not resolved yet"
         if res.stale:

@@ -133,6 +133,30 @@ def test_a_plain_target_skips_connect_native_instances_while_another_serves(poli
     assert endpoint.dial.refusal is not None and "connect=True" in endpoint.dial.refusal
 
 
+def test_a_resolution_is_published_only_after_its_picker(monkeypatch: pytest.MonkeyPatch):
+    """Calls read ``resolution`` lock-free to skip the wait for a first answer, then pick
+    at once: when it is set, the picker must already be the one built from it. (CI, 2
+    cores under load: a call saw the resolution, then the old picker: "not resolved yet".)"""
+    import consul_discovery.client.balancer as balancer_module
+
+    seen_while_building: list[object] = []
+    real = balancer_module.build_picker
+
+    def spying(*args, **kwargs):
+        seen_while_building.append(bal.resolution)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(balancer_module, "build_picker", spying)
+    bal = make("round_robin")
+    first = resolution(instance(1), fetched_at=1.0)
+    bal.update(first)
+    assert seen_while_building == [None]  # not yet published while its picker was built
+    assert bal.resolution is first and bal.pick().id == "i1"
+    bal.update(resolution(stale=True, error="connection refused", fetched_at=2.0))
+    with pytest.raises(NoHealthyInstanceError, match="connection refused"):
+        bal.pick()  # the empty picker's reason is the new resolution's, not the old one's
+
+
 def test_empty_passing_set_raises_with_a_reason():
     bal = make()
     with pytest.raises(NoHealthyInstanceError, match="not resolved yet"):
