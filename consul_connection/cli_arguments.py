@@ -24,34 +24,28 @@ def positive_seconds(text: str) -> float:
     return value
 
 
-def positive_count(text: str) -> int:
-    """A whole number >= 1 (``--count``)."""
+def _whole(text: str, what: str, low: int, high: int | None, rule: str) -> int:
+    """``text`` as a whole number in [low, high] (no high: unbounded), else argparse's
+    error: "'x' is not <what>" or "must be <rule>, not x"."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text}")
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"must be {rule}, not {text}")
     return value
+
+
+def positive_count(text: str) -> int:
+    """A whole number >= 1 (``--count``)."""
+    return _whole(text, "a whole number", 1, None, "1 or more")
 
 
 def modify_index(text: str) -> int:
     """A Consul ModifyIndex, a whole number >= 0 (``--cas``; 0: only if the key is new)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a ModifyIndex (whole number)") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a ModifyIndex >= 0, not {text}")
-    return value
+    return _whole(text, "a ModifyIndex (whole number)", 0, None, "a ModifyIndex >= 0")
 
 
 def port_number(text: str) -> int:
     """A TCP port, 0-65535 (0: one the system picks)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port 0-65535, not {text}")
-    return value
+    return _whole(text, "a port number", 0, 65535, "a port 0-65535")
