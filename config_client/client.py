@@ -163,11 +163,15 @@ class ConfigClient:
         """Start the watches; wait up to ``timeout`` s for the first configuration.
 
         ``fail_fast``: raise ``ConfigError`` (the first read's error, or a timeout)
-        instead of serving defaults.
+        instead of serving defaults. A closed client starts again like a new one (new
+        watches read every layer), serving its last settings meanwhile.
         """
         if self._threads:
             return self
-        self._start_threads()
+        if self._stop.is_set():  # closed (an ASGI app's lifespan run again): start over
+            self._start_over(ready=False)
+        else:
+            self._start_threads()
         deadline = self._clock() + timeout
         while not self._ready.wait(0.01):
             with self._cond:
@@ -255,22 +259,28 @@ class ConfigClient:
         if not self._stop.is_set():  # started and not closed
             self._restart_in_child()
 
-    def _restart_in_child(self) -> None:
-        """In a forked child (the only thread there): the parent's threads are gone, and
-        any lock one of them held stays held; start over with this process's own."""
-        ready = self._ready.is_set()
+    def _start_over(self, *, ready: bool) -> None:
+        """Fresh locks, events, watches (each reads its layer again) and threads; the
+        last good settings stay. ``ready``: the first configuration counts as applied."""
         self._cond = threading.Condition()
         self._ready = threading.Event()
         if ready:
             self._ready.set()
         self._stop = threading.Event()
         self._threads = []
+        self._raw = {}
+        self._indexes = {}
         self._burst = None
         self._first_error = None
-        if self._owns_store:  # the parent's sessions hold the parent's sockets
+        if self._owns_store:  # a closed store, or (forked) the parent's sockets
             self._store = KVStore(self.connection)
         self._watches = self._make_watches()
         self._start_threads()
+
+    def _restart_in_child(self) -> None:
+        """In a forked child (the only thread there): the parent's threads are gone, and
+        any lock one of them held stays held; start over with this process's own."""
+        self._start_over(ready=self._ready.is_set())
         log.info(
             "config client of %s restarted its watches in forked process %d",
             self.layers.service,
@@ -333,13 +343,16 @@ class ConfigClient:
         changes = diff(old.values, new.values)
         if not changes and self._ready.is_set():
             return
+        # The subscribers of this update are those known before it is visible: one
+        # subscribing after start() returns hears only the changes after it.
+        subscribers = self._subscribers
         self._settings = new
         self.applied += 1
         self._ready.set()
         if changes:
             log.info("configuration changed: %s", ", ".join(c.key for c in changes))
             update = Update(old, new, changes)
-            for subscriber in self._subscribers:
+            for subscriber in subscribers:
                 try:
                     subscriber(update)
                 except Exception:
