@@ -203,7 +203,7 @@ def _put_key(args: argparse.Namespace) -> str:
         raise ConfigValueError(
             setting, "is the layer's document key: use push --document, or --raw-key"
         )
-    profiles = (args.profile,) if args.profile else ()
+    profiles = () if args.profile is None else (args.profile,)  # '' is refused, not none
     prefix = Layers(args.service, profiles, root=args.root).prefixes[-1]
     return prefix + "/".join(parts)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from consul_discovery.config.errors import ConfigValueError
 from consul_discovery.config.kv import KVStore, Write
-from consul_discovery.config.layers import DEFAULT_ROOT, DOCUMENT_KEY, parse_document
+from consul_discovery.config.layers import DEFAULT_ROOT, DOCUMENT_KEY, Layers, parse_document
 
 SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -40,13 +40,24 @@ def layer_files(directory: Path, root: str = DEFAULT_ROOT) -> list[LayerFile]:
     for path in sorted(directory.iterdir()):
         if path.suffix in SUFFIXES and path.is_file():
             layer = path.stem
-            if "/" in layer or not layer:
-                raise ConfigValueError(str(path), "a layer file must be named <layer>.yaml")
+            check_layer_name(path, layer)
             prefix = f"{root.strip('/')}/{layer}/"
             found.append(LayerFile(layer, prefix, path, path.read_text(encoding="utf-8")))
     if not found:
         raise ConfigValueError(str(directory), f"has no {'/'.join(SUFFIXES)} files")
     return found
+
+
+def check_layer_name(path: Path, layer: str) -> None:
+    """Refuse a file whose name no service reads: ``<service>[,<profile>]`` as ``Layers``
+    spells it (ConfigValueError naming the file)."""
+    service, comma, profile = layer.partition(",")
+    try:
+        Layers(service, (profile,) if comma else ())
+    except ConfigValueError as exc:
+        raise ConfigValueError(
+            str(path), f"a layer file must be named <service>[,<profile>].yaml: {exc.problem}"
+        ) from exc
 
 
 def kv_text(value: Any) -> str:

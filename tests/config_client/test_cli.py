@@ -114,6 +114,7 @@ def test_put_writes_a_setting_where_get_reads_it(kv_agent: ConsulAgent, kv: KV) 
         (["put", "--raw-key", "--service", "{name}", "k", "v"], "--raw-key takes a KV path"),
         (["put", "--service", "bad/name", "limit", "v"], "not a valid service name"),
         (["put", "--service", "bad name!", "limit", "v"], "not a valid service name"),
+        (["put", "--service", "{name}", "--profile", "", "limit", "v"], "'' is not a valid"),
     ],
 )
 def test_put_refuses_what_is_not_a_setting_of_a_service(
@@ -126,6 +127,17 @@ def test_put_refuses_what_is_not_a_setting_of_a_service(
     assert says in capsys.readouterr().err
     assert (kv.get("outside/the/layers"), kv.get("config/x/limit")) == before == (None, None)
     assert kv.get(f"config/{name}/a/path") is None and kv.get(f"config/{name}/data") is None
+    assert kv.get(f"config/{name}/limit") is None  # --profile '' is not the service's layer
+
+
+@pytest.mark.parametrize("layer", ["bad name", "orders,", "orders,a,b", ",prod"])
+def test_push_refuses_a_file_no_service_reads(
+    kv_agent: ConsulAgent, kv: KV, tmp_path: Path, capsys: pytest.CaptureFixture[str], layer: str
+) -> None:
+    layer_dir(tmp_path, layer, "limit: 1\n")
+    assert run(kv_agent, "push", str(tmp_path)) == (2, "")
+    assert "a layer file must be named <service>[,<profile>].yaml" in capsys.readouterr().err
+    assert kv.get(f"config/{layer}/limit") is None
 
 
 def test_put_raw_key_writes_anywhere_when_asked(kv_agent: ConsulAgent, kv: KV) -> None:
