@@ -49,10 +49,13 @@ if TYPE_CHECKING:
 def _started(agent: ConsulAgent) -> Iterator[ConsulAgent]:
     """Start ``agent``, hand it out, and stop it and remove its files afterwards."""
     try:
+        missing_binary = None
         try:
             agent.start()
         except ConsulBinaryMissing as exc:
-            pytest.fail(str(exc), pytrace=False)
+            missing_binary = str(exc)
+        if missing_binary is not None:  # failed outside the except: the message once
+            pytest.fail(missing_binary, pytrace=False)
         yield agent
     finally:
         agent.cleanup()

@@ -97,6 +97,15 @@ class HealthEndpoint:
         self.thread.join(5)
 
 
+def _is_weight_pair(weights: object) -> bool:
+    """True for a (passing, warning) tuple or list of two non-negative ints."""
+    return (
+        isinstance(weights, tuple | list)
+        and len(weights) == 2
+        and all(isinstance(w, int) and not isinstance(w, bool) and w >= 0 for w in weights)
+    )
+
+
 @dataclass
 class ConsulInstances:
     """Registers instances with one agent, flips their health, and removes them on close.
@@ -143,6 +152,8 @@ class ConsulInstances:
             raise ValueError(f"check must be 'ttl', 'http' or 'none', not {check!r}")
         if http_url is not None and check != "http":
             raise ValueError("http_url needs check='http'")
+        if weights is not None and not _is_weight_pair(weights):
+            raise ValueError(f"weights must be a (passing, warning) pair of ints: {weights!r}")
         endpoint = None
         if check == "http" and http_url is None:
             endpoint = HealthEndpoint(health, port)

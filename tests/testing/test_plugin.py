@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import textwrap
+import threading
 import time
 
 import pytest
@@ -89,6 +90,19 @@ def test_bad_arguments_name_what_is_wrong(consul_instances: ConsulInstances) -> 
         consul_instances.set_health(bare, "critical")
 
 
+def test_bad_weights_are_refused_before_a_health_endpoint_is_served(
+    consul_instances: ConsulInstances,
+) -> None:
+    """Consul's own spelling, a mapping, was a KeyError: 0 that left the HTTP check's
+    health endpoint serving (a thread and a port) until the process ended."""
+    before = {t.ident for t in threading.enumerate() if t.name == "consul-test-health"}
+    with pytest.raises(ValueError, match=r"weights must be a \(passing, warning\) pair"):
+        consul_instances.register("web", check="http", weights={"Passing": 5, "Warning": 1})  # type: ignore[arg-type]
+    after = {t.ident for t in threading.enumerate() if t.name == "consul-test-health"}
+    assert after == before
+    assert consul_instances.registered() == []
+
+
 def test_a_dev_agent_restarts_empty(
     consul_agent: ConsulAgent, consul_instances: ConsulInstances
 ) -> None:
@@ -161,3 +175,5 @@ def test_without_a_consul_binary_the_test_errors_saying_how_to_get_one(
     result.assert_outcomes(errors=1)
     assert "skipped" not in result.stdout.str()
     result.stdout.fnmatch_lines(["*CONSUL_BIN=*no-such-consul is not an executable file*"])
+    assert "During handling of the above exception" not in result.stdout.str()
+    assert result.stdout.str().count("is not an executable file. Point it") == 1  # said once
