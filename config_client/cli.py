@@ -132,8 +132,9 @@ def _run(
         files = layer_files(args.directory, args.root)
         prune = getattr(args, "prune", True)
         the_plan = plan(store, files, document=args.document, prune=prune)
+        kept = " kept: --prune deletes it" if args.command == "push" and not prune else ""
         for difference in the_plan.differences:
-            print(difference.line(), file=out)
+            print(difference.line() + (kept if difference.local is None else ""), file=out)
         if args.command == "diff":
             return 1 if the_plan.differences else 0
         if args.dry_run or not the_plan.writes:
@@ -184,7 +185,10 @@ def _put_key(args: argparse.Namespace) -> str:
     if args.raw_key:
         if args.service or args.profile:
             raise ConfigValueError("put", "--raw-key takes a KV path, not --service/--profile")
-        return str(args.name).lstrip("/")
+        key = str(args.name).lstrip("/")
+        if not key:
+            raise ConfigValueError("put", "--raw-key needs a KV path, not an empty one")
+        return key
     if not args.service:
         raise ConfigValueError(
             "put",

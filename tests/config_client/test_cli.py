@@ -115,6 +115,7 @@ def test_put_writes_a_setting_where_get_reads_it(kv_agent: ConsulAgent, kv: KV) 
         (["put", "--service", "bad/name", "limit", "v"], "not a valid service name"),
         (["put", "--service", "bad name!", "limit", "v"], "not a valid service name"),
         (["put", "--service", "{name}", "--profile", "", "limit", "v"], "'' is not a valid"),
+        (["put", "--raw-key", "/", "v"], "--raw-key needs a KV path"),
     ],
 )
 def test_put_refuses_what_is_not_a_setting_of_a_service(
@@ -172,3 +173,18 @@ def test_usage_names_the_console_script_or_the_module(capsys: pytest.CaptureFixt
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: python -m consul_discovery.config ")
+
+
+def test_push_without_prune_says_which_keys_it_keeps(
+    kv_agent: ConsulAgent, kv: KV, tmp_path: Path
+) -> None:
+    """A '- key (only in Consul)' line under push read as a delete it never made."""
+    name = service_name()
+    kv.put(f"config/{name}/old", "1")
+    directory = layer_dir(tmp_path, name, "limit: 2\n")
+    code, out = run(kv_agent, "push", str(directory))
+    assert code == 0
+    assert f"- config/{name}/old (only in Consul: '1') kept: --prune deletes it" in out
+    assert kv.get(f"config/{name}/old") == "1"
+    code, out = run(kv_agent, "push", "--prune", str(directory))
+    assert code == 0 and "kept" not in out and kv.get(f"config/{name}/old") is None
