@@ -3,7 +3,7 @@
 Order (the same as the consul-discovery repository's ``consul/ensure-consul``, without
 its build step):
 
-1. ``$CONSUL_BIN``, which must then be an executable file;
+1. ``$CONSUL_BIN``, which must then be a Consul :data:`MINIMUM_VERSION` or newer;
 2. a ``consul`` on ``PATH`` at version :data:`MINIMUM_VERSION` or newer;
 3. the pinned build cached by ``consul/ensure-consul`` (``make consul``):
    ``${CONSUL_CACHE_DIR:-${XDG_CACHE_HOME:-~/.cache}/consul-discovery}/consul-<version>/consul``.
@@ -54,6 +54,7 @@ def binary_version(path: str) -> tuple[int, ...] | None:
 
 def find_consul(environ: Mapping[str, str] = os.environ) -> str:
     """The absolute path of a runnable Consul agent, or ConsulBinaryMissing saying why."""
+    minimum = tuple(int(part) for part in MINIMUM_VERSION.split("."))
     env_bin = environ.get("CONSUL_BIN")
     if env_bin:
         if not (os.path.isfile(env_bin) and os.access(env_bin, os.X_OK)):
@@ -61,8 +62,18 @@ def find_consul(environ: Mapping[str, str] = os.environ) -> str:
                 f"CONSUL_BIN={env_bin} is not an executable file. Point it at a consul "
                 "binary, or unset it to use a consul on PATH."
             )
+        version = binary_version(env_bin)
+        if version is None or version < minimum:
+            said = (
+                "does not answer `version` as Consul does"
+                if version is None
+                else (f"is Consul {'.'.join(map(str, version))}, older than {MINIMUM_VERSION}")
+            )
+            raise ConsulBinaryMissing(
+                f"CONSUL_BIN={env_bin} {said}. Point it at a consul binary "
+                f"({MINIMUM_VERSION} or newer), or unset it to use a consul on PATH."
+            )
         return os.path.abspath(env_bin)
-    minimum = tuple(int(part) for part in MINIMUM_VERSION.split("."))
     on_path = shutil.which("consul", path=environ.get("PATH"))
     ignored = ""
     if on_path:

@@ -45,6 +45,18 @@ def test_consul_bin_wins_and_must_be_executable(tmp_path: Path) -> None:
         find_consul({**env, "CONSUL_BIN": str(plain)})
 
 
+def test_a_consul_bin_that_is_not_consul_or_too_old_is_named(tmp_path: Path) -> None:
+    """CONSUL_BIN=/bin/true started an 'agent' that exited 0 with an empty log."""
+    env = {"CONSUL_BIN": "/bin/true", "HOME": str(tmp_path)}
+    with pytest.raises(ConsulBinaryMissing, match="CONSUL_BIN=/bin/true does not answer `version`"):
+        find_consul(env)
+    old = fake_consul(tmp_path / "old", "1.16.2")
+    with pytest.raises(
+        ConsulBinaryMissing, match=f"is Consul 1.16.2, older than {MINIMUM_VERSION}"
+    ):
+        find_consul({**env, "CONSUL_BIN": str(old)})
+
+
 def test_a_new_enough_consul_on_path_is_used(tmp_path: Path) -> None:
     on_path = fake_consul(tmp_path / "path", "1.17.0")
     assert find_consul({"PATH": str(on_path.parent), "HOME": str(tmp_path)}) == str(on_path)
