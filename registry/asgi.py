@@ -101,6 +101,15 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
+def _route_path(scope: Scope) -> str:
+    """The request's path below the app's mount point: uvicorn ``--root-path /api`` puts
+    ``/api`` in front of ``scope["path"]`` (as Starlette's routing strips it)."""
+    path, root = scope["path"], scope.get("root_path") or ""
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        return path[len(root) :] or "/"
+    return path
+
+
 class ConsulRegistry:
     """ASGI counterpart of ``registry.flask.ConsulRegistry``: health route + lifecycle."""
 
@@ -185,7 +194,7 @@ class ConsulRegistry:
                 await self._lifespan_protocol(app, scope, receive, send)
             elif (
                 scope["type"] == "http"
-                and scope["path"] == self.health_path
+                and _route_path(scope) == self.health_path
                 and scope["method"] in ("GET", "HEAD")
             ):
                 await self._send_health(scope, send)
@@ -317,6 +326,9 @@ class ConsulRegistry:
         except Exception:
             if sent_any:
                 raise
+            await self._speak_lifespan(first, receive, relay)
+            return
+        if not sent_any:  # returned without a word (``if scope["type"] != "http": return``)
             await self._speak_lifespan(first, receive, relay)
 
     async def _speak_lifespan(self, first: Message, receive: Receive, relay: Send) -> None:

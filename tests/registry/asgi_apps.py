@@ -54,3 +54,19 @@ async def _plain(scope: dict[str, Any], receive: Any, send: Any) -> None:
 _plain_registry = ConsulRegistry()
 _plain_registry.add_check("control", _control)
 plain_app = _plain_registry.wrap(_plain)
+
+
+async def _quiet(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A bare ASGI app in the shortest common style: it returns, silently, for any
+    scope but http (so for lifespan too), and knows /hello only (404 elsewhere)."""
+    if scope["type"] != "http":
+        return
+    if scope["path"].removeprefix(scope.get("root_path") or "") != "/hello":
+        await send({"type": "http.response.start", "status": 404, "headers": []})
+        await send({"type": "http.response.body", "body": b"not found"})
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+quiet_app = ConsulRegistry().wrap(_quiet)

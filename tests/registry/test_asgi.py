@@ -150,3 +150,22 @@ def test_plain_asgi_wrapper_registers_the_bound_port_and_drains(
     assert svc.answers()
     wait_until(lambda: instance_status(consul_client, "regtest", svc.service_id) is None, 10, 0.05)
     assert svc.wait_exit(15) in (0, -signal.SIGTERM), svc.log()
+
+
+def test_wrapped_app_silent_on_lifespan_under_root_path_is_served_and_deregistered(
+    consul_agent, consul_client, start_service
+):
+    # An inner app that just returns for a lifespan scope left the instance registered
+    # for good after SIGTERM (nobody ran the lifespan shutdown), and under --root-path
+    # /api wrap() compared "/api/health" with "/health": the inner app answered it (404).
+    svc = start_service(
+        consul_agent.address, server="uvicorn", app="tests.registry.asgi_apps:quiet_app",
+        drain_seconds=1.0, extra_args=["--root-path", "/api"],
+    )  # fmt: skip
+    _passing(consul_client, svc)
+    health = requests.get(f"{svc.url}/health", timeout=2)
+    assert health.status_code == 200 and health.json()["status"] == "passing", health.text
+    svc.signal(signal.SIGTERM)
+    wait_until(lambda: in_maintenance(consul_client, "regtest", svc.service_id), 2.0, 0.02)
+    wait_until(lambda: instance_status(consul_client, "regtest", svc.service_id) is None, 10, 0.05)
+    assert svc.wait_exit(15) in (0, -signal.SIGTERM), svc.log()
