@@ -72,6 +72,7 @@ from consul_discovery.registry.uvicorn_server import (
     configured_listener,
     handlers_of,
     running_uvicorn_server,
+    several_workers,
 )
 
 log = logging.getLogger("consul_discovery.registry")
@@ -234,6 +235,9 @@ class ConsulRegistry:
         if server is None or self._bind_task is not None:
             return
         show_log(handlers_of(logging.getLogger("uvicorn.error")))
+        refusal = several_workers(server)
+        if refusal is not None:
+            raise refusal
         self._lifecycle.check(configured_listener(server))
         self._bind_task = asyncio.create_task(self._register_when_bound(server))
 

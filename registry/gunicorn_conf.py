@@ -69,23 +69,27 @@ if _bind is not None:
 
 def _bound_listener(server: Any) -> Listener:
     """The master's real listening sockets (after binding)."""
-    host, ports = None, []
+    host, ports, unix = None, [], False
     for listener in getattr(server, "LISTENERS", []):
         name = listener.sock.getsockname()
         if isinstance(name, tuple):
             host = host or str(name[0])
             ports.append(int(name[1]))
-    return Listener(host, tuple(ports), "gunicorn -b")
+        else:
+            unix = True
+    return Listener(host, tuple(ports), "gunicorn -b", unix=unix and not ports)
 
 
 def _configured_listener(server: Any) -> Listener:
     """What gunicorn is about to bind (``-b``/``bind``; port 0: a free one)."""
-    host, ports = None, []
+    host, ports, unix = None, [], False
     for address in server.cfg.address:
         if isinstance(address, tuple):
             host = host or str(address[0])
             ports.append(int(address[1]))
-    return Listener(host, tuple(ports), "gunicorn -b")
+        elif isinstance(address, str | bytes):  # -b unix:/path
+            unix = True
+    return Listener(host, tuple(ports), "gunicorn -b", unix=unix and not ports)
 
 
 def _fail(server: Any, exc: RegistryConfigError) -> NoReturn:

@@ -146,6 +146,7 @@ class Listener:
     host: str | None = None
     ports: tuple[int, ...] = ()  # TCP ports; 0 is a free port not bound yet; () unknown
     option: str = "the server"  # how the user chose it, for messages: "uvicorn --port"
+    unix: bool = False  # it listens on a unix socket only (uvicorn --uds, gunicorn -b unix:)
 
     @property
     def bind(self) -> tuple[str, int] | None:
@@ -281,6 +282,9 @@ class Lifecycle:
             ("port", "Drop port=") if keyword else ("SERVICE_PORT", "Unset SERVICE_PORT")
         )
         explicit = keyword or env.get("SERVICE_PORT", "").strip()
+        if listener.unix:
+            self._check_unix(listener, setting, explicit)
+            return
         if not explicit or not listener.ports or _forwarded(env):
             return
         port = int(explicit)  # from_env has validated it
@@ -294,6 +298,23 @@ class Lifecycle:
             f"listening port, make the two agree, or set {FORWARDED_ENV}=true if {port} "
             "is forwarded to it (NAT, a container's port mapping)",
         )
+
+    def _check_unix(self, listener: Listener, setting: str, explicit: object) -> None:
+        """A unix socket is no address Consul's checks or callers can reach: only a TCP
+        port a proxy forwards to it can be registered, and must be said to be."""
+        if not explicit:
+            raise RegistryConfigError(
+                "SERVICE_PORT",
+                f"required: {listener.option} listens on a unix socket, which Consul's "
+                "checks and callers cannot reach: set SERVICE_PORT to the TCP port a "
+                f"proxy forwards to it, and {FORWARDED_ENV}=true",
+            )
+        if not _forwarded(self.environ):
+            raise RegistryConfigError(
+                setting,
+                f"{explicit}, but {listener.option} listens on a unix socket, not on a "
+                f"TCP port: set {FORWARDED_ENV}=true if a proxy forwards {explicit} to it",
+            )
 
     def _self_probe(self, reg: Registration, listener: Listener | None) -> HealthFn | None:
         if not isinstance(reg.check, TtlCheck):

@@ -14,6 +14,7 @@ import signal
 import threading
 from typing import Any
 
+from consul_discovery.registry.errors import RegistryConfigError
 from consul_discovery.registry.lifecycle import Lifecycle, Listener
 
 
@@ -44,9 +45,27 @@ def handlers_of(logger: logging.Logger | None) -> list[logging.Handler]:
 def configured_listener(server: Any) -> Listener:
     """What uvicorn is about to bind: ``--host``/``--port`` (nothing for --uds/--fd)."""
     config = server.config
-    if config.uds or config.fd is not None:
-        return Listener(None, (), "uvicorn")
+    if config.uds:
+        return Listener(None, (), f"uvicorn --uds {config.uds}", unix=True)
+    if config.fd is not None:  # a socket handed over: what it is shows once bound
+        return Listener(None, (), "uvicorn --fd")
     return Listener(config.host, (int(config.port),), "uvicorn --port")
+
+
+def several_workers(server: Any) -> RegistryConfigError | None:
+    """uvicorn ``--workers N`` (N > 1): every worker process would register, drain and
+    deregister the one instance by itself; refused (gunicorn's master registers once)."""
+    config = server.config
+    workers = int(getattr(config, "workers", 1) or 1)
+    if workers < 2 or getattr(config, "reload", False):  # --reload ignores --workers
+        return None
+    return RegistryConfigError(
+        "uvicorn --workers",
+        f"{workers}: each worker process would register, drain and deregister the one "
+        "instance by itself (a restarted worker takes it out of Consul while the others "
+        "serve): run gunicorn -c python:consul_discovery.registry.gunicorn_conf -k "
+        f"uvicorn_worker.UvicornWorker --workers {workers}, whose master registers once",
+    )
 
 
 def bound_listener(server: Any) -> Listener:
@@ -56,6 +75,10 @@ def bound_listener(server: Any) -> Listener:
             name = sock.getsockname()
             if isinstance(name, tuple):
                 return Listener(str(name[0]), (int(name[1]),), "uvicorn --port")
+            if isinstance(name, str | bytes):  # AF_UNIX (--uds, or --fd of one)
+                uds = server.config.uds
+                option = f"uvicorn --uds {uds}" if uds else "uvicorn --fd"
+                return Listener(None, (), option, unix=True)
     return configured_listener(server)
 
 

@@ -169,3 +169,54 @@ def test_wrapped_app_silent_on_lifespan_under_root_path_is_served_and_deregister
     wait_until(lambda: in_maintenance(consul_client, "regtest", svc.service_id), 2.0, 0.02)
     wait_until(lambda: instance_status(consul_client, "regtest", svc.service_id) is None, 10, 0.05)
     assert svc.wait_exit(15) in (0, -signal.SIGTERM), svc.log()
+
+
+def _refused(svc) -> str:  # type: ignore[no-untyped-def]
+    code = svc.wait_exit(20)
+    log = svc.log()
+    assert code != 0, log
+    lines = [line for line in log.splitlines() if "registry: bad configuration" in line]
+    assert len(lines) == 1, log
+    return lines[0]
+
+
+def test_uvicorn_uds_is_refused_before_serving_unless_a_forwarded_port_is_named(
+    consul_agent, consul_client, start_service, tmp_path: Path
+):
+    # Was: no SERVICE_PORT bound the socket, then failed after startup and exited 0;
+    # SERVICE_PORT=N registered N silently (a port nothing listens on: critical).
+    sock = str(tmp_path / "app.sock")
+    uds = ["--uds", sock]
+    unset = start_service(
+        consul_agent.address, server="uvicorn", wait=False, extra_args=uds,
+        extra_env={"SERVICE_PORT": ""},
+    )  # fmt: skip
+    line = _refused(unset)
+    assert "SERVICE_PORT: required: uvicorn --uds" in line and "SERVICE_PORT_FORWARDED" in line
+    assert "Uvicorn running" not in unset.log()
+    port_only = start_service(consul_agent.address, server="uvicorn", wait=False, extra_args=uds)
+    assert "listens on a unix socket" in _refused(port_only)
+    assert consul_client.agent.services() == {}
+    forwarded = start_service(
+        consul_agent.address, server="uvicorn", wait=False, extra_args=uds,
+        extra_env={"SERVICE_PORT_FORWARDED": "true"},
+    )  # fmt: skip
+    wait_until(lambda: forwarded.service_id in consul_client.agent.services(), 15)
+    assert consul_client.agent.services()[forwarded.service_id]["Port"] == forwarded.port
+    forwarded.signal(signal.SIGINT)
+    wait_until(lambda: consul_client.agent.services() == {}, 10, 0.05)
+
+
+def test_uvicorn_several_workers_is_refused(consul_agent, consul_client, start_service):
+    # Was: each worker registered the one id; a SIGHUP restart drained and deregistered
+    # it while the other worker served (gone from Consul until a reconcile).
+    svc = start_service(
+        consul_agent.address, server="uvicorn", wait=False, extra_args=["--workers", "2"]
+    )
+    svc.wait_exit(20)  # uvicorn's parent exits 0 when its workers fail to start (its own)
+    lines = [line for line in svc.log().splitlines() if "registry: bad configuration" in line]
+    assert lines, svc.log()
+    line = lines[0]
+    assert "uvicorn --workers: 2: each worker process would register" in line, line
+    assert "uvicorn_worker.UvicornWorker --workers 2" in line
+    assert consul_client.agent.services() == {}
