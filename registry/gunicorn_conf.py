@@ -32,6 +32,7 @@ hooks, all in the master process, only say when:
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -48,6 +49,7 @@ from consul_discovery.registry.lifecycle import (
     startup_error,
 )
 
+log = logging.getLogger("consul_discovery.registry")
 _lifecycle = Lifecycle()  # master process only: this instance's registration
 _relay: Any = None  # master process only: the discovery relay (when_ready, on_exit)
 
@@ -136,10 +138,34 @@ def child_exit(server: Any, worker: Any) -> None:
 
 
 def on_exit(server: Any) -> None:
-    """Deregister (after gunicorn has let the workers finish); stop the relay."""
-    _lifecycle.close()
+    """Deregister (after gunicorn has let the workers finish); stop the relay.
+
+    During a binary upgrade (``kill -USR2``) the old and the new master register the
+    same instance (same id, same port): the one that stops while the other serves
+    leaves the registration to it.
+    """
+    other = _other_master(server)
+    if other is not None:
+        log.info("registry: gunicorn master %d serves the instance on: left registered", other)
+    _lifecycle.close(deregister=other is None)
     if _relay is not None:
         _relay.close()
+
+
+def _other_master(server: Any) -> int | None:
+    """The other live master of a binary upgrade (USR2) serving this instance: in the old
+    master the new one (``reexec_pid``), in a new master not yet promoted the old one
+    (``master_pid``); None when this master serves alone."""
+    for pid in (getattr(server, "reexec_pid", 0), getattr(server, "master_pid", 0)):
+        if isinstance(pid, int) and pid > 0:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                continue
+            except PermissionError:
+                pass  # alive, another user's
+            return pid
+    return None
 
 
 def _wrap_handle_term(server: Any) -> None:
@@ -150,6 +176,11 @@ def _wrap_handle_term(server: Any) -> None:
 
     def handle_term() -> None:
         """Maintenance, keep serving for the drain delay, then gunicorn's graceful stop."""
+        other = _other_master(server)
+        if other is not None:  # the instance goes on in the other master: nothing to drain
+            log.info("registry: SIGTERM: gunicorn master %d serves the instance on", other)
+            original()
+            return
         cut_short = threading.Event()
 
         def tick() -> None:

@@ -261,15 +261,17 @@ class Lifecycle:
                 tick()
         hand_over()
 
-    def close(self) -> None:
-        """Deregister and publish the final gauges (only in the process that started)."""
+    def close(self, *, deregister: bool = True) -> None:
+        """Deregister and publish the final gauges (only in the process that started);
+        ``deregister=False`` stops registering but leaves the instance to another
+        process that serves it on (a gunicorn binary upgrade's other master)."""
         with self._lock:
             if self._pid != os.getpid():
                 return
             registrar, self._registrar = self._registrar, None
             metrics, self._metrics = self._metrics, None
         if registrar is not None:
-            registrar.close()
+            registrar.close(deregister=deregister)
         if metrics is not None:
             metrics.close()
 

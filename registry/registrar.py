@@ -105,6 +105,7 @@ class Registrar:
         self._state = State.NEW  # guarded by _lock; written by the worker thread and callers
         self._known = False  # guarded by _lock; does the agent hold our registration?
         self._stopping = threading.Event()  # set once by close()
+        self._leave_registered = False  # set by close(deregister=False), before _stopping
         self._registered = threading.Event()  # set on each successful registration
         self._thread: threading.Thread | None = None  # set once by start()
         self.registrations = 0  # count of successful register calls; worker thread only
@@ -183,8 +184,10 @@ class Registrar:
         if self.ever_registered:
             self._sleep(self.registration.drain_seconds if delay is None else delay)
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Stop the background thread, deregister the instance (best effort), close."""
+    def close(self, timeout: float = 5.0, *, deregister: bool = True) -> None:
+        """Stop the background thread, deregister the instance (best effort; not with
+        ``deregister=False``: another process serves it on), close."""
+        self._leave_registered = not deregister
         self._stopping.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
@@ -193,7 +196,8 @@ class Registrar:
             if self._state is State.STOPPED:
                 return
             self._state = State.STOPPED
-        self._deregister()
+        if deregister:
+            self._deregister()
         if self._owns_client:
             self._client.http.session.close()
 
@@ -338,7 +342,8 @@ class Registrar:
             self._maintenance("draining before shutdown")
             return False
         if state is State.STOPPED:  # close() deregistered before this register landed
-            self._deregister()
+            if not self._leave_registered:
+                self._deregister()
             return False
         log.info("registry: registered %s at %s:%d", reg.service_id, reg.address, reg.port)
         return True

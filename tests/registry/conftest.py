@@ -146,8 +146,10 @@ def start_service(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
         env = service_env(consul_address, port, **settings)
         env.update(extra_env or {})
         if server == "gunicorn":
+            # its console script: a USR2 re-exec of "python -m gunicorn" runs gunicorn's
+            # __main__.py as a script, whose folder then shadows the stdlib's http
             cmd = [
-                sys.executable, "-m", "gunicorn",
+                str(Path(sys.executable).with_name("gunicorn")),
                 "-c", "python:consul_discovery.registry.gunicorn_conf",
                 "--workers", str(workers), "--threads", "4", "--graceful-timeout", "10",
                 "tests.registry.apps:create_app()",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import threading
 import time
@@ -59,3 +61,39 @@ def test_registers_passing_then_drains_on_sigterm(consul_agent, consul_client, s
     assert slow_result.get("status") == 200, "in-flight request was cut off"
     assert svc.wait_exit(15) == 0, svc.log()
     print(f"gunicorn: passing {took:.2f}s after first answer; gone {gone:.2f}s after SIGTERM")
+
+
+def test_binary_upgrade_usr2_keeps_the_instance_registered_and_passing(
+    consul_agent, consul_client, start_service
+):
+    # kill -USR2 starts a new master on the same sockets (same instance id); stopping
+    # the old one drained (maintenance on the shared id) and deregistered the instance
+    # the new master serves: out of the passing set until its reconcile re-registered.
+    svc = start_service(consul_agent.address, workers=1)
+    wait_until(lambda: svc.service_id in passing_ids(consul_client, "regtest"), 10, 0.05)
+    svc.signal(signal.SIGUSR2)
+
+    def new_master() -> int | None:
+        pids = {int(p) for p in re.findall(r"\[(\d+)\] \[INFO\] registry: registered", svc.log())}
+        return next(iter(pids - {svc.pid}), None)
+
+    new_pid = wait_until(new_master, 20, 0.1)
+    svc.signal(signal.SIGTERM)  # the old master
+    deadline = time.monotonic() + 4.0  # > SERVICE_DRAIN_SECONDS (2) + the stop
+    while time.monotonic() < deadline:
+        assert svc.service_id in passing_ids(consul_client, "regtest"), svc.log()
+        time.sleep(0.05)
+    assert svc.wait_exit(15) == 0, svc.log()
+    assert f"[{svc.pid}] [INFO] registry: deregistered" not in svc.log(), svc.log()
+    assert svc.answers()
+    os.kill(new_pid, signal.SIGTERM)
+    wait_until(lambda: instance_status(consul_client, "regtest", svc.service_id) is None, 15, 0.1)
+    wait_until(lambda: not _alive(new_pid), 15, 0.1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
