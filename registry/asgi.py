@@ -275,6 +275,10 @@ class ConsulRegistry:
             log.error(startup_error(exc))
             server.should_exit = True
             return
+        if getattr(server.config, "reload", False):
+            # uvicorn --reload restarts this process with a SIGTERM on every change: a
+            # development server, not worth SERVICE_DRAIN_SECONDS per restart
+            return
         self._drain = SigtermDrain(self._lifecycle, asyncio.get_running_loop())
         self._drain.install()
 

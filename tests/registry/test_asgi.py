@@ -220,3 +220,29 @@ def test_uvicorn_several_workers_is_refused(consul_agent, consul_client, start_s
     assert "uvicorn --workers: 2: each worker process would register" in line, line
     assert "uvicorn_worker.UvicornWorker --workers 2" in line
     assert consul_client.agent.services() == {}
+
+
+def test_uvicorn_reload_restarts_without_a_drain_and_deregisters_at_the_end(
+    consul_agent, consul_client, start_service, tmp_path: Path
+):
+    # uvicorn --reload stops its server process with SIGTERM on every change: each
+    # reload drained (maintenance, SERVICE_DRAIN_SECONDS of waiting) before restarting.
+    watched = tmp_path / "watched"
+    watched.mkdir()
+    (watched / "mod.py").write_text("x = 1\n")
+    svc = start_service(
+        consul_agent.address, server="uvicorn", drain_seconds=5,
+        extra_args=["--reload", "--reload-dir", str(watched)],
+    )  # fmt: skip
+    _passing(consul_client, svc)
+    time.sleep(1.0)  # the reloader's first scan
+    (watched / "mod.py").write_text("x = 2\n")
+    touched = time.monotonic()
+    wait_until(lambda: svc.log().count("registry: registered") == 2, 15, 0.05)
+    took = time.monotonic() - touched
+    assert "draining" not in svc.log(), svc.log()
+    assert took < 4.0, f"reloaded in {took:.1f}s"
+    _passing(consul_client, svc)
+    svc.signal(signal.SIGTERM)
+    wait_until(lambda: instance_status(consul_client, "regtest", svc.service_id) is None, 10, 0.05)
+    svc.wait_exit(15)
