@@ -71,6 +71,7 @@ def test_binary_upgrade_usr2_keeps_the_instance_registered_and_passing(
     # the new master serves: out of the passing set until its reconcile re-registered.
     svc = start_service(consul_agent.address, workers=1)
     wait_until(lambda: svc.service_id in passing_ids(consul_client, "regtest"), 10, 0.05)
+    old_worker = _hello_pid(svc.url)
     svc.signal(signal.SIGUSR2)
 
     def new_master() -> int | None:
@@ -78,10 +79,15 @@ def test_binary_upgrade_usr2_keeps_the_instance_registered_and_passing(
         return next(iter(pids - {svc.pid}), None)
 
     new_pid = wait_until(new_master, 20, 0.1)
+    # as gunicorn's upgrade goes: stop the old master once the new one's workers serve
+    # as gunicorn's upgrade goes: stop the old master once the new one's worker serves
+    wait_until(lambda: _hello_pid(svc.url) not in (None, old_worker), 20, 0.05)
+    wait_until(lambda: svc.service_id in passing_ids(consul_client, "regtest"), 10, 0.05)
     svc.signal(signal.SIGTERM)  # the old master
     deadline = time.monotonic() + 4.0  # > SERVICE_DRAIN_SECONDS (2) + the stop
     while time.monotonic() < deadline:
-        assert svc.service_id in passing_ids(consul_client, "regtest"), svc.log()
+        status = instance_status(consul_client, "regtest", svc.service_id)
+        assert status == "passing", f"{status}: {svc.log()}"
         time.sleep(0.05)
     assert svc.wait_exit(15) == 0, svc.log()
     assert f"[{svc.pid}] [INFO] registry: deregistered" not in svc.log(), svc.log()
@@ -97,3 +103,10 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def _hello_pid(url: str) -> int | None:
+    try:
+        return int(requests.get(f"{url}/hello", timeout=1).json()["pid"])
+    except (requests.RequestException, ValueError, KeyError):
+        return None
