@@ -35,6 +35,7 @@ from consul_discovery.connection.watch_drivers import poll_once
 from tests.discovery_client.fake_consul import REFUSED, FakeAgent, entry, health_response
 from tests.discovery_client.fakes import FakeClock, StaticSource, http_backend, instance, ok
 from tests.discovery_client.loop_tasks import watch_tasks
+from tests.harness.socket_server import socket_server
 
 
 class HangingSource(StaticSource):
@@ -114,31 +115,9 @@ def test_concurrent_first_calls_to_an_unresolvable_service_cost_one_query():
 @pytest.fixture
 def black_hole() -> Iterator[tuple[int, list[socket.socket]]]:
     """A real TCP listener on 127.0.0.1 that accepts connections and never answers."""
-    server = socket.create_server(("127.0.0.1", 0))
     accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.05)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            accepted.append(conn)
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield server.getsockname()[1], accepted
-    finally:
-        stop.set()
-        thread.join(2)
-        server.close()
-        for conn in accepted:
-            conn.close()
+    with socket_server(accepted.append) as port:
+        yield port, accepted
 
 
 def test_a_black_hole_consul_gets_one_connection_for_many_first_calls(black_hole):
