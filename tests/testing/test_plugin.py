@@ -171,7 +171,8 @@ def test_without_a_consul_binary_the_test_errors_saying_how_to_get_one(
 ) -> None:
     pytester.makepyfile(test_inner=textwrap.dedent(INNER_TEST))
     monkeypatch.setenv("CONSUL_BIN", str(pytester.path / "no-such-consul"))
-    result = pytester.runpytest_subprocess("-p", "consul_discovery.pytest_plugin")
+    # -rN: no short summary, which repeats the message only when the terminal is wide enough
+    result = pytester.runpytest_subprocess("-p", "consul_discovery.pytest_plugin", "-rN")
     result.assert_outcomes(errors=1)
     assert "skipped" not in result.stdout.str()
     result.stdout.fnmatch_lines(["*CONSUL_BIN=*no-such-consul is not an executable file*"])
