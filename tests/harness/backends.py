@@ -31,7 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,6 +214,29 @@ class Backend:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+class SlowDown:
+    """Slows down, on ``switch()``, the busiest of ``backends``: the one that served the
+    most calls since this was made.
+
+    A drill that slows a fixed instance measures nothing when a load-aware picker had
+    stopped calling that one before the switch (with power-of-two-choices the highest
+    estimate of three is never picked until it decays); the busiest one is being called.
+    """
+
+    def __init__(self, backends: Sequence[Backend], delay: float) -> None:
+        self.backends = backends
+        self.delay = delay
+        self.before = {b.id: b.request_count() for b in backends}
+        self.backend: Backend | None = None  # set by switch() (often on a timer's thread)
+
+    def switch(self) -> None:
+        """Give the busiest backend ``delay``."""
+        served = {b.id: b.request_count() - self.before[b.id] for b in self.backends}
+        busiest = max(self.backends, key=lambda b: served[b.id])
+        busiest.control(delay=self.delay)
+        self.backend = busiest
 
 
 def wait_until_passing(client: consul.Consul, service: str, count: int, timeout: float = 15.0):

@@ -12,11 +12,11 @@ must keep the slow instance's share as low. The share is counted from shortly af
 slow instance's first slow answer (the switch itself, when no client can know yet, is not
 what is measured; nor is a run where the slowdown was late to take effect).
 
-The instance made slow is the one that served the most calls of the run so far: with
-power-of-two-choices, the instance whose estimate is the highest of three is never picked
-until its estimate decays (10 s), so an instance that had one slow moment early (a first
-connection, a stalled thread) may get no call at all after the switch, and slowing it down
-would measure nothing (seen in CI: "the slowdown never took effect").
+The instance made slow is the one that served the most calls of the run so far
+(tests/harness/backends.py, SlowDown): a fixed one may have had one slow moment early (a
+first connection, a stalled thread) and then no call at all, since power-of-two-choices
+never picks the highest estimate of three until it decays (seen in CI: "the slowdown
+never took effect").
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import time
 
 from consul_discovery.client import ServiceConfig
 from tests.discovery_client.conformance.conftest import register
-from tests.harness.backends import Backend
+from tests.harness.backends import SlowDown
 
 RATE = 80.0  # requests per second
 SECONDS = 3.6  # normal for the first third, then one instance slow
@@ -46,7 +46,7 @@ def test_peak_ewma_keeps_a_slow_instance_s_share_low(agent, procs, make):
         for proc in procs:
             proc.control(delay=DELAY)
         caller = make(services={"ewma": ServiceConfig(policy="peak_ewma")})
-        slowdown = SlowDown(procs)
+        slowdown = SlowDown(procs, DELAY * SLOW_FACTOR)
         on = threading.Timer(SECONDS / 3, slowdown.switch)
         stalls = StallMonitor()
         on.start()
@@ -59,7 +59,7 @@ def test_peak_ewma_keeps_a_slow_instance_s_share_low(agent, procs, make):
             for proc in procs:
                 proc.control(delay=0)
         assert not report.failures, report.failures[:3]
-        slow = slowdown.proc
+        slow = slowdown.backend
         assert slow is not None, "the switch did not run"
         slow_answers = [
             o.intended
@@ -82,22 +82,6 @@ def test_peak_ewma_keeps_a_slow_instance_s_share_low(agent, procs, make):
     print(f"\n{caller.kind}: slow instance's share {share:.3f} of {len(window)} calls; "
           f"longest stall of this process {stalls.longest * 1e3:.0f} ms")  # fmt: skip
     assert share <= MAX_SLOW_SHARE, (caller.kind, share, len(window), stalls.longest)
-
-
-class SlowDown:
-    """Makes the busiest of ``procs`` (the most calls since this was made) slow."""
-
-    def __init__(self, procs: list[Backend]) -> None:
-        self.procs = procs
-        self.before = {proc.id: proc.request_count() for proc in procs}
-        self.proc: Backend | None = None  # set by switch(), on the timer's thread
-
-    def switch(self) -> None:
-        """Slow down the instance that served the most calls so far."""
-        served = {proc.id: proc.request_count() - self.before[proc.id] for proc in self.procs}
-        busiest = max(self.procs, key=lambda proc: served[proc.id])
-        busiest.control(delay=DELAY * SLOW_FACTOR)
-        self.proc = busiest
 
 
 class StallMonitor:
