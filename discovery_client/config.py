@@ -47,13 +47,14 @@ class ServiceConfig:
     comes back (an agent restarted empty) are kept on trust; 0 believes Consul at once
     (the rule: ``consul_discovery.client.preservation``). ``prepared_query`` names a
     Consul prepared query that selects the service's instances instead of the health
-    query (its own filters and failover to other datacenters; polled every
-    ``min_interval``, Consul does not block on it). ``zone`` is the caller's own zone:
-    calls prefer instances of that zone (``Instance.zone``) by Envoy's zone-aware rule,
-    spilling to other zones only when it is short (``consul_discovery.client.locality``;
-    None: off; not with ``ring_hash``/``maglev``); ``AGENT_ZONE``: the zone of the
-    Consul agent the client reads from (its ``locality``, read once; no preference
-    until it is known, none if the agent has no locality).
+    query (its own filters and failover to other datacenters, so not with ``filter`` or
+    ``tag``; polled every ``min_interval``, Consul does not block on it). ``zone`` is
+    the caller's own zone: calls prefer instances of that zone (``Instance.zone``) by
+    Envoy's zone-aware rule, spilling to other zones only when it is short
+    (``consul_discovery.client.locality``; None: off; not with ``ring_hash``/``maglev``);
+    ``AGENT_ZONE``: the zone of the Consul agent the client reads from (its
+    ``locality``, read once; no preference until it is known, none if the agent has no
+    locality).
     ``connect`` calls the service through the mesh: its Connect-capable instances
     (native and sidecar proxies) over mutual TLS as the caller's identity
     (``consul_discovery.client.connect``).
@@ -83,6 +84,13 @@ class ServiceConfig:
         ):
             raise ValueError(
                 f"prepared_query must be None or a query name; got {self.prepared_query!r}"
+            )
+        if self.prepared_query is not None and (self.filter or self.tag):
+            given = " and ".join(n for n in ("filter", "tag") if getattr(self, n))
+            raise ValueError(
+                f"prepared_query {self.prepared_query!r} selects the instances itself; "
+                f"{given} would be ignored: put it in the prepared query, or drop "
+                f"prepared_query"
             )
         if not 0.0 <= self.vanish_grace <= 3600.0:
             raise ValueError(

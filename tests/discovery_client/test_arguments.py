@@ -135,3 +135,22 @@ def test_the_checks_return_what_they_were_given():
         per_name("services", {1: ServiceConfig()}, ServiceConfig)
     with pytest.raises(TypeError, match="number of seconds"):
         seconds("wait", float("nan"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "given"),
+    [
+        ({"filter": 'Service.Meta.version == "2"'}, "filter"),
+        ({"tag": "v2"}, "tag"),
+        ({"filter": '"v2" in Service.Tags', "tag": "v2"}, "filter and tag"),
+    ],
+)
+def test_a_prepared_query_with_a_filter_or_tag_is_refused(kwargs, given):
+    """The query's execution takes neither: they used to be ignored without a word (every
+    instance the query selects was called)."""
+    with pytest.raises(
+        ValueError,
+        match=f"prepared_query 'q' selects the instances itself; {given} would be ignored",
+    ):
+        ServiceConfig(prepared_query="q", **kwargs)
+    assert ServiceConfig(prepared_query="q", datacenter="dc2").datacenter == "dc2"
