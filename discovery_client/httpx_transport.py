@@ -160,6 +160,12 @@ class DiscoveryTransport(httpx.BaseTransport):
         sleep: Callable[[float], Any] = time.sleep,
         identity: Any = None,
     ) -> None:
+        if client is not None and not hasattr(client, "core"):
+            hint = " (the Consul address goes in consul_addr=)" if isinstance(client, str) else ""
+            raise TypeError(
+                f"DiscoveryTransport's first argument must be a ServiceClient or None; got "
+                f"{type(client).__name__} {client!r}{hint}"
+            )
         self.client = client
         self._owns_source = False
         if client is not None:

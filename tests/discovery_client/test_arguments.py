@@ -138,6 +138,20 @@ def test_the_checks_return_what_they_were_given():
 
 
 @pytest.mark.parametrize(
+    ("client", "message"),
+    [
+        ("127.0.0.1:8500", r"ServiceClient or None; got str '127.0.0.1:8500' \(the Consul addr"),
+        (5, "must be a ServiceClient or None; got int 5$"),
+    ],
+)  # fmt: skip
+def test_the_httpx_transport_names_a_first_argument_that_is_no_client(client, message):
+    """``DiscoveryTransport("host:8500")`` (the asyncio transport's first argument is the
+    address) used to fail with AttributeError: 'str' object has no attribute 'core'."""
+    with pytest.raises(TypeError, match=message):
+        DiscoveryTransport(client)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
     ("kwargs", "given"),
     [
         ({"filter": 'Service.Meta.version == "2"'}, "filter"),
