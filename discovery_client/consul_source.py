@@ -50,7 +50,7 @@ import requests
 from consul_discovery.client.agent_zone import AgentZoneReader, ZoneListener
 from consul_discovery.client.arguments import one_of
 from consul_discovery.client.catalog_reads import CatalogReads, ServiceSummary
-from consul_discovery.client.chain.decide import ChainRouter
+from consul_discovery.client.chain.decide import ChainRouter, plain_router
 from consul_discovery.client.chain.query import DiscoveryChainQuery
 from consul_discovery.client.chain.watches import ChainListener, ChainWatches
 from consul_discovery.client.config import ServiceConfig
@@ -266,8 +266,9 @@ class ConsulSource(CatalogReads):
         relay = self._relay
         if first and relay is not None:
             relay.watch_chain(service)
-        if router is not None:
-            listener(router)
+        # The relay pushes chains only: until one comes, the service is called plainly
+        # (no first call waits on a master that has nothing to say).
+        listener(router if router is not None else plain_router(service))
 
     def agent_zone(self, listener: ZoneListener) -> None:
         """Call ``listener`` with the zone of the agent this source reads from (its

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from consul_discovery.client.arguments import instance_of, per_name, seconds
 from consul_discovery.client.attempt import AttemptPlan
 from consul_discovery.client.chain.decide import ChainRouter, Decider, plain_router
+from consul_discovery.client.chain.gate import ChainGate
 from consul_discovery.client.chain.report import ChainReporter
 from consul_discovery.client.chain.routes import chain_routes, follows_chain
 from consul_discovery.client.config import ServiceConfig
@@ -114,6 +115,9 @@ class DiscoveryCore:
         self._routes: dict[str, Route | Decider[Route]] = {}
         self._plain: dict[str, Route] = {}  # service -> its plain Route; as _routes
         self._chains: dict[str, ChainRouter] = {}  # service -> chain in use; as _routes
+        # service -> its gate while its first router is awaited (chain/gate.py); written
+        # under _lock, read lock-free (empty once every chain is known: one falsy check)
+        self._gates: dict[str, ChainGate] = {}
         self._reporter = ChainReporter()
         self._lock = threading.Lock()  # guards _routes writes and _registry creation
         self._registry: CollectorRegistry | None = None  # under _lock
@@ -156,8 +160,30 @@ class DiscoveryCore:
             self._routes.setdefault(service, plain)
         watch_chain = getattr(self.source, "watch_chain", None)
         if watch_chain is not None and follows_chain(config):
+            with self._lock:
+                self._gates.setdefault(service, ChainGate())
             self._chain_once_resolved(service, state.target, watch_chain)
         return self._routes[service]
+
+    def chain_gate(self, service: str, state: TargetState) -> ChainGate | None:
+        """The gate a call to ``service`` waits at before it is routed (None: its chain,
+        or that it has none, is known; chain/gate.py). ``state`` is the plain Target's,
+        resolved: while Consul does not answer for it (nothing, or a stale set such as
+        the snapshot's) no chain can come, and the gate opens at once."""
+        gates = self._gates
+        if not gates:
+            return None
+        gate = gates.get(service)
+        if gate is None:
+            return None
+        resolution = state.balancer.resolution
+        if not gate.open and (resolution is None or resolution.stale):
+            gate.release()
+        if gate.open:
+            with self._lock:
+                gates.pop(service, None)
+            return None
+        return gate
 
     def _chain_once_resolved(
         self, service: str, target: Target, watch_chain: Callable[..., None]
@@ -179,7 +205,18 @@ class DiscoveryCore:
         self.source.subscribe(target, resolved)
 
     def _on_chain(self, service: str, router: ChainRouter) -> None:
-        """A new chain of ``service`` (on the source's loop): its Routes, made once here."""
+        """A new chain of ``service`` (on the source's loop): its Routes, made once here;
+        then the calls held at its gate go on."""
+        try:
+            self._install(service, router)
+        finally:
+            with self._lock:
+                gate = self._gates.pop(service, None)
+            if gate is not None:
+                gate.release()
+
+    def _install(self, service: str, router: ChainRouter) -> None:
+        """``service``'s Routes for ``router`` (or its plain Route)."""
         self._reporter.report(router)
         plain = self._plain[service]
         if router.plain:

@@ -9,6 +9,8 @@ transport. Each call:
 1. takes the start time (the deadline runs from it) and the Route of the service;
 2. if its Target is not resolved yet, waits for the first Resolution (``resolve``,
    blocking or awaited, at most ``core.first_wait``) and hands it to the Target's state;
+   a service whose chain is not known yet (``core.chain_gate``) waits for it the same
+   way, then takes its Route again (consul_discovery.client.chain.gate);
    a Connect target waits for the caller's mesh identity the same way (``core.connect``);
 3. sends the first attempt itself (``send(endpoint, plan)``; the plan caps its
    timeouts) and returns an answer the plan calls final (most calls end there, without
@@ -115,6 +117,13 @@ class SyncDriver(Generic[R]):
         state = route.states[0]
         if state.balancer.resolution is None:
             self.ready(state, started, retry)
+        gate = core.chain_gate(service, state)
+        if gate is not None:  # a first call: routed once its chain (or none) is known
+            gate.wait(core.first_wait(started, retry))
+            route = core.route(service, request)
+            state = route.states[0]
+            if state.balancer.resolution is None:
+                self.ready(state, started, retry)
         if state.target.connect and not core.connect.ready:  # like a first resolve
             core.connect.wait_ready(core.first_wait(started, retry))
         plan = core.plan(route, request, replayable, retry, started)
@@ -203,6 +212,13 @@ class AsyncDriver(Generic[R]):
         state = route.states[0]
         if state.balancer.resolution is None:
             await self.ready(state, started, retry)
+        gate = core.chain_gate(service, state)
+        if gate is not None:  # a first call: routed once its chain (or none) is known
+            await gate.await_open(core.first_wait(started, retry))
+            route = core.route(service, request)
+            state = route.states[0]
+            if state.balancer.resolution is None:
+                await self.ready(state, started, retry)
         if state.target.connect and not core.connect.ready:  # like a first resolve
             await core.connect.await_ready(core.first_wait(started, retry))
         plan = core.plan(route, request, replayable, retry, started)

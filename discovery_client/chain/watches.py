@@ -7,7 +7,9 @@ entry names gets its own ``/v1/discovery-chain/<service>`` watch (``query.ChainW
 started when the names first include it and kept from then on (when its entries are
 deleted, Consul answers its default chain: a plain router). Every new router is handed
 to the service's listeners, on the watches' loop. A service no entry names gets no
-watch and no call: it stays plain, exactly as a client without chains.
+watch and no call: it stays plain, exactly as a client without chains; its listeners
+are handed a plain router once, when the names first show it is not among them (so a
+caller holding its first calls until the chain is known goes on at once).
 
 The watches run on the shared engine like the health watches (``start`` is the source's
 own way to drive a ``WatchState``: a task on its loop). A gunicorn worker served by its
@@ -25,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from consul_discovery.client.chain.decide import ChainRouter
+from consul_discovery.client.chain.decide import ChainRouter, plain_router
 from consul_discovery.client.chain.facts import NAMES_WAIT, ChainNamesWatch, Names
 from consul_discovery.client.chain.query import ChainAnswer, ChainWatch, DiscoveryChainQuery
 from consul_discovery.client.health_query import QueryOptions
@@ -71,6 +73,8 @@ class ChainWatches:
         self._lock = threading.Lock()  # guards every field below
         self._listeners: dict[str, list[ChainListener]] = {}  # any thread, under _lock
         self._names: Names = frozenset()  # written on the loop, under _lock
+        self._names_known = False  # the config-entry watch answered once (as _names)
+        self._names_failing = False  # ... or failed before its first answer (as _names)
         self._routers: dict[str, ChainRouter] = {}  # service -> last router (loop, _lock)
         self._bodies: dict[str, str] = {}  # service -> its last answer's body (as _routers)
         self._running: dict[str, Driven] = {}  # facts and chain watches by name (_lock)
@@ -87,6 +91,10 @@ class ChainWatches:
                 self._running[NAMES] = self._start_names()
             if service in self._names and service not in self._running:
                 self._running[service] = self._start_chain(service)
+            elif router is None and (
+                (self._names_known and service not in self._names) or self._names_failing
+            ):
+                router = plain_router(service)  # no entry names it, or none known: no wait
         if router is not None:
             listener(router)
 
@@ -135,9 +143,16 @@ class ChainWatches:
     # -- internals (the callbacks run on the watches' loop) ------------------------------
 
     def _state(
-        self, resource: Any, on_change: Callable[[Any], None], timing: WatchTiming
+        self,
+        resource: Any,
+        on_change: Callable[[Any], None],
+        timing: WatchTiming,
+        on_error: Callable[[BaseException], None] | None = None,
     ) -> WatchState[Any, Any]:
-        return WatchState(resource, on_change, timing=timing, clock=self._clock, rng=self._rng)
+        return WatchState(
+            resource, on_change, timing=timing, clock=self._clock, rng=self._rng,
+            on_error=on_error,
+        )  # fmt: skip
 
     def _start_names(self) -> Driven:
         resource = ChainNamesWatch(
@@ -146,7 +161,8 @@ class ChainWatches:
             consistency=self._options.consistency,
         )
         timing = dataclasses.replace(self._timing, wait=min(self._timing.wait, NAMES_WAIT))
-        return self._start(self._state(resource, self._on_names, timing), NAMES)
+        state = self._state(resource, self._on_names, timing, self._on_names_error)
+        return self._start(state, NAMES)
 
     def _start_chain(self, service: str) -> Driven:
         query = DiscoveryChainQuery(service, random=self._rng.random)
@@ -158,11 +174,40 @@ class ChainWatches:
         with self._lock:
             if self._closed:
                 return
-            self._names = names
-            for service in self._listeners:
+            first, self._names_known = not self._names_known, True
+            self._names, self._names_failing = names, False
+            plain: list[tuple[str, list[ChainListener]]] = []
+            for service, listeners in self._listeners.items():
                 if service in names and service not in self._running:
                     log.info("%s has a discovery chain: watching it", service)
                     self._running[service] = self._start_chain(service)
+                elif first and service not in names and service not in self._routers:
+                    plain.append((service, list(listeners)))
+        self._tell_plain(plain)
+
+    def _on_names_error(self, _error: BaseException) -> None:
+        """The config-entry watch failed before its first answer: no caller waits for a
+        chain it cannot learn of (each is called plainly until its chain comes)."""
+        with self._lock:
+            if self._closed or self._names_known or self._names_failing:
+                return
+            self._names_failing = True
+            plain = [
+                (service, list(listeners))
+                for service, listeners in self._listeners.items()
+                if service not in self._routers
+            ]
+        self._tell_plain(plain)
+
+    def _tell_plain(self, plain: list[tuple[str, list[ChainListener]]]) -> None:
+        """Hand each service's listeners a plain router (outside the lock)."""
+        for service, listeners in plain:
+            router = plain_router(service)
+            for listener in listeners:
+                try:
+                    listener(router)
+                except Exception:
+                    log.exception("chain listener of %s failed", service)
 
     def _on_chain(self, service: str, answer: ChainAnswer) -> None:
         with self._lock:
