@@ -24,6 +24,13 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def service_name_given(text: str) -> str:
+    """A service NAME to look up in Consul: not empty (``resolve ''`` ended in a traceback)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"a service name, not {text!r}")
+    return text
+
+
 def _whole(text: str, what: str, low: int, high: int | None, rule: str) -> int:
     """``text`` as a whole number in [low, high] (no high: unbounded), else argparse's
     error: "'x' is not <what>" or "must be <rule>, not x"."""

@@ -29,7 +29,7 @@ from consul_discovery.client.consul_source import ConsulSource
 from consul_discovery.client.errors import DiscoveryError
 from consul_discovery.client.instance import Instance, Resolution
 from consul_discovery.client.table import format_table
-from consul_discovery.connection.cli_arguments import positive_seconds
+from consul_discovery.connection.cli_arguments import positive_seconds, service_name_given
 from consul_discovery.connection.names import callable_name_problem
 
 
@@ -95,10 +95,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("services", help="every service with passing/total instance counts")
     commands.add_parser("instances", help="every registered instance and its health").add_argument(
-        "service", metavar="NAME"
+        "service", metavar="NAME", type=service_name_given
     )
     commands.add_parser("resolve", help="the healthy set the client balances over").add_argument(
-        "service", metavar="NAME"
+        "service", metavar="NAME", type=service_name_given
     )
     call = commands.add_parser("call", help="send one HTTP request to a service by name")
     call.add_argument("service", metavar="NAME", type=service_name)

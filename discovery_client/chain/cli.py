@@ -28,6 +28,7 @@ from consul_discovery.client.health_query import QueryOptions, services_exchange
 from consul_discovery.client.route import RequestView
 from consul_discovery.client.table import format_table
 from consul_discovery.connection import ConsulConnection
+from consul_discovery.connection.cli_arguments import service_name_given
 from consul_discovery.connection.exchange import Request, TransportError, run
 from consul_discovery.connection.sending import SessionSender
 
@@ -35,10 +36,10 @@ from consul_discovery.connection.sending import SessionSender
 def add_commands(commands: Any) -> None:
     """Add ``chain`` and ``route`` to the CLI's subcommands."""
     commands.add_parser("chain", help="a service's compiled discovery chain").add_argument(
-        "service", metavar="NAME"
+        "service", metavar="NAME", type=service_name_given
     )
     route = commands.add_parser("route", help="where one request would go by the chain")
-    route.add_argument("service", metavar="NAME")
+    route.add_argument("service", metavar="NAME", type=service_name_given)
     route.add_argument("method", metavar="METHOD")
     route.add_argument("path", metavar="PATH")
     route.add_argument("-H", "--header", action="append", default=[], metavar="'K: V'",

@@ -62,3 +62,13 @@ def test_call_takes_names_consul_registers_from_other_tools(name):
 def test_good_arguments_parse():
     args = build_parser().parse_args(["--timeout", "0.5", "call", "order-service", "GET", "/"])
     assert args.timeout == 0.5 and args.service == "order-service"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [("resolve", ""), ("instances", " "), ("chain", ""), ("route", "", "GET", "/")],
+)
+def test_an_empty_service_name_is_refused(capsys, argv):
+    """``resolve ''`` ended in a traceback (TypeError from the source), ``chain ''`` named
+    an internal class ("DiscoveryChainQuery needs a service name")."""
+    assert "NAME: a service name, not" in refused(capsys, *argv)
