@@ -172,6 +172,10 @@ def test_the_cli_shows_the_chain_and_where_a_request_goes(shop):
     api = json.loads(run("--json", "route", SERVICE, "GET", "/api/items?n=1"))
     assert api["route"] == 1 and api["path"] == "/items?n=1" and api["weight"] in (90, 10)
     assert "route" in run("route", SERVICE, "GET", "/")
+    # A PATH without its "/" is routed as a call sends it (client.get(name, "api/items")
+    # requests /api/items): it used to match no route and show the path as given.
+    bare = json.loads(run("--json", "route", SERVICE, "GET", "api/items?n=1"))
+    assert bare["route"] == 1 and bare["path"] == "/items?n=1", bare
     plain = run("chain", "consul")  # registered, no config entry: Consul's default chain
     assert "Consul's default chain" in plain
     out, err = io.StringIO(), io.StringIO()  # a name Consul knows nothing of
