@@ -141,7 +141,10 @@ def chain_command(args: argparse.Namespace, out: TextIO) -> int:
                 "problems": list(router.problems)}  # fmt: skip
         print(json.dumps(data, indent=2), file=out)
         return 0
-    if router.plain:
+    if router.problems:
+        print(f"{args.service}: a chain the client cannot honour (called as a plain service)",
+              file=out)  # fmt: skip
+    elif router.plain:
         print(f"{args.service}: Consul's default chain (called as a plain service)", file=out)
     else:
         header = ("ROUTE", "MATCH", "SPLIT", "TARGETS (failover order)", "REWRITE", "TIMEOUT")

@@ -257,6 +257,13 @@ def test_a_chain_that_cannot_be_honoured_is_reported_once_and_calls_go_plain(sho
             assert client.core.chain("odd") is None  # routed as a plain service
             assert {client.get("odd", "/").json()["instance"] for _ in range(5)} == {"odd-1"}
             assert len(warned()) == 1
+        from consul_discovery.client.cli import main
+
+        out, err = io.StringIO(), io.StringIO()  # the CLI says so too, not "default chain"
+        assert main(["--consul", shop.url, "chain", "odd"], out=out, err=err) == 0
+        lines = out.getvalue().splitlines()
+        assert lines[0] == "odd: a chain the client cannot honour (called as a plain service)"
+        assert lines[1].startswith("not honoured: ") and "ChoiceCount 3" in lines[1], lines
     finally:
         server.shutdown()
         server.server_close()
