@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import stat
@@ -168,6 +169,8 @@ class SnapshotStore:
             return self._reject(f"{path} belongs to another target")
         try:
             saved_at, index = float(body["saved_at"]), int(body["index"])
+            if not math.isfinite(saved_at):
+                raise ValueError(f"saved_at {body['saved_at']!r} is not a time")
             instances = tuple(_decode(item) for item in body["instances"])
         except (KeyError, TypeError, ValueError) as exc:
             return self._reject(f"{path} is malformed: {exc!r}")
@@ -192,20 +195,43 @@ def _encode(instance: Instance) -> dict[str, Any]:
     return values
 
 
+_TEXT_FIELDS = ("id", "service", "address", "node", "datacenter", "region", "zone")
+_FLAG_FIELDS = ("maintenance", "connect_native")
+
+
 def _decode(item: Any) -> Instance:
+    """One stored instance, each field of the type an Instance holds (a file edited or
+    written by something else must fail here, not in a pick or a call)."""
     if not isinstance(item, dict):
         raise TypeError(f"an instance must be an object, not {type(item).__name__}")
     values = {name: item[name] for name in _FIELDS if name in item}
     for name in ("id", "service", "address", "port"):
         if name not in values:
             raise KeyError(name)
+    for name in _TEXT_FIELDS:
+        if name in values and not isinstance(values[name], str):
+            raise ValueError(f"{name} must be a string, not {values[name]!r}")
+    for name in _FLAG_FIELDS:
+        if name in values and not isinstance(values[name], bool):
+            raise ValueError(f"{name} must be true or false, not {values[name]!r}")
     if values.get("health", "passing") not in ("passing", "warning", "critical"):
         raise ValueError(f"unknown health {values['health']!r}")
-    if not isinstance(values["port"], int) or not 0 < values["port"] < 65536:
+    if not _is_int(values["port"]) or not 0 < values["port"] < 65536:
         raise ValueError(f"bad port {values['port']!r}")
-    values["tags"] = tuple(str(t) for t in values.get("tags", ()))
-    values["meta"] = {str(k): str(v) for k, v in dict(values.get("meta", {})).items()}
+    for name in ("weight_passing", "weight_warning"):
+        if name in values and not (_is_int(values[name]) and values[name] >= 0):
+            raise ValueError(f"bad {name} {values[name]!r}")
+    tags, meta = values.get("tags", []), values.get("meta", {})
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise ValueError(f"tags must be a list of strings, not {tags!r}")
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise ValueError(f"meta must be an object of strings, not {meta!r}")
+    values["tags"] = tuple(tags)
     return Instance(**values)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_private(path: Path, what: str) -> None:

@@ -109,6 +109,27 @@ def test_an_unreachable_consul_at_start_is_answered_from_the_snapshot(tmp_path, 
         assert any("replaces the snapshot" in r.getMessage() for r in caplog.records)
 
 
+def test_a_snapshot_file_of_bad_types_is_refused_not_raised_from_calls(tmp_path, caplog):
+    """A file edited or written by another tool (a weight as a string): the client with
+    Consul down says Consul is unreachable, as without a snapshot, and logs why the file
+    was refused; before, the file was served and every call raised a bare TypeError."""
+    from consul_discovery.client.client import ServiceClient
+
+    path = saved_store(tmp_path).path_for("web", target_key(KEY))
+    body = json.loads(path.read_text())
+    body["instances"][0]["weight_passing"] = "10"
+    path.write_text(json.dumps(body))
+    consul = f"127.0.0.1:{closed_port()}"
+    with (
+        caplog.at_level(logging.INFO),
+        ConsulSource(consul, snapshots=SnapshotStore(tmp_path), **FAST) as source,
+        ServiceClient(source=source, resolve_timeout=2.0) as client,
+        pytest.raises(ConsulUnavailableError),
+    ):
+        client.get("web", "/")
+    assert any("bad weight_passing '10'" in r.getMessage() for r in caplog.records)
+
+
 def test_the_async_source_uses_the_snapshot_the_same_way(tmp_path, down):
     store = saved_store(tmp_path)
 

@@ -123,6 +123,15 @@ def test_missing_snapshot_is_none_with_a_reason(store):
         (lambda body: body["instances"][0].update(health="sick"), "unknown health"),
         (lambda body: body["instances"][0].pop("address"), "malformed"),
         (lambda body: body.update(instances=["x"]), "malformed"),
+        # A file edited or written by something else: refused here, not in a pick or call.
+        (lambda body: body.update(saved_at=float("nan")), "is not a time"),
+        (lambda body: body["instances"][0].update(weight_passing="10"), "bad weight_passing"),
+        (lambda body: body["instances"][0].update(weight_warning=-1), "bad weight_warning"),
+        (lambda body: body["instances"][0].update(address=10), "address must be a string"),
+        (lambda body: body["instances"][0].update(port=True), "bad port"),
+        (lambda body: body["instances"][0].update(tags="v1"), "tags must be a list"),
+        (lambda body: body["instances"][0].update(meta={"zone": 1}), "meta must be an object"),
+        (lambda body: body["instances"][0].update(maintenance="false"), "maintenance must be"),
     ],
 )
 def test_other_versions_and_bad_content_are_never_half_used(store, edit, fragment):
