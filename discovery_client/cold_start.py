@@ -175,8 +175,10 @@ class SnapshotWriter:
             self.store.save(resolution.service, key, resolution.index, resolution.instances)
             self.writes += 1
         except SnapshotError as exc:
-            self._broken = True
-            log.error("discovery snapshots off: %s", exc)
+            with self._lock:  # the thread and a flush may both fail: report once
+                reported, self._broken = self._broken, True
+            if not reported:
+                log.error("discovery snapshots off: %s", exc)
         except OSError as exc:
             log.warning("could not save the snapshot of %s: %s", resolution.service, exc)
 

@@ -32,7 +32,7 @@ from consul_discovery.client.errors import (
     UnknownServiceError,
 )
 from consul_discovery.client.instance import Instance, Resolution
-from consul_discovery.client.snapshot_store import SnapshotStore
+from consul_discovery.client.snapshot_store import SnapshotError, SnapshotStore
 from consul_discovery.client.source import WatchKey
 from consul_discovery.client.target import Target
 from consul_discovery.connection.exchange import Response
@@ -256,6 +256,31 @@ def test_an_unsafe_directory_turns_writing_off_with_one_error(tmp_path, caplog):
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1 and "may be written by others" in errors[0].getMessage()
     assert writer.writes == 0
+
+
+def test_an_unsafe_directory_is_reported_once_when_the_thread_and_a_flush_both_fail(
+    tmp_path, caplog
+):
+    """The writer thread and ``flush`` (``close``) write at once: both refused, one error."""
+    both = threading.Barrier(2, timeout=5.0)
+
+    class Refusing(SnapshotStore):
+        def save(self, *args: Any, **kwargs: Any) -> Path:
+            both.wait()  # the two writes are in flight together
+            raise SnapshotError(f"snapshot directory {self.directory} may be written by others")
+
+    writer = SnapshotWriter(Refusing(tmp_path), min_interval=0.0)
+    with caplog.at_level(logging.ERROR):
+        threads = [
+            threading.Thread(target=writer._write, args=(f"k{n}", Resolution("web", SAVED, n, 0.0)))
+            for n in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(5.0)
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
 
 
 def test_a_snapshot_resolution_is_never_written_back(tmp_path):
