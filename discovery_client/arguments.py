@@ -8,10 +8,11 @@ range) naming the parameter and what it must be, and returns the value as it is 
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from consul_discovery.client.figures import is_seconds, seconds
 
 if TYPE_CHECKING:  # the core imports this module: no requests here
     from consul_discovery.client.call import Timeout
@@ -51,22 +52,6 @@ def per_name(name: str, value: Any, kind: type[T]) -> dict[str, T]:
             raise TypeError(f"{name}: keys must be service names (str); got {_shown(key)}")
         instance_of(f"{name}[{key!r}]", item, kind)
     return dict(value)
-
-
-def is_seconds(value: Any) -> bool:
-    """True for a finite int or float (not a bool)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def seconds(name: str, value: Any, *, positive: bool = False) -> float:
-    """``value`` if it is a number of seconds, >= 0 (> 0 when ``positive``); else a
-    TypeError or ValueError naming ``name``."""
-    if not is_seconds(value):
-        raise TypeError(f"{name} must be a number of seconds; got {_shown(value)}")
-    if value < 0 or (positive and value == 0):
-        bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"{name} must be {bound} seconds; got {value!r}")
-    return value  # type: ignore[no-any-return]
 
 
 def request_timeout(name: str, value: Any) -> Timeout:

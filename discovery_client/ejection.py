@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from consul_discovery.client.figures import amount, seconds, whole
+
 
 @dataclass(frozen=True, slots=True)
 class EjectionPolicy:
@@ -26,11 +28,11 @@ class EjectionPolicy:
     enabled: bool = True
 
     def __post_init__(self) -> None:
-        if self.consecutive_failures < 1:
-            raise ValueError("consecutive_failures must be >= 1")
-        if not 0.0 <= self.max_percent <= 100.0:
-            raise ValueError("max_percent must be within [0, 100]")
-        if self.base_time <= 0 or self.max_time < self.base_time:
+        whole("EjectionPolicy consecutive_failures", self.consecutive_failures, low=1)
+        amount("EjectionPolicy max_percent", self.max_percent, high=100.0)
+        seconds("EjectionPolicy base_time", self.base_time, positive=True)
+        seconds("EjectionPolicy max_time", self.max_time, positive=True)
+        if self.max_time < self.base_time:
             raise ValueError("need 0 < base_time <= max_time")
 
     def max_ejected(self, pool_size: int) -> int:

@@ -25,6 +25,7 @@ import requests
 import urllib3.exceptions
 
 from consul_discovery.client.failure_origin import is_relayed_failure
+from consul_discovery.client.figures import amount, seconds, whole
 from consul_discovery.connection.backoff import JitterBackoff
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -108,14 +109,12 @@ class RetryPolicy:
     budget_min_per_second: float = 10.0
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be >= 1")
-        if self.deadline <= 0:
-            raise ValueError("deadline must be > 0")
-        if self.budget_ratio < 0 or self.budget_min_per_second < 0:
-            raise ValueError("retry budget figures must be >= 0")
-        if self.max_retry_after < 0:
-            raise ValueError("max_retry_after must be >= 0")
+        whole("RetryPolicy max_attempts", self.max_attempts, low=1)
+        seconds("RetryPolicy deadline", self.deadline, positive=True)
+        for name in ("backoff_base", "backoff_max", "max_retry_after"):
+            seconds(f"RetryPolicy {name}", getattr(self, name))
+        for name in ("budget_ratio", "budget_min_per_second"):
+            amount(f"RetryPolicy {name}", getattr(self, name))
 
     def may_resend(self, method: str, headers: Mapping[str, str] | None) -> bool:
         """True if a request that may already have been sent can be sent again."""

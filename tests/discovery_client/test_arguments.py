@@ -15,6 +15,7 @@ from consul_discovery.client import (
     AsyncDiscoveryTransport,
     ConsulSource,
     DiscoveryTransport,
+    EjectionPolicy,
     RetryPolicy,
     ServiceClient,
     ServiceConfig,
@@ -168,3 +169,28 @@ def test_a_prepared_query_with_a_filter_or_tag_is_refused(kwargs, given):
     ):
         ServiceConfig(prepared_query="q", **kwargs)
     assert ServiceConfig(prepared_query="q", datacenter="dc2").datacenter == "dc2"
+
+
+@pytest.mark.parametrize(
+    ("make", "error", "message"),
+    [
+        (lambda: RetryPolicy(deadline=float("nan")), TypeError, "RetryPolicy deadline must be"),
+        (lambda: RetryPolicy(deadline=0), ValueError, "RetryPolicy deadline must be > 0"),
+        (lambda: RetryPolicy(max_attempts="3"), TypeError, "RetryPolicy max_attempts must be"),
+        (lambda: RetryPolicy(max_attempts=2.5), TypeError, "max_attempts must be a whole"),
+        (lambda: RetryPolicy(max_attempts=0), ValueError, "max_attempts must be >= 1; got 0"),
+        (lambda: RetryPolicy(backoff_base=float("nan")), TypeError, "RetryPolicy backoff_base"),
+        (lambda: RetryPolicy(budget_ratio=float("nan")), TypeError, "RetryPolicy budget_ratio"),
+        (lambda: RetryPolicy(budget_ratio=-1), ValueError, "budget_ratio must be >= 0"),
+        (lambda: EjectionPolicy(base_time=float("nan")), TypeError, "EjectionPolicy base_time"),
+        (lambda: EjectionPolicy(max_percent=float("nan")), TypeError, "max_percent must be"),
+        (lambda: EjectionPolicy(max_percent=101), ValueError, "within [0, 100]"),
+        (lambda: EjectionPolicy(consecutive_failures="5"), TypeError, "consecutive_failures"),
+    ],
+)
+def test_the_policies_name_a_bad_figure_when_made(make, error, message):
+    """RetryPolicy and EjectionPolicy: a NaN, a string or a fraction is refused when the
+    policy is made (a NaN deadline or base_time passed every ``<= 0`` check)."""
+    with pytest.raises(error) as raised:
+        make()
+    assert message in str(raised.value)
