@@ -32,6 +32,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from consul_discovery.client.attempt import AttemptPlan
 from consul_discovery.client.core import DiscoveryCore
+from consul_discovery.client.errors import DiscoveryError
 from consul_discovery.client.instance import Resolution
 from consul_discovery.client.load import Endpoint
 from consul_discovery.client.retry import ErrorKind, RetryPolicy
@@ -95,7 +96,11 @@ class SyncDriver(Generic[R]):
         """Make sure ``state`` has a first Resolution, waiting at most ``core.first_wait``."""
         if not state.ready:
             wait = self.core.first_wait(started, retry)
-            state.adopt(self.resolve(state.target, timeout=wait))
+            try:
+                state.adopt(self.resolve(state.target, timeout=wait))
+            except DiscoveryError:  # no set to pick from: counted, as a pick that fails
+                state.call_failed(no_instance=True)
+                raise
 
     def call(
         self,
@@ -190,7 +195,11 @@ class AsyncDriver(Generic[R]):
         """Make sure ``state`` has a first Resolution, awaiting at most ``core.first_wait``."""
         if not state.ready:
             wait = self.core.first_wait(started, retry)
-            state.adopt(await self.resolve(state.target, timeout=wait))
+            try:
+                state.adopt(await self.resolve(state.target, timeout=wait))
+            except DiscoveryError:  # no set to pick from: counted, as a pick that fails
+                state.call_failed(no_instance=True)
+                raise
 
     async def call(
         self,

@@ -7,6 +7,7 @@ several service ids each. Figures are printed; run with ``-s`` to see them.
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import threading
 import time
@@ -191,3 +192,30 @@ def test_close_ends_an_in_flight_long_poll_promptly(agent, backends):
     elapsed = time.monotonic() - started
     assert "consul-watch-idle" not in watch_tasks(source)
     assert elapsed < 1.0, f"close() took {elapsed:.2f}s"
+
+
+def test_a_call_that_cannot_resolve_its_service_is_counted(agent):
+    """A call that fails before any pick (Consul unreachable at start, a service Consul
+    does not know) is counted in ``no_instance`` and its metric, through the requests and
+    the async httpx shells: before, stats showed 0 calls and 0 failures all outage long."""
+    import httpx
+
+    from consul_discovery.client import AsyncDiscoveryTransport, DiscoveryError
+    from tests.harness.socket_server import closed_port
+
+    for address, service in ((f"127.0.0.1:{closed_port()}", "orders"), (agent.address, "nope")):
+        with ServiceClient(address, resolve_timeout=1.0) as client:
+            for _ in range(2):
+                with pytest.raises(DiscoveryError):
+                    client.get(service, "/")
+            assert client.stats().target(service).no_instance == 2, address
+
+        async def twice(address: str = address, service: str = service) -> int:
+            transport = AsyncDiscoveryTransport(address, resolve_timeout=1.0)
+            async with httpx.AsyncClient(transport=transport) as http:
+                for _ in range(2):
+                    with pytest.raises(httpx.ConnectError):
+                        await http.get(f"http://{service}/")
+                return transport.stats().target(service).no_instance
+
+        assert asyncio.run(twice()) == 2, address
