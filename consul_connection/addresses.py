@@ -68,7 +68,13 @@ def split_address(address: str, *, default_scheme: str = "http") -> tuple[str, s
         raise ValueError(
             f"invalid Consul address {address!r}: unknown scheme {scheme!r} (http or https)"
         )
-    parsed = urllib.parse.urlsplit("//" + rest)
+    try:
+        parsed = urllib.parse.urlsplit("//" + rest)
+    except ValueError:  # urllib's "Invalid IPv6 URL" names neither the value nor the fix
+        raise ValueError(
+            f"invalid Consul address {address!r}: an unbalanced '[' or ']' "
+            "(an IPv6 address is written [addr]:port)"
+        ) from None
     if parsed.path not in ("", "/") or parsed.query or parsed.fragment:
         raise ValueError(f"invalid Consul address {address!r}: expected host:port, no path")
     if "@" in parsed.netloc:

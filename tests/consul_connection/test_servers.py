@@ -52,6 +52,8 @@ def test_parse_a_comma_or_space_separated_list_in_consul_http_addr_spelling():
         ("10.0.0.1:8500,10.0.0.1:8500", "listed twice"),
         ("http://10.0.0.1:8500,https://10.0.0.2:8501", "mixes http and https"),
         ("10.0.0.1:99999", "10.0.0.1:99999"),
+        ("[::1:8500", "invalid Consul address '[::1:8500': an unbalanced '['"),
+        ("10.0.0.1:8500 ::1]:8500", "invalid Consul address '::1]:8500': an unbalanced"),
     ],
 )
 def test_bad_lists_name_the_setting_and_the_item(text: str, fragment: str):
