@@ -219,7 +219,7 @@ class ServiceClient:
         inject(headers)  # type: ignore[arg-type]
         path = path_of(prepared.url or "", service)
         body = prepared.body
-        timeout = self.timeout if timeout is None else timeout
+        timeout = self.timeout if timeout is None else request_timeout("timeout", timeout)
         response = self.driver.call(
             service,
             RequestView(prepared.method or "GET", path, headers, source_ip),  # type: ignore[arg-type]

@@ -45,6 +45,7 @@ TIMEOUTS = [
     ((0.5, -2), ValueError, "timeout's read must be > 0 seconds"),
     (("1", 2), TypeError, "timeout's connect must be a number of seconds"),
     ([0.5, 5.0], TypeError, "got list"),
+    (float("nan"), TypeError, "timeout must be seconds, a \\(connect, read\\) pair or None; got f"),
 ]
 
 
@@ -194,3 +195,13 @@ def test_the_policies_name_a_bad_figure_when_made(make, error, message):
     with pytest.raises(error) as raised:
         make()
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(("timeout", "error", "message"), TIMEOUTS)
+def test_a_call_names_a_bad_timeout_before_consul_is_asked(timeout, error, message):
+    """A call's own ``timeout=`` gets the constructor's check, before any resolve (the
+    address is refused: a check after it would say "Consul unreachable" instead); before,
+    requests' own words ("Invalid value NaN", "'>' not supported between ...") came
+    from the first attempt, or Consul's outage hid it."""
+    with ServiceClient("127.0.0.1:1") as client, pytest.raises(error, match=message):
+        client.get("orders", "/", timeout=timeout)
