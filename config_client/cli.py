@@ -41,6 +41,7 @@ from consul_discovery.config.kv import KVStore
 from consul_discovery.config.layers import DEFAULT_ROOT, DOCUMENT_KEY, Layers, to_json_text
 from consul_discovery.connection import ConsulConfigError, ConsulConnection
 from consul_discovery.connection.cli_arguments import (
+    consul_addresses,
     modify_index,
     positive_count,
     positive_seconds,
@@ -57,7 +58,9 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--consul", help="agent address (default: CONSUL_HTTP_ADDR)")
+    parser.add_argument(
+        "--consul", type=consul_addresses, help="agent address (default: CONSUL_HTTP_ADDR)"
+    )
     parser.add_argument("--root", default=DEFAULT_ROOT, help="KV root of every layer")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from consul_discovery.connection.servers import parse_servers
+
 
 def positive_seconds(text: str) -> float:
     """A number of seconds > 0 and finite (``--timeout 0``, ``-1``, ``nan``, ``inf``: refused)."""
@@ -56,3 +58,13 @@ def modify_index(text: str) -> int:
 def port_number(text: str) -> int:
     """A TCP port, 0-65535 (0: one the system picks)."""
     return _whole(text, "a port number", 0, 65535, "a port 0-65535")
+
+
+def consul_addresses(text: str) -> str:
+    """``--consul``: an address, or a list of servers, spelled as CONSUL_HTTP_ADDR is
+    (``servers.parse_servers``); returned as given, for the connection to read."""
+    try:
+        parse_servers(text, setting="")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text

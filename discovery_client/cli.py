@@ -29,7 +29,11 @@ from consul_discovery.client.consul_source import ConsulSource
 from consul_discovery.client.errors import DiscoveryError
 from consul_discovery.client.instance import Instance, Resolution
 from consul_discovery.client.table import format_table
-from consul_discovery.connection.cli_arguments import positive_seconds, service_name_given
+from consul_discovery.connection.cli_arguments import (
+    consul_addresses,
+    positive_seconds,
+    service_name_given,
+)
 from consul_discovery.connection.names import callable_name_problem
 
 
@@ -82,7 +86,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         prog=prog,
         description="Inspect Consul services and call them through the discovery client.",
     )
-    parser.add_argument("--consul", metavar="ADDR", help="Consul HTTP address "
+    parser.add_argument("--consul", metavar="ADDR", type=consul_addresses,
+                        help="Consul HTTP address, or a list of servers "
                         "(default: $CONSUL_HTTP_ADDR, then 127.0.0.1:8500)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--timeout", type=positive_seconds, default=5.0,

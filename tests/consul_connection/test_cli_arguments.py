@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
+from consul_discovery.client.cli import main as discovery_main
 from consul_discovery.config.cli import main as config_main
 from consul_discovery.config.kv import KVStore
 from consul_discovery.connection import ConsulConnection
@@ -107,3 +108,17 @@ def test_mesh_uvicorn_refuses_bad_numbers(
 
     err = refused(capsys, mesh_uvicorn.main, ["app:app", option, value])
     assert f"argument {option}: {words}" in err
+
+
+@pytest.mark.parametrize("address", ["bad:addr:x", "127.0.0.1:0", "[::1", "ftp://127.0.0.1"])
+def test_both_clis_refuse_a_bad_consul_address_as_a_usage_error(
+    capsys: pytest.CaptureFixture[str], address: str
+) -> None:
+    """``--consul`` is named, exit 2 before Consul is asked; before, exit 1 with
+    "error: address: invalid Consul address ..." (the connection's parameter name)."""
+    for main, argv in (
+        (lambda a: config_main(a, io.StringIO()), ["get", "--service", "orders", "k"]),
+        (lambda a: discovery_main(a, io.StringIO(), io.StringIO()), ["services"]),
+    ):
+        err = refused(capsys, main, ["--consul", address, *argv])
+        assert f"argument --consul: invalid Consul address {address!r}" in err, err
