@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import requests
@@ -83,6 +85,17 @@ def register(
     }
     response = requests.put(f"{agent.url}/v1/agent/service/register", json=body, timeout=5)
     response.raise_for_status()
+
+
+def stop_instances(
+    agent: ConsulAgent, servers: Iterable[ThreadingHTTPServer], idents: Iterable[str]
+) -> None:
+    """Stop the instances' servers and deregister their ids (a module's teardown)."""
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+    for ident in idents:
+        requests.put(f"{agent.url}/v1/agent/service/deregister/{ident}", timeout=5)
 
 
 def health(agent: ConsulAgent, service: str, **params: str) -> list[str]:

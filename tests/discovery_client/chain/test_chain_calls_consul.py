@@ -24,7 +24,7 @@ import requests
 from consul_discovery.client.chain.model import SplitterNode
 from consul_discovery.client.client import ServiceClient
 from consul_discovery.client.consul_source import ConsulSource
-from tests.discovery_client.chain.consul_chain import write_entry
+from tests.discovery_client.chain.consul_chain import stop_instances, write_entry
 from tests.discovery_client.chain.transports import TRANSPORTS, Calling, calling, echo, serve_json
 from tests.harness.agent import ConsulAgent
 from tests.harness.forking import in_child
@@ -97,12 +97,7 @@ def shop(chain_agent: ConsulAgent) -> Iterator[ConsulAgent]:
     try:
         yield chain_agent
     finally:
-        for server in servers:
-            server.shutdown()
-            server.server_close()
-        for ident, _ in INSTANCES:
-            url = f"{chain_agent.url}/v1/agent/service/deregister/{ident}"
-            requests.put(url, timeout=5)
+        stop_instances(chain_agent, servers, (ident for ident, _ in INSTANCES))
 
 
 def _ttl(agent: ConsulAgent, ident: str, status: str) -> None:

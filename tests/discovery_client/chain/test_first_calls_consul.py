@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 
 import pytest
-import requests
 
 from consul_discovery.client.client import ServiceClient
 from consul_discovery.client.cold_start import target_key
@@ -22,7 +21,7 @@ from consul_discovery.client.consul_source import ConsulSource
 from consul_discovery.client.instance import Instance
 from consul_discovery.client.snapshot_store import SnapshotStore
 from consul_discovery.client.source import WatchKey
-from tests.discovery_client.chain.consul_chain import http, register, write_entry
+from tests.discovery_client.chain.consul_chain import http, register, stop_instances, write_entry
 from tests.discovery_client.chain.transports import TRANSPORTS, calling, echo, serve_json
 from tests.harness.agent import ConsulAgent
 from tests.harness.socket_server import closed_port
@@ -58,12 +57,9 @@ def agent(chain_agent: ConsulAgent) -> Iterator[ConsulAgent]:
     try:
         yield chain_agent
     finally:
-        for server in servers:
-            server.shutdown()
-            server.server_close()
-        for ident, _ in (*INSTANCES, (f"{PLAIN}-1", "1")):
-            url = f"{chain_agent.url}/v1/agent/service/deregister/{ident}"
-            requests.put(url, timeout=5)
+        stop_instances(
+            chain_agent, servers, (ident for ident, _ in (*INSTANCES, (f"{PLAIN}-1", "1")))
+        )
 
 
 @pytest.mark.parametrize("kind", TRANSPORTS)

@@ -16,9 +16,8 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 
 import pytest
-import requests
 
-from tests.discovery_client.chain.consul_chain import http, register, write_entry
+from tests.discovery_client.chain.consul_chain import http, register, stop_instances, write_entry
 from tests.discovery_client.chain.transports import TRANSPORTS, Calling, calling, serve_json
 from tests.harness.agent import ConsulAgent
 
@@ -46,11 +45,7 @@ def sticky(chain_agent: ConsulAgent) -> Iterator[ConsulAgent]:
     try:
         yield chain_agent
     finally:
-        for server in servers:
-            server.shutdown()
-            server.server_close()
-        for n in range(INSTANCES):
-            requests.put(f"{chain_agent.url}/v1/agent/service/deregister/{SERVICE}-{n}", timeout=5)
+        stop_instances(chain_agent, servers, (f"{SERVICE}-{n}" for n in range(INSTANCES)))
 
 
 @pytest.fixture(params=TRANSPORTS)
