@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             _print_summary(plan, control.up(plan))
         elif args.command == "status":
             if control.supervisord_pid(plan) is None:
-                print("the cluster is not running (make run-cluster starts it)")
+                print(f"the cluster is not running ({control.start_command(plan)} starts it)")
                 return 3
             print(control.supervisorctl(plan, "status"))
             _print_summary(plan, control.table(plan))
@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "intentions":
             from consul_discovery.mesh.intentions_cli import main as intentions_main
 
+            control.require_running(plan)
             conn = (
                 secure.connection(plan, secure.MESH_ADMIN)
                 if plan.secure
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "gateway-url":
             print(plan.gateway_url)
         elif args.command == "demo":
+            control.require_running(plan)
             return _demo(plan)
         elif args.command == "ui-token":
             if not plan.secure:

@@ -69,6 +69,19 @@ def supervisord_pid(plan: ClusterPlan) -> int | None:
     return pid if state != "Z" and b"supervisord" in cmdline else None
 
 
+def start_command(plan: ClusterPlan) -> str:
+    """The make command that starts ``plan``'s cluster (its profile named unless dev)."""
+    return "make run-cluster" + ("" if plan.profile == "dev" else f" PROFILE={plan.profile}")
+
+
+def require_running(plan: ClusterPlan) -> int:
+    """The live supervisord's PID; ClusterError saying how to start the cluster if none."""
+    pid = supervisord_pid(plan)
+    if pid is None:
+        raise ClusterError(f"the cluster is not running; start it with `{start_command(plan)}`")
+    return pid
+
+
 def supervisorctl(plan: ClusterPlan, *args: str, check: bool = True) -> str:
     """Run supervisorctl against the cluster's socket and return its output."""
     result = subprocess.run(
@@ -482,8 +495,7 @@ def rolling_restart(
     plan: ClusterPlan, service: str, timeout: float = 60.0, log: Callable[[str], None] = print
 ) -> None:
     """Restart ``service``'s instances one at a time: drain, stop, start, wait until passing."""
-    if supervisord_pid(plan) is None:
-        raise ClusterError("the cluster is not running; start it with `make run-cluster`")
+    require_running(plan)
     for inst in plan.instances_of(service):
         started = time.monotonic()
         log(f"{inst.program}: draining and stopping")
