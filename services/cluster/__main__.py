@@ -107,7 +107,13 @@ def main(argv: list[str] | None = None) -> int:
             print(control.supervisorctl(plan, "status"))
             _print_summary(plan, control.table(plan))
         elif args.command == "logs":
-            _logs(plan, args.lines)
+            try:
+                _logs(plan, args.lines)
+                sys.stdout.flush()
+            except BrokenPipeError:
+                # The reader went away (`make logs | head`, a pager quit): not an error.
+                # Point stdout at /dev/null so the interpreter's final flush stays quiet.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         elif args.command == "down":
             if control.supervisord_pid(plan) is None:
                 print("the cluster is not running")

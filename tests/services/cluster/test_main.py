@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from services.cluster.__main__ import main
+from services.cluster.plan import REPO_ROOT
 
 
 @pytest.mark.parametrize(
@@ -42,3 +46,24 @@ def test_status_on_a_stopped_cluster_names_the_profile(
     assert main(["status"]) == 3
     out = capsys.readouterr().out
     assert out == "the cluster is not running (make run-cluster PROFILE=secure starts it)\n"
+
+
+def test_logs_into_a_reader_that_stops_early_is_quiet(tmp_path: Path) -> None:
+    # `make logs | head -1`: the pipe closes after the first line; no BrokenPipeError trace.
+    (tmp_path / "logs").mkdir()
+    for name in ("a", "b", "c"):
+        (tmp_path / "logs" / f"{name}.log").write_text("x" * 200 + "\n" * 5000)
+    env = {**os.environ, "PROFILE": "dev", "CLUSTER_RUN_DIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "services.cluster", "logs", "-n", "5000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=REPO_ROOT,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline() == b"==> a.log <==\n"
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=30) == 0, err
+    assert err == ""
