@@ -334,7 +334,10 @@ def up(plan: ClusterPlan, timeout: float = 120.0) -> list[InstanceStatus]:
     taken = busy_ports(plan.endpoints())
     if taken:
         raise PortInUseError(
-            "cannot start the cluster, these ports are in use: " + ", ".join(taken)
+            "cannot start the cluster, these ports are in use: "
+            + ", ".join(taken)
+            + "; stop what holds them, or move every port of the cluster: "
+            + f"`{start_command(plan)} PORT_OFFSET=1000` (any offset from 1 to 20000)"
         )
     try:
         prometheus_bin = prometheus.prometheus_binary()

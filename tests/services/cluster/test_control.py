@@ -178,6 +178,35 @@ def test_busy_ports_names_the_address(tmp_path: Path) -> None:
     assert taken == [f"127.0.0.3:{port} (consul-host-2 https)"]
 
 
+def test_up_on_a_taken_port_says_how_to_move_the_ports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    def would_start() -> None:
+        raise AssertionError("up went past the port check")
+
+    monkeypatch.setattr(control.prometheus, "prometheus_binary", would_start)
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        with pytest.raises(control.PortInUseError) as caught:
+            control.up(plan_in(tmp_path, gateway_port=port))
+    assert str(caught.value) == (
+        f"cannot start the cluster, these ports are in use: {port} (gateway-1); stop what"
+        " holds them, or move every port of the cluster:"
+        " `make run-cluster PORT_OFFSET=1000` (any offset from 1 to 20000)"
+    )
+
+
+def test_start_command_names_the_profile() -> None:
+    assert control.start_command(ClusterPlan()) == "make run-cluster"
+    assert control.start_command(ClusterPlan(profile="secure")) == (
+        "make run-cluster PROFILE=secure"
+    )
+
+
 def test_saved_ports_win_for_later_commands(tmp_path: Path) -> None:
     started = ClusterPlan.from_env({"CLUSTER_RUN_DIR": str(tmp_path), "PORT_OFFSET": "700"})
     started.run_dir.mkdir(exist_ok=True)
