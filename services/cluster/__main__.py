@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from services.cluster import control, secure
+from services.cluster import control, orphans, secure
 from services.cluster.plan import ClusterConfigError, ClusterPlan
 
 
@@ -103,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "status":
             if control.supervisord_pid(plan) is None:
                 print(f"the cluster is not running ({control.start_command(plan)} starts it)")
+                if left := orphans.find(plan):
+                    print(
+                        f"but its supervisord left {len(left)} process(es) running"
+                        f" (PIDs {', '.join(map(str, left))}): `make stop-cluster` stops them"
+                    )
                 return 3
             print(control.supervisorctl(plan, "status"))
             _print_summary(plan, control.table(plan))
@@ -116,7 +121,10 @@ def main(argv: list[str] | None = None) -> int:
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         elif args.command == "down":
             if control.supervisord_pid(plan) is None:
-                print("the cluster is not running")
+                if orphans.stop(plan):
+                    print("cluster stopped: what its supervisord left running is stopped")
+                else:
+                    print("the cluster is not running")
                 return 0
             control.down(plan)
             print("cluster stopped: instances drained and deregistered, Consul stopped")

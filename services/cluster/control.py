@@ -21,7 +21,7 @@ from supervisor.xmlrpc import SupervisorTransport
 from consul_discovery.client import ConsulSource, DiscoveryError, ServiceConfig
 from consul_discovery.client.table import format_table as table_text
 from consul_discovery.connection import ConsulConnection
-from services.cluster import mesh, multi_dc, prometheus, secure, stopping
+from services.cluster import mesh, multi_dc, orphans, prometheus, secure, stopping
 from services.cluster.plan import MESH_SERVICES, REPO_ROOT, ClusterPlan, InstancePlan
 from services.cluster.scrape_identity import IdentityFiles
 from services.cluster.supervisor_conf import SCRAPE_IDENTITY, render, targets_file
@@ -330,6 +330,14 @@ def up(plan: ClusterPlan, timeout: float = 120.0) -> list[InstanceStatus]:
         raise AlreadyRunningError(
             f"the cluster is already running (supervisord PID {pid}); "
             "`make status` shows it, `make stop-cluster` stops it"
+        )
+    left = orphans.find(plan)
+    if left:
+        raise ClusterError(
+            f"{len(left)} process(es) of this cluster are still running without their"
+            f" supervisord (PIDs {', '.join(map(str, left))}); `make stop-cluster"
+            + ("" if plan.profile == "dev" else f" PROFILE={plan.profile}")
+            + "` stops them"
         )
     taken = busy_ports(plan.endpoints())
     if taken:

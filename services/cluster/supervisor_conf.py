@@ -6,7 +6,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from services.cluster import mesh, multi_dc, prometheus, secure, stopping
+from services.cluster import mesh, multi_dc, orphans, prometheus, secure, stopping
 from services.cluster.plan import (
     APPS,
     ASGI_SERVICES,
@@ -264,6 +264,7 @@ childlogdir={logs}
 nodaemon=false
 directory={REPO_ROOT}
 identifier=consul-discovery-cluster
+environment={_env_line({orphans.MARK: str(plan.run_dir)})}
 
 [unix_http_server]
 file={plan.supervisor_socket}

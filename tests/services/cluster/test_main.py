@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from services.cluster import control, orphans, supervisor_conf
 from services.cluster.__main__ import main
-from services.cluster.plan import REPO_ROOT
+from services.cluster.plan import REPO_ROOT, ClusterPlan
 
 
 @pytest.mark.parametrize(
@@ -67,3 +70,46 @@ def test_logs_into_a_reader_that_stops_early_is_quiet(tmp_path: Path) -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=30) == 0, err
     assert err == ""
+
+
+def _marked_sleeper(run_dir: Path) -> subprocess.Popen[bytes]:
+    """A stand-in for a program a dead supervisord left running: it carries the mark."""
+    env = {**os.environ, orphans.MARK: str(run_dir)}
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env=env)
+
+
+def test_the_supervisord_conf_marks_every_program_with_the_run_dir(tmp_path: Path) -> None:
+    conf = supervisor_conf.render(ClusterPlan(run_dir=tmp_path), "consul")
+    supervisord = conf.split("\n\n", 1)[0]
+    assert f'environment={orphans.MARK}="{tmp_path}"' in supervisord.splitlines()
+
+
+def test_down_after_supervisord_died_stops_what_it_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mine = _marked_sleeper(tmp_path)
+    other = _marked_sleeper(tmp_path / "another-cluster")
+    try:
+        monkeypatch.setenv("PROFILE", "dev")
+        monkeypatch.setenv("CLUSTER_RUN_DIR", str(tmp_path))
+        deadline = time.monotonic() + 10
+        while mine.pid not in orphans.find(ClusterPlan(run_dir=tmp_path)):
+            assert time.monotonic() < deadline, "the marked process was never found"
+            time.sleep(0.05)
+        assert other.pid not in orphans.find(ClusterPlan(run_dir=tmp_path))
+
+        assert main(["status"]) == 3
+        assert f"(PIDs {mine.pid}): `make stop-cluster` stops them" in capsys.readouterr().out
+        with pytest.raises(control.ClusterError, match=f"PIDs {mine.pid}.*make stop-cluster"):
+            control.up(ClusterPlan(run_dir=tmp_path))
+
+        assert main(["down"]) == 0
+        assert mine.wait(timeout=10) == -signal.SIGTERM
+        assert "what its supervisord left running is stopped" in capsys.readouterr().out
+        assert other.poll() is None  # another run dir's process is not touched
+        assert main(["down"]) == 0
+        assert capsys.readouterr().out.endswith("the cluster is not running\n")
+    finally:
+        for proc in (mine, other):
+            proc.kill()
+            proc.wait()
