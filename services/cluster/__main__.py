@@ -112,13 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             print(control.supervisorctl(plan, "status"))
             _print_summary(plan, control.table(plan))
         elif args.command == "logs":
-            try:
-                _logs(plan, args.lines)
-                sys.stdout.flush()
-            except BrokenPipeError:
-                # The reader went away (`make logs | head`, a pager quit): not an error.
-                # Point stdout at /dev/null so the interpreter's final flush stays quiet.
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            _logs(plan, args.lines)
         elif args.command == "down":
             if control.supervisord_pid(plan) is None:
                 if orphans.stop(plan):
@@ -165,5 +159,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run() -> int:
+    """main() for the command line: a reader that goes away (`make logs | head`, a pager
+    quit) ends the output quietly, not with a BrokenPipeError traceback."""
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's final flush stays quiet too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

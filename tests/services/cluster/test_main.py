@@ -51,8 +51,9 @@ def test_status_on_a_stopped_cluster_names_the_profile(
     assert out == "the cluster is not running (make run-cluster PROFILE=secure starts it)\n"
 
 
-def test_logs_into_a_reader_that_stops_early_is_quiet(tmp_path: Path) -> None:
-    # `make logs | head -1`: the pipe closes after the first line; no BrokenPipeError trace.
+def test_output_into_a_reader_that_stops_early_is_quiet(tmp_path: Path) -> None:
+    # `make logs | head -1`: the pipe closes after the first line; no BrokenPipeError trace
+    # (any command: `run` catches it around `main`).
     (tmp_path / "logs").mkdir()
     for name in ("a", "b", "c"):
         (tmp_path / "logs" / f"{name}.log").write_text("x" * 200 + "\n" * 5000)
