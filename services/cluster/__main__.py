@@ -22,11 +22,12 @@ def _print_summary(plan: ClusterPlan, rows: list[control.InstanceStatus]) -> Non
     print(f"Consul UI: {plan.consul_ui_url}")
     print(f"Prometheus: {plan.prometheus_url}   (targets found through Consul)")
     if plan.mesh:
-        print("Mesh:      on, mTLS between services   (make intentions: who may call whom)")
+        intentions = control.make_command(plan, "intentions")
+        print(f"Mesh:      on, mTLS between services   ({intentions}: who may call whom)")
     if plan.secure:
         print(f"CA:        {plan.ca_file}   (add it to your browser, or accept the warning)")
         print("UI token:  make ui-token PROFILE=secure   (paste it into the UI's Log in)")
-    print(f"Logs:      {plan.log_dir}   (make logs)")
+    print(f"Logs:      {plan.log_dir}   ({control.make_command(plan, 'logs')})")
 
 
 def _logs(plan: ClusterPlan, lines: int) -> None:
@@ -106,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                 if left := orphans.find(plan):
                     print(
                         f"but its supervisord left {len(left)} process(es) running"
-                        f" (PIDs {', '.join(map(str, left))}): `make stop-cluster` stops them"
+                        f" (PIDs {', '.join(map(str, left))}):"
+                        f" `{control.make_command(plan, 'stop-cluster')}` stops them"
                     )
                 return 3
             print(control.supervisorctl(plan, "status"))

@@ -69,9 +69,15 @@ def supervisord_pid(plan: ClusterPlan) -> int | None:
     return pid if state != "Z" and b"supervisord" in cmdline else None
 
 
+def make_command(plan: ClusterPlan, target: str) -> str:
+    """The make command running ``target`` on ``plan``'s cluster: its profile named unless
+    dev, since every cluster target finds the cluster of its PROFILE only."""
+    return f"make {target}" + ("" if plan.profile == "dev" else f" PROFILE={plan.profile}")
+
+
 def start_command(plan: ClusterPlan) -> str:
     """The make command that starts ``plan``'s cluster (its profile named unless dev)."""
-    return "make run-cluster" + ("" if plan.profile == "dev" else f" PROFILE={plan.profile}")
+    return make_command(plan, "run-cluster")
 
 
 def require_running(plan: ClusterPlan) -> int:
@@ -255,7 +261,8 @@ def wait_passing(plan: ClusterPlan, instances: Iterable[InstancePlan], timeout: 
     except ClusterError as exc:
         raise ClusterError(
             f"{exc}\n{format_table(table(plan))}\nlogs: {plan.log_dir} "
-            "(the cluster is left running to look at: `make logs`, then `make stop-cluster`)"
+            f"(the cluster is left running to look at: `{make_command(plan, 'logs')}`, then"
+            f" `{make_command(plan, 'stop-cluster')}`)"
         ) from exc
 
 
@@ -329,15 +336,15 @@ def up(plan: ClusterPlan, timeout: float = 120.0) -> list[InstanceStatus]:
     if pid is not None:
         raise AlreadyRunningError(
             f"the cluster is already running (supervisord PID {pid}); "
-            "`make status` shows it, `make stop-cluster` stops it"
+            f"`{make_command(plan, 'status')}` shows it,"
+            f" `{make_command(plan, 'stop-cluster')}` stops it"
         )
     left = orphans.find(plan)
     if left:
         raise ClusterError(
             f"{len(left)} process(es) of this cluster are still running without their"
-            f" supervisord (PIDs {', '.join(map(str, left))}); `make stop-cluster"
-            + ("" if plan.profile == "dev" else f" PROFILE={plan.profile}")
-            + "` stops them"
+            f" supervisord (PIDs {', '.join(map(str, left))});"
+            f" `{make_command(plan, 'stop-cluster')}` stops them"
         )
     taken = busy_ports(plan.endpoints())
     if taken:
@@ -373,7 +380,8 @@ def up(plan: ClusterPlan, timeout: float = 120.0) -> list[InstanceStatus]:
             tails = "\n".join(
                 f"--- {a.program}:\n{log_tail(plan, a.program)}" for a in plan.agents()
             )
-            raise ClusterError(f"{exc}\n{tails}\n(`make stop-cluster` stops it)") from exc
+            stop = make_command(plan, "stop-cluster")
+            raise ClusterError(f"{exc}\n{tails}\n(`{stop}` stops it)") from exc
         if plan.mesh:  # before any instance serves: nothing is allowed by default
             write_mesh_intentions(plan)
         later = ("prometheus",) if plan.mesh else ()  # after its identity files

@@ -193,9 +193,11 @@ def test_up_on_a_taken_port_says_how_to_move_the_ports(
         port = blocker.getsockname()[1]
         with pytest.raises(control.PortInUseError) as caught:
             control.up(plan_in(tmp_path, gateway_port=port))
-    assert str(caught.value) == (
-        f"cannot start the cluster, these ports are in use: {port} (gateway-1); stop what"
-        " holds them, or move every port of the cluster:"
+    message = str(caught.value)  # other default ports may be taken too (a running cluster)
+    assert message.startswith("cannot start the cluster, these ports are in use: ")
+    assert f"{port} (gateway-1)" in message
+    assert message.endswith(
+        "; stop what holds them, or move every port of the cluster:"
         " `make run-cluster PORT_OFFSET=1000` (any offset from 1 to 20000)"
     )
 
@@ -214,3 +216,16 @@ def test_saved_ports_win_for_later_commands(tmp_path: Path) -> None:
     later = ClusterPlan.from_env({"CLUSTER_RUN_DIR": str(tmp_path)}).with_saved_counts()
     assert later.gateway_url == "http://127.0.0.1:8780"
     assert later.consul == started.consul and later.consul.http == 9200
+
+
+@pytest.mark.parametrize(("profile", "suffix"), [("dev", ""), ("secure", " PROFILE=secure")])
+def test_already_running_names_the_commands_of_its_profile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, profile: str, suffix: str
+) -> None:
+    monkeypatch.setattr(control, "supervisord_pid", lambda plan: 4242)
+    with pytest.raises(control.AlreadyRunningError) as caught:
+        control.up(plan_in(tmp_path, profile=profile))
+    assert str(caught.value) == (
+        f"the cluster is already running (supervisord PID 4242); `make status{suffix}` shows"
+        f" it, `make stop-cluster{suffix}` stops it"
+    )

@@ -114,3 +114,14 @@ def test_down_after_supervisord_died_stops_what_it_left(
         for proc in (mine, other):
             proc.kill()
             proc.wait()
+
+
+def test_the_secure_summary_names_the_profile_in_every_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from services.cluster.__main__ import _print_summary
+
+    _print_summary(ClusterPlan(run_dir=tmp_path, profile="secure", mesh=True), [])
+    hints = [line for line in capsys.readouterr().out.splitlines() if "make " in line]
+    assert len(hints) == 3  # mesh, UI token, logs
+    assert all("PROFILE=secure" in line for line in hints), hints
