@@ -27,6 +27,14 @@ COMMON_DEFAULTS: dict[str, Any] = {
 }
 
 
+def init_logging() -> None:
+    """INFO and up to stderr as ``time logger message`` (the access log's lines among
+    them), unless the process has configured logging itself. gunicorn and uvicorn set
+    up only their own loggers, so without this ``services.access`` would print nothing."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+
 def env_flag(value: str) -> bool:
     """Parse a boolean environment value (1/true/yes/on)."""
     return value.strip().lower() in {"1", "true", "yes", "on"}
@@ -70,8 +78,7 @@ def build_app(
     if config:
         app.config.update(config)
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    init_logging()
     install_error_handlers(app)
     init_body_limit(app)
     init_access_log(app)

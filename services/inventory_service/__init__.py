@@ -35,7 +35,7 @@ from fastapi.responses import JSONResponse, Response
 
 from consul_discovery.registry.asgi import ConsulRegistry
 from consul_discovery.registry.health import HealthChecks
-from services.common.app import COMMON_DEFAULTS, env_flag
+from services.common.app import COMMON_DEFAULTS, env_flag, init_logging
 from services.common.asgi import ObservedApp
 from services.common.asgi_http import init_http
 from services.common.db import Database
@@ -86,6 +86,7 @@ def _config(config: Mapping[str, Any] | None) -> dict[str, Any]:
 def create_app(config: Mapping[str, Any] | None = None) -> FastAPI:
     """Build an inventory-service app (see the module docstring for its configuration)."""
     settings = _config(config)
+    init_logging()  # the access log's lines, as the Flask services print theirs
     db_path = settings["INVENTORY_DB_PATH"] or os.path.join(
         tempfile.gettempdir(), "inventory.sqlite3"
     )

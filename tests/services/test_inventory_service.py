@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 from flask import Flask
 
 from consul_discovery.client.errors import NoHealthyInstanceError
+from consul_discovery.testing.ports import free_port
+from services.cluster.plan import REPO_ROOT
 from tests.services.conftest import auth
 from tests.services.fakes import FlaskCaller
 
@@ -212,3 +219,44 @@ def test_bodies_are_validated_as_the_flask_services_validate_theirs(inventory_ap
         )
         assert too_big.status_code == 413, too_big.text[:200]
         assert too_big.json()["error"]["code"] == "body_too_large"
+
+
+def test_under_uvicorn_the_access_log_reaches_the_output(tmp_path: Path) -> None:
+    """uvicorn configures only its own loggers: the service must print its access lines
+    (trace and request id) itself, as the Flask services do under gunicorn."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "INVENTORY_DB_PATH": str(tmp_path / "inventory.sqlite3"),
+        "REGISTRY_ENABLED": "0",
+    }
+    log = tmp_path / "uvicorn.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "services.inventory_service:create_app",
+             "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
+            cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                answer = httpx.get(
+                    f"http://127.0.0.1:{port}/stock/lamp",
+                    headers={"X-Request-Id": "rid-under-uvicorn"},
+                )
+                break
+            except httpx.TransportError:
+                assert server.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        assert answer.status_code == 200
+        deadline = time.monotonic() + 10
+        while "rid=rid-under-uvicorn" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        line = next(ln for ln in log.read_text().splitlines() if "rid-under-uvicorn" in ln)
+        assert 'services.access inventory-service 127.0.0.1 "GET /stock/lamp" 200' in line
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
