@@ -128,6 +128,13 @@ def main(argv: list[str] | None = None) -> int:
             from consul_discovery.mesh.intentions_cli import main as intentions_main
 
             control.require_running(plan)
+            if not plan.mesh:
+                print(
+                    "note: this cluster is not in the mesh: intentions decide nothing here"
+                    f" (`{control.make_command(plan, 'stop-cluster')}`, then"
+                    f" `{control.make_command(plan, 'run-cluster')} MESH=1`)",
+                    file=sys.stderr,
+                )
             conn = (
                 secure.connection(plan, secure.MESH_ADMIN)
                 if plan.secure

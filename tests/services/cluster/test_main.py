@@ -125,3 +125,26 @@ def test_the_secure_summary_names_the_profile_in_every_command(
     hints = [line for line in capsys.readouterr().out.splitlines() if "make " in line]
     assert len(hints) == 3  # mesh, UI token, logs
     assert all("PROFILE=secure" in line for line in hints), hints
+
+
+@pytest.mark.parametrize(("mesh", "noted"), [(False, True), (True, False)])
+def test_intentions_outside_the_mesh_say_they_decide_nothing(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    mesh: bool,
+    noted: bool,
+) -> None:
+    import consul_discovery.mesh.intentions_cli as cli
+
+    ClusterPlan(run_dir=tmp_path, mesh=mesh).save()  # what `up` records
+    monkeypatch.setenv("PROFILE", "dev")
+    monkeypatch.delenv("MESH", raising=False)
+    monkeypatch.setenv("CLUSTER_RUN_DIR", str(tmp_path))
+    monkeypatch.setattr(control, "require_running", lambda plan: 4242)
+    monkeypatch.setattr(cli, "main", lambda words, conn: 0)
+    assert main(["intentions", "deny", "gateway", "order-service"]) == 0
+    err = capsys.readouterr().err
+    assert ("not in the mesh" in err) is noted, err
+    if noted:
+        assert "`make stop-cluster`, then `make run-cluster MESH=1`" in err
