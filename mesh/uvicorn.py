@@ -96,7 +96,8 @@ def serve(app: Any, *, ready_timeout: float | None = None, **uvicorn_kwargs: Any
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m consul_discovery.mesh.uvicorn APP [--factory] [--host H] [--port P]``,
     and the uvicorn options a service usually sets: ``--http``, ``--log-level``,
-    ``--timeout-graceful-shutdown``, ``--timeout-keep-alive``, ``--no-server-header``."""
+    ``--timeout-graceful-shutdown``, ``--timeout-keep-alive``, ``--no-server-header``,
+    ``--no-access-log``."""
     parser = argparse.ArgumentParser(prog="python -m consul_discovery.mesh.uvicorn")
     parser.add_argument("app", help="module:attribute of the ASGI app (or factory)")
     parser.add_argument("--factory", action="store_true", help="APP is a factory to call")
@@ -118,6 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout-graceful-shutdown", type=positive_seconds, default=None)
     parser.add_argument("--timeout-keep-alive", type=positive_seconds, default=5)
     parser.add_argument("--no-server-header", action="store_true")
+    parser.add_argument(
+        "--no-access-log", action="store_true", help="the app logs its own requests"
+    )
     args = parser.parse_args(argv)
     try:
         port = args.port if args.port is not None else _env_port()
@@ -132,6 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             timeout_graceful_shutdown=args.timeout_graceful_shutdown,
             timeout_keep_alive=args.timeout_keep_alive,
             server_header=not args.no_server_header,
+            access_log=not args.no_access_log,
         )
     except MeshError as exc:
         print(f"mesh: cannot serve in the mesh: {exc}", file=sys.stderr)

@@ -120,6 +120,7 @@ def instance_command(plan: ClusterPlan, inst: InstancePlan) -> list[str]:
             "--http", UVICORN_HTTP,
             "--timeout-graceful-shutdown", graceful, "--no-server-header",
             "--timeout-keep-alive", "75",  # callers close idle connections first
+            "--no-access-log",  # services.access logs each request once (not the probes)
         ]  # fmt: skip
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     return [
@@ -142,8 +143,8 @@ def instance_command(plan: ClusterPlan, inst: InstancePlan) -> list[str]:
         # to resend for a POST. Callers close first; servers outlast them.
         "--keep-alive",
         "75",
-        "--access-logfile",
-        "-",
+        # No gunicorn access log: services.access writes one line per request, with its
+        # trace and request id, and Consul's and Prometheus' probes only at DEBUG.
         "--name",
         inst.program,
         APPS[inst.service],

@@ -20,7 +20,7 @@ from consul_discovery.mesh.spiffe import SpiffeId
 from services.cluster import control, mesh, prometheus, stopping
 from services.cluster.plan import MESH_SERVICES, ClusterConfigError, ClusterPlan
 from services.cluster.scrape_identity import IdentityFiles
-from services.cluster.supervisor_conf import SCRAPE_IDENTITY, instance_env, render
+from services.cluster.supervisor_conf import SCRAPE_IDENTITY, instance_command, instance_env, render
 from services.common.discovery import connect_setting
 from services.common.upstream import mesh_denial
 
@@ -214,3 +214,27 @@ def test_a_mesh_denial_becomes_the_callers_own_403_and_nothing_else_does() -> No
     assert mesh_denial("order-service", _response(403, platform_403)) is None
     assert mesh_denial("order-service", _response(403, b"<html>")) is None
     assert mesh_denial("order-service", _response(200, body)) is None
+
+
+@pytest.mark.parametrize("mesh", [False, True])
+def test_each_request_is_logged_once_by_the_services_own_access_log(
+    tmp_path: Path, mesh: bool
+) -> None:
+    # services.access writes the line (trace, request id; the probes at DEBUG): the
+    # servers' own access logs would print each request again and every probe.
+    plan = ClusterPlan(run_dir=tmp_path, mesh=mesh)
+    for inst in plan.instances():
+        command = instance_command(plan, inst)
+        assert "--access-logfile" not in command
+        if any("uvicorn" in word for word in command):
+            assert "--no-access-log" in command
+
+
+def test_the_mesh_uvicorn_passes_no_access_log_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    from consul_discovery.mesh import uvicorn as mesh_uvicorn
+
+    seen: list[dict[str, object]] = []
+    monkeypatch.setattr(mesh_uvicorn, "serve", lambda app, **kwargs: seen.append(kwargs))
+    assert mesh_uvicorn.main(["m:app", "--port", "1", "--no-access-log"]) == 0
+    assert mesh_uvicorn.main(["m:app", "--port", "1"]) == 0
+    assert [kwargs["access_log"] for kwargs in seen] == [False, True]
