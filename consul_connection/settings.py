@@ -58,7 +58,6 @@ from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from consul_discovery.connection.addresses import host_port
 from consul_discovery.connection.env_values import (
@@ -71,12 +70,12 @@ from consul_discovery.connection.env_values import (
     read_token,
 )
 from consul_discovery.connection.servers import ServerAddress
+from consul_discovery.connection.url_token import TOKEN_HEADER, TokenHeaderAdapter
 
 if TYPE_CHECKING:
     import consul
 
 DEFAULT_ADDRESS = "127.0.0.1:8500"
-TOKEN_HEADER = "X-Consul-Token"
 
 
 @dataclass(frozen=True)
@@ -281,18 +280,20 @@ class ConsulConnection:
     def session(self, *, pool_maxsize: int = 10) -> requests.Session:
         """A requests Session for this agent: TLS set up, no proxy env, no netrc.
 
-        The token is a default header of the session, so it is never part of a URL.
+        The token is a default header of the session, so it is never part of a URL; a
+        caller's ``?token=`` (py-consul's ``catalog.register`` adds one) is moved to the
+        header before the URL is sent or logged (``url_token``).
         """
         session = requests.Session()
         session.trust_env = False  # the agent directly: no HTTP(S)_PROXY, no ~/.netrc
         session.verify = self.requests_verify()
         session.cert = self.requests_cert()
         session.headers.update(self.headers())
-        adapter: HTTPAdapter
+        adapter: TokenHeaderAdapter
         if self.scheme == "https" and self.tls_server_name and self.verify:
             adapter = _ServerNameAdapter(self.tls_server_name, pool_maxsize=pool_maxsize)
         else:
-            adapter = HTTPAdapter(pool_maxsize=pool_maxsize)
+            adapter = TokenHeaderAdapter(pool_maxsize=pool_maxsize)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
         return session
@@ -371,7 +372,7 @@ def _token_and_file(
     return check_token(env.get("CONSUL_HTTP_TOKEN"), "CONSUL_HTTP_TOKEN"), None
 
 
-class _ServerNameAdapter(HTTPAdapter):
+class _ServerNameAdapter(TokenHeaderAdapter):
     """An HTTPAdapter that expects ``server_name`` in the certificate and sends it as SNI."""
 
     def __init__(self, server_name: str, **kwargs: Any) -> None:
