@@ -81,7 +81,9 @@ class ConsulAgent:
     name: str = "dev"
     mode: str = "dev"
     ports: AgentPorts = field(default_factory=AgentPorts.allocate)
-    extra_args: list[str] = field(default_factory=list)
+    # Not in the repr: it carries secrets (an ACL agent's initial management token in
+    # its -hcl, a gossip key's -encrypt) and a repr is what pytest shows of a fixture.
+    extra_args: list[str] = field(default_factory=list, repr=False)
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="consul-test-")))
     binary: str | None = None
     process: subprocess.Popen[bytes] | None = None  # owned by the test thread
