@@ -35,6 +35,7 @@ import asyncio
 import collections
 import contextlib
 import io
+import logging
 from collections.abc import Iterable
 from http.client import parse_headers
 
@@ -50,6 +51,7 @@ try:
     import h2.events
     import h2.exceptions
     import h2.settings
+    from hpack import NeverIndexedHeaderTuple
 except ImportError as exc:  # the http2 extra; agent_transport falls back to HTTP/1.1
     raise missing("consul_discovery.connection.aio_http2", "http2", exc) from exc
 
@@ -57,6 +59,29 @@ STREAM_WINDOW = 1 << 20
 CONNECTION_WINDOW = 1 << 24
 ASSUMED_MAX_STREAMS = 100  # if the agent's SETTINGS do not say (RFC 9113: at least 100)
 _DEFAULT_WINDOW = 65535
+#: Headers that carry a secret: sent never-indexed (RFC 7541 7.1.3: kept out of HPACK's
+#: tables, and hpack's DEBUG line "Adding ..." shows SENSITIVE_REDACTED, not the value).
+SECRET_HEADERS = frozenset({"x-consul-token", "authorization", "proxy-authorization"})
+_ENCODED_BLOCK = "Encoded header block to %s"
+
+
+class _EncodedBlockRedactor(logging.Filter):
+    """hpack logs each encoded header block at DEBUG: the token in it is only Huffman
+    coded (anyone can decode it), so the block is not shown."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == _ENCODED_BLOCK:
+            record.args = ("<not shown: it may hold the ACL token>",)
+        return True
+
+
+logging.getLogger("hpack.hpack").addFilter(_EncodedBlockRedactor())
+
+
+def _header_field(name: str, value: str) -> tuple[str, str]:
+    """One request header as h2 sends it: a secret one never-indexed (see SECRET_HEADERS)."""
+    name = name.lower()
+    return NeverIndexedHeaderTuple(name, value) if name in SECRET_HEADERS else (name, value)
 
 
 class _Stream:
@@ -205,7 +230,7 @@ class H2Connection(asyncio.Protocol):
                 (":path", target),
                 ("user-agent", USER_AGENT),
                 ("accept", "application/json"),
-                *((name.lower(), value) for name, value in headers),
+                *(_header_field(name, value) for name, value in headers),
             ]
             if body:
                 fields.append(("content-length", str(len(body))))

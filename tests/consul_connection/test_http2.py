@@ -10,6 +10,7 @@ certificate) and the token header.
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -225,6 +226,34 @@ def test_the_token_is_a_header_and_the_server_name_is_checked(serve, certs):
     with pytest.raises(TransportError) as untrusted:
         run(main(tls_server_name="someone-else.example"))
     assert untrusted.value.kind is TransportFailure.TLS_UNTRUSTED
+
+
+def test_hpacks_debug_log_shows_neither_the_token_nor_its_encoded_block(serve, certs, caplog):
+    # hpack logged "Adding b'x-consul-token'=b'<token>'" and the Huffman-coded block at
+    # DEBUG; the token header is now never-indexed and the block not shown.
+    from hpack.huffman import HuffmanEncoder
+    from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
+
+    token = "6a1f0c2e-hpack-leak-check-000000000001"
+    huffman = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH).encode(token.encode())
+    server = serve()
+
+    async def main() -> int:
+        sender = AgentSender(connection(server, certs, token=token))
+        try:
+            await sender(Request("/v1/kv/x"))
+            return (await sender(Request("/v1/kv/y"))).status
+        finally:
+            await sender.aclose()
+
+    with caplog.at_level(logging.DEBUG):
+        assert run(main()) == 200
+    assert server.requests[-1]["x-consul-token"] == token
+    # The scripted server decodes in this process too: its "Decod..." lines are not ours.
+    ours = "\n".join(r.getMessage() for r in caplog.records if not r.msg.startswith("Decod"))
+    assert "x-consul-token" in ours  # hpack's lines were captured
+    assert token not in ours and repr(huffman)[2:-1] not in ours
+    assert "Encoded header block to <not shown" in ours
 
 
 def test_a_client_certificate_is_presented_when_configured(serve, certs):
