@@ -28,6 +28,13 @@ SCHEME_PORTS = {"http": 80, "https": 443}
 # Letters, digits, hyphens and underscores in dot-separated labels (underscores: some
 # container and internal host names carry them, and the Go resolver accepts them).
 _HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+# Everything up to an address's last '@' (after its scheme): a user name and password.
+_USER_INFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)?.*@", re.DOTALL)
+
+
+def shown_address(address: str) -> str:
+    """``address`` as an error may quote it: a user name and password left out."""
+    return _USER_INFO.sub(r"\1<user info not shown>@", address)
 
 
 def bracket_host(host: str) -> str:
@@ -55,6 +62,7 @@ def split_address(address: str, *, default_scheme: str = "http") -> tuple[str, s
     text = address.strip()
     if not text:
         raise ValueError("empty Consul address")
+    address = shown_address(address)  # only quoted from here on: never a password
     scheme, sep, rest = text.partition("://")
     if not sep:
         scheme, rest = default_scheme, text

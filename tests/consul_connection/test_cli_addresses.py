@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from consul_discovery.connection import ConsulConfigError, ConsulConnection
+from consul_discovery.connection.addresses import shown_address
 from consul_discovery.connection.transport_errors import (
     TransportFailure,
     classify_transport_error,
@@ -93,7 +94,8 @@ def test_an_address_the_cli_cannot_use_is_a_config_error_at_parse_time(
     with pytest.raises(ConsulConfigError) as caught:
         ConsulConnection.from_env({"CONSUL_HTTP_ADDR": address})
     assert caught.value.setting == "CONSUL_HTTP_ADDR"
-    assert str(caught.value).startswith(f"CONSUL_HTTP_ADDR: invalid Consul address {address!r}")
+    shown = shown_address(address)  # a user name and password are never quoted
+    assert str(caught.value).startswith(f"CONSUL_HTTP_ADDR: invalid Consul address {shown!r}")
 
 
 def test_a_space_is_named(consul_agent: ConsulAgent) -> None:
