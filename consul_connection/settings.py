@@ -52,6 +52,7 @@ keyword arguments) are the only way the rest of the platform reaches Consul.
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -325,12 +326,26 @@ class ConsulConnection:
         """An SSLContext for https (CA, client certificate, verification), else None."""
         if self.scheme != "https":
             return None
-        context = ssl.create_default_context(cafile=self.ca_file, capath=self.ca_path)
+        try:
+            context = ssl.create_default_context(cafile=self.ca_file, capath=self.ca_path)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConsulConfigError(
+                "CONSUL_CACERT/CONSUL_CAPATH",
+                f"cannot load CA certificates from {self.ca_file or self.ca_path}: {_why(exc)}",
+            ) from None
         if not self.verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         if self.client_cert and self.client_key:
-            context.load_cert_chain(self.client_cert, self.client_key)
+            try:
+                context.load_cert_chain(self.client_cert, self.client_key)
+            except (ssl.SSLError, OSError) as exc:
+                raise ConsulConfigError(
+                    "CONSUL_CLIENT_CERT/CONSUL_CLIENT_KEY",
+                    f"cannot load the client certificate {self.client_cert} with the key "
+                    f"{self.client_key} (PEM files, the key matching the certificate): "
+                    f"{_why(exc)}",
+                ) from None
         return context
 
     def httpx_kwargs(self) -> dict[str, Any]:
@@ -354,6 +369,13 @@ class ConsulConnection:
         if self.scheme == "https" and self.tls_server_name:
             return {"sni_hostname": self.tls_server_name}
         return {}
+
+
+def _why(exc: BaseException) -> str:
+    """OpenSSL's or the OS's reason, without the C source location: "PEM lib" for
+    "[SSL] PEM lib (_ssl.c:3926)"."""
+    reason = getattr(exc, "strerror", None) or (exc.args[-1] if exc.args else None)
+    return re.sub(r"^\[\w+\] | \(_ssl\.c:\d+\)$", "", str(reason or exc))
 
 
 def _token_and_file(

@@ -16,6 +16,7 @@ from consul_discovery.connection import (
     http_url,
     parse_address,
 )
+from tests.harness.tls_agent import make_certificates
 
 SECRET = "0b7c9a1e-5d2f-4c8b-9e61-2a7f3d9c0b11"
 
@@ -267,3 +268,25 @@ def test_stale_reads_and_max_stale_from_the_environment():
 def test_resolve_names_an_argument_of_the_wrong_type(kwargs: dict, message: str):
     with pytest.raises(TypeError, match=message):
         ConsulConnection.resolve(**kwargs)
+
+
+def test_tls_files_that_cannot_be_loaded_are_named_not_a_traceback(tmp_path: Path):
+    """A CA bundle or client certificate that is no PEM used to end in ``ssl.SSLError:
+    [SSL] PEM lib`` from the first https request (a CLI's traceback)."""
+    ca, cert, key = make_certificates(tmp_path / "tls")  # consul tls: a real CA and pair
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("not a certificate")
+    env = {"CONSUL_HTTP_ADDR": "https://consul.local:8501"}
+
+    bad_ca = ConsulConnection.from_env({**env, "CONSUL_CACERT": str(not_pem)})
+    with pytest.raises(ConsulConfigError, match=r"CONSUL_CACERT/CONSUL_CAPATH: cannot load CA"):
+        bad_ca.ssl_context()
+
+    tls = {**env, "CONSUL_CACERT": str(ca), "CONSUL_CLIENT_CERT": str(cert)}
+    assert ConsulConnection.from_env({**tls, "CONSUL_CLIENT_KEY": str(key)}).ssl_context()
+    bad_key = ConsulConnection.from_env({**tls, "CONSUL_CLIENT_KEY": str(not_pem)})
+    with pytest.raises(ConsulConfigError) as raised:
+        bad_key.ssl_context()
+    message = str(raised.value)
+    assert message.startswith("CONSUL_CLIENT_CERT/CONSUL_CLIENT_KEY: cannot load the client")
+    assert str(not_pem) in message and "_ssl.c" not in message
