@@ -4,9 +4,11 @@ watch counters, and every set its listener received with the monotonic time)."""
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -19,6 +21,8 @@ from consul_discovery.client.instance import Resolution
 def create_app() -> Callable[..., Iterable[bytes]]:
     """The app: ``GET /seen`` (JSON), anything else 200 (the health check)."""
     logging.basicConfig(level=logging.INFO, format="%(process)d %(name)s %(message)s")
+    # A test that finds a worker hung sends SIGUSR1: every thread's stack goes to the log.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     services = [s for s in os.environ.get("RELAY_APP_SERVICES", "").split(",") if s]
     source = ConsulSource()
     lock = threading.Lock()

@@ -100,8 +100,19 @@ class App:
         assert len(found) == WORKERS, f"{len(found)} worker(s) within {timeout}s\n{self.log()}"
         return found
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
+    def log(self, tail: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-tail:]
+
+    def stopped(self, timeout: float) -> int:
+        """The exit code of a master told to stop; if it is still up after ``timeout``,
+        fail with the log and every worker thread's stack (relay_app's faulthandler)."""
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGUSR1)  # the master: reopen its logs
+            time.sleep(1.0)
+            pytest.fail(f"gunicorn still up {timeout:g} s after SIGTERM\n{self.log(30000)}")
 
     def cleanup(self) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -144,7 +155,7 @@ def test_workers_share_the_masters_watches(agent, app):
     assert directory.stat().st_mode & 0o777 == 0o700
     assert (directory / "relay.sock").stat().st_mode & 0o777 == 0o600
     app.process.send_signal(signal.SIGTERM)  # a graceful stop removes the relay's socket
-    assert app.process.wait(30) == 0, app.log()
+    assert app.stopped(30) == 0, app.log()
     assert not directory.exists()
     assert "Traceback" not in app.log(), app.log()
 
