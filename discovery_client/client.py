@@ -189,8 +189,7 @@ class ServiceClient:
         for a resolver's ``SourceIP`` hash policy; it is not sent.
         """
         send_kwargs = {k: kwargs.pop(k) for k in _SEND_KWARGS if k in kwargs} if kwargs else {}
-        if not path.startswith("/"):
-            path = "/" + path
+        path = RequestView.absolute(path)
         request = requests.Request(method=method.upper(), url=f"http://{service}{path}", **kwargs)
         prepared = self.session.prepare_request(request)
         return self.send(service, prepared, retry=retry, source_ip=source_ip, **send_kwargs)

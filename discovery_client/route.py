@@ -53,6 +53,11 @@ class RequestView:
         self.headers = headers
         self.source_ip = source_ip
 
+    @staticmethod
+    def absolute(path: str) -> str:
+        """A call's path as it is sent: ``client.get(name, "x")`` requests ``/x``."""
+        return path if path.startswith("/") else "/" + path
+
     @classmethod
     def of(
         cls,

@@ -41,14 +41,9 @@ def add_commands(commands: Any) -> None:
     route = commands.add_parser("route", help="where one request would go by the chain")
     route.add_argument("service", metavar="NAME", type=service_name_given)
     route.add_argument("method", metavar="METHOD")
-    route.add_argument("path", metavar="PATH", type=request_path)
+    route.add_argument("path", metavar="PATH", type=RequestView.absolute)  # as a call sends it
     route.add_argument("-H", "--header", action="append", default=[], metavar="'K: V'",
                        help="request header, repeatable")  # fmt: skip
-
-
-def request_path(text: str) -> str:
-    """``route``'s PATH as a call sends it: ``client.get(name, "x")`` requests ``/x``."""
-    return text if text.startswith("/") else "/" + text
 
 
 def read_chain(args: argparse.Namespace) -> ChainAnswer:

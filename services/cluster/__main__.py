@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             _print_summary(plan, control.up(plan))
         elif args.command == "status":
             if control.supervisord_pid(plan) is None:
-                print(f"the cluster is not running ({control.start_command(plan)} starts it)")
+                start = control.make_command(plan, "run-cluster")
+                print(f"the cluster is not running ({start} starts it)")
                 if left := orphans.find(plan):
                     print(
                         f"but its supervisord left {len(left)} process(es) running"

@@ -75,16 +75,13 @@ def make_command(plan: ClusterPlan, target: str) -> str:
     return f"make {target}" + ("" if plan.profile == "dev" else f" PROFILE={plan.profile}")
 
 
-def start_command(plan: ClusterPlan) -> str:
-    """The make command that starts ``plan``'s cluster (its profile named unless dev)."""
-    return make_command(plan, "run-cluster")
-
-
 def require_running(plan: ClusterPlan) -> int:
     """The live supervisord's PID; ClusterError saying how to start the cluster if none."""
     pid = supervisord_pid(plan)
     if pid is None:
-        raise ClusterError(f"the cluster is not running; start it with `{start_command(plan)}`")
+        raise ClusterError(
+            f"the cluster is not running; start it with `{make_command(plan, 'run-cluster')}`"
+        )
     return pid
 
 
@@ -352,7 +349,7 @@ def up(plan: ClusterPlan, timeout: float = 120.0) -> list[InstanceStatus]:
             "cannot start the cluster, these ports are in use: "
             + ", ".join(taken)
             + "; stop what holds them, or move every port of the cluster: "
-            + f"`{start_command(plan)} PORT_OFFSET=1000` (any offset from 1 to 20000)"
+            + f"`{make_command(plan, 'run-cluster')} PORT_OFFSET=1000` (any offset from 1 to 20000)"
         )
     try:
         prometheus_bin = prometheus.prometheus_binary()

@@ -202,9 +202,9 @@ def test_up_on_a_taken_port_says_how_to_move_the_ports(
     )
 
 
-def test_start_command_names_the_profile() -> None:
-    assert control.start_command(ClusterPlan()) == "make run-cluster"
-    assert control.start_command(ClusterPlan(profile="secure")) == (
+def test_make_command_names_the_profile() -> None:
+    assert control.make_command(ClusterPlan(), "run-cluster") == "make run-cluster"
+    assert control.make_command(ClusterPlan(profile="secure"), "run-cluster") == (
         "make run-cluster PROFILE=secure"
     )
 

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from services.cluster import control, orphans, supervisor_conf
 from services.cluster.__main__ import main
 from services.cluster.plan import REPO_ROOT, ClusterPlan
+from tests.harness.waiting import wait_for
 
 
 @pytest.mark.parametrize(
@@ -93,10 +93,12 @@ def test_down_after_supervisord_died_stops_what_it_left(
     try:
         monkeypatch.setenv("PROFILE", "dev")
         monkeypatch.setenv("CLUSTER_RUN_DIR", str(tmp_path))
-        deadline = time.monotonic() + 10
-        while mine.pid not in orphans.find(ClusterPlan(run_dir=tmp_path)):
-            assert time.monotonic() < deadline, "the marked process was never found"
-            time.sleep(0.05)
+        wait_for(
+            lambda: mine.pid in orphans.find(ClusterPlan(run_dir=tmp_path)),
+            10,
+            "the marked process to be found",
+            interval=0.05,
+        )
         assert other.pid not in orphans.find(ClusterPlan(run_dir=tmp_path))
 
         assert main(["status"]) == 3
