@@ -14,6 +14,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from consul_discovery.client.tally import Tally
+
 
 class RetryBudget:
     """Token bucket limiting retries for one service; thread-safe."""
@@ -34,24 +36,29 @@ class RetryBudget:
         self._balance = self.burst  # request threads, under _lock
         self._stamp = clock()  # last refill time; under _lock
         self.denied = 0  # retries refused; under _lock
-        self.deposits = 0  # requests recorded; under _lock
         self.withdrawals = 0  # retries allowed; under _lock
+        self._deposits = Tally()
+        self._folded = 0  # deposits already in _balance; under _lock
+        #: Record one request (a first attempt): no lock and no clock read. Deposits are
+        #: added to the balance when it is next read, all at once, which gives the balance
+        #: adding each in turn would: every term is positive, so capping before or after
+        #: another gives the same (min(b, min(b, x) + y) = min(b, x + y)).
+        self.deposit: Callable[[], object] = self._deposits.add
+
+    @property
+    def deposits(self) -> int:
+        """Requests recorded so far."""
+        return self._deposits.value
 
     def _refill(self, now: float) -> None:
+        made = self._deposits.value
+        if made > self._folded:
+            self._balance = min(self.burst, self._balance + (made - self._folded) * self.ratio)
+            self._folded = made
         elapsed = now - self._stamp
         if elapsed > 0:
             self._balance = min(self.burst, self._balance + elapsed * self.min_per_second)
             self._stamp = now
-
-    def deposit(self) -> None:
-        """Record one request (a first attempt).
-
-        No clock read: time's refill is added when the balance is next read, and capping
-        before or after it gives the same balance (min(b, min(b, x) + y) = min(b, x + y)).
-        """
-        with self._lock:
-            self._balance = min(self.burst, self._balance + self.ratio)
-            self.deposits += 1
 
     def try_withdraw(self) -> bool:
         """Take one token for a retry; False (and count a denial) if the budget is spent."""

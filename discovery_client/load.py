@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from consul_discovery.client.dial import Dial
 from consul_discovery.client.instance import Instance
+from consul_discovery.client.tally import Tally
 
 # Load reported for an instance that has requests outstanding but no latency history yet,
 # so a fresh instance is not stampeded before its first response (Finagle's ``Penalty``).
@@ -32,14 +33,20 @@ _EVIDENCE_SPAN = -math.log(_EVIDENCE_WEIGHT)
 class InstanceLoad:
     """Mutable load and ejection state of one instance.
 
-    Owned by one Balancer. ``in_flight``, the EWMA fields, the failure streak and the
-    counters are written by request threads under ``lock``; pickers read ``in_flight`` and
-    the EWMA without the lock (a slightly stale read only makes a pick slightly less
-    informed). ``ejected_until`` and ``ejections`` are written by the Balancer under its
-    own lock.
+    Owned by one Balancer. Every attempt's ``begin`` and ``finish`` take no lock (they are
+    on every call's path): the in-flight count is a list that each attempt appends an
+    entry to and pops one from (atomic operations), picks are a Tally, and the EWMA
+    fields are written whole; pickers read them all without a lock (a slightly stale read
+    only makes a pick slightly less informed). Two answers handed in at the same moment
+    may both update the EWMA from the same old estimate: the later write wins, as if one
+    had not been sampled. What failures change (the failure streak, the failure and retry
+    counters) is rarer and exact, under ``lock``. ``ejected_until`` and ``ejections`` are
+    written by the Balancer under its own lock.
     """
 
     __slots__ = (
+        "_flight",
+        "_picks",
         "consecutive_failures",
         "cost",
         "decay_time",
@@ -47,9 +54,7 @@ class InstanceLoad:
         "ejections",
         "failures",
         "id",
-        "in_flight",
         "lock",
-        "picks",
         "retries",
         "stamp",
     )
@@ -58,24 +63,34 @@ class InstanceLoad:
         self.id = instance_id
         self.decay_time = decay_time
         self.lock = threading.Lock()
-        self.in_flight = 0  # request threads, under lock; read lock-free by pickers
-        self.cost = 0.0  # peak-EWMA latency in seconds; request threads, under lock
-        self.stamp = now  # clock time of the last EWMA observation; under lock
-        self.consecutive_failures = 0  # request threads, under lock
-        self.picks = 0  # counters: request threads, under lock
-        self.failures = 0
+        self._flight: list[None] = []  # an entry per attempt in flight; append/pop only
+        self._picks = Tally()
+        self.cost = 0.0  # peak-EWMA latency in seconds; request threads, written whole
+        self.stamp = now  # clock time of the last EWMA observation
+        self.consecutive_failures = 0  # request threads, under lock (read without)
+        self.failures = 0  # counters: request threads, under lock
         self.retries = 0
         # End of the current or last ejection (kept after it ends, to decay ``ejections``);
         # Balancer, under the Balancer's lock.
         self.ejected_until: float | None = None
         self.ejections = 0  # times ejected; Balancer, under the Balancer's lock
 
+    @property
+    def in_flight(self) -> int:
+        """Attempts started on this instance and not finished yet."""
+        return len(self._flight)
+
+    @property
+    def picks(self) -> int:
+        """Attempts started on this instance so far."""
+        return self._picks.value
+
     def begin(self, retry: bool) -> None:
         """Count one request starting on this instance."""
-        with self.lock:
-            self.in_flight += 1
-            self.picks += 1
-            if retry:
+        self._flight.append(None)
+        self._picks.add()
+        if retry:
+            with self.lock:
                 self.retries += 1
 
     def finish(
@@ -89,36 +104,39 @@ class InstanceLoad:
         raises the estimate when it is above it and is ignored otherwise. A connect error
         gives neither: it says nothing about how fast the instance serves.
         """
-        with self.lock:
-            self.in_flight -= 1
-            if latency is not None:
-                # Peak EWMA: jump to any higher latency at once, decay towards lower
-                # ones. Finagle decays by time only (weight exp(-elapsed/decay_time)), so a
-                # busy instance that had one slow moment (a cold start's burst, a stall of
-                # the client: every call in flight measures it) looks that slow for seconds
-                # however many fast answers follow, and a truly slow instance wins the
-                # comparison meanwhile. Each answer also counts as evidence, at least
-                # MIN_OBSERVATION_WEIGHT of it: ~10 fast answers halve a stale peak's excess
-                # (at 50 calls/s: 0.2 s instead of 7 s). An instance nobody picks gets no
-                # answer: it still decays by time only.
-                elapsed = now - self.stamp
-                self.stamp = now
-                if latency > self.cost:
-                    self.cost = latency
-                else:
-                    w = _EVIDENCE_WEIGHT  # time's weight is at least this until then:
-                    if elapsed > self.decay_time * _EVIDENCE_SPAN:
-                        w = math.exp(-elapsed / self.decay_time)
-                    self.cost = self.cost * w + latency * (1.0 - w)
-            elif at_least is not None and at_least > self.latency(now):
-                self.cost = at_least
-                self.stamp = now
-            if failed:
+        self._flight.pop()
+        if latency is not None:
+            # Peak EWMA: jump to any higher latency at once, decay towards lower
+            # ones. Finagle decays by time only (weight exp(-elapsed/decay_time)), so a
+            # busy instance that had one slow moment (a cold start's burst, a stall of
+            # the client: every call in flight measures it) looks that slow for seconds
+            # however many fast answers follow, and a truly slow instance wins the
+            # comparison meanwhile. Each answer also counts as evidence, at least
+            # MIN_OBSERVATION_WEIGHT of it: ~10 fast answers halve a stale peak's excess
+            # (at 50 calls/s: 0.2 s instead of 7 s). An instance nobody picks gets no
+            # answer: it still decays by time only.
+            elapsed = now - self.stamp
+            self.stamp = now
+            cost = self.cost
+            if latency > cost:
+                self.cost = latency
+            else:
+                w = _EVIDENCE_WEIGHT  # time's weight is at least this until then:
+                if elapsed > self.decay_time * _EVIDENCE_SPAN:
+                    w = math.exp(-elapsed / self.decay_time)
+                self.cost = cost * w + latency * (1.0 - w)
+        elif at_least is not None and at_least > self.latency(now):
+            self.cost = at_least
+            self.stamp = now
+        if failed:
+            with self.lock:
                 self.failures += 1
                 self.consecutive_failures += 1
-            else:
+                return self.consecutive_failures
+        if self.consecutive_failures:  # a success ends the streak (most calls: none)
+            with self.lock:
                 self.consecutive_failures = 0
-            return self.consecutive_failures
+        return 0
 
     def latency(self, now: float) -> float:
         """The peak-EWMA latency estimate (seconds), decayed to ``now`` without mutating."""
