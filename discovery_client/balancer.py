@@ -227,7 +227,7 @@ class Balancer:
         picker = self._picker
         if picker.expires_at <= now:
             picker = self._expire_ejections()
-        endpoint = picker.pick((), hash_key)
+        endpoint = picker.choose(hash_key)
         endpoint.load.begin(False)
         return endpoint, now - self._pauses.total
 

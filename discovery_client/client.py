@@ -39,7 +39,7 @@ from consul_discovery.client.core import (
 )
 from consul_discovery.client.drivers import SyncDriver
 from consul_discovery.client.ejection import EjectionPolicy
-from consul_discovery.client.pool import InstancePoolAdapter
+from consul_discovery.client.pool import InstancePoolAdapter, MeshPoolAdapter
 from consul_discovery.client.propagation import inject
 from consul_discovery.client.retry import RetryPolicy
 from consul_discovery.client.route import RequestView
@@ -127,9 +127,8 @@ class ServiceClient:
             session = requests.Session()
             session.trust_env = False
             # One keep-alive pool per instance in rotation, however many (pool.py).
-            adapter = InstancePoolAdapter(pool_maxsize=pool_maxsize)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
+            session.mount("http://", InstancePoolAdapter(pool_maxsize=pool_maxsize))
+            session.mount("https://", MeshPoolAdapter(pool_maxsize=pool_maxsize))
         self.session = session
 
     # ---- configuration (the core's) ------------------------------------------------

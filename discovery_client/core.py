@@ -117,7 +117,7 @@ class DiscoveryCore:
         self._chains: dict[str, ChainRouter] = {}  # service -> chain in use; as _routes
         # service -> its gate while its first router is awaited (chain/gate.py); written
         # under _lock, read lock-free (empty once every chain is known: one falsy check)
-        self._gates: dict[str, ChainGate] = {}
+        self.gates: dict[str, ChainGate] = {}
         self._reporter = ChainReporter()
         self._lock = threading.Lock()  # guards _routes writes and _registry creation
         self._registry: CollectorRegistry | None = None  # under _lock
@@ -161,7 +161,7 @@ class DiscoveryCore:
         watch_chain = getattr(self.source, "watch_chain", None)
         if watch_chain is not None and follows_chain(config):
             with self._lock:
-                self._gates.setdefault(service, ChainGate())
+                self.gates.setdefault(service, ChainGate())
             self._chain_once_resolved(service, state.target, watch_chain)
         return self._routes[service]
 
@@ -170,7 +170,7 @@ class DiscoveryCore:
         or that it has none, is known; chain/gate.py). ``state`` is the plain Target's,
         resolved: while Consul does not answer for it (nothing, or a stale set such as
         the snapshot's) no chain can come, and the gate opens at once."""
-        gates = self._gates
+        gates = self.gates
         if not gates:
             return None
         gate = gates.get(service)
@@ -211,7 +211,7 @@ class DiscoveryCore:
             self._install(service, router)
         finally:
             with self._lock:
-                gate = self._gates.pop(service, None)
+                gate = self.gates.pop(service, None)
             if gate is not None:
                 gate.release()
 

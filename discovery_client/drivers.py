@@ -122,7 +122,7 @@ class SyncDriver(Generic[R]):
         state = route.states[0]
         if state.balancer.resolution is None:
             self.ready(state, started, retry)
-        gate = core.chain_gate(service, state)
+        gate = core.chain_gate(service, state) if core.gates else None
         if gate is not None:  # a first call: routed once its chain (or none) is known
             gate.wait(core.first_wait(started, retry))
             route = core.route(service, request)
@@ -221,7 +221,7 @@ class AsyncDriver(Generic[R]):
         state = route.states[0]
         if state.balancer.resolution is None:
             await self.ready(state, started, retry)
-        gate = core.chain_gate(service, state)
+        gate = core.chain_gate(service, state) if core.gates else None
         if gate is not None:  # a first call: routed once its chain (or none) is known
             await gate.await_open(core.first_wait(started, retry))
             route = core.route(service, request)

@@ -111,6 +111,10 @@ class _HashPicker:
         index = self._owner(hash_key & MASK64, exclude if exclude else None)
         return self.endpoints[index]
 
+    def choose(self, hash_key: int | None) -> Endpoint:
+        """A call's first pick: ``pick`` with nothing excluded."""
+        return self.pick((), hash_key)
+
     def _draw(self, exclude: Collection[str]) -> Endpoint:
         endpoint = self.endpoints[bisect_right(self._cumulative, self._random() * self._total)]
         if not exclude or endpoint.instance.id not in exclude:

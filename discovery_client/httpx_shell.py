@@ -121,7 +121,7 @@ def url_service(router: Router, url: httpx.URL) -> str | None:
     """
     if _FAST_URLS:
         key = url._uri_reference[:4]
-        found = router.seen(key)
+        found = router.seen(key, UNSEEN)
         if found is UNSEEN:
             return router.remember(key, *url_parts(url))
         return found  # type: ignore[return-value]
@@ -140,7 +140,8 @@ def _with_host(headers: httpx.Headers, dial: Dial) -> httpx.Headers:
     raw = headers._list
     host = dial.host_entry
     if raw and raw[0][1] == b"host":  # where httpx puts it
-        entries = [host, *raw[1:]]
+        entries = raw.copy()
+        entries[0] = host
     else:
         entries = [entry if entry[1] != b"host" else host for entry in raw]
         if host not in entries:  # a hand-made request may have none
@@ -192,16 +193,17 @@ def attempt_request(request: httpx.Request, endpoint: Endpoint, plan: AttemptPla
             raise unsendable(dial)
         extensions = dict(extensions)
         extensions[SSL_CONTEXT_EXTENSION] = dial.ssl_context
+    fields = request.__dict__.copy()  # every field httpx has, a few replaced
+    fields["url"] = instance_url(request.url, dial)
+    fields["headers"] = _with_host(request.headers, dial)
+    fields["extensions"] = extensions
     attempt = _new_request(httpx.Request)
-    attempt.__dict__.update(request.__dict__)
-    attempt.url = instance_url(request.url, dial)
-    attempt.headers = _with_host(request.headers, dial)
+    attempt.__dict__ = fields
     changes = route.changes
     if changes is not None:  # a chain route's prefix rewrite and header modifiers
         raw = attempt.url.raw_path.decode("ascii")
         attempt.url = attempt.url.copy_with(raw_path=changes.path(raw).encode("ascii"))
         changes.request_headers(attempt.headers)
-    attempt.extensions = extensions
     return attempt
 
 

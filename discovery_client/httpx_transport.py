@@ -105,10 +105,10 @@ class HttpxView(RequestView):
     """An httpx request as routing sees it: made with four slot writes per call; the
     path, query and source address are read from the request only when routing asks."""
 
-    __slots__ = ("_request",)
+    __slots__ = ("request",)
 
     def __init__(self, request: httpx.Request) -> None:
-        self._request = request
+        self.request = request  # the call's own (each attempt sends a copy)
         self.method = request.method
         self.headers = request.headers
         self._path = None
@@ -116,12 +116,12 @@ class HttpxView(RequestView):
     @property
     def raw_path(self) -> str:
         """The path and query as sent."""
-        return self._request.url.raw_path.decode("ascii")
+        return self.request.url.raw_path.decode("ascii")
 
     @property
     def source_ip(self) -> str | None:  # type: ignore[override]
         """The ``source_ip`` request extension, when the caller gave one."""
-        return self._request.extensions.get(SOURCE_IP_EXTENSION)  # type: ignore[no-any-return]
+        return self.request.extensions.get(SOURCE_IP_EXTENSION)  # type: ignore[no-any-return]
 
 
 class DiscoveryTransport(httpx.BaseTransport):
@@ -206,6 +206,7 @@ class DiscoveryTransport(httpx.BaseTransport):
         self.router = Router(only, self.core.services)
         self.inner = inner or PerInstanceTransport(limits)
         self.fallback = fallback or httpx.HTTPTransport(verify=default_ssl_context())
+        self._send = self._send_attempt  # bound once: every call hands it to the driver
 
     @property
     def only(self) -> frozenset[str] | None:
@@ -222,20 +223,20 @@ class DiscoveryTransport(httpx.BaseTransport):
         if service is None:
             return self.fallback.handle_request(request)
         inject(request.headers)
-        inner = self.inner.handle_request
-
-        def send(endpoint: Endpoint, plan: AttemptPlan) -> httpx.Response:
-            response = inner(attempt_request(request, endpoint, plan))
-            changes = plan.route.changes
-            if changes is not None:  # a chain route's response header modifiers
-                changes.response_headers(response.headers)
-            return response
-
         try:
-            return self.driver.call(service, HttpxView(request), SYNC_SHELL, send,
+            return self.driver.call(service, HttpxView(request), SYNC_SHELL, self._send,
                                     replayable(request))  # fmt: skip
         except DiscoveryError as exc:
             raise_as_httpx(exc, request)
+
+    def _send_attempt(self, endpoint: Endpoint, plan: AttemptPlan) -> httpx.Response:
+        """Send one attempt of the call ``plan`` is for (its view holds the request)."""
+        request: httpx.Request = plan.request.request  # type: ignore[attr-defined]
+        response = self.inner.handle_request(attempt_request(request, endpoint, plan))
+        changes = plan.route.changes
+        if changes is not None:  # a chain route's response header modifiers
+            changes.response_headers(response.headers)
+        return response
 
     def stats(self) -> ClientStats:
         """The core's typed snapshot (shared with the ServiceClient, if any)."""
@@ -306,6 +307,7 @@ class AsyncDiscoveryTransport(httpx.AsyncBaseTransport):
         self.router = Router(only, self.core.services)
         self.inner = inner or AsyncPerInstanceTransport(limits)
         self.fallback = fallback or httpx.AsyncHTTPTransport(verify=default_ssl_context())
+        self._send = self._send_attempt  # bound once: every call hands it to the driver
 
     @property
     def services(self) -> Mapping[str, ServiceConfig]:
@@ -331,18 +333,18 @@ class AsyncDiscoveryTransport(httpx.AsyncBaseTransport):
         if service is None:
             return await self.fallback.handle_async_request(request)
         inject(request.headers)
-        inner = self.inner.handle_async_request
-
-        def send(endpoint: Endpoint, plan: AttemptPlan) -> Awaitable[httpx.Response]:
-            sent = inner(attempt_request(request, endpoint, plan))
-            changes = plan.route.changes
-            return sent if changes is None else _changed(sent, changes)
-
         try:
-            return await self.driver.call(service, HttpxView(request), ASYNC_SHELL, send,
+            return await self.driver.call(service, HttpxView(request), ASYNC_SHELL, self._send,
                                           replayable(request))  # fmt: skip
         except DiscoveryError as exc:
             raise_as_httpx(exc, request)
+
+    def _send_attempt(self, endpoint: Endpoint, plan: AttemptPlan) -> Awaitable[httpx.Response]:
+        """Send one attempt of the call ``plan`` is for (its view holds the request)."""
+        request: httpx.Request = plan.request.request  # type: ignore[attr-defined]
+        sent = self.inner.handle_async_request(attempt_request(request, endpoint, plan))
+        changes = plan.route.changes
+        return sent if changes is None else _changed(sent, changes)
 
     def stats(self) -> ClientStats:
         """The core's typed snapshot, as ``ServiceClient.stats()``."""

@@ -136,6 +136,10 @@ class LocalityPicker:
         )
         self._random = rng.random
 
+    def choose(self, hash_key: int | None) -> Endpoint:
+        """A call's first pick: ``pick`` with nothing excluded."""
+        return self.pick((), hash_key)
+
     def pick(self, exclude: Collection[str] = (), hash_key: int | None = None) -> Endpoint:
         """An endpoint of the zone drawn by the shares; among all if that zone is spent."""
         del hash_key  # zones and consistent hashing are not combined

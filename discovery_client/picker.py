@@ -93,10 +93,11 @@ class Picker:
         if exclude:
             rest = [e for e in self.endpoints if e.instance.id not in exclude]
             if rest and len(rest) < self._n:
-                return type(self)(self.service, rest, self._rng, self._clock)._choose(hash_key)
-        return self._choose(hash_key)
+                return type(self)(self.service, rest, self._rng, self._clock).choose(hash_key)
+        return self.choose(hash_key)
 
-    def _choose(self, hash_key: int | None) -> Endpoint:
+    def choose(self, hash_key: int | None) -> Endpoint:
+        """An endpoint by the picker's rule, nothing excluded (a call's first pick)."""
         raise NotImplementedError
 
 
@@ -113,7 +114,7 @@ class EmptyPicker(Picker):
         """Always raise NoHealthyInstanceError."""
         raise NoHealthyInstanceError(self.service, self.detail)
 
-    def _choose(self, hash_key: int | None) -> Endpoint:
+    def choose(self, hash_key: int | None) -> Endpoint:
         raise NoHealthyInstanceError(self.service, self.detail)
 
 
@@ -130,7 +131,7 @@ class RoundRobinPicker(Picker):
             self._schedule = edf_schedule(self._weights)
         self._next = itertools.count(self._rng.randrange(len(self._schedule))).__next__
 
-    def _choose(self, hash_key: int | None) -> Endpoint:
+    def choose(self, hash_key: int | None) -> Endpoint:
         schedule = self._schedule
         return self.endpoints[schedule[self._next() % len(schedule)]]
 
@@ -140,7 +141,7 @@ class RandomPicker(Picker):
 
     __slots__ = ()
 
-    def _choose(self, hash_key: int | None) -> Endpoint:
+    def choose(self, hash_key: int | None) -> Endpoint:
         if self._equal:
             return self.endpoints[int(self._random() * self._n)]
         return self._draw()
@@ -179,7 +180,7 @@ class _PowerOfTwoChoicesPicker(Picker):
             else ()
         )
 
-    def _choose(self, hash_key: int | None) -> Endpoint:
+    def choose(self, hash_key: int | None) -> Endpoint:
         pairs = self._pairs
         if pairs:
             a, b = pairs[int(self._random() * len(pairs))]

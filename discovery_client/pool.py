@@ -9,10 +9,12 @@ connections: past 8 instances round robin opened a new TCP connection per reques
 was used within ``idle_after`` seconds, it grows instead (doubling, up to ``max_pools``),
 so every instance in rotation keeps its pool; only pools idle that long (instances that
 left, or that nobody picks) are evicted, and an evicted pool's connections are closed.
-``InstancePoolAdapter`` is an HTTPAdapter with that pool manager.
+``InstancePoolAdapter`` is an HTTPAdapter with that pool manager; ServiceClient mounts it
+for ``http://`` and ``MeshPoolAdapter`` for ``https://``.
 
-Connect (mTLS) endpoints: the requests shell marks each attempt with its Dial's SSL
-context (``SSL_CONTEXT_ATTR``); the adapter then asks urllib3 for a pool keyed by
+Connect (mTLS) endpoints, always ``https://``: the requests shell marks each attempt with
+its Dial's SSL context (``SSL_CONTEXT_ATTR``); ``MeshPoolAdapter`` then asks urllib3 for a
+pool keyed by
 host, port *and* that context (urllib3's PoolKey holds it), trusts only what the context
 holds (never requests' CA bundle, which would otherwise be loaded into the shared mesh
 context) and checks no hostname (the context checks the server's SPIFFE ID). A new
@@ -118,18 +120,13 @@ class InstancePoolAdapter(HTTPAdapter):
         idle_after: float = DEFAULT_IDLE_AFTER,
     ) -> None:
         self._pool_settings = (initial_pools, max_pools, idle_after)
-        self._mesh_lock = threading.Lock()  # guards _mesh_contexts writes (no I/O under it)
-        # (host, port) -> the mesh context its pool uses now; read lock-free
-        self._mesh_contexts: dict[tuple[str, int | None], ssl.SSLContext] = {}
         super().__init__(pool_connections=initial_pools, pool_maxsize=pool_maxsize, max_retries=0)
         after_fork_in_child(self._after_fork)
 
     def _after_fork(self) -> None:
         """In a forked child (a gunicorn worker of a ``--preload`` master): new, empty
-        pools and locks. The parent's connections stay the parent's: a child writing on a
-        shared socket would interleave requests, and reading would steal its answers."""
-        self._mesh_lock = threading.Lock()
-        self._mesh_contexts = {}
+        pools. The parent's connections stay the parent's: a child writing on a shared
+        socket would interleave requests, and reading would steal its answers."""
         self.init_poolmanager(self._pool_connections, self._pool_maxsize, block=self._pool_block)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
@@ -137,6 +134,29 @@ class InstancePoolAdapter(HTTPAdapter):
         super().init_poolmanager(*args, **kwargs)
         initial, max_pools, idle_after = self._pool_settings
         self.poolmanager.pools = InstancePools(initial, max_pools=max_pools, idle_after=idle_after)
+
+    @property
+    def pools(self) -> InstancePools:
+        """The pool manager's pools (for stats and tests)."""
+        return self.poolmanager.pools  # type: ignore[no-any-return]
+
+
+class MeshPoolAdapter(InstancePoolAdapter):
+    """``InstancePoolAdapter`` for ``https://``: a Connect attempt's pool is keyed by, and
+    trusts only, its mesh context (plain ``http://`` never has one, so it is spared
+    these steps on every request)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._mesh_lock = threading.Lock()  # guards _mesh_contexts writes (no I/O under it)
+        # (host, port) -> the mesh context its pool uses now; read lock-free
+        self._mesh_contexts: dict[tuple[str, int | None], ssl.SSLContext] = {}
+        super().__init__(**kwargs)
+
+    def _after_fork(self) -> None:
+        """As InstancePoolAdapter's, with a new lock and no mesh context noted."""
+        self._mesh_lock = threading.Lock()
+        self._mesh_contexts = {}
+        super()._after_fork()
 
     def build_connection_pool_key_attributes(
         self, request: Any, verify: Any, cert: Any = None
@@ -185,8 +205,3 @@ class InstancePoolAdapter(HTTPAdapter):
                 and pool_key.key_port == port
             ):
                 del pools[pool_key]  # closes its idle connections; busy ones close on return
-
-    @property
-    def pools(self) -> InstancePools:
-        """The pool manager's pools (for stats and tests)."""
-        return self.poolmanager.pools

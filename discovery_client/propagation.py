@@ -11,7 +11,7 @@ current OpenTelemetry context instead (its configured propagator; none without a
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from types import ModuleType
@@ -24,6 +24,20 @@ try:
 except ImportError:  # the API is optional
     _otel_propagate: ModuleType | None = None  # type: ignore[no-redef]
     _otel_context: ModuleType | None = None  # type: ignore[no-redef]
+
+
+def _otel_current() -> Callable[[], object] | None:
+    """What reads OpenTelemetry's current context (None without the API): the ContextVar
+    its default runtime context keeps it in, read directly (every call asks, and the
+    API's two calls to reach it cost more than the read), else ``get_current``."""
+    if _otel_context is None:
+        return None
+    runtime = getattr(_otel_context, "_RUNTIME_CONTEXT", None)
+    var = getattr(runtime, "_current_context", None)
+    return var.get if isinstance(var, ContextVar) else _otel_context.get_current
+
+
+_otel_get_current = _otel_current()
 
 
 def set_headers(headers: Mapping[str, str] | None) -> Token[Mapping[str, str] | None]:
@@ -59,11 +73,11 @@ def inject(headers: MutableMapping[str, str]) -> None:
             if name not in headers:  # a requests CaseInsensitiveDict: any spelling
                 headers[name] = value
     elif (
-        _otel_propagate is not None
-        and _otel_context is not None
+        _otel_get_current is not None
+        and _otel_propagate is not None
         # An empty OpenTelemetry context holds no span and no baggage: nothing to inject
         # (and asking the propagators costs more than the rest of a call's overhead).
-        and _otel_context.get_current()
+        and _otel_get_current()
         and "traceparent" not in headers
     ):
         _otel_propagate.inject(headers)

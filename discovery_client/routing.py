@@ -9,7 +9,7 @@ service names are DNS labels; ordinary hosts have dots).
 from __future__ import annotations
 
 import re
-from collections.abc import Container, Hashable, Iterable
+from collections.abc import Callable, Container, Hashable, Iterable
 
 _SERVICE_LABEL = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -50,6 +50,9 @@ class Router:
         self.max_hosts = max_hosts
         # (scheme, host, port) -> service or None; any thread (dict operations are atomic)
         self._seen: dict[Hashable, str | None] = {}
+        #: ``seen(key, UNSEEN)``: the answer remembered under ``key`` (a shell's own key
+        #: for a URL's origin: ``remember`` stores it), else ``UNSEEN`` (the dict's get).
+        self.seen: Callable[[Hashable, _Unseen], str | _Unseen | None] = self._seen.get
 
     def service(self, scheme: str, host: str | None, port: int | None) -> str | None:
         """The service a URL's parts name, or None when it is an ordinary address."""
@@ -59,11 +62,6 @@ class Router:
         except KeyError:
             pass
         return self.remember(key, scheme, host, port)
-
-    def seen(self, key: Hashable) -> str | _Unseen | None:
-        """The answer remembered under ``key`` (a shell's own key for a URL's origin:
-        ``remember`` stores it), else ``UNSEEN``."""
-        return self._seen.get(key, UNSEEN)
 
     def remember(
         self, key: Hashable, scheme: str, host: str | None, port: int | None
