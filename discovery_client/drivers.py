@@ -10,7 +10,8 @@ transport. Each call:
 2. if its Target is not resolved yet, waits for the first Resolution (``resolve``,
    blocking or awaited, at most ``core.first_wait``) and hands it to the Target's state;
    a service whose chain is not known yet (``core.chain_gate``) waits for it the same
-   way, then takes its Route again (consul_discovery.client.chain.gate);
+   way (consul_discovery.client.chain.gate); after either wait it takes its Route
+   again (a chain that came while it waited may route it elsewhere);
    a Connect target waits for the caller's mesh identity the same way (``core.connect``);
 3. sends the first attempt itself (``send(endpoint, plan)``; the plan caps its
    timeouts) and returns an answer the plan calls final (most calls end there, without
@@ -120,11 +121,13 @@ class SyncDriver(Generic[R]):
         started = core.clock()
         route = core.route(service, request)
         state = route.states[0]
-        if state.balancer.resolution is None:
+        waited = state.balancer.resolution is None
+        if waited:
             self.ready(state, started, retry)
         gate = core.chain_gate(service, state) if core.gates else None
         if gate is not None:  # a first call: routed once its chain (or none) is known
             gate.wait(core.first_wait(started, retry))
+        if waited or gate is not None:  # its chain may have come meanwhile: route again
             route = core.route(service, request)
             state = route.states[0]
             if state.balancer.resolution is None:
@@ -219,11 +222,13 @@ class AsyncDriver(Generic[R]):
         started = core.clock()
         route = core.route(service, request)
         state = route.states[0]
-        if state.balancer.resolution is None:
+        waited = state.balancer.resolution is None
+        if waited:
             await self.ready(state, started, retry)
         gate = core.chain_gate(service, state) if core.gates else None
         if gate is not None:  # a first call: routed once its chain (or none) is known
             await gate.await_open(core.first_wait(started, retry))
+        if waited or gate is not None:  # its chain may have come meanwhile: route again
             route = core.route(service, request)
             state = route.states[0]
             if state.balancer.resolution is None:

@@ -118,3 +118,38 @@ def test_a_connect_service_s_chain_targets_are_reached_through_the_mesh_too():
     canary = core.route("web", view("/x", x_canary="1"))
     assert [s.target.connect for s in canary.states] == [True]
     assert all(t.connect for t in source.primed) and source.primed
+
+
+class AnswersWithItsChain(ChainSource):
+    """Consul's first answer for a service comes with its chain: by the time ``resolve``
+    returns, the chain is installed (a slow caller thread, a fast chain watch)."""
+
+    def resolve(self, target: Target, timeout: float = 5.0) -> Any:
+        if target == Target("web"):
+            self.answer("web")
+            router = compile_chain(parse_chain(canary_chain()), random=random.Random(3).random)
+            self.chain_listeners["web"](router)
+            return resolution(instance(1))
+        return resolution(instance(2))  # the canary subset's target
+
+
+def test_a_first_call_whose_chain_came_while_it_waited_is_routed_by_the_chain():
+    """A call routed before its first wait kept that Route: the plain one, although the
+    chain (the canary's subset) was installed while it waited (once in CI: a new client's
+    first call went to an instance the resolver leaves out)."""
+    from consul_discovery.client.call import SHELL
+    from consul_discovery.client.drivers import SyncDriver
+
+    source = AnswersWithItsChain()
+    core = DiscoveryCore(source, clock=FakeClock())
+    sent = []
+
+    class Answer:
+        status_code, headers = 200, CaseInsensitiveDict()
+
+    def send(endpoint: Any, plan: Any) -> Answer:
+        sent.append((endpoint.instance.id, plan.route.states[0].target.filter))
+        return Answer()
+
+    SyncDriver(core, source.resolve).call("web", view("/x", x_canary="1"), SHELL, send, True)
+    assert sent == [("i2", 'Service.Meta.version == "2"')]
