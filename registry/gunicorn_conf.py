@@ -28,12 +28,18 @@ hooks, all in the master process, only say when:
   ``graceful_timeout``), after which ``on_exit`` deregisters.
 * TTL mode: the master has no app loaded, so it probes its own ``/health`` over
   loopback every TTL/3 and reports that verdict.
+
+gunicorn logs its settings at DEBUG as it starts, ``raw_env`` among them; a token
+passed as ``-e CONSUL_HTTP_TOKEN=...`` would be in that line, so this module, loaded
+before, shows the names of ``raw_env`` only.
 """
 
 from __future__ import annotations
 
+import ast
 import logging
 import os
+import re
 import signal
 import threading
 from typing import Any, NoReturn
@@ -50,6 +56,34 @@ from consul_discovery.registry.lifecycle import (
 )
 
 log = logging.getLogger("consul_discovery.registry")
+
+_SETTINGS_DUMP = "Current configuration:"  # gunicorn's arbiter, at DEBUG
+_RAW_ENV_LINE = re.compile(r"^(  raw_env: )(.*)$", re.MULTILINE)
+
+
+def _names_only(line: re.Match[str]) -> str:
+    """A ``raw_env`` line of gunicorn's settings dump with each value left out."""
+    try:
+        entries = ast.literal_eval(line.group(2))
+        names = [str(entry).partition("=")[0] for entry in entries]
+    except (ValueError, SyntaxError, TypeError):  # not the list gunicorn prints
+        return f"{line.group(1)}<not shown>"
+    return f"{line.group(1)}{[f'{name}=<not shown>' for name in names]}"
+
+
+class RawEnvRedactor(logging.Filter):
+    """Leaves the values of ``raw_env`` (``-e KEY=VALUE``: a token, maybe) out of the
+    settings gunicorn logs at DEBUG; every other record passes untouched."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the settings dump's ``raw_env`` line; keep every record."""
+        message = record.msg
+        if isinstance(message, str) and message.startswith(_SETTINGS_DUMP):
+            record.msg = _RAW_ENV_LINE.sub(_names_only, message)
+        return True
+
+
+logging.getLogger("gunicorn.error").addFilter(RawEnvRedactor())
 _lifecycle = Lifecycle()  # master process only: this instance's registration
 _relay: Any = None  # master process only: the discovery relay (when_ready, on_exit)
 

@@ -167,3 +167,31 @@ def test_gunicorn_without_the_hooks_says_nothing_registers(start_service) -> Non
     wait_until(svc.answers, 20)
     wait_until(lambda: "nothing registers this instance" in svc.log(), 5)
     assert "run gunicorn -c python:consul_discovery.registry.gunicorn_conf" in svc.log()
+
+
+def test_gunicorns_settings_dump_leaves_raw_env_values_out(start_service) -> None:
+    token = "tok-3f1c9e2a-0000-4000-8000-5ecre7"
+    log = failed_startup(
+        start_service,
+        "gunicorn",
+        check_interval="10x",
+        extra_args=["--log-level", "debug", "-e", f"CONSUL_HTTP_TOKEN={token}", "-e", "MODE=a=b"],
+    )
+    assert "Current configuration:" in log, log  # gunicorn did log its settings
+    assert "  raw_env: ['CONSUL_HTTP_TOKEN=<not shown>', 'MODE=<not shown>']" in log, log
+    assert token not in log
+
+
+def test_the_raw_env_redactor_hides_a_line_it_cannot_read() -> None:
+    import logging
+
+    from consul_discovery.registry.gunicorn_conf import RawEnvRedactor
+
+    dump = "Current configuration:\n  proc_name: None\n  raw_env: [<secret=1>\n  workers: 2"
+    record = logging.LogRecord("gunicorn.error", logging.DEBUG, __file__, 1, dump, None, None)
+    assert RawEnvRedactor().filter(record)
+    assert record.getMessage() == (
+        "Current configuration:\n  proc_name: None\n  raw_env: <not shown>\n  workers: 2"
+    )
+    other = logging.LogRecord("gunicorn.error", logging.INFO, __file__, 1, "raw_env: x", None, None)
+    assert RawEnvRedactor().filter(other) and other.getMessage() == "raw_env: x"
