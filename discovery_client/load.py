@@ -104,7 +104,7 @@ class InstanceLoad:
         raises the estimate when it is above it and is ignored otherwise. A connect error
         gives neither: it says nothing about how fast the instance serves.
         """
-        self._flight.pop()
+        self._flight.pop()  # every finish has its begin (the plan's order guarantees it)
         if latency is not None:
             # Peak EWMA: jump to any higher latency at once, decay towards lower
             # ones. Finagle decays by time only (weight exp(-elapsed/decay_time)), so a

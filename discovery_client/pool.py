@@ -14,12 +14,11 @@ for ``http://`` and ``MeshPoolAdapter`` for ``https://``.
 
 Connect (mTLS) endpoints, always ``https://``: the requests shell marks each attempt with
 its Dial's SSL context (``SSL_CONTEXT_ATTR``); ``MeshPoolAdapter`` then asks urllib3 for a
-pool keyed by
-host, port *and* that context (urllib3's PoolKey holds it), trusts only what the context
-holds (never requests' CA bundle, which would otherwise be loaded into the shared mesh
-context) and checks no hostname (the context checks the server's SPIFFE ID). A new
-context for an instance (the caller's identity rotated) gets a new pool; the instance's
-pool of the old context is closed at once.
+pool keyed by host, port *and* that context (urllib3's PoolKey holds it), trusts only
+what the context holds (never requests' CA bundle, which would otherwise be loaded into
+the shared mesh context) and checks no hostname (the context checks the server's SPIFFE
+ID). A new context for an instance (the caller's identity rotated) gets a new pool; the
+instance's pool of the old context is closed at once.
 """
 
 from __future__ import annotations
