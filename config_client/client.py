@@ -326,6 +326,24 @@ class ConfigClient:
                 index = max(self._indexes.values())
             self._apply(raw, index)
 
+    def _say_what_was_read(self, raw: list[Content]) -> None:
+        """Once, at the first configuration: which layers held keys. A service name typed
+        wrong reads none of its own, and would serve defaults with no other sign."""
+        held = {
+            prefix: sum(1 for key in content if not key.endswith("/"))
+            for prefix, content in zip(self.layers.prefixes, raw, strict=True)
+        }
+        found = ", ".join(f"{prefix} ({n})" for prefix, n in held.items() if n) or "no layer"
+        own = self.layers.own_prefixes
+        if any(held[prefix] for prefix in own):
+            log.info("configuration of %s: keys from %s", self.layers.service, found)
+            return
+        log.info(
+            "configuration of %s: keys from %s; none under %s, its own: the defaults and "
+            "shared layers apply (is %r the service's name in KV?)",
+            self.layers.service, found, ", ".join(own), self.layers.service,
+        )  # fmt: skip
+
     def _apply(self, raw: list[Content], index: int) -> None:
         old = self._settings
         try:
@@ -348,6 +366,8 @@ class ConfigClient:
         subscribers = self._subscribers
         self._settings = new
         self.applied += 1
+        if not self._ready.is_set():
+            self._say_what_was_read(raw)
         self._ready.set()
         if changes:
             log.info("configuration changed: %s", ", ".join(c.key for c in changes))

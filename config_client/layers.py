@@ -55,6 +55,11 @@ class Layers:
         names += [self.service, *(f"{self.service},{p}" for p in self.profiles)]
         return tuple(f"{self.root.strip('/')}/{name}/" for name in names)
 
+    @property
+    def own_prefixes(self) -> tuple[str, ...]:
+        """The prefixes of the service's own layers (not the shared ones)."""
+        return self.prefixes[1 + len(self.profiles) :]
+
 
 def check_service_name(name: str) -> str:
     """``name`` if it can be a service's name in Consul (the registry's rule for

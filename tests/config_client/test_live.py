@@ -87,6 +87,25 @@ def test_a_malformed_value_keeps_the_last_good_config_and_logs_one_error(
     assert client.last_error is None and len(recorder.updates) == 2
 
 
+def test_the_first_read_says_which_layers_held_keys(
+    kv: KV, start_client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A service name typed wrong (``ordrs``) reads none of its own layers: said once, at
+    INFO, as the service's keys are for a name that is right."""
+    caplog.set_level(logging.INFO, logger="consul_discovery.config")
+    name, typo = service_name(), service_name()
+    kv.put(f"config/{name}/limit", "5")
+    kv.put(f"config/{name}/retry/budget", "0.5")
+    start_client(name, schema=SCHEMA)
+    start_client(typo, schema=SCHEMA)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("configuration of")]
+    (right,) = [line for line in said if line.startswith(f"configuration of {name}:")]
+    assert f"config/{name}/ (2)" in right and "none under" not in right, right
+    (wrong,) = [line for line in said if line.startswith(f"configuration of {typo}:")]
+    assert f"none under config/{typo}/, its own" in wrong, wrong
+    assert f"(is '{typo}' the service's name in KV?)" in wrong, wrong
+
+
 def test_fail_fast_first_read(kv: KV, start_client) -> None:
     name = service_name()
     kv.put(f"config/{name}/limit", "many")
