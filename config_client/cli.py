@@ -159,7 +159,7 @@ def _get(args: argparse.Namespace, store: KVStore, out: TextIO) -> int:
         present = client.present_layers()
     finally:
         client.close()
-    own = [p for p in layers.prefixes if p.split("/")[-2].split(",")[0] == args.service]
+    own = layers.own_prefixes
     if not any(p in present for p in own):
         if not settings:
             print(

@@ -191,18 +191,15 @@ class ConfigClient:
         return self
 
     def close(self) -> None:
-        """Stop the applier now and the watches after their read in progress.
-
-        The watch threads are daemons: one inside a blocking read ends when the read
-        does (at most ``timing.wait``), without calling anyone.
-        """
+        """Stop the applier and the watches now: closing the store ends a watch's
+        blocking read in progress (the watch threads are daemons, and call nobody then)."""
         self._stop.set()  # also: a child forked from now on does not restart it
         with self._cond:
             self._cond.notify_all()
-        for thread in self._threads:
-            thread.join(timeout=5 if thread.name == "config-apply" else 0.05)
-        self._threads = []
         self._store.close()
+        for thread in self._threads:
+            thread.join(timeout=5 if thread.name == "config-apply" else 1)
+        self._threads = []
 
     def stop(self) -> None:
         """Deprecated name of ``close``."""

@@ -30,6 +30,7 @@ from consul_discovery.connection.exchange import (
     wait_param,
 )
 from consul_discovery.connection.forking import after_fork_in_child
+from consul_discovery.connection.interrupt import PollInterrupter
 from consul_discovery.connection.refusals import (
     ErrorKinds,
     answer_error,
@@ -155,16 +156,20 @@ class KVStore:
         self._routing = routing_for(connection) if connection.routed else None
         self._local = threading.local()  # each thread's own Session
         self._sessions: list[requests.Session] = []  # guarded by _lock, closed by close()
+        # Tracks the sessions' connections in use, so close() can end a blocking read.
+        self._interrupter = PollInterrupter()  # replaced by close(), under _lock
         self._lock = threading.Lock()  # replaced in a forked child
         after_fork_in_child(self._after_fork)
 
     def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
+        local = self._local
+        session = getattr(local, "session", None)
         if session is None:
             session = self.connection.session()
-            self._local.session = session
             with self._lock:
+                self._interrupter.install(session)
                 self._sessions.append(session)
+            local.session = session
         return session
 
     def _after_fork(self) -> None:
@@ -172,13 +177,20 @@ class KVStore:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._sessions = []
+        self._interrupter = PollInterrupter()
         if self._routing is not None:  # its lock may be held by a lost thread; new shuffle
             self._routing = routing_for(self.connection)
 
     def close(self) -> None:
-        """Close every session (a blocking read in progress fails)."""
+        """Close every session; a blocking read in progress ends at once (it fails).
+
+        A later request opens a new session, as the first one did.
+        """
         with self._lock:
             sessions, self._sessions = self._sessions, []
+            interrupter, self._interrupter = self._interrupter, PollInterrupter()
+            self._local = threading.local()
+        interrupter.interrupt()
         for session in sessions:
             session.close()
 

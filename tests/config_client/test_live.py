@@ -10,7 +10,7 @@ import time
 import pytest
 
 from consul_discovery.config import ABSENT, ConfigError, Schema, Setting, between
-from consul_discovery.config.client import ConfigClient
+from consul_discovery.config.client import DEFAULT_TIMING, ConfigClient
 from consul_discovery.connection import ConsulConnection
 from tests.config_client.conftest import KV, service_name
 
@@ -175,3 +175,24 @@ def test_stop_is_the_deprecated_name_of_close(kv: KV) -> None:
     with pytest.warns(DeprecationWarning, match=r"use close\(\)"):
         client.stop()
     assert client._threads == []
+
+
+def test_close_ends_the_watches_blocking_reads_at_once(kv: KV, start_client) -> None:
+    """Before, each watch thread stayed in its blocking read until Consul answered it (up
+    to the wait, 30 s by default); closing the store now cuts the read short."""
+    name = service_name()
+    kv.put(f"config/{name}/limit", "1")
+    timing = DEFAULT_TIMING.__class__(wait=30.0, min_interval=0.2, min_change_interval=0.0)
+    client, _ = start_client(name, schema=SCHEMA, timing=timing)
+    time.sleep(0.3)  # every watch is in its long poll now
+
+    def watches() -> list[threading.Thread]:
+        ours = f"config-watch config/{name}"
+        return [t for t in threading.enumerate() if t.name.startswith(ours)]
+
+    assert watches()
+    started = time.monotonic()
+    client.close()
+    _wait(lambda: not watches())
+    assert time.monotonic() - started < 2.0
+    assert client.settings["limit"] == 1  # the last settings stay readable
