@@ -192,11 +192,16 @@ class ConfigClient:
 
     def close(self) -> None:
         """Stop the applier and the watches now: closing the store ends a watch's
-        blocking read in progress (the watch threads are daemons, and call nobody then)."""
+        blocking read in progress (the watch threads are daemons, and call nobody then).
+
+        A ``store`` passed in is its owner's to close (another client may share it): the
+        reads in progress on it end when they return, or when the owner closes it.
+        """
         self._stop.set()  # also: a child forked from now on does not restart it
         with self._cond:
             self._cond.notify_all()
-        self._store.close()
+        if self._owns_store:
+            self._store.close()
         for thread in self._threads:
             thread.join(timeout=5 if thread.name == "config-apply" else 1)
         self._threads = []
