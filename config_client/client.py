@@ -201,9 +201,10 @@ class ConfigClient:
         with self._cond:
             self._cond.notify_all()
         if self._owns_store:
-            self._store.close()
+            self._store.close()  # the watches' reads end now: worth waiting for them
+        read_ends = 1.0 if self._owns_store else 0.05  # else: when Consul answers
         for thread in self._threads:
-            thread.join(timeout=5 if thread.name == "config-apply" else 1)
+            thread.join(timeout=5 if thread.name == "config-apply" else read_ends)
         self._threads = []
 
     def stop(self) -> None:

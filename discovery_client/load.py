@@ -45,7 +45,6 @@ class InstanceLoad:
     """
 
     __slots__ = (
-        "_flight",
         "_picks",
         "consecutive_failures",
         "cost",
@@ -53,6 +52,7 @@ class InstanceLoad:
         "ejected_until",
         "ejections",
         "failures",
+        "flight",
         "id",
         "lock",
         "retries",
@@ -63,7 +63,8 @@ class InstanceLoad:
         self.id = instance_id
         self.decay_time = decay_time
         self.lock = threading.Lock()
-        self._flight: list[None] = []  # an entry per attempt in flight; append/pop only
+        # An entry per attempt in flight (append/pop only): pickers read its len()
+        self.flight: list[None] = []
         self._picks = Tally()
         self.cost = 0.0  # peak-EWMA latency in seconds; request threads, written whole
         self.stamp = now  # clock time of the last EWMA observation
@@ -78,7 +79,7 @@ class InstanceLoad:
     @property
     def in_flight(self) -> int:
         """Attempts started on this instance and not finished yet."""
-        return len(self._flight)
+        return len(self.flight)
 
     @property
     def picks(self) -> int:
@@ -87,7 +88,7 @@ class InstanceLoad:
 
     def begin(self, retry: bool) -> None:
         """Count one request starting on this instance."""
-        self._flight.append(None)
+        self.flight.append(None)
         self._picks.add()
         if retry:
             with self.lock:
@@ -104,7 +105,7 @@ class InstanceLoad:
         raises the estimate when it is above it and is ignored otherwise. A connect error
         gives neither: it says nothing about how fast the instance serves.
         """
-        self._flight.pop()  # every finish has its begin (the plan's order guarantees it)
+        self.flight.pop()  # every finish has its begin (the plan's order guarantees it)
         if latency is not None:
             # Peak EWMA: jump to any higher latency at once, decay towards lower
             # ones. Finagle decays by time only (weight exp(-elapsed/decay_time)), so a
@@ -149,7 +150,7 @@ class InstanceLoad:
 
     def peak_ewma_load(self, now: float) -> float:
         """Latency × (in-flight + 1): the cost P2C compares under ``peak_ewma``."""
-        pending = self.in_flight
+        pending = len(self.flight)
         cost = self.latency(now)
         if cost == 0.0 and pending:
             return UNKNOWN_LATENCY_PENALTY + pending

@@ -208,10 +208,10 @@ class LeastRequestPicker(_PowerOfTwoChoicesPicker):
 
     def _lighter(self, a: Endpoint, b: Endpoint) -> Endpoint:
         if self._equal:
-            return a if a.load.in_flight <= b.load.in_flight else b
+            return a if len(a.load.flight) <= len(b.load.flight) else b
         # in_flight / weight, cross-multiplied (weights are ints >= 1 here).
         wa, wb = max(1, a.instance.weight), max(1, b.instance.weight)
-        return a if a.load.in_flight * wb <= b.load.in_flight * wa else b
+        return a if len(a.load.flight) * wb <= len(b.load.flight) * wa else b
 
 
 class PeakEwmaPicker(_PowerOfTwoChoicesPicker):

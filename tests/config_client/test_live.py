@@ -184,7 +184,8 @@ def test_close_ends_the_watches_blocking_reads_at_once(kv: KV, start_client) -> 
     kv.put(f"config/{name}/limit", "1")
     timing = DEFAULT_TIMING.__class__(wait=30.0, min_interval=0.2, min_change_interval=0.0)
     client, _ = start_client(name, schema=SCHEMA, timing=timing)
-    time.sleep(0.3)  # every watch is in its long poll now
+    in_use = client._store._interrupter._in_use  # the connections of reads in progress
+    _wait(lambda: len(in_use) == len(client.layers.prefixes))  # every watch in its long poll
 
     def watches() -> list[threading.Thread]:
         ours = f"config-watch config/{name}"
