@@ -283,8 +283,13 @@ class ConsulConnection:
 
         The token is a default header of the session, so it is never part of a URL; a
         caller's ``?token=`` (py-consul's ``catalog.register`` adds one) is moved to the
-        header before the URL is sent or logged (``url_token``).
+        header before the URL is sent or logged (``url_token``). CA and client
+        certificate files that cannot be loaded raise ``ConsulConfigError`` here, naming
+        the setting, as ``ssl_context`` does (requests would load them only at the first
+        request, and fail with OpenSSL's words).
         """
+        if self.scheme == "https" and (self.ca_file or self.ca_path or self.client_cert):
+            self.ssl_context()  # only to check the files
         session = requests.Session()
         session.trust_env = False  # the agent directly: no HTTP(S)_PROXY, no ~/.netrc
         session.verify = self.requests_verify()

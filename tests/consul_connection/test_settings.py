@@ -290,3 +290,25 @@ def test_tls_files_that_cannot_be_loaded_are_named_not_a_traceback(tmp_path: Pat
     message = str(raised.value)
     assert message.startswith("CONSUL_CLIENT_CERT/CONSUL_CLIENT_KEY: cannot load the client")
     assert str(not_pem) in message and "_ssl.c" not in message
+
+
+def test_a_requests_session_refuses_tls_files_that_cannot_be_loaded(tmp_path: Path):
+    """The requests path (``session()``: the registrar, py-consul, the threaded source)
+    loaded the files only at its first request, failing with OpenSSL's words; it now
+    fails when the session is made, naming the setting, as the httpx path does."""
+    ca, cert, key = make_certificates(tmp_path / "tls")
+    not_pem = tmp_path / "not.pem"
+    not_pem.write_text("not a certificate")
+    env = {"CONSUL_HTTP_ADDR": "https://consul.local:8501", "CONSUL_CACERT": str(ca)}
+    good = ConsulConnection.from_env({**env, "CONSUL_CLIENT_CERT": str(cert),
+                                      "CONSUL_CLIENT_KEY": str(key)})  # fmt: skip
+    good.session().close()
+    bad_key = ConsulConnection.from_env({**env, "CONSUL_CLIENT_CERT": str(cert),
+                                         "CONSUL_CLIENT_KEY": str(not_pem)})  # fmt: skip
+    with pytest.raises(ConsulConfigError, match=r"^CONSUL_CLIENT_CERT/CONSUL_CLIENT_KEY: cannot"):
+        bad_key.session()
+    with pytest.raises(ConsulConfigError, match=r"^CONSUL_CLIENT_CERT/CONSUL_CLIENT_KEY: cannot"):
+        bad_key.py_consul()
+    bad_ca = ConsulConnection.from_env({**env, "CONSUL_CACERT": str(not_pem)})
+    with pytest.raises(ConsulConfigError, match=r"^CONSUL_CACERT/CONSUL_CAPATH: cannot load CA"):
+        bad_ca.session()
