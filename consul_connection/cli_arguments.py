@@ -10,20 +10,18 @@ values with the same words, before anything reaches Consul. Each raises
 from __future__ import annotations
 
 import argparse
-import math
 
+from consul_discovery.connection.durations import duration_seconds
 from consul_discovery.connection.servers import parse_servers
 
 
 def positive_seconds(text: str) -> float:
-    """A number of seconds > 0 and finite (``--timeout 0``, ``-1``, ``nan``, ``inf``: refused)."""
+    """A duration of more than 0 seconds: "5", "2.5", "500ms", "1m" (``--timeout 0``,
+    ``-1``, ``nan``, ``inf``, ``soon``: refused, in the words every setting uses)."""
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be > 0 seconds, not {text}")
-    return value
+        return duration_seconds(text, positive=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def service_name_given(text: str) -> str:

@@ -44,6 +44,7 @@ from consul_discovery.client.snapshot_store import (
     SnapshotStore,
 )
 from consul_discovery.client.source import WatchKey
+from consul_discovery.connection.durations import duration_seconds
 
 log = logging.getLogger(__name__)
 
@@ -52,19 +53,17 @@ SNAPSHOT_MAX_AGE_ENV = "DISCOVERY_SNAPSHOT_MAX_AGE"
 
 
 def store_from_env(environ: Mapping[str, str] | None = None) -> SnapshotStore | None:
-    """The store ``DISCOVERY_SNAPSHOT_DIR`` names (None: snapshots off), with
-    ``DISCOVERY_SNAPSHOT_MAX_AGE`` seconds as its limit (default 24 h)."""
+    """The store ``DISCOVERY_SNAPSHOT_DIR`` names (None: snapshots off), with the
+    duration ``DISCOVERY_SNAPSHOT_MAX_AGE`` ("12h", "3600") as its limit (default 24 h)."""
     env = os.environ if environ is None else environ
     directory = env.get(SNAPSHOT_DIR_ENV, "").strip()
     if not directory:
         return None
     raw = env.get(SNAPSHOT_MAX_AGE_ENV, "").strip()
     try:
-        max_age = float(raw) if raw else DEFAULT_MAX_AGE
-    except ValueError:
-        raise ValueError(f"{SNAPSHOT_MAX_AGE_ENV}: {raw!r} is not a number of seconds") from None
-    if not max_age > 0:
-        raise ValueError(f"{SNAPSHOT_MAX_AGE_ENV}: must be > 0 seconds, not {raw}")
+        max_age = duration_seconds(raw, positive=True) if raw else DEFAULT_MAX_AGE
+    except ValueError as exc:
+        raise ValueError(f"{SNAPSHOT_MAX_AGE_ENV}: {exc}") from None
     return SnapshotStore(directory, max_age=max_age)
 
 

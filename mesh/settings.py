@@ -15,10 +15,10 @@ registration's HTTP check could never pass, and no Connect caller would find it)
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping, MutableMapping
 
+from consul_discovery.connection.durations import duration_seconds
 from consul_discovery.mesh.errors import MeshConfigError
 
 #: Seconds a blocking server connection may make no progress (``MESH_IO_TIMEOUT``).
@@ -29,18 +29,14 @@ DEFAULT_READY_TIMEOUT = 15.0
 
 
 def seconds(setting: str, raw: str, default: float) -> float:
-    """``raw`` as a positive, finite number of seconds (blank: ``default``), or
-    MeshConfigError naming ``setting``."""
-    raw = raw.strip()
-    if not raw:
+    """``raw`` as a duration of more than 0 seconds ("10s", "500ms", "2.5"; blank:
+    ``default``), or MeshConfigError naming ``setting``."""
+    if not raw.strip():
         return default
     try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (value > 0 and math.isfinite(value)):
-        raise MeshConfigError(setting, f"{raw!r} is not a positive number of seconds")
-    return value
+        return duration_seconds(raw, positive=True)
+    except ValueError as exc:
+        raise MeshConfigError(setting, str(exc)) from None
 
 
 def io_timeout(environ: Mapping[str, str] = os.environ) -> float:

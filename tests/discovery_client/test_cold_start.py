@@ -309,8 +309,14 @@ def test_snapshots_are_off_unless_a_directory_is_named(tmp_path, monkeypatch):
         {"DISCOVERY_SNAPSHOT_DIR": str(tmp_path), "DISCOVERY_SNAPSHOT_MAX_AGE": "600"}
     )
     assert limited is not None and limited.max_age == 600
-    with pytest.raises(ValueError, match="DISCOVERY_SNAPSHOT_MAX_AGE"):
+    with pytest.raises(ValueError, match=r"^DISCOVERY_SNAPSHOT_MAX_AGE: 'x' is not a duration"):
         store_from_env({"DISCOVERY_SNAPSHOT_DIR": str(tmp_path), "DISCOVERY_SNAPSHOT_MAX_AGE": "x"})
+    with pytest.raises(ValueError, match=r"^DISCOVERY_SNAPSHOT_MAX_AGE: '0' is not more than 0"):
+        store_from_env({"DISCOVERY_SNAPSHOT_DIR": str(tmp_path), "DISCOVERY_SNAPSHOT_MAX_AGE": "0"})
+    hours = store_from_env(
+        {"DISCOVERY_SNAPSHOT_DIR": str(tmp_path), "DISCOVERY_SNAPSHOT_MAX_AGE": "12h"}
+    )
+    assert hours is not None and hours.max_age == 12 * 3600
     monkeypatch.setenv("DISCOVERY_SNAPSHOT_DIR", str(tmp_path))
     with ConsulSource("127.0.0.1:8500", send=FakeAgent({})) as source:
         assert source._table.cold is not None

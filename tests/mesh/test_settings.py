@@ -35,12 +35,26 @@ def test_ready_timeout_default_and_value() -> None:
 
 
 @pytest.mark.parametrize("setting", ["MESH_IO_TIMEOUT", "MESH_READY_TIMEOUT"])
-@pytest.mark.parametrize("raw", ["abc", "0", "-1", "nan", "inf"])
-def test_check_env_names_the_bad_setting(setting: str, raw: str) -> None:
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [("abc", "'abc' is not a duration (e.g. '10s', '1m30s', '500ms', or a number of seconds)"),
+     ("0", "'0' is not more than 0 seconds"),
+     ("-1", "'-1' is negative"),
+     ("nan", "'nan' is not a finite duration"),
+     ("inf", "'inf' is not a finite duration")],
+)  # fmt: skip
+def test_check_env_names_the_bad_setting(setting: str, raw: str, problem: str) -> None:
     with pytest.raises(MeshConfigError) as info:
         check_env({setting: raw})
     assert info.value.setting == setting
-    assert str(info.value) == f"{setting}: {raw!r} is not a positive number of seconds"
+    assert str(info.value) == f"{setting}: {problem}"
+
+
+def test_mesh_timeouts_take_durations_as_the_registry_settings_do() -> None:
+    """One rule for every duration setting (``consul_discovery.connection.durations``):
+    MESH_IO_TIMEOUT=10s was refused while SERVICE_CHECK_INTERVAL=10s was the example."""
+    assert ready_timeout({"MESH_READY_TIMEOUT": "1m30s"}) == 90.0
+    assert ready_timeout({"MESH_READY_TIMEOUT": "500ms"}) == 0.5
 
 
 def test_mesh_service_from_env_refuses_a_bad_io_timeout_before_anything_starts() -> None:
@@ -96,7 +110,7 @@ def test_gunicorn_refuses_a_bad_mesh_setting_before_it_binds(
         agent, GUNICORN, SERVICE_NAME="web-bad-setting", SERVICE_PORT=str(port), **{setting: "abc"}
     )
     assert code == 1, output
-    assert f"mesh: bad configuration: {setting}: 'abc' is not a positive number" in output
+    assert f"mesh: bad configuration: {setting}: 'abc' is not a duration" in output
     assert "Listening at" not in output and "registered" not in output, output
     assert "Traceback" not in output, output
     assert took < 10, (took, output)
@@ -108,7 +122,7 @@ def test_uvicorn_refuses_a_bad_io_timeout_at_once(agent: ConsulAgent) -> None:
         MESH_IO_TIMEOUT="abc",
     )  # fmt: skip
     assert code == 3, output
-    assert "mesh: cannot serve in the mesh: MESH_IO_TIMEOUT: 'abc' is not a positive" in output
+    assert "mesh: cannot serve in the mesh: MESH_IO_TIMEOUT: 'abc' is not a duration" in output
     assert took < 10, (took, output)
 
 
@@ -118,7 +132,7 @@ def test_uvicorn_reads_mesh_ready_timeout_and_refuses_a_bad_one(agent: ConsulAge
         MESH_READY_TIMEOUT="-1",
     )  # fmt: skip
     assert code == 3, output
-    assert "MESH_READY_TIMEOUT: '-1' is not a positive number of seconds" in output
+    assert "MESH_READY_TIMEOUT: '-1' is negative" in output
 
 
 def test_uvicorn_names_a_bad_service_port_and_a_bad_ready_timeout_option(
@@ -130,7 +144,7 @@ def test_uvicorn_names_a_bad_service_port_and_a_bad_ready_timeout_option(
     assert "Traceback" not in output, output
     code, output, _ = _run(agent, [*UVICORN, "--ready-timeout", "-1"], SERVICE_NAME="asgi-bad-port")
     assert code == 2, output
-    assert "argument --ready-timeout: must be > 0 seconds, not -1" in output
+    assert "argument --ready-timeout: '-1' is negative" in output
 
 
 def test_uvicorn_names_an_http_protocol_it_cannot_load(agent: ConsulAgent) -> None:

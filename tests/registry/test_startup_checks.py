@@ -56,7 +56,7 @@ def test_a_bad_setting_stops_startup_with_one_message(start_service, server: str
     log = failed_startup(start_service, server, check_interval="10x")
     expected = (
         "registry: bad configuration: SERVICE_CHECK_INTERVAL: '10x' is not a duration "
-        "(use e.g. '10s', '1m30s', '500ms')"
+        "(e.g. '10s', '1m30s', '500ms', or a number of seconds)"
     )
     assert_one_line(log, expected)
 
