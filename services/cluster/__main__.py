@@ -141,7 +141,16 @@ def main(argv: list[str] | None = None) -> int:
                 if plan.secure
                 else control.tooling_connection(plan)
             )
-            return intentions_main(args.words or ["list"], conn)
+            try:
+                return intentions_main(args.words or ["list"], conn)
+            except SystemExit as exc:
+                if exc.code == 2:  # argparse's usage, in the module's words: say make's
+                    print(
+                        f"through make: {control.make_command(plan, 'intentions')}"
+                        ' [ARGS="list [DST]" | ARGS="allow|deny|delete SRC DST"]',
+                        file=sys.stderr,
+                    )
+                raise
         elif args.command == "gateway-url":
             print(plan.gateway_url)
         elif args.command == "demo":

@@ -150,3 +150,21 @@ def test_intentions_outside_the_mesh_say_they_decide_nothing(
     assert ("not in the mesh" in err) is noted, err
     if noted:
         assert "`make stop-cluster`, then `make run-cluster MESH=1`" in err
+
+
+def test_bad_intentions_words_get_the_make_targets_usage_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``make intentions ARGS=bogus`` printed only the usage of ``python -m
+    consul_discovery.mesh intentions``, which a make user does not type."""
+    ClusterPlan(run_dir=tmp_path, mesh=True, profile="secure").save()
+    monkeypatch.setenv("PROFILE", "secure")
+    monkeypatch.setenv("CLUSTER_RUN_DIR", str(tmp_path))
+    monkeypatch.setattr(control, "require_running", lambda plan: 4242)
+    monkeypatch.setattr("services.cluster.secure.connection", lambda plan, role: None)
+    with pytest.raises(SystemExit) as exited:
+        main(["intentions", "bogus"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'bogus'" in err, err
+    assert 'through make: make intentions PROFILE=secure [ARGS="list [DST]" | ARGS="allow' in err
