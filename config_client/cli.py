@@ -88,7 +88,7 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     watch = sub.add_parser("watch", help="print each change of a service's settings")
     layered(watch)
     watch.add_argument("--count", type=positive_count, help="exit after this many updates")
-    watch.add_argument("--timeout", type=positive_seconds, help="exit after this many seconds")
+    watch.add_argument("--timeout", type=positive_seconds, help="exit after: 30, 500ms, 2m")
     return parser
 
 

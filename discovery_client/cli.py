@@ -91,7 +91,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                         "(default: $CONSUL_HTTP_ADDR, then 127.0.0.1:8500)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--timeout", type=positive_seconds, default=5.0,
-                        help="seconds for Consul lookups (> 0)")  # fmt: skip
+                        help="Consul lookups time limit: 5, 500ms, 1m")  # fmt: skip
     parser.add_argument("--filter", help="Consul filter expression on instances")
     parser.add_argument("--tag", help="only instances with this tag")
     parser.add_argument("--dc", help="Consul datacenter to ask")
