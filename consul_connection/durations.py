@@ -2,9 +2,9 @@
 
 A duration is Consul's (Go's) spelling, ``"10s"``, ``"1m30s"``, ``"500ms"``, or a bare
 number of seconds (``"2.5"``). The registry's ``SERVICE_*`` durations, the mesh's
-``MESH_*_TIMEOUT`` settings and the command lines' ``--timeout`` options all read theirs
-with ``duration_seconds``, and each turns its ``ValueError`` into its own error type
-naming the setting or option.
+``MESH_*_TIMEOUT`` settings, ``DISCOVERY_SNAPSHOT_MAX_AGE`` and the command lines'
+``--timeout`` options all read theirs with ``duration_seconds``, and each turns its
+``ValueError`` into its own error type naming the setting or option.
 """
 
 from __future__ import annotations
