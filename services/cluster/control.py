@@ -453,7 +453,7 @@ def stop_in_parallel(plan: ClusterPlan, programs: list[str], timeout: float | No
 
     def ask(name: str, info: Mapping[str, Any]) -> None:
         pid = int(info["pid"])
-        if info["statename"] == "STARTING" and _exec_pending(pid):
+        if _exec_pending(pid):  # STARTING, or RUNNING at once (startsecs=0): not yet
             return  # asked again on the next poll, once it has exec'd
         with contextlib.suppress(xmlrpc.client.Fault):  # NOT_RUNNING: nothing to stop
             rpc.stopProcess(name, False)

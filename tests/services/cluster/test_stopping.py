@@ -141,6 +141,50 @@ def test_a_process_is_exec_pending_between_its_fork_and_its_exec() -> None:
     assert not control._exec_pending(child)  # gone: /proc cannot say
 
 
+def test_a_program_running_before_its_exec_is_asked_only_once_it_has_execd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``startsecs=0`` supervisord reports a respawned program RUNNING from its
+    fork on, so the pre-exec check must not look at STARTING only: a TERM asked for
+    then is swallowed by the child's copy of supervisord's handler, and the stop takes
+    the whole ``stopwaitsecs`` (CI saw 5.1 s in the test below)."""
+    script = (
+        "import os, sys, time\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    time.sleep(0.5)\n"
+        "    os.execv('/bin/sleep', ['sleep', '30'])\n"
+        "print(pid, flush=True)\n"
+        "os.waitpid(pid, 0)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = 0
+    asked: list[bool] = []  # per stop request: whether the child was still a copy
+
+    class FakeSupervisord:
+        def getAllProcessInfo(self) -> list[dict[str, object]]:  # XML-RPC names
+            state = "STOPPED" if asked else "RUNNING"
+            return [{"name": "prometheus-targets", "statename": state, "pid": child}]
+
+        def stopProcess(self, name: str, wait: bool) -> bool:  # XML-RPC names
+            asked.append(control._exec_pending(child))
+            return True
+
+    monkeypatch.setattr(control, "_rpc", lambda plan: FakeSupervisord())
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert control._exec_pending(child)
+        control.stop_in_parallel(ClusterPlan(run_dir=tmp_path), ["prometheus-targets"], 10)
+        assert asked == [False], asked  # asked once, after the exec
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            if child:
+                os.kill(child, signal.SIGKILL)
+        parent.kill()
+        parent.wait(timeout=10)
+
+
 # ---- a real supervisord: kill -9, then stop ------------------------------------------
 
 
