@@ -3,9 +3,9 @@
 Counting under a lock costs every call an acquire and a release, which on a busy process
 is far more than the increment (the lock's memory is cold by the time the next call
 comes). A ``Tally`` adds with one tick of an ``itertools.count``, which is atomic (a
-single C call that holds the GIL throughout). Reading
-ticks the same count, so ``value`` subtracts the ticks reads took; reads are few (stats,
-a retry) and serialized by one lock shared by every Tally.
+single C call that holds the GIL throughout). Reading ticks the same count, so ``value``
+subtracts the ticks reads took; reads are few (stats, a retry) and serialized by one
+lock shared by every Tally.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ SIGKILLed pytest), and one started from a helper thread outlives that thread."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,7 +42,7 @@ def test_an_agent_dies_with_a_test_process_killed_by_sigkill() -> None:
         """
         from consul_discovery.testing.agent import ConsulAgent
         agent = ConsulAgent().start()
-        print(agent.process.pid, flush=True)
+        print(agent.process.pid, agent.workdir, flush=True)
         import time
         time.sleep(120)
         """
@@ -49,11 +50,12 @@ def test_an_agent_dies_with_a_test_process_killed_by_sigkill() -> None:
     runner = subprocess.Popen(
         [sys.executable, "-c", script], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
     )
-    agent_pid = 0
+    agent_pid, workdir = 0, ""
     try:
         line = runner.stdout.readline() if runner.stdout else ""
-        assert line.strip().isdigit(), f"the runner printed {line!r}"
-        agent_pid = int(line)
+        pid, _, workdir = line.strip().partition(" ")
+        assert pid.isdigit() and workdir, f"the runner printed {line!r}"
+        agent_pid = int(pid)
         assert _alive(agent_pid)
         runner.send_signal(signal.SIGKILL)
         runner.wait(10)
@@ -64,6 +66,8 @@ def test_an_agent_dies_with_a_test_process_killed_by_sigkill() -> None:
             runner.wait(10)
         if agent_pid and _alive(agent_pid):
             os.kill(agent_pid, signal.SIGKILL)
+        if workdir:  # the killed runner could not remove its agent's files
+            shutil.rmtree(workdir, ignore_errors=True)
         if runner.stdout:
             runner.stdout.close()
 
