@@ -54,6 +54,7 @@ def render(results: Sequence[Result]) -> str:
             "measured": c.value,
             "aim": c.target,
             "met": "yes" if c.met else "NO",
+            **({"note": c.note} if c.note else {}),
         }
         for r in results
         for c in r.checks

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import random
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +65,23 @@ def summary(values: Sequence[float], scale: float = 1.0) -> dict[str, float]:
         "p99": percentile(ordered, 99) * scale,
         "p999": percentile(ordered, 99.9) * scale,
     }
+
+
+def median_interval(
+    values: Sequence[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """A bootstrap interval for the median of ``values`` (percentile method, seeded)."""
+    if not values:
+        return (math.nan, math.nan)
+    rng = random.Random(seed)
+    medians = sorted(
+        statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples)
+    )
+    tail = (1.0 - confidence) / 2
+    return (
+        medians[int(tail * (resamples - 1))],
+        medians[int((1.0 - tail) * (resamples - 1))],
+    )
 
 
 def at_most(name: str, value: float, limit: float, unit: str = "", note: str = "") -> Check:
