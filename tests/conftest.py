@@ -1,6 +1,9 @@
 """Shared fixtures: the library's pytest plugin (a real Consul agent per test, stopped by
 PID afterwards) plus the project's own (a 3-server cluster).
 
+Every process a run starts carries the run's mark and is stopped when the run ends, even
+a run killed with SIGKILL (tests/harness/lifeline.py).
+
 The plugin (``consul_discovery.pytest_plugin``) brings ``consul_agent``,
 ``consul_agent_persistent``, ``consul_agent_unstarted``, ``consul_connection``,
 ``consul_client`` and ``consul_instances``.
@@ -14,10 +17,18 @@ from typing import Any
 
 import pytest
 
+from tests.harness import lifeline
 from tests.harness.binary import ConsulBinaryMissing, consul_binary
 from tests.harness.cluster import ConsulCluster
 
 pytest_plugins = ["consul_discovery.pytest_plugin", "pytester"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Mark the run and launch its lifeline (tests/harness/lifeline.py): whatever the
+    run starts is stopped when it ends, even killed with SIGKILL. An xdist worker, or a
+    pytest a test runs, belongs to the run already."""
+    lifeline.start()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
