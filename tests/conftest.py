@@ -2,7 +2,7 @@
 PID afterwards) plus the project's own (a 3-server cluster).
 
 Every process a run starts carries the run's mark and is stopped when the run ends, even
-a run killed with SIGKILL (tests/harness/lifeline.py).
+a run killed with SIGKILL (consul_discovery.testing.lifeline).
 
 The plugin (``consul_discovery.pytest_plugin``) brings ``consul_agent``,
 ``consul_agent_persistent``, ``consul_agent_unstarted``, ``consul_connection``,
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import lifeline
+from consul_discovery.testing import lifeline
 from tests.harness.binary import ConsulBinaryMissing, consul_binary
 from tests.harness.cluster import ConsulCluster
 
@@ -25,10 +25,10 @@ pytest_plugins = ["consul_discovery.pytest_plugin", "pytester"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Mark the run and launch its lifeline (tests/harness/lifeline.py): whatever the
-    run starts is stopped when it ends, even killed with SIGKILL. An xdist worker, or a
-    pytest a test runs, belongs to the run already."""
-    lifeline.start()
+    """Mark the run and launch its watchdog (consul_discovery.testing.lifeline): whatever
+    the run starts is stopped when it ends, even killed with SIGKILL. An xdist worker, or
+    a pytest a test runs, belongs to the run already."""
+    lifeline.mark_run()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

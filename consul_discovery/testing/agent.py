@@ -8,9 +8,10 @@ temporary directory removed by ``cleanup``. Two modes:
 - ``mode="server"`` runs a server with a data dir: alone (``bootstrap_expect=1``, a
   restart keeps every registration and KV entry) or as one server of a cluster.
 
-An agent started from the main thread dies with the process that started it, however
-that process ends (``dies_with_this_process``): a test run killed with SIGKILL left its
-agents running before.
+An agent dies with the process that started it, however that process ends and from
+whichever thread it was started: it carries the run's mark, and the run's watchdog stops
+it (consul_discovery.testing.lifeline). A test run killed with SIGKILL left its agents
+running before.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import requests
 
 from consul_discovery.connection import ConsulConnection
+from consul_discovery.testing import lifeline
 from consul_discovery.testing.binary import consul_binary
 from consul_discovery.testing.ports import free_ports
 
@@ -165,8 +166,8 @@ class ConsulAgent:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._log_handle = log
         self.process = subprocess.Popen(
-            dies_with_this_process(self.command()), stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, lifeline.MARK: lifeline.process_mark()},
         )  # fmt: skip
         if wait_for_leader:
             self.wait_for_leader(timeout)
@@ -252,22 +253,6 @@ class ConsulAgent:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
-
-
-def dies_with_this_process(command: list[str]) -> list[str]:
-    """``command`` run so that the kernel SIGKILLs it when this process dies first.
-
-    util-linux's ``setpriv --pdeathsig KILL`` sets the signal and then execs ``command``
-    (the same PID). Linux sends it when the *thread* that started the child exits, so
-    only a start from the main thread gets it: an agent a drill starts from a helper
-    thread must outlive that thread. Without ``setpriv`` (not Linux), ``command`` as is.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return command
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        return command
-    return [setpriv, "--pdeathsig", "KILL", "--", *command]
 
 
 def _sets(args: list[str], flag: str) -> bool:

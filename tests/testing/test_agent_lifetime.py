@@ -1,5 +1,6 @@
-"""An agent the tests start dies with the process that started it (no orphans after a
-SIGKILLed pytest), and one started from a helper thread outlives that thread."""
+"""An agent the tests start dies with the process that started it, from whichever thread
+it was started (no orphans after a SIGKILLed pytest: consul_discovery.testing.lifeline),
+and one started from a helper thread outlives that thread."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import textwrap
 import threading
 import time
 
-from consul_discovery.testing.agent import ConsulAgent, dies_with_this_process
+from consul_discovery.testing import lifeline
+from consul_discovery.testing.agent import ConsulAgent
 from tests.harness.connect import REPO_ROOT
 
 
@@ -37,37 +39,47 @@ def _gone_within(pid: int, seconds: float) -> bool:
     return False
 
 
-def test_an_agent_dies_with_a_test_process_killed_by_sigkill() -> None:
+def test_agents_die_with_a_test_process_killed_by_sigkill() -> None:
+    # One agent started from the main thread, one from a helper thread that has ended.
     script = textwrap.dedent(
         """
+        import threading, time
         from consul_discovery.testing.agent import ConsulAgent
-        agent = ConsulAgent().start()
-        print(agent.process.pid, agent.workdir, flush=True)
-        import time
+        first, second = ConsulAgent(), ConsulAgent()
+        first.start()
+        helper = threading.Thread(target=second.start)
+        helper.start()
+        helper.join()
+        for agent in (first, second):
+            print(agent.process.pid, agent.workdir, flush=True)
         time.sleep(120)
         """
     )
+    env = {k: v for k, v in os.environ.items() if k != lifeline.MARK}  # a run of its own
     runner = subprocess.Popen(
-        [sys.executable, "-c", script], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True
-    )
-    agent_pid, workdir = 0, ""
+        [sys.executable, "-c", script], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    agents: list[tuple[int, str]] = []
     try:
-        line = runner.stdout.readline() if runner.stdout else ""
-        pid, _, workdir = line.strip().partition(" ")
-        assert pid.isdigit() and workdir, f"the runner printed {line!r}"
-        agent_pid = int(pid)
-        assert _alive(agent_pid)
+        for _ in range(2):
+            line = runner.stdout.readline() if runner.stdout else ""
+            pid, _, workdir = line.strip().partition(" ")
+            assert pid.isdigit() and workdir, f"the runner printed {line!r}"
+            agents.append((int(pid), workdir))
+            assert _alive(int(pid))
         runner.send_signal(signal.SIGKILL)
         runner.wait(10)
-        assert _gone_within(agent_pid, 10), f"agent {agent_pid} outlived its SIGKILLed runner"
+        for pid, _ in agents:
+            assert _gone_within(pid, 10), f"agent {pid} outlived its SIGKILLed runner"
     finally:
         if runner.poll() is None:
             runner.kill()
             runner.wait(10)
-        if agent_pid and _alive(agent_pid):
-            os.kill(agent_pid, signal.SIGKILL)
-        if workdir:  # the killed runner could not remove its agent's files
-            shutil.rmtree(workdir, ignore_errors=True)
+        for pid, workdir in agents:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+            shutil.rmtree(workdir, ignore_errors=True)  # the killed runner could not
         if runner.stdout:
             runner.stdout.close()
 
@@ -83,12 +95,3 @@ def test_an_agent_started_from_a_helper_thread_outlives_the_thread() -> None:
         assert agent.process.poll() is None, agent.tail_log()
     finally:
         agent.cleanup()
-
-
-def test_only_the_main_thread_gets_the_parent_death_signal() -> None:
-    assert dies_with_this_process(["consul", "agent"])[-3:] == ["--", "consul", "agent"]
-    seen: list[list[str]] = []
-    helper = threading.Thread(target=lambda: seen.append(dies_with_this_process(["consul"])))
-    helper.start()
-    helper.join()
-    assert seen == [["consul"]]

@@ -1,4 +1,5 @@
-"""The test run's lifeline (tests/harness/lifeline.py): what a killed run started dies."""
+"""The test run's lifeline (consul_discovery.testing.lifeline): what a killed run started
+dies with it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import textwrap
 import time
 from pathlib import Path
 
-from tests.harness import lifeline
+import pytest
+
+from consul_discovery.testing import lifeline
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,10 +84,21 @@ def test_a_sweep_kills_what_comes_back_in_later_rounds() -> None:
     assert (21, signal.SIGKILL) in sent
 
 
-def test_a_run_already_marked_launches_no_second_watchdog() -> None:
+def test_a_run_already_marked_launches_no_second_watchdog(monkeypatch) -> None:
+    monkeypatch.setattr(lifeline, "_launch", lambda *_: pytest.fail("launched a watchdog"))
     environ = {lifeline.MARK: "1:2"}
-    assert lifeline.start(environ) is None
+    assert lifeline.mark_run(environ) == "1:2"
+    assert lifeline.process_mark(environ) == "1:2"
     assert environ == {lifeline.MARK: "1:2"}
+
+
+def test_a_process_outside_any_run_launches_its_watchdog_once(monkeypatch) -> None:
+    launched: list[str] = []
+    monkeypatch.setattr(lifeline, "_launch", lambda mark, _env: launched.append(mark))
+    monkeypatch.setattr(lifeline, "_launched", {})
+    first = lifeline.process_mark({})
+    assert lifeline.process_mark({}) == first == lifeline.mark_of(os.getpid())
+    assert launched == [first]
 
 
 def test_what_a_sigkilled_run_started_dies_with_it() -> None:
@@ -93,8 +107,8 @@ def test_what_a_sigkilled_run_started_dies_with_it() -> None:
     script = textwrap.dedent(
         """
         import subprocess, sys, time
-        from tests.harness import lifeline
-        lifeline.start()
+        from consul_discovery.testing import lifeline
+        lifeline.mark_run()
         sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
         child = subprocess.Popen(sleep, start_new_session=True)
         daemon = subprocess.run(

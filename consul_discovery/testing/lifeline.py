@@ -1,23 +1,25 @@
 """Every process a test run starts dies with the run, however the run ends.
 
-The run's first pytest process (xdist's controller, or a run without xdist) puts
-``TEST_RUN_LIFELINE=<pid>:<start time>`` into its own environment when it starts; every
-process started after that inherits it: xdist's workers, gunicorn and its workers,
-uvicorn, Consul agents, ``consul connect proxy``, a test cluster's supervisord (which
-daemonizes) and its programs. A watchdog, in a session of its own (a signal to the run's
-process group does not reach it) and holding none of the run's files, waits for that
-process to end, then stops every process that carries the mark: SIGTERM, then SIGKILL
-for what is left after a grace period, round after round until none is left (a
-supervisord may restart a program meanwhile). Then it exits.
+A run is named by a mark, ``TEST_RUN_LIFELINE=<pid>:<start time>`` of its first
+process, carried in the environment of every process the run starts. A watchdog, in a
+session of its own (a signal to the run's process group does not reach it) and holding
+none of the run's files, waits for that first process to end, then stops every process
+that carries the mark: SIGTERM, then SIGKILL for what is left after a grace period,
+round after round until none is left (a supervisord may restart a program meanwhile).
+Then it exits. A run killed with SIGKILL (the OOM killer, a CI timeout) used to leave
+its agents and servers running and their ports taken.
 
-A run killed with SIGKILL (the OOM killer, a CI timeout, a Ctrl-C that pytest did not
-get to handle) used to leave its servers running and their ports taken. The mark names
-the run by PID *and* start time, so a reused PID is never taken for the run, and
-processes of another run (a second ``make test``, a ``make run-cluster``) carry another
-mark or none and are never touched. The environment scrubbing some tests do
-(``CONSUL_*``, ``SERVICE_*``, ``DISCOVERY_*``, ``CONSUL_DISCOVERY_*``) leaves this name alone.
+* ``ConsulAgent`` gives each agent it starts the mark (``process_mark``): the run's, or
+  one of its own process, whose watchdog it launches on first use; so an agent dies with
+  the process that started it, from whichever thread it was started.
+* A test suite can mark its whole run (``mark_run``, e.g. in ``pytest_configure``): then
+  every process started after that inherits the mark too, its servers' workers, a
+  daemonized supervisord and its programs included. This repository's suite does.
 
-``python -m tests.harness.lifeline <mark>`` is the watchdog; ``start()`` launches it.
+The mark names the run by PID *and* start time, so a reused PID is never taken for the
+run, and processes of another run carry another mark or none and are never touched.
+The watchdog is this file run as a script (standard library only):
+``python lifeline.py [--detach] <pid>:<start time>``.
 """
 
 from __future__ import annotations
@@ -27,14 +29,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
 
 #: The environment variable that names the test run a process belongs to.
 MARK = "TEST_RUN_LIFELINE"
 PROC = Path("/proc")
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def start_time(pid: int, proc: Path = PROC) -> str | None:
@@ -125,20 +127,41 @@ def watch(mark: str, poll: float = 0.2) -> None:
     sweep(mark)
 
 
-def start(environ: MutableMapping[str, str] = os.environ) -> str | None:
-    """Mark this process's run and launch its watchdog; None (nothing done) when this
-    process belongs to a run already (an xdist worker, a pytest run by a test)."""
-    if environ.get(MARK):
-        return None
-    mark = mark_of(os.getpid())
-    env = {k: v for k, v in environ.items() if k != MARK}
-    env["PYTHONPATH"] = str(REPO_ROOT)
-    # The launcher forks the watchdog and returns at once (waited for here): the watchdog
-    # is nobody's child to wait for, and holds no pipe of this run's output open.
+_launched: dict[int, str] = {}  # this process's own mark, by PID (a fork has its own)
+_launch_lock = threading.Lock()
+
+
+def process_mark(environ: Mapping[str, str] = os.environ) -> str:
+    """The mark for a process this one starts: the run's (in ``environ``), or else this
+    process's own, whose watchdog is launched on first use (once per process)."""
+    mark = environ.get(MARK)
+    if mark:
+        return mark
+    pid = os.getpid()
+    with _launch_lock:
+        mark = _launched.get(pid)
+        if mark is None:
+            mark = mark_of(pid)
+            _launch(mark, environ)
+            _launched[pid] = mark
+    return mark
+
+
+def mark_run(environ: MutableMapping[str, str] = os.environ) -> str:
+    """Mark this process's run in ``environ``, so every process started after this
+    inherits the mark; the run's mark as it was when ``environ`` had one already (an
+    xdist worker, a pytest run by a test), else this process's own (``process_mark``)."""
+    mark = process_mark(environ)
+    environ[MARK] = mark
+    return mark
+
+
+def _launch(mark: str, environ: Mapping[str, str]) -> None:
+    """Start the watchdog of ``mark``: the launcher forks it and returns at once (waited
+    for here), so the watchdog is nobody's child to wait for and holds no pipe open."""
     subprocess.run(
-        [sys.executable, "-m", "tests.harness.lifeline", "--detach", mark],
-        env=env,
-        cwd=REPO_ROOT,
+        [sys.executable, "-I", str(Path(__file__).resolve()), "--detach", mark],
+        env={k: v for k, v in environ.items() if k != MARK},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -146,8 +169,6 @@ def start(environ: MutableMapping[str, str] = os.environ) -> str | None:
         check=True,
         timeout=30,
     )
-    environ[MARK] = mark
-    return mark
 
 
 def main(argv: list[str]) -> int:
@@ -155,8 +176,7 @@ def main(argv: list[str]) -> int:
     detach = argv[:1] == ["--detach"]
     args = argv[1:] if detach else argv
     if len(args) != 1 or ":" not in args[0]:
-        print("usage: python -m tests.harness.lifeline [--detach] <pid>:<start time>",
-              file=sys.stderr)  # fmt: skip
+        print("usage: python lifeline.py [--detach] <pid>:<start time>", file=sys.stderr)
         return 2
     if detach and os.fork() != 0:
         return 0
