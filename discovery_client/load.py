@@ -21,6 +21,13 @@ from consul_discovery.client.tally import Tally
 UNKNOWN_LATENCY_PENALTY = 1_000.0
 
 DEFAULT_DECAY_TIME = 10.0
+# An estimate with no observation for this many decay times is forgotten: the instance is
+# unknown again, and the next pick that compares it (at no load) sends it a call, which
+# starts a new estimate. Without it, one stall of 1 s at an instance whose calls take
+# 10 ms kept it out of a peak-EWMA rotation until time alone had decayed the stall below
+# its peers' cost: 46 s, with no call to show it was fast again. Finagle and Linkerd
+# decay by time only, and so starve it.
+FORGET_AFTER_DECAY_TIMES = 1.0
 # The least weight one observation gets in the peak EWMA: an estimate far above what the
 # instance now answers in is pulled towards it by time (``decay_time``) or by evidence,
 # whichever is faster (see finish).
@@ -115,10 +122,12 @@ class InstanceLoad:
             # comparison meanwhile. Each answer also counts as evidence, at least
             # MIN_OBSERVATION_WEIGHT of it: ~10 fast answers halve a stale peak's excess
             # (at 50 calls/s: 0.2 s instead of 7 s). An instance nobody picks gets no
-            # answer: it still decays by time only.
+            # answer: it decays by time, and is forgotten after a decay time (latency).
             elapsed = now - self.stamp
             self.stamp = now
             cost = self.cost
+            if elapsed >= self.decay_time * FORGET_AFTER_DECAY_TIMES:
+                cost = 0.0  # forgotten (see latency): this answer starts a new estimate
             if latency > cost:
                 self.cost = latency
             else:
@@ -140,11 +149,15 @@ class InstanceLoad:
         return 0
 
     def latency(self, now: float) -> float:
-        """The peak-EWMA latency estimate (seconds), decayed to ``now`` without mutating."""
+        """The peak-EWMA latency estimate (seconds), decayed to ``now`` without mutating;
+        0.0 (unknown) once no observation came for ``FORGET_AFTER_DECAY_TIMES`` decay
+        times, so that an instance no pick chose since a stall is tried again."""
         cost = self.cost
         if cost:
             elapsed = now - self.stamp
             if elapsed > 0.0:
+                if elapsed >= self.decay_time * FORGET_AFTER_DECAY_TIMES:
+                    return 0.0
                 cost *= math.exp(-elapsed / self.decay_time)
         return cost
 

@@ -20,9 +20,11 @@ policy is the classic one (and as cheap); with unequal weights:
   the lower ``in_flight / weight`` (Envoy's weighted least request); on a tie (an idle
   service) the first draw wins, so idle traffic splits exactly by weight;
 - ``peak_ewma``: P2C over two candidates drawn in proportion to weight (Finagle's
-  weighted P2C), keeping the lower peak-EWMA cost. The cost is not divided by the
-  weight: the weight already chose the candidates, and dividing again counts it twice
-  (at equal latency a 10:1 weight would become ~120:1 traffic instead of 10:1).
+  weighted P2C), keeping the lower peak-EWMA cost per unit of weight (as Envoy's
+  weighted least request divides active requests): a warning instance takes a call
+  only when it is that much cheaper, so at equal latency its share is at most its
+  weight's. An estimate with no news for a decay time is forgotten, so an instance
+  kept out since a stall is tried again (consul_discovery.client.load).
 """
 
 from __future__ import annotations

@@ -188,3 +188,45 @@ def test_membership_changes_are_logged_at_debug(caplog):
     text = caplog.text
     assert "+['i1', 'i2']" in text
     assert "+['i3'] -['i1']" in text
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_peak_ewma_tries_an_instance_again_one_decay_time_after_a_stall(concurrency):
+    """One 1 s answer at an instance whose calls take 10 ms, like its peers': time alone
+    would keep it out of rotation for ~46 s (its cost decayed below its peers'); its
+    estimate is forgotten after one decay time (10 s) and a pick tries it again."""
+    clock = FakeClock()
+    bal = make("peak_ewma", clock=clock)
+    bal.update(resolution(instance(1), instance(2), instance(3)))
+    stall_at: list[float] = []
+    picks_after: list[float] = []
+    pending: list = []
+    order = count()
+
+    def start() -> None:
+        ep = bal.pick()
+        started = bal.begin(ep)
+        latency = 0.010
+        if ep.id == "i3" and not stall_at:
+            latency = 1.0
+            stall_at.append(clock.now + latency)
+        elif ep.id == "i3":
+            picks_after.append(clock.now)
+        heapq.heappush(pending, (clock.now + latency, next(order), ep, started))
+
+    for _ in range(concurrency):
+        start()
+    end = clock.now + 60.0
+    while pending and clock.now < end:
+        done_at, _, ep, started = heapq.heappop(pending)
+        clock.now = done_at
+        bal.finish(ep, started, failed=False, responded=True)
+        start()
+    assert stall_at, "i3 was never picked"
+    picks_after = [t for t in picks_after if t >= stall_at[0]]  # not beside the stall
+    assert picks_after, "i3 was never picked again after its stall"
+    back = picks_after[0] - stall_at[0]
+    assert 5.0 < back <= 10.5, back  # not at once (the stall counts), not after ~46 s
+    # and once it answered fast again it is back in rotation for good
+    later = [t for t in picks_after if t > picks_after[0]]
+    assert len(later) > 100, len(later)

@@ -15,7 +15,9 @@ from tests.discovery_client.fakes import FakeClock, instance
 
 
 def endpoints(*instances):
-    return [Endpoint(i, InstanceLoad(i.id, now=0.0)) for i in instances]
+    """Endpoints whose load was last observed now, on the pickers' clock."""
+    now = FakeClock().now
+    return [Endpoint(i, InstanceLoad(i.id, now=now)) for i in instances]
 
 
 def picker(policy, eps, seed=1):
