@@ -163,6 +163,7 @@ class ConsulAgent:
         if self.pid is not None:
             return self
         self.workdir.mkdir(parents=True, exist_ok=True)
+        lifeline.remove_after_run(self.workdir)  # if the run is killed before cleanup()
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._log_handle = log
         self.process = subprocess.Popen(

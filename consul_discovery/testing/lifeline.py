@@ -12,6 +12,8 @@ its agents and servers running and their ports taken.
 * ``ConsulAgent`` gives each agent it starts the mark (``process_mark``): the run's, or
   one of its own process, whose watchdog it launches on first use; so an agent dies with
   the process that started it, from whichever thread it was started.
+* ``remove_after_run(path)`` leaves a directory to the watchdog: removed once the run's
+  processes are gone (a killed run's agents' data and logs).
 * A test suite can mark its whole run (``mark_run``, e.g. in ``pytest_configure``): then
   every process started after that inherits the mark too, its servers' workers, a
   daemonized supervisord and its programs included. This repository's suite does.
@@ -26,9 +28,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, MutableMapping
@@ -121,10 +125,47 @@ def _signal(kill: Callable[[int, int], None], pid: int, sig: int) -> None:
 
 
 def watch(mark: str, poll: float = 0.2) -> None:
-    """Wait until the run's first process has ended, then sweep its processes."""
+    """Wait until the run's first process has ended, then sweep its processes and remove
+    the paths it left to the run (``remove_after_run``)."""
     while is_alive(mark):
         time.sleep(poll)
     sweep(mark)
+    remove_left_paths(mark)
+
+
+def _paths_file(mark: str) -> Path:
+    """Where the run's paths to remove are listed (in the temporary directory)."""
+    return Path(tempfile.gettempdir()) / f"test-run-lifeline-{mark.replace(':', '-')}.paths"
+
+
+def remove_after_run(path: Path, environ: Mapping[str, str] = os.environ) -> None:
+    """Have the run's watchdog remove ``path`` (a directory tree) once the run has ended
+    and its processes are gone: what a killed run's agents leave (their data and logs)
+    is removed too. A path already removed by then is skipped."""
+    line = f"{Path(path).resolve()}\n".encode()
+    fd = os.open(_paths_file(process_mark(environ)), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, line)  # one short append: whole, even beside another process's
+    finally:
+        os.close(fd)
+
+
+def remove_left_paths(mark: str) -> list[Path]:
+    """Remove every path the run left (``remove_after_run``) and the list; the paths
+    that were there."""
+    listed = _paths_file(mark)
+    try:
+        lines = listed.read_text().splitlines()
+    except OSError:
+        return []
+    removed = []
+    for line in dict.fromkeys(lines):
+        path = Path(line)
+        if line and path.is_absolute() and path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    listed.unlink(missing_ok=True)
+    return removed
 
 
 _launched: dict[int, str] = {}  # this process's own mark, by PID (a fork has its own)

@@ -4,27 +4,17 @@ dies with it."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from consul_discovery.testing import lifeline
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _gone_within(pid: int, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if lifeline.start_time(pid) is None:
-            return True
-        time.sleep(0.05)
-    return False
+from tests.testing.killed_runs import alive, run_of_its_own, within
 
 
 def test_a_mark_names_a_process_by_pid_and_start_time() -> None:
@@ -102,11 +92,13 @@ def test_a_process_outside_any_run_launches_its_watchdog_once(monkeypatch) -> No
 
 
 def test_what_a_sigkilled_run_started_dies_with_it() -> None:
-    # The runner stands for a pytest run: it starts its lifeline, a child, and a daemon
-    # (a child of init once its launcher is gone, as supervisord is), then is SIGKILLed.
+    # The runner stands for a pytest run: it marks its run, starts a child and a daemon
+    # (a child of init once its launcher is gone, as supervisord is), leaves a directory
+    # to the run, and is SIGKILLed.
     script = textwrap.dedent(
         """
-        import subprocess, sys, time
+        import subprocess, sys, tempfile, time
+        from pathlib import Path
         from consul_discovery.testing import lifeline
         lifeline.mark_run()
         sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
@@ -116,31 +108,34 @@ def test_what_a_sigkilled_run_started_dies_with_it() -> None:
                          "</dev/null >/dev/null 2>&1 & echo $!"],
             capture_output=True, text=True, check=True,
         ).stdout.strip()
-        print(child.pid, daemon, flush=True)
+        left = Path(tempfile.mkdtemp(prefix="lifeline-test-"))
+        (left / "data").write_text("x")
+        lifeline.remove_after_run(left)
+        print(child.pid, daemon, left, flush=True)
         time.sleep(120)
         """
     )
-    env = {k: v for k, v in os.environ.items() if k != lifeline.MARK}  # a run of its own
-    runner = subprocess.Popen(
-        [sys.executable, "-c", script], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    pids: list[int] = []
-    try:
-        line = runner.stdout.readline() if runner.stdout else ""
-        pids = [int(word) for word in line.split()]
-        assert len(pids) == 2, f"the runner printed {line!r}"
-        assert all(lifeline.start_time(pid) is not None for pid in pids)
-        runner.send_signal(signal.SIGKILL)
-        runner.wait(10)
-        for pid in pids:
-            assert _gone_within(pid, 10), f"{pid} outlived its SIGKILLed run"
-    finally:
-        if runner.poll() is None:
-            runner.kill()
-            runner.wait(10)
-        for pid in pids:
-            if lifeline.start_time(pid) is not None:
-                os.kill(pid, signal.SIGKILL)
-        if runner.stdout:
-            runner.stdout.close()
+    with run_of_its_own(script, lines=1) as (printed, kill):
+        child, daemon, left = printed[0].split()
+        pids = [int(child), int(daemon)]
+        try:
+            assert all(alive(pid) for pid in pids)
+            kill()
+            for pid in pids:
+                assert within(10, lambda pid=pid: not alive(pid)), f"{pid} outlived its run"
+            assert within(10, lambda: not Path(left).exists()), f"{left} was left"
+        finally:
+            shutil.rmtree(left, ignore_errors=True)
+
+
+def test_the_paths_a_run_left_are_removed_once(tmp_path: Path) -> None:
+    mark = f"{os.getpid()}:0"  # a run no process is: its list is this test's alone
+    environ = {lifeline.MARK: mark}
+    kept, gone = tmp_path / "kept", tmp_path / "gone"
+    kept.mkdir()
+    (kept / "file").write_text("x")
+    for path in (kept, kept, gone):
+        lifeline.remove_after_run(path, environ)
+    assert lifeline.remove_left_paths(mark) == [kept.resolve()]
+    assert not kept.exists()
+    assert lifeline.remove_left_paths(mark) == []  # the list went with them
