@@ -8,19 +8,7 @@ import pytest
 
 from bench.closed_loop import abba, alternating_windows
 from bench.result import median_interval
-
-
-class FakeTime:
-    """A clock that moves only when a call or a sleep spends time."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
+from tests.discovery_client.fakes import FakeClock
 
 
 def test_windows_take_turns_in_abba_order() -> None:
@@ -28,7 +16,7 @@ def test_windows_take_turns_in_abba_order() -> None:
 
 
 def test_each_window_counts_the_calls_of_its_own_path() -> None:
-    time = FakeTime()
+    time = FakeClock(start=0.0)
     called: list[int] = []
 
     def path(n: int, cost: float):
@@ -43,7 +31,7 @@ def test_each_window_counts_the_calls_of_its_own_path() -> None:
         threads=1,
         window=0.1,
         pairs=6,
-        clock=time.clock,
+        clock=time,
         sleep=time.sleep,
     )
     assert len(run.counts) == 6
