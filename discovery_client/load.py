@@ -126,14 +126,15 @@ class InstanceLoad:
             elapsed = now - self.stamp
             self.stamp = now
             cost = self.cost
-            if elapsed >= self.decay_time * FORGET_AFTER_DECAY_TIMES:
-                cost = 0.0  # forgotten (see latency): this answer starts a new estimate
             if latency > cost:
                 self.cost = latency
             else:
                 w = _EVIDENCE_WEIGHT  # time's weight is at least this until then:
-                if elapsed > self.decay_time * _EVIDENCE_SPAN:
-                    w = math.exp(-elapsed / self.decay_time)
+                if elapsed > self.decay_time * _EVIDENCE_SPAN:  # rare: a quiet instance
+                    if elapsed >= self.decay_time * FORGET_AFTER_DECAY_TIMES:
+                        w = 0.0  # forgotten (see latency): this answer starts anew
+                    else:
+                        w = math.exp(-elapsed / self.decay_time)
                 self.cost = cost * w + latency * (1.0 - w)
         elif at_least is not None and at_least > self.latency(now):
             self.cost = at_least

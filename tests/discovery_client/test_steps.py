@@ -7,6 +7,7 @@ and checks the next step and what the plan accounted (in-flight, latency, failur
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -156,6 +157,17 @@ def test_a_lower_bound_only_ever_raises_the_estimate():
     load.begin(retry=False)
     load.finish(1.0, None, failed=True, at_least=3.0)
     assert load.latency(1.0) == pytest.approx(3.0)
+
+
+def test_an_estimate_with_no_news_for_a_decay_time_is_forgotten():
+    load = InstanceLoad("i", now=0.0, decay_time=10.0)
+    load.begin(retry=False)
+    load.finish(0.0, 1.0, failed=False)  # a stall
+    assert load.latency(9.9) == pytest.approx(1.0 * math.exp(-0.99))  # decaying
+    assert load.latency(10.0) == 0.0  # forgotten: unknown, so a pick tries it
+    load.begin(retry=False)
+    load.finish(10.5, 0.01, failed=False)  # the try answers fast
+    assert load.latency(10.5) == pytest.approx(0.01)  # a new estimate, not the stall's
 
 
 def test_a_fatal_error_is_reraised_and_blames_nobody():
