@@ -30,6 +30,7 @@ import contextlib
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -139,33 +140,61 @@ def _paths_file(mark: str) -> Path:
 
 
 def remove_after_run(path: Path, environ: Mapping[str, str] = os.environ) -> None:
-    """Have the run's watchdog remove ``path`` (a directory tree) once the run has ended
-    and its processes are gone: what a killed run's agents leave (their data and logs)
-    is removed too. A path already removed by then is skipped."""
+    """Have the run's watchdog remove ``path`` (a directory of this user's) once the run
+    has ended and its processes are gone: what a killed run's agents leave (their data
+    and logs) is removed too. A path already removed by then is skipped."""
     line = f"{Path(path).resolve()}\n".encode()
-    fd = os.open(_paths_file(process_mark(environ)), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
+    fd = os.open(_paths_file(process_mark(environ)), flags, 0o600)
     try:
+        _check_ours(fd)
         os.write(fd, line)  # one short append: whole, even beside another process's
     finally:
         os.close(fd)
 
 
 def remove_left_paths(mark: str) -> list[Path]:
-    """Remove every path the run left (``remove_after_run``) and the list; the paths
-    that were there."""
+    """Remove every directory the run left (``remove_after_run``) and the list; the
+    directories that were there. A list or a directory that is not this user's own, or
+    that anyone else may write to, is left alone (the names in the temporary directory
+    can be guessed)."""
     listed = _paths_file(mark)
     try:
-        lines = listed.read_text().splitlines()
+        fd = os.open(listed, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return []
+    try:
+        _check_ours(fd)
+        with open(fd, "rb", closefd=False) as f:
+            lines = f.read().decode().splitlines()
+    except (OSError, UnicodeDecodeError):  # PermissionError: not ours
+        return []
+    finally:
+        os.close(fd)
     removed = []
     for line in dict.fromkeys(lines):
         path = Path(line)
-        if line and path.is_absolute() and path.exists():
+        try:
+            info = path.lstat() if line and path.is_absolute() else None
+        except OSError:
+            continue
+        if info is not None and stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid():
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     listed.unlink(missing_ok=True)
     return removed
+
+
+def _check_ours(fd: int) -> None:
+    """PermissionError unless ``fd`` is a regular file of this user's that only this
+    user may write to."""
+    info = os.fstat(fd)
+    if (
+        not stat.S_ISREG(info.st_mode)
+        or info.st_uid != os.getuid()
+        or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    ):
+        raise PermissionError("the run's list of paths is not this user's own")
 
 
 _launched: dict[int, str] = {}  # this process's own mark, by PID (a fork has its own)

@@ -139,3 +139,23 @@ def test_the_paths_a_run_left_are_removed_once(tmp_path: Path) -> None:
     assert lifeline.remove_left_paths(mark) == [kept.resolve()]
     assert not kept.exists()
     assert lifeline.remove_left_paths(mark) == []  # the list went with them
+
+
+def test_a_list_anyone_may_write_or_a_symlink_removes_nothing(tmp_path: Path) -> None:
+    mark = f"{os.getpid()}:1"
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    lifeline.remove_after_run(kept, {lifeline.MARK: mark})
+    listed = lifeline._paths_file(mark)
+    try:
+        listed.chmod(0o666)  # another user could have written it
+        assert lifeline.remove_left_paths(mark) == []
+        listed.chmod(0o600)
+        moved = listed.with_suffix(".moved")
+        listed.rename(moved)
+        listed.symlink_to(moved)  # a planted link
+        assert lifeline.remove_left_paths(mark) == []
+        assert kept.is_dir()
+    finally:
+        for path in (listed, listed.with_suffix(".moved")):
+            path.unlink(missing_ok=True)
