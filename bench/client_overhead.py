@@ -270,9 +270,9 @@ def run(p: Params) -> Result:
             )
         no_io = cpu_per_call(p, agent.address, url, timeout)
     rows, stats = [], {}
-    for n, name in enumerate(latencies):
+    for name in latencies:
         s = summary(latencies[name], scale=1e3)
-        stats[name] = (s, windows.rate(n))
+        stats[name] = (s, windows.rate(list(paths).index(name)))  # path n: windows' n
         rows.append(
             {
                 "path": name,

@@ -48,10 +48,10 @@ def start_time(pid: int, proc: Path = PROC) -> str | None:
     """``pid``'s start time in clock ticks since boot (``/proc/<pid>/stat`` field 22);
     None when there is no such process (or it is a zombie that no longer has one)."""
     try:
-        stat = (proc / str(pid) / "stat").read_text()
+        line = (proc / str(pid) / "stat").read_text()
     except OSError:
         return None
-    fields = stat[stat.rindex(")") + 2 :].split()  # the name may hold spaces and parens
+    fields = line[line.rindex(")") + 2 :].split()  # the name may hold spaces and parens
     if fields[0] == "Z":  # exited, not yet reaped: it is over
         return None
     return fields[19]
@@ -73,7 +73,13 @@ def is_alive(mark: str, proc: Path = PROC) -> bool:
 
 def marked(mark: str, proc: Path = PROC) -> list[int]:
     """PIDs of live processes (not this one) carrying ``mark``, in PID order."""
-    wanted = f"{MARK}={mark}".encode()
+    return carrying(MARK, mark, proc)
+
+
+def carrying(name: str, value: str, proc: Path = PROC) -> list[int]:
+    """PIDs of live processes (not this one, no zombie) whose environment has
+    ``name=value``, in PID order (a process of another user's is not ours to read)."""
+    wanted = f"{name}={value}".encode()
     me = os.getpid()
     found = []
     for entry in proc.iterdir():

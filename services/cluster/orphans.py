@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from consul_discovery.testing import lifeline
 from services.cluster.plan import ClusterPlan
 
 #: The environment variable naming the run dir of the cluster a process belongs to.
@@ -23,18 +24,7 @@ MARK = "CONSUL_DISCOVERY_CLUSTER"
 
 def find(plan: ClusterPlan, proc: Path = Path("/proc")) -> list[int]:
     """PIDs of live processes (not this one) carrying ``plan``'s mark, in PID order."""
-    mark = f"{MARK}={plan.run_dir}".encode()
-    found = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:  # gone, a zombie, or not ours to read
-            continue
-        if mark in environ.split(b"\0"):
-            found.append(int(entry.name))
-    return sorted(found)
+    return lifeline.carrying(MARK, str(plan.run_dir), proc)
 
 
 def _is_consul(pid: int) -> bool:
