@@ -40,6 +40,7 @@ from consul_discovery.client.core import (
 from consul_discovery.client.drivers import SyncDriver
 from consul_discovery.client.ejection import EjectionPolicy
 from consul_discovery.client.pool import InstancePoolAdapter, MeshPoolAdapter
+from consul_discovery.client.prepare import prepare_request
 from consul_discovery.client.propagation import inject
 from consul_discovery.client.retry import RetryPolicy
 from consul_discovery.client.route import RequestView
@@ -190,7 +191,7 @@ class ServiceClient:
         send_kwargs = {k: kwargs.pop(k) for k in _SEND_KWARGS if k in kwargs} if kwargs else {}
         path = RequestView.absolute(path)
         request = requests.Request(method=method.upper(), url=f"http://{service}{path}", **kwargs)
-        prepared = self.session.prepare_request(request)
+        prepared = prepare_request(self.session, request)  # as Session.prepare_request
         return self.send(service, prepared, retry=retry, source_ip=source_ip, **send_kwargs)
 
     def send(
