@@ -26,6 +26,7 @@ from typing import Any
 from consul_discovery.mesh.errors import PeerIdentityError
 from consul_discovery.mesh.guard import FORBIDDEN_HEADERS, PEER_KEY, Guard, Peer
 from consul_discovery.mesh.l7 import RequestView
+from consul_discovery.mesh.one_record import GatheringTransport
 from consul_discovery.mesh.tls import peer_identity
 
 Scope = MutableMapping[str, Any]
@@ -74,8 +75,10 @@ class PeerProtocol:
     app: ASGIApp
 
     def connection_made(self, transport: Any) -> None:
-        """The handshake is done: read the peer once, then let uvicorn set up."""
-        super().connection_made(transport)  # type: ignore[misc]
+        """The handshake is done: read the peer once, then let uvicorn set up, writing
+        through a GatheringTransport (an answer's head and body: one TLS record)."""
+        loop = asyncio.get_running_loop()
+        super().connection_made(GatheringTransport(transport, loop))  # type: ignore[misc]
         peer, tls = connection_peer(transport)
         self.app = _with_peer(self.app, peer, tls)
 

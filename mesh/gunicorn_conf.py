@@ -11,7 +11,9 @@ unset, refusing another value), and each worker:
 - ``post_worker_init``: starts a ``MeshService`` (the leaf and CA roots watches, the
   intentions watch), waits until both are in force (``MESH_READY_TIMEOUT``, default
   15 s; a refusal such as a token without ``service:write`` stops the worker at once
-  with the permission named, and gunicorn stops), then wraps the app in ``MeshWSGI``;
+  with the permission named, and gunicorn stops), then wraps the app in ``MeshWSGI``
+  and has each answer's head sent with its first body bytes, one TLS record
+  (``one_record``);
 - ``ssl_context``: gunicorn asks for the server context per accepted connection; it
   gets the one in force, so a renewed leaf or rotated roots apply to the next handshake
   with no restart; its sockets give a silent peer ``MESH_IO_TIMEOUT`` seconds (default
@@ -32,6 +34,7 @@ import ssl
 from typing import Any
 
 from consul_discovery.mesh.errors import MeshConfigError, MeshError
+from consul_discovery.mesh.one_record import gather_gunicorn_answers
 from consul_discovery.mesh.runtime import MeshService
 from consul_discovery.mesh.settings import ready_timeout, server_env
 from consul_discovery.mesh.wsgi import MeshWSGI
@@ -96,6 +99,7 @@ def post_worker_init(worker: Any) -> None:
         raise SystemExit(_WORKER_BOOT_ERROR) from None
     _service = service
     worker.wsgi = MeshWSGI(worker.wsgi, service.guard)
+    gather_gunicorn_answers()  # an answer's head and first body bytes: one TLS record
     worker.log.info("mesh: serving mTLS as %s", service.identity.spiffe_id)
 
 

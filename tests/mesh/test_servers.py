@@ -7,7 +7,9 @@ its own mTLS self-probe (gunicorn master) or in-process checks (uvicorn) feed.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import socket
 import ssl
 import time
@@ -86,6 +88,32 @@ def test_without_a_client_certificate_the_tls_handshake_is_refused(
             raise ConnectionError("closed without an answer")
     # Nothing reached the app: the next request is the one after ours.
     assert session.get(_url(server), timeout=5).json()["served"] == served + 1
+
+
+def test_an_answer_comes_in_one_tls_record(server: MeshServer, api: ServiceIdentity) -> None:
+    """The head and the body of a small answer are one TLS record (mesh/one_record.py):
+    once both are surely in, a single read (Python's ssl reads one record at most) has
+    the whole answer. gunicorn and uvicorn would otherwise write them apart."""
+    context = api.client_tls.context_for(server.service)
+    with contextlib.ExitStack() as connections:
+        tls: ssl.SSLSocket | None = None
+        for path in ("/hello", "/again"):  # a connection's first answer, and a kept-alive one
+            if tls is None:  # gunicorn's sync worker closes after each answer
+                raw = connections.enter_context(
+                    socket.create_connection(("127.0.0.1", server.port), timeout=5)
+                )
+                tls = connections.enter_context(
+                    context.wrap_socket(raw, server_hostname="127.0.0.1")
+                )
+            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            time.sleep(0.3)
+            head, _, body = tls.recv(65536).partition(b"\r\n\r\n")
+            length = re.search(rb"(?im)^content-length: *(\d+)", head)
+            assert head.startswith(b"HTTP/1.1 200") and length is not None, head
+            assert len(body) == int(length.group(1)), (head, body)
+            assert json.loads(body)["path"] == path
+            if re.search(rb"(?im)^connection: *close", head):
+                tls = None
 
 
 def test_plain_http_gets_no_answer(server: MeshServer) -> None:
