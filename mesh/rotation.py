@@ -26,7 +26,12 @@ from dataclasses import dataclass, field
 from consul_discovery.mesh.errors import IdentityNotReady
 from consul_discovery.mesh.identity import CaRoots, Leaf
 from consul_discovery.mesh.spiffe import DEFAULT_NAMESPACE, SpiffeId
-from consul_discovery.mesh.tls import MINIMUM_VERSION, client_context, server_context
+from consul_discovery.mesh.tls import (
+    MINIMUM_VERSION,
+    LeanSocket,
+    client_context,
+    server_context,
+)
 
 log = logging.getLogger("consul_discovery.mesh")
 
@@ -63,6 +68,7 @@ class ServerTLS:
         front.minimum_version = MINIMUM_VERSION
         front.verify_mode = ssl.CERT_REQUIRED  # kept by OpenSSL across the swap
         front.sni_callback = self._select
+        front.sslsocket_class = LeanSocket  # for a blocking server (asyncio's: SSLObject)
         return front
 
     def _select(
