@@ -102,30 +102,26 @@ class Transport:
         return f"info:{name}"
 
 
-def test_writes_of_one_loop_turn_go_out_as_one() -> None:
+def test_a_write_is_joined_to_the_one_held_before_it_in_the_same_turn() -> None:
     async def main() -> list[list[bytes]]:
         inner = Transport()
         gathering = GatheringTransport(inner, asyncio.get_running_loop())  # type: ignore[arg-type]
         gathering.write(b"HTTP/1.1 200 OK\r\n\r\n")
-        gathering.writelines([b"bo", b"dy"])
-        assert inner.writes == [] and gathering.get_write_buffer_size() == 7 + 23
+        assert inner.writes == [] and gathering.get_write_buffer_size() == 7 + 19
+        gathering.write(memoryview(b"body"))  # joined and sent at once, not at the turn's end
         seen = [list(inner.writes)]
-        await asyncio.sleep(0)  # the turn ends: one write
+        gathering.writelines([b"chunk"])  # held: nothing else follows in this turn
         seen.append(list(inner.writes))
-        gathering.write(b"later")
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the turn ends: the held write goes out alone
         seen.append(list(inner.writes))
         assert gathering.get_extra_info("peercert") == "info:peercert"  # the rest delegates
         return seen
 
-    assert asyncio.run(main()) == [
-        [],
-        [b"HTTP/1.1 200 OK\r\n\r\nbody"],
-        [b"HTTP/1.1 200 OK\r\n\r\nbody", b"later"],
-    ]
+    head_and_body = b"HTTP/1.1 200 OK\r\n\r\nbody"
+    assert asyncio.run(main()) == [[head_and_body], [head_and_body], [head_and_body, b"chunk"]]
 
 
-def test_closing_sends_what_is_gathered_and_aborting_drops_it() -> None:
+def test_closing_sends_what_is_held_and_aborting_drops_it() -> None:
     async def main() -> tuple[Transport, Transport]:
         loop = asyncio.get_running_loop()
         closed, aborted = Transport(), Transport()
