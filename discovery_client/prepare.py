@@ -14,9 +14,9 @@ with their validation, body, hooks) on it; the URL, a pure function of its strin
 there are no params, comes from a small cache of requests' own ``prepare_url``. Anything
 else (a cookie in the session's jar, auth, params, ``trust_env``, a URL with user info,
 headers that are not a plain dict, a Session subclass with its own ``prepare_request``)
-goes to ``Session.prepare_request`` unchanged. The
-result is the PreparedRequest requests would have made: tests/discovery_client/
-test_prepare.py compares the two over generated requests.
+goes to ``Session.prepare_request`` unchanged. The result is the PreparedRequest
+requests would have made: tests/discovery_client/test_prepare.py compares the two over
+generated requests.
 """
 
 from __future__ import annotations

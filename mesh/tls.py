@@ -59,7 +59,7 @@ class LeanSocket(ssl.SSLSocket):
 
     ``SSLSocket.recv_into``, ``recv`` and ``sendall`` reach the C ``SSLObject`` through
     two to four Python calls and a memoryview each; a kept-alive mTLS call makes about
-    six of them (both sides): 1.3-1.6 points of bench/mesh_cost.py's ratio. Here a read
+    six of them (both sides): about one point of bench/mesh_cost.py's ratio. Here a read
     into a memoryview (BufferedReader's: http.client, http.server), a ``recv``
     (gunicorn's parser) and a write of bytes go to the SSLObject at once, with the stdlib's
     results: a ragged EOF read as 0 bytes when ``suppress_ragged_eofs``, the rest of a
