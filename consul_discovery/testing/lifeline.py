@@ -145,18 +145,25 @@ def _paths_file(mark: str) -> Path:
     return Path(tempfile.gettempdir()) / f"test-run-lifeline-{mark.replace(':', '-')}.paths"
 
 
+_listed: set[tuple[str, Path]] = set()  # (mark, path) this process has listed already
+
+
 def remove_after_run(path: Path, environ: Mapping[str, str] = os.environ) -> None:
     """Have the run's watchdog remove ``path`` (a directory of this user's) once the run
     has ended and its processes are gone: what a killed run's agents leave (their data
-    and logs) is removed too. A path already removed by then is skipped."""
-    line = f"{Path(path).resolve()}\n".encode()
+    and logs) is removed too. A path already removed by then is skipped; a path this
+    process listed already (an agent started again) is not listed twice."""
+    mark, resolved = process_mark(environ), Path(path).resolve()
+    if (mark, resolved) in _listed:
+        return
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
-    fd = os.open(_paths_file(process_mark(environ)), flags, 0o600)
+    fd = os.open(_paths_file(mark), flags, 0o600)
     try:
         _check_ours(fd)
-        os.write(fd, line)  # one short append: whole, even beside another process's
+        os.write(fd, f"{resolved}\n".encode())  # one short append: whole, beside others'
     finally:
         os.close(fd)
+    _listed.add((mark, resolved))
 
 
 def remove_left_paths(mark: str) -> list[Path]:
@@ -188,6 +195,7 @@ def remove_left_paths(mark: str) -> list[Path]:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     listed.unlink(missing_ok=True)
+    _listed.difference_update({entry for entry in _listed if entry[0] == mark})
     return removed
 
 

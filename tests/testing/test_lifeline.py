@@ -134,8 +134,10 @@ def test_the_paths_a_run_left_are_removed_once(tmp_path: Path) -> None:
     kept, gone = tmp_path / "kept", tmp_path / "gone"
     kept.mkdir()
     (kept / "file").write_text("x")
-    for path in (kept, kept, gone):
+    for path in (kept, kept, gone):  # kept twice: an agent started again
         lifeline.remove_after_run(path, environ)
+    listed = lifeline._paths_file(mark).read_text().splitlines()
+    assert listed == [str(kept.resolve()), str(gone.resolve())]
     assert lifeline.remove_left_paths(mark) == [kept.resolve()]
     assert not kept.exists()
     assert lifeline.remove_left_paths(mark) == []  # the list went with them
