@@ -362,9 +362,12 @@ def served_by_root(caller: ServiceIdentity, inst: InstancePlan, roots: CaRoots) 
 
 
 def ca_rotation(
-    plan: ClusterPlan, conn: ConsulConnection, caller: ServiceIdentity, timeout: float = 45.0
+    plan: ClusterPlan, conn: ConsulConnection, caller: ServiceIdentity, timeout: float = 90.0
 ) -> dict[str, float]:
     """Rotate the Connect CA, then wait until every mesh instance serves a new leaf.
+
+    The agent renews each leaf at a random moment of a 30 s window; a signing request
+    the servers rate-limit waits for the next window, hence the 90 s default.
 
     "New" is checked on the wire (``served_by_root`` with only the new root trusted), for
     every instance of every mesh service. Figures: seconds from the rotation to the
