@@ -183,18 +183,15 @@ def test_a_ca_rotation_under_load_fails_no_request(
             deadline = started + 90
             while time.monotonic() < deadline:
                 now = {s.service: _presented_serial(api, s) for s in servers}
-                ours = _own_view(api)
-                if (
-                    all(now[k] != before[k] for k in now)
-                    and ours[0] != leaf_before
-                    and (ours[1] != root_before)
-                ):
+                leaf_now, root_now = _own_view(api)
+                servers_renewed = all(now[k] != before[k] for k in now)
+                if servers_renewed and leaf_now != leaf_before and root_now != root_before:
                     break
                 time.sleep(0.5)
             else:
                 raise AssertionError(
                     f"not renewed in 90 s: servers {before} -> {now}; our leaf {leaf_before} "
-                    f"-> {ours[0]}, our active root {root_before[:11]} -> {ours[1][:11]} "
+                    f"-> {leaf_now}, our active root {root_before[:11]} -> {root_now[:11]} "
                     f"(agent: {active_root(agent)[:11]})"
                 )
             print(f"rotation: every leaf renewed {time.monotonic() - started:.1f} s after it")
